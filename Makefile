@@ -1,0 +1,77 @@
+# Tocsin's front door. `make up` runs the platform locally, `make test` runs every test.
+# Both install what they need by themselves (venv, Kafka jars from Maven Central, Debian's
+# redis-server) on a machine with Python 3.11, Java 17, Maven and apt.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BASE ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTO_SRC := $(wildcard protos/tocsin/v1/*.proto)
+PROTO_OUT := libs/common
+PYTEST_ARGS ?=
+PACKAGES := libs/common/tocsin_common services/alert-ingest/tocsin_ingest services/correlation/tocsin_correlation \
+  services/escalation/tocsin_escalation services/notification/tocsin_notification
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help venv proto proto-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt libs/common/pyproject.toml services/*/pyproject.toml
+	@test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e libs/common -e services/alert-ingest -e services/correlation -e services/escalation -e services/notification
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv with the pinned dependencies and the packages (editable)
+
+proto: $(STAMP)  ## generate Python code from protos/ into libs/common/tocsin/v1
+	$(PY) tools/genproto.py --out $(PROTO_OUT)
+
+proto-check: $(STAMP)  ## fail when the generated code is stale against protos/
+	$(PY) tools/genproto.py --check --out $(PROTO_OUT)
+
+lint: $(STAMP)  ## ruff and mypy over services/, libs/ and tools/
+	$(VENV)/bin/ruff check services libs tools tests
+	$(VENV)/bin/mypy $(PACKAGES)
+
+fetch: $(STAMP)  ## fetch the Kafka broker jars and install redis-server (done by up/test too)
+	$(PY) tools/devstack.py fetch
+
+up: $(STAMP)  ## run Kafka, Redis and the four services locally (stop with make down)
+	$(PY) tools/devstack.py up --profile dev
+
+down:  ## stop exactly what make up started
+	@if [ -x $(PY) ]; then $(PY) tools/devstack.py down --profile dev; else python3 tools/devstack.py down --profile dev; fi
+
+status:  ## what make up started, and whether it still runs
+	@python3 tools/devstack.py status --profile dev
+
+infra-test-up: $(STAMP)
+	$(PY) tools/devstack.py down --profile test
+	$(PY) tools/devstack.py infra-up --profile test --fresh
+
+infra-test-down:
+	@python3 tools/devstack.py down --profile test
+
+test-unit: $(STAMP)  ## unit tests only (no Kafka, no Redis)
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+# The whole suite against its own Kafka and Redis (ports and data apart from make up's),
+# always torn down, exiting with pytest's status.
+test: $(STAMP)  ## run every test, bringing up and tearing down its own Kafka and Redis
+	$(MAKE) --no-print-directory infra-test-up
+	@status=0; \
+	  eval "$$($(PY) tools/devstack.py env --profile test)"; \
+	  $(PY) -m pytest tests -q -rfE $(PYTEST_ARGS) || status=$$?; \
+	  $(MAKE) --no-print-directory infra-test-down; \
+	  exit $$status
+
+clean:  ## remove run folders (not the venv or the Kafka jar cache)
+	rm -rf .run

@@ -1,0 +1,1 @@
+"""Tocsin's shared library: settings, configuration model and helpers used by every service."""

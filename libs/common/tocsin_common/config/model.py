@@ -1,0 +1,878 @@
+"""The configuration model: one YAML file describing services, people and how to page them.
+
+Every model is frozen (a loaded configuration is shared by coroutines and swapped as a whole
+on reload, never edited in place) and forbids unknown fields (a misspelt field must be an
+error, not a silently ignored setting). Checks that need only one object live here as
+validators; checks that relate objects to each other (unknown ids, duplicates, cycles,
+overlapping overrides) live in :mod:`tocsin_common.config.loader`, which also maps every
+problem to a line of the file. See docs/configuration.md for the reference.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from collections.abc import Mapping
+from datetime import datetime, time, timedelta
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .durations import Duration, PositiveDuration
+
+__all__ = [
+    "ContactMethod",
+    "ContactMethodType",
+    "EmailSettings",
+    "EscalationLevel",
+    "EscalationPolicy",
+    "EscalationTarget",
+    "Grouping",
+    "Heartbeat",
+    "InhibitRule",
+    "Integration",
+    "IntegrationType",
+    "Layer",
+    "LinkSettings",
+    "MaintenanceWindow",
+    "Matcher",
+    "NotificationRule",
+    "NotificationRules",
+    "NotificationSettings",
+    "Override",
+    "Restriction",
+    "Schedule",
+    "Service",
+    "Severity",
+    "SeverityUrgency",
+    "Team",
+    "TocsinConfig",
+    "TwilioSettings",
+    "Urgency",
+    "UrgencyRules",
+    "User",
+    "WebhookSettings",
+    "Weekday",
+]
+
+Severity = Literal["critical", "error", "warning", "info"]
+Urgency = Literal["high", "low"]
+IntegrationType = Literal["events_v2", "alertmanager", "grafana", "any"]
+ContactMethodType = Literal["email", "sms", "voice", "slack", "teams", "webhook"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[Weekday, ...] = (
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+)
+
+# ---------------------------------------------------------------------------------------------
+# Field types with their own checks (and messages a newcomer can act on)
+# ---------------------------------------------------------------------------------------------
+
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_E164_RE = re.compile(r"^\+[1-9][0-9]{1,14}$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
+_HHMM_RE = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+_LABEL_RE = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
+
+
+def _slug(value: str) -> str:
+    if len(value) > 100 or not _SLUG_RE.match(value):
+        raise ValueError(
+            f"invalid id {value!r}: use lowercase letters, digits, '-' and '_', "
+            "starting with a letter or digit (at most 100 characters)"
+        )
+    return value
+
+
+def _integration_key(value: str) -> str:
+    if not _KEY_RE.match(value):
+        raise ValueError(
+            f"invalid integration key {value!r}: 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'"
+        )
+    return value
+
+
+def _env_name(value: str) -> str:
+    # These fields name an environment variable; the secret itself never goes in the file.
+    if not _ENV_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not an environment variable name (letters, digits and '_'); "
+            "fields ending in _env name the variable that holds the secret, not the secret"
+        )
+    return value
+
+
+def _email(value: str) -> str:
+    if not _EMAIL_RE.match(value):
+        raise ValueError(f"invalid email address {value!r}")
+    return value
+
+
+def _e164(value: str) -> str:
+    if not _E164_RE.match(value):
+        raise ValueError(f"invalid phone number {value!r}: use E.164 format, e.g. +15555550100")
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"invalid URL {value!r}: expected an http:// or https:// URL")
+    return value
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        hint = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(
+            f"unknown time zone {value!r}{suggestion}; use an IANA name such as 'Europe/Berlin'"
+        ) from None
+    return value
+
+
+def _time_of_day(value: object) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, str):
+        match = _HHMM_RE.match(value.strip())
+        if match:
+            return time(int(match.group(1)), int(match.group(2)))
+    raise ValueError(
+        f"invalid time of day {value!r}: expected 'HH:MM' (24-hour clock), e.g. '09:00'"
+    )
+
+
+def _weekday(value: object) -> object:
+    # Day names are matched case-insensitively ("Monday" is as clear as "monday").
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{value.isoformat()} has no UTC offset; write it with one, "
+            "e.g. 2026-12-01T02:00:00Z or 2026-12-01T03:00:00+01:00"
+        )
+    return value
+
+
+def _naive(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        raise ValueError(
+            f"{value.isoformat()} has a UTC offset; a layer start is a local time in the "
+            "schedule's time_zone, write it without an offset, e.g. 2026-01-05T09:00:00"
+        )
+    return value
+
+
+def _non_empty(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    # An AfterValidator rather than Field(min_length=1): pydantic also reports "too short"
+    # for a one-item list whose item is invalid, which would be a misleading second error.
+    if not value:
+        raise ValueError("must not be empty (needs at least one entry)")
+    return value
+
+
+_T = TypeVar("_T")
+
+NonEmpty = Annotated[tuple[_T, ...], AfterValidator(_non_empty)]
+Slug = Annotated[str, AfterValidator(_slug)]
+Ref = Annotated[str, Field(min_length=1)]
+Name = Annotated[str, Field(min_length=1)]
+IntegrationKey = Annotated[str, AfterValidator(_integration_key)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+Email = Annotated[str, AfterValidator(_email)]
+PhoneNumber = Annotated[str, AfterValidator(_e164)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+TimeZone = Annotated[str, AfterValidator(_time_zone)]
+TimeOfDay = Annotated[time, BeforeValidator(_time_of_day)]
+Day = Annotated[Weekday, BeforeValidator(_weekday)]
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+LocalDatetime = Annotated[datetime, AfterValidator(_naive)]
+
+
+class _Model(BaseModel):
+    """Base of every configuration model: frozen, strict about unknown fields."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        # YAML reads `id: 1234` or an all-digit key as a number; they are still ids.
+        coerce_numbers_to_str=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        # `overrides:` with nothing under it is YAML null; treat an empty optional field as
+        # absent (its default) instead of failing with "Input should be a valid tuple".
+        if not isinstance(data, dict):
+            return data
+        optional = set()
+        for name, info in cls.model_fields.items():
+            if not info.is_required():
+                optional.add(name)
+                if info.alias:
+                    optional.add(info.alias)
+        return {k: v for k, v in data.items() if not (v is None and k in optional)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Services
+# ---------------------------------------------------------------------------------------------
+
+
+class Integration(_Model):
+    """An integration key (routing key) through which a monitoring tool sends to a service."""
+
+    key: IntegrationKey
+    type: IntegrationType = "any"
+    name: str = ""
+    rate_limit_per_minute: int = Field(default=1200, ge=1)
+
+    def accepts(self, fmt: str) -> bool:
+        """Whether events in format ``fmt`` (events_v2, alertmanager, grafana) may use this key."""
+        return self.type == "any" or self.type == fmt
+
+
+# Fields of a normalized alert that grouping can use; labels.* and details.* take a sub-key.
+GROUPING_FIELDS: frozenset[str] = frozenset(
+    {"summary", "source", "severity", "component", "group", "class", "dedup_key"}
+)
+GROUPING_MAPS: frozenset[str] = frozenset({"labels", "details"})
+
+
+def _grouping_field(value: str) -> str:
+    head, dot, rest = value.partition(".")
+    if head in GROUPING_MAPS and dot and rest:
+        return value
+    if head in GROUPING_FIELDS and not dot:
+        return value
+    allowed = ", ".join(sorted(GROUPING_FIELDS)) + ", labels.<name>, details.<name>"
+    raise ValueError(f"unknown alert field {value!r}: expected one of {allowed}")
+
+
+class Grouping(_Model):
+    """How alerts of a service are grouped into incidents.
+
+    ``none``: one incident per alert. ``content``: alerts with equal values of ``fields``
+    join the same open incident if it was opened less than ``window`` ago. ``time``: every
+    alert of the service joins the open incident opened less than ``window`` ago.
+    """
+
+    mode: Literal["none", "content", "time"] = "none"
+    fields: tuple[Annotated[str, AfterValidator(_grouping_field)], ...] = Field(
+        default=(), validate_default=True
+    )
+    window: PositiveDuration = timedelta(minutes=5)
+
+    @field_validator("fields")
+    @classmethod
+    def _fields_match_mode(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        mode = info.data.get("mode")
+        if mode == "content" and not value:
+            raise ValueError("mode 'content' needs at least one field to group by")
+        if mode in ("none", "time") and value:
+            raise ValueError(f"fields only apply to mode 'content' (mode is {mode!r})")
+        return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile_matcher_regex(pattern: str) -> re.Pattern[str]:
+    # Alertmanager anchors matcher regexes at both ends.
+    return re.compile(f"(?:{pattern})", re.DOTALL)
+
+
+_MATCHER_RE = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(=~|=|!=|!~)\s*((?s:.*?))\s*$")
+
+
+def _unquote_matcher_value(raw: str) -> str:
+    # Same rules as Alertmanager's matcher parser: an optional pair of double quotes, \" \\ \n
+    # escapes, any other backslash kept literally (so regexes like "a\.b" work unchanged).
+    quoted = raw.startswith('"')
+    body = raw[1:] if quoted else raw
+    out: list[str] = []
+    escaped = False
+    closed = False
+    for i, char in enumerate(body):
+        if closed:
+            raise ValueError(f"unexpected text after the closing quote in {raw!r}")
+        if escaped:
+            escaped = False
+            out.append({"n": "\n", '"': '"', "\\": "\\"}.get(char, "\\" + char))
+            continue
+        if char == "\\" and i < len(body) - 1:
+            escaped = True
+        elif char == '"':
+            if not quoted or i < len(body) - 1:
+                raise ValueError(f"matcher value contains an unescaped double quote: {raw!r}")
+            closed = True
+        else:
+            out.append(char)
+    if quoted and not closed:
+        raise ValueError(f"matcher value is missing its closing double quote: {raw!r}")
+    return "".join(out)
+
+
+class Matcher(_Model):
+    """An Alertmanager label matcher such as ``severity=~"warning|info"``.
+
+    In the file it is written as a string ``name op "value"`` (op is ``=``, ``!=``, ``=~`` or
+    ``!~``); regexes are anchored at both ends, as in Alertmanager. A missing label matches
+    as the empty string.
+    """
+
+    name: str
+    op: Literal["=", "!=", "=~", "!~"]
+    value: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if not isinstance(data, str):
+            return data
+        match = _MATCHER_RE.match(data)
+        if match is None:
+            raise ValueError(
+                f'invalid matcher {data!r}: expected label op "value" with op one of '
+                '= != =~ !~, e.g. severity="critical"'
+            )
+        name, op, raw = match.groups()
+        return {"name": name, "op": op, "value": _unquote_matcher_value(raw)}
+
+    @field_validator("name")
+    @classmethod
+    def _label_name(cls, value: str) -> str:
+        if not _LABEL_RE.match(value):
+            raise ValueError(f"invalid label name {value!r}")
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _regex_compiles(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("op") in ("=~", "!~"):
+            try:
+                _compile_matcher_regex(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return value
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether a label set satisfies this matcher."""
+        actual = labels.get(self.name, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        found = _compile_matcher_regex(self.value).fullmatch(actual) is not None
+        return found if self.op == "=~" else not found
+
+    def __str__(self) -> str:
+        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'{self.name}{self.op}"{escaped}"'
+
+
+class InhibitRule(_Model):
+    """While an alert matching ``source_matchers`` fires, alerts matching ``target_matchers``
+    that have equal values for every label in ``equal`` are suppressed (as in Alertmanager)."""
+
+    source_matchers: NonEmpty[Matcher]
+    target_matchers: NonEmpty[Matcher]
+    equal: tuple[str, ...] = ()
+
+
+class SeverityUrgency(_Model):
+    """The urgency used for an alert of each severity."""
+
+    critical: Urgency = "high"
+    error: Urgency = "high"
+    warning: Urgency = "low"
+    info: Urgency = "low"
+
+
+class UrgencyRules(_Model):
+    """Urgency of an incident: from the severity of its alert, else ``default``."""
+
+    default: Urgency = "high"
+    by_severity: SeverityUrgency = Field(default_factory=SeverityUrgency)
+
+    def for_severity(self, severity: str | None) -> Urgency:
+        """The urgency of an alert with this severity (``default`` when unknown or absent)."""
+        if severity in ("critical", "error", "warning", "info"):
+            result: Urgency = getattr(self.by_severity, severity)
+            return result
+        return self.default
+
+
+class MaintenanceWindow(_Model):
+    """A planned period during which the service's alerts are recorded but never page."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+    description: str = ""
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        start = info.data.get("start")
+        if start is not None and value <= start:
+            raise ValueError("end must be after start")
+        return value
+
+    def active_at(self, at: datetime) -> bool:
+        """Whether the (timezone-aware) instant ``at`` falls in ``[start, end)``."""
+        return self.start <= at < self.end
+
+
+class Service(_Model):
+    """A thing that can break: alerts for it arrive through its integrations and page through
+    its escalation policy."""
+
+    id: Slug
+    name: Name
+    description: str = ""
+    escalation_policy: Ref
+    integrations: tuple[Integration, ...] = ()
+    grouping: Grouping = Field(default_factory=Grouping)
+    inhibit_rules: tuple[InhibitRule, ...] = ()
+    depends_on: tuple[Ref, ...] = ()
+    ack_timeout: PositiveDuration | None = None
+    auto_resolve_timeout: PositiveDuration | None = None
+    urgency: UrgencyRules = Field(default_factory=UrgencyRules)
+    maintenance_windows: tuple[MaintenanceWindow, ...] = ()
+    change_lookback: Duration = timedelta(hours=1)
+
+    def in_maintenance(self, at: datetime) -> bool:
+        """Whether any maintenance window of this service covers ``at``."""
+        return any(w.active_at(at) for w in self.maintenance_windows)
+
+
+class Heartbeat(_Model):
+    """A monitor that expects a ping every ``interval``; after ``interval + grace`` without
+    one it triggers an alert on ``service``, and the next ping resolves it."""
+
+    id: Slug
+    service: Ref
+    interval: PositiveDuration
+    grace: Duration = timedelta(0)
+    summary: str = ""
+    severity: Severity = "critical"
+
+    @property
+    def alert_summary(self) -> str:
+        """The summary of the alert raised when a ping is missed."""
+        return self.summary or f"Heartbeat {self.id} did not check in"
+
+
+# ---------------------------------------------------------------------------------------------
+# People
+# ---------------------------------------------------------------------------------------------
+
+
+class Team(_Model):
+    """A named group of users; as an escalation target it means every member."""
+
+    id: Slug
+    name: Name
+    members: NonEmpty[Ref]
+
+
+_ADDRESS_CHECKS = {
+    "email": _email,
+    "sms": _e164,
+    "voice": _e164,
+    "slack": _http_url,
+    "teams": _http_url,
+    "webhook": _http_url,
+}
+
+
+class ContactMethod(_Model):
+    """One way to reach a user: an email address, a phone number (sms/voice, E.164) or an
+    incoming-webhook URL (slack/teams/webhook)."""
+
+    id: Slug
+    type: ContactMethodType
+    address: str
+    name: str = ""
+
+    @field_validator("address")
+    @classmethod
+    def _address_fits_type(cls, value: str, info: ValidationInfo) -> str:
+        check = _ADDRESS_CHECKS.get(str(info.data.get("type")))
+        return check(value) if check is not None else value
+
+
+class NotificationRule(_Model):
+    """Notify on ``contact_method`` (an id of the same user) ``delay`` after being paged."""
+
+    delay: Duration = timedelta(0)
+    contact_method: Ref
+
+
+class NotificationRules(_Model):
+    """A user's notification rules for each urgency. A user with no rule for an urgency is
+    not notified at that urgency."""
+
+    high: tuple[NotificationRule, ...] = ()
+    low: tuple[NotificationRule, ...] = ()
+
+    def for_urgency(self, urgency: Urgency) -> tuple[NotificationRule, ...]:
+        """The rules that apply at ``urgency``."""
+        return self.high if urgency == "high" else self.low
+
+
+class User(_Model):
+    """A person who can be paged."""
+
+    id: Slug
+    name: Name
+    email: Email
+    time_zone: TimeZone = "UTC"
+    contact_methods: tuple[ContactMethod, ...] = ()
+    notification_rules: NotificationRules = Field(default_factory=NotificationRules)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The user's time zone."""
+        return ZoneInfo(self.time_zone)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules
+# ---------------------------------------------------------------------------------------------
+
+
+class Restriction(_Model):
+    """Limits a layer to part of the day (``daily``) or week (``weekly``). An ``end`` at or
+    before ``start`` wraps past midnight (daily) or past the end of the week (weekly)."""
+
+    type: Literal["daily", "weekly"]
+    start_day: Day | None = Field(default=None, validate_default=True)
+    start: TimeOfDay
+    end_day: Day | None = Field(default=None, validate_default=True)
+    end: TimeOfDay
+
+    @field_validator("start_day", "end_day")
+    @classmethod
+    def _days_match_type(cls, value: Weekday | None, info: ValidationInfo) -> Weekday | None:
+        kind = info.data.get("type")
+        if kind == "weekly" and value is None:
+            raise ValueError(f"a weekly restriction needs {info.field_name}")
+        if kind == "daily" and value is not None:
+            raise ValueError(f"{info.field_name} only applies to weekly restrictions")
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _not_empty(cls, value: time, info: ValidationInfo) -> time:
+        if info.data.get("start") == value and info.data.get("start_day") == info.data.get(
+            "end_day"
+        ):
+            raise ValueError(
+                "end equals start, which is ambiguous; to be on call all the time, "
+                "leave out the restriction"
+            )
+        return value
+
+
+_ROTATION_TURNS: dict[str, timedelta] = {
+    "hourly": timedelta(hours=1),
+    "daily": timedelta(days=1),
+    "weekly": timedelta(weeks=1),
+}
+
+
+class Layer(_Model):
+    """A rotation of users. Handoffs happen every turn from ``start`` (a local time in the
+    schedule's zone); daily and weekly turns keep the same wall-clock time across DST."""
+
+    name: str = ""
+    start: LocalDatetime
+    rotation: Literal["hourly", "daily", "weekly", "custom"]
+    turn_length: PositiveDuration | None = Field(default=None, validate_default=True)
+    users: NonEmpty[Ref]
+    on_call_at_once: int = Field(default=1, ge=1, validate_default=True)
+    restrictions: tuple[Restriction, ...] = ()
+
+    @field_validator("turn_length")
+    @classmethod
+    def _turn_for_custom(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        rotation = info.data.get("rotation")
+        if rotation == "custom" and value is None:
+            raise ValueError("rotation 'custom' needs turn_length")
+        if rotation in _ROTATION_TURNS and value is not None:
+            raise ValueError(
+                f"turn_length only applies to rotation 'custom' (rotation is {rotation!r})"
+            )
+        return value
+
+    @field_validator("on_call_at_once")
+    @classmethod
+    def _enough_users(cls, value: int, info: ValidationInfo) -> int:
+        users = info.data.get("users")
+        if users is not None and value > len(set(users)):
+            raise ValueError(
+                f"on_call_at_once is {value} but the layer has only "
+                f"{len(set(users))} distinct user(s)"
+            )
+        return value
+
+    @property
+    def turn(self) -> timedelta:
+        """The length of one turn (nominal: a daily turn is one calendar day in local time)."""
+        if self.turn_length is not None:
+            return self.turn_length
+        return _ROTATION_TURNS[self.rotation]
+
+
+class Override(_Model):
+    """``user`` is on call in the schedule from ``start`` to ``end``, replacing the layers."""
+
+    user: Ref
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        start = info.data.get("start")
+        if start is not None and value <= start:
+            raise ValueError("end must be after start")
+        return value
+
+
+class Schedule(_Model):
+    """Who is on call when: layers (later ones win), then overrides (win over all)."""
+
+    id: Slug
+    name: Name
+    description: str = ""
+    time_zone: TimeZone
+    layers: NonEmpty[Layer]
+    overrides: tuple[Override, ...] = ()
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The schedule's time zone, in which layer starts and restrictions are read."""
+        return ZoneInfo(self.time_zone)
+
+
+# ---------------------------------------------------------------------------------------------
+# Escalation
+# ---------------------------------------------------------------------------------------------
+
+
+class EscalationTarget(_Model):
+    """Whom a level pages: a user, whoever is on call in a schedule, or every team member."""
+
+    type: Literal["user", "schedule", "team"]
+    id: Ref
+
+
+class EscalationLevel(_Model):
+    """Page every target, then wait ``delay`` for an acknowledgement before the next level."""
+
+    delay: PositiveDuration
+    targets: NonEmpty[EscalationTarget]
+
+
+class EscalationPolicy(_Model):
+    """Ordered levels; after the last level the whole policy runs again ``repeat`` times."""
+
+    id: Slug
+    name: Name
+    description: str = ""
+    repeat: int = Field(default=0, ge=0, le=100)
+    levels: NonEmpty[EscalationLevel]
+
+
+# ---------------------------------------------------------------------------------------------
+# Delivery settings
+# ---------------------------------------------------------------------------------------------
+
+
+class EmailSettings(_Model):
+    """SMTP server used for email contact methods."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    username: str | None = None
+    password_env: EnvName | None = None
+    from_: Email = Field(default="tocsin@localhost", alias="from")
+
+
+class TwilioSettings(_Model):
+    """Twilio-compatible REST API used for sms and voice contact methods."""
+
+    base_url: HttpUrl = "https://api.twilio.com"
+    account_sid: str = ""
+    auth_token_env: EnvName = "TWILIO_AUTH_TOKEN"
+    from_number: str = ""
+
+    @field_validator("from_number")
+    @classmethod
+    def _from_number(cls, value: str) -> str:
+        return _e164(value) if value else value
+
+
+class WebhookSettings(_Model):
+    """Generic webhook delivery: bodies are signed with HMAC-SHA256 using this secret."""
+
+    signing_secret_env: EnvName = "TOCSIN_WEBHOOK_SECRET"
+
+
+class LinkSettings(_Model):
+    """Signed acknowledge/resolve links carried by every page."""
+
+    signing_secret_env: EnvName = "TOCSIN_LINK_SECRET"
+    ttl: PositiveDuration = timedelta(hours=24)
+
+
+class NotificationSettings(_Model):
+    """Delivery providers' settings; every part is optional."""
+
+    email: EmailSettings = Field(default_factory=EmailSettings)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    links: LinkSettings = Field(default_factory=LinkSettings)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole file
+# ---------------------------------------------------------------------------------------------
+
+
+def _first_by_id(items: tuple[Any, ...]) -> dict[str, Any]:
+    # First definition wins; the loader reports later duplicates as errors.
+    index: dict[str, Any] = {}
+    for item in items:
+        index.setdefault(item.id, item)
+    return index
+
+
+class TocsinConfig(_Model):
+    """The whole configuration file. Look objects up with the index helpers
+    (:meth:`service`, :meth:`user`, ...), which raise :class:`KeyError` for unknown ids."""
+
+    version: Literal[1]
+    services: tuple[Service, ...] = ()
+    heartbeats: tuple[Heartbeat, ...] = ()
+    teams: tuple[Team, ...] = ()
+    users: tuple[User, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
+    escalation_policies: tuple[EscalationPolicy, ...] = ()
+    notification: NotificationSettings = Field(default_factory=NotificationSettings)
+
+    # Built once after validation; the model is frozen so they never go stale.
+    _services: dict[str, Service] = PrivateAttr(default_factory=dict)
+    _heartbeats: dict[str, Heartbeat] = PrivateAttr(default_factory=dict)
+    _teams: dict[str, Team] = PrivateAttr(default_factory=dict)
+    _users: dict[str, User] = PrivateAttr(default_factory=dict)
+    _schedules: dict[str, Schedule] = PrivateAttr(default_factory=dict)
+    _policies: dict[str, EscalationPolicy] = PrivateAttr(default_factory=dict)
+    _keys: dict[str, tuple[Service, Integration]] = PrivateAttr(default_factory=dict)
+    _contact_methods: dict[tuple[str, str], ContactMethod] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._services = _first_by_id(self.services)
+        self._heartbeats = _first_by_id(self.heartbeats)
+        self._teams = _first_by_id(self.teams)
+        self._users = _first_by_id(self.users)
+        self._schedules = _first_by_id(self.schedules)
+        self._policies = _first_by_id(self.escalation_policies)
+        for service in self.services:
+            for integration in service.integrations:
+                self._keys.setdefault(integration.key, (service, integration))
+        for user in self.users:
+            for method in user.contact_methods:
+                self._contact_methods.setdefault((user.id, method.id), method)
+
+    @staticmethod
+    def _get(index: Mapping[str, Any], kind: str, ident: str) -> Any:
+        try:
+            return index[ident]
+        except KeyError:
+            raise KeyError(f"unknown {kind} {ident!r}") from None
+
+    def service(self, service_id: str) -> Service:
+        """The service with this id."""
+        result: Service = self._get(self._services, "service", service_id)
+        return result
+
+    def heartbeat(self, heartbeat_id: str) -> Heartbeat:
+        """The heartbeat monitor with this id."""
+        result: Heartbeat = self._get(self._heartbeats, "heartbeat", heartbeat_id)
+        return result
+
+    def team(self, team_id: str) -> Team:
+        """The team with this id."""
+        result: Team = self._get(self._teams, "team", team_id)
+        return result
+
+    def user(self, user_id: str) -> User:
+        """The user with this id."""
+        result: User = self._get(self._users, "user", user_id)
+        return result
+
+    def schedule(self, schedule_id: str) -> Schedule:
+        """The schedule with this id."""
+        result: Schedule = self._get(self._schedules, "schedule", schedule_id)
+        return result
+
+    def policy(self, policy_id: str) -> EscalationPolicy:
+        """The escalation policy with this id."""
+        result: EscalationPolicy = self._get(self._policies, "escalation policy", policy_id)
+        return result
+
+    def contact_method(self, user_id: str, contact_method_id: str) -> ContactMethod:
+        """The contact method ``contact_method_id`` of user ``user_id``."""
+        try:
+            return self._contact_methods[(user_id, contact_method_id)]
+        except KeyError:
+            raise KeyError(
+                f"unknown contact method {contact_method_id!r} of user {user_id!r}"
+            ) from None
+
+    def service_for_key(self, routing_key: str) -> tuple[Service, Integration] | None:
+        """The service and integration an integration (routing) key belongs to, or None."""
+        return self._keys.get(routing_key)
+
+    def upstream(self, service_id: str) -> tuple[str, ...]:
+        """Every service ``service_id`` depends on, directly or not, nearest first."""
+        seen: dict[str, None] = {}
+        queue = list(self.service(service_id).depends_on)
+        while queue:
+            current = queue.pop(0)
+            if current in seen or current == service_id or current not in self._services:
+                continue
+            seen[current] = None
+            queue.extend(self._services[current].depends_on)
+        return tuple(seen)

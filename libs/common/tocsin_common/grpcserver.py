@@ -1,0 +1,108 @@
+"""The gRPC server every service runs: tracing interceptor and grpc.health.v1 built in."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from tocsin_common.tracing import TracingClientInterceptor, TracingServerInterceptor
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+class GrpcServer:
+    """A gRPC aio server with health checking; services register their servicers on it."""
+
+    def __init__(self, host: str, port: int, service_names: Iterable[str]) -> None:
+        self.server = grpc.aio.server(interceptors=[TracingServerInterceptor()])
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._service_names = list(service_names)
+        self.address = f"{host}:{port}"
+        self.port = self.server.add_insecure_port(self.address)
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def set_serving(self, serving: bool = True) -> None:
+        """Report SERVING (overall and per service) once the service can do its work."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+        for name in self._service_names:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace)
+
+
+def client_channel(target: str) -> grpc.aio.Channel:
+    """A channel to another Tocsin service, carrying the trace context in its metadata."""
+    return grpc.aio.insecure_channel(target, interceptors=[TracingClientInterceptor()])
+
+
+class ThreadedGrpcServer:
+    """A GrpcServer on its own event loop in a daemon thread.
+
+    For processes whose main loop is not a plain asyncio one: gRPC aio's server never
+    finishes starting inside faust/mode's worker loop, so correlation runs it beside it.
+    Servicers must then not touch the worker loop's objects directly.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        service_names: Iterable[str],
+        register: Callable[[grpc.aio.Server], None] | None = None,
+    ) -> None:
+        self._args = (host, port, list(service_names))
+        self._register = register
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: GrpcServer | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        thread = threading.Thread(target=self._run, name="grpc-server", daemon=True)
+        thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("gRPC server thread did not start")
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._start())
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        host, port, names = self._args
+        self._server = GrpcServer(host, port, names)
+        if self._register is not None:
+            self._register(self._server.server)
+        await self._server.start()
+
+    def set_serving(self, serving: bool = True) -> None:
+        assert self._loop is not None and self._server is not None
+        asyncio.run_coroutine_threadsafe(self._server.set_serving(serving), self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._server is not None:
+            asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)

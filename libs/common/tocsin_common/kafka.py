@@ -1,0 +1,269 @@
+"""Kafka clients for the services that use a plain client (aiokafka).
+
+- `EventProducer`: idempotent, acks=all; every record carries the current trace context.
+- `ConsumerLoop`: a consumer group member that processes each record in its own span,
+  commits only what was processed (at-least-once), retries transient failures in place
+  (the partition waits rather than loses a record) and sends bad records to a dead letter
+  with the reason and the original bytes, so the partition keeps moving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.structs import RecordMetadata, TopicPartition
+from google.protobuf.message import Message
+from tocsin.v1 import alert_pb2
+
+from tocsin_common import metrics
+from tocsin_common.timeutil import set_timestamp
+from tocsin_common.topics import ALL_TOPICS, Topic
+from tocsin_common.tracing import consume_span, kafka_headers, produce_span, record_error, tracer
+
+log = logging.getLogger("tocsin.kafka")
+
+
+class BadRecord(Exception):
+    """A record that can never be processed (undecodable, invalid): dead-letter it."""
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[Topic] = ALL_TOPICS) -> None:
+    """Create the topics that do not exist yet (idempotent; safe with several replicas)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tocsin-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                t.name,
+                t.partitions,
+                1 if _single_broker(bootstrap) else 3,
+                topic_configs={
+                    "retention.ms": str(t.retention_ms),
+                    **({"cleanup.policy": "compact"} if t.compacted else {}),
+                },
+            )
+            for t in topics
+            if t.name not in existing
+        ]
+        if missing:
+            # Another replica may create one between our list and our create.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+def _single_broker(bootstrap: str) -> bool:
+    return "," not in bootstrap
+
+
+async def wait_for_kafka(bootstrap: str, timeout_s: float = 60.0) -> None:
+    """Wait until the broker answers (services may start before it is ready)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tocsin-probe")
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except KafkaConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+class EventProducer:
+    """Sends protobuf messages to Tocsin topics, durably (idempotent, acks=all)."""
+
+    def __init__(self, bootstrap: str, service: str, *, linger_ms: int = 2) -> None:
+        self._service = service
+        self._tracer = tracer(f"tocsin.{service}.producer")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=f"tocsin-{service}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=linger_ms,
+            max_batch_size=256 * 1024,
+            compression_type=None,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(
+        self,
+        topic: Topic,
+        key: str,
+        message: Message | bytes,
+        headers: Iterable[tuple[str, bytes]] = (),
+    ) -> RecordMetadata:
+        """Produce one record and wait until the broker has it (all in-sync replicas)."""
+        future = await self.enqueue(topic, key, message, headers)
+        return await future
+
+    async def enqueue(
+        self,
+        topic: Topic,
+        key: str,
+        message: Message | bytes,
+        headers: Iterable[tuple[str, bytes]] = (),
+    ) -> asyncio.Future[RecordMetadata]:
+        """Hand one record to the producer; await the returned future for durability.
+
+        Enqueue many, then await them together: the producer batches them into few requests.
+        """
+        value = message if isinstance(message, bytes) else message.SerializeToString()
+        with produce_span(self._tracer, topic.name, **{"messaging.kafka.message.key": key}):
+            future: asyncio.Future[RecordMetadata] = await self._producer.send(
+                topic.name, value=value, key=key.encode("utf-8"), headers=kafka_headers(headers)
+            )
+        metrics.MESSAGES_PRODUCED.labels(self._service, topic.name).inc()
+        return future
+
+    async def dead_letter(
+        self, topic: Topic, record: ConsumerRecord[bytes, bytes], reason: str
+    ) -> None:
+        """Keep a record that cannot be processed, whole, with why."""
+        letter = alert_pb2.DeadLetter(
+            reason=reason,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            original_key=record.key or b"",
+            original_value=record.value or b"",
+            original_headers={k: v for k, v in (record.headers or ())},
+            failed_service=self._service,
+        )
+        set_timestamp(letter.failed_at, datetime.now(UTC))
+        await self.send(topic, (record.key or b"").decode("utf-8", "replace"), letter)
+        metrics.DEAD_LETTERS.labels(self._service, record.topic, reason.split(":")[0]).inc()
+
+
+Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+
+class ConsumerLoop:
+    """One member of a consumer group, processing records in order per partition."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        topic: Topic,
+        service: str,
+        handler: Handler,
+        producer: EventProducer,
+        dead_letter_topic: Topic,
+        max_batch: int = 500,
+    ) -> None:
+        self._topic = topic
+        self._service = service
+        self._handler = handler
+        self._producer = producer
+        self._dead_letter_topic = dead_letter_topic
+        self._max_batch = max_batch
+        self._tracer = tracer(f"tocsin.{service}.consumer")
+        self._stopping = asyncio.Event()
+        self.joined = asyncio.Event()  # set once the group gave this member its partitions
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            client_id=f"tocsin-{service}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_interval_ms=300_000,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe([self._topic.name], listener=_JoinedListener(self.joined))
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        """Process until stopped; commit after each batch."""
+        while not self._stopping.is_set():
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+            for tp, records in batches.items():
+                for record in records:
+                    if self._stopping.is_set():
+                        return
+                    await self._process(record)
+                await self._consumer.commit({tp: records[-1].offset + 1})
+
+    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        backoff = 0.1
+        while True:
+            with consume_span(
+                self._tracer,
+                record.topic,
+                record.headers,
+                **{
+                    "messaging.kafka.partition": record.partition,
+                    "messaging.kafka.offset": record.offset,
+                },
+            ) as span:
+                started = time.perf_counter()
+                try:
+                    await self._handler(record)
+                except BadRecord as bad:
+                    record_error(span, bad)
+                    log.warning(
+                        "dead-lettering record",
+                        extra={"topic": record.topic, "offset": record.offset, "reason": str(bad)},
+                    )
+                    await self._producer.dead_letter(self._dead_letter_topic, record, str(bad))
+                    return
+                except Exception as error:
+                    # Transient (a store or peer is down): retry the same record, so the
+                    # partition waits instead of skipping it.
+                    record_error(span, error)
+                    log.exception(
+                        "processing failed; retrying",
+                        extra={"topic": record.topic, "offset": record.offset},
+                    )
+                else:
+                    metrics.MESSAGES_CONSUMED.labels(self._service, record.topic).inc()
+                    metrics.PROCESSING_SECONDS.labels(self._service, record.topic).observe(
+                        time.perf_counter() - started
+                    )
+                    return
+            if self._stopping.is_set():
+                raise asyncio.CancelledError
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+
+class _JoinedListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, joined: asyncio.Event) -> None:
+        self._joined = joined
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        self._joined.set()

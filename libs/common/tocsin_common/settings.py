@@ -1,0 +1,104 @@
+"""Process settings, read from the environment once at start.
+
+Every service reads the same variables; each one has a default that works with `make up`.
+The OpenTelemetry exporter is configured by the standard OTEL_* variables, which the SDK
+reads itself (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ServicePorts:
+    grpc: int
+    metrics: int
+    http: int | None = None
+
+
+# Default ports of each service on one machine (`make up`). Tests and deployments override
+# them with TOCSIN_GRPC_PORT / TOCSIN_HTTP_PORT / TOCSIN_METRICS_PORT.
+DEFAULT_PORTS: dict[str, ServicePorts] = {
+    "alert-ingest": ServicePorts(grpc=50051, metrics=9101, http=8080),
+    "correlation": ServicePorts(grpc=50052, metrics=9102),
+    "escalation": ServicePorts(grpc=50053, metrics=9103),
+    "notification": ServicePorts(grpc=50054, metrics=9104, http=8081),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    kafka_bootstrap: str
+    redis_url: str
+    config_path: str
+    grpc_host: str
+    grpc_port: int
+    http_host: str
+    http_port: int | None
+    metrics_port: int
+    escalation_grpc: str
+    public_url: str
+    data_dir: str
+    log_level: str
+    config_reload_seconds: float
+
+    @classmethod
+    def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        if service not in DEFAULT_PORTS:
+            raise SettingsError(
+                f"unknown service {service!r}; expected one of {sorted(DEFAULT_PORTS)}"
+            )
+        ports = DEFAULT_PORTS[service]
+        http_default = ports.http
+        return cls(
+            service=service,
+            kafka_bootstrap=env.get("TOCSIN_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            redis_url=env.get("TOCSIN_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            config_path=env.get("TOCSIN_CONFIG", "config/tocsin.example.yaml"),
+            grpc_host=env.get("TOCSIN_GRPC_HOST", "127.0.0.1"),
+            grpc_port=_int(env, "TOCSIN_GRPC_PORT", ports.grpc),
+            http_host=env.get("TOCSIN_HTTP_HOST", "127.0.0.1"),
+            http_port=_int(env, "TOCSIN_HTTP_PORT", http_default) if http_default else None,
+            metrics_port=_int(env, "TOCSIN_METRICS_PORT", ports.metrics),
+            escalation_grpc=env.get(
+                "TOCSIN_ESCALATION_GRPC", f"127.0.0.1:{DEFAULT_PORTS['escalation'].grpc}"
+            ),
+            public_url=env.get(
+                "TOCSIN_PUBLIC_URL", f"http://127.0.0.1:{DEFAULT_PORTS['notification'].http}"
+            ),
+            data_dir=env.get("TOCSIN_DATA_DIR", f"/tmp/tocsin-{service}"),
+            log_level=env.get("TOCSIN_LOG_LEVEL", "INFO").upper(),
+            config_reload_seconds=_float(env, "TOCSIN_CONFIG_RELOAD_SECONDS", 5.0),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
+    if not 0 < value < 65536 and name.endswith("_PORT"):
+        raise SettingsError(f"{name}={raw!r}: expected a port between 1 and 65535")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds") from None

@@ -1,0 +1,82 @@
+"""The Kafka topics of Tocsin: the one place their names, partitions and keys are defined.
+
+Each topic carries one protobuf message type (protos/tocsin/v1). The key decides which
+partition, and so which worker, owns the state a message touches: that is how every
+service scales out by partitions while keeping one writer per incident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    key: str  # what the message key is, in words (documentation and checks)
+    message: str  # the protobuf message type of the value
+    compacted: bool = False
+    retention_ms: int = 7 * 24 * 3600 * 1000
+
+
+# alert-ingest consumes this one from tools that emit to Kafka directly; the
+# `tocsin-format` header says which wire format the value is in.
+ALERTS_RAW = Topic("alerts.raw", 12, "routing key (any is accepted)", "bytes of a supported format")
+# Keyed by service so one correlation worker owns a service's dedup and grouping state.
+ALERTS_NORMALIZED = Topic("alerts.normalized", 12, "service id", "tocsin.v1.Alert")
+ALERTS_DEADLETTER = Topic(
+    "alerts.deadletter",
+    3,
+    "original key",
+    "tocsin.v1.DeadLetter",
+    retention_ms=30 * 24 * 3600 * 1000,
+)
+CHANGES = Topic("changes", 12, "service id", "tocsin.v1.ChangeEvent")
+# Same key and partition count as alerts.normalized: commands apply in order with alerts.
+INCIDENTS_COMMANDS = Topic("incidents.commands", 12, "service id", "tocsin.v1.IncidentCommand")
+INCIDENTS_EVENTS = Topic("incidents.events", 12, "incident id", "tocsin.v1.IncidentEvent")
+# Keyed by user so one notification worker sees all of a person's pages (bundling, limits).
+INCIDENTS_DEADLETTER = Topic(
+    "incidents.deadletter",
+    3,
+    "original key",
+    "tocsin.v1.DeadLetter",
+    retention_ms=30 * 24 * 3600 * 1000,
+)
+NOTIFICATIONS_REQUESTS = Topic(
+    "notifications.requests", 12, "user id", "tocsin.v1.NotificationRequest"
+)
+NOTIFICATIONS_STATUS = Topic(
+    "notifications.status", 12, "incident id", "tocsin.v1.NotificationStatus"
+)
+NOTIFICATIONS_DEADLETTER = Topic(
+    "notifications.deadletter",
+    3,
+    "user id",
+    "tocsin.v1.DeadLetter",
+    retention_ms=30 * 24 * 3600 * 1000,
+)
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    ALERTS_RAW,
+    ALERTS_NORMALIZED,
+    ALERTS_DEADLETTER,
+    CHANGES,
+    INCIDENTS_COMMANDS,
+    INCIDENTS_EVENTS,
+    INCIDENTS_DEADLETTER,
+    NOTIFICATIONS_REQUESTS,
+    NOTIFICATIONS_STATUS,
+    NOTIFICATIONS_DEADLETTER,
+)
+
+# Header naming the wire format of a record on alerts.raw.
+FORMAT_HEADER = "tocsin-format"
+
+
+def by_name(name: str) -> Topic:
+    for topic in ALL_TOPICS:
+        if topic.name == name:
+            return topic
+    raise KeyError(f"unknown topic {name!r}; known: {[t.name for t in ALL_TOPICS]}")

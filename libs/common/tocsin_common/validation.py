@@ -1,0 +1,26 @@
+"""Field-level input errors, collected rather than raised one at a time, so a sender sees
+every problem of a bad request at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str  # path to the field, e.g. "payload.severity" or "alerts[2].labels"
+    problem: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "problem": self.problem}
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.problem}"
+
+
+class InvalidInput(ValueError):
+    """Input rejected for one or more field errors."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors

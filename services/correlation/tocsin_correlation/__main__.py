@@ -1,0 +1,68 @@
+"""correlation entry point: a faust worker, plus the gRPC server in the same event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from tocsin.v1 import silence_service_pb2
+from tocsin_common.config import ConfigStore
+from tocsin_common.grpcserver import ThreadedGrpcServer
+from tocsin_common.kafka import ensure_topics, wait_for_kafka
+from tocsin_common.logs import setup_logging
+from tocsin_common.runtime import bootstrap
+from tocsin_common.tracing import shutdown_tracing
+
+from tocsin_correlation.worker import CorrelationWorker
+
+SERVICE = "correlation"
+log = logging.getLogger("tocsin.correlation")
+
+
+def main() -> None:
+    settings = bootstrap(SERVICE)
+    config = ConfigStore(settings.config_path)
+    worker = CorrelationWorker(settings, config)
+    app = worker.app
+    grpc_server = ThreadedGrpcServer(
+        settings.grpc_host,
+        settings.grpc_port,
+        [silence_service_pb2.DESCRIPTOR.services_by_name["SilenceService"].full_name],
+    )
+    recovered = asyncio.Event()
+    background: list[asyncio.Task[None]] = []  # referenced, so they are not collected
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def on_recovered(sender: Any, *args: Any, **kwargs: Any) -> None:
+        recovered.set()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def start_serving() -> None:
+        # Faust reconfigured logging while starting: put the JSON logs back.
+        setup_logging(SERVICE, settings.log_level)
+        await wait_for_kafka(settings.kafka_bootstrap)
+        await ensure_topics(settings.kafka_bootstrap)
+        config.install_sighup()
+        grpc_server.start()
+        background.append(asyncio.create_task(config.watch(settings.config_reload_seconds)))
+
+        async def serve_when_recovered() -> None:
+            # Serving once the tables have recovered from their changelogs and partitions
+            # are assigned: from then on every new alert meets current state. Not awaited
+            # here: faust finishes starting (and so recovers) only after this task returns.
+            await recovered.wait()
+            grpc_server.set_serving()
+
+        background.append(asyncio.create_task(serve_when_recovered()))
+
+    try:
+        faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    finally:
+        grpc_server.stop()
+        shutdown_tracing()
+
+
+if __name__ == "__main__":
+    main()

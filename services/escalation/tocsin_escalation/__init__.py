@@ -1,0 +1,2 @@
+"""escalation: decides who is paged for an incident and when (escalation policies,
+on-call schedules, notification rules), and serves the incident and on-call APIs."""

@@ -1,0 +1,86 @@
+"""escalation entry point: wires settings -> adapters -> domain, then serves."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+from tocsin.v1 import (
+    incident_service_pb2,
+    incident_service_pb2_grpc,
+    oncall_service_pb2,
+    oncall_service_pb2_grpc,
+)
+from tocsin_common.config import ConfigStore
+from tocsin_common.grpcserver import GrpcServer
+from tocsin_common.kafka import ConsumerLoop, EventProducer, ensure_topics, wait_for_kafka
+from tocsin_common.runtime import bootstrap, run_service, until_stopped
+from tocsin_common.topics import INCIDENTS_DEADLETTER, INCIDENTS_EVENTS
+
+from tocsin_escalation.escalator import Escalator
+from tocsin_escalation.grpc_api import IncidentServicer, OnCallServicer
+from tocsin_escalation.projection import IncidentProjection
+
+SERVICE = "escalation"
+
+
+async def serve(stop: asyncio.Event) -> None:
+    settings = bootstrap(SERVICE)
+    config = ConfigStore(settings.config_path)
+    config.install_sighup()
+    redis = Redis.from_url(settings.redis_url)
+    await wait_for_kafka(settings.kafka_bootstrap)
+    await ensure_topics(settings.kafka_bootstrap)
+    producer = EventProducer(settings.kafka_bootstrap, SERVICE)
+    await producer.start()
+    projection = IncidentProjection(redis)
+    escalator = Escalator(config, producer, projection)
+    consumer = ConsumerLoop(
+        bootstrap=settings.kafka_bootstrap,
+        group_id="tocsin-escalation",
+        topic=INCIDENTS_EVENTS,
+        service=SERVICE,
+        handler=escalator.handle,
+        producer=producer,
+        dead_letter_topic=INCIDENTS_DEADLETTER,
+    )
+    grpc_server = GrpcServer(
+        settings.grpc_host,
+        settings.grpc_port,
+        [
+            incident_service_pb2.DESCRIPTOR.services_by_name["IncidentService"].full_name,
+            oncall_service_pb2.DESCRIPTOR.services_by_name["OnCallService"].full_name,
+        ],
+    )
+    incident_service_pb2_grpc.add_IncidentServiceServicer_to_server(
+        IncidentServicer(projection, producer, config), grpc_server.server
+    )
+    oncall_service_pb2_grpc.add_OnCallServiceServicer_to_server(
+        OnCallServicer(config), grpc_server.server
+    )
+    await grpc_server.start()
+    await consumer.start()
+    tasks = [
+        asyncio.create_task(consumer.run()),
+        asyncio.create_task(config.watch(settings.config_reload_seconds)),
+    ]
+    try:
+        # Serving once this member joined its consumer group and can do its work.
+        await consumer.joined.wait()
+        await grpc_server.set_serving()
+        await until_stopped(stop, tasks)
+    finally:
+        await grpc_server.stop()
+        await consumer.stop()
+        for task in tasks:
+            task.cancel()
+        await producer.stop()
+        await redis.aclose()
+
+
+def main() -> None:
+    run_service(serve)
+
+
+if __name__ == "__main__":
+    main()

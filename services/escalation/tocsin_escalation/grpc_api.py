@@ -1,0 +1,283 @@
+"""gRPC servicers of escalation: IncidentService and OnCallService (thin adapters)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import grpc
+from tocsin.v1 import (
+    incident_pb2,
+    incident_service_pb2,
+    incident_service_pb2_grpc,
+    oncall_service_pb2,
+    oncall_service_pb2_grpc,
+)
+from tocsin_common.config import ConfigStore
+from tocsin_common.kafka import EventProducer
+from tocsin_common.timeutil import from_timestamp, set_timestamp
+from tocsin_common.topics import INCIDENTS_COMMANDS
+
+from tocsin_escalation.oncall import who_is_on_call
+from tocsin_escalation.projection import IncidentProjection
+
+
+class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
+    """Reads from the projection; changes go through incidents.commands."""
+
+    def __init__(
+        self, projection: IncidentProjection, producer: EventProducer, config: ConfigStore
+    ) -> None:
+        self._projection = projection
+        self._producer = producer
+        self._config = config
+
+    async def _incident(
+        self, incident_id: str, context: grpc.aio.ServicerContext
+    ) -> incident_pb2.Incident:
+        if not incident_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incident_id: is required")
+        incident = await self._projection.get(incident_id)
+        if incident is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"incident_id: no incident {incident_id!r}"
+            )
+        assert incident is not None
+        return incident
+
+    async def _command(
+        self, incident_id: str, actor: str, context: grpc.aio.ServicerContext, **kind: object
+    ) -> incident_service_pb2.CommandAccepted:
+        if not actor:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "actor: is required")
+        incident = await self._incident(incident_id, context)
+        command = incident_pb2.IncidentCommand(
+            command_id=str(uuid.uuid4()),
+            incident_id=incident_id,
+            service_id=incident.service_id,
+            actor=actor,
+            **kind,  # type: ignore[arg-type]
+        )
+        set_timestamp(command.requested_at, datetime.now(UTC))
+        # Keyed by service: applied in order with the alerts of the same service.
+        await self._producer.send(INCIDENTS_COMMANDS, incident.service_id, command)
+        return incident_service_pb2.CommandAccepted(command_id=command.command_id)
+
+    async def Acknowledge(
+        self,
+        request: incident_service_pb2.IncidentRef,
+        context: grpc.aio.ServicerContext,
+    ) -> incident_service_pb2.CommandAccepted:
+        return await self._command(
+            request.incident_id,
+            request.actor,
+            context,
+            acknowledge=incident_pb2.AcknowledgeCommand(),
+        )
+
+    async def Resolve(
+        self,
+        request: incident_service_pb2.IncidentRef,
+        context: grpc.aio.ServicerContext,
+    ) -> incident_service_pb2.CommandAccepted:
+        return await self._command(
+            request.incident_id, request.actor, context, resolve=incident_pb2.ResolveCommand()
+        )
+
+    async def AddNote(
+        self,
+        request: incident_service_pb2.AddNoteRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> incident_service_pb2.CommandAccepted:
+        if not request.text.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text: must not be empty")
+        return await self._command(
+            request.incident_id,
+            request.actor,
+            context,
+            note=incident_pb2.NoteCommand(text=request.text),
+        )
+
+    async def Reassign(
+        self, request: incident_service_pb2.ReassignRequest, context: grpc.aio.ServicerContext
+    ) -> incident_service_pb2.CommandAccepted:
+        if bool(request.escalation_policy_id) == bool(request.user_id):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "escalation_policy_id, user_id: give exactly one of them",
+            )
+        config = self._config.current
+        try:
+            if request.escalation_policy_id:
+                config.policy(request.escalation_policy_id)
+            else:
+                config.user(request.user_id)
+        except KeyError as e:
+            field = "escalation_policy_id" if request.escalation_policy_id else "user_id"
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{field}: {e.args[0]}")
+        return await self._command(
+            request.incident_id,
+            request.actor,
+            context,
+            reassign=incident_pb2.ReassignCommand(
+                escalation_policy_id=request.escalation_policy_id, user_id=request.user_id
+            ),
+        )
+
+    async def Snooze(
+        self, request: incident_service_pb2.SnoozeRequest, context: grpc.aio.ServicerContext
+    ) -> incident_service_pb2.CommandAccepted:
+        if not request.HasField("until") or from_timestamp(request.until) <= datetime.now(UTC):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "until: must be in the future")
+        return await self._command(
+            request.incident_id,
+            request.actor,
+            context,
+            snooze=incident_pb2.SnoozeCommand(until=request.until),
+        )
+
+    async def Watch(
+        self, request: incident_service_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[incident_pb2.IncidentEvent]:
+        services = set(request.service_ids)
+        async for event in self._projection.watch():
+            if not services or event.incident.service_id in services:
+                yield event
+
+    async def Get(
+        self,
+        request: incident_service_pb2.GetIncidentRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> incident_pb2.Incident:
+        return await self._incident(request.incident_id, context)
+
+    async def List(
+        self,
+        request: incident_service_pb2.ListIncidentsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> incident_service_pb2.ListIncidentsResponse:
+        limit = request.limit or 100
+        if limit < 0 or limit > 1000:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "limit: must be between 1 and 1000"
+            )
+        services = set(request.service_ids)
+        statuses = set(request.statuses)
+        incidents = [
+            i
+            for i in await self._projection.recent(limit)
+            if (not services or i.service_id in services) and (not statuses or i.status in statuses)
+        ]
+        return incident_service_pb2.ListIncidentsResponse(incidents=incidents[:limit])
+
+    async def Timeline(
+        self,
+        request: incident_service_pb2.TimelineRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> incident_service_pb2.TimelineResponse:
+        await self._incident(request.incident_id, context)
+        return incident_service_pb2.TimelineResponse(
+            events=await self._projection.timeline(request.incident_id)
+        )
+
+
+class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
+    def __init__(self, config: ConfigStore) -> None:
+        self._config = config
+
+    async def WhoIsOnCall(
+        self,
+        request: oncall_service_pb2.WhoIsOnCallRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> oncall_service_pb2.WhoIsOnCallResponse:
+        config = self._config.current
+        at = from_timestamp(request.at) if request.HasField("at") else datetime.now(UTC)
+        response = oncall_service_pb2.WhoIsOnCallResponse()
+        target = request.WhichOneof("target")
+        if target == "schedule_id":
+            try:
+                schedule = config.schedule(request.schedule_id)
+            except KeyError:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND, f"schedule_id: no schedule {request.schedule_id!r}"
+                )
+            for user in who_is_on_call(schedule, at):
+                response.entries.add(user_id=user, schedule_id=schedule.id)
+            return response
+        if target == "escalation_policy_id":
+            try:
+                policy = config.policy(request.escalation_policy_id)
+            except KeyError:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"escalation_policy_id: no policy {request.escalation_policy_id!r}",
+                )
+            for level, step in enumerate(policy.levels, start=1):
+                for t in step.targets:
+                    users = (
+                        who_is_on_call(config.schedule(t.id), at)
+                        if t.type == "schedule"
+                        else [t.id]
+                        if t.type == "user"
+                        else list(config.team(t.id).members)
+                    )
+                    for user in users:
+                        response.entries.add(
+                            user_id=user,
+                            escalation_level=level,
+                            schedule_id=t.id if t.type == "schedule" else "",
+                        )
+            return response
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "target: one of schedule_id or escalation_policy_id is required",
+        )
+        raise AssertionError("unreachable")
+
+    async def GetContactMethod(
+        self,
+        request: oncall_service_pb2.GetContactMethodRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> oncall_service_pb2.ContactMethod:
+        config = self._config.current
+        try:
+            user = config.user(request.user_id)
+        except KeyError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"user_id: no user {request.user_id!r}")
+        try:
+            method = config.contact_method(request.user_id, request.contact_method_id)
+        except KeyError:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"contact_method_id: user {request.user_id!r} has no contact method "
+                f"{request.contact_method_id!r}",
+            )
+        return oncall_service_pb2.ContactMethod(
+            user_id=user.id,
+            contact_method_id=method.id,
+            type=method.type,
+            address=method.address,
+            user_name=user.name,
+            time_zone=user.time_zone,
+        )
+
+    # Schedule rendering and runtime overrides come with the full schedule model
+    # (issue "escalation and on-call"); until then they answer UNIMPLEMENTED, not wrongly.
+    async def RenderSchedule(
+        self, request: oncall_service_pb2.RenderScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> oncall_service_pb2.RenderScheduleResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RenderSchedule: not available yet")
+        raise AssertionError("unreachable")
+
+    async def CreateOverride(
+        self, request: oncall_service_pb2.CreateOverrideRequest, context: grpc.aio.ServicerContext
+    ) -> oncall_service_pb2.Override:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "CreateOverride: not available yet")
+        raise AssertionError("unreachable")
+
+    async def DeleteOverride(
+        self, request: oncall_service_pb2.DeleteOverrideRequest, context: grpc.aio.ServicerContext
+    ) -> oncall_service_pb2.DeleteOverrideResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DeleteOverride: not available yet")
+        raise AssertionError("unreachable")

@@ -1,0 +1,175 @@
+"""The integration harness: Tocsin's four services as real processes against the real
+Kafka and Redis that `make test` started, with peers that record what they receive.
+
+- a recording HTTP peer: every page delivered to a webhook lands in `pages.requests`;
+- a real OTLP/gRPC trace receiver: every span the services export lands in `traces.spans`.
+Each service runs as `python -m <package>`, exactly as in production, with its own ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.recorder import OtlpTraceSink, RecordingHttpPeer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SERVICES = {
+    "alert-ingest": "tocsin_ingest",
+    "correlation": "tocsin_correlation",
+    "escalation": "tocsin_escalation",
+    "notification": "tocsin_notification",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def infra_from_env() -> tuple[str, str]:
+    """Kafka and Redis as `make test` exported them; a clear failure when run without."""
+    bootstrap = os.environ.get("TOCSIN_KAFKA_BOOTSTRAP")
+    redis_url = os.environ.get("TOCSIN_REDIS_URL")
+    if not bootstrap or not redis_url:
+        raise RuntimeError(
+            "integration tests need the real Kafka and Redis: run them with `make test`, "
+            "which starts both and exports TOCSIN_KAFKA_BOOTSTRAP and TOCSIN_REDIS_URL"
+        )
+    return bootstrap, redis_url
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    module: str
+    env: dict[str, str]
+    log_path: Path
+    grpc_port: int
+    http_port: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    async def wait_healthy(self, timeout: float = 90.0) -> None:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                    )
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.3)
+        raise TimeoutError(f"{self.name} not SERVING after {timeout}s:\n{self.log_tail()}")
+
+
+@dataclass
+class Stack:
+    """Four services, a webhook peer and a trace receiver, for one test session."""
+
+    bootstrap: str
+    redis_url: str
+    workdir: Path
+    config_text: str
+    pages: RecordingHttpPeer = field(init=False)
+    traces: OtlpTraceSink = field(init=False)
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pages = RecordingHttpPeer(free_port())
+        self.traces = OtlpTraceSink(free_port())
+        self.config_path = self.workdir / "tocsin.yaml"
+
+    @property
+    def ingest_url(self) -> str:
+        port = self.services["alert-ingest"].http_port
+        return f"http://127.0.0.1:{port}"
+
+    def grpc_target(self, service: str) -> str:
+        return f"127.0.0.1:{self.services[service].grpc_port}"
+
+    async def start(self) -> None:
+        await self.pages.start()
+        await self.traces.start()
+        self.config_path.write_text(
+            self.config_text.replace("{peer}", f"http://127.0.0.1:{self.pages.port}")
+        )
+        ports = {name: (free_port(), free_port(), free_port()) for name in SERVICES}
+        for name, module in SERVICES.items():
+            grpc_port, metrics_port, http_port = ports[name]
+            env = {
+                **os.environ,
+                "TOCSIN_KAFKA_BOOTSTRAP": self.bootstrap,
+                "TOCSIN_REDIS_URL": self.redis_url,
+                "TOCSIN_CONFIG": str(self.config_path),
+                "TOCSIN_GRPC_PORT": str(grpc_port),
+                "TOCSIN_METRICS_PORT": str(metrics_port),
+                "TOCSIN_HTTP_PORT": str(http_port),
+                "TOCSIN_ESCALATION_GRPC": f"127.0.0.1:{ports['escalation'][0]}",
+                "TOCSIN_DATA_DIR": str(self.workdir / "data" / name),
+                "TOCSIN_CONFIG_RELOAD_SECONDS": "0.5",
+                "TOCSIN_WEBHOOK_SECRET": "integration-secret",
+                "OTEL_SERVICE_NAME": f"tocsin-{name}",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.traces.port}",
+                "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+            }
+            has_http = name in ("alert-ingest", "notification")
+            self.services[name] = ServiceProcess(
+                name,
+                module,
+                env,
+                self.workdir / f"{name}.log",
+                grpc_port,
+                http_port if has_http else None,
+            )
+        for service in self.services.values():
+            service.start()
+        await asyncio.gather(*(s.wait_healthy() for s in self.services.values()))
+
+    async def stop(self) -> None:
+        for service in self.services.values():
+            service.kill(signal.SIGTERM)
+        await self.pages.stop()
+        await self.traces.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{s.log_tail(2500)}" for n, s in self.services.items())

@@ -1,0 +1,496 @@
+"""Local stack without Docker: real Apache Kafka (KRaft) and Redis, then Tocsin's services.
+
+    python tools/devstack.py infra-up   --profile test   # Kafka + Redis + topics
+    python tools/devstack.py up         --profile dev    # infra + the four services
+    python tools/devstack.py down       --profile dev    # stops what `up` started, by pid
+    python tools/devstack.py status     --profile dev
+
+Each profile has its own ports and run folder (.run/<profile>), so `make test` can run
+while `make up` is running. Kafka's jars come from Maven Central through the machine's
+Maven (fetched once into .cache/kafka), Redis from Debian's redis-server package.
+Only the Python standard library is used here: this runs before the venv exists too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache"
+KAFKA_DIR = ROOT / "deploy" / "local" / "kafka"
+KAFKA_LIBS = CACHE / "kafka" / "libs"
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    kafka_port: int
+    controller_port: int
+    redis_port: int
+    # Service ports: (grpc, metrics, http or 0)
+    ingest: tuple[int, int, int]
+    correlation: tuple[int, int, int]
+    escalation: tuple[int, int, int]
+    notification: tuple[int, int, int]
+    recorder_port: int
+
+    @property
+    def run_dir(self) -> Path:
+        return ROOT / ".run" / self.name
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+PROFILES = {
+    "dev": Profile(
+        "dev",
+        9092,
+        9093,
+        6379,
+        ingest=(50051, 9101, 8080),
+        correlation=(50052, 9102, 0),
+        escalation=(50053, 9103, 0),
+        notification=(50054, 9104, 8081),
+        recorder_port=9999,
+    ),
+    "test": Profile(
+        "test",
+        19092,
+        19093,
+        16379,
+        ingest=(51051, 19101, 18080),
+        correlation=(51052, 19102, 0),
+        escalation=(51053, 19103, 0),
+        notification=(51054, 19104, 18081),
+        recorder_port=19999,
+    ),
+    "bench": Profile(
+        "bench",
+        29092,
+        29093,
+        26379,
+        ingest=(52051, 29101, 28080),
+        correlation=(52052, 29102, 0),
+        escalation=(52053, 29103, 0),
+        notification=(52054, 29104, 28081),
+        recorder_port=29999,
+    ),
+}
+
+
+def say(message: str) -> None:
+    print(f"[devstack] {message}", flush=True)
+
+
+# --- installation ---------------------------------------------------------------------
+
+
+def ensure_kafka_jars() -> None:
+    marker = CACHE / "kafka" / "fetched.json"
+    pom = KAFKA_DIR / "pom.xml"
+    pom_text = pom.read_text()
+    if marker.exists() and json.loads(marker.read_text()).get("pom") == pom_text:
+        return
+    if shutil.which("mvn") is None:
+        sys.exit("devstack: Maven (mvn) is needed to fetch the Kafka broker jars")
+    say("fetching Apache Kafka broker jars from Maven Central (once)")
+    if KAFKA_LIBS.exists():
+        shutil.rmtree(KAFKA_LIBS)
+    subprocess.run(
+        [
+            "mvn",
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
+            "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+            f"-DoutputDirectory={KAFKA_LIBS}",
+            "-DincludeScope=runtime",
+        ],
+        check=True,
+    )
+    marker.write_text(json.dumps({"pom": pom_text}))
+
+
+def ensure_redis() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    say("installing Debian's redis-server")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"],
+        check=True,
+        env=env,
+    )
+    # The package starts a system-wide instance on 6379; `make up` wants that port for
+    # itself, and the tests need nothing but their own.
+    subprocess.run(["service", "redis-server", "stop"], check=False, capture_output=True)
+    found = shutil.which("redis-server")
+    if not found:
+        sys.exit("devstack: redis-server still missing after apt-get install")
+    return found
+
+
+def java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if not found:
+        sys.exit("devstack: Java 17 is needed for the Kafka broker")
+    return found
+
+
+# --- processes ------------------------------------------------------------------------
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_port(
+    port: int,
+    what: str,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            sys.exit(f"devstack: {what} exited with {proc.returncode}\n{tail}")
+        time.sleep(0.2)
+    sys.exit(f"devstack: {what} did not open port {port} within {timeout:.0f}s")
+
+
+def spawn(
+    profile: Profile,
+    name: str,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+) -> subprocess.Popen[bytes]:
+    logs = profile.run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=env or os.environ.copy(),
+        start_new_session=True,  # its own process group: `down` stops it and its children
+    )
+    (profile.run_dir / "pids").mkdir(parents=True, exist_ok=True)
+    (profile.run_dir / "pids" / f"{name}.pid").write_text(str(proc.pid))
+    return proc
+
+
+def start_redis(profile: Profile) -> None:
+    if port_open(profile.redis_port):
+        sys.exit(f"devstack: port {profile.redis_port} is taken; is another stack running?")
+    server = ensure_redis()
+    data = profile.run_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    proc = spawn(
+        profile,
+        "redis",
+        [
+            server,
+            "--port",
+            str(profile.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+        ],
+    )
+    wait_port(profile.redis_port, "redis-server", 20, proc, profile.run_dir / "logs" / "redis.log")
+    say(f"redis on 127.0.0.1:{profile.redis_port}")
+
+
+def start_kafka(profile: Profile, fresh: bool) -> None:
+    if port_open(profile.kafka_port):
+        sys.exit(f"devstack: port {profile.kafka_port} is taken; is another stack running?")
+    ensure_kafka_jars()
+    kdir = profile.run_dir / "kafka"
+    data = kdir / "data"
+    if fresh and kdir.exists():
+        shutil.rmtree(kdir)
+    kdir.mkdir(parents=True, exist_ok=True)
+    props = kdir / "server.properties"
+    props.write_text(
+        (KAFKA_DIR / "server.properties.template")
+        .read_text()
+        .replace("{kafka_port}", str(profile.kafka_port))
+        .replace("{controller_port}", str(profile.controller_port))
+        .replace("{log_dir}", str(data))
+    )
+    classpath = f"{KAFKA_LIBS}/*"
+    jvm = [
+        java(),
+        "-Xms256m",
+        "-Xmx1g",
+        "-XX:+UseG1GC",
+        "-cp",
+        classpath,
+        f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={kdir / 'logs'}",
+    ]
+    if not (data / "meta.properties").exists():
+        cluster_id = str(uuid.uuid4())  # any 16-byte id; StorageTool takes base64 or uuid form
+        cluster_id = (
+            subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "random-uuid"],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        subprocess.run(
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            check=True,
+            capture_output=True,
+        )
+    proc = spawn(profile, "kafka", [*jvm, "kafka.Kafka", str(props)])
+    wait_port(profile.kafka_port, "kafka", 90, proc, profile.run_dir / "logs" / "kafka.log")
+    say(f"kafka (KRaft) on {profile.bootstrap}")
+
+
+def create_topics(profile: Profile) -> None:
+    # The topic registry lives in libs/common; the venv has its dependencies.
+    code = (
+        "import asyncio, sys\n"
+        "from tocsin_common.kafka import ensure_topics, wait_for_kafka\n"
+        "async def main():\n"
+        f"    await wait_for_kafka({profile.bootstrap!r})\n"
+        f"    await ensure_topics({profile.bootstrap!r})\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([str(VENV_PYTHON), "-c", code], check=True, cwd=ROOT)
+    say("topics created")
+
+
+def service_env(
+    profile: Profile, service: str, ports: tuple[int, int, int], config: Path
+) -> dict[str, str]:
+    grpc_port, metrics_port, http_port = ports
+    env = os.environ.copy()
+    env.update(
+        {
+            "TOCSIN_KAFKA_BOOTSTRAP": profile.bootstrap,
+            "TOCSIN_REDIS_URL": profile.redis_url,
+            "TOCSIN_CONFIG": str(config),
+            "TOCSIN_GRPC_PORT": str(grpc_port),
+            "TOCSIN_METRICS_PORT": str(metrics_port),
+            "TOCSIN_ESCALATION_GRPC": f"127.0.0.1:{profile.escalation[0]}",
+            "TOCSIN_PUBLIC_URL": f"http://127.0.0.1:{profile.notification[2]}",
+            "TOCSIN_DATA_DIR": str(profile.run_dir / "data" / service),
+            "OTEL_SERVICE_NAME": f"tocsin-{service}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": os.environ.get(
+                "OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{profile.recorder_port + 1}"
+            ),
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        }
+    )
+    if http_port:
+        env["TOCSIN_HTTP_PORT"] = str(http_port)
+    return env
+
+
+SERVICES = {
+    "alert-ingest": "tocsin_ingest",
+    "correlation": "tocsin_correlation",
+    "escalation": "tocsin_escalation",
+    "notification": "tocsin_notification",
+}
+
+
+def start_services(profile: Profile, config: Path) -> None:
+    ports = {
+        "alert-ingest": profile.ingest,
+        "correlation": profile.correlation,
+        "escalation": profile.escalation,
+        "notification": profile.notification,
+    }
+    # A recording peer for pages (webhooks) and traces (OTLP), so a newcomer sees both.
+    spawn(
+        profile,
+        "recorder",
+        [
+            str(VENV_PYTHON),
+            "-m",
+            "tools.recorder",
+            "--http-port",
+            str(profile.recorder_port),
+            "--otlp-port",
+            str(profile.recorder_port + 1),
+            "--out",
+            str(profile.run_dir / "recorded"),
+        ],
+    )
+    wait_port(profile.recorder_port, "recorder", 20)
+    procs = {}
+    for service, module in SERVICES.items():
+        procs[service] = spawn(
+            profile,
+            service,
+            [str(VENV_PYTHON), "-m", module],
+            env=service_env(profile, service, ports[service], config),
+        )
+    for service, proc in procs.items():
+        wait_healthy(ports[service][0], service, proc, profile.run_dir / "logs" / f"{service}.log")
+        say(f"{service} serving (gRPC {ports[service][0]})")
+
+
+def wait_healthy(
+    port: int, what: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"devstack: {what} exited with {proc.returncode}\n{log.read_text()[-3000:]}")
+        check = subprocess.run(
+            [str(VENV_PYTHON), "-m", "tocsin_common.healthcheck", str(port)],
+            capture_output=True,
+            cwd=ROOT,
+        )
+        if check.returncode == 0:
+            return
+        time.sleep(0.5)
+    sys.exit(f"devstack: {what} not healthy after {timeout:.0f}s; see {log}")
+
+
+def stop_all(profile: Profile) -> None:
+    pids = profile.run_dir / "pids"
+    if not pids.exists():
+        say("nothing to stop")
+        return
+    # Services first, the broker and store last, so services can flush on SIGTERM.
+    order = sorted(pids.glob("*.pid"), key=lambda p: p.stem in ("kafka", "redis"))
+    for pidfile in order:
+        pid = int(pidfile.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.1)
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        pidfile.unlink()
+        say(f"stopped {pidfile.stem} (pid {pid})")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours counts as gone.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.split(") ")[-1].split()[0] != "Z"
+
+
+def status(profile: Profile) -> None:
+    pids = profile.run_dir / "pids"
+    for pidfile in sorted(pids.glob("*.pid")) if pids.exists() else []:
+        pid = int(pidfile.read_text())
+        print(f"{pidfile.stem:14} pid {pid:7} {'running' if _alive(pid) else 'dead'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("command", choices=["fetch", "infra-up", "up", "down", "status", "env"])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="dev")
+    parser.add_argument("--config", default=str(ROOT / "config" / "tocsin.example.yaml"))
+    parser.add_argument("--fresh", action="store_true", help="wipe Kafka and Redis data first")
+    args = parser.parse_args()
+    profile = PROFILES[args.profile]
+    if args.command == "fetch":
+        ensure_kafka_jars()
+        ensure_redis()
+    elif args.command in ("infra-up", "up"):
+        if args.fresh and (profile.run_dir / "redis").exists():
+            shutil.rmtree(profile.run_dir / "redis")
+        start_redis(profile)
+        start_kafka(profile, fresh=args.fresh)
+        create_topics(profile)
+        if args.command == "up":
+            start_services(profile, Path(args.config).resolve())
+            print_welcome(profile)
+    elif args.command == "down":
+        stop_all(profile)
+    elif args.command == "status":
+        status(profile)
+    elif args.command == "env":
+        print(f"export TOCSIN_KAFKA_BOOTSTRAP={profile.bootstrap}")
+        print(f"export TOCSIN_REDIS_URL={profile.redis_url}")
+
+
+def print_welcome(profile: Profile) -> None:
+    http = profile.ingest[2]
+    rec = profile.run_dir / "recorded"
+    print(f"""
+Tocsin is up ({profile.name} profile). Send an alert, PagerDuty Events v2 style:
+
+  curl -sS -X POST http://127.0.0.1:{http}/v2/enqueue -H 'Content-Type: application/json' \\
+    -d '{{"routing_key":"checkout000000000000000000000001","event_action":"trigger",
+         "payload":{{"summary":"checkout 5xx above 5%","source":"checkout-7d9f","severity":"critical"}}}}'
+
+The page shows up at the recording webhook peer (127.0.0.1:{profile.recorder_port}):
+  {rec}/pages.jsonl        every page delivered, one JSON per line
+  {rec}/spans.jsonl        every span the services exported (OTLP on :{profile.recorder_port + 1})
+  python -m tools.recorder --show-trace TRACE_ID --out {rec}   prints one trace as a tree
+Logs: {profile.run_dir}/logs/   Stop: make down
+""")
+
+
+if __name__ == "__main__":
+    main()
