@@ -42,8 +42,6 @@ def main() -> None:
     async def start_serving() -> None:
         # Faust reconfigured logging while starting: put the JSON logs back.
         setup_logging(SERVICE, settings.log_level)
-        await wait_for_kafka(settings.kafka_bootstrap)
-        await ensure_topics(settings.kafka_bootstrap)
         config.install_sighup()
         grpc_server.start()
         background.append(asyncio.create_task(config.watch(settings.config_reload_seconds)))
@@ -57,8 +55,18 @@ def main() -> None:
 
         background.append(asyncio.create_task(serve_when_recovered()))
 
+    async def prepare_topics() -> None:
+        await wait_for_kafka(settings.kafka_bootstrap)
+        await ensure_topics(settings.kafka_bootstrap)
+        await ensure_topics(settings.kafka_bootstrap, worker.changelog_topics())
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(prepare_topics())
     try:
-        faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+        faust.Worker(
+            app, loglevel=settings.log_level, quiet=True, loop=loop
+        ).execute_from_commandline()
     finally:
         grpc_server.stop()
         shutdown_tracing()

@@ -23,6 +23,7 @@ from tocsin_common.topics import (
     ALERTS_NORMALIZED,
     INCIDENTS_COMMANDS,
     INCIDENTS_EVENTS,
+    Topic,
 )
 from tocsin_common.tracing import consume_span, kafka_headers, produce_span, record_error, tracer
 
@@ -46,8 +47,26 @@ class CorrelationWorker:
         self.events_topic = raw_topic(self.app, INCIDENTS_EVENTS)
         self.dead_letters = raw_topic(self.app, ALERTS_DEADLETTER)
         self._tracer = tracer("tocsin.correlation")
+        self.table_names = ("alerts", "incidents", "groups")
         self.app.agent(self.alerts_topic, name="correlate-alerts")(self._alerts_agent)
         self.app.agent(self.commands_topic, name="apply-commands")(self._commands_agent)
+
+    def changelog_topics(self) -> list[Topic]:
+        """The tables' changelog topics, co-partitioned with the source topics.
+
+        Created before faust starts: on a fresh broker faust creates them itself, but its
+        first events can then meet metadata that still shows no partitions for them.
+        """
+        return [
+            Topic(
+                f"{self.app.conf.id}-{name}-changelog",
+                ALERTS_NORMALIZED.partitions,
+                "table key",
+                "faust table entry",
+                compacted=True,
+            )
+            for name in self.table_names
+        ]
 
     async def _alerts_agent(self, stream: StreamT[Any]) -> None:
         async for event in stream.events():
