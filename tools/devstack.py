@@ -95,6 +95,15 @@ PROFILES = {
         recorder_port=29999,
     ),
 }
+# Extra isolated stacks (h1..h6) for engineers running suites side by side on one machine.
+for _n in range(1, 7):
+    _base = 30000 + _n * 1000
+    PROFILES[f"h{_n}"] = Profile(
+        f"h{_n}", _base + 92, _base + 93, _base + 79,
+        ingest=(_base + 51, _base + 101, _base + 80), correlation=(_base + 52, _base + 102, 0),
+        escalation=(_base + 53, _base + 103, 0), notification=(_base + 54, _base + 104, _base + 81),
+        recorder_port=_base + 99,
+    )
 
 
 def say(message: str) -> None:

@@ -4,65 +4,36 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from redis.asyncio import Redis
 
 from tests.integration.harness import Stack, infra_from_env
 
 pytestmark = pytest.mark.integration
 
-# Users page a recording webhook ({peer} is its base URL); rules page at once.
-STACK_CONFIG = """
-version: 1
-services:
-  - id: checkout
-    name: Checkout API
-    escalation_policy: checkout-primary
-    integrations:
-      - {key: itcheckout0000000000000000000001, type: any, name: tests}
-    grouping: {mode: none}
-  - id: payments
-    name: Payments
-    escalation_policy: payments-primary
-    integrations:
-      - {key: itpayments0000000000000000000001, type: any, name: tests}
-    grouping: {mode: content, fields: [labels.alertname], window: 10m}
-users:
-  - id: alice
-    name: Alice
-    email: alice@example.com
-    time_zone: Europe/Berlin
-    contact_methods:
-      - {id: alice-hook, type: webhook, address: "{peer}/pages/alice"}
-    notification_rules:
-      high: [{delay: 0m, contact_method: alice-hook}]
-      low: [{delay: 0m, contact_method: alice-hook}]
-  - id: bob
-    name: Bob
-    email: bob@example.com
-    contact_methods:
-      - {id: bob-hook, type: webhook, address: "{peer}/pages/bob"}
-    notification_rules:
-      high: [{delay: 0m, contact_method: bob-hook}]
-schedules:
-  - id: primary
-    name: Primary
-    time_zone: Europe/Berlin
-    layers:
-      - {name: weekly, start: "2026-01-05T09:00:00", rotation: weekly, users: [alice]}
-escalation_policies:
-  - id: checkout-primary
-    name: Checkout primary
-    levels:
-      - delay: 5m
-        targets: [{type: schedule, id: primary}]
-  - id: payments-primary
-    name: Payments primary
-    levels:
-      - delay: 5m
-        targets: [{type: user, id: bob}]
-"""
+# The stack's config is every YAML fragment in stack_config/, merged: each top-level list
+# (services, users, schedules, ...) is the concatenation of the fragments' lists, so each
+# suite adds its own services and people without touching the others'.
+STACK_CONFIG_DIR = Path(__file__).parent / "stack_config"
+
+
+def stack_config_text() -> str:
+    merged: dict[str, Any] = {"version": 1}
+    for fragment in sorted(STACK_CONFIG_DIR.glob("*.yaml")):
+        data = yaml.safe_load(fragment.read_text()) or {}
+        for key, value in data.items():
+            if key == "version":
+                continue
+            if isinstance(value, list):
+                merged.setdefault(key, []).extend(value)
+            elif isinstance(value, dict):
+                merged.setdefault(key, {}).update(value)
+            else:
+                merged[key] = value
+    return yaml.safe_dump(merged, sort_keys=False)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +43,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     await redis.flushdb()  # a clean projection and idempotency state per session
     await redis.aclose()
     workdir: Path = tmp_path_factory.mktemp("stack")
-    stack = Stack(bootstrap, redis_url, workdir, STACK_CONFIG)
+    stack = Stack(bootstrap, redis_url, workdir, stack_config_text())
     try:
         await stack.start()
     except BaseException:

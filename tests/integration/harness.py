@@ -165,6 +165,13 @@ class Stack:
             service.start()
         await asyncio.gather(*(s.wait_healthy() for s in self.services.values()))
 
+    async def restart(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill one service (SIGKILL by default, as a crash) and start it again, healthy."""
+        service = self.services[name]
+        service.kill(sig)
+        service.start()
+        await service.wait_healthy()
+
     async def stop(self) -> None:
         for service in self.services.values():
             service.kill(signal.SIGTERM)

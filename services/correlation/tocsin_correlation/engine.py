@@ -197,7 +197,8 @@ class CorrelationEngine:
         gkey = grouping.group_key(alert, service.grouping.mode, service.grouping.fields)
         slot = f"{alert.service_id}\x1f{gkey}"
         incident_id = self.groups.get(slot)
-        incident = IncidentState.from_json(self.incidents[incident_id]) if incident_id else None
+        raw_incident = self.incidents.get(incident_id) if incident_id else None
+        incident = IncidentState.from_json(raw_incident) if raw_incident else None
         window = (
             service.grouping.window.total_seconds() if service.grouping.mode != "none" else None
         )
@@ -225,7 +226,7 @@ class CorrelationEngine:
                 now,
                 f"alert joined: {alert.summary}",
             )
-        severity = _SEVERITY_NAMES.get(alert.severity, "critical")
+        severity = _SEVERITY_NAMES.get(alert.severity)  # None: the service's default urgency
         incident = IncidentState(
             incident_id=derived_id(alert.event_id, "incident"),
             service_id=alert.service_id,

@@ -11,7 +11,7 @@ the full schedule renderer.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from tocsin_common.config import Layer, Schedule, TocsinConfig
 
@@ -27,7 +27,9 @@ def turn_index(layer: Layer, schedule: Schedule, at: datetime) -> int:
         local = at.astimezone(zone).replace(tzinfo=None)
         days = (local - layer.start) / timedelta(days=1)
         return int(days // _CALENDAR_TURNS[layer.rotation])
-    elapsed = at - start_local
+    # Elapsed real time: subtracting two datetimes of the same zone would compare wall
+    # clocks and miscount across a DST change.
+    elapsed = at.astimezone(UTC) - start_local.astimezone(UTC)
     return int(elapsed // layer.turn)
 
 

@@ -36,7 +36,9 @@ def verify(secret: bytes, body: bytes, header: str, now: float, tolerance_s: flo
         return False
     if abs(now - timestamp) > tolerance_s:
         return False
-    return hmac.compare_digest(sign(secret, body, timestamp), header)
+    # Compared as bytes: compare_digest refuses non-ASCII str, and a header is untrusted.
+    expected = sign(secret, body, timestamp).encode()
+    return hmac.compare_digest(expected, header.encode("utf-8", "replace"))
 
 
 def payload(page: Page) -> dict[str, Any]:

@@ -1,0 +1,349 @@
+"""Unit tests of libs/common: settings, topics, tracing, JSON logs, the fake clock, validation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from google.protobuf import descriptor_pool
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2  # noqa: F401 (registers types)
+from tocsin_common import topics
+from tocsin_common.clock import FakeClock
+from tocsin_common.logs import JsonFormatter
+from tocsin_common.settings import DEFAULT_PORTS, Settings, SettingsError
+from tocsin_common.tracing import (
+    consume_span,
+    context_from_kafka_headers,
+    current_trace_id,
+    kafka_headers,
+)
+from tocsin_common.validation import FieldError, InvalidInput
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_settings_defaults() -> None:
+    settings = Settings.from_env("alert-ingest", {})
+    assert settings.service == "alert-ingest"
+    assert settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.config_path == "config/tocsin.example.yaml"
+    assert (settings.grpc_host, settings.grpc_port) == ("127.0.0.1", 50051)
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8080)
+    assert settings.metrics_port == 9101
+    assert settings.escalation_grpc == "127.0.0.1:50053"
+    assert settings.public_url == "http://127.0.0.1:8081"
+    assert settings.data_dir == "/tmp/tocsin-alert-ingest"
+    assert settings.log_level == "INFO"
+    assert settings.config_reload_seconds == 5.0
+
+
+def test_default_ports_are_distinct_per_service() -> None:
+    ports: list[int] = []
+    for service, expected in DEFAULT_PORTS.items():
+        settings = Settings.from_env(service, {})
+        assert settings.grpc_port == expected.grpc
+        assert settings.metrics_port == expected.metrics
+        assert settings.http_port == expected.http
+        ports += [p for p in (expected.grpc, expected.metrics, expected.http) if p is not None]
+    assert len(ports) == len(set(ports))
+
+
+def test_service_without_http_ignores_http_port() -> None:
+    settings = Settings.from_env("correlation", {"TOCSIN_HTTP_PORT": "9000"})
+    assert settings.http_port is None
+    assert settings.grpc_port == 50052
+
+
+def test_settings_from_environment_values() -> None:
+    env = {
+        "TOCSIN_KAFKA_BOOTSTRAP": "kafka:9092",
+        "TOCSIN_REDIS_URL": "redis://redis:6379/1",
+        "TOCSIN_CONFIG": "/etc/tocsin.yaml",
+        "TOCSIN_GRPC_HOST": "0.0.0.0",
+        "TOCSIN_GRPC_PORT": "6000",
+        "TOCSIN_HTTP_PORT": "6001",
+        "TOCSIN_METRICS_PORT": "",  # empty means the default
+        "TOCSIN_LOG_LEVEL": "debug",
+        "TOCSIN_CONFIG_RELOAD_SECONDS": "0.5",
+    }
+    settings = Settings.from_env("notification", env)
+    assert settings.kafka_bootstrap == "kafka:9092"
+    assert settings.redis_url == "redis://redis:6379/1"
+    assert settings.config_path == "/etc/tocsin.yaml"
+    assert settings.grpc_host == "0.0.0.0"
+    assert (settings.grpc_port, settings.http_port) == (6000, 6001)
+    assert settings.metrics_port == 9104
+    assert settings.log_level == "DEBUG"
+    assert settings.config_reload_seconds == 0.5
+
+
+def test_settings_read_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOCSIN_GRPC_PORT", "7001")
+    assert Settings.from_env("escalation").grpc_port == 7001
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("TOCSIN_GRPC_PORT", "abc", "whole number"),
+        ("TOCSIN_HTTP_PORT", "80.5", "whole number"),
+        ("TOCSIN_METRICS_PORT", "0", "between 1 and 65535"),
+        ("TOCSIN_GRPC_PORT", "65536", "between 1 and 65535"),
+        ("TOCSIN_HTTP_PORT", "-1", "between 1 and 65535"),
+        ("TOCSIN_CONFIG_RELOAD_SECONDS", "soon", "seconds"),
+    ],
+)
+def test_settings_errors_name_the_variable(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env("alert-ingest", {name: value})
+    message = str(caught.value)
+    assert message.startswith(f"{name}={value!r}")
+    assert fragment in message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_settings_boundary_ports_accepted() -> None:
+    settings = Settings.from_env(
+        "alert-ingest", {"TOCSIN_GRPC_PORT": "1", "TOCSIN_HTTP_PORT": "65535"}
+    )
+    assert (settings.grpc_port, settings.http_port) == (1, 65535)
+
+
+def test_unknown_service() -> None:
+    with pytest.raises(SettingsError, match="unknown service 'ingest'"):
+        Settings.from_env("ingest", {})
+
+
+# --- topics -----------------------------------------------------------------------------------
+
+
+def test_topic_names_unique_and_found_by_name() -> None:
+    names = [t.name for t in topics.ALL_TOPICS]
+    assert len(names) == len(set(names))
+    for topic in topics.ALL_TOPICS:
+        assert topics.by_name(topic.name) is topic
+        assert topic.partitions >= 1
+        assert topic.retention_ms > 0
+    with pytest.raises(KeyError, match="unknown topic 'alerts'"):
+        topics.by_name("alerts")
+
+
+def test_spec_topics_exist() -> None:
+    for name in (
+        "alerts.raw",
+        "alerts.normalized",
+        "alerts.deadletter",
+        "changes",
+        "incidents.commands",
+        "incidents.events",
+        "notifications.requests",
+        "notifications.status",
+    ):
+        assert topics.by_name(name).name == name
+
+
+def test_correlation_inputs_are_co_partitioned() -> None:
+    # One correlation worker must own a service's alerts, commands and changes together:
+    # same key and the same partition count as the tables (ALERTS_NORMALIZED.partitions).
+    inputs = (topics.ALERTS_NORMALIZED, topics.INCIDENTS_COMMANDS, topics.CHANGES)
+    assert {t.partitions for t in inputs} == {topics.ALERTS_NORMALIZED.partitions}
+    assert {t.key for t in inputs} == {"service id"}
+
+
+def test_topic_messages_are_protobuf_types() -> None:
+    pool = descriptor_pool.Default()
+    for topic in topics.ALL_TOPICS:
+        if topic.message.startswith("tocsin.v1."):
+            assert pool.FindMessageTypeByName(topic.message).full_name == topic.message
+
+
+# --- tracing ----------------------------------------------------------------------------------
+# Spans come from a provider of our own (no global provider is installed, so other test
+# modules may install theirs); the global propagator only needs the current span.
+
+
+@pytest.fixture(scope="module")
+def otel() -> Iterator[tuple[trace.Tracer, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider.get_tracer("tocsin.tests"), exporter
+    provider.shutdown()
+
+
+@pytest.fixture
+def tracer(otel: tuple[trace.Tracer, InMemorySpanExporter]) -> trace.Tracer:
+    otel[1].clear()
+    return otel[0]
+
+
+@pytest.fixture
+def exporter(otel: tuple[trace.Tracer, InMemorySpanExporter]) -> InMemorySpanExporter:
+    return otel[1]
+
+
+def hex_ids(span: trace.Span) -> tuple[str, str]:
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+def test_kafka_headers_carry_the_current_trace(tracer: trace.Tracer) -> None:
+    span = tracer.start_span("produce")
+    with trace.use_span(span, end_on_exit=True):
+        headers = kafka_headers([("tocsin-format", b"events_v2")])
+        assert current_trace_id() == hex_ids(span)[0]
+    assert headers[0] == ("tocsin-format", b"events_v2")
+    values = dict(headers)
+    assert isinstance(values["traceparent"], bytes)
+    version, trace_id, span_id, _flags = values["traceparent"].decode().split("-")
+    assert (trace_id, span_id) == hex_ids(span)
+    assert version == "00"
+
+
+@pytest.mark.parametrize("form", ["list", "dict"])
+def test_context_from_kafka_headers(tracer: trace.Tracer, form: str) -> None:
+    span = tracer.start_span("produce")
+    with trace.use_span(span, end_on_exit=True):
+        headers = kafka_headers()
+    carrier = dict(headers) if form == "dict" else headers
+    remote = trace.get_current_span(context_from_kafka_headers(carrier)).get_span_context()
+    assert remote.is_valid and remote.is_remote
+    assert remote.trace_id == span.get_span_context().trace_id
+    assert remote.span_id == span.get_span_context().span_id
+
+
+def test_context_from_headers_without_trace(tracer: trace.Tracer) -> None:
+    assert kafka_headers() == []  # no current span: nothing to propagate
+    for headers in (None, [], {}, [("tocsin-format", b"events_v2")]):
+        ctx = context_from_kafka_headers(headers)
+        assert not trace.get_current_span(ctx).get_span_context().is_valid
+    assert current_trace_id() is None
+
+
+def test_consume_span_continues_the_producer_trace(
+    tracer: trace.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    producer = tracer.start_span("alerts.normalized publish")
+    with trace.use_span(producer, end_on_exit=True):
+        headers = kafka_headers()
+    with consume_span(tracer, "alerts.normalized", headers, service_id="checkout"):
+        pass
+    consumer = next(s for s in exporter.get_finished_spans() if s.name.endswith("process"))
+    assert consumer.name == "alerts.normalized process"
+    assert consumer.kind is SpanKind.CONSUMER
+    assert consumer.context.trace_id == producer.get_span_context().trace_id
+    assert consumer.parent is not None
+    assert consumer.parent.span_id == producer.get_span_context().span_id
+    assert consumer.attributes["messaging.destination.name"] == "alerts.normalized"
+    assert consumer.attributes["service_id"] == "checkout"
+
+
+# --- logs -------------------------------------------------------------------------------------
+
+
+def make_record(exc_info: object = None) -> logging.LogRecord:
+    return logging.getLogger("tocsin.tests").makeRecord(
+        "tocsin.tests",
+        logging.WARNING,
+        __file__,
+        1,
+        "paged %s",
+        ("alice",),
+        exc_info,  # type: ignore[arg-type]
+        extra={"incident_id": "inc-1", "attempt": 2, "when": datetime(2026, 1, 1, tzinfo=UTC)},
+    )
+
+
+def test_json_formatter_fields_and_extra() -> None:
+    entry = json.loads(JsonFormatter("escalation").format(make_record()))
+    assert entry["msg"] == "paged alice"
+    assert entry["level"] == "warning"
+    assert entry["service"] == "escalation"
+    assert entry["logger"] == "tocsin.tests"
+    assert entry["incident_id"] == "inc-1" and entry["attempt"] == 2
+    assert entry["when"] == "2026-01-01 00:00:00+00:00"
+    assert datetime.fromisoformat(entry["ts"]).tzinfo is not None
+    assert "trace_id" not in entry and "span_id" not in entry
+    assert "args" not in entry and "levelno" not in entry  # standard attributes stay out
+
+
+def test_json_formatter_adds_trace_id_inside_a_span(tracer: trace.Tracer) -> None:
+    span = tracer.start_span("work")
+    with trace.use_span(span, end_on_exit=True):
+        entry = json.loads(JsonFormatter("escalation").format(make_record()))
+    assert (entry["trace_id"], entry["span_id"]) == hex_ids(span)
+
+
+def test_json_formatter_exception() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = make_record(sys.exc_info())
+    entry = json.loads(JsonFormatter("notification").format(record))
+    assert "ValueError: boom" in entry["exc"]
+
+
+# --- clock ------------------------------------------------------------------------------------
+
+
+async def test_fake_clock_sleepers_wake_on_advance_and_not_before() -> None:
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    clock = FakeClock(start)
+    woke: list[tuple[str, datetime]] = []
+
+    async def sleeper(name: str, seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append((name, clock.now()))
+
+    tasks = [asyncio.create_task(sleeper("short", 5)), asyncio.create_task(sleeper("long", 10))]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert woke == [] and clock.now() == start  # time does not pass by itself
+
+    clock.advance(4.999)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert woke == []
+
+    clock.advance(timedelta(milliseconds=1))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert woke == [("short", start + timedelta(seconds=5))]
+
+    clock.advance(60)
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=1)
+    assert [name for name, _ in woke] == ["short", "long"]
+    assert clock.now() == start + timedelta(seconds=65)
+
+
+async def test_fake_clock_zero_sleep_returns_at_once() -> None:
+    clock = FakeClock()
+    await asyncio.wait_for(clock.sleep(0), timeout=1)
+    await asyncio.wait_for(clock.sleep(-1), timeout=1)
+    assert clock.now() == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def test_invalid_input_lists_every_error() -> None:
+    errors = [FieldError("payload.severity", "must be one of critical"), FieldError("a", "x")]
+    exc = InvalidInput(errors)
+    assert str(exc) == "payload.severity: must be one of critical; a: x"
+    assert exc.errors == errors
+    assert isinstance(exc, ValueError)
+    assert errors[0].as_dict() == {
+        "field": "payload.severity",
+        "problem": "must be one of critical",
+    }
