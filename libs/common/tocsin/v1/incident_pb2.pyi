@@ -83,6 +83,14 @@ class _IncidentEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inc
     """escalation reached a level"""
     INCIDENT_EVENT_TYPE_NOTIFIED: _IncidentEventType.ValueType  # 11
     """a notification outcome"""
+    INCIDENT_EVENT_TYPE_SUPPRESSED: _IncidentEventType.ValueType  # 12
+    """an alert was silenced, in maintenance or inhibited"""
+    INCIDENT_EVENT_TYPE_HELD: _IncidentEventType.ValueType  # 13
+    """held from paging by an upstream incident"""
+    INCIDENT_EVENT_TYPE_RELEASED: _IncidentEventType.ValueType  # 14
+    """no longer held: pages now"""
+    INCIDENT_EVENT_TYPE_FLAPPING: _IncidentEventType.ValueType  # 15
+    """flapping started or stopped"""
 
 class IncidentEventType(_IncidentEventType, metaclass=_IncidentEventTypeEnumTypeWrapper): ...
 
@@ -104,6 +112,14 @@ INCIDENT_EVENT_TYPE_ESCALATED: IncidentEventType.ValueType  # 10
 """escalation reached a level"""
 INCIDENT_EVENT_TYPE_NOTIFIED: IncidentEventType.ValueType  # 11
 """a notification outcome"""
+INCIDENT_EVENT_TYPE_SUPPRESSED: IncidentEventType.ValueType  # 12
+"""an alert was silenced, in maintenance or inhibited"""
+INCIDENT_EVENT_TYPE_HELD: IncidentEventType.ValueType  # 13
+"""held from paging by an upstream incident"""
+INCIDENT_EVENT_TYPE_RELEASED: IncidentEventType.ValueType  # 14
+"""no longer held: pages now"""
+INCIDENT_EVENT_TYPE_FLAPPING: IncidentEventType.ValueType  # 15
+"""flapping started or stopped"""
 Global___IncidentEventType: _TypeAlias = IncidentEventType  # noqa: Y015
 
 @_typing.final
@@ -149,6 +165,11 @@ class Incident(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     ASSIGNED_USER_ID_FIELD_NUMBER: _builtins.int
     SNOOZED_UNTIL_FIELD_NUMBER: _builtins.int
+    PROBABLE_CAUSES_FIELD_NUMBER: _builtins.int
+    HELD_BY_INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    FLAPPING_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_REASON_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
     service_id: _builtins.str
     title: _builtins.str
@@ -161,6 +182,13 @@ class Incident(_message.Message):
     open_alert_count: _builtins.int
     assigned_user_id: _builtins.str
     """set by a reassign to one person"""
+    held_by_incident_id: _builtins.str
+    """Set while an open incident upstream (depends_on) holds this one from paging."""
+    flapping: _builtins.bool
+    """an alert of it is flapping: it does not re-page"""
+    suppressed: _builtins.bool
+    """silenced, in maintenance or inhibited: never pages"""
+    suppressed_reason: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -175,6 +203,10 @@ class Incident(_message.Message):
 
     @_builtins.property
     def snoozed_until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def probable_causes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProbableCause]:
+        """Changes on this service and its dependencies shortly before it opened, most likely first."""
+
     def __init__(
         self,
         *,
@@ -195,14 +227,47 @@ class Incident(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         assigned_user_id: _builtins.str = ...,
         snoozed_until: _timestamp_pb2.Timestamp | None = ...,
+        probable_causes: _abc.Iterable[Global___ProbableCause] | None = ...,
+        held_by_incident_id: _builtins.str = ...,
+        flapping: _builtins.bool = ...,
+        suppressed: _builtins.bool = ...,
+        suppressed_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "resolved_at", b"resolved_at", "snoozed_until", b"snoozed_until", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_count", b"alert_count", "assigned_user_id", b"assigned_user_id", "created_at", b"created_at", "dedup_keys", b"dedup_keys", "escalation_policy_id", b"escalation_policy_id", "group_key", b"group_key", "incident_id", b"incident_id", "labels", b"labels", "open_alert_count", b"open_alert_count", "resolved_at", b"resolved_at", "service_id", b"service_id", "severity", b"severity", "snoozed_until", b"snoozed_until", "status", b"status", "title", b"title", "updated_at", b"updated_at", "urgency", b"urgency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_count", b"alert_count", "assigned_user_id", b"assigned_user_id", "created_at", b"created_at", "dedup_keys", b"dedup_keys", "escalation_policy_id", b"escalation_policy_id", "flapping", b"flapping", "group_key", b"group_key", "held_by_incident_id", b"held_by_incident_id", "incident_id", b"incident_id", "labels", b"labels", "open_alert_count", b"open_alert_count", "probable_causes", b"probable_causes", "resolved_at", b"resolved_at", "service_id", b"service_id", "severity", b"severity", "snoozed_until", b"snoozed_until", "status", b"status", "suppressed", b"suppressed", "suppressed_reason", b"suppressed_reason", "title", b"title", "updated_at", b"updated_at", "urgency", b"urgency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Incident: _TypeAlias = Incident  # noqa: Y015
+
+@_typing.final
+class ProbableCause(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    rank: _builtins.int
+    """1 = most likely"""
+    reason: _builtins.str
+    """e.g. "same service, 4 min before" """
+    @_builtins.property
+    def change(self) -> _alert_pb2.ChangeEvent: ...
+    def __init__(
+        self,
+        *,
+        change: _alert_pb2.ChangeEvent | None = ...,
+        rank: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "rank", b"rank", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbableCause: _TypeAlias = ProbableCause  # noqa: Y015
 
 @_typing.final
 class IncidentEvent(_message.Message):
@@ -348,6 +413,49 @@ class NoteCommand(_message.Message):
 Global___NoteCommand: _TypeAlias = NoteCommand  # noqa: Y015
 
 @_typing.final
+class UnacknowledgeCommand(_message.Message):
+    """The acknowledgement timed out (sent by escalation): back to triggered, pages again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnacknowledgeCommand: _TypeAlias = UnacknowledgeCommand  # noqa: Y015
+
+@_typing.final
+class TimelineEntryCommand(_message.Message):
+    """A timeline entry from another service (escalation levels reached, delivery outcomes),
+    applied by the incident's single writer so the timeline stays in one ordered stream.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    type: Global___IncidentEventType.ValueType
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        type: Global___IncidentEventType.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimelineEntryCommand: _TypeAlias = TimelineEntryCommand  # noqa: Y015
+
+@_typing.final
 class IncidentCommand(_message.Message):
     """A human's request to change an incident. Key on incidents.commands: the service id,
     so commands are applied in order with the alert stream of the same service.
@@ -365,6 +473,8 @@ class IncidentCommand(_message.Message):
     REASSIGN_FIELD_NUMBER: _builtins.int
     SNOOZE_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    UNACKNOWLEDGE_FIELD_NUMBER: _builtins.int
+    TIMELINE_ENTRY_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     incident_id: _builtins.str
     service_id: _builtins.str
@@ -381,6 +491,10 @@ class IncidentCommand(_message.Message):
     def snooze(self) -> Global___SnoozeCommand: ...
     @_builtins.property
     def note(self) -> Global___NoteCommand: ...
+    @_builtins.property
+    def unacknowledge(self) -> Global___UnacknowledgeCommand: ...
+    @_builtins.property
+    def timeline_entry(self) -> Global___TimelineEntryCommand: ...
     def __init__(
         self,
         *,
@@ -394,12 +508,14 @@ class IncidentCommand(_message.Message):
         reassign: Global___ReassignCommand | None = ...,
         snooze: Global___SnoozeCommand | None = ...,
         note: Global___NoteCommand | None = ...,
+        unacknowledge: Global___UnacknowledgeCommand | None = ...,
+        timeline_entry: Global___TimelineEntryCommand | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "command", b"command", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "snooze", b"snooze"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "command", b"command", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "snooze", b"snooze", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "actor", b"actor", "command", b"command", "command_id", b"command_id", "incident_id", b"incident_id", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "service_id", b"service_id", "snooze", b"snooze"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "actor", b"actor", "command", b"command", "command_id", b"command_id", "incident_id", b"incident_id", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "service_id", b"service_id", "snooze", b"snooze", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["acknowledge", "resolve", "reassign", "snooze", "note"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["acknowledge", "resolve", "reassign", "snooze", "note", "unacknowledge", "timeline_entry"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 
