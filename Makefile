@@ -17,7 +17,7 @@ PACKAGES := libs/common/tocsin_common services/alert-ingest/tocsin_ingest servic
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv proto proto-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean
+.PHONY: help venv proto proto-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -38,7 +38,7 @@ proto-check: $(STAMP)  ## fail when the generated code is stale against protos/
 	$(PY) tools/genproto.py --check --out $(PROTO_OUT)
 
 lint: $(STAMP)  ## ruff and mypy over services/, libs/ and tools/
-	$(VENV)/bin/ruff check services libs tools tests
+	$(VENV)/bin/ruff check services libs tools tests bench
 	$(VENV)/bin/mypy $(PACKAGES)
 
 fetch: $(STAMP)  ## fetch the Kafka broker jars and install redis-server (done by up/test too)
@@ -71,6 +71,23 @@ test: $(STAMP)  ## run every test, bringing up and tearing down its own Kafka an
 	  eval "$$($(PY) tools/devstack.py env --profile test)"; \
 	  $(PY) -m pytest tests -q -rfE $(PYTEST_ARGS) || status=$$?; \
 	  $(MAKE) --no-print-directory infra-test-down; \
+	  exit $$status
+
+# Benchmarks on a stack of their own (bench profile): JSON (and a PNG chart) under
+# bench/results/. Numbers depend on the machine: compare ratios measured in one run.
+BENCH_ARGS ?=
+bench: $(STAMP)  ## run the benchmarks (pipeline vs Alertmanager 0.25, and per stage); JSON in bench/results
+	$(PY) tools/devstack.py down --profile bench
+	$(PY) tools/devstack.py infra-up --profile bench --fresh
+	@status=0; mkdir -p bench/results; \
+	  eval "$$($(PY) tools/devstack.py env --profile bench)"; \
+	  $(PY) bench/pipeline_bench.py --out bench/results/pipeline.json --chart bench/results/pipeline.png $(BENCH_ARGS) || status=$$?; \
+	  for b in bench/*_bench.py; do \
+	    [ "$$b" = bench/pipeline_bench.py ] && continue; \
+	    name=$$(basename $$b _bench.py); \
+	    $(PY) $$b --out bench/results/$$name.json || status=$$?; \
+	  done; \
+	  $(PY) tools/devstack.py down --profile bench; \
 	  exit $$status
 
 clean:  ## remove run folders (not the venv or the Kafka jar cache)

@@ -111,6 +111,7 @@ class Stack:
     pages: RecordingHttpPeer = field(init=False)
     traces: OtlpTraceSink = field(init=False)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # overrides, e.g. for benches
 
     def __post_init__(self) -> None:
         self.pages = RecordingHttpPeer(free_port())
@@ -151,6 +152,7 @@ class Stack:
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.traces.port}",
                 "OTEL_EXPORTER_OTLP_INSECURE": "true",
                 "OTEL_BSP_SCHEDULE_DELAY": "200",
+                **self.extra_env,
             }
             has_http = name in ("alert-ingest", "notification")
             self.services[name] = ServiceProcess(

@@ -105,6 +105,10 @@ class EventProducer:
     async def stop(self) -> None:
         await self._producer.stop()
 
+    async def flush(self) -> None:
+        """Wait until every record handed to the producer so far is acknowledged."""
+        await self._producer.flush()
+
     async def send(
         self,
         topic: Topic,
@@ -202,15 +206,33 @@ class ConsumerLoop:
         await self._consumer.stop()
 
     async def run(self) -> None:
-        """Process until stopped; commit after each batch."""
+        """Process until stopped; commit after each batch.
+
+        Partitions are processed concurrently, each in order. Before offsets are committed
+        the producer is flushed, so whatever the handlers enqueued is durable first: a crash
+        can repeat work (at-least-once) but never lose it.
+        """
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
-            for tp, records in batches.items():
-                for record in records:
-                    if self._stopping.is_set():
-                        return
-                    await self._process(record)
-                await self._consumer.commit({tp: records[-1].offset + 1})
+            if not batches:
+                continue
+            done = await asyncio.gather(
+                *(self._process_partition(records) for records in batches.values())
+            )
+            await self._producer.flush()
+            offsets = {tp: last + 1 for tp, last in zip(batches, done, strict=True) if last >= 0}
+            if offsets:
+                await self._consumer.commit(offsets)
+
+    async def _process_partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
+        """Process one partition's records in order; the offset of the last one done."""
+        last = -1
+        for record in records:
+            if self._stopping.is_set():
+                break
+            await self._process(record)
+            last = record.offset
+        return last
 
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         backoff = 0.1

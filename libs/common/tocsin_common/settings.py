@@ -49,6 +49,8 @@ class Settings:
     data_dir: str
     log_level: str
     config_reload_seconds: float
+    ingest_consume_raw: bool        # alert-ingest consumes alerts.raw
+    heartbeat_check_seconds: float  # how often alert-ingest looks for missed heartbeats
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +80,8 @@ class Settings:
             data_dir=env.get("TOCSIN_DATA_DIR", f"/tmp/tocsin-{service}"),
             log_level=env.get("TOCSIN_LOG_LEVEL", "INFO").upper(),
             config_reload_seconds=_float(env, "TOCSIN_CONFIG_RELOAD_SECONDS", 5.0),
+            ingest_consume_raw=_flag(env, "TOCSIN_INGEST_CONSUME_RAW", True),
+            heartbeat_check_seconds=_float(env, "TOCSIN_INGEST_HEARTBEAT_CHECK_SECONDS", 1.0),
         )
 
 
@@ -92,6 +96,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if not 0 < value < 65536 and name.endswith("_PORT"):
         raise SettingsError(f"{name}={raw!r}: expected a port between 1 and 65535")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected true or false")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

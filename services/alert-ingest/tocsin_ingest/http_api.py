@@ -1,30 +1,55 @@
-"""HTTP ingest API (aiohttp), thin: read, authenticate, normalize, publish, answer.
+"""HTTP ingest API (aiohttp), thin: read, authenticate, normalize, limit, publish, answer.
 
-A 202 is sent only after the normalized event is on Kafka with acks=all: a 202 means the
-event is durable.
+A 202 is sent only after every normalized event is on Kafka with acks=all: a 202 means
+the events are durable.
+
+Routes:
+  POST /v2/enqueue                          PagerDuty Events v2 (routing_key in the body)
+  POST /v2/change/enqueue                   PagerDuty change events
+  POST /v1/webhooks/alertmanager[/{key}]    Alertmanager webhook, version 4
+  POST /v1/webhooks/grafana[/{key}]         Grafana unified alerting webhook
+  GET|POST /v1/heartbeats/{id}/ping         a heartbeat monitor's ping
+  GET /healthz
+Without {key} in the path, webhooks authenticate with ``Authorization: Bearer <key>``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from tocsin_common.config import ConfigStore
+from tocsin.v1 import alert_pb2
+from tocsin_common.clock import Clock, SystemClock
+from tocsin_common.config import ConfigStore, Integration
 from tocsin_common.tracing import aiohttp_tracing_middleware
 from tocsin_common.validation import FieldError, InvalidInput
 
-from tocsin_ingest import events_v2
+from tocsin_ingest import auth, events_v2, fields, formats
+from tocsin_ingest.heartbeats import HeartbeatMonitors
 from tocsin_ingest.publisher import AlertPublisher
+from tocsin_ingest.ratelimit import Decision, RateLimiter
 
 log = logging.getLogger("tocsin.ingest.http")
 
 MAX_BODY_BYTES = 512 * 1024
+PATH_KEY_FIELD = "path.key"
+BEARER_FIELD = "Authorization"
 
 
-def _invalid(errors: list[FieldError], message: str = "Event object is invalid") -> web.Response:
+class _Refused(Exception):
+    """Ends a request early with this response."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _invalid(
+    errors: Sequence[FieldError], message: str = "Event object is invalid"
+) -> web.Response:
     # PagerDuty's shape (status, message, errors as strings), plus the structured list.
     return web.json_response(
         {
@@ -37,57 +62,252 @@ def _invalid(errors: list[FieldError], message: str = "Event object is invalid")
     )
 
 
+def _too_large(size: int | None) -> web.Response:
+    return web.json_response(
+        {
+            "status": "invalid event",
+            "message": f"Request body is larger than {MAX_BODY_BYTES} bytes",
+            "errors": [f"(body): is larger than {MAX_BODY_BYTES} bytes"],
+            "fields": [{"field": "(body)", "problem": f"is larger than {MAX_BODY_BYTES} bytes"}],
+            **({"size": size} if size is not None else {}),
+        },
+        status=413,
+    )
+
+
+def _throttled(decision: Decision) -> web.Response:
+    return web.json_response(
+        {
+            "status": "throttle event",
+            "message": f"Rate limit of {decision.limit} events per minute for this integration "
+            f"exceeded; retry after {decision.retry_after} s",
+            "retry_after": decision.retry_after,
+        },
+        status=429,
+        headers={"Retry-After": str(decision.retry_after)},
+    )
+
+
+def _unavailable() -> web.Response:
+    return web.json_response(
+        {"status": "unavailable", "message": "Event could not be stored; retry"},
+        status=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _read_json(request: web.Request) -> Any:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=MAX_BODY_BYTES, actual_size=request.content_length
-        )
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=len(raw))
+        raise _Refused(_too_large(request.content_length))
+    # read(n) returns what has arrived so far, not n bytes: gather until the end.
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(MAX_BODY_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _Refused(_too_large(None))
+    raw = b"".join(chunks)
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidInput([FieldError("(body)", f"is not valid JSON: {e}")]) from None
+        return fields.decode_json(raw)
+    except InvalidInput as bad:
+        raise _Refused(_invalid(bad.errors, "Request body is not valid JSON")) from None
 
 
 class IngestHttpApi:
-    def __init__(self, config: ConfigStore, publisher: AlertPublisher) -> None:
+    def __init__(
+        self,
+        config: ConfigStore,
+        publisher: AlertPublisher,
+        limiter: RateLimiter | None = None,
+        heartbeats: HeartbeatMonitors | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self._config = config
         self._publisher = publisher
+        self._limiter = limiter
+        self._heartbeats = heartbeats
+        self._clock = clock or SystemClock()
 
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=MAX_BODY_BYTES, middlewares=[aiohttp_tracing_middleware("alert-ingest")]
         )
         app.router.add_post("/v2/enqueue", self.enqueue)
+        app.router.add_post("/v2/change/enqueue", self.change_enqueue)
+        for fmt in (formats.ALERTMANAGER, formats.GRAFANA):
+            app.router.add_post(f"/v1/webhooks/{fmt}", self._webhook(fmt))
+            app.router.add_post(f"/v1/webhooks/{fmt}/{{key}}", self._webhook(fmt))
+        app.router.add_route("POST", "/v1/heartbeats/{id}/ping", self.heartbeat_ping)
+        app.router.add_route("GET", "/v1/heartbeats/{id}/ping", self.heartbeat_ping)
         app.router.add_get("/healthz", self.healthz)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    # -- shared steps ------------------------------------------------------------------
+
+    def _authenticate(self, fmt: str, key: str, field: str) -> tuple[str, Integration]:
+        """The service id and integration of ``key``."""
+        try:
+            service, integration = auth.authenticate(self._config.current, fmt, key, field)
+        except InvalidInput as bad:
+            raise _Refused(_invalid(bad.errors, "Integration key is not accepted")) from None
+        return service.id, integration
+
+    async def _admit(self, integration: Integration, cost: int) -> None:
+        if self._limiter is None:
+            return
+        decision = await self._limiter.admit(
+            integration.key, integration.rate_limit_per_minute, cost
+        )
+        if not decision.allowed:
+            raise _Refused(_throttled(decision))
+
+    async def _publish(self, alerts: Sequence[alert_pb2.Alert]) -> None:
+        try:
+            await self._publisher.publish_all(alerts)
+        except Exception:
+            log.exception("publishing failed", extra={"events": len(alerts)})
+            raise _Refused(_unavailable()) from None
+
+    # -- PagerDuty Events v2 -----------------------------------------------------------
+
     async def enqueue(self, request: web.Request) -> web.Response:
         """PagerDuty Events API v2: POST /v2/enqueue."""
-        received_at = datetime.now(UTC)
+        received_at = self._clock.now()
         try:
             body = await _read_json(request)
+            routing_key, event, errors = events_v2.parse_event(body)
+            if errors:
+                return _invalid(errors)
+            service_id, integration = self._authenticate(
+                formats.EVENTS_V2, routing_key, "routing_key"
+            )
+            alerts = formats.normalize(
+                formats.EVENTS_V2, event, service_id, routing_key, received_at
+            )
+            await self._admit(integration, 1)
+            await self._publish(alerts)
         except InvalidInput as bad:
             return _invalid(bad.errors)
-        routing_key, event, errors = events_v2.parse_event(body)
-        if errors:
-            return _invalid(errors)
-        found = self._config.current.service_for_key(routing_key)
-        if found is None:
-            return _invalid([FieldError("routing_key", "is not a known integration key")])
-        service, _integration = found
-        try:
-            alert = events_v2.normalize(event, service.id, received_at)
-        except InvalidInput as bad:
-            return _invalid(bad.errors)
-        alert.integration_key = routing_key
-        await self._publisher.publish(alert)
+        except _Refused as refused:
+            return refused.response
         return web.json_response(
-            {"status": "success", "message": "Event processed", "dedup_key": alert.dedup_key},
+            {"status": "success", "message": "Event processed", "dedup_key": alerts[0].dedup_key},
             status=202,
         )
+
+    async def change_enqueue(self, request: web.Request) -> web.Response:
+        """PagerDuty change events: POST /v2/change/enqueue."""
+        received_at = self._clock.now()
+        try:
+            body = await _read_json(request)
+            routing_key, event, errors = events_v2.parse_event(body)
+            if errors:
+                return _invalid(errors)
+            service_id, integration = self._authenticate(
+                formats.EVENTS_V2, routing_key, "routing_key"
+            )
+            change = events_v2.normalize_change(event, service_id, received_at)
+            change.integration_key = routing_key
+            await self._admit(integration, 1)
+            try:
+                await self._publisher.publish_change(change)
+            except Exception:
+                log.exception("publishing a change event failed")
+                return _unavailable()
+        except InvalidInput as bad:
+            return _invalid(bad.errors)
+        except _Refused as refused:
+            return refused.response
+        return web.json_response(
+            {"status": "success", "message": "Change event processed"}, status=202
+        )
+
+    # -- Alertmanager and Grafana webhooks ---------------------------------------------
+
+    def _webhook(self, fmt: str) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            return await self.webhook(request, fmt)
+
+        return handler
+
+    async def webhook(self, request: web.Request, fmt: str) -> web.Response:
+        received_at = self._clock.now()
+        try:
+            path_key = request.match_info.get("key")
+            if path_key is not None:
+                key, field = path_key, PATH_KEY_FIELD
+            else:
+                key, field = auth.bearer_token(request.headers) or "", BEARER_FIELD
+                if not key:
+                    return _invalid(
+                        [
+                            FieldError(
+                                BEARER_FIELD,
+                                "is required: send 'Authorization: Bearer <integration key>' "
+                                f"or POST to /v1/webhooks/{fmt}/<integration key>",
+                            )
+                        ],
+                        "Integration key is missing",
+                    )
+            service_id, integration = self._authenticate(fmt, key, field)
+            body = await _read_json(request)
+            alerts = formats.normalize(fmt, body, service_id, key, received_at)
+            await self._admit(integration, len(alerts))
+            await self._publish(alerts)
+        except InvalidInput as bad:
+            return _invalid(bad.errors)
+        except _Refused as refused:
+            return refused.response
+        return web.json_response(
+            {
+                "status": "success",
+                "message": f"{len(alerts)} alert(s) processed",
+                "dedup_keys": [a.dedup_key for a in alerts],
+            },
+            status=202,
+        )
+
+    # -- heartbeats --------------------------------------------------------------------
+
+    async def heartbeat_ping(self, request: web.Request) -> web.Response:
+        monitor_id = request.match_info["id"]
+        if self._heartbeats is None:
+            return _no_heartbeat(monitor_id)
+        try:
+            result = await self._heartbeats.ping(monitor_id)
+        except KeyError:
+            return _no_heartbeat(monitor_id)
+        except Exception:
+            log.exception("heartbeat ping failed", extra={"heartbeat": monitor_id})
+            return _unavailable()
+        return web.json_response(
+            {
+                "status": "ok",
+                "heartbeat": result.monitor.id,
+                "resolved": result.resolved,
+                "next_deadline": _iso(result.next_deadline),
+            }
+        )
+
+
+def _no_heartbeat(monitor_id: str) -> web.Response:
+    return web.json_response(
+        {
+            "status": "not found",
+            "message": f"No heartbeat monitor {monitor_id[:100]!r}",
+            "errors": ["path.id: is not a configured heartbeat monitor"],
+            "fields": [{"field": "path.id", "problem": "is not a configured heartbeat monitor"}],
+        },
+        status=404,
+    )
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")

@@ -1,10 +1,15 @@
-"""Publishes normalized alerts to Kafka, keyed by service (the correlation partition)."""
+"""Publishes normalized alerts and change events to Kafka, keyed by service (the
+correlation partition). Each call returns once every record is durable (idempotent
+producer, acks=all): only then may a sender be told 202."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from tocsin.v1 import alert_pb2
 from tocsin_common.kafka import EventProducer
-from tocsin_common.topics import ALERTS_NORMALIZED
+from tocsin_common.topics import ALERTS_NORMALIZED, CHANGES
 
 
 class AlertPublisher:
@@ -14,3 +19,14 @@ class AlertPublisher:
     async def publish(self, alert: alert_pb2.Alert) -> None:
         """Return once the alert is durable on Kafka (idempotent producer, acks=all)."""
         await self._producer.send(ALERTS_NORMALIZED, alert.service_id, alert)
+
+    async def publish_all(self, alerts: Sequence[alert_pb2.Alert]) -> None:
+        """Enqueue every alert, then wait for all: one batch, durable when this returns."""
+        if len(alerts) == 1:
+            await self.publish(alerts[0])
+            return
+        futures = [await self._producer.enqueue(ALERTS_NORMALIZED, a.service_id, a) for a in alerts]
+        await asyncio.gather(*futures)
+
+    async def publish_change(self, change: alert_pb2.ChangeEvent) -> None:
+        await self._producer.send(CHANGES, change.service_id, change)

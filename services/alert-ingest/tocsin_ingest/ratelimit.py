@@ -1,0 +1,94 @@
+"""Per-integration rate limits: the window arithmetic (pure, no I/O).
+
+A sliding-window counter: counts are kept per fixed one-minute window, and the rate at a
+moment is the current window's count plus the previous window's count weighted by how much
+of the previous window still lies inside the last minute. The Redis adapter
+(redis_state.RedisRateLimiter) applies exactly this decision atomically in a Lua script;
+this module is the reference the script mirrors, and what answers Retry-After.
+
+Cost is counted in events: an Alertmanager notification of 5 alerts costs 5. A single
+request larger than the whole limit is let through when nothing else was counted, so a
+big batch can never be refused forever.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+WINDOW_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Window:
+    index: int  # which fixed window (seconds since the epoch // window)
+    elapsed: float  # seconds into it
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after: int = 0  # whole seconds, at least 1 when refused
+    limit: int = 0
+    remaining: int = 0
+
+
+class RateLimiter(Protocol):
+    async def admit(self, key: str, limit: int, cost: int) -> Decision: ...
+
+
+def window_at(now_s: float, window_s: float = WINDOW_SECONDS) -> Window:
+    index = math.floor(now_s / window_s)
+    return Window(index, now_s - index * window_s)
+
+
+def estimate(previous: float, current: float, elapsed: float, window_s: float) -> float:
+    """Events in the sliding window ending now."""
+    weight = max(0.0, 1.0 - elapsed / window_s)
+    return previous * weight + current
+
+
+def allows(
+    previous: float, current: float, cost: int, limit: int, elapsed: float, window_s: float
+) -> bool:
+    rate = estimate(previous, current, elapsed, window_s)
+    return rate + cost <= limit or rate <= 0
+
+
+def retry_after(
+    previous: float, current: float, cost: int, limit: int, elapsed: float, window_s: float
+) -> int:
+    """Whole seconds until ``cost`` more events fit (at least 1)."""
+    room = limit - current - cost
+    if room >= 0 and previous > 0:
+        # previous * (1 - t / W) <= room  <=>  t >= W * (1 - room / previous)
+        wait = window_s * (1.0 - room / previous) - elapsed
+    else:
+        # Wait for the next window, where today's count becomes the weighted previous one.
+        wait = window_s - elapsed
+        room_next = limit - cost
+        if current > 0 and room_next < current:
+            wait += window_s * (1.0 - max(room_next, 0) / current)
+    return max(1, math.ceil(wait - 1e-9))
+
+
+def decide(
+    previous: float,
+    current: float,
+    cost: int,
+    limit: int,
+    elapsed: float,
+    window_s: float = WINDOW_SECONDS,
+) -> Decision:
+    """Whether ``cost`` more events may pass, given the window counts before them."""
+    if allows(previous, current, cost, limit, elapsed, window_s):
+        remaining = limit - estimate(previous, current + cost, elapsed, window_s)
+        return Decision(True, 0, limit, max(0, math.floor(remaining)))
+    return Decision(False, retry_after(previous, current, cost, limit, elapsed, window_s), limit, 0)
+
+
+def window_keys(integration_key: str, window: Window) -> tuple[str, str]:
+    """Redis keys of the current and the previous window's counters."""
+    base = f"tocsin:ingest:ratelimit:{integration_key}"
+    return f"{base}:{window.index}", f"{base}:{window.index - 1}"

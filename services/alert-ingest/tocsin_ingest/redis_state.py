@@ -1,0 +1,145 @@
+"""Redis adapters of alert-ingest's shared state: rate-limit counters and heartbeat
+deadlines. Each operation is one Lua script, so it is atomic across replicas."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from tocsin_common.clock import Clock
+
+from tocsin_ingest import ratelimit
+
+log = logging.getLogger("tocsin.ingest.redis")
+
+# KEYS: current window counter, previous window counter.
+# ARGV: cost, limit, elapsed seconds in the window, window seconds.
+# Mirrors ratelimit.allows(); returns {allowed, current, previous} (counts before this call).
+_RATE_LIMIT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+local cost = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local elapsed = tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+local weight = 1 - elapsed / window
+if weight < 0 then weight = 0 end
+local rate = previous * weight + current
+if rate + cost <= limit or rate <= 0 then
+  redis.call('INCRBY', KEYS[1], cost)
+  redis.call('EXPIRE', KEYS[1], math.ceil(window * 2) + 1)
+  return {1, current, previous}
+end
+return {0, current, previous}
+"""
+
+
+class RedisRateLimiter:
+    """Sliding-window counters per integration key (see ratelimit for the arithmetic)."""
+
+    def __init__(
+        self, redis: Redis, clock: Clock, window_s: float = ratelimit.WINDOW_SECONDS
+    ) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._window_s = window_s
+        self._script = redis.register_script(_RATE_LIMIT)
+
+    async def admit(self, key: str, limit: int, cost: int) -> ratelimit.Decision:
+        window = ratelimit.window_at(self._clock.now().timestamp(), self._window_s)
+        current_key, previous_key = ratelimit.window_keys(key, window)
+        try:
+            reply: Any = await self._script(
+                keys=[current_key, previous_key],
+                args=[cost, limit, repr(window.elapsed), repr(self._window_s)],
+            )
+        except RedisError:
+            # Failing open: an incident tool must not drop alerts because Redis is down.
+            log.exception("rate limiter unavailable; admitting", extra={"key": key[:6]})
+            return ratelimit.Decision(True, 0, limit, limit)
+        allowed, current, previous = (int(x) for x in reply)
+        if allowed:
+            remaining = limit - ratelimit.estimate(
+                previous, current + cost, window.elapsed, self._window_s
+            )
+            return ratelimit.Decision(True, 0, limit, max(0, int(remaining)))
+        return ratelimit.Decision(
+            False,
+            ratelimit.retry_after(previous, current, cost, limit, window.elapsed, self._window_s),
+            limit,
+            0,
+        )
+
+
+# KEYS: deadlines (sorted set: monitor -> deadline), down (set of monitors whose alert fires)
+_ARM = """
+for i = 1, #ARGV, 2 do
+  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
+    redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 1], ARGV[i])
+  end
+end
+return 0
+"""
+_PING = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return redis.call('SREM', KEYS[2], ARGV[1])
+"""
+# ARGV[1]: now; ARGV[2..]: the monitors this replica knows (others are left alone).
+_CLAIM = """
+local known = {}
+for i = 2, #ARGV do known[ARGV[i]] = true end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local claimed = {}
+for _, id in ipairs(expired) do
+  if known[id] and redis.call('ZREM', KEYS[1], id) == 1 then
+    redis.call('SADD', KEYS[2], id)
+    table.insert(claimed, id)
+  end
+end
+return claimed
+"""
+_UNCLAIM = """
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 0
+"""
+_MARK_DOWN = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 0
+"""
+
+
+class RedisHeartbeatStore:
+    """Heartbeat deadlines in a sorted set; monitors whose alert fires in a set."""
+
+    def __init__(self, redis: Redis, prefix: str = "tocsin:ingest:heartbeats") -> None:
+        self._keys = [f"{prefix}:deadlines", f"{prefix}:down"]
+        self._arm = redis.register_script(_ARM)
+        self._ping = redis.register_script(_PING)
+        self._claim = redis.register_script(_CLAIM)
+        self._unclaim = redis.register_script(_UNCLAIM)
+        self._mark_down = redis.register_script(_MARK_DOWN)
+
+    async def arm(self, deadlines: dict[str, float]) -> None:
+        args: list[str] = []
+        for monitor_id, deadline in deadlines.items():
+            args += [monitor_id, repr(deadline)]
+        if args:
+            await self._arm(keys=self._keys, args=args)
+
+    async def ping(self, monitor_id: str, deadline: float) -> bool:
+        return int(await self._ping(keys=self._keys, args=[monitor_id, repr(deadline)])) == 1
+
+    async def claim_expired(self, now: float, known: Iterable[str]) -> list[str]:
+        reply: Any = await self._claim(keys=self._keys, args=[repr(now), *known])
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
+
+    async def unclaim(self, monitor_id: str, deadline: float) -> None:
+        await self._unclaim(keys=self._keys, args=[monitor_id, repr(deadline)])
+
+    async def mark_down(self, monitor_id: str) -> None:
+        await self._mark_down(keys=self._keys, args=[monitor_id])

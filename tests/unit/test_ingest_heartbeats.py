@@ -1,0 +1,219 @@
+"""Heartbeat monitors as a state machine, on a FakeClock and an in-memory store with the
+same atomic semantics as the Redis one (claims and recoveries go to exactly one caller)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import timedelta
+
+import pytest
+from tocsin.v1 import alert_pb2
+from tocsin_common.clock import FakeClock
+from tocsin_common.config import TocsinConfig, parse_config
+from tocsin_ingest.heartbeats import HeartbeatMonitors
+
+CONFIG = """
+version: 1
+services:
+  - id: batch
+    name: Batch jobs
+    escalation_policy: p
+escalation_policies:
+  - id: p
+    name: P
+    levels: [{delay: 5m, targets: [{type: user, id: u}]}]
+users:
+  - {id: u, name: U, email: u@example.com}
+heartbeats:
+  - {id: nightly-backup, service: batch, interval: 60s, grace: 30s,
+     summary: "Nightly backup did not report", severity: error}
+  - {id: cron, service: batch, interval: 10s}
+"""
+
+
+def load() -> TocsinConfig:
+    return parse_config(CONFIG, "tocsin.yaml")
+
+
+class MemoryHeartbeatStore:
+    """The HeartbeatStore contract in memory; each method runs without awaiting, so it is
+    atomic under asyncio exactly as a Lua script is in Redis."""
+
+    def __init__(self) -> None:
+        self.deadlines: dict[str, float] = {}
+        self.down: set[str] = set()
+
+    async def arm(self, deadlines: dict[str, float]) -> None:
+        for monitor_id, deadline in deadlines.items():
+            if monitor_id not in self.down:
+                self.deadlines.setdefault(monitor_id, deadline)
+
+    async def ping(self, monitor_id: str, deadline: float) -> bool:
+        self.deadlines[monitor_id] = deadline
+        if monitor_id in self.down:
+            self.down.discard(monitor_id)
+            return True
+        return False
+
+    async def claim_expired(self, now: float, known: Iterable[str]) -> list[str]:
+        claimed = []
+        for monitor_id in sorted(set(known)):
+            deadline = self.deadlines.get(monitor_id)
+            if deadline is not None and deadline <= now:
+                del self.deadlines[monitor_id]
+                self.down.add(monitor_id)
+                claimed.append(monitor_id)
+        return claimed
+
+    async def unclaim(self, monitor_id: str, deadline: float) -> None:
+        self.down.discard(monitor_id)
+        self.deadlines[monitor_id] = deadline
+
+    async def mark_down(self, monitor_id: str) -> None:
+        self.deadlines.pop(monitor_id, None)
+        self.down.add(monitor_id)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.alerts: list[alert_pb2.Alert] = []
+        self.fail = False
+
+    async def __call__(self, alerts: list[alert_pb2.Alert]) -> None:
+        if self.fail:
+            raise ConnectionError("kafka is down")
+        self.alerts.extend(alerts)
+
+    def actions(self) -> list[tuple[str, int]]:
+        return [(a.dedup_key, a.action) for a in self.alerts]
+
+
+TRIGGER = alert_pb2.ALERT_ACTION_TRIGGER
+RESOLVE = alert_pb2.ALERT_ACTION_RESOLVE
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def monitors(
+    clock: FakeClock, store: MemoryHeartbeatStore, published: Recorder
+) -> HeartbeatMonitors:
+    config = load()
+    return HeartbeatMonitors(lambda: config, store, published, clock)
+
+
+async def test_a_missed_interval_plus_grace_triggers_once_and_the_next_ping_resolves(
+    clock: FakeClock,
+) -> None:
+    store, published = MemoryHeartbeatStore(), Recorder()
+    hb = monitors(clock, store, published)
+    await hb.ping("nightly-backup")
+    await hb.ping("cron")
+    clock.advance(9.9)
+    assert await hb.check() == []
+    clock.advance(0.1)
+    assert await hb.check() == ["cron"]  # 10 s interval, no grace
+    clock.advance(79)
+    assert await hb.check() == []  # 60 s interval + 30 s grace not over yet
+    clock.advance(1)
+    assert await hb.check() == ["nightly-backup"]
+    clock.advance(300)
+    assert await hb.check() == []  # missed once, triggered once
+    alert = published.alerts[1]
+    assert alert.dedup_key == "heartbeat:nightly-backup"
+    assert alert.action == TRIGGER
+    assert alert.service_id == "batch"
+    assert alert.summary == "Nightly backup did not report"
+    assert alert.severity == alert_pb2.SEVERITY_ERROR
+    assert alert.source_format == alert_pb2.SOURCE_FORMAT_HEARTBEAT
+    assert published.alerts[0].dedup_key == "heartbeat:cron"
+    assert published.alerts[0].severity == alert_pb2.SEVERITY_CRITICAL
+    assert published.alerts[0].summary == "Heartbeat cron did not check in"
+
+    result = await hb.ping("nightly-backup")
+    assert result.resolved
+    assert result.next_deadline == clock.now() + timedelta(seconds=90)
+    assert published.actions()[-1] == ("heartbeat:nightly-backup", RESOLVE)
+    assert not (await hb.ping("nightly-backup")).resolved  # only the first ping resolves
+    assert len(published.alerts) == 3
+
+
+async def test_a_monitor_never_pinged_is_missed_one_interval_after_it_was_first_seen(
+    clock: FakeClock,
+) -> None:
+    store, published = MemoryHeartbeatStore(), Recorder()
+    hb = monitors(clock, store, published)
+    assert await hb.check() == []
+    clock.advance(10)
+    assert await hb.check() == ["cron"]
+
+
+async def test_of_several_replicas_checking_the_same_expiry_exactly_one_triggers(
+    clock: FakeClock,
+) -> None:
+    store, published = MemoryHeartbeatStore(), Recorder()
+    replicas = [monitors(clock, store, published) for _ in range(5)]
+    await replicas[0].ping("cron")
+    await replicas[0].ping("nightly-backup")
+    clock.advance(95)
+    claims = await asyncio.gather(*(r.check() for r in replicas))
+    assert sorted(m for c in claims for m in c) == ["cron", "nightly-backup"]
+    assert len(published.alerts) == 2
+    # ... and of several pings after it, exactly one resolves.
+    results = await asyncio.gather(*(r.ping("cron") for r in replicas))
+    assert sum(r.resolved for r in results) == 1
+    assert published.actions().count(("heartbeat:cron", RESOLVE)) == 1
+
+
+async def test_a_trigger_that_could_not_be_published_is_claimed_again(clock: FakeClock) -> None:
+    store, published = MemoryHeartbeatStore(), Recorder()
+    hb = monitors(clock, store, published)
+    await hb.ping("cron")
+    clock.advance(11)
+    published.fail = True
+    with pytest.raises(ConnectionError):
+        await hb.check()
+    published.fail = False
+    assert "cron" in await hb.check()
+    assert published.actions() == [("heartbeat:cron", TRIGGER)]
+
+
+async def test_a_resolve_that_could_not_be_published_is_sent_on_the_next_ping(
+    clock: FakeClock,
+) -> None:
+    store, published = MemoryHeartbeatStore(), Recorder()
+    hb = monitors(clock, store, published)
+    await hb.check()
+    clock.advance(11)
+    assert await hb.check() == ["cron"]
+    published.fail = True
+    with pytest.raises(ConnectionError):
+        await hb.ping("cron")
+    published.fail = False
+    assert (await hb.ping("cron")).resolved
+    assert published.actions() == [("heartbeat:cron", TRIGGER), ("heartbeat:cron", RESOLVE)]
+
+
+async def test_an_unknown_monitor_is_a_key_error(clock: FakeClock) -> None:
+    hb = monitors(clock, MemoryHeartbeatStore(), Recorder())
+    with pytest.raises(KeyError):
+        await hb.ping("nope")
+
+
+async def test_the_periodic_task_checks_on_the_injected_clock(clock: FakeClock) -> None:
+    store, published = MemoryHeartbeatStore(), Recorder()
+    hb = monitors(clock, store, published)
+    stop = asyncio.Event()
+    task = asyncio.create_task(hb.run(stop))
+    for _ in range(30):  # 15 s of fake time in 0.5 s ticks, no real sleeping
+        await asyncio.sleep(0)
+        clock.advance(0.5)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert published.actions() == [("heartbeat:cron", TRIGGER)]
+    stop.set()
+    clock.advance(1)
+    await asyncio.wait_for(task, 1)
