@@ -243,7 +243,9 @@ def start_redis(profile: Profile) -> None:
             "--appendonly",
             "yes",
             "--appendfsync",
-            "everysec",
+            # Every write is on disk before Redis answers: idempotency keys and timers must
+            # survive a SIGKILL of Redis (the failure suite does exactly that).
+            "always",
             "--protected-mode",
             "yes",
             "--daemonize",
@@ -445,6 +447,24 @@ def _alive(pid: int) -> bool:
     return stat.split(") ")[-1].split()[0] != "Z"
 
 
+def crash_and_restart(profile: Profile, component: str | None) -> None:
+    """SIGKILL Kafka or Redis (a crash, no shutdown) and start it again on the same data."""
+    if component not in ("kafka", "redis"):
+        sys.exit("devstack: crash needs kafka or redis")
+    pidfile = profile.run_dir / "pids" / f"{component}.pid"
+    pid = int(pidfile.read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    port = profile.kafka_port if component == "kafka" else profile.redis_port
+    while time.monotonic() < deadline and (_alive(pid) or port_open(port)):
+        time.sleep(0.1)
+    if component == "kafka":
+        start_kafka(profile, fresh=False)
+    else:
+        start_redis(profile)
+
+
 def status(profile: Profile) -> None:
     pids = profile.run_dir / "pids"
     for pidfile in sorted(pids.glob("*.pid")) if pids.exists() else []:
@@ -456,7 +476,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("command", choices=["fetch", "infra-up", "up", "down", "status", "env"])
+    parser.add_argument(
+        "command", choices=["fetch", "infra-up", "up", "down", "status", "env", "crash"]
+    )
+    parser.add_argument(
+        "component", nargs="?", choices=["kafka", "redis"],
+        help="with crash: the process to SIGKILL and start again on the same data",
+    )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="dev")
     parser.add_argument("--config", default=str(ROOT / "config" / "tocsin.example.yaml"))
     parser.add_argument("--fresh", action="store_true", help="wipe Kafka and Redis data first")
@@ -481,6 +507,9 @@ def main() -> None:
     elif args.command == "env":
         print(f"export TOCSIN_KAFKA_BOOTSTRAP={profile.bootstrap}")
         print(f"export TOCSIN_REDIS_URL={profile.redis_url}")
+        print(f"export TOCSIN_DEVSTACK_PROFILE={profile.name}")
+    elif args.command == "crash":
+        crash_and_restart(profile, args.component)
 
 
 def print_welcome(profile: Profile) -> None:

@@ -1,0 +1,198 @@
+"""SPEC §9 under failure, as a story:
+
+while alerts keep arriving, each service in turn — then Redis, then the Kafka broker — is
+killed with SIGKILL and started again. Afterwards every alert that was answered 202 is in
+an incident or a dead letter, every incident paged its on-call person, and nobody got the
+same page twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaConsumer
+from tocsin.v1 import alert_pb2, incident_pb2
+
+from tests.integration.harness import ROOT, Stack
+
+pytestmark = pytest.mark.integration
+
+ROUTING_KEY = "guarantees0000000000000000000001"
+RATE_PER_S = float(os.environ.get("TOCSIN_FAILURE_RATE", "20"))
+SECONDS_BETWEEN_CRASHES = float(os.environ.get("TOCSIN_FAILURE_GAP_SECONDS", "3"))
+
+
+class SteadyLoad:
+    """Sends one new alert every 1/rate seconds; remembers which were answered 202."""
+
+    def __init__(self, url: str, rate: float) -> None:
+        self._url = url
+        self._rate = rate
+        self.accepted: set[str] = set()
+        self.refused = 0
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task:
+            await self._task
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            in_flight: set[asyncio.Task[None]] = set()
+            while not self._stopping.is_set():
+                task = asyncio.create_task(self._one(session))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                await asyncio.sleep(1 / self._rate)
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _one(self, session: aiohttp.ClientSession) -> None:
+        key = f"guard-{uuid.uuid4().hex[:12]}"
+        body = {
+            "routing_key": ROUTING_KEY,
+            "event_action": "trigger",
+            "dedup_key": key,
+            "payload": {
+                "summary": f"guarded {key}",
+                "source": "failure-suite",
+                "severity": "critical",
+            },
+        }
+        try:
+            async with session.post(f"{self._url}/v2/enqueue", json=body) as response:
+                await response.read()
+                if response.status == 202:
+                    self.accepted.add(key)
+                else:
+                    self.refused += 1
+        except (aiohttp.ClientError, TimeoutError):
+            self.refused += 1  # not acknowledged: the sender knows to retry
+
+
+def crash(component: str) -> None:
+    """SIGKILL Kafka or Redis of the stack `make test` started, and start it again."""
+    profile = os.environ.get("TOCSIN_DEVSTACK_PROFILE", "test")
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "devstack.py"),
+            "crash",
+            component,
+            "--profile",
+            profile,
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=1500)
+            if not batch:
+                return values
+            for records in batch.values():
+                values.extend(r.value for r in records if r.value is not None)
+    finally:
+        await consumer.stop()
+
+
+async def keys_in_incidents(bootstrap: str) -> set[str]:
+    keys: set[str] = set()
+    for value in await read_topic(bootstrap, "incidents.events"):
+        event = incident_pb2.IncidentEvent()
+        event.ParseFromString(value)
+        keys.update(k for k in event.incident.dedup_keys if k.startswith("guard-"))
+    return keys
+
+
+async def keys_in_dead_letters(bootstrap: str) -> set[str]:
+    keys: set[str] = set()
+    for value in await read_topic(bootstrap, "alerts.deadletter"):
+        letter = alert_pb2.DeadLetter()
+        letter.ParseFromString(value)
+        alert = alert_pb2.Alert()
+        try:
+            alert.ParseFromString(letter.original_value)
+        except Exception:
+            continue
+        if alert.dedup_key.startswith("guard-"):
+            keys.add(alert.dedup_key)
+    return keys
+
+
+def gina_pages(stack: Stack) -> list[tuple[str, str]]:
+    """(idempotency key, alert key) of every page gina received."""
+    pages = []
+    for request in stack.pages.requests:
+        if request.path == "/pages/gina":
+            title = request.json()["incident"]["title"]
+            pages.append((request.headers.get("Idempotency-Key", ""), title.rsplit(" ", 1)[-1]))
+    return pages
+
+
+async def test_no_accepted_alert_is_lost_and_nobody_is_paged_twice_across_crashes(
+    stack: Stack,
+) -> None:
+    load = SteadyLoad(stack.ingest_url, RATE_PER_S)
+    load.start()
+    crashed = []
+    try:
+        for service in ("alert-ingest", "correlation", "escalation", "notification"):
+            await asyncio.sleep(SECONDS_BETWEEN_CRASHES)
+            await stack.restart(service)
+            crashed.append(service)
+        for component in ("redis", "kafka"):
+            await asyncio.sleep(SECONDS_BETWEEN_CRASHES)
+            await asyncio.to_thread(crash, component)
+            crashed.append(component)
+        await asyncio.sleep(SECONDS_BETWEEN_CRASHES)
+    finally:
+        await load.stop()
+
+    accepted = load.accepted
+    # Everything accepted must come out the other end; give the pipeline time to drain
+    # (a killed faust worker's partitions move after its 10 s session times out).
+    deadline = time.monotonic() + 90
+    while True:
+        in_incidents = await keys_in_incidents(stack.bootstrap)
+        dead = await keys_in_dead_letters(stack.bootstrap)
+        paged = {alert for _, alert in gina_pages(stack)}
+        missing = accepted - in_incidents - dead
+        unpaged = (accepted & in_incidents) - paged
+        if (not missing and not unpaged) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(2)
+
+    pages = gina_pages(stack)
+    repeats = {k: n for k, n in collections.Counter(i for i, _ in pages).items() if n > 1}
+    print(
+        f"\nfailure suite: crashed {', '.join(crashed)}; accepted {len(accepted)}, "
+        f"refused {load.refused}, in incidents {len(accepted & in_incidents)}, "
+        f"dead-lettered {len(accepted & dead)}, paged {len(accepted & paged)}, "
+        f"pages {len(pages)}, repeated pages {len(repeats)}"
+    )
+    assert len(accepted) > RATE_PER_S * SECONDS_BETWEEN_CRASHES  # the load really ran
+    assert missing == set(), f"{len(missing)} accepted alerts in no incident and no dead letter"
+    assert unpaged == set(), f"{len(unpaged)} incidents never paged"
+    assert repeats == {}, f"pages sent more than once: {repeats}"
