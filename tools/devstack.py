@@ -99,9 +99,14 @@ PROFILES = {
 for _n in range(1, 7):
     _base = 30000 + _n * 1000
     PROFILES[f"h{_n}"] = Profile(
-        f"h{_n}", _base + 92, _base + 93, _base + 79,
-        ingest=(_base + 51, _base + 101, _base + 80), correlation=(_base + 52, _base + 102, 0),
-        escalation=(_base + 53, _base + 103, 0), notification=(_base + 54, _base + 104, _base + 81),
+        f"h{_n}",
+        _base + 92,
+        _base + 93,
+        _base + 79,
+        ingest=(_base + 51, _base + 101, _base + 80),
+        correlation=(_base + 52, _base + 102, 0),
+        escalation=(_base + 53, _base + 103, 0),
+        notification=(_base + 54, _base + 104, _base + 81),
         recorder_port=_base + 99,
     )
 
@@ -480,7 +485,9 @@ def main() -> None:
         "command", choices=["fetch", "infra-up", "up", "down", "status", "env", "crash"]
     )
     parser.add_argument(
-        "component", nargs="?", choices=["kafka", "redis"],
+        "component",
+        nargs="?",
+        choices=["kafka", "redis"],
         help="with crash: the process to SIGKILL and start again on the same data",
     )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="dev")

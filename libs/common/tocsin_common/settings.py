@@ -49,7 +49,7 @@ class Settings:
     data_dir: str
     log_level: str
     config_reload_seconds: float
-    ingest_consume_raw: bool        # alert-ingest consumes alerts.raw
+    ingest_consume_raw: bool  # alert-ingest consumes alerts.raw
     heartbeat_check_seconds: float  # how often alert-ingest looks for missed heartbeats
 
     @classmethod

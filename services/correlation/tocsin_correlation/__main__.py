@@ -15,6 +15,7 @@ from tocsin_common.logs import setup_logging
 from tocsin_common.runtime import bootstrap
 from tocsin_common.tracing import shutdown_tracing
 
+from tocsin_correlation.silence_api import registrar
 from tocsin_correlation.worker import CorrelationWorker
 
 SERVICE = "correlation"
@@ -30,6 +31,7 @@ def main() -> None:
         settings.grpc_host,
         settings.grpc_port,
         [silence_service_pb2.DESCRIPTOR.services_by_name["SilenceService"].full_name],
+        register=registrar(settings.redis_url, config),
     )
     recovered = asyncio.Event()
     background: list[asyncio.Task[None]] = []  # referenced, so they are not collected

@@ -7,7 +7,7 @@ resolve for a key with no open alert are dropped (and counted by the caller).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -28,17 +28,27 @@ class AlertState:
     count: int
     first_seen: float  # epoch seconds
     last_seen: float
+    # Flap detection (flapping.py): the key's recent states (1 trigger, 0 resolve), kept
+    # across the alerts of one key, and whether it is flapping now.
+    states: list[int] = field(default_factory=list)
+    flapping: bool = False
 
     @property
     def is_open(self) -> bool:
         return self.status is not AlertStatus.RESOLVED
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "status": self.status.value}
+        return {**self.__dict__, "status": self.status.value, "states": list(self.states)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AlertState:
-        return cls(**{**data, "status": AlertStatus(data["status"])})
+        return cls(
+            **{
+                **data,
+                "status": AlertStatus(data["status"]),
+                "states": list(data.get("states", [])),
+            }
+        )
 
 
 def alert_key(service_id: str, dedup_key: str) -> str:

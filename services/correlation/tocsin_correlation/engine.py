@@ -1,10 +1,16 @@
 """The correlation engine: alert events and commands in, incident events out (pure).
 
-State is three mappings, which the faust worker backs with changelog tables and unit
-tests with dicts:
-- alerts:    alert_key(service, dedup key) -> AlertState JSON
+State is mappings, which the faust worker backs with changelog tables and unit tests with
+dicts (all keyed so that they live in the partition of the service they concern):
+- alerts:    alert_key(service, dedup key) -> AlertState JSON (with its flap history)
 - incidents: incident id -> IncidentState JSON
 - groups:    service + group key -> id of the open incident taking that group's alerts
+- held:      incident id -> {holder, holder_service, service_id} while an upstream holds it
+- sources:   service id -> {alert key: labels} of firing alerts that can inhibit others
+- changes:   service id -> recent ChangeRecord JSONs (changes.py)
+
+What lives in other partitions (silences, upstream services' open incidents and changes)
+comes in a :class:`View` the worker builds before each alert.
 
 Ids of incidents and events are derived from the input event's id, so reprocessing the
 same input after a crash (at-least-once) yields the same ids and downstream can dedup.
@@ -13,17 +19,23 @@ same input after a crash (at-least-once) yields the same ids and downstream can 
 from __future__ import annotations
 
 import uuid
-from collections.abc import MutableMapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_common.config import TocsinConfig
+from tocsin_common.config.model import Service
 from tocsin_common.timeutil import set_timestamp
 
 from tocsin_correlation import grouping
+from tocsin_correlation.changes import ChangeRecord, add_change, probable_causes
 from tocsin_correlation.dedup import AlertState, AlertStatus, Decision, alert_key, decide
+from tocsin_correlation.flapping import FlapState, percent_state_change
+from tocsin_correlation.inhibition import inhibitor, is_source
+from tocsin_correlation.matchers import alert_labels
+from tocsin_correlation.silences import Silence, silencing
 
 _NAMESPACE = uuid.UUID("6f1c3c1e-3f5e-4d5c-9a55-7c0e8a3b9d10")
 
@@ -49,6 +61,28 @@ def derived_id(*parts: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
 
 
+# The actor of the commands correlation sends itself (to release held incidents).
+SELF_ACTOR = "correlation"
+
+# Timeline entries from other services may not carry these types: each has its own command
+# or is correlation's own decision, and escalation acts on some of them.
+_RESERVED_TIMELINE_TYPES = frozenset(
+    {
+        incident_pb2.INCIDENT_EVENT_TYPE_UNSPECIFIED,
+        incident_pb2.INCIDENT_EVENT_TYPE_TRIGGERED,
+        incident_pb2.INCIDENT_EVENT_TYPE_ACKNOWLEDGED,
+        incident_pb2.INCIDENT_EVENT_TYPE_UNACKNOWLEDGED,
+        incident_pb2.INCIDENT_EVENT_TYPE_RESOLVED,
+        incident_pb2.INCIDENT_EVENT_TYPE_REASSIGNED,
+        incident_pb2.INCIDENT_EVENT_TYPE_SNOOZED,
+        incident_pb2.INCIDENT_EVENT_TYPE_HELD,
+        incident_pb2.INCIDENT_EVENT_TYPE_RELEASED,
+        incident_pb2.INCIDENT_EVENT_TYPE_FLAPPING,
+        incident_pb2.INCIDENT_EVENT_TYPE_SUPPRESSED,
+    }
+)
+
+
 @dataclass
 class IncidentState:
     incident_id: str
@@ -67,9 +101,25 @@ class IncidentState:
     resolved_at: float | None = None
     assigned_user_id: str = ""
     snoozed_until: float | None = None
+    held_by_incident_id: str = ""
+    flapping: bool = False
+    suppressed: bool = False
+    suppressed_reason: str = ""
+    # [{"change": ChangeRecord JSON, "rank": int, "reason": str}], most likely first
+    probable_causes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != "resolved"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: its deep copies were the engine's biggest cost.
+        data = dict(self.__dict__)
+        data["alert_keys"] = list(self.alert_keys)
+        data["open_alert_keys"] = list(self.open_alert_keys)
+        data["labels"] = dict(self.labels)
+        data["probable_causes"] = list(self.probable_causes)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IncidentState:
@@ -92,7 +142,17 @@ class IncidentState:
             dedup_keys=[k.split("\x1f", 1)[1] for k in self.alert_keys],
             labels=self.labels,
             assigned_user_id=self.assigned_user_id,
+            held_by_incident_id=self.held_by_incident_id,
+            flapping=self.flapping,
+            suppressed=self.suppressed,
+            suppressed_reason=self.suppressed_reason,
         )
+        for cause in self.probable_causes:
+            incident.probable_causes.add(
+                change=ChangeRecord.from_json(cause["change"]).event(),
+                rank=cause["rank"],
+                reason=cause["reason"],
+            )
         set_timestamp(incident.created_at, _dt(self.created_at))
         set_timestamp(incident.updated_at, _dt(self.updated_at))
         if self.resolved_at is not None:
@@ -106,12 +166,36 @@ def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+@dataclass(frozen=True)
+class OpenIncident:
+    """An open incident of another service, as the worker's Redis index knows it."""
+
+    incident_id: str
+    created_at: float
+
+
+@dataclass
+class View:
+    """What the engine needs from outside its partitions, gathered by the worker."""
+
+    silences: Sequence[Silence] = ()
+    # upstream service id -> its open incidents (only services upstream of the alert's)
+    open_incidents: Mapping[str, Sequence[OpenIncident]] = field(default_factory=dict)
+    # changes on the upstream services (the alert's own service's are in the table)
+    upstream_changes: Sequence[ChangeRecord] = ()
+
+
 @dataclass
 class Outcome:
     """What one input did: the incident events to publish, and what to count."""
 
     events: list[incident_pb2.IncidentEvent] = field(default_factory=list)
     dropped: str | None = None  # why the input changed nothing, for metrics
+    suppressed: str | None = None  # maintenance | silence | inhibition, for metrics
+
+    def add(self, other: Outcome) -> Outcome:
+        self.events.extend(other.events)
+        return self
 
 
 class CorrelationEngine:
@@ -120,30 +204,75 @@ class CorrelationEngine:
         alerts: MutableMapping[str, Any],
         incidents: MutableMapping[str, Any],
         groups: MutableMapping[str, Any],
+        held: MutableMapping[str, Any] | None = None,
+        sources: MutableMapping[str, Any] | None = None,
+        changes: MutableMapping[str, Any] | None = None,
     ) -> None:
         self.alerts = alerts
         self.incidents = incidents
         self.groups = groups
+        self.held: MutableMapping[str, Any] = {} if held is None else held
+        self.sources: MutableMapping[str, Any] = {} if sources is None else sources
+        self.changes: MutableMapping[str, Any] = {} if changes is None else changes
 
     # --- alerts ---------------------------------------------------------------------
 
-    def on_alert(self, alert: alert_pb2.Alert, config: TocsinConfig, now: float) -> Outcome:
+    def on_alert(
+        self,
+        alert: alert_pb2.Alert,
+        config: TocsinConfig,
+        now: float,
+        view: View | None = None,
+    ) -> Outcome:
         try:
-            config.service(alert.service_id)
+            service = config.service(alert.service_id)
         except KeyError:
             return Outcome(dropped="unknown_service")  # removed from the config since ingest
+        view = view or View()
         key = alert_key(alert.service_id, alert.dedup_key)
         raw = self.alerts.get(key)
         existing = AlertState.from_json(raw) if raw else None
         action = _ACTIONS.get(alert.action, "")
         if existing is not None and existing.is_open and existing.incident_id not in self.incidents:
-            existing = None  # its incident is gone (state lost): start afresh, never drop
+            # its incident is gone (state lost): start afresh, never drop
+            existing = AlertState("", "", AlertStatus.RESOLVED, 0, now, now, existing.states)
         decision = decide(existing, action)
         if decision is Decision.DROP:
             return Outcome(dropped=f"{action}_without_open_alert")
+
+        # Flap detection: every trigger (new or repeated) and resolve is a check result.
+        flap = FlapState(
+            existing.states if existing else [],
+            existing.flapping if existing else False,
+            existing.incident_id if existing else "",
+        )
+        was_flapping = flap.flapping
+        flip = (
+            flap.record(0 if decision is Decision.RESOLVE else 1)
+            if action != "acknowledge"
+            else None
+        )
+
         if decision is Decision.NEW:
-            return self._new_alert(alert, key, config, now)
-        assert existing is not None
+            outcome = self._new_alert(
+                alert, key, service, config, now, view, flap, keep_with=was_flapping
+            )
+        else:
+            assert existing is not None
+            existing.states, existing.flapping = flap.states, flap.flapping
+            outcome = self._existing_alert(alert, key, existing, decision, now)
+        if flip is not None:
+            outcome.add(self._flap_changed(alert, key, flip, flap, now))
+        return outcome
+
+    def _existing_alert(
+        self,
+        alert: alert_pb2.Alert,
+        key: str,
+        existing: AlertState,
+        decision: Decision,
+        now: float,
+    ) -> Outcome:
         incident = IncidentState.from_json(self.incidents[existing.incident_id])
         existing.last_seen = now
         if decision is Decision.DUPLICATE:
@@ -178,9 +307,18 @@ class CorrelationEngine:
         # RESOLVE
         existing.status = AlertStatus.RESOLVED
         self.alerts[key] = existing.to_json()
+        self._forget_source(incident.service_id, key)
         if key in incident.open_alert_keys:
             incident.open_alert_keys.remove(key)
-        if not incident.open_alert_keys and incident.status != "resolved":
+        if not incident.open_alert_keys and incident.is_open:
+            if existing.flapping:
+                return self._emit(
+                    incident,
+                    incident_pb2.INCIDENT_EVENT_TYPE_ALERT_UPDATED,
+                    alert,
+                    now,
+                    "alert resolved by the source; it is flapping, so the incident stays open",
+                )
             return self._resolve(incident, alert, now, "all alerts resolved", actor="source")
         return self._emit(
             incident,
@@ -190,15 +328,103 @@ class CorrelationEngine:
             "alert resolved by the source",
         )
 
-    def _new_alert(
-        self, alert: alert_pb2.Alert, key: str, config: TocsinConfig, now: float
+    def _flap_changed(
+        self, alert: alert_pb2.Alert, key: str, started: bool, flap: FlapState, now: float
     ) -> Outcome:
-        service = config.service(alert.service_id)
+        state = AlertState.from_json(self.alerts[key])
+        raw = self.incidents.get(state.incident_id)
+        if raw is None:
+            return Outcome()
+        incident = IncidentState.from_json(raw)
+        percent = percent_state_change(flap.states)
+        outcome = Outcome()
+        if started:
+            incident.flapping = True
+            return outcome.add(
+                self._emit(
+                    incident,
+                    incident_pb2.INCIDENT_EVENT_TYPE_FLAPPING,
+                    alert,
+                    now,
+                    f"alert {alert.dedup_key} started flapping ({percent:.1f} % state change)",
+                )
+            )
+        incident.flapping = any(
+            AlertState.from_json(self.alerts[k]).flapping
+            for k in incident.alert_keys
+            if k != key and k in self.alerts
+        )
+        outcome.add(
+            self._emit(
+                incident,
+                incident_pb2.INCIDENT_EVENT_TYPE_FLAPPING,
+                alert,
+                now,
+                f"alert {alert.dedup_key} stopped flapping ({percent:.1f} % state change)",
+            )
+        )
+        if incident.is_open and not incident.open_alert_keys and not incident.flapping:
+            outcome.add(self._resolve(incident, alert, now, "all alerts resolved", actor="source"))
+        return outcome
+
+    def _suppression(
+        self,
+        alert: alert_pb2.Alert,
+        key: str,
+        service: Service,
+        labels: dict[str, str],
+        now: float,
+        view: View,
+    ) -> tuple[str, str] | None:
+        """(kind, reason) when the new alert is suppressed, else None."""
+        at = _dt(now)
+        for window in service.maintenance_windows:
+            if window.active_at(at):
+                what = f" ({window.description})" if window.description else ""
+                return "maintenance", (
+                    f"maintenance window {window.start.isoformat()} to "
+                    f"{window.end.isoformat()}{what}"
+                )
+        silence = silencing(view.silences, alert.service_id, labels, now)
+        if silence is not None:
+            note = f": {silence.comment}" if silence.comment else ""
+            by = f" by {silence.created_by}" if silence.created_by else ""
+            return "silence", f"silenced by {silence.silence_id}{by}{note}"
+        if service.inhibit_rules:
+            sources = self.sources.get(alert.service_id) or {}
+            source_key = inhibitor(service.inhibit_rules, key, labels, sources)
+            if source_key is not None:
+                return "inhibition", f"inhibited by alert {source_key.split(chr(31), 1)[1]}"
+        return None
+
+    def _forget_source(self, service_id: str, key: str) -> None:
+        sources = self.sources.get(service_id)
+        if sources and key in sources:
+            self.sources[service_id] = {k: v for k, v in sources.items() if k != key}
+
+    def _new_alert(
+        self,
+        alert: alert_pb2.Alert,
+        key: str,
+        service: Service,
+        config: TocsinConfig,
+        now: float,
+        view: View,
+        flap: FlapState,
+        keep_with: bool,
+    ) -> Outcome:
+        labels = alert_labels(alert)
+        suppression = self._suppression(alert, key, service, labels, now, view)
+        if service.inhibit_rules and is_source(service.inhibit_rules, labels):
+            self.sources[alert.service_id] = {
+                **(self.sources.get(alert.service_id) or {}),
+                key: labels,
+            }
         gkey = grouping.group_key(alert, service.grouping.mode, service.grouping.fields)
-        slot = f"{alert.service_id}\x1f{gkey}"
+        # Suppressed alerts group among themselves: joining a paging incident would hide
+        # nothing, and an unsuppressed alert must never join a silent incident.
+        slot = f"{alert.service_id}\x1f{gkey}" + ("\x1fsuppressed" if suppression else "")
         incident_id = self.groups.get(slot)
-        raw_incident = self.incidents.get(incident_id) if incident_id else None
-        incident = IncidentState.from_json(raw_incident) if raw_incident else None
         window = (
             service.grouping.window.total_seconds() if service.grouping.mode != "none" else None
         )
@@ -209,22 +435,39 @@ class CorrelationEngine:
             count=1,
             first_seen=now,
             last_seen=now,
+            states=flap.states,
+            flapping=flap.flapping,
         )
-        if (
-            incident is not None
-            and incident.status != "resolved"
-            and grouping.joins_open_incident(incident.created_at, now, window)
-        ):
+        incident: IncidentState | None = None
+        if keep_with and flap.incident_id:
+            # A flapping alert comes back to the incident it kept open: no new page.
+            raw = self.incidents.get(flap.incident_id)
+            candidate = IncidentState.from_json(raw) if raw else None
+            if candidate is not None and candidate.is_open:
+                incident = candidate
+        if incident is None and incident_id:
+            raw = self.incidents.get(incident_id)
+            candidate = IncidentState.from_json(raw) if raw else None
+            if (
+                candidate is not None
+                and candidate.is_open
+                and grouping.joins_open_incident(candidate.created_at, now, window)
+            ):
+                incident = candidate
+        if incident is not None:
             state.incident_id = incident.incident_id
-            incident.alert_keys.append(key)
-            incident.open_alert_keys.append(key)
+            if key not in incident.alert_keys:
+                incident.alert_keys.append(key)
+            if key not in incident.open_alert_keys:
+                incident.open_alert_keys.append(key)
             self.alerts[key] = state.to_json()
+            note = f" ({suppression[1]})" if suppression else ""
             return self._emit(
                 incident,
                 incident_pb2.INCIDENT_EVENT_TYPE_ALERT_ADDED,
                 alert,
                 now,
-                f"alert joined: {alert.summary}",
+                f"alert joined: {alert.summary}{note}",
             )
         severity = _SEVERITY_NAMES.get(alert.severity)  # None: the service's default urgency
         incident = IncidentState(
@@ -241,10 +484,40 @@ class CorrelationEngine:
             alert_keys=[key],
             open_alert_keys=[key],
             labels=dict(alert.labels),
+            flapping=flap.flapping,
         )
+        incident.probable_causes = self._causes(alert.service_id, service, config, now, view)
         state.incident_id = incident.incident_id
         self.alerts[key] = state.to_json()
         self.groups[slot] = incident.incident_id
+        if suppression is not None:
+            incident.suppressed = True
+            incident.suppressed_reason = suppression[1]
+            outcome = self._emit(
+                incident,
+                incident_pb2.INCIDENT_EVENT_TYPE_SUPPRESSED,
+                alert,
+                now,
+                f"suppressed: {alert.summary} ({suppression[1]})",
+            )
+            outcome.suppressed = suppression[0]
+            return outcome
+        holder = self._holder(alert.service_id, config, view)
+        if holder is not None:
+            holder_service, holder_incident = holder
+            incident.held_by_incident_id = holder_incident
+            self.held[incident.incident_id] = {
+                "holder": holder_incident,
+                "holder_service": holder_service,
+                "service_id": incident.service_id,
+            }
+            return self._emit(
+                incident,
+                incident_pb2.INCIDENT_EVENT_TYPE_HELD,
+                alert,
+                now,
+                f"held: upstream service {holder_service} has open incident {holder_incident}",
+            )
         return self._emit(
             incident,
             incident_pb2.INCIDENT_EVENT_TYPE_TRIGGERED,
@@ -252,6 +525,52 @@ class CorrelationEngine:
             now,
             f"triggered: {alert.summary}",
         )
+
+    def _holder(self, service_id: str, config: TocsinConfig, view: View) -> tuple[str, str] | None:
+        """(service, incident) of the nearest upstream open incident, oldest first."""
+        for upstream in config.upstream(service_id):
+            candidates = [
+                OpenIncident(i.incident_id, i.created_at)
+                for i in view.open_incidents.get(upstream, ())
+            ]
+            if candidates:
+                first = min(candidates, key=lambda i: (i.created_at, i.incident_id))
+                return upstream, first.incident_id
+        return None
+
+    def _causes(
+        self, service_id: str, service: Service, config: TocsinConfig, now: float, view: View
+    ) -> list[dict[str, Any]]:
+        own = [ChangeRecord.from_json(c) for c in self.changes.get(service_id) or ()]
+        if not own and not view.upstream_changes:
+            return []
+        causes = probable_causes(
+            service_id,
+            config.upstream(service_id),
+            [*own, *view.upstream_changes],
+            now,
+            service.change_lookback.total_seconds(),
+        )
+        records = {c.event_id: c for c in [*own, *view.upstream_changes]}
+        return [
+            {
+                "change": records[c.change.event_id].to_json(),
+                "rank": c.rank,
+                "reason": c.reason,
+            }
+            for c in causes
+        ]
+
+    # --- changes --------------------------------------------------------------------
+
+    def on_change(
+        self, change: alert_pb2.ChangeEvent, now: float, retention: float
+    ) -> ChangeRecord:
+        """Keep a change on its service for ``retention`` seconds."""
+        record = ChangeRecord.from_event(change, now)
+        kept = self.changes.get(change.service_id) or []
+        self.changes[change.service_id] = add_change(kept, record, now, retention)
+        return record
 
     # --- commands -------------------------------------------------------------------
 
@@ -261,8 +580,9 @@ class CorrelationEngine:
             return Outcome(dropped="unknown_incident")
         incident = IncidentState.from_json(raw)
         kind = command.WhichOneof("command")
-        if incident.status == "resolved" and kind != "note":
+        if not incident.is_open and kind not in ("note", "timeline_entry"):
             return Outcome(dropped="incident_resolved")
+        by = {"actor": command.actor, "command_id": command.command_id}
         if kind == "acknowledge":
             if incident.status == "acknowledged":
                 return Outcome(dropped="already_acknowledged")
@@ -273,18 +593,23 @@ class CorrelationEngine:
                 None,
                 now,
                 f"acknowledged by {command.actor}",
-                actor=command.actor,
-                command_id=command.command_id,
+                **by,
             )
-        if kind == "resolve":
-            return self._resolve(
+        if kind == "unacknowledge":
+            if incident.status != "acknowledged":
+                return Outcome(dropped="not_acknowledged")
+            incident.status = "triggered"
+            incident.snoozed_until = None
+            return self._emit(
                 incident,
+                incident_pb2.INCIDENT_EVENT_TYPE_UNACKNOWLEDGED,
                 None,
                 now,
-                f"resolved by {command.actor}",
-                actor=command.actor,
-                command_id=command.command_id,
+                f"acknowledgement timed out ({command.actor or 'system'}): triggered again",
+                **by,
             )
+        if kind == "resolve":
+            return self._resolve(incident, None, now, f"resolved by {command.actor}", **by)
         if kind == "note":
             return self._emit(
                 incident,
@@ -292,9 +617,17 @@ class CorrelationEngine:
                 None,
                 now,
                 command.note.text,
-                actor=command.actor,
-                command_id=command.command_id,
+                **by,
             )
+        if kind == "timeline_entry":
+            entry = command.timeline_entry
+            if entry.type == incident_pb2.INCIDENT_EVENT_TYPE_RELEASED and (
+                command.actor == SELF_ACTOR
+            ):
+                return self._release(incident, now, command)
+            if entry.type in _RESERVED_TIMELINE_TYPES:
+                return Outcome(dropped="timeline_entry_reserved_type")
+            return self._emit(incident, int(entry.type), None, now, entry.message, **by)
         if kind == "reassign":
             target = command.reassign.escalation_policy_id or f"user:{command.reassign.user_id}"
             if command.reassign.escalation_policy_id:
@@ -307,8 +640,7 @@ class CorrelationEngine:
                 None,
                 now,
                 f"reassigned to {target} by {command.actor}",
-                actor=command.actor,
-                command_id=command.command_id,
+                **by,
             )
         if kind == "snooze":
             until = command.snooze.until.ToDatetime(tzinfo=UTC)
@@ -320,10 +652,43 @@ class CorrelationEngine:
                 None,
                 now,
                 f"snoozed until {until.isoformat()} by {command.actor}",
-                actor=command.actor,
-                command_id=command.command_id,
+                **by,
             )
         return Outcome(dropped=f"unsupported_command_{kind}")
+
+    def _release(
+        self, incident: IncidentState, now: float, command: incident_pb2.IncidentCommand
+    ) -> Outcome:
+        if not incident.held_by_incident_id:
+            return Outcome(dropped="not_held")
+        holder = incident.held_by_incident_id
+        incident.held_by_incident_id = ""
+        self.held.pop(incident.incident_id, None)
+        return self._emit(
+            incident,
+            incident_pb2.INCIDENT_EVENT_TYPE_RELEASED,
+            None,
+            now,
+            f"released: upstream incident {holder} resolved while this one is still open",
+            actor=SELF_ACTOR,
+            command_id=command.command_id,
+        )
+
+    def held_release_command(
+        self, incident_id: str, entry: Mapping[str, Any]
+    ) -> incident_pb2.IncidentCommand:
+        """The command that releases a held incident once its holder has resolved (sent by
+        the worker onto incidents.commands, keyed by the held incident's service)."""
+        return incident_pb2.IncidentCommand(
+            command_id=derived_id("release", incident_id, str(entry["holder"])),
+            incident_id=incident_id,
+            service_id=str(entry["service_id"]),
+            actor=SELF_ACTOR,
+            timeline_entry=incident_pb2.TimelineEntryCommand(
+                type=incident_pb2.INCIDENT_EVENT_TYPE_RELEASED,
+                message=f"upstream incident {entry['holder']} resolved",
+            ),
+        )
 
     # --- helpers --------------------------------------------------------------------
 
@@ -344,10 +709,14 @@ class CorrelationEngine:
                 state = AlertState.from_json(raw)
                 state.status = AlertStatus.RESOLVED
                 self.alerts[key] = state.to_json()
+            self._forget_source(incident.service_id, key)
         incident.open_alert_keys = []
-        slot = f"{incident.service_id}\x1f{incident.group_key}"
-        if self.groups.get(slot) == incident.incident_id:
-            del self.groups[slot]
+        for suffix in ("", "\x1fsuppressed"):
+            slot = f"{incident.service_id}\x1f{incident.group_key}{suffix}"
+            if self.groups.get(slot) == incident.incident_id:
+                del self.groups[slot]
+        if incident.held_by_incident_id:
+            self.held.pop(incident.incident_id, None)
         return self._emit(
             incident,
             incident_pb2.INCIDENT_EVENT_TYPE_RESOLVED,

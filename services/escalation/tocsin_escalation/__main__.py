@@ -11,6 +11,7 @@ from tocsin.v1 import (
     oncall_service_pb2,
     oncall_service_pb2_grpc,
 )
+from tocsin_common.clock import SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.grpcserver import GrpcServer
 from tocsin_common.kafka import ConsumerLoop, EventProducer, ensure_topics, wait_for_kafka
@@ -20,6 +21,8 @@ from tocsin_common.topics import INCIDENTS_DEADLETTER, INCIDENTS_EVENTS
 from tocsin_escalation.escalator import Escalator
 from tocsin_escalation.grpc_api import IncidentServicer, OnCallServicer
 from tocsin_escalation.projection import IncidentProjection
+from tocsin_escalation.stores import EscalationStateStore, OverrideStore
+from tocsin_escalation.timers import RedisTimerStore, TimerLoop
 
 SERVICE = "escalation"
 
@@ -34,7 +37,19 @@ async def serve(stop: asyncio.Event) -> None:
     producer = EventProducer(settings.kafka_bootstrap, SERVICE)
     await producer.start()
     projection = IncidentProjection(redis)
-    escalator = Escalator(config, producer, projection)
+    clock = SystemClock()
+    timer_store = RedisTimerStore(redis)
+    overrides = OverrideStore(redis)
+    escalator = Escalator(
+        config,
+        producer,
+        projection,
+        timer_store,
+        EscalationStateStore(redis),
+        overrides,
+        clock,
+    )
+    timer_loop = TimerLoop(timer_store, clock, escalator.fire)
     consumer = ConsumerLoop(
         bootstrap=settings.kafka_bootstrap,
         group_id="tocsin-escalation",
@@ -56,13 +71,14 @@ async def serve(stop: asyncio.Event) -> None:
         IncidentServicer(projection, producer, config), grpc_server.server
     )
     oncall_service_pb2_grpc.add_OnCallServiceServicer_to_server(
-        OnCallServicer(config), grpc_server.server
+        OnCallServicer(config, overrides), grpc_server.server
     )
     await grpc_server.start()
     await consumer.start()
     tasks = [
         asyncio.create_task(consumer.run()),
         asyncio.create_task(config.watch(settings.config_reload_seconds)),
+        asyncio.create_task(timer_loop.run()),
     ]
     try:
         # Serving once this member joined its consumer group and can do its work.
@@ -70,6 +86,7 @@ async def serve(stop: asyncio.Event) -> None:
         await grpc_server.set_serving()
         await until_stopped(stop, tasks)
     finally:
+        timer_loop.stop()
         await grpc_server.stop()
         await consumer.stop()
         for task in tasks:

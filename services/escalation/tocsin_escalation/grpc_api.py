@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from tocsin.v1 import (
@@ -14,13 +14,21 @@ from tocsin.v1 import (
     oncall_service_pb2,
     oncall_service_pb2_grpc,
 )
-from tocsin_common.config import ConfigStore
+from tocsin_common.config import ConfigStore, Schedule
 from tocsin_common.kafka import EventProducer
 from tocsin_common.timeutil import from_timestamp, set_timestamp
 from tocsin_common.topics import INCIDENTS_COMMANDS
 
-from tocsin_escalation.oncall import who_is_on_call
 from tocsin_escalation.projection import IncidentProjection
+from tocsin_escalation.schedule import (
+    OverrideSpan,
+    RangeTooLong,
+    Span,
+    ical,
+    render,
+    who_is_on_call,
+)
+from tocsin_escalation.stores import OverlapError, OverrideStore
 
 
 class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
@@ -183,8 +191,29 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
 
 
 class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
-    def __init__(self, config: ConfigStore) -> None:
+    """Who is on call, rendered schedules (with iCal), runtime overrides, contact look-ups."""
+
+    MAX_RANGE = timedelta(days=366)
+
+    def __init__(self, config: ConfigStore, overrides: OverrideStore) -> None:
         self._config = config
+        self._overrides = overrides
+
+    async def _schedule(
+        self, schedule_id: str, context: grpc.aio.ServicerContext, field: str = "schedule_id"
+    ) -> Schedule:
+        if not schedule_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: is required")
+        try:
+            return self._config.current.schedule(schedule_id)
+        except KeyError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{field}: no schedule {schedule_id!r}")
+        raise AssertionError("unreachable")
+
+    async def _span_at(self, schedule: Schedule, at: datetime) -> Span | None:
+        runtime = await self._overrides.list(schedule.id)
+        spans = render(schedule, at - timedelta(days=7), at + timedelta(days=7), runtime)
+        return next((s for s in spans if s.start <= at < s.end), None)
 
     async def WhoIsOnCall(
         self,
@@ -196,14 +225,13 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
         response = oncall_service_pb2.WhoIsOnCallResponse()
         target = request.WhichOneof("target")
         if target == "schedule_id":
-            try:
-                schedule = config.schedule(request.schedule_id)
-            except KeyError:
-                await context.abort(
-                    grpc.StatusCode.NOT_FOUND, f"schedule_id: no schedule {request.schedule_id!r}"
-                )
-            for user in who_is_on_call(schedule, at):
-                response.entries.add(user_id=user, schedule_id=schedule.id)
+            schedule = await self._schedule(request.schedule_id, context)
+            span = await self._span_at(schedule, at)
+            for user in span.user_ids if span is not None else ():
+                entry = response.entries.add(user_id=user, schedule_id=schedule.id)
+                assert span is not None
+                set_timestamp(entry.start, span.start)
+                set_timestamp(entry.end, span.end)
             return response
         if target == "escalation_policy_id":
             try:
@@ -215,13 +243,14 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
                 )
             for level, step in enumerate(policy.levels, start=1):
                 for t in step.targets:
-                    users = (
-                        who_is_on_call(config.schedule(t.id), at)
-                        if t.type == "schedule"
-                        else [t.id]
-                        if t.type == "user"
-                        else list(config.team(t.id).members)
-                    )
+                    if t.type == "schedule":
+                        schedule = config.schedule(t.id)
+                        runtime = await self._overrides.list(t.id)
+                        users = who_is_on_call(schedule, at, runtime)
+                    elif t.type == "user":
+                        users = [t.id]
+                    else:
+                        users = list(config.team(t.id).members)
                     for user in users:
                         response.entries.add(
                             user_id=user,
@@ -235,12 +264,108 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
         )
         raise AssertionError("unreachable")
 
+    async def RenderSchedule(
+        self, request: oncall_service_pb2.RenderScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> oncall_service_pb2.RenderScheduleResponse:
+        schedule = await self._schedule(request.schedule_id, context)
+        if not request.HasField("since"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since: is required")
+        if not request.HasField("until"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "until: is required")
+        since, until = from_timestamp(request.since), from_timestamp(request.until)
+        if until <= since:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "until: must be after since")
+        if until - since > self.MAX_RANGE:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "until: the range may be at most 366 days"
+            )
+        runtime = await self._overrides.list(schedule.id)
+        try:
+            spans = render(schedule, since, until, runtime)
+        except RangeTooLong as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"until: {e}")
+        config = self._config.current
+        names = {u.id: u.name for u in config.users}
+        response = oncall_service_pb2.RenderScheduleResponse(
+            ical=ical(schedule, spans, datetime.now(UTC), names)
+        )
+        for span in spans:
+            out = response.spans.add(user_ids=list(span.user_ids))
+            set_timestamp(out.start, span.start)
+            set_timestamp(out.end, span.end)
+        return response
+
+    async def CreateOverride(
+        self, request: oncall_service_pb2.CreateOverrideRequest, context: grpc.aio.ServicerContext
+    ) -> oncall_service_pb2.Override:
+        if not request.HasField("override"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "override: is required")
+        o = request.override
+        schedule = await self._schedule(o.schedule_id, context, "override.schedule_id")
+        if not o.user_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "override.user_id: is required")
+        try:
+            self._config.current.user(o.user_id)
+        except KeyError:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"override.user_id: no user {o.user_id!r}"
+            )
+        for name in ("start", "end"):
+            if not o.HasField(name):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"override.{name}: is required"
+                )
+        start, end = from_timestamp(o.start), from_timestamp(o.end)
+        if end <= start:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "override.end: must be after override.start"
+            )
+        override_id = o.override_id or str(uuid.uuid4())
+        span = OverrideSpan(o.user_id, start, end, override_id)
+        fixed = [
+            OverrideSpan(f.user, f.start, f.end, f"config:{i}")
+            for i, f in enumerate(schedule.overrides)
+        ]
+        try:
+            await self._overrides.create(schedule.id, span, fixed)
+        except OverlapError as e:
+            other = e.other
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"override.start: overlaps override {other.override_id!r} of user "
+                f"{other.user_id!r} ({other.start.isoformat()} to {other.end.isoformat()})",
+            )
+        result = oncall_service_pb2.Override(
+            override_id=override_id, schedule_id=schedule.id, user_id=o.user_id
+        )
+        result.start.CopyFrom(o.start)
+        result.end.CopyFrom(o.end)
+        return result
+
+    async def DeleteOverride(
+        self, request: oncall_service_pb2.DeleteOverrideRequest, context: grpc.aio.ServicerContext
+    ) -> oncall_service_pb2.DeleteOverrideResponse:
+        schedule = await self._schedule(request.schedule_id, context)
+        if not request.override_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "override_id: is required")
+        if not await self._overrides.delete(schedule.id, request.override_id):
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"override_id: schedule {schedule.id!r} has no runtime override "
+                f"{request.override_id!r}",
+            )
+        return oncall_service_pb2.DeleteOverrideResponse()
+
     async def GetContactMethod(
         self,
         request: oncall_service_pb2.GetContactMethodRequest,
         context: grpc.aio.ServicerContext,
     ) -> oncall_service_pb2.ContactMethod:
         config = self._config.current
+        if not request.user_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id: is required")
+        if not request.contact_method_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "contact_method_id: is required")
         try:
             user = config.user(request.user_id)
         except KeyError:
@@ -261,23 +386,3 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
             user_name=user.name,
             time_zone=user.time_zone,
         )
-
-    # Schedule rendering and runtime overrides come with the full schedule model
-    # (issue "escalation and on-call"); until then they answer UNIMPLEMENTED, not wrongly.
-    async def RenderSchedule(
-        self, request: oncall_service_pb2.RenderScheduleRequest, context: grpc.aio.ServicerContext
-    ) -> oncall_service_pb2.RenderScheduleResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RenderSchedule: not available yet")
-        raise AssertionError("unreachable")
-
-    async def CreateOverride(
-        self, request: oncall_service_pb2.CreateOverrideRequest, context: grpc.aio.ServicerContext
-    ) -> oncall_service_pb2.Override:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "CreateOverride: not available yet")
-        raise AssertionError("unreachable")
-
-    async def DeleteOverride(
-        self, request: oncall_service_pb2.DeleteOverrideRequest, context: grpc.aio.ServicerContext
-    ) -> oncall_service_pb2.DeleteOverrideResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DeleteOverride: not available yet")
-        raise AssertionError("unreachable")

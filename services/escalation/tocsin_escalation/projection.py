@@ -26,6 +26,10 @@ class IncidentProjection:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
 
+    async def seen(self, event_id: str) -> bool:
+        """Whether this event was applied before."""
+        return bool(await self._redis.exists(f"tocsin:incident-event-seen:{event_id}"))
+
     async def apply(self, event: incident_pb2.IncidentEvent) -> bool:
         """Record the event; False when it was applied before (a redelivery)."""
         first = await self._redis.set(
@@ -42,6 +46,7 @@ class IncidentProjection:
                 "tocsin:incidents",
                 {incident.incident_id: incident.created_at.ToNanoseconds() / 1e9},
             )
+            pipe.publish(WATCH_CHANNEL, event.SerializeToString())
             await pipe.execute()
         return True
 

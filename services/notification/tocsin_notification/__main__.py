@@ -3,41 +3,144 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import secrets
 
-from redis.asyncio import Redis
+from aiohttp import web
+from redis.asyncio import BlockingConnectionPool, Redis
 from tocsin.v1 import (
+    incident_service_pb2_grpc,
     notification_service_pb2,
     notification_service_pb2_grpc,
     oncall_service_pb2_grpc,
 )
+from tocsin_common.clock import Clock, SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.grpcserver import GrpcServer, client_channel
-from tocsin_common.kafka import ConsumerLoop, EventProducer, ensure_topics, wait_for_kafka
+from tocsin_common.kafka import EventProducer, ensure_topics, wait_for_kafka
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
+from tocsin_common.settings import Settings
 from tocsin_common.topics import NOTIFICATIONS_DEADLETTER, NOTIFICATIONS_REQUESTS
 
+from tocsin_notification.breaker import BreakerRegistry
+from tocsin_notification.bundling import BundlePolicy
+from tocsin_notification.consumer import ConcurrentConsumer
 from tocsin_notification.delivery import Deliverer
 from tocsin_notification.grpc_api import NotificationServicer
-from tocsin_notification.providers import Provider, discover
+from tocsin_notification.http_api import LinkHandler, make_app
+from tocsin_notification.idempotency import IdempotencyStore
+from tocsin_notification.links import LinkSigner
+from tocsin_notification.pipeline import Pipeline
+from tocsin_notification.pipeline.bundle_stage import BundleStage
+from tocsin_notification.pipeline.idempotency_stage import IdempotencyStage
+from tocsin_notification.pipeline.ratelimit_stage import RateLimitStage
+from tocsin_notification.pipeline.record_stage import RecordStage
+from tocsin_notification.pipeline.render_stage import RenderStage
+from tocsin_notification.pipeline.retry_stage import RetryStage
+from tocsin_notification.pipeline.send_stage import SendStage
+from tocsin_notification.providers import Provider, build, discover
+from tocsin_notification.ratelimit import SlidingWindowLimit
+from tocsin_notification.render import Renderer
+from tocsin_notification.tuning import Tuning
 
 SERVICE = "notification"
+_SHARED_SECRET_KEY = "tocsin:notification:link-secret"
+
+log = logging.getLogger("tocsin.notification")
+
+
+async def link_secret(redis: Redis, env_name: str) -> bytes:
+    """The link signing key from its variable; without one, a random key shared by every
+    replica through Redis (links then stop working if Redis loses it: set the variable)."""
+    value = os.environ.get(env_name, "")
+    if value:
+        return value.encode()
+    log.warning("%s is not set: signing links with a generated key kept in Redis", env_name)
+    await redis.set(_SHARED_SECRET_KEY, secrets.token_hex(32), nx=True)
+    stored = await redis.get(_SHARED_SECRET_KEY)
+    return stored if isinstance(stored, bytes) else str(stored).encode()
+
+
+def public_url(settings: Settings) -> str:
+    """Where links point: TOCSIN_PUBLIC_URL, else this process's own HTTP address."""
+    if os.environ.get("TOCSIN_PUBLIC_URL"):
+        return settings.public_url
+    return f"http://{settings.http_host}:{settings.http_port}"
+
+
+def build_pipeline(
+    *,
+    redis: Redis,
+    producer: EventProducer,
+    oncall: oncall_service_pb2_grpc.OnCallServiceStub,
+    providers: dict[str, Provider],
+    signer: LinkSigner,
+    public: str,
+    tuning: Tuning,
+    clock: Clock,
+) -> Pipeline:
+    policy = BundlePolicy(
+        SlidingWindowLimit(tuning.rate_limit, tuning.rate_window_s), tuning.bundle_window_s
+    )
+    return Pipeline(
+        idempotency=IdempotencyStage(IdempotencyStore(redis)),
+        ratelimit=RateLimitStage(policy),
+        bundle=BundleStage(policy, clock),
+        render=RenderStage(Renderer(), signer, public, clock),
+        send=SendStage(
+            BreakerRegistry(
+                clock,
+                failure_threshold=tuning.breaker_threshold,
+                reset_timeout_s=tuning.breaker_reset_s,
+            ),
+            tuning.attempt_timeout_s,
+        ),
+        retry=RetryStage(tuning.retry, clock),
+        record=RecordStage(producer, redis, clock),
+        oncall=oncall,
+        providers=providers,
+        clock=clock,
+    )
 
 
 async def serve(stop: asyncio.Event) -> None:
     settings = bootstrap(SERVICE)
     config = ConfigStore(settings.config_path)
     config.install_sighup()
-    redis = Redis.from_url(settings.redis_url)
+    notification_settings = config.current.notification
+    clock = SystemClock()
+    # Blocking pool: a burst of pages queues for a connection instead of failing.
+    redis = Redis(
+        connection_pool=BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=128, timeout=30
+        )
+    )
     await wait_for_kafka(settings.kafka_bootstrap)
     await ensure_topics(settings.kafka_bootstrap)
     producer = EventProducer(settings.kafka_bootstrap, SERVICE)
     await producer.start()
     channel = client_channel(settings.escalation_grpc)
-    providers: dict[str, Provider] = {name: cls() for name, cls in discover().items()}
-    deliverer = Deliverer(
-        redis, producer, oncall_service_pb2_grpc.OnCallServiceStub(channel), providers
+    providers: dict[str, Provider] = {
+        name: build(cls, notification_settings) for name, cls in discover().items()
+    }
+    log.info("providers: %s", ", ".join(sorted(providers)))
+    signer = LinkSigner(
+        await link_secret(redis, notification_settings.links.signing_secret_env),
+        notification_settings.links.ttl,
     )
-    consumer = ConsumerLoop(
+    pipeline = build_pipeline(
+        redis=redis,
+        producer=producer,
+        oncall=oncall_service_pb2_grpc.OnCallServiceStub(channel),
+        providers=providers,
+        signer=signer,
+        public=public_url(settings),
+        tuning=Tuning.from_env(),
+        clock=clock,
+    )
+    deliverer = Deliverer(pipeline)
+    consumer = ConcurrentConsumer(
         bootstrap=settings.kafka_bootstrap,
         group_id="tocsin-notification",
         topic=NOTIFICATIONS_REQUESTS,
@@ -56,6 +159,10 @@ async def serve(stop: asyncio.Event) -> None:
     notification_service_pb2_grpc.add_NotificationServiceServicer_to_server(
         NotificationServicer(redis, deliverer), grpc_server.server
     )
+    links = LinkHandler(signer, incident_service_pb2_grpc.IncidentServiceStub(channel), clock)
+    runner = web.AppRunner(make_app(links), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     await grpc_server.start()
     await consumer.start()
     tasks = [
@@ -70,6 +177,7 @@ async def serve(stop: asyncio.Event) -> None:
     finally:
         await grpc_server.stop()
         await consumer.stop()
+        await runner.cleanup()
         for task in tasks:
             task.cancel()
         for provider in providers.values():

@@ -38,6 +38,10 @@ class IdempotencyStore:
     async def delivered(self, idempotency_key: str) -> None:
         await self._redis.set(self._key(idempotency_key), b"delivered", ex=_DELIVERED_TTL)
 
+    async def renew(self, idempotency_key: str) -> None:
+        """Extend the lease while a held or retried page is still ours to send."""
+        await self._redis.set(self._key(idempotency_key), b"sending", ex=_LEASE_TTL, xx=True)
+
     async def release(self, idempotency_key: str) -> None:
         """Give the claim back after a failed attempt, so a retry may send."""
         await self._redis.delete(self._key(idempotency_key))

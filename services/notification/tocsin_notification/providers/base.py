@@ -7,8 +7,26 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
+class IncidentLine:
+    """One incident of a message (a bundled message lists several)."""
+
+    incident_id: str
+    service_id: str
+    title: str
+    status: str
+    urgency: str
+    severity: str = ""
+    since: str = ""  # ISO 8601, when the incident opened
+    runbook_url: str = ""
+    ack_url: str = ""
+    resolve_url: str = ""
+
+
+@dataclass(frozen=True)
 class Page:
-    """What to tell one person about one incident, ready for a channel to render."""
+    """What to tell one person about one incident (or a bundle of them), ready for a
+    channel: the first incident's fields, the rendered `subject`/`text`, and `incidents`
+    listing every incident of the message (one, or several when bundled)."""
 
     incident_id: str
     service_id: str
@@ -20,11 +38,23 @@ class Page:
     address: str
     idempotency_key: str
     details: dict[str, Any] = field(default_factory=dict)
+    severity: str = ""
+    since: str = ""
+    runbook_url: str = ""
+    ack_url: str = ""
+    resolve_url: str = ""
+    subject: str = ""
+    text: str = ""
+    incidents: tuple[IncidentLine, ...] = ()
+
+    @property
+    def bundled(self) -> bool:
+        return len(self.incidents) > 1
 
 
 class DeliveryError(Exception):
     """A failed delivery; `retryable` says whether another attempt may succeed
-    (5xx, timeouts, connection errors) or not (other 4xx, a bad address)."""
+    (5xx, 429, timeouts, connection errors) or not (other 4xx, a bad address)."""
 
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
@@ -32,6 +62,9 @@ class DeliveryError(Exception):
 
 
 class Provider(Protocol):
+    """A channel. Construct with no arguments, or give the class a
+    `from_settings(settings: NotificationSettings)` classmethod to read config."""
+
     channel: str
 
     async def send(self, page: Page) -> str:

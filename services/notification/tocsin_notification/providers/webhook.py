@@ -14,10 +14,10 @@ import os
 import time
 from typing import Any
 
-import aiohttp
-from tocsin_common.tracing import inject_http_headers, tracer
+from tocsin_common.config.model import NotificationSettings
 
-from tocsin_notification.providers.base import DeliveryError, Page
+from tocsin_notification.providers.base import Page
+from tocsin_notification.providers.http import HttpClient
 
 SIGNATURE_HEADER = "X-Tocsin-Signature"
 
@@ -42,7 +42,7 @@ def verify(secret: bytes, body: bytes, header: str, now: float, tolerance_s: flo
 
 
 def payload(page: Page) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "event": "incident.page",
         "incident": {
             "id": page.incident_id,
@@ -53,8 +53,45 @@ def payload(page: Page) -> dict[str, Any]:
         },
         "user": {"id": page.user_id, "name": page.user_name},
         "idempotency_key": page.idempotency_key,
-        **({"details": page.details} if page.details else {}),
     }
+    if page.details:
+        body["details"] = page.details
+    links = {
+        name: url
+        for name, url in (
+            ("acknowledge", page.ack_url),
+            ("resolve", page.resolve_url),
+            ("runbook", page.runbook_url),
+        )
+        if url
+    }
+    if links:
+        body["links"] = links
+    if page.text:
+        body["text"] = page.text
+    if page.incidents:
+        body["incidents"] = [
+            {
+                "id": line.incident_id,
+                "service": line.service_id,
+                "title": line.title,
+                "status": line.status,
+                "urgency": line.urgency,
+                "severity": line.severity,
+                "since": line.since,
+                "links": {
+                    k: v
+                    for k, v in (
+                        ("acknowledge", line.ack_url),
+                        ("resolve", line.resolve_url),
+                        ("runbook", line.runbook_url),
+                    )
+                    if v
+                },
+            }
+            for line in page.incidents
+        ]
+    return body
 
 
 class WebhookProvider:
@@ -64,31 +101,18 @@ class WebhookProvider:
         self, *, secret_env: str = "TOCSIN_WEBHOOK_SECRET", timeout_s: float = 10.0
     ) -> None:
         self._secret = os.environ.get(secret_env, "").encode()
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-        self._tracer = tracer("tocsin.notification.webhook")
+        self._http = HttpClient("webhook", timeout_s)
+
+    @classmethod
+    def from_settings(cls, settings: NotificationSettings) -> WebhookProvider:
+        return cls(secret_env=settings.webhook.signing_secret_env)
 
     async def send(self, page: Page) -> str:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         body = json.dumps(payload(page), separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": page.idempotency_key}
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(self._secret, body, int(time.time()))
-        with self._tracer.start_as_current_span(
-            "webhook POST", attributes={"url.full": page.address}
-        ):
-            inject_http_headers(headers)  # the receiver can continue the trace
-            try:
-                async with self._session.post(page.address, data=body, headers=headers) as response:
-                    if response.status >= 500 or response.status == 429:
-                        raise DeliveryError(f"HTTP {response.status}", retryable=True)
-                    if response.status >= 400:
-                        raise DeliveryError(f"HTTP {response.status}", retryable=False)
-                    return f"HTTP {response.status}"
-            except (aiohttp.ClientError, TimeoutError) as e:
-                raise DeliveryError(f"{type(e).__name__}: {e}", retryable=True) from e
+        return await self._http.post(page.address, data=body, headers=headers)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()

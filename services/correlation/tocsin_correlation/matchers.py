@@ -1,0 +1,95 @@
+"""Alertmanager label matchers over alerts (pure).
+
+Matchers are the config model's :class:`~tocsin_common.config.model.Matcher` (``=``, ``!=``,
+``=~``, ``!~``; regexes anchored; a missing label matches as ""). This module parses the
+text forms people type — ``{alertname="X", severity=~"warn|info"}`` or a list of single
+matchers — and gives every alert a label set to match against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from pydantic import ValidationError
+from tocsin.v1 import alert_pb2
+from tocsin_common.config.model import Matcher
+
+SEVERITY_NAMES = {
+    alert_pb2.SEVERITY_CRITICAL: "critical",
+    alert_pb2.SEVERITY_ERROR: "error",
+    alert_pb2.SEVERITY_WARNING: "warning",
+    alert_pb2.SEVERITY_INFO: "info",
+}
+
+
+class MatcherError(ValueError):
+    """A matcher that cannot be parsed; the message names it and says what was expected."""
+
+
+def parse_matcher(text: str) -> Matcher:
+    try:
+        return Matcher.model_validate(text)
+    except ValidationError as error:
+        problems = "; ".join(str(e["msg"]) for e in error.errors())
+        raise MatcherError(f"invalid matcher {text!r}: {problems}") from None
+
+
+def _split(body: str) -> list[str]:
+    """Split ``a="x", b=~"y,z"`` at the commas outside double quotes."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for char in body:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    if quoted:
+        raise MatcherError(f"unterminated quote in {body!r}")
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_matchers(spec: str | Iterable[str]) -> tuple[Matcher, ...]:
+    """Matchers from ``{a="x", b=~"y|z"}`` (braces optional) or from a list of matchers."""
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.startswith("{"):
+            if not text.endswith("}"):
+                raise MatcherError(f"missing closing brace in {spec!r}")
+            text = text[1:-1]
+        items = _split(text)
+    else:
+        items = [item for s in spec for item in (_split(s) if "," in s else [s])]
+    if not items:
+        raise MatcherError("at least one matcher is needed")
+    return tuple(parse_matcher(item) for item in items)
+
+
+def matches_all(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:
+    return all(m.matches(labels) for m in matchers)
+
+
+def alert_labels(alert: alert_pb2.Alert) -> dict[str, str]:
+    """The label set matchers see: the alert's labels, plus its fields under their own names
+    (service, severity, summary, source, component, group, class, dedup_key) where the
+    alert has no label of that name — so Events v2 alerts, which have no labels, can be
+    silenced and inhibited too."""
+    fields = {
+        "service": alert.service_id,
+        "severity": SEVERITY_NAMES.get(alert.severity, ""),
+        "summary": alert.summary,
+        "source": alert.source,
+        "component": alert.component,
+        "group": alert.group,
+        "class": getattr(alert, "class"),
+        "dedup_key": alert.dedup_key,
+    }
+    return {**{k: v for k, v in fields.items() if v}, **dict(alert.labels)}

@@ -1,0 +1,127 @@
+"""SilenceService over gRPC, silences kept in Redis (hash ``tocsin:silences``: silence id ->
+Silence protobuf bytes). Runs on ThreadedGrpcServer's own loop, so its Redis client is
+created there, on first use."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import grpc
+from redis.asyncio import Redis
+from tocsin.v1 import silence_service_pb2 as pb
+from tocsin.v1 import silence_service_pb2_grpc as pb_grpc
+from tocsin_common.config import ConfigStore
+from tocsin_common.timeutil import set_timestamp
+
+from tocsin_correlation.matchers import MatcherError
+from tocsin_correlation.silences import Silence, matchers_from_proto, silence_from_proto
+
+SILENCES_KEY = "tocsin:silences"
+
+
+async def load_silences(redis: Redis) -> list[Silence]:
+    """Every stored silence (the worker's snapshot refresh reads the same hash)."""
+    out = []
+    for raw in (await redis.hgetall(SILENCES_KEY)).values():
+        message = pb.Silence()
+        message.ParseFromString(raw if isinstance(raw, bytes) else raw.encode())
+        try:
+            out.append(silence_from_proto(message))
+        except MatcherError:
+            continue  # validated when created; never let one bad entry hide the others
+    return out
+
+
+class SilenceServicer(pb_grpc.SilenceServiceServicer):
+    def __init__(self, redis_url: str, config: ConfigStore, clock: Callable[[], float] = time.time):
+        self._redis_url = redis_url
+        self._redis: Redis | None = None
+        self._config = config
+        self._clock = clock
+
+    def _client(self) -> Redis:
+        if self._redis is None:  # created on the gRPC thread's loop, which serves every call
+            self._redis = Redis.from_url(self._redis_url)
+        return self._redis
+
+    async def CreateSilence(
+        self, request: pb.CreateSilenceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateSilenceResponse:
+        given = request.silence
+        now = self._clock()
+        problems = []
+        try:
+            matchers = matchers_from_proto(given.matchers)
+        except MatcherError as error:
+            problems.append(str(error))
+            matchers = ()
+        starts = given.starts_at.ToNanoseconds() / 1e9 if given.HasField("starts_at") else now
+        if not given.HasField("ends_at"):
+            problems.append("ends_at: required")
+        ends = given.ends_at.ToNanoseconds() / 1e9
+        if given.HasField("ends_at") and ends <= starts:
+            problems.append("ends_at: must be after starts_at")
+        if given.HasField("ends_at") and ends <= now:
+            problems.append("ends_at: must be in the future")
+        if given.service_id:
+            try:
+                self._config.current.service(given.service_id)
+            except KeyError:
+                problems.append(f"service_id: unknown service {given.service_id!r}")
+        if problems:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+        silence = Silence(
+            silence_id=given.silence_id or str(uuid.uuid4()),
+            service_id=given.service_id,
+            matchers=matchers,
+            starts_at=starts,
+            ends_at=ends,
+            created_by=given.created_by,
+            comment=given.comment,
+        )
+        await self._client().hset(
+            SILENCES_KEY, silence.silence_id, silence.to_proto().SerializeToString()
+        )
+        return pb.CreateSilenceResponse(silence_id=silence.silence_id)
+
+    async def ListSilences(
+        self, request: pb.ListSilencesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSilencesResponse:
+        now = self._clock()
+        found = [
+            s
+            for s in await load_silences(self._client())
+            if (request.include_expired or s.ends_at > now)
+            and (not request.service_id or s.service_id in ("", request.service_id))
+        ]
+        found.sort(key=lambda s: (s.starts_at, s.silence_id))
+        return pb.ListSilencesResponse(silences=[s.to_proto() for s in found])
+
+    async def ExpireSilence(
+        self, request: pb.ExpireSilenceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExpireSilenceResponse:
+        raw = await self._client().hget(SILENCES_KEY, request.silence_id)
+        if raw is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"silence_id: no silence {request.silence_id!r}"
+            )
+            raise AssertionError("unreachable: abort raises")
+        message = pb.Silence()
+        message.ParseFromString(raw if isinstance(raw, bytes) else raw.encode())
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        if message.ends_at.ToDatetime(tzinfo=UTC) > now:
+            set_timestamp(message.ends_at, now)
+            if message.starts_at.ToDatetime(tzinfo=UTC) > now:
+                set_timestamp(message.starts_at, now)
+            await self._client().hset(SILENCES_KEY, request.silence_id, message.SerializeToString())
+        return pb.ExpireSilenceResponse()
+
+
+def registrar(redis_url: str, config: ConfigStore) -> Callable[[grpc.aio.Server], None]:
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_SilenceServiceServicer_to_server(SilenceServicer(redis_url, config), server)
+
+    return register

@@ -1,0 +1,459 @@
+"""The escalation state machine (pure): incident events and fired timers in, effects out.
+
+An incident's escalation is a *run*: started when it triggers (or is unacknowledged,
+reassigned, released, or its snooze ends), identified by the id of the event that started
+it. A run pages level 1 at once and schedules a timer for each next level; every timer
+carries its run, and a timer whose run is no longer the incident's current run is stale
+and does nothing. So stopping escalation is "start another run (or none)"; cancelling the
+timers in the store is housekeeping, not what makes it correct.
+
+Loop numbers (part of every page's idempotency key) are ``pass`` for the run that starts
+at TRIGGERED, and ``base + pass`` for later runs, where ``base`` is derived from the event
+that started the run: a replayed event yields the same keys (notification drops the
+repeat), a new run yields new ones (the person is paged again).
+
+| event | effect |
+|---|---|
+| TRIGGERED, RELEASED | page level 1 now, level 2 after level 1's delay, ...; auto-resolve timer |
+| HELD | no paging until RELEASED; auto-resolve timer |
+| ACKNOWLEDGED | stop; schedule the ack timeout (service.ack_timeout) |
+| UNACKNOWLEDGED | new run from level 1 |
+| RESOLVED | stop; cancel everything, auto-resolve included |
+| SNOOZED | stop; at snoozed_until, a new run from level 1 (whoever is on call then) |
+| REASSIGNED | new run on the new policy, or on the one assigned user |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from tocsin.v1 import incident_pb2
+from tocsin_common.config import EscalationLevel, EscalationTarget, Service, TocsinConfig
+
+from tocsin_escalation.policy import PlannedPage, plan_users
+from tocsin_escalation.schedule import OverrideSpan, resolve_targets
+
+_NAMESPACE = uuid.UUID("1d7c8f5e-2b0a-4f43-9a7e-6c1e5d2b3a90")
+
+LEVEL = "level"
+RULE = "rule"
+ACK_TIMEOUT = "ack_timeout"
+SNOOZE_END = "snooze_end"
+AUTO_RESOLVE = "auto_resolve"
+
+ESCALATING = "escalating"
+ACKNOWLEDGED = "acknowledged"
+SNOOZED = "snoozed"
+STOPPED = "stopped"
+
+E = incident_pb2
+
+
+def derived_id(*parts: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+def loop_base(seed: str) -> int:
+    """A loop number base for a run started by ``seed`` (stable; fits an int32 with passes)."""
+    return 1000 * (1 + int(hashlib.sha256(seed.encode()).hexdigest()[:5], 16))
+
+
+@dataclass(frozen=True)
+class EscalationState:
+    """What escalation remembers of one incident (JSON in Redis)."""
+
+    run: str = ""
+    phase: str = STOPPED
+    loop_base: int = 0
+    policy_id: str = ""
+    user_id: str = ""  # escalation goes to this one person (reassigned to a user)
+    quiet_unack: str = ""  # our own unacknowledge at snooze end: it must not restart again
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | None) -> EscalationState:
+        if not raw:
+            return cls()
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True)
+class TimerSpec:
+    kind: str
+    incident_id: str
+    due: datetime
+    run: str = ""
+    level: int = 0
+    pass_: int = 0
+    user_id: str = ""
+    rule_index: int = 0
+    contact_method_id: str = ""
+
+    @property
+    def group(self) -> str:
+        # The auto-resolve timer outlives acknowledgements: a group of its own.
+        return f"{self.incident_id}:auto" if self.kind == AUTO_RESOLVE else self.incident_id
+
+    @property
+    def timer_id(self) -> str:
+        if self.kind == AUTO_RESOLVE:
+            return f"{self.group}|{AUTO_RESOLVE}"
+        return (
+            f"{self.group}|{self.kind}|{self.run}|{self.level}|{self.pass_}|"
+            f"{self.user_id}|{self.rule_index}"
+        )
+
+    def to_payload(self) -> bytes:
+        data = asdict(self)
+        data["due"] = self.due.astimezone(UTC).timestamp()
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_payload(cls, raw: bytes) -> TimerSpec:
+        data = json.loads(raw)
+        data["due"] = datetime.fromtimestamp(float(data["due"]), UTC)
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """An IncidentCommand to send on incidents.commands."""
+
+    kind: str  # unacknowledge | resolve | timeline_entry
+    command_id: str
+    actor: str = "system"
+    message: str = ""
+    event_type: int = E.INCIDENT_EVENT_TYPE_ESCALATED
+
+
+@dataclass
+class Effects:
+    state: EscalationState | None = None  # None: unchanged
+    cancel_escalation: bool = False
+    cancel_auto_resolve: bool = False
+    pages: list[PlannedPage] = field(default_factory=list)
+    timers: list[TimerSpec] = field(default_factory=list)
+    commands: list[CommandSpec] = field(default_factory=list)
+    dropped: str = ""  # why nothing happened (logs, metrics, tests)
+
+
+Overrides = dict[str, list[OverrideSpan]]
+
+
+def _urgency(incident: incident_pb2.Incident) -> str:
+    return "low" if incident.urgency == E.URGENCY_LOW else "high"
+
+
+def _levels(
+    config: TocsinConfig, state: EscalationState
+) -> tuple[tuple[EscalationLevel, ...], int]:
+    """The levels of the run and how many times it repeats."""
+    if state.user_id:
+        config.user(state.user_id)  # KeyError if unknown
+        level = EscalationLevel(
+            delay=timedelta(minutes=30),
+            targets=(EscalationTarget(type="user", id=state.user_id),),
+        )
+        return (level,), 0
+    policy = config.policy(state.policy_id)
+    return policy.levels, policy.repeat
+
+
+def schedules_of(config: TocsinConfig, policy_id: str) -> list[str]:
+    """The schedules a policy's levels name (to load their runtime overrides)."""
+    try:
+        policy = config.policy(policy_id)
+    except KeyError:
+        return []
+    return sorted({t.id for lvl in policy.levels for t in lvl.targets if t.type == "schedule"})
+
+
+def page_level(
+    config: TocsinConfig,
+    incident: incident_pb2.Incident,
+    state: EscalationState,
+    level: int,
+    pass_: int,
+    now: datetime,
+    base: datetime,
+    overrides: Overrides,
+    reason: str = "",
+) -> Effects:
+    """Page ``level`` of the run now; delayed rules and the next level become timers."""
+    effects = Effects()
+    try:
+        levels, repeat = _levels(config, state)
+    except KeyError as error:
+        effects.dropped = f"cannot escalate: {error.args[0]}"
+        return effects
+    if level > len(levels):
+        effects.dropped = f"level {level} no longer exists"
+        return effects
+    step = levels[level - 1]
+    loop = state.loop_base + pass_
+    users = resolve_targets(config, [(t.type, t.id) for t in step.targets], now, overrides)
+    known = [u for u in users if _user_exists(config, u)]
+    for page in plan_users(config, known, level, loop, _urgency(incident)):
+        if page.delay <= timedelta(0):
+            effects.pages.append(page)
+        else:
+            effects.timers.append(
+                TimerSpec(
+                    RULE,
+                    incident.incident_id,
+                    now + page.delay,
+                    state.run,
+                    level,
+                    pass_,
+                    page.user_id,
+                    page.rule_index,
+                    page.contact_method_id,
+                )
+            )
+    if level < len(levels):
+        nxt: tuple[int, int] | None = (level + 1, pass_)
+    elif pass_ < repeat:
+        nxt = (1, pass_ + 1)
+    else:
+        nxt = None
+    if nxt is not None:
+        effects.timers.append(
+            TimerSpec(LEVEL, incident.incident_id, base + step.delay, state.run, nxt[0], nxt[1])
+        )
+    who = ", ".join(known) if known else "nobody (no one is on call)"
+    text = f"escalated to level {level}"
+    if pass_:
+        text += f" (repeat {pass_})"
+    text += f": paged {who}"
+    if reason:
+        text = f"{reason}; {text}"
+    effects.commands.append(
+        CommandSpec(
+            "timeline_entry",
+            derived_id(incident.incident_id, state.run, str(level), str(pass_), "escalated"),
+            message=text,
+        )
+    )
+    return effects
+
+
+def _user_exists(config: TocsinConfig, user_id: str) -> bool:
+    try:
+        config.user(user_id)
+    except KeyError:
+        return False
+    return True
+
+
+def _start_run(
+    config: TocsinConfig,
+    incident: incident_pb2.Incident,
+    run: str,
+    base_loop: int,
+    now: datetime,
+    overrides: Overrides,
+    reason: str = "",
+) -> Effects:
+    state = EscalationState(
+        run=run,
+        phase=ESCALATING,
+        loop_base=base_loop,
+        policy_id=incident.escalation_policy_id,
+        user_id=incident.assigned_user_id,
+    )
+    effects = page_level(config, incident, state, 1, 0, now, now, overrides, reason)
+    effects.state = state
+    effects.cancel_escalation = True
+    return effects
+
+
+def on_event(
+    config: TocsinConfig,
+    event: incident_pb2.IncidentEvent,
+    state: EscalationState,
+    now: datetime,
+    overrides: Overrides,
+) -> Effects:
+    """What an incident event does to its escalation."""
+    incident = event.incident
+    kind = event.type
+    service = _service(config, incident.service_id)
+    if kind == E.INCIDENT_EVENT_TYPE_TRIGGERED:
+        effects = Effects()
+        if incident.suppressed or incident.held_by_incident_id:
+            effects.state = EscalationState(phase=STOPPED, policy_id=incident.escalation_policy_id)
+            effects.dropped = "suppressed or held: not paging"
+        else:
+            effects = _start_run(config, incident, event.event_id, 0, now, overrides)
+        effects.timers += _auto_resolve(service, incident, now)
+        return effects
+    if kind == E.INCIDENT_EVENT_TYPE_HELD:
+        # Held from paging by an upstream incident: RELEASED starts escalation.
+        return Effects(
+            state=EscalationState(phase=STOPPED, policy_id=incident.escalation_policy_id),
+            timers=_auto_resolve(service, incident, now),
+            dropped="held by an upstream incident",
+        )
+    if kind == E.INCIDENT_EVENT_TYPE_RELEASED:
+        if incident.status != E.INCIDENT_STATUS_TRIGGERED:
+            return Effects(dropped="released but not triggered")
+        return _start_run(
+            config,
+            incident,
+            event.event_id,
+            loop_base(event.event_id),
+            now,
+            overrides,
+            "released by the upstream incident",
+        )
+    if kind == E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED:
+        effects = Effects(
+            state=replace(state, run=event.event_id, phase=ACKNOWLEDGED, quiet_unack=""),
+            cancel_escalation=True,
+        )
+        if service is not None and service.ack_timeout is not None:
+            effects.timers.append(
+                TimerSpec(
+                    ACK_TIMEOUT, incident.incident_id, now + service.ack_timeout, event.event_id
+                )
+            )
+        return effects
+    if kind == E.INCIDENT_EVENT_TYPE_UNACKNOWLEDGED:
+        if event.command_id and event.command_id == state.quiet_unack:
+            # Our own, sent when a snooze ended: that run already paged.
+            return Effects(state=replace(state, quiet_unack=""), dropped="snooze already re-paged")
+        return _start_run(
+            config,
+            incident,
+            event.event_id,
+            loop_base(event.event_id),
+            now,
+            overrides,
+            "acknowledgement timed out",
+        )
+    if kind == E.INCIDENT_EVENT_TYPE_RESOLVED:
+        return Effects(
+            state=replace(state, run="", phase=STOPPED, quiet_unack=""),
+            cancel_escalation=True,
+            cancel_auto_resolve=True,
+        )
+    if kind == E.INCIDENT_EVENT_TYPE_SNOOZED:
+        until = (
+            incident.snoozed_until.ToDatetime(tzinfo=UTC)
+            if incident.HasField("snoozed_until")
+            else now
+        )
+        return Effects(
+            state=replace(state, run=event.event_id, phase=SNOOZED, quiet_unack=""),
+            cancel_escalation=True,
+            timers=[TimerSpec(SNOOZE_END, incident.incident_id, until, event.event_id)],
+        )
+    if kind == E.INCIDENT_EVENT_TYPE_REASSIGNED:
+        target = incident.assigned_user_id or incident.escalation_policy_id
+        return _start_run(
+            config,
+            incident,
+            event.event_id,
+            loop_base(event.event_id),
+            now,
+            overrides,
+            f"reassigned to {target}",
+        )
+    return Effects(dropped="no escalation effect")
+
+
+def _auto_resolve(
+    service: Service | None, incident: incident_pb2.Incident, now: datetime
+) -> list[TimerSpec]:
+    if service is None or service.auto_resolve_timeout is None:
+        return []
+    created = incident.created_at.ToDatetime(tzinfo=UTC) if incident.HasField("created_at") else now
+    return [TimerSpec(AUTO_RESOLVE, incident.incident_id, created + service.auto_resolve_timeout)]
+
+
+def _service(config: TocsinConfig, service_id: str) -> Service | None:
+    try:
+        return config.service(service_id)
+    except KeyError:
+        return None
+
+
+def on_timer(
+    config: TocsinConfig,
+    timer: TimerSpec,
+    incident: incident_pb2.Incident | None,
+    state: EscalationState,
+    now: datetime,
+    overrides: Overrides,
+) -> Effects:
+    """What a fired timer does (nothing when it is stale)."""
+    if incident is None:
+        return Effects(dropped="unknown incident")
+    if incident.status == E.INCIDENT_STATUS_RESOLVED:
+        return Effects(dropped="incident resolved")
+    if timer.kind == AUTO_RESOLVE:
+        return Effects(
+            commands=[
+                CommandSpec(
+                    "resolve",
+                    derived_id(incident.incident_id, "auto-resolve"),
+                    message="auto-resolved after the service's auto_resolve_timeout",
+                )
+            ]
+        )
+    if timer.run != state.run:
+        return Effects(dropped="stale timer (escalation moved on)")
+    if timer.kind == LEVEL:
+        if state.phase != ESCALATING:
+            return Effects(dropped=f"not escalating ({state.phase})")
+        # Next levels count from when this one was due, unless it fired late (after an
+        # outage): then from now, so levels do not all fire at once.
+        base = timer.due if now - timer.due < timedelta(seconds=5) else now
+        return page_level(config, incident, state, timer.level, timer.pass_, now, base, overrides)
+    if timer.kind == RULE:
+        if state.phase != ESCALATING:
+            return Effects(dropped=f"not escalating ({state.phase})")
+        return Effects(
+            pages=[
+                PlannedPage(
+                    timer.user_id,
+                    timer.contact_method_id,
+                    timer.rule_index,
+                    timedelta(0),
+                    timer.level,
+                    state.loop_base + timer.pass_,
+                )
+            ]
+        )
+    if timer.kind == ACK_TIMEOUT:
+        if state.phase != ACKNOWLEDGED:
+            return Effects(dropped=f"not acknowledged ({state.phase})")
+        return Effects(
+            commands=[
+                CommandSpec(
+                    "unacknowledge",
+                    derived_id(incident.incident_id, timer.run, "ack-timeout"),
+                    message="acknowledgement timed out",
+                )
+            ]
+        )
+    if timer.kind == SNOOZE_END:
+        if state.phase != SNOOZED:
+            return Effects(dropped=f"not snoozed ({state.phase})")
+        run = derived_id(timer.run, "snooze-end")
+        effects = _start_run(config, incident, run, loop_base(run), now, overrides, "snooze ended")
+        # Back to triggered in correlation too; that UNACKNOWLEDGED must not page again.
+        unack = derived_id(incident.incident_id, timer.run, "snooze-end")
+        effects.commands.append(CommandSpec("unacknowledge", unack, message="snooze ended"))
+        assert effects.state is not None
+        effects.state = replace(effects.state, quiet_unack=unack)
+        # The timers of this run are new; nothing of the snooze is left to cancel.
+        effects.cancel_escalation = False
+        return effects
+    return Effects(dropped=f"unknown timer kind {timer.kind!r}")

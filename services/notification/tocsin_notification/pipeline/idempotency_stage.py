@@ -1,0 +1,27 @@
+"""Stage 1 — idempotency: a request whose key was delivered before (a redelivery, a
+replay, a duplicate) is recorded as DUPLICATE and pages nobody."""
+
+from __future__ import annotations
+
+from tocsin_notification.idempotency import Claim, IdempotencyStore
+from tocsin_notification.pipeline.job import Job
+
+
+class IdempotencyStage:
+    def __init__(self, store: IdempotencyStore) -> None:
+        self.store = store
+
+    async def admit(self, job: Job) -> Claim:
+        return await self.store.claim(job.request.idempotency_key)
+
+    async def renew(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            await self.store.renew(job.request.idempotency_key)
+
+    async def delivered(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            await self.store.delivered(job.request.idempotency_key)
+
+    async def release(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            await self.store.release(job.request.idempotency_key)

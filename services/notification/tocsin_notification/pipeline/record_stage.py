@@ -1,0 +1,144 @@
+"""Stage 7 — record: every outcome is a NotificationStatus on notifications.status, an
+entry on the incident's timeline (IncidentCommand.timeline_entry on incidents.commands,
+keyed by service), and a row for ListDeliveries; a final failure is also a dead letter on
+notifications.deadletter carrying the attempt history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from datetime import datetime
+from typing import Protocol
+
+from aiokafka.structs import RecordMetadata
+from google.protobuf.message import Message
+from redis.asyncio import Redis
+from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
+from tocsin_common.clock import Clock
+from tocsin_common.timeutil import set_timestamp
+from tocsin_common.topics import (
+    INCIDENTS_COMMANDS,
+    NOTIFICATIONS_DEADLETTER,
+    NOTIFICATIONS_REQUESTS,
+    NOTIFICATIONS_STATUS,
+    Topic,
+)
+
+from tocsin_notification.pipeline.job import Attempt, Job
+
+log = logging.getLogger("tocsin.notification")
+
+SERVICE = "notification"
+DELIVERIES_TTL_S = 30 * 24 * 3600
+
+
+class Producer(Protocol):
+    async def enqueue(
+        self, topic: Topic, key: str, message: Message | bytes
+    ) -> asyncio.Future[RecordMetadata]: ...
+
+
+_OUTCOME_WORDS = {
+    notification_pb2.DELIVERY_OUTCOME_DELIVERED: "Notified",
+    notification_pb2.DELIVERY_OUTCOME_RETRYING: "Notification attempt failed for",
+    notification_pb2.DELIVERY_OUTCOME_FAILED: "Could not notify",
+    notification_pb2.DELIVERY_OUTCOME_RATE_LIMITED: "Notification delayed (rate limit) for",
+}
+
+
+class RecordStage:
+    def __init__(self, producer: Producer, redis: Redis, clock: Clock) -> None:
+        self._producer = producer
+        self._redis = redis
+        self._clock = clock
+
+    async def record(
+        self,
+        job: Job,
+        channel: str,
+        outcome: notification_pb2.DeliveryOutcome.ValueType,
+        detail: str,
+        attempt: int = 1,
+        who: str = "",
+    ) -> notification_pb2.NotificationStatus:
+        request = job.request
+        now = self._clock.now()
+        status = notification_pb2.NotificationStatus(
+            request_id=request.request_id,
+            idempotency_key=request.idempotency_key,
+            incident_id=request.incident.incident_id,
+            user_id=request.user_id,
+            contact_method_id=request.contact_method_id,
+            channel=channel,
+            outcome=outcome,
+            attempt=attempt,
+            detail=detail,
+        )
+        set_timestamp(status.at, now)
+        futures = [await self._producer.enqueue(NOTIFICATIONS_STATUS, status.incident_id, status)]
+        words = _OUTCOME_WORDS.get(outcome)
+        if words and request.incident.service_id:
+            command = incident_pb2.IncidentCommand(
+                command_id=str(uuid.uuid4()),
+                incident_id=request.incident.incident_id,
+                service_id=request.incident.service_id,
+                actor="notification",
+                timeline_entry=incident_pb2.TimelineEntryCommand(
+                    type=incident_pb2.INCIDENT_EVENT_TYPE_NOTIFIED,
+                    message=_timeline_message(words, who or request.user_id, channel, status),
+                ),
+            )
+            set_timestamp(command.requested_at, now)
+            futures.append(
+                await self._producer.enqueue(INCIDENTS_COMMANDS, command.service_id, command)
+            )
+        key = f"tocsin:deliveries:{status.incident_id}"
+        await self._redis.rpush(key, status.SerializeToString())
+        await self._redis.expire(key, DELIVERIES_TTL_S)
+        await asyncio.gather(*futures)
+        log.info(
+            "page %s",
+            notification_pb2.DeliveryOutcome.Name(outcome).lower(),
+            extra={
+                "incident_id": status.incident_id,
+                "user_id": status.user_id,
+                "channel": channel,
+                "attempt": attempt,
+                "detail": detail,
+            },
+        )
+        return status
+
+    async def dead_letter(self, job: Job, reason: str, history: list[Attempt]) -> None:
+        source = job.source
+        letter = alert_pb2.DeadLetter(
+            reason=json.dumps(
+                {"reason": reason, "attempts": [a.as_dict() for a in history]},
+                separators=(",", ":"),
+            ),
+            source_topic=source.topic or NOTIFICATIONS_REQUESTS.name,
+            source_partition=source.partition,
+            source_offset=source.offset,
+            original_key=source.key or job.request.user_id.encode(),
+            original_value=source.value or job.request.SerializeToString(),
+            original_headers=source.headers,
+            failed_service=SERVICE,
+        )
+        set_timestamp(letter.failed_at, self._clock.now())
+        future = await self._producer.enqueue(NOTIFICATIONS_DEADLETTER, job.request.user_id, letter)
+        await future
+
+
+def _timeline_message(
+    words: str, who: str, channel: str, status: notification_pb2.NotificationStatus
+) -> str:
+    how = f" by {channel}" if channel else ""
+    tail = f" (attempt {status.attempt}): {status.detail}" if status.detail else ""
+    return f"{words} {who}{how}{tail}"
+
+
+def now_iso(clock: Clock) -> str:
+    value: datetime = clock.now()
+    return value.isoformat()

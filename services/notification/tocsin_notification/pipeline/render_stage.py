@@ -1,0 +1,92 @@
+"""Stage 4 — render: the message for one contact method, from the jobs' incidents, the
+channel's templates, and signed acknowledge/resolve links."""
+
+from __future__ import annotations
+
+from tocsin.v1 import alert_pb2, incident_pb2, oncall_service_pb2
+from tocsin_common.clock import Clock
+from tocsin_common.timeutil import from_timestamp
+
+from tocsin_notification.links import LinkSigner
+from tocsin_notification.pipeline.job import Job
+from tocsin_notification.providers.base import IncidentLine, Page
+from tocsin_notification.render import Renderer, runbook_of
+
+STATUS_NAMES = {
+    incident_pb2.INCIDENT_STATUS_TRIGGERED: "triggered",
+    incident_pb2.INCIDENT_STATUS_ACKNOWLEDGED: "acknowledged",
+    incident_pb2.INCIDENT_STATUS_RESOLVED: "resolved",
+}
+SEVERITY_NAMES = {
+    alert_pb2.SEVERITY_INFO: "info",
+    alert_pb2.SEVERITY_WARNING: "warning",
+    alert_pb2.SEVERITY_ERROR: "error",
+    alert_pb2.SEVERITY_CRITICAL: "critical",
+}
+
+
+class RenderStage:
+    def __init__(
+        self, renderer: Renderer, signer: LinkSigner, public_url: str, clock: Clock
+    ) -> None:
+        self._renderer = renderer
+        self._signer = signer
+        self._public_url = public_url
+        self._clock = clock
+
+    def line(self, job: Job) -> IncidentLine:
+        incident = job.request.incident
+        now = self._clock.now()
+        urgency = job.request.urgency or incident.urgency
+        since = (
+            from_timestamp(incident.created_at).isoformat()
+            if incident.HasField("created_at")
+            else ""
+        )
+        return IncidentLine(
+            incident_id=incident.incident_id,
+            service_id=incident.service_id,
+            title=incident.title,
+            status=STATUS_NAMES.get(incident.status, "triggered"),
+            urgency="high" if urgency == incident_pb2.URGENCY_HIGH else "low",
+            severity=SEVERITY_NAMES.get(incident.severity, ""),
+            since=since,
+            runbook_url=runbook_of(dict(incident.labels)),
+            ack_url=self._link("acknowledge", job, now),
+            resolve_url=self._link("resolve", job, now),
+        )
+
+    def _link(self, action: str, job: Job, now: object) -> str:
+        incident = job.request.incident
+        return self._signer.url(
+            self._public_url,
+            action,
+            incident.incident_id,
+            incident.service_id,
+            job.request.user_id,
+            self._clock.now(),
+        )
+
+    def page(self, jobs: list[Job], contact: oncall_service_pb2.ContactMethod) -> Page:
+        lines = tuple(self.line(job) for job in jobs)
+        subject, text = self._renderer.render(contact.type, lines)
+        first, head = jobs[0], lines[0]
+        return Page(
+            incident_id=head.incident_id,
+            service_id=head.service_id,
+            title=head.title,
+            status=head.status,
+            urgency=head.urgency,
+            user_id=contact.user_id or first.request.user_id,
+            user_name=contact.user_name,
+            address=contact.address,
+            idempotency_key=first.request.idempotency_key,
+            severity=head.severity,
+            since=head.since,
+            runbook_url=head.runbook_url,
+            ack_url=head.ack_url,
+            resolve_url=head.resolve_url,
+            subject=subject,
+            text=text,
+            incidents=lines,
+        )

@@ -1,0 +1,52 @@
+"""What every HTTP provider shares: one session, and one rule for which answers retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from tocsin_common.tracing import inject_http_headers, tracer
+
+from tocsin_notification.providers.base import DeliveryError
+
+
+def classify(status: int, body: str = "") -> DeliveryError | None:
+    """None for 2xx/3xx; a retryable error for 5xx and 429; a final one for other 4xx."""
+    if status < 400:
+        return None
+    detail = f"HTTP {status}" + (f": {body[:200]}" if body else "")
+    return DeliveryError(detail, retryable=status >= 500 or status in (408, 425, 429))
+
+
+class HttpClient:
+    def __init__(self, name: str, timeout_s: float = 10.0) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._tracer = tracer(f"tocsin.notification.{name}")
+        self._name = name
+
+    async def post(self, url: str, **kwargs: Any) -> str:
+        """POST; return 'HTTP <status>' or raise a classified DeliveryError."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=200)
+            )
+        headers: dict[str, str] = dict(kwargs.pop("headers", {}) or {})
+        with self._tracer.start_as_current_span(
+            f"{self._name} POST", attributes={"url.full": url.split("?")[0]}
+        ):
+            inject_http_headers(headers)
+            try:
+                async with self._session.post(url, headers=headers, **kwargs) as response:
+                    text = await response.text(errors="replace")
+                    error = classify(response.status, text)
+                    if error is not None:
+                        raise error
+                    return f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as e:
+                raise DeliveryError(f"{type(e).__name__}: {e}", retryable=True) from e
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

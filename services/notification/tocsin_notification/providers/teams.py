@@ -1,0 +1,55 @@
+"""Microsoft Teams incoming webhook: a MessageCard with OpenUri actions for the
+acknowledge/resolve links. The contact method's address is the webhook URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tocsin_common.config.model import NotificationSettings
+
+from tocsin_notification.providers.base import Page
+from tocsin_notification.providers.http import HttpClient
+
+_COLOURS = {"high": "D70000", "low": "FFA500"}
+
+
+def message_card(page: Page) -> dict[str, Any]:
+    actions: list[dict[str, Any]] = []
+    if not page.bundled:
+        for name, url in (
+            ("Acknowledge", page.ack_url),
+            ("Resolve", page.resolve_url),
+            ("Runbook", page.runbook_url),
+        ):
+            if url:
+                actions.append(
+                    {"@type": "OpenUri", "name": name, "targets": [{"os": "default", "uri": url}]}
+                )
+    card: dict[str, Any] = {
+        "@type": "MessageCard",
+        "@context": "http://schema.org/extensions",
+        "summary": page.subject,
+        "themeColor": _COLOURS.get(page.urgency, "808080"),
+        "title": page.subject,
+        "text": page.text,
+    }
+    if actions:
+        card["potentialAction"] = actions
+    return card
+
+
+class TeamsProvider:
+    channel = "teams"
+
+    def __init__(self, *, timeout_s: float = 10.0) -> None:
+        self._http = HttpClient("teams", timeout_s)
+
+    @classmethod
+    def from_settings(cls, settings: NotificationSettings) -> TeamsProvider:
+        return cls()
+
+    async def send(self, page: Page) -> str:
+        return await self._http.post(page.address, json=message_card(page))
+
+    async def close(self) -> None:
+        await self._http.close()

@@ -1,0 +1,76 @@
+"""Templates per channel (Jinja2 files in `templates/`), read well on a phone: what broke,
+where, since when, how bad, the runbook, and the acknowledge/resolve links.
+
+A channel uses `<channel>.subject.j2` / `<channel>.txt.j2` when present, else
+`default.*.j2`. A directory named by TOCSIN_NOTIFICATION_TEMPLATES overrides any of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from tocsin_notification.providers.base import IncidentLine
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+RUNBOOK_LABELS = ("runbook_url", "runbook", "runbook-url", "runbookUrl", "playbook")
+
+
+def runbook_of(labels: dict[str, str]) -> str:
+    for name in RUNBOOK_LABELS:
+        value = labels.get(name, "")
+        if value.startswith(("http://", "https://")):
+            return value
+    return ""
+
+
+class Renderer:
+    def __init__(self, override_dir: str | None = None) -> None:
+        override_dir = override_dir or os.environ.get("TOCSIN_NOTIFICATION_TEMPLATES")
+        loaders: list[jinja2.BaseLoader] = []
+        if override_dir:
+            loaders.append(jinja2.FileSystemLoader(override_dir))
+        loaders.append(jinja2.FileSystemLoader(str(TEMPLATE_DIR)))
+        self._env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=False,  # plain text, mrkdwn, markdown: never HTML
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=False,
+            keep_trailing_newline=False,
+        )
+        self._cache: dict[tuple[str, str], jinja2.Template] = {}
+
+    def _template(self, channel: str, part: str) -> jinja2.Template:
+        key = (channel, part)
+        template = self._cache.get(key)
+        if template is None:
+            template = self._env.select_template([f"{channel}.{part}.j2", f"default.{part}.j2"])
+            self._cache[key] = template
+        return template
+
+    def render(self, channel: str, incidents: tuple[IncidentLine, ...]) -> tuple[str, str]:
+        """(subject, text) of one message listing `incidents`."""
+        context: dict[str, Any] = {"incidents": [_line_context(i) for i in incidents]}
+        subject = self._template(channel, "subject").render(context).strip()
+        text = self._template(channel, "txt").render(context).strip()
+        return " ".join(subject.split()), text
+
+
+def _line_context(line: IncidentLine) -> dict[str, Any]:
+    context: dict[str, Any] = asdict(line)
+    since = _parse(line.since)
+    context["since_short"] = since.strftime("%H:%M UTC %b %d") if since else "unknown"
+    context["since_spoken"] = since.strftime("%H %M UTC") if since else "an unknown time"
+    return context
+
+
+def _parse(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,288 @@
+"""Notification stories against real Kafka, Redis and the four services:
+
+- a replayed request pages once;
+- a peer that keeps failing gets five attempts, then a dead letter with the history;
+  a 400 gets one attempt; every outcome is a status and a timeline entry;
+- a burst for one person becomes one message listing the incidents;
+- a signed link in a page acknowledges the incident; a tampered link is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from tocsin.v1 import (
+    alert_pb2,
+    incident_pb2,
+    incident_service_pb2,
+    incident_service_pb2_grpc,
+    notification_pb2,
+)
+
+from tests.integration.harness import Stack
+
+pytestmark = pytest.mark.integration
+
+FAILING_PEER_PORT = 38931  # fixed: written into stack_config/30-notification.yaml
+
+
+class FailingPeer:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((request.path, await request.json()))
+        status = {"/always-500": 500, "/always-400": 400}.get(request.path, 200)
+        return web.json_response({}, status=status)
+
+
+@pytest.fixture(scope="module")
+async def failing_peer() -> AsyncIterator[FailingPeer]:
+    peer = FailingPeer()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", peer.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", FAILING_PEER_PORT).start()
+    yield peer
+    await runner.cleanup()
+
+
+def request(
+    user: str, contact: str, title: str = "disk full"
+) -> notification_pb2.NotificationRequest:
+    incident_id = str(uuid.uuid4())
+    return notification_pb2.NotificationRequest(
+        request_id=str(uuid.uuid4()),
+        idempotency_key=f"{incident_id}:1:0:{user}:0",
+        user_id=user,
+        contact_method_id=contact,
+        escalation_level=1,
+        urgency=incident_pb2.URGENCY_HIGH,
+        incident=incident_pb2.Incident(
+            incident_id=incident_id,
+            service_id="notif-svc",
+            title=title,
+            status=incident_pb2.INCIDENT_STATUS_TRIGGERED,
+            urgency=incident_pb2.URGENCY_HIGH,
+            labels={"runbook_url": "https://runbooks.example/disk"},
+        ),
+    )
+
+
+async def produce(stack: Stack, *values: tuple[str, bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in values:
+            await producer.send_and_wait("notifications.requests", value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+async def read_topic(stack: Stack, topic: str, until: Any, timeout: float = 30) -> list[bytes]:
+    """Every value on `topic` (from the start) once `until(values)` holds."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=stack.bootstrap,
+        group_id=f"test-{uuid.uuid4()}",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                values.extend(r.value for r in records if r.value is not None)
+            if until(values):
+                return values
+        raise TimeoutError(f"{topic}: condition not met in {timeout}s ({len(values)} records)")
+    finally:
+        await consumer.stop()
+
+
+def statuses(values: list[bytes], incident_id: str) -> list[notification_pb2.NotificationStatus]:
+    out = []
+    for value in values:
+        status = notification_pb2.NotificationStatus.FromString(value)
+        if status.incident_id == incident_id:
+            out.append(status)
+    return out
+
+
+async def test_a_replayed_request_pages_once_and_lands_on_the_timeline(stack: Stack) -> None:
+    req = request("nina", "nina-hook")
+    raw = req.SerializeToString()
+    before = len(stack.pages.requests)
+    await produce(stack, ("nina", raw))
+    await stack.pages.wait_for(before + 1, timeout=30)
+    # Replays: the very same bytes again, twice (a redelivery, a replay of the topic).
+    await produce(stack, ("nina", raw), ("nina", raw))
+    Outcome = notification_pb2.DeliveryOutcome
+    values = await read_topic(
+        stack,
+        "notifications.status",
+        lambda vs: (
+            sum(
+                s.outcome == Outcome.DELIVERY_OUTCOME_DUPLICATE
+                for s in statuses(vs, req.incident.incident_id)
+            )
+            >= 2
+        ),
+    )
+    pages = [
+        p
+        for p in stack.pages.requests[before:]
+        if p.json()["incident"]["id"] == req.incident.incident_id
+    ]
+    assert len(pages) == 1
+    body = pages[0].json()
+    assert body["links"]["runbook"] == "https://runbooks.example/disk"
+    assert "/v1/links/" in body["links"]["acknowledge"]
+    outcomes = [s.outcome for s in statuses(values, req.incident.incident_id)]
+    assert outcomes.count(Outcome.DELIVERY_OUTCOME_DELIVERED) == 1
+    commands = await read_topic(
+        stack,
+        "incidents.commands",
+        lambda vs: any(req.incident.incident_id.encode() in v for v in vs),
+    )
+    entries = [
+        c
+        for c in map(incident_pb2.IncidentCommand.FromString, commands)
+        if c.incident_id == req.incident.incident_id
+    ]
+    assert entries[0].service_id == "notif-svc"
+    assert entries[0].timeline_entry.type == incident_pb2.INCIDENT_EVENT_TYPE_NOTIFIED
+    assert "Notified Nina by webhook" in entries[0].timeline_entry.message
+
+
+async def test_a_failing_peer_gets_retries_then_a_dead_letter_with_the_history(
+    stack: Stack, failing_peer: FailingPeer
+) -> None:
+    down = request("dora", "dora-down")
+    bad = request("dora", "dora-bad")
+    await produce(stack, ("dora", down.SerializeToString()), ("dora", bad.SerializeToString()))
+    letters = await read_topic(
+        stack,
+        "notifications.deadletter",
+        lambda vs: (
+            sum(
+                alert_pb2.DeadLetter.FromString(v).original_value
+                in (down.SerializeToString(), bad.SerializeToString())
+                for v in vs
+            )
+            >= 2
+        ),
+        timeout=60,
+    )
+    by_value = {alert_pb2.DeadLetter.FromString(v).original_value: v for v in letters}
+    down_letter = alert_pb2.DeadLetter.FromString(by_value[down.SerializeToString()])
+    reason = json.loads(down_letter.reason)
+    assert [a["attempt"] for a in reason["attempts"]] == [1, 2, 3, 4, 5]
+    assert all(a["error"].startswith("HTTP 500") and a["retryable"] for a in reason["attempts"])
+    assert down_letter.source_topic == "notifications.requests"
+    assert down_letter.failed_service == "notification"
+    bad_reason = json.loads(
+        alert_pb2.DeadLetter.FromString(by_value[bad.SerializeToString()]).reason
+    )
+    assert len(bad_reason["attempts"]) == 1 and bad_reason["reason"].startswith("not retryable")
+    assert sum(path == "/always-400" for path, _ in failing_peer.requests) == 1
+    values = await read_topic(stack, "notifications.status", lambda vs: True, timeout=5)
+    Outcome = notification_pb2.DeliveryOutcome
+    outcomes = [s.outcome for s in statuses(values, down.incident.incident_id)]
+    assert outcomes.count(Outcome.DELIVERY_OUTCOME_RETRYING) == 4
+    assert outcomes[-1] == Outcome.DELIVERY_OUTCOME_FAILED
+
+
+async def test_a_burst_for_one_person_becomes_one_message(
+    stack: Stack, failing_peer: FailingPeer
+) -> None:
+    burst = [request("dora", "dora-burst", title=f"burst {n}") for n in range(5)]
+    before = sum(path == "/burst" for path, _ in failing_peer.requests)
+    await produce(stack, *(("dora", r.SerializeToString()) for r in burst))
+    ids = {r.incident.incident_id for r in burst}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    seen: set[str] = set()
+    while loop.time() < deadline and seen != ids:
+        await asyncio.sleep(0.2)
+        seen = {
+            i["id"]
+            for path, body in failing_peer.requests
+            if path == "/burst"
+            for i in body.get("incidents", [])
+        } & ids
+    messages = [b for p, b in failing_peer.requests if p == "/burst"][before:]
+    assert seen == ids  # nobody's page dropped
+    assert len(messages) <= 2  # the first at once, the rest bundled into one
+    assert max(len(m["incidents"]) for m in messages) >= 4
+
+
+async def _page_for_alert(stack: Stack) -> dict[str, Any]:
+    before = len(stack.pages.requests)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{stack.ingest_url}/v2/enqueue",
+            json={
+                "routing_key": "notification0000000000000000001x",
+                "event_action": "trigger",
+                "dedup_key": f"link-{uuid.uuid4()}",
+                "payload": {"summary": "queue backlog", "source": "q-1", "severity": "critical"},
+            },
+        ) as r:
+            assert r.status == 202
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while loop.time() < deadline:
+        for page in stack.pages.requests[before:]:
+            if page.path == "/pages/nina" and page.json()["incident"]["title"] == "queue backlog":
+                body: dict[str, Any] = page.json()
+                return body
+        await asyncio.sleep(0.2)
+    raise TimeoutError("no page for the alert")
+
+
+async def test_a_signed_link_acknowledges_the_incident_and_a_tampered_one_is_refused(
+    stack: Stack,
+) -> None:
+    body = await _page_for_alert(stack)
+    incident_id = body["incident"]["id"]
+    token = body["links"]["acknowledge"].rsplit("/", 1)[1]
+    base = f"http://127.0.0.1:{stack.services['notification'].http_port}/v1/links"
+    async with aiohttp.ClientSession() as session:
+        tampered = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+        async with session.post(f"{base}/{tampered}") as r:
+            assert r.status == 403
+            assert "not valid" in await r.text()
+        async with session.get(f"{base}/{token}") as r:  # a confirm page, acts on nothing
+            assert r.status == 200
+            assert '<form method="post">' in await r.text()
+        async with session.post(f"{base}/{token}") as r:
+            text = await r.text()
+            assert r.status == 200, text
+            assert "acknowledged" in text
+    async with grpc.aio.insecure_channel(stack.grpc_target("escalation")) as channel:
+        stub = incident_service_pb2_grpc.IncidentServiceStub(channel)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        status = None
+        while loop.time() < deadline:
+            incident = await stub.Get(
+                incident_service_pb2.GetIncidentRequest(incident_id=incident_id)
+            )
+            status = incident.status
+            if status == incident_pb2.INCIDENT_STATUS_ACKNOWLEDGED:
+                break
+            await asyncio.sleep(0.3)
+    assert status == incident_pb2.INCIDENT_STATUS_ACKNOWLEDGED
