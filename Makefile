@@ -85,7 +85,7 @@ bench: $(STAMP)  ## run the benchmarks (pipeline vs Alertmanager 0.25, and per s
 	  for b in bench/*_bench.py; do \
 	    [ "$$b" = bench/pipeline_bench.py ] && continue; \
 	    name=$$(basename $$b _bench.py); \
-	    $(PY) $$b --out bench/results/$$name.json || status=$$?; \
+	    $(PY) -m bench.$${name}_bench --out bench/results/$$name.json || status=$$?; \
 	  done; \
 	  $(PY) tools/devstack.py down --profile bench; \
 	  exit $$status

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -31,6 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "libs" / "common")]
 
 from tocsin.v1 import alert_pb2, incident_pb2
 
+from bench.results_io import add_out_argument, report
 from tests.integration.harness import ServiceProcess, free_port
 
 SERVICES = [f"bench-{i}" for i in range(12)]
@@ -129,6 +129,7 @@ def worker(name: str, workdir: Path, env: dict[str, str]) -> ServiceProcess:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--alerts", type=int, default=20000)
+    add_out_argument(parser)
     args = parser.parse_args()
     bootstrap = os.environ["TOCSIN_KAFKA_BOOTSTRAP"]
     workdir = Path(tempfile.mkdtemp(prefix="correlation-bench-"))
@@ -150,7 +151,7 @@ async def main() -> None:
         finally:
             for p in procs:
                 p.kill(signal.SIGTERM)
-    print(json.dumps(results, indent=2))
+    report(results, args.out)
 
 
 if __name__ == "__main__":

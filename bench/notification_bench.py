@@ -22,6 +22,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from tocsin.v1 import incident_pb2, notification_pb2
 
+from bench.results_io import add_out_argument, report
 from tests.integration.harness import Stack, infra_from_env
 
 
@@ -123,8 +124,9 @@ async def run(pages: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pages", type=int, default=5000)
+    add_out_argument(parser)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.pages))))
+    report(asyncio.run(run(args.pages)), args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -34,6 +33,8 @@ from tocsin_escalation.timers import (
     to_ms,
 )
 
+from bench.results_io import add_out_argument, report
+
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -49,6 +50,7 @@ async def main() -> None:
         "--lead", type=float, default=25.0, help="seconds before the first due (> scheduling time)"
     )
     parser.add_argument("--replicas", type=int, default=1, help="timer loops sharing the store")
+    add_out_argument(parser)
     args = parser.parse_args()
 
     redis = Redis.from_url(os.environ.get("TOCSIN_REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -90,27 +92,25 @@ async def main() -> None:
         await redis.delete(key)
     await redis.aclose()
 
-    print(
-        json.dumps(
-            {
-                "benchmark": "escalation timers",
-                "scheduled": args.timers,
-                "pending_at_start": pending,
-                "window_s": args.window,
-                "replicas": args.replicas,
-                "schedule_s": round(schedule_s, 2),
-                "fired": len(fired),
-                "fired_twice": sum(1 for c in fired.values() if c > 1),
-                "left_in_store": left,
-                "lateness_ms": {
-                    "p50": round(percentile(lateness, 0.50), 1) if lateness else None,
-                    "p99": round(percentile(lateness, 0.99), 1) if lateness else None,
-                    "max": round(max(lateness), 1) if lateness else None,
-                    "min": round(min(lateness), 1) if lateness else None,
-                },
+    report(
+        {
+            "benchmark": "escalation timers",
+            "scheduled": args.timers,
+            "pending_at_start": pending,
+            "window_s": args.window,
+            "replicas": args.replicas,
+            "schedule_s": round(schedule_s, 2),
+            "fired": len(fired),
+            "fired_twice": sum(1 for c in fired.values() if c > 1),
+            "left_in_store": left,
+            "lateness_ms": {
+                "p50": round(percentile(lateness, 0.50), 1) if lateness else None,
+                "p99": round(percentile(lateness, 0.99), 1) if lateness else None,
+                "max": round(max(lateness), 1) if lateness else None,
+                "min": round(min(lateness), 1) if lateness else None,
             },
-            indent=2,
-        )
+        },
+        args.out,
     )
 
 

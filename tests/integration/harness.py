@@ -147,6 +147,8 @@ class Stack:
                 "TOCSIN_DATA_DIR": str(self.workdir / "data" / name),
                 "TOCSIN_CONFIG_RELOAD_SECONDS": "0.5",
                 "TOCSIN_WEBHOOK_SECRET": "integration-secret",
+                "TOCSIN_LINK_SECRET": "integration-link-secret",
+                "TOCSIN_PUBLIC_URL": f"http://127.0.0.1:{ports['notification'][2]}",
                 "OTEL_SERVICE_NAME": f"tocsin-{name}",
                 "OTEL_TRACES_EXPORTER": "otlp",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.traces.port}",
