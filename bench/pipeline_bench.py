@@ -59,9 +59,13 @@ def bench_config(peer: str) -> str:
                 "name": f"Service {team}",
                 "escalation_policy": f"policy{team}",
                 "integrations": [
-                {"key": routing_key(team), "type": "any", "name": "bench",
-                 "rate_limit_per_minute": 1_000_000}
-            ],
+                    {
+                        "key": routing_key(team),
+                        "type": "any",
+                        "name": "bench",
+                        "rate_limit_per_minute": 1_000_000,
+                    }
+                ],
                 "grouping": {"mode": "none"},
             }
         )
@@ -119,7 +123,9 @@ class TimingPeer:
 
     async def _tocsin(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self._note(body["incident"]["title"].rsplit(" ", 1)[-1])
+        # A bundled message lists several incidents; each of them was paged.
+        for incident in body.get("incidents") or [body["incident"]]:
+            self._note(incident["title"].rsplit(" ", 1)[-1])
         return web.json_response({"ok": True})
 
     async def _alertmanager(self, request: web.Request) -> web.Response:
@@ -234,7 +240,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         redis_url,
         workdir,
         bench_config(peer_url),
-        extra_env={"OTEL_TRACES_EXPORTER": "none", "TOCSIN_LOG_LEVEL": "WARNING"},
+        extra_env={
+            "OTEL_TRACES_EXPORTER": "none",
+            "TOCSIN_LOG_LEVEL": "WARNING",
+            # Like Alertmanager here (grouping off): one message per page, no per-person
+            # rate limit or bundling window.
+            "TOCSIN_NOTIFY_BUNDLE_WINDOW_S": "0",
+            "TOCSIN_NOTIFY_RATE_LIMIT": "1000000",
+        },
     )
     await stack.start()
     alertmanager = Alertmanager(free_port(), f"{peer_url}/alertmanager")
@@ -326,6 +339,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
             "alertmanager": version(),
             "tracing": "off (OTEL_TRACES_EXPORTER=none)",
+            "tocsin_delivery": "bundling and per-person rate limit off, as Alertmanager's grouping",
         },
         "runs": runs,
         "ratios_tocsin_over_alertmanager": ratios,

@@ -89,6 +89,7 @@ class EventProducer:
     def __init__(self, bootstrap: str, service: str, *, linger_ms: int = 2) -> None:
         self._service = service
         self._tracer = tracer(f"tocsin.{service}.producer")
+        self._failures: list[BaseException] = []  # of enqueued records, raised by flush()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id=f"tocsin-{service}",
@@ -106,8 +107,16 @@ class EventProducer:
         await self._producer.stop()
 
     async def flush(self) -> None:
-        """Wait until every record handed to the producer so far is acknowledged."""
+        """Wait until every record handed to the producer so far is acknowledged; raise if
+        any of them failed (a consumer must then not commit the offsets it was about to)."""
         await self._producer.flush()
+        if self._failures:
+            first, self._failures = self._failures[0], []
+            raise first
+
+    def _note_failure(self, future: asyncio.Future[RecordMetadata]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self._failures.append(future.exception())  # type: ignore[arg-type]
 
     async def send(
         self,
@@ -116,8 +125,10 @@ class EventProducer:
         message: Message | bytes,
         headers: Iterable[tuple[str, bytes]] = (),
     ) -> RecordMetadata:
-        """Produce one record and wait until the broker has it (all in-sync replicas)."""
-        future = await self.enqueue(topic, key, message, headers)
+        """Produce one record and wait until the broker has it (all in-sync replicas).
+
+        A failure is raised here, to the caller, and not again by flush()."""
+        future = await self._enqueue(topic, key, message, headers, tracked=False)
         return await future
 
     async def enqueue(
@@ -130,12 +141,27 @@ class EventProducer:
         """Hand one record to the producer; await the returned future for durability.
 
         Enqueue many, then await them together: the producer batches them into few requests.
+        A failure also makes the next flush() raise, so a consumer loop that only enqueues
+        never commits past a record that did not make it.
         """
+        return await self._enqueue(topic, key, message, headers, tracked=True)
+
+    async def _enqueue(
+        self,
+        topic: Topic,
+        key: str,
+        message: Message | bytes,
+        headers: Iterable[tuple[str, bytes]],
+        *,
+        tracked: bool,
+    ) -> asyncio.Future[RecordMetadata]:
         value = message if isinstance(message, bytes) else message.SerializeToString()
         with produce_span(self._tracer, topic.name, **{"messaging.kafka.message.key": key}):
             future: asyncio.Future[RecordMetadata] = await self._producer.send(
                 topic.name, value=value, key=key.encode("utf-8"), headers=kafka_headers(headers)
             )
+        if tracked:
+            future.add_done_callback(self._note_failure)
         metrics.MESSAGES_PRODUCED.labels(self._service, topic.name).inc()
         return future
 

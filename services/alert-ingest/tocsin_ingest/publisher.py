@@ -28,5 +28,12 @@ class AlertPublisher:
         futures = [await self._producer.enqueue(ALERTS_NORMALIZED, a.service_id, a) for a in alerts]
         await asyncio.gather(*futures)
 
+    async def hand_over(self, alerts: Sequence[alert_pb2.Alert]) -> None:
+        """Give the alerts to the producer without waiting for the broker: for a consumer
+        loop, which flushes the producer before it commits the input's offset (so they are
+        durable before the input counts as done), and so can keep many in flight."""
+        for alert in alerts:
+            await self._producer.enqueue(ALERTS_NORMALIZED, alert.service_id, alert)
+
     async def publish_change(self, change: alert_pb2.ChangeEvent) -> None:
         await self._producer.send(CHANGES, change.service_id, change)

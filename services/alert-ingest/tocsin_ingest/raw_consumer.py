@@ -6,7 +6,8 @@ routing key comes from the ``tocsin-routing-key`` header, else from the body's
 ConsumerLoop (group ``tocsin-ingest-raw``) calls: a record that can never be accepted
 raises BadRecord with the reason (category, then field and problem), so the loop
 dead-letters it to alerts.deadletter with the original bytes and the partition moves on.
-A Kafka failure while publishing propagates, and the loop retries the same record.
+Normalized alerts are handed to the producer without waiting for each; the loop flushes
+the producer before it commits offsets, so nothing counts as done before it is durable.
 """
 
 from __future__ import annotations
@@ -116,4 +117,5 @@ class RawRecordHandler:
             )
         except RecordRejected as rejected:
             raise BadRecord(str(rejected)) from None
-        await self._publisher.publish_all(alerts)
+        # Durable before the offset is committed: the loop flushes the producer first.
+        await self._publisher.hand_over(alerts)
