@@ -174,8 +174,9 @@ async def test_no_accepted_alert_is_lost_and_nobody_is_paged_twice_across_crashe
 
     accepted = load.accepted
     # Everything accepted must come out the other end; give the pipeline time to drain
-    # (a killed faust worker's partitions move after its 10 s session times out).
-    deadline = time.monotonic() + 90
+    # (a killed faust worker's partitions move after its 10 s session times out; a page a
+    # killed notification worker had claimed waits out the claim's 30 s lease).
+    deadline = time.monotonic() + 150
     while True:
         in_incidents = await keys_in_incidents(stack.bootstrap)
         dead = await keys_in_dead_letters(stack.bootstrap)

@@ -11,7 +11,8 @@ from enum import StrEnum
 from redis.asyncio import Redis
 
 _DELIVERED_TTL = 30 * 24 * 3600
-_LEASE_TTL = 120
+# Renewed before each attempt; after a crash, the next worker waits at most this long.
+_LEASE_TTL = 30
 
 
 class Claim(StrEnum):

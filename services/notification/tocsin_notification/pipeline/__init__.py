@@ -62,6 +62,12 @@ class Pipeline:
 
     async def handle(self, job: Job) -> notification_pb2.NotificationStatus:
         claim = await self.idempotency.admit(job)
+        # In flight elsewhere: a worker holds the lease, or held it and died (SIGKILL)
+        # before sending. Not a duplicate yet: wait until it delivers (then it is one) or
+        # its lease runs out (then this page is ours to send), so no page is lost.
+        while claim is Claim.IN_FLIGHT:
+            await self._clock.sleep(1.0)
+            claim = await self.idempotency.admit(job)
         if claim is not Claim.ACQUIRED:
             return await self.record.record(
                 job, "", Outcome.DELIVERY_OUTCOME_DUPLICATE, claim.value
