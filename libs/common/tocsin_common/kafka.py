@@ -187,6 +187,23 @@ class EventProducer:
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
 
 
+def group_consumer(bootstrap: str, group_id: str, service: str) -> AIOKafkaConsumer:
+    """A consumer-group member as every Tocsin service runs one: offsets committed by the
+    caller after processing, transactional records read only once committed, and a dead
+    member's partitions moved after 10 s rather than Kafka's default 45 s."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        client_id=f"tocsin-{service}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_interval_ms=300_000,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+    )
+
+
 class ConsumerLoop:
     """One member of a consumer group, processing records in order per partition."""
 
@@ -211,17 +228,7 @@ class ConsumerLoop:
         self._tracer = tracer(f"tocsin.{service}.consumer")
         self._stopping = asyncio.Event()
         self.joined = asyncio.Event()  # set once the group gave this member its partitions
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group_id,
-            client_id=f"tocsin-{service}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_interval_ms=300_000,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-        )
+        self._consumer = group_consumer(bootstrap, group_id, service)
 
     async def start(self) -> None:
         await self._consumer.start()

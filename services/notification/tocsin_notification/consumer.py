@@ -10,20 +10,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.structs import TopicPartition
 from tocsin_common import metrics
-from tocsin_common.kafka import BadRecord, EventProducer
+from tocsin_common.kafka import BadRecord, EventProducer, Handler, group_consumer
 from tocsin_common.topics import Topic
 from tocsin_common.tracing import consume_span, record_error, tracer
 
 from tocsin_notification.offsets import OffsetTracker
 
 log = logging.getLogger("tocsin.notification.consumer")
-
-Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
 
 
 class ConcurrentConsumer:
@@ -51,17 +48,7 @@ class ConcurrentConsumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self.joined = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group_id,
-            client_id=f"tocsin-{service}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_interval_ms=300_000,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-        )
+        self._consumer = group_consumer(bootstrap, group_id, service)
 
     async def start(self) -> None:
         await self._consumer.start()
