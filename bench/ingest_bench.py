@@ -1,26 +1,35 @@
 """alert-ingest alone: durable events accepted per second, three ways.
 
-    python -m bench.ingest_bench --events 5000 --out bench/results/ingest.json
+    python -m bench.ingest_bench --events 5000 --rounds 3 --out bench/results/ingest.json
 
-- single-event HTTP: POST /v2/enqueue, one event per request, `--concurrency` clients;
+- single-event HTTP: POST /v2/enqueue, one event per request, `--concurrency` keep-alive
+  connections each with one request outstanding, from a lean HTTP/1.1 client (a few dozen
+  lines on asyncio: the load generator shares the two cores with the service and the broker,
+  and aiohttp's client costs as much CPU per request as the service does); the same with
+  the former aiohttp client is reported too (`single_event_http_aiohttp_client`);
 - batched Alertmanager webhooks: `--batch` alerts per POST;
 - the Kafka `alerts.raw` topic: records produced straight to Kafka, counted when their
   normalized alerts are on `alerts.normalized`.
 
 Every count is of events answered 202 (or normalized), i.e. durable on Kafka. Runs one
-alert-ingest process against TOCSIN_KAFKA_BOOTSTRAP / TOCSIN_REDIS_URL, with tracing off
-and rate limits high enough not to interfere.
+alert-ingest against TOCSIN_KAFKA_BOOTSTRAP / TOCSIN_REDIS_URL, with tracing off and rate
+limits high enough not to interfere (admitted from leases all the same), once per
+`--workers` value (TOCSIN_INGEST_WORKERS), `--rounds` times alternating, and reports
+medians, with alert-ingest's CPU time per event (steadier than events/s on a shared machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +61,102 @@ CONFIG = {
         }
     ],
 }
+
+
+class _HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection with one request outstanding at a time: the
+    load generator's client, lean so that it leaves the CPU to the service under test.
+    Responses must carry Content-Length (alert-ingest's do)."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc or ConnectionError("connection closed"))
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0 or self._waiter is None:
+            return
+        head = self._buffer[:end].decode("latin-1").split("\r\n")
+        length = next(
+            int(line.split(":", 1)[1])
+            for line in head[1:]
+            if line[:15].lower() == "content-length:"
+        )
+        if len(self._buffer) < end + 4 + length:
+            return
+        body = self._buffer[end + 4 : end + 4 + length]
+        self._buffer = self._buffer[end + 4 + length :]
+        waiter, self._waiter = self._waiter, None
+        waiter.set_result((int(head[0].split(" ", 2)[1]), body))
+
+    async def request(self, data: bytes) -> tuple[int, bytes]:
+        assert self._transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(data)
+        return await self._waiter
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _post_request(host: str, path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def single_events_lean(url: str, count: int, concurrency: int) -> dict[str, Any]:
+    """As single_events, over `concurrency` lean keep-alive connections."""
+    host_port = url.split("://", 1)[1]
+    host, port = host_port.rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    connections = [
+        (await loop.create_connection(_HttpConnection, host, int(port)))[1]
+        for _ in range(concurrency)
+    ]
+    run = uuid.uuid4().hex[:12]
+    prefix = f'{{"routing_key": "{KEY}", "event_action": "trigger", "dedup_key": "{run}-'
+    suffix = '", "payload": {"summary": "bench", "source": "bench", "severity": "critical"}}'
+    issued = accepted = 0
+
+    async def client(connection: _HttpConnection) -> None:
+        nonlocal issued, accepted
+        while issued < count:
+            issued += 1
+            body = f"{prefix}{issued}{suffix}".encode()
+            status, _ = await connection.request(_post_request(host_port, "/v2/enqueue", body))
+            accepted += status == 202
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(client(c) for c in connections))
+    finally:
+        for connection in connections:
+            connection.close()
+    seconds = time.perf_counter() - started
+    return {
+        "events": count,
+        "accepted": accepted,
+        "concurrency": concurrency,
+        "client": "lean asyncio HTTP/1.1",
+        "seconds": round(seconds, 2),
+        "events_per_s": round(accepted / seconds, 1),
+    }
 
 
 async def single_events(url: str, count: int, concurrency: int) -> dict[str, Any]:
@@ -183,12 +288,37 @@ async def raw_topic(bootstrap: str, count: int) -> dict[str, Any]:
     }
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children that still run (workers)."""
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for each in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def _measured(pid: int, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """A phase's result plus the service's CPU time per event: steadier than events/s when
+    the machine is shared."""
+    before = _cpu_seconds(pid)
+    result = await run
+    spent = _cpu_seconds(pid) - before
+    result["service_cpu_us_per_event"] = round(1e6 * spent / max(1, result["events"]), 1)
+    return result
+
+
+async def one_run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    """Start alert-ingest with `workers` processes, measure every path once, stop it."""
     bootstrap, redis_url = infra_from_env()
     workdir = Path(tempfile.mkdtemp(prefix="tocsin-bench-ingest-"))
     config = workdir / "tocsin.yaml"
     config.write_text(json.dumps(CONFIG))
-    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
+    grpc_port, http_port = free_port(), free_port()
+    metrics_port = free_port()
     env = {
         **os.environ,
         "TOCSIN_KAFKA_BOOTSTRAP": bootstrap,
@@ -197,6 +327,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "TOCSIN_GRPC_PORT": str(grpc_port),
         "TOCSIN_METRICS_PORT": str(metrics_port),
         "TOCSIN_HTTP_PORT": str(http_port),
+        "TOCSIN_INGEST_WORKERS": str(workers),
         "OTEL_TRACES_EXPORTER": "none",
         "TOCSIN_LOG_LEVEL": "WARNING",
     }
@@ -206,17 +337,75 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ingest.start()
     try:
         await ingest.wait_healthy()
+        assert ingest.proc is not None
+        pid = ingest.proc.pid
         url = f"http://127.0.0.1:{http_port}"
-        await single_events(url, 200, args.concurrency)  # warm up connections and code paths
-        return {
-            "bench": "alert-ingest",
-            "cpus": os.cpu_count(),
-            "single_event_http": await single_events(url, args.events, args.concurrency),
-            "alertmanager_batched": await batched(url, args.events * 4, args.batch, 8),
-            "kafka_alerts_raw": await raw_topic(bootstrap, args.events * 2),
-        }
+        await single_events_lean(url, 500, args.concurrency)  # warm up the code paths
+        result: dict[str, Any] = {"workers": workers}
+        result["single_event_http"] = await _measured(
+            pid, single_events_lean(url, args.events * 2, args.concurrency)
+        )
+        if args.aiohttp_client:
+            result["single_event_http_aiohttp_client"] = await _measured(
+                pid, single_events(url, args.events, args.concurrency)
+            )
+        result["alertmanager_batched"] = await _measured(
+            pid, batched(url, args.events * 4, args.batch, 8)
+        )
+        result["kafka_alerts_raw"] = await _measured(pid, raw_topic(bootstrap, args.events * 2))
+        return result
     finally:
         ingest.kill()
+
+
+PATHS = (
+    "single_event_http",
+    "single_event_http_aiohttp_client",
+    "alertmanager_batched",
+    "kafka_alerts_raw",
+)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """`--rounds` rounds over the worker counts, alternating their order; medians."""
+    counts = [int(n) for n in args.workers.split(",")]
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+    for round_ in range(args.rounds):
+        for workers in counts if round_ % 2 == 0 else counts[::-1]:
+            runs[workers].append(await one_run(args, workers))
+    by_workers = []
+    for workers, results in runs.items():
+        summary: dict[str, Any] = {"workers": workers}
+        for path in PATHS:
+            samples = [r[path] for r in results if path in r]
+            if not samples:
+                continue
+            summary[path] = {
+                **{k: v for k, v in samples[0].items() if k not in _MEASURES},
+                "events_per_s": statistics.median(s["events_per_s"] for s in samples),
+                "service_cpu_us_per_event": statistics.median(
+                    s["service_cpu_us_per_event"] for s in samples
+                ),
+                "events_per_s_runs": [s["events_per_s"] for s in samples],
+            }
+        by_workers.append(summary)
+    return {
+        "bench": "alert-ingest",
+        "cpus": os.cpu_count(),
+        "rounds": args.rounds,
+        "targets_events_per_s": {
+            "single_event_http": 2000,
+            "alertmanager_batched": 5000,
+            "kafka_alerts_raw": 5000,
+        },
+        "note": "medians over the rounds; events_per_s counts only events answered 202 "
+        "(or normalized), i.e. durable on Kafka; service_cpu_us_per_event is alert-ingest's "
+        "CPU time (all workers) per event",
+        "by_workers": by_workers,
+    }
+
+
+_MEASURES = ("events_per_s", "service_cpu_us_per_event", "seconds", "accepted", "normalized")
 
 
 def main() -> None:
@@ -226,6 +415,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument(
+        "--workers", default="1,2", help="TOCSIN_INGEST_WORKERS values to run, comma-separated"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each worker count")
+    parser.add_argument(
+        "--no-aiohttp-client",
+        dest="aiohttp_client",
+        action="store_false",
+        help="skip the single-event run with the former (aiohttp) client",
+    )
     add_out_argument(parser)
     args = parser.parse_args()
     report(asyncio.run(run(args)), args.out)

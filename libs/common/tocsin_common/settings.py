@@ -51,6 +51,7 @@ class Settings:
     config_reload_seconds: float
     ingest_consume_raw: bool  # alert-ingest consumes alerts.raw
     heartbeat_check_seconds: float  # how often alert-ingest looks for missed heartbeats
+    ingest_workers: int = 1  # alert-ingest HTTP worker processes sharing its port
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +83,7 @@ class Settings:
             config_reload_seconds=_float(env, "TOCSIN_CONFIG_RELOAD_SECONDS", 5.0),
             ingest_consume_raw=_flag(env, "TOCSIN_INGEST_CONSUME_RAW", True),
             heartbeat_check_seconds=_float(env, "TOCSIN_INGEST_HEARTBEAT_CHECK_SECONDS", 1.0),
+            ingest_workers=_int(env, "TOCSIN_INGEST_WORKERS", 1),
         )
 
 

@@ -11,13 +11,11 @@ error); generatorURL -> first link; startsAt -> source_time.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from tocsin.v1 import alert_pb2
-from tocsin_common.timeutil import set_timestamp
 from tocsin_common.validation import FieldError, InvalidInput
 
 from tocsin_ingest import fields
@@ -143,7 +141,7 @@ def _entry(
         return None
 
     alert = alert_pb2.Alert(
-        event_id=str(uuid.uuid4()),
+        event_id=fields.event_id(),
         service_id=service_id,
         dedup_key=fingerprint or fields.label_fingerprint(labels),
         action=action or alert_pb2.ALERT_ACTION_UNSPECIFIED,
@@ -162,6 +160,6 @@ def _entry(
     runbook = annotations.get("runbook_url")
     if runbook:
         alert.links.add(href=runbook, text="Runbook")
-    set_timestamp(alert.received_time, received_at)
-    set_timestamp(alert.source_time, starts_at or received_at)
+    fields.set_time(alert.received_time, received_at)
+    fields.set_time(alert.source_time, starts_at or received_at)
     return alert

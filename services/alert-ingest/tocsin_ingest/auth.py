@@ -15,13 +15,33 @@ from tocsin_common.validation import FieldError, InvalidInput
 UNKNOWN_KEY = "is not a known integration key"
 
 
+class KeyCache:
+    """Keys already found in the current configuration (a dict look-up instead of the
+    configuration model's); forgets everything when the configuration object changes
+    (a reload). Only known keys are kept, so its size is bounded by the configuration."""
+
+    def __init__(self) -> None:
+        self._config: TocsinConfig | None = None
+        self._found: dict[str, tuple[Service, Integration]] = {}
+
+    def service_for_key(self, config: TocsinConfig, key: str) -> tuple[Service, Integration] | None:
+        if config is not self._config:
+            self._config, self._found = config, {}
+        found = self._found.get(key)
+        if found is None:
+            found = config.service_for_key(key)
+            if found is not None:
+                self._found[key] = found
+        return found
+
+
 def authenticate(
-    config: TocsinConfig, fmt: str, key: str, field: str
+    config: TocsinConfig, fmt: str, key: str, field: str, cache: KeyCache | None = None
 ) -> tuple[Service, Integration]:
     """The service and integration of ``key``, which must accept ``fmt``."""
     if not key:
         raise InvalidInput([FieldError(field, "is required")])
-    found = config.service_for_key(key)
+    found = cache.service_for_key(config, key) if cache is not None else config.service_for_key(key)
     if found is None:
         raise InvalidInput([FieldError(field, UNKNOWN_KEY)])
     service, integration = found

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -63,10 +63,13 @@ def parse_event(body: Any) -> tuple[str, dict[str, Any], list[FieldError]]:
     return routing_key, body, errors
 
 
-def normalize(body: dict[str, Any], service_id: str, received_at: datetime) -> alert_pb2.Alert:
+def normalize(
+    body: dict[str, Any], service_id: str, received_at: datetime, integration_key: str = ""
+) -> alert_pb2.Alert:
     """Validate a v2 event whose routing key was already resolved to `service_id`.
 
-    Raises InvalidInput listing every problem found.
+    Raises InvalidInput listing every problem found. (Hot path: the fields are validated
+    into plain values first and the Alert is built once, only with what is set.)
     """
     errors: list[FieldError] = []
     action_name = fields.string(body, "event_action", "event_action", errors, required=True)
@@ -80,32 +83,47 @@ def normalize(body: dict[str, Any], service_id: str, received_at: datetime) -> a
     ):
         errors.append(FieldError("dedup_key", f"is required for {action_name}"))
 
-    alert = alert_pb2.Alert(
-        event_id=str(uuid.uuid4()),
-        service_id=service_id,
-        action=action or alert_pb2.ALERT_ACTION_UNSPECIFIED,
-        source_format=alert_pb2.SOURCE_FORMAT_EVENTS_V2,
-    )
-    set_timestamp(alert.received_time, received_at)
-    alert.client = fields.string(body, "client", "client", errors)
-    alert.client_url = fields.string(body, "client_url", "client_url", errors)
-    for href, text in _links(body, errors):
-        alert.links.add(href=href, text=text)
-    _images(body, alert, errors)
+    values: dict[str, Any] = {
+        "event_id": fields.event_id(),
+        "service_id": service_id,
+        "action": action or alert_pb2.ALERT_ACTION_UNSPECIFIED,
+        "source_format": alert_pb2.SOURCE_FORMAT_EVENTS_V2,
+    }
+    if integration_key:
+        values["integration_key"] = integration_key
+    client = fields.string(body, "client", "client", errors)
+    if client:
+        values["client"] = client
+    client_url = fields.string(body, "client_url", "client_url", errors)
+    if client_url:
+        values["client_url"] = client_url
+    links = _links(body, errors)
+    images = _images(body, errors)
 
+    parsed = _Payload()
     payload = body.get("payload")
     if action == alert_pb2.ALERT_ACTION_TRIGGER:
         if not isinstance(payload, dict):
             errors.append(FieldError("payload", "is required for trigger and must be an object"))
         else:
-            _payload(payload, alert, errors)
+            parsed = _payload(payload, errors)
     elif payload is not None and not isinstance(payload, dict):
         errors.append(FieldError("payload", "must be an object"))
     if errors:
         raise InvalidInput(errors)
-    alert.dedup_key = dedup_key or default_dedup_key(service_id, alert.summary, alert.source)
-    if not alert.HasField("source_time"):
-        alert.source_time.CopyFrom(alert.received_time)
+    values["dedup_key"] = dedup_key or default_dedup_key(service_id, parsed.summary, parsed.source)
+    values.update(parsed.values)
+    alert = alert_pb2.Alert(**values)
+    fields.set_time(alert.received_time, received_at)
+    fields.set_time(alert.source_time, parsed.source_time or received_at)
+    for href, text in links:
+        alert.links.add(href=href, text=text)
+    for src, href, alt in images:
+        alert.images.add(src=src, href=href, alt=alt)
+    if parsed.labels:
+        alert.labels.update(parsed.labels)
+    if parsed.details is not None:
+        alert.details.CopyFrom(parsed.details)
     return alert
 
 
@@ -148,28 +166,43 @@ def _custom_details(payload: dict[str, Any], errors: list[FieldError]) -> Any:
     return fields.struct_from(details, "payload.custom_details", errors)
 
 
-def _payload(payload: dict[str, Any], alert: alert_pb2.Alert, errors: list[FieldError]) -> None:
-    alert.summary = fields.string(
+@dataclass
+class _Payload:
+    """A trigger's payload, validated: the Alert's scalar fields and the rest."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    source: str = ""
+    source_time: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    details: Any = None
+
+
+def _payload(payload: dict[str, Any], errors: list[FieldError]) -> _Payload:
+    summary = fields.string(
         payload, "summary", "payload.summary", errors, required=True, max_len=MAX_SUMMARY
     )
-    alert.source = fields.string(payload, "source", "payload.source", errors, required=True)
+    source = fields.string(payload, "source", "payload.source", errors, required=True)
     severity = fields.string(payload, "severity", "payload.severity", errors, required=True)
     if severity and severity not in SEVERITIES:
         errors.append(FieldError("payload.severity", f"must be one of {', '.join(SEVERITIES)}"))
-    alert.severity = SEVERITIES.get(severity, alert_pb2.SEVERITY_UNSPECIFIED)
-    alert.component = fields.string(payload, "component", "payload.component", errors)
-    alert.group = fields.string(payload, "group", "payload.group", errors)
-    setattr(alert, "class", fields.string(payload, "class", "payload.class", errors))
-    when = fields.timestamp(payload, "timestamp", "payload.timestamp", errors)
-    if when is not None:
-        set_timestamp(alert.source_time, when)
-    details = _custom_details(payload, errors)
-    if details is not None:
-        alert.details.CopyFrom(details)
+    result = _Payload(summary=summary, source=source)
+    values = result.values
+    if summary:
+        values["summary"] = summary
+    if source:
+        values["source"] = source
+    level = SEVERITIES.get(severity)
+    if level is not None:
+        values["severity"] = level
     for key in ("component", "group", "class"):
-        value = payload.get(key)
-        if isinstance(value, str) and value:
-            alert.labels[key] = value
+        value = fields.string(payload, key, f"payload.{key}", errors)
+        if value:
+            values[key] = value
+            result.labels[key] = value
+    result.source_time = fields.timestamp(payload, "timestamp", "payload.timestamp", errors)
+    result.details = _custom_details(payload, errors)
+    return result
 
 
 def _links(body: dict[str, Any], errors: list[FieldError]) -> list[tuple[str, str]]:
@@ -193,16 +226,17 @@ def _links(body: dict[str, Any], errors: list[FieldError]) -> list[tuple[str, st
     return result
 
 
-def _images(body: dict[str, Any], alert: alert_pb2.Alert, errors: list[FieldError]) -> None:
+def _images(body: dict[str, Any], errors: list[FieldError]) -> list[tuple[str, str, str]]:
     images = body.get("images")
     if images is None:
-        return
+        return []
     if not isinstance(images, list):
         errors.append(FieldError("images", "must be a list"))
-        return
+        return []
     if len(images) > MAX_IMAGES:
         errors.append(FieldError("images", f"has {len(images)} entries; at most {MAX_IMAGES}"))
-        return
+        return []
+    result = []
     for i, image in enumerate(images):
         if not isinstance(image, dict):
             errors.append(FieldError(f"images[{i}]", "must be an object"))
@@ -210,4 +244,5 @@ def _images(body: dict[str, Any], alert: alert_pb2.Alert, errors: list[FieldErro
         src = fields.string(image, "src", f"images[{i}].src", errors, required=True)
         href = fields.string(image, "href", f"images[{i}].href", errors)
         alt = fields.string(image, "alt", f"images[{i}].alt", errors)
-        alert.images.add(src=src, href=href, alt=alt)
+        result.append((src, href, alt))
+    return result

@@ -27,9 +27,7 @@ def _events_v2(
 ) -> list[alert_pb2.Alert]:
     if not isinstance(body, dict):
         raise InvalidInput([FieldError("(body)", "must be a JSON object")])
-    alert = events_v2.normalize(body, service_id, received_at)
-    alert.integration_key = integration_key
-    return [alert]
+    return [events_v2.normalize(body, service_id, received_at, integration_key)]
 
 
 NORMALIZERS: dict[str, Normalizer] = {

@@ -5,11 +5,90 @@ producer, acks=all): only then may a sender be told 202."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 
+from aiokafka.partitioner import murmur2
+from aiokafka.structs import RecordMetadata
+from google.protobuf.message import Message
+from opentelemetry import trace
+from prometheus_client import Counter
 from tocsin.v1 import alert_pb2
+from tocsin_common import metrics
 from tocsin_common.kafka import EventProducer
-from tocsin_common.topics import ALERTS_NORMALIZED, CHANGES
+from tocsin_common.topics import ALERTS_NORMALIZED, CHANGES, Topic
+from tocsin_common.tracing import kafka_headers
+
+MAX_KEY_HASHES = 4096
+PARTITIONS_TTL_S = 5.0
+
+
+class IngestProducer(EventProducer):
+    """The common EventProducer (idempotent, acks=all), whose records skip the PRODUCER
+    span when this process exports no spans (``traced`` false, see tracing_mode): the
+    span would be thrown away, and it cost more than the send. The current trace context
+    (a sender's ``traceparent``) still goes into the record headers. The partition of a
+    key is the default partitioner's (murmur2 of the key over the topic's partitions), its
+    hash kept per key rather than computed again for every record."""
+
+    def __init__(self, bootstrap: str, service: str, *, traced: bool, linger_ms: int = 2) -> None:
+        super().__init__(bootstrap, service, linger_ms=linger_ms)
+        self._traced = traced
+        self._produced: dict[str, Counter] = {}
+        self._key_hashes: dict[bytes, int] = {}
+        self._partitions: dict[str, tuple[float, list[int]]] = {}
+
+    async def _enqueue(
+        self,
+        topic: Topic,
+        key: str,
+        message: Message | bytes,
+        headers: Iterable[tuple[str, bytes]],
+        *,
+        tracked: bool,
+    ) -> asyncio.Future[RecordMetadata]:
+        if self._traced:
+            return await super()._enqueue(topic, key, message, headers, tracked=tracked)
+        value = message if isinstance(message, bytes) else message.SerializeToString()
+        extra = list(headers)
+        if extra or trace.get_current_span().get_span_context().is_valid:
+            extra = kafka_headers(extra)
+        key_bytes = key.encode("utf-8")
+        future: asyncio.Future[RecordMetadata] = await self._producer.send(
+            topic.name,
+            value=value,
+            key=key_bytes,
+            partition=await self._partition(topic.name, key_bytes),
+            headers=extra or None,
+        )
+        if tracked:
+            future.add_done_callback(self._note_failure)
+        counter = self._produced.get(topic.name)
+        if counter is None:
+            counter = self._produced[topic.name] = metrics.MESSAGES_PRODUCED.labels(
+                self._service, topic.name
+            )
+        counter.inc()
+        return future
+
+    async def _partition(self, topic: str, key: bytes) -> int:
+        """aiokafka's DefaultPartitioner choice, as it would make it in send(), over the
+        topic's partitions as known at most PARTITIONS_TTL_S ago (the producer's own
+        metadata may be minutes old)."""
+        now = time.monotonic()
+        known = self._partitions.get(topic)
+        if known is None or now - known[0] > PARTITIONS_TTL_S:
+            known = self._partitions[topic] = (
+                now,
+                list(await self._producer.partitions_for(topic)),  # known: no I/O
+            )
+        partitions = known[1]
+        hashed = self._key_hashes.get(key)
+        if hashed is None:
+            if len(self._key_hashes) >= MAX_KEY_HASHES:  # keys are service ids: few
+                self._key_hashes.clear()
+            hashed = self._key_hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return int(partitions[hashed % len(partitions)])
 
 
 class AlertPublisher:

@@ -9,6 +9,16 @@ this module is the reference the script mirrors, and what answers Retry-After.
 Cost is counted in events: an Alertmanager notification of 5 alerts costs 5. A single
 request larger than the whole limit is let through when nothing else was counted, so a
 big batch can never be refused forever.
+
+Leases: asking Redis once per event costs a round trip per request. Instead a replica
+leases a few events' worth of the limit at once (``lease_size``: a fiftieth of the limit,
+at least 1, at most 100; a request costing more leases its cost plus a lease less one,
+``wanted``) and admits from that local budget (``LocalBudget``) until it is
+spent. Leased events are counted in Redis when leased, so the replicas together never
+admit more than the limit; what a replica leased and has not used yet is at most one lease,
+and only makes the others refuse that many events early. Unused events are dropped when
+the window turns (they stay counted in the window they were leased in). A limit under 100
+per minute leases one event at a time: exactly the per-request check.
 """
 
 from __future__ import annotations
@@ -86,6 +96,68 @@ def decide(
         remaining = limit - estimate(previous, current + cost, elapsed, window_s)
         return Decision(True, 0, limit, max(0, math.floor(remaining)))
     return Decision(False, retry_after(previous, current, cost, limit, elapsed, window_s), limit, 0)
+
+
+LEASE_DIVISOR = 50
+MAX_LEASE = 100
+
+
+def lease_size(limit: int) -> int:
+    """Events a replica leases at once for an integration with this per-minute limit."""
+    return max(1, min(MAX_LEASE, limit // LEASE_DIVISOR))
+
+
+def wanted(limit: int, cost: int) -> int:
+    """Events to ask for when the local budget cannot pay ``cost``: the cost plus what is
+    left of a lease for the requests after it (just the cost when leases are of one)."""
+    return cost + lease_size(limit) - 1
+
+
+def grant(
+    previous: float,
+    current: float,
+    cost: int,
+    want: int,
+    limit: int,
+    elapsed: float,
+    window_s: float = WINDOW_SECONDS,
+) -> int:
+    """Events to lease now for a request of ``cost`` (``want`` >= cost, the lease asked for),
+    given the window counts before: 0 when ``cost`` does not fit (the request is refused),
+    else between ``cost`` and ``want``, never past the limit (except a lone big request,
+    which gets exactly its cost, as ``allows`` lets it through)."""
+    rate = estimate(previous, current, elapsed, window_s)
+    room = math.floor(limit - rate + 1e-9)
+    if cost <= room:
+        return min(max(want, cost), room)
+    if rate <= 0:
+        return cost
+    return 0
+
+
+class LocalBudget:
+    """Leased events not yet used, per integration key (pure; no clock, no I/O)."""
+
+    def __init__(self) -> None:
+        self._leases: dict[str, tuple[int, int]] = {}  # key -> (window index, events left)
+
+    def take(self, key: str, window_index: int, cost: int) -> bool:
+        """Spend ``cost`` leased events of this window; False (nothing spent) when short."""
+        lease = self._leases.get(key)
+        if lease is None or lease[0] != window_index or lease[1] < cost:
+            return False
+        self._leases[key] = (window_index, lease[1] - cost)
+        return True
+
+    def add(self, key: str, window_index: int, events: int) -> None:
+        """Add a lease; what is left of an earlier window's lease is dropped."""
+        lease = self._leases.get(key)
+        left = lease[1] if lease is not None and lease[0] == window_index else 0
+        self._leases[key] = (window_index, left + events)
+
+    def left(self, key: str, window_index: int) -> int:
+        lease = self._leases.get(key)
+        return lease[1] if lease is not None and lease[0] == window_index else 0
 
 
 def window_keys(integration_key: str, window: Window) -> tuple[str, str]:

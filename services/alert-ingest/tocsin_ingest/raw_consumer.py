@@ -2,29 +2,51 @@
 
 The ``tocsin-format`` header names the wire format (events_v2, alertmanager, grafana); the
 routing key comes from the ``tocsin-routing-key`` header, else from the body's
-``routing_key``. ``decode_record`` is pure; ``RawRecordHandler`` is the thin handler a
-ConsumerLoop (group ``tocsin-ingest-raw``) calls: a record that can never be accepted
-raises BadRecord with the reason (category, then field and problem), so the loop
-dead-letters it to alerts.deadletter with the original bytes and the partition moves on.
-Normalized alerts are handed to the producer without waiting for each; the loop flushes
-the producer before it commits offsets, so nothing counts as done before it is durable.
+``routing_key``. ``decode_record`` is pure: a record that can never be accepted raises
+RecordRejected with the reason (category, then field and problem).
+
+``RawConsumer`` is the thin loop around it (group ``tocsin-ingest-raw``), batching per
+partition: it decodes each partition's records in order, hands their alerts to the producer
+without waiting for each, dead-letters a rejected record to alerts.deadletter with the
+original bytes (the partition moves on), then flushes the producer once for the whole
+batch and only then commits the batch's offsets: nothing counts as done before it is
+durable. A Kafka failure (a flush, a dead letter) commits nothing of what it touched and
+goes back to the first record not yet durable, after a back-off: records may repeat
+(at least once), never be skipped. With spans on, each record is processed in its own
+CONSUMER span, as tocsin_common.kafka.ConsumerLoop does; with spans off only the trace
+context of a record that carries one is made current, so its alerts carry it on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import IllegalStateError
 from tocsin.v1 import alert_pb2
+from tocsin_common import metrics
 from tocsin_common.clock import Clock
 from tocsin_common.config import ConfigStore, TocsinConfig
-from tocsin_common.kafka import BadRecord
-from tocsin_common.topics import FORMAT_HEADER
+from tocsin_common.kafka import EventProducer, group_consumer
+from tocsin_common.topics import ALERTS_DEADLETTER, ALERTS_RAW, FORMAT_HEADER
+from tocsin_common.tracing import (
+    attach,
+    consume_span,
+    context_from_kafka_headers,
+    detach,
+    record_error,
+    tracer,
+)
 from tocsin_common.validation import FieldError, InvalidInput
 
 from tocsin_ingest import auth, fields, formats
 from tocsin_ingest.publisher import AlertPublisher
+
+log = logging.getLogger("tocsin.ingest.raw")
 
 GROUP_ID = "tocsin-ingest-raw"
 ROUTING_KEY_HEADER = "tocsin-routing-key"
@@ -52,6 +74,7 @@ def decode_record(
     value: bytes | None,
     config: TocsinConfig,
     received_at: datetime,
+    keys: auth.KeyCache | None = None,
 ) -> list[alert_pb2.Alert]:
     """The normalized alerts of one alerts.raw record; raises RecordRejected."""
     headers = list(headers or ())
@@ -95,7 +118,7 @@ def decode_record(
             ],
         )
     try:
-        service, _integration = auth.authenticate(config, fmt, key, field)
+        service, _integration = auth.authenticate(config, fmt, key, field, keys)
     except InvalidInput as bad:
         raise RecordRejected("unknown key", bad.errors) from None
     try:
@@ -104,18 +127,152 @@ def decode_record(
         raise RecordRejected("invalid event", bad.errors) from None
 
 
-class RawRecordHandler:
-    def __init__(self, config: ConfigStore, publisher: AlertPublisher, clock: Clock) -> None:
+MAX_BATCH = 2000  # records fetched at once (over all partitions)
+TRACEPARENT = "traceparent"
+
+
+class RawConsumer:
+    """One member of the alerts.raw consumer group, batching per partition (see above)."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        service: str,
+        config: ConfigStore,
+        publisher: AlertPublisher,
+        producer: EventProducer,
+        clock: Clock,
+        traced: bool,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
         self._config = config
         self._publisher = publisher
+        self._producer = producer
         self._clock = clock
+        self._traced = traced
+        self._max_batch = max_batch
+        self._service = service
+        self._tracer = tracer(f"tocsin.{service}.consumer")
+        self._keys = auth.KeyCache()
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer = group_consumer(bootstrap, GROUP_ID, service)
+        self._consumed = metrics.MESSAGES_CONSUMED.labels(service, ALERTS_RAW.name)
+        self._seconds = metrics.PROCESSING_SECONDS.labels(service, ALERTS_RAW.name)
 
-    async def __call__(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe([ALERTS_RAW.name])
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+            if not batches:
+                continue
+            done: dict[TopicPartition, int] = {}
+            failed = False
+            for tp, records in batches.items():
+                last = await self._process_partition(tp, records)
+                if last >= 0:
+                    done[tp] = last
+                failed = failed or last != records[-1].offset
+            try:
+                await self._producer.flush()
+            except Exception:
+                log.exception("alerts.raw: producing failed; going back to the batch's start")
+                for tp, records in batches.items():
+                    self._rewind(tp, records[0].offset)
+                failed, done = True, {}
+            if done:
+                try:
+                    await self._consumer.commit({tp: last + 1 for tp, last in done.items()})
+                except Exception:
+                    # A rebalance took the partitions: their next owner starts from the
+                    # last commit and repeats these records (at least once).
+                    log.warning("alerts.raw: commit failed", exc_info=True)
+            if failed and not self._stopping.is_set():
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            else:
+                backoff = 0.1
+
+    async def _process_partition(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> int:
+        """Hand over one partition's records in order; the offset of the last one done
+        (-1: none). On a failure the partition is set back to the record that failed."""
+        last = -1
+        for record in records:
+            if self._stopping.is_set():
+                break
+            started = time.perf_counter()
+            try:
+                await self._process(record)
+            except Exception:
+                log.exception(
+                    "alerts.raw: processing failed; retrying",
+                    extra={"partition": record.partition, "offset": record.offset},
+                )
+                self._rewind(tp, record.offset)
+                break
+            self._consumed.inc()
+            self._seconds.observe(time.perf_counter() - started)
+            last = record.offset
+        return last
+
+    def _rewind(self, tp: TopicPartition, offset: int) -> None:
+        """Read ``tp`` again from ``offset``; a partition taken away by a rebalance since is
+        left to its next owner, which starts from the last commit."""
         try:
-            alerts = decode_record(
-                record.headers, record.value, self._config.current, self._clock.now()
-            )
+            self._consumer.seek(tp, offset)
+        except IllegalStateError:
+            log.warning("alerts.raw: partition %d no longer assigned", tp.partition)
+
+    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        if self._traced:
+            with consume_span(
+                self._tracer,
+                record.topic,
+                record.headers,
+                **{
+                    "messaging.kafka.partition": record.partition,
+                    "messaging.kafka.offset": record.offset,
+                },
+            ) as span:
+                try:
+                    await self._handle(record)
+                except RecordRejected as rejected:
+                    record_error(span, rejected)
+                    await self._dead_letter(record, rejected)
+            return
+        token = None
+        if any(key == TRACEPARENT for key, _ in record.headers or ()):
+            token = attach(context_from_kafka_headers(record.headers))
+        try:
+            await self._handle(record)
         except RecordRejected as rejected:
-            raise BadRecord(str(rejected)) from None
-        # Durable before the offset is committed: the loop flushes the producer first.
+            await self._dead_letter(record, rejected)
+        finally:
+            if token is not None:
+                detach(token)
+
+    async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        alerts = decode_record(
+            record.headers, record.value, self._config.current, self._clock.now(), self._keys
+        )
+        # Durable before the offset is committed: run() flushes the producer first.
         await self._publisher.hand_over(alerts)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], rejected: RecordRejected
+    ) -> None:
+        log.warning(
+            "dead-lettering record",
+            extra={"topic": record.topic, "offset": record.offset, "reason": str(rejected)},
+        )
+        await self._producer.dead_letter(ALERTS_DEADLETTER, record, str(rejected))

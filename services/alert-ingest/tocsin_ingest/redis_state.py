@@ -3,6 +3,7 @@ deadlines. Each operation is one Lua script, so it is atomic across replicas."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -16,29 +17,39 @@ from tocsin_ingest import ratelimit
 log = logging.getLogger("tocsin.ingest.redis")
 
 # KEYS: current window counter, previous window counter.
-# ARGV: cost, limit, elapsed seconds in the window, window seconds.
-# Mirrors ratelimit.allows(); returns {allowed, current, previous} (counts before this call).
+# ARGV: cost, events wanted (the lease), limit, elapsed seconds in the window, window seconds.
+# Mirrors ratelimit.grant(); counts what it grants; returns {granted, current, previous}
+# (counts before this call). Granted 0: the request does not fit.
 _RATE_LIMIT = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
 local cost = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local elapsed = tonumber(ARGV[3])
-local window = tonumber(ARGV[4])
+local want = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local elapsed = tonumber(ARGV[4])
+local window = tonumber(ARGV[5])
 local weight = 1 - elapsed / window
 if weight < 0 then weight = 0 end
 local rate = previous * weight + current
-if rate + cost <= limit or rate <= 0 then
-  redis.call('INCRBY', KEYS[1], cost)
-  redis.call('EXPIRE', KEYS[1], math.ceil(window * 2) + 1)
-  return {1, current, previous}
+local room = math.floor(limit - rate + 1e-9)
+local granted = 0
+if cost <= room then
+  granted = math.min(math.max(want, cost), room)
+elseif rate <= 0 then
+  granted = cost
 end
-return {0, current, previous}
+if granted > 0 then
+  redis.call('INCRBY', KEYS[1], granted)
+  redis.call('EXPIRE', KEYS[1], math.ceil(window * 2) + 1)
+end
+return {granted, current, previous}
 """
 
 
 class RedisRateLimiter:
-    """Sliding-window counters per integration key (see ratelimit for the arithmetic)."""
+    """Sliding-window counters per integration key (see ratelimit for the arithmetic),
+    admitted from leases: one Lua call per lease of ``ratelimit.lease_size(limit)`` events,
+    not per request. Concurrent requests of one key wait for one lease call between them."""
 
     def __init__(
         self, redis: Redis, clock: Clock, window_s: float = ratelimit.WINDOW_SECONDS
@@ -47,25 +58,41 @@ class RedisRateLimiter:
         self._clock = clock
         self._window_s = window_s
         self._script = redis.register_script(_RATE_LIMIT)
+        self._budget = ratelimit.LocalBudget()
+        self._leasing: dict[str, asyncio.Lock] = {}
 
     async def admit(self, key: str, limit: int, cost: int) -> ratelimit.Decision:
         window = ratelimit.window_at(self._clock.now().timestamp(), self._window_s)
+        if self._budget.take(key, window.index, cost):
+            return ratelimit.Decision(True, 0, limit, self._budget.left(key, window.index))
+        lock = self._leasing.get(key)
+        if lock is None:
+            lock = self._leasing[key] = asyncio.Lock()
+        async with lock:
+            # Another request may have leased while this one waited.
+            window = ratelimit.window_at(self._clock.now().timestamp(), self._window_s)
+            if self._budget.take(key, window.index, cost):
+                return ratelimit.Decision(True, 0, limit, self._budget.left(key, window.index))
+            return await self._lease(key, limit, cost, window)
+
+    async def _lease(
+        self, key: str, limit: int, cost: int, window: ratelimit.Window
+    ) -> ratelimit.Decision:
         current_key, previous_key = ratelimit.window_keys(key, window)
+        want = ratelimit.wanted(limit, cost)
         try:
             reply: Any = await self._script(
                 keys=[current_key, previous_key],
-                args=[cost, limit, repr(window.elapsed), repr(self._window_s)],
+                args=[cost, want, limit, repr(window.elapsed), repr(self._window_s)],
             )
         except RedisError:
             # Failing open: an incident tool must not drop alerts because Redis is down.
             log.exception("rate limiter unavailable; admitting", extra={"key": key[:6]})
             return ratelimit.Decision(True, 0, limit, limit)
-        allowed, current, previous = (int(x) for x in reply)
-        if allowed:
-            remaining = limit - ratelimit.estimate(
-                previous, current + cost, window.elapsed, self._window_s
-            )
-            return ratelimit.Decision(True, 0, limit, max(0, int(remaining)))
+        granted, current, previous = (int(x) for x in reply)
+        if granted:
+            self._budget.add(key, window.index, granted - cost)
+            return ratelimit.Decision(True, 0, limit, self._budget.left(key, window.index))
         return ratelimit.Decision(
             False,
             ratelimit.retry_after(previous, current, cost, limit, window.elapsed, self._window_s),
