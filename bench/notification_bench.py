@@ -1,32 +1,66 @@
-"""Notification throughput and latency: N NotificationRequests straight onto
-notifications.requests, delivered by the real services to a local webhook peer.
+"""Notification throughput and latency: NotificationRequests straight onto
+notifications.requests, delivered by the real notification service (with the real
+escalation service answering its contact look-ups over gRPC) to a local webhook peer.
 
-    eval "$(python tools/devstack.py env --profile h2)"
-    python -m bench.notification_bench --pages 5000
+    eval "$(python tools/devstack.py env --profile h1)"
+    python -m bench.notification_bench --baseline HEAD --out bench/results/notification.json
 
-Each request goes to a different user (so bundling and rate limits do not merge pages);
-prints JSON: pages/s delivered and p50/p99 of request -> delivered (peer receive time).
+With `--baseline GIT_REV`, every round runs twice, first against the notification package
+of that revision, then against the working tree's (services restarted and warmed up each
+time): a before/after measured in one run, alternated so the machine's other load falls on
+both alike.
+
+- burst rounds: `--pages` requests produced as fast as the producer goes, each to a different
+  user (so bundling and rate limits do not merge pages); pages/s delivered and p50/p99 of
+  request -> delivered (peer receive time). Latency here is mostly queueing behind the burst.
+- paced: `--rate` requests/s for `--paced-seconds`; p50/p99 request -> delivered at a load
+  the service keeps up with.
+
+Before the services start, the notification consumer group is moved to the end of
+notifications.requests, so requests left behind by an earlier, aborted run are not
+delivered first; before they stop, the bench waits until the group has committed every
+request, so no page is cut off between its delivery and its record. Every page must arrive exactly once. The bench fails (exit status 1, JSON
+still written) when a page is missing, when one arrives twice, when no page arrives for
+`--stall-timeout` seconds, or when the whole run exceeds `--timeout`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import faulthandler
+import os
+import signal
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
-from aiokafka import AIOKafkaProducer
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 from tocsin.v1 import incident_pb2, notification_pb2
+from tocsin_common.topics import NOTIFICATIONS_REQUESTS
 
 from bench.results_io import add_out_argument, report
-from tests.integration.harness import Stack, infra_from_env
+from tests.integration.harness import ROOT, ServiceProcess, free_port, infra_from_env
+
+BUNDLE_WINDOW_S = 2.0  # the service's default; rounds are spaced further apart than this
+GROUP_ID = "tocsin-notification"  # the notification service's consumer group
+REQUESTS = NOTIFICATIONS_REQUESTS.name
 
 
-def config(users: int) -> str:
+class BenchFailed(Exception):
+    pass
+
+
+def config(users: int, peer: str) -> str:
     return yaml.safe_dump(
         {
             "version": 1,
@@ -36,7 +70,7 @@ def config(users: int) -> str:
                     "name": f"Bench {n}",
                     "email": f"bench{n}@example.com",
                     "contact_methods": [
-                        {"id": "hook", "type": "webhook", "address": f"{{peer}}/pages/{n}"}
+                        {"id": "hook", "type": "webhook", "address": f"{peer}/pages/{n}"}
                     ],
                 }
                 for n in range(users)
@@ -50,83 +84,426 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def run(pages: int) -> dict[str, object]:
+@dataclass
+class Peer:
+    """The webhook receiver: the arrival time of every idempotency key, and repeats."""
+
+    port: int
+    arrived: dict[str, float] = field(default_factory=dict)
+    repeats: int = 0
+    repeated: list[str] = field(default_factory=list)  # the first keys that came again
+    last_arrival: float = field(default_factory=time.perf_counter)
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        now = time.perf_counter()
+        key = request.headers.get("Idempotency-Key", "")
+        if key in self.arrived:
+            self.repeats += 1
+            if len(self.repeated) < 20:
+                self.repeated.append(key)
+        else:
+            self.arrived[key] = now
+        self.last_arrival = now
+        return web.json_response({"ok": True})
+
+
+def request_for(run_id: str, n: int) -> tuple[str, bytes]:
+    incident_id = f"bench-{run_id}-{n}"
+    key = f"{incident_id}:1:0:bench-{n}:0"
+    request = notification_pb2.NotificationRequest(
+        request_id=key,
+        idempotency_key=key,
+        user_id=f"bench-{n}",
+        contact_method_id="hook",
+        incident=incident_pb2.Incident(
+            incident_id=incident_id, service_id="bench", title=f"bench page {n}"
+        ),
+    )
+    return key, request.SerializeToString()
+
+
+async def wait_delivered(peer: Peer, keys: list[str], stall_timeout: float) -> None:
+    """Until every key arrived; BenchFailed when nothing arrives for stall_timeout s."""
+    missing = [k for k in keys if k not in peer.arrived]
+    while missing:
+        await asyncio.sleep(0.05)
+        missing = [k for k in missing if k not in peer.arrived]
+        if missing and time.perf_counter() - peer.last_arrival > stall_timeout:
+            raise BenchFailed(
+                f"stalled: {len(missing)} of {len(keys)} pages missing, none arrived "
+                f"for {stall_timeout:g}s (first missing: {missing[0]})"
+            )
+
+
+def summary(
+    name: str, peer: Peer, sent: dict[str, float], started: float, produced: float
+) -> dict[str, Any]:
+    arrived = {k: peer.arrived[k] for k in sent if k in peer.arrived}
+    latencies = [(arrived[k] - sent[k]) * 1000 for k in arrived]
+    finished = max(arrived.values()) if arrived else time.perf_counter()
+    seconds = finished - started
+    return {
+        "phase": name,
+        "pages": len(sent),
+        "delivered": len(arrived),
+        "produce_seconds": round(produced - started, 3),
+        "seconds": round(seconds, 3),
+        "pages_per_second": round(len(arrived) / seconds, 1) if seconds > 0 else None,
+        "latency_ms_p50": round(percentile(latencies, 50), 1) if latencies else None,
+        "latency_ms_p99": round(percentile(latencies, 99), 1) if latencies else None,
+        "latency_ms_max": round(max(latencies), 1) if latencies else None,
+    }
+
+
+def cpu_seconds(proc: ServiceProcess) -> float:
+    """User + system CPU time the process used so far (Linux /proc)."""
+    assert proc.proc is not None
+    fields = Path(f"/proc/{proc.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU milliseconds per page each service spent over a phase: unlike pages/s, this
+    does not depend on how much of the machine other processes took meanwhile."""
+
+    def __init__(self, procs: list[ServiceProcess]) -> None:
+        self._procs = procs
+        self._start = [cpu_seconds(p) for p in procs]
+
+    def per_page(self, pages: int) -> dict[str, float]:
+        return {
+            f"{p.name}_cpu_ms_per_page": round((cpu_seconds(p) - s) * 1000 / max(pages, 1), 3)
+            for p, s in zip(self._procs, self._start, strict=True)
+        }
+
+
+async def burst(
+    producer: AIOKafkaProducer,
+    peer: Peer,
+    name: str,
+    pages: int,
+    stall_timeout: float,
+    procs: list[ServiceProcess],
+) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:8]
+    requests = [request_for(run_id, n) for n in range(pages)]
+    sent: dict[str, float] = {}
+    meter = CpuMeter(procs)
+    peer.last_arrival = time.perf_counter()
+    started = time.perf_counter()
+    futures = []
+    for n, (key, value) in enumerate(requests):
+        sent[key] = time.perf_counter()
+        futures.append(await producer.send(REQUESTS, value, key=f"bench-{n}".encode()))
+    await asyncio.gather(*futures)
+    produced = time.perf_counter()
+    try:
+        await wait_delivered(peer, list(sent), stall_timeout)
+    finally:
+        result = summary(name, peer, sent, started, produced)
+        result.update(meter.per_page(result["delivered"]))
+        print(f"[bench] {name}: {result}", file=sys.stderr, flush=True)
+    return result
+
+
+async def paced(
+    producer: AIOKafkaProducer,
+    peer: Peer,
+    rate: float,
+    seconds: float,
+    users: int,
+    stall_timeout: float,
+    procs: list[ServiceProcess],
+) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:8]
+    total = min(users, int(rate * seconds))
+    requests = [request_for(run_id, n) for n in range(total)]
+    sent: dict[str, float] = {}
+    meter = CpuMeter(procs)
+    peer.last_arrival = time.perf_counter()
+    started = time.perf_counter()
+    futures = []
+    for n, (key, value) in enumerate(requests):
+        due = started + n / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent[key] = time.perf_counter()
+        futures.append(await producer.send(REQUESTS, value, key=f"bench-{n}".encode()))
+    await asyncio.gather(*futures)
+    produced = time.perf_counter()
+    try:
+        await wait_delivered(peer, list(sent), stall_timeout)
+    finally:
+        result = summary(f"paced {rate:g}/s", peer, sent, started, produced)
+        result.update(meter.per_page(result["delivered"]))
+        result["rate"] = rate
+        print(f"[bench] paced: {result}", file=sys.stderr, flush=True)
+    return result
+
+
+def request_partitions() -> list[TopicPartition]:
+    return [TopicPartition(REQUESTS, p) for p in range(NOTIFICATIONS_REQUESTS.partitions)]
+
+
+async def skip_backlog(bootstrap: str) -> None:
+    """Move the notification group to the end of notifications.requests: requests an earlier,
+    aborted run left behind would otherwise be delivered first, to a peer that is gone."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=GROUP_ID, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = request_partitions()
+        consumer.assign(partitions)
+        await consumer.commit(dict(await consumer.end_offsets(partitions)))
+    finally:
+        await consumer.stop()
+
+
+async def wait_committed(bootstrap: str, timeout_s: float) -> None:
+    """Until the notification group committed every request produced so far: the service
+    finished them (outcome recorded), so stopping it now interrupts nothing."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=GROUP_ID, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = request_partitions()
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            behind = 0
+            for tp in partitions:
+                committed = await consumer.committed(tp) or 0
+                behind += max(0, ends[tp] - committed)
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise BenchFailed(f"{behind} requests still uncommitted {timeout_s:g}s after")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+def service(
+    name: str, module: str, workdir: Path, env: dict[str, str], grpc_port: int
+) -> ServiceProcess:
+    return ServiceProcess(
+        name,
+        module,
+        {
+            **env,
+            "TOCSIN_GRPC_PORT": str(grpc_port),
+            "TOCSIN_METRICS_PORT": str(free_port()),
+            "TOCSIN_HTTP_PORT": str(free_port()),
+            "TOCSIN_DATA_DIR": str(workdir / "data" / name),
+        },
+        workdir / f"{name}.log",
+        grpc_port,
+    )
+
+
+def checkout_baseline(rev: str, workdir: Path) -> Path:
+    """The notification package as it was at git revision `rev`, unpacked under workdir;
+    put first on PYTHONPATH, it replaces the working tree's for the baseline run."""
+    target = workdir / "baseline-code"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", rev, "services/notification/tocsin_notification"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target / "services" / "notification"
+
+
+MEDIANS = (
+    "pages_per_second",
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "notification_cpu_ms_per_page",
+    "escalation_cpu_ms_per_page",
+)
+
+
+async def run_variant(
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    env: dict[str, str],
+    workdir: Path,
+    peer: Peer,
+    users: int,
+    *,
+    rounds: int,
+    paced_phase: bool,
+) -> None:
+    """Start escalation and notification, warm up, run `rounds` bursts (appended to
+    result["rounds"]) and maybe the paced phase, stop them."""
+    bootstrap = env["TOCSIN_KAFKA_BOOTSTRAP"]
+    escalation_port = free_port()
+    env = {**env, "TOCSIN_ESCALATION_GRPC": f"127.0.0.1:{escalation_port}"}
+    logs = workdir / ("baseline" if "revision" in result else "current")
+    logs.mkdir(exist_ok=True)
+    procs = [
+        service("escalation", "tocsin_escalation", logs, env, escalation_port),
+        service("notification", "tocsin_notification", logs, env, free_port()),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    repeats_before = peer.repeats
+    try:
+        await skip_backlog(bootstrap)
+        for proc in procs:
+            proc.start()
+        await asyncio.gather(*(p.wait_healthy(180) for p in procs))
+        await producer.start()
+        if args.warmup:
+            await burst(producer, peer, "warm-up", args.warmup, args.stall_timeout, procs)
+        for _ in range(rounds):
+            await asyncio.sleep(BUNDLE_WINDOW_S + 1)  # past the bundling window of each user
+            name = f"burst {len(result['rounds']) + 1}"
+            result["rounds"].append(
+                await burst(producer, peer, name, args.pages, args.stall_timeout, procs)
+            )
+        if paced_phase:
+            await asyncio.sleep(BUNDLE_WINDOW_S + 1)
+            result["paced"] = await paced(
+                producer, peer, args.rate, args.paced_seconds, users, args.stall_timeout, procs
+            )
+        # Let the service finish (statuses recorded, offsets committed) before stopping it.
+        await wait_committed(bootstrap, args.stall_timeout)
+        if peer.repeats > repeats_before:
+            raise BenchFailed(f"{peer.repeats - repeats_before} pages arrived more than once")
+    except BaseException:
+        for proc in procs:
+            print(f"--- {proc.name}\n{proc.log_tail(3000)}", file=sys.stderr)
+        raise
+    finally:
+        result["duplicates"] = result.get("duplicates", 0) + peer.repeats - repeats_before
+        if peer.repeated:
+            result["repeated_keys"] = list(peer.repeated)
+        await producer.stop()
+        for proc in procs:
+            proc.kill(signal.SIGTERM)
+
+
+async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     bootstrap, redis_url = infra_from_env()
     workdir = Path(tempfile.mkdtemp(prefix="tocsin-notification-bench-"))
-    stack = Stack(bootstrap, redis_url, workdir, config(pages))
+    result["workdir"] = str(workdir)
+    peer = Peer(free_port())
+    await peer.start()
+    users = max(args.pages, args.warmup, int(args.rate * args.paced_seconds))
+    (workdir / "tocsin.yaml").write_text(config(users, f"http://127.0.0.1:{peer.port}"))
+    env = {
+        **os.environ,
+        "TOCSIN_KAFKA_BOOTSTRAP": bootstrap,
+        "TOCSIN_REDIS_URL": redis_url,
+        "TOCSIN_CONFIG": str(workdir / "tocsin.yaml"),
+        "TOCSIN_WEBHOOK_SECRET": "bench-secret",
+        "TOCSIN_LINK_SECRET": "bench-link-secret",
+        "OTEL_TRACES_EXPORTER": "none",
+        "TOCSIN_LOG_LEVEL": args.log_level,
+    }
+    paced_phase = args.rate > 0 and args.paced_seconds > 0
+    result["rounds"] = []
+    variants: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+    if args.baseline:
+        package = checkout_baseline(args.baseline, workdir)
+        path = os.pathsep.join(p for p in (str(package), env.get("PYTHONPATH", "")) if p)
+        baseline: dict[str, Any] = {"revision": args.baseline, "rounds": []}
+        result["baseline"] = baseline
+        variants.append((f"baseline ({args.baseline})", baseline, {**env, "PYTHONPATH": path}))
+    variants.append(("current (working tree)", result, env))
     try:
-        await stack.start()
-    except BaseException:
-        print(stack.logs())
-        await stack.stop()
-        raise
-    arrived: dict[str, float] = {}
-    original = stack.pages._handle
-
-    async def timed(request):  # type: ignore[no-untyped-def]
-        response = await original(request)
-        body = json.loads(stack.pages.requests[-1].body)
-        arrived[body["idempotency_key"]] = time.perf_counter()
-        return response
-
-    stack.pages._handle = timed  # type: ignore[method-assign]
-    # aiohttp bound the old handler at start; re-route through a small shim.
-    assert stack.pages._runner is not None
-    app = stack.pages._runner.app
-    for route in app.router.routes():
-        route._handler = timed  # type: ignore[attr-defined]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    sent: dict[str, float] = {}
-    run_id = uuid.uuid4().hex[:8]
-    try:
-        started = time.perf_counter()
-        futures = []
-        for n in range(pages):
-            incident_id = f"bench-{run_id}-{n}"
-            key = f"{incident_id}:1:0:bench-{n}:0"
-            request = notification_pb2.NotificationRequest(
-                request_id=key,
-                idempotency_key=key,
-                user_id=f"bench-{n}",
-                contact_method_id="hook",
-                incident=incident_pb2.Incident(
-                    incident_id=incident_id, service_id="bench", title=f"bench {n}"
-                ),
+        if len(variants) == 1:
+            await run_variant(
+                args, result, env, workdir, peer, users, rounds=args.rounds, paced_phase=paced_phase
             )
-            sent[key] = time.perf_counter()
-            futures.append(
-                await producer.send(
-                    "notifications.requests", request.SerializeToString(), key=f"bench-{n}".encode()
-                )
-            )
-        await asyncio.gather(*futures)
-        produced = time.perf_counter()
-        deadline = time.monotonic() + 300
-        while len(arrived) < pages and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        finished = max(arrived.values()) if arrived else time.perf_counter()
-        latencies = [(arrived[k] - sent[k]) * 1000 for k in arrived if k in sent]
-        return {
-            "pages": pages,
-            "delivered": len(arrived),
-            "produce_seconds": round(produced - started, 3),
-            "seconds": round(finished - started, 3),
-            "pages_per_second": round(len(arrived) / (finished - started), 1),
-            "latency_ms_p50": round(percentile(latencies, 50), 1) if latencies else None,
-            "latency_ms_p99": round(percentile(latencies, 99), 1) if latencies else None,
-        }
+        else:
+            # Round by round, baseline then current: the machine's other load drifts, and
+            # alternating spreads it over both alike.
+            for n in range(args.rounds):
+                for label, into, variant_env in variants:
+                    print(f"[bench] {label}, round {n + 1}", file=sys.stderr, flush=True)
+                    await run_variant(
+                        args,
+                        into,
+                        variant_env,
+                        workdir,
+                        peer,
+                        users,
+                        rounds=1,
+                        paced_phase=paced_phase and n == args.rounds - 1,
+                    )
+                    await asyncio.sleep(BUNDLE_WINDOW_S + 1)
+        for _, into, _ in variants:
+            into["median"] = {
+                name: statistics.median(r[name] for r in into["rounds"]) for name in MEDIANS
+            }
+        if args.baseline:
+            result["vs_baseline"] = {  # current / baseline
+                name: round(result["median"][name] / baseline["median"][name], 2)
+                for name in ("pages_per_second", "notification_cpu_ms_per_page")
+            }
     finally:
-        await producer.stop()
-        await stack.stop()
+        await peer.stop()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pages", type=int, default=5000)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pages", type=int, default=5000, help="pages per burst round")
+    parser.add_argument("--rounds", type=int, default=3, help="burst rounds (medians reported)")
+    parser.add_argument("--warmup", type=int, default=500, help="pages sent before measuring")
+    parser.add_argument("--rate", type=float, default=100.0, help="paced phase: requests/s")
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--stall-timeout", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=900.0, help="the whole run, seconds")
+    parser.add_argument("--log-level", default="WARNING", help="the services' log level")
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REV",
+        help="first run the same phases against the notification package of this revision "
+        "(e.g. HEAD), for a before/after measured in one run",
+    )
     add_out_argument(parser)
     args = parser.parse_args()
-    report(asyncio.run(run(args.pages)), args.out)
+    # Last resort if the event loop itself hangs: dump every stack and exit non-zero.
+    faulthandler.dump_traceback_later(args.timeout + 120, exit=True)
+    result: dict[str, Any] = {
+        "benchmark": "notification",
+        "cpus": os.cpu_count(),
+        "pages": args.pages,
+        "ok": False,
+    }
+    status = 0
+    try:
+        asyncio.run(asyncio.wait_for(run(args, result), args.timeout))
+        result["ok"] = True
+    except TimeoutError:
+        result["error"] = f"did not finish within --timeout {args.timeout:g}s"
+        status = 1
+    except BenchFailed as e:
+        result["error"] = str(e)
+        status = 1
+    report(result, args.out)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

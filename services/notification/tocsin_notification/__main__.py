@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 
+import grpc
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 from tocsin.v1 import (
@@ -26,6 +27,7 @@ from tocsin_common.topics import NOTIFICATIONS_DEADLETTER, NOTIFICATIONS_REQUEST
 from tocsin_notification.breaker import BreakerRegistry
 from tocsin_notification.bundling import BundlePolicy
 from tocsin_notification.consumer import ConcurrentConsumer
+from tocsin_notification.contacts import ContactDirectory, grpc_lookup
 from tocsin_notification.delivery import Deliverer
 from tocsin_notification.grpc_api import NotificationServicer
 from tocsin_notification.http_api import LinkHandler, make_app
@@ -41,6 +43,7 @@ from tocsin_notification.pipeline.retry_stage import RetryStage
 from tocsin_notification.pipeline.send_stage import SendStage
 from tocsin_notification.providers import Provider, build, discover
 from tocsin_notification.ratelimit import SlidingWindowLimit
+from tocsin_notification.redis_batch import CommandBatcher
 from tocsin_notification.render import Renderer
 from tocsin_notification.tuning import Tuning
 
@@ -71,7 +74,7 @@ def public_url(settings: Settings) -> str:
 
 def build_pipeline(
     *,
-    redis: Redis,
+    batcher: CommandBatcher,
     producer: EventProducer,
     oncall: oncall_service_pb2_grpc.OnCallServiceStub,
     providers: dict[str, Provider],
@@ -84,7 +87,7 @@ def build_pipeline(
         SlidingWindowLimit(tuning.rate_limit, tuning.rate_window_s), tuning.bundle_window_s
     )
     return Pipeline(
-        idempotency=IdempotencyStage(IdempotencyStore(redis)),
+        idempotency=IdempotencyStage(IdempotencyStore(batcher)),
         ratelimit=RateLimitStage(policy),
         bundle=BundleStage(policy, clock),
         render=RenderStage(Renderer(), signer, public, clock),
@@ -95,10 +98,13 @@ def build_pipeline(
                 reset_timeout_s=tuning.breaker_reset_s,
             ),
             tuning.attempt_timeout_s,
+            tuning.max_per_endpoint,
         ),
         retry=RetryStage(tuning.retry, clock),
-        record=RecordStage(producer, redis, clock),
-        oncall=oncall,
+        record=RecordStage(producer, batcher, clock),
+        contacts=ContactDirectory(
+            grpc_lookup(oncall), tuning.contact_ttl_s, max_concurrent=tuning.max_lookups
+        ),
         providers=providers,
         clock=clock,
     )
@@ -110,7 +116,8 @@ async def serve(stop: asyncio.Event) -> None:
     config.install_sighup()
     notification_settings = config.current.notification
     clock = SystemClock()
-    # Blocking pool: a burst of pages queues for a connection instead of failing.
+    # Blocking pool: a burst queues for a connection instead of failing. The pages' own
+    # commands go through one CommandBatcher, so they need few connections.
     redis = Redis(
         connection_pool=BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=128, timeout=30
@@ -121,6 +128,8 @@ async def serve(stop: asyncio.Event) -> None:
     producer = EventProducer(settings.kafka_bootstrap, SERVICE)
     await producer.start()
     channel = client_channel(settings.escalation_grpc)
+    # Contact look-ups, one per page: a channel without interceptors (see grpc_lookup).
+    contacts_channel = grpc.aio.insecure_channel(settings.escalation_grpc)
     providers: dict[str, Provider] = {
         name: build(cls, notification_settings) for name, cls in discover().items()
     }
@@ -130,9 +139,9 @@ async def serve(stop: asyncio.Event) -> None:
         notification_settings.links.ttl,
     )
     pipeline = build_pipeline(
-        redis=redis,
+        batcher=CommandBatcher(redis),
         producer=producer,
-        oncall=oncall_service_pb2_grpc.OnCallServiceStub(channel),
+        oncall=oncall_service_pb2_grpc.OnCallServiceStub(contacts_channel),
         providers=providers,
         signer=signer,
         public=public_url(settings),
@@ -183,6 +192,7 @@ async def serve(stop: asyncio.Event) -> None:
         for provider in providers.values():
             await provider.close()
         await channel.close()
+        await contacts_channel.close()
         await producer.stop()
         await redis.aclose()
 

@@ -1,7 +1,9 @@
 """The notifications.requests consumer: records are processed concurrently (one person's
 page never waits behind another's retries or bundling window), and an offset is committed
 only once every record before it has a final, recorded outcome (at-least-once; the
-idempotency stage makes it exactly-once in effect).
+idempotency stage makes it exactly-once in effect). The pipeline only hands its status and
+timeline records to the producer; a record counts as finished once they are acknowledged,
+so the producer batches the records of many pages and no page waits for another's.
 """
 
 from __future__ import annotations
@@ -10,17 +12,22 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.structs import TopicPartition
 from tocsin_common import metrics
-from tocsin_common.kafka import BadRecord, EventProducer, Handler, group_consumer
+from tocsin_common.kafka import BadRecord, EventProducer, group_consumer
 from tocsin_common.topics import Topic
 from tocsin_common.tracing import consume_span, record_error, tracer
 
 from tocsin_notification.offsets import OffsetTracker
 
 log = logging.getLogger("tocsin.notification.consumer")
+
+# Processes one record; returns the acknowledgements of the records it produced.
+Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[Sequence[asyncio.Future[Any]]]]
 
 
 class ConcurrentConsumer:
@@ -95,7 +102,9 @@ class ConcurrentConsumer:
                 ) as span:
                     started = time.perf_counter()
                     try:
-                        await self._handler(record)
+                        # The outcome is final and recorded; its Kafka records must be
+                        # acknowledged too before the offset may be committed.
+                        await asyncio.gather(*await self._handler(record))
                     except BadRecord as bad:
                         record_error(span, bad)
                         log.warning(
@@ -104,7 +113,7 @@ class ConcurrentConsumer:
                         )
                         await self._producer.dead_letter(self._dead_letter_topic, record, str(bad))
                         break
-                    except Exception as error:  # Redis or Kafka down: try the record again
+                    except Exception as error:  # Redis or Kafka failed: try the record again
                         record_error(span, error)
                         log.exception(
                             "processing failed; retrying", extra={"offset": record.offset}

@@ -1,11 +1,14 @@
 """Delivery of notification requests: builds the pipeline's jobs from Kafka records and
 gRPC test requests.
 
-Contact data is looked up over gRPC from escalation at send time, so a changed address
-applies to the very next page.
+Contact data is looked up over gRPC from escalation at send time and kept a few seconds
+(contacts.py).
 """
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 from aiokafka import ConsumerRecord
 from tocsin.v1 import notification_pb2
@@ -33,7 +36,9 @@ class Deliverer:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
 
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> list[asyncio.Future[Any]]:
+        """Deliver one record's request; return the acknowledgements of the Kafka records
+        its outcome was written as (the consumer awaits them before committing)."""
         request = parse(record.value or b"")
         source = Source(
             topic=record.topic,
@@ -43,9 +48,14 @@ class Deliverer:
             value=record.value or b"",
             headers={k: v for k, v in (record.headers or ())},
         )
-        await self.pipeline.handle(Job(request, source))
+        job = Job(request, source)
+        await self.pipeline.handle(job)
+        return job.produced
 
     async def deliver(
         self, request: notification_pb2.NotificationRequest
     ) -> notification_pb2.NotificationStatus:
-        return await self.pipeline.handle(Job(request))
+        job = Job(request)
+        status = await self.pipeline.handle(job)
+        await asyncio.gather(*job.produced)
+        return status

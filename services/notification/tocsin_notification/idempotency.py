@@ -2,17 +2,31 @@
 
 A key is claimed before sending (SET NX with a lease) and marked delivered after; a
 redelivered or replayed request finds the mark and pages nobody.
+
+The lease's value names the process that holds it. A page this process claimed and then
+dropped with an error (Redis or Kafka failed under it) is taken back at once when its
+record is retried, instead of waiting for its own lease to run out.
+
+Commands go through a `CommandBatcher`, so the claims of many pages share one round trip.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import time
+from collections.abc import Callable
 from enum import StrEnum
+from typing import Any
 
-from redis.asyncio import Redis
+from tocsin_notification.redis_batch import CommandBatcher
 
-_DELIVERED_TTL = 30 * 24 * 3600
-# Renewed before each attempt; after a crash, the next worker waits at most this long.
-_LEASE_TTL = 30
+DELIVERED_TTL_S = 30 * 24 * 3600
+# Renewed before an attempt once a third of it has passed; after a crash, the next worker
+# waits at most this long.
+LEASE_TTL_S = 30
+DELIVERED = b"delivered"
+_SENDING = b"sending"
 
 
 class Claim(StrEnum):
@@ -21,9 +35,41 @@ class Claim(StrEnum):
     IN_FLIGHT = "in-flight"  # another worker holds the lease
 
 
+def lease_value(owner: str) -> bytes:
+    return _SENDING + b":" + owner.encode()
+
+
+def classify(previous: bytes | None, own_lease: bytes, held_here: bool) -> Claim:
+    """What a SET NX GET answer means (pure).
+
+    `previous` is the key's value before the SET (None: it was free, so it is ours now),
+    `own_lease` this process's lease value, `held_here` whether a page of this process is
+    working on the key right now."""
+    if previous is None:
+        return Claim.ACQUIRED
+    if previous == DELIVERED:
+        return Claim.DELIVERED
+    if previous == own_lease and not held_here:
+        return Claim.ACQUIRED  # ours, left behind by an attempt that failed here
+    return Claim.IN_FLIGHT
+
+
+def lease_due(taken_at: float | None, now: float, ttl_s: float = LEASE_TTL_S) -> bool:
+    """Whether a lease taken at `taken_at` should be renewed before the next attempt (pure)."""
+    return taken_at is None or now - taken_at >= ttl_s / 3
+
+
 class IdempotencyStore:
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+    def __init__(
+        self,
+        batcher: CommandBatcher,
+        owner: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._batcher = batcher
+        self._lease = lease_value(owner or f"{os.getpid()}-{secrets.token_hex(4)}")
+        self._monotonic = monotonic
+        self._held: dict[str, float] = {}  # key -> when its lease was last taken or renewed
 
     @staticmethod
     def _key(idempotency_key: str) -> str:
@@ -31,18 +77,45 @@ class IdempotencyStore:
 
     async def claim(self, idempotency_key: str) -> Claim:
         key = self._key(idempotency_key)
-        if await self._redis.set(key, b"sending", nx=True, ex=_LEASE_TTL):
-            return Claim.ACQUIRED
-        state = await self._redis.get(key)
-        return Claim.DELIVERED if state == b"delivered" else Claim.IN_FLIGHT
+        lease = self._lease
 
-    async def delivered(self, idempotency_key: str) -> None:
-        await self._redis.set(self._key(idempotency_key), b"delivered", ex=_DELIVERED_TTL)
+        def commands(pipe: Any) -> None:
+            pipe.set(key, lease, nx=True, ex=LEASE_TTL_S, get=True)
+
+        (previous,) = await self._batcher.run(commands)
+        claim = classify(previous, lease, idempotency_key in self._held)
+        if claim is Claim.ACQUIRED:
+            self._held[idempotency_key] = self._monotonic()
+            if previous is not None:  # taken back: a full lease again
+                await self._batcher.run(lambda pipe: pipe.set(key, lease, ex=LEASE_TTL_S, xx=True))
+        return claim
 
     async def renew(self, idempotency_key: str) -> None:
-        """Extend the lease while a held or retried page is still ours to send."""
-        await self._redis.set(self._key(idempotency_key), b"sending", ex=_LEASE_TTL, xx=True)
+        """Extend the lease while a held or retried page is still ours to send (a lease
+        taken less than a third of its time ago is left as it is)."""
+        now = self._monotonic()
+        if not lease_due(self._held.get(idempotency_key), now):
+            return
+        key = self._key(idempotency_key)
+        lease = self._lease
+        await self._batcher.run(lambda pipe: pipe.set(key, lease, ex=LEASE_TTL_S, xx=True))
+        self._held[idempotency_key] = now
+
+    async def delivered(self, idempotency_key: str) -> None:
+        key = self._key(idempotency_key)
+        await self._batcher.run(lambda pipe: pipe.set(key, DELIVERED, ex=DELIVERED_TTL_S))
+        self._held.pop(idempotency_key, None)
 
     async def release(self, idempotency_key: str) -> None:
-        """Give the claim back after a failed attempt, so a retry may send."""
-        await self._redis.delete(self._key(idempotency_key))
+        """Give the claim back after a failed delivery, so a later replay may send."""
+        key = self._key(idempotency_key)
+        await self._batcher.run(lambda pipe: pipe.delete(key))
+        self._held.pop(idempotency_key, None)
+
+    def forget(self, idempotency_key: str) -> None:
+        """This process stopped working on the key without an outcome (an error): its lease
+        stays in Redis, and a retry of the record here may take it back at once."""
+        self._held.pop(idempotency_key, None)
+
+    def held(self, idempotency_key: str) -> bool:
+        return idempotency_key in self._held

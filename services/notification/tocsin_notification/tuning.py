@@ -22,6 +22,9 @@ class Tuning:
     rate_limit: int = 20  # messages per contact method ...
     rate_window_s: float = 60.0  # ... in this sliding window
     bundle_window_s: float = 2.0
+    contact_ttl_s: float = 5.0  # how long a looked-up contact method is reused (0: never)
+    max_per_endpoint: int = 200  # concurrent attempts against one endpoint
+    max_lookups: int = 256  # concurrent contact look-ups at escalation
 
     @property
     def retry(self) -> RetryPolicy:
@@ -51,4 +54,7 @@ class Tuning:
             rate_limit=int(num("RATE_LIMIT", d.rate_limit)),
             rate_window_s=num("RATE_WINDOW_S", d.rate_window_s),
             bundle_window_s=num("BUNDLE_WINDOW_S", d.bundle_window_s),
+            contact_ttl_s=num("CONTACT_TTL_S", d.contact_ttl_s),
+            max_per_endpoint=max(1, int(num("MAX_PER_ENDPOINT", d.max_per_endpoint))),
+            max_lookups=max(1, int(num("MAX_LOOKUPS", d.max_lookups))),
         )

@@ -12,14 +12,14 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-import grpc
-from tocsin.v1 import notification_pb2, oncall_service_pb2, oncall_service_pb2_grpc
+from tocsin.v1 import notification_pb2
 from tocsin_common.clock import Clock
 
+from tocsin_notification.contacts import ContactDirectory
 from tocsin_notification.idempotency import Claim
 from tocsin_notification.pipeline.bundle_stage import BundleStage
 from tocsin_notification.pipeline.idempotency_stage import IdempotencyStage
-from tocsin_notification.pipeline.job import Attempt, Job, Source
+from tocsin_notification.pipeline.job import Attempt, Job, Source, each
 from tocsin_notification.pipeline.ratelimit_stage import RateLimitStage
 from tocsin_notification.pipeline.record_stage import RecordStage
 from tocsin_notification.pipeline.render_stage import RenderStage
@@ -45,7 +45,7 @@ class Pipeline:
         send: SendStage,
         retry: RetryStage,
         record: RecordStage,
-        oncall: oncall_service_pb2_grpc.OnCallServiceStub,
+        contacts: ContactDirectory,
         providers: Mapping[str, Provider],
         clock: Clock,
     ) -> None:
@@ -57,10 +57,23 @@ class Pipeline:
         self.send = send
         self.retry = retry
         self.record = record
-        self._oncall = oncall
+        self.contacts = contacts
         self.providers = providers
 
     async def handle(self, job: Job) -> notification_pb2.NotificationStatus:
+        """The job's final outcome, recorded. Its Kafka records are handed to the producer
+        but not awaited: they are in `job.produced`."""
+        try:
+            return await self._handle(job)
+        except BaseException:
+            # No outcome (Redis or Kafka failed under it): the caller retries the request,
+            # and this process may take its own lease back at once. Unless the page still
+            # waits in a bundle or is being sent: then the retry waits for that outcome.
+            if job.done is None or job.done.done():
+                self.idempotency.forget(job)
+            raise
+
+    async def _handle(self, job: Job) -> notification_pb2.NotificationStatus:
         claim = await self.idempotency.admit(job)
         # In flight elsewhere: a worker holds the lease, or held it and died (SIGKILL)
         # before sending. Not a duplicate yet: wait until it delivers (then it is one) or
@@ -100,7 +113,10 @@ class Pipeline:
 
         async def attempt(number: int) -> str:
             await self.idempotency.renew(jobs)
-            contact = await self._contact(first.user_id, first.contact_method_id)
+            # A retried attempt asks escalation again: the address may have been fixed.
+            contact = await self.contacts.get(
+                first.user_id, first.contact_method_id, fresh=number > 1
+            )
             state["channel"] = contact.type
             state["who"] = contact.user_name or first.user_id
             provider = self.providers.get(contact.type)
@@ -110,29 +126,35 @@ class Pipeline:
             return await self.send.send(provider, page)
 
         async def on_retry(failed: Attempt, wait: float) -> None:
-            for job in jobs:
-                await self.record.record(
+            await each(
+                jobs,
+                lambda job: self.record.record(
                     job,
                     state["channel"],
                     Outcome.DELIVERY_OUTCOME_RETRYING,
                     f"{failed.error}; next attempt in {wait:.1f}s",
                     failed.attempt,
                     state["who"],
-                )
+                ),
+            )
 
         result = await self.retry.run(attempt, on_retry)
         bundled = f" (one message for {len(jobs)} incidents)" if len(jobs) > 1 else ""
-        if result.receipt is not None:
+        receipt = result.receipt
+        if receipt is not None:
             await self.idempotency.delivered(jobs)
-            for job in jobs:
-                status = await self.record.record(
+            delivered = await each(
+                jobs,
+                lambda job: self.record.record(
                     job,
                     state["channel"],
                     Outcome.DELIVERY_OUTCOME_DELIVERED,
-                    result.receipt + bundled,
+                    receipt + bundled,
                     result.attempts,
                     state["who"],
-                )
+                ),
+            )
+            for job, status in zip(jobs, delivered, strict=True):
                 if job.done is not None and not job.done.done():
                     job.done.set_result(status)
             return
@@ -143,9 +165,10 @@ class Pipeline:
             if last.retryable
             else f"not retryable: {last.error}"
         )
-        for job in jobs:
+
+        async def fail(job: Job) -> notification_pb2.NotificationStatus:
             await self.record.dead_letter(job, reason, result.history)
-            status = await self.record.record(
+            return await self.record.record(
                 job,
                 state["channel"],
                 Outcome.DELIVERY_OUTCOME_FAILED,
@@ -153,27 +176,8 @@ class Pipeline:
                 len(result.history),
                 state["who"],
             )
+
+        failed = await each(jobs, fail)
+        for job, status in zip(jobs, failed, strict=True):
             if job.done is not None and not job.done.done():
                 job.done.set_result(status)
-
-    async def _contact(
-        self, user_id: str, contact_method_id: str
-    ) -> oncall_service_pb2.ContactMethod:
-        """Looked up at send time, so a changed address applies to the very next page."""
-        try:
-            contact: oncall_service_pb2.ContactMethod = await self._oncall.GetContactMethod(
-                oncall_service_pb2.GetContactMethodRequest(
-                    user_id=user_id, contact_method_id=contact_method_id
-                ),
-                timeout=5,
-            )
-        except grpc.aio.AioRpcError as e:
-            if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                raise DeliveryError(
-                    f"contact method {user_id}/{contact_method_id}: {e.details()}",
-                    retryable=False,
-                ) from None
-            raise DeliveryError(
-                f"contact look-up failed: {e.code().name} {e.details()}", retryable=True
-            ) from None
-        return contact

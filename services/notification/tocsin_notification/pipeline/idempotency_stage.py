@@ -4,7 +4,7 @@ replay, a duplicate) is recorded as DUPLICATE and pages nobody."""
 from __future__ import annotations
 
 from tocsin_notification.idempotency import Claim, IdempotencyStore
-from tocsin_notification.pipeline.job import Job
+from tocsin_notification.pipeline.job import Job, each
 
 
 class IdempotencyStage:
@@ -15,13 +15,14 @@ class IdempotencyStage:
         return await self.store.claim(job.request.idempotency_key)
 
     async def renew(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            await self.store.renew(job.request.idempotency_key)
+        await each(jobs, lambda job: self.store.renew(job.request.idempotency_key))
 
     async def delivered(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            await self.store.delivered(job.request.idempotency_key)
+        await each(jobs, lambda job: self.store.delivered(job.request.idempotency_key))
 
     async def release(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            await self.store.release(job.request.idempotency_key)
+        await each(jobs, lambda job: self.store.release(job.request.idempotency_key))
+
+    def forget(self, job: Job) -> None:
+        """The job ended in an error, without an outcome: see IdempotencyStore.forget."""
+        self.store.forget(job.request.idempotency_key)

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from tocsin.v1 import notification_pb2
 
@@ -45,7 +46,21 @@ class Job:
     request: notification_pb2.NotificationRequest
     source: Source = field(default_factory=Source)
     done: asyncio.Future[notification_pb2.NotificationStatus] | None = None
+    # Acknowledgements of the records this job's outcomes were handed to Kafka as. The
+    # pipeline does not wait for them; whoever commits the request (the consumer) does.
+    produced: list[asyncio.Future[Any]] = field(default_factory=list)
 
     @property
     def bundle_key(self) -> str:
         return f"{self.request.user_id}/{self.request.contact_method_id}"
+
+
+T = TypeVar("T")
+
+
+async def each(jobs: list[Job], action: Callable[[Job], Awaitable[T]]) -> list[T]:
+    """`action` for every job, concurrently; for a lone job (the common case) directly,
+    without the task per job that gather makes."""
+    if len(jobs) == 1:
+        return [await action(jobs[0])]
+    return list(await asyncio.gather(*(action(job) for job in jobs)))

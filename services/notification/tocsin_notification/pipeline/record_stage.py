@@ -10,11 +10,10 @@ import json
 import logging
 import uuid
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
-from redis.asyncio import Redis
 from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
 from tocsin_common.clock import Clock
 from tocsin_common.timeutil import set_timestamp
@@ -27,6 +26,7 @@ from tocsin_common.topics import (
 )
 
 from tocsin_notification.pipeline.job import Attempt, Job
+from tocsin_notification.redis_batch import CommandBatcher
 
 log = logging.getLogger("tocsin.notification")
 
@@ -49,9 +49,9 @@ _OUTCOME_WORDS = {
 
 
 class RecordStage:
-    def __init__(self, producer: Producer, redis: Redis, clock: Clock) -> None:
+    def __init__(self, producer: Producer, batcher: CommandBatcher, clock: Clock) -> None:
         self._producer = producer
-        self._redis = redis
+        self._batcher = batcher
         self._clock = clock
 
     async def record(
@@ -94,10 +94,17 @@ class RecordStage:
             futures.append(
                 await self._producer.enqueue(INCIDENTS_COMMANDS, command.service_id, command)
             )
+        # Not awaited here: the consumer commits the request's offset only once these are
+        # acknowledged, and the producer batches the records of many pages meanwhile.
+        job.produced.extend(futures)
         key = f"tocsin:deliveries:{status.incident_id}"
-        await self._redis.rpush(key, status.SerializeToString())
-        await self._redis.expire(key, DELIVERIES_TTL_S)
-        await asyncio.gather(*futures)
+        row = status.SerializeToString()
+
+        def row_commands(pipe: Any) -> None:
+            pipe.rpush(key, row)
+            pipe.expire(key, DELIVERIES_TTL_S)
+
+        await self._batcher.run(row_commands)
         log.info(
             "page %s",
             notification_pb2.DeliveryOutcome.Name(outcome).lower(),
@@ -127,8 +134,9 @@ class RecordStage:
             failed_service=SERVICE,
         )
         set_timestamp(letter.failed_at, self._clock.now())
-        future = await self._producer.enqueue(NOTIFICATIONS_DEADLETTER, job.request.user_id, letter)
-        await future
+        job.produced.append(
+            await self._producer.enqueue(NOTIFICATIONS_DEADLETTER, job.request.user_id, letter)
+        )
 
 
 def _timeline_message(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import yarl
 from tocsin_common.tracing import inject_http_headers, tracer
 
 from tocsin_notification.providers.base import DeliveryError
@@ -24,12 +25,16 @@ class HttpClient:
         self._session: aiohttp.ClientSession | None = None
         self._tracer = tracer(f"tocsin.notification.{name}")
         self._name = name
+        self._urls: dict[str, yarl.URL] = {}
 
     async def post(self, url: str, **kwargs: Any) -> str:
         """POST; return 'HTTP <status>' or raise a classified DeliveryError."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=200)
+                timeout=self._timeout,
+                # Above the consumer's pages in flight: a request never waits for a
+                # connection inside its timeout (SendStage bounds each endpoint).
+                connector=aiohttp.TCPConnector(limit=1024),
             )
         headers: dict[str, str] = dict(kwargs.pop("headers", {}) or {})
         with self._tracer.start_as_current_span(
@@ -37,14 +42,26 @@ class HttpClient:
         ):
             inject_http_headers(headers)
             try:
-                async with self._session.post(url, headers=headers, **kwargs) as response:
-                    text = await response.text(errors="replace")
-                    error = classify(response.status, text)
-                    if error is not None:
-                        raise error
-                    return f"HTTP {response.status}"
+                async with self._session.post(
+                    self._url(url), headers=headers, **kwargs
+                ) as response:
+                    if response.status < 400:
+                        await response.read()  # the body is not needed, only the connection
+                        return f"HTTP {response.status}"
+                    error = classify(response.status, await response.text(errors="replace"))
+                    assert error is not None
+                    raise error
             except (aiohttp.ClientError, TimeoutError) as e:
                 raise DeliveryError(f"{type(e).__name__}: {e}", retryable=True) from e
+
+    def _url(self, url: str) -> yarl.URL:
+        """The parsed URL, kept: a webhook's address is the same page after page."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= 10_000:
+                self._urls.clear()
+            parsed = self._urls[url] = yarl.URL(url)
+        return parsed
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,0 +1,324 @@
+"""The notification paths that carry throughput, against the real Redis (no services):
+
+- many pages' Redis commands go out as one pipeline, each caller gets its own results and
+  only its own errors;
+- idempotency claims through that batcher: a delivered key is a duplicate for every worker,
+  another worker's lease means in flight, a lease this process left behind after an error
+  is taken back at once;
+- the pipeline with a fake provider, escalation and producer: a page is delivered once, a
+  replay is a DUPLICATE that pages nobody, its Kafka records are handed over but not
+  awaited, a bundle's jobs all get their outcome, a failing peer ends in a dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from tocsin.v1 import incident_pb2, notification_pb2, oncall_service_pb2
+from tocsin_common.clock import FakeClock
+from tocsin_common.topics import (
+    INCIDENTS_COMMANDS,
+    NOTIFICATIONS_DEADLETTER,
+    NOTIFICATIONS_STATUS,
+    Topic,
+)
+from tocsin_notification.breaker import BreakerRegistry
+from tocsin_notification.bundling import BundlePolicy
+from tocsin_notification.contacts import ContactDirectory
+from tocsin_notification.idempotency import Claim, IdempotencyStore
+from tocsin_notification.links import LinkSigner
+from tocsin_notification.pipeline import Job, Pipeline
+from tocsin_notification.pipeline.bundle_stage import BundleStage
+from tocsin_notification.pipeline.idempotency_stage import IdempotencyStage
+from tocsin_notification.pipeline.ratelimit_stage import RateLimitStage
+from tocsin_notification.pipeline.record_stage import RecordStage
+from tocsin_notification.pipeline.render_stage import RenderStage
+from tocsin_notification.pipeline.retry_stage import RetryStage
+from tocsin_notification.pipeline.send_stage import SendStage
+from tocsin_notification.providers.base import DeliveryError, Page
+from tocsin_notification.ratelimit import SlidingWindowLimit
+from tocsin_notification.redis_batch import CommandBatcher
+from tocsin_notification.render import Renderer
+from tocsin_notification.retry_policy import RetryPolicy
+
+from tests.integration.harness import infra_from_env
+
+pytestmark = pytest.mark.integration
+
+Outcome = notification_pb2.DeliveryOutcome
+
+
+@pytest.fixture
+async def redis() -> Any:
+    _, redis_url = infra_from_env()
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def key() -> str:
+    return f"throughput-test:{uuid.uuid4()}"
+
+
+# --- the batcher -------------------------------------------------------------------------
+
+
+async def test_concurrent_commands_share_one_pipeline_and_get_their_own_results(
+    redis: Redis,
+) -> None:
+    batcher = CommandBatcher(redis)
+    keys = [key() for _ in range(200)]
+
+    async def set_then_get(n: int) -> list[Any]:
+        def commands(pipe: Any) -> None:
+            pipe.set(keys[n], f"value-{n}", ex=60)
+            pipe.get(keys[n])
+
+        return await batcher.run(commands)
+
+    results = await asyncio.gather(*(set_then_get(n) for n in range(200)))
+    assert results == [[True, f"value-{n}".encode()] for n in range(200)]
+    assert batcher.batches == 1 and batcher.commands == 400
+    # A lone command later goes out on its own, at once.
+    assert await batcher.run(lambda pipe: pipe.get(keys[7])) == [b"value-7"]
+    assert batcher.batches == 2
+
+
+async def test_a_failing_command_fails_only_its_caller(redis: Redis) -> None:
+    batcher = CommandBatcher(redis)
+    a_list, fine = key(), key()
+    await redis.rpush(a_list, b"x")
+    await redis.expire(a_list, 60)
+    wrong = batcher.run(lambda pipe: pipe.incr(a_list))  # WRONGTYPE
+    right = batcher.run(lambda pipe: pipe.set(fine, b"ok", ex=60))
+    results = await asyncio.gather(wrong, right, return_exceptions=True)
+    assert isinstance(results[0], ResponseError)
+    assert results[1] == [True]
+    assert await redis.get(fine) == b"ok"
+
+
+async def test_a_dead_connection_fails_every_caller_of_the_batch() -> None:
+    batcher = CommandBatcher(Redis.from_url("redis://127.0.0.1:1/0"))
+    results = await asyncio.gather(
+        *(batcher.run(lambda pipe: pipe.get("k")) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, Exception) for r in results)
+
+
+# --- idempotency claims ------------------------------------------------------------------
+
+
+async def test_claims_across_two_workers(redis: Redis) -> None:
+    batcher = CommandBatcher(redis)
+    a = IdempotencyStore(batcher, owner=f"a-{uuid.uuid4()}")
+    b = IdempotencyStore(batcher, owner=f"b-{uuid.uuid4()}")
+    page = str(uuid.uuid4())
+    assert await a.claim(page) is Claim.ACQUIRED
+    assert await b.claim(page) is Claim.IN_FLIGHT
+    assert await a.claim(page) is Claim.IN_FLIGHT  # a page of `a` still works on it
+    await a.delivered(page)
+    assert await b.claim(page) is Claim.DELIVERED
+    assert await a.claim(page) is Claim.DELIVERED
+    assert await redis.ttl(f"tocsin:page:{page}") > 29 * 24 * 3600
+
+
+async def test_a_released_claim_may_be_taken_by_anyone(redis: Redis) -> None:
+    batcher = CommandBatcher(redis)
+    a = IdempotencyStore(batcher, owner=f"a-{uuid.uuid4()}")
+    b = IdempotencyStore(batcher, owner=f"b-{uuid.uuid4()}")
+    page = str(uuid.uuid4())
+    assert await a.claim(page) is Claim.ACQUIRED
+    await a.release(page)
+    assert await b.claim(page) is Claim.ACQUIRED
+
+
+async def test_a_lease_left_behind_by_an_error_is_taken_back_at_once_by_its_owner(
+    redis: Redis,
+) -> None:
+    batcher = CommandBatcher(redis)
+    a = IdempotencyStore(batcher, owner=f"a-{uuid.uuid4()}")
+    b = IdempotencyStore(batcher, owner=f"b-{uuid.uuid4()}")
+    page = str(uuid.uuid4())
+    assert await a.claim(page) is Claim.ACQUIRED
+    a.forget(page)  # its page failed with an error, without an outcome
+    assert await b.claim(page) is Claim.IN_FLIGHT  # others still wait for the lease
+    assert await a.claim(page) is Claim.ACQUIRED  # the retry here need not wait
+    assert a.held(page)
+
+
+async def test_many_claims_of_one_key_at_once_acquire_exactly_one(redis: Redis) -> None:
+    batcher = CommandBatcher(redis)
+    stores = [IdempotencyStore(batcher, owner=f"w{n}-{uuid.uuid4()}") for n in range(20)]
+    page = str(uuid.uuid4())
+    claims = await asyncio.gather(*(s.claim(page) for s in stores))
+    assert claims.count(Claim.ACQUIRED) == 1
+    assert claims.count(Claim.IN_FLIGHT) == 19
+
+
+# --- the pipeline ------------------------------------------------------------------------
+
+
+class Producer:
+    """Records what would go to Kafka; acknowledges only when told."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[Topic, str, Any]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def enqueue(self, topic: Topic, key: str, message: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.records.append((topic, key, message))
+        self.futures.append(future)
+        return future
+
+    def acknowledge(self) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.set_result(None)
+
+    def on(self, topic: Topic) -> list[Any]:
+        return [m for t, _, m in self.records if t == topic]
+
+
+class Hook:
+    channel = "webhook"
+
+    def __init__(self) -> None:
+        self.pages: list[Page] = []
+        self.failure: DeliveryError | None = None
+
+    async def send(self, page: Page) -> str:
+        if self.failure is not None:
+            raise self.failure
+        self.pages.append(page)
+        return "HTTP 200"
+
+    async def close(self) -> None:
+        pass
+
+
+class Escalation:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def lookup(
+        self, user_id: str, contact_method_id: str
+    ) -> oncall_service_pb2.ContactMethod:
+        self.calls += 1
+        return oncall_service_pb2.ContactMethod(
+            user_id=user_id,
+            contact_method_id=contact_method_id,
+            type="webhook",
+            address=f"https://hooks.example/{user_id}",
+            user_name=user_id.title(),
+        )
+
+
+def build(
+    redis: Redis, producer: Producer, hook: Hook, escalation: Escalation, clock: FakeClock
+) -> Pipeline:
+    policy = BundlePolicy(SlidingWindowLimit(20, 60), 2.0)
+    batcher = CommandBatcher(redis)
+    return Pipeline(
+        idempotency=IdempotencyStage(IdempotencyStore(batcher)),
+        ratelimit=RateLimitStage(policy),
+        bundle=BundleStage(policy, clock),
+        render=RenderStage(
+            Renderer(), LinkSigner(b"k", timedelta(hours=1)), "http://tocsin", clock
+        ),
+        send=SendStage(BreakerRegistry(clock, failure_threshold=5, reset_timeout_s=30), 5),
+        retry=RetryStage(RetryPolicy(3, 0.5, 1.0, 5), clock, rand=lambda: 0.0),
+        record=RecordStage(producer, batcher, clock),
+        contacts=ContactDirectory(escalation.lookup, ttl_s=5),
+        providers={"webhook": hook},
+        clock=clock,
+    )
+
+
+def request(user: str) -> notification_pb2.NotificationRequest:
+    incident_id = str(uuid.uuid4())
+    return notification_pb2.NotificationRequest(
+        request_id=str(uuid.uuid4()),
+        idempotency_key=f"{incident_id}:1:0:{user}:0",
+        user_id=user,
+        contact_method_id="hook",
+        incident=incident_pb2.Incident(
+            incident_id=incident_id, service_id="svc", title=f"disk full for {user}"
+        ),
+    )
+
+
+async def test_pages_are_delivered_once_and_a_replay_pages_nobody(redis: Redis) -> None:
+    producer, hook, escalation, clock = Producer(), Hook(), Escalation(), FakeClock()
+    pipeline = build(redis, producer, hook, escalation, clock)
+    users = [f"user-{uuid.uuid4().hex[:6]}-{n}" for n in range(50)]
+    jobs = [Job(request(u)) for u in users]
+    statuses = await asyncio.gather(*(pipeline.handle(j) for j in jobs))
+    assert {s.outcome for s in statuses} == {Outcome.DELIVERY_OUTCOME_DELIVERED}
+    assert sorted(p.user_id for p in hook.pages) == sorted(users)
+    # Handed to Kafka (status and timeline entry per page), not awaited by the pipeline.
+    assert all(len(j.produced) == 2 and not any(f.done() for f in j.produced) for j in jobs)
+    assert len(producer.on(NOTIFICATIONS_STATUS)) == 50
+    assert len(producer.on(INCIDENTS_COMMANDS)) == 50
+    rows = await redis.lrange(f"tocsin:deliveries:{jobs[0].request.incident.incident_id}", 0, -1)
+    assert [notification_pb2.NotificationStatus.FromString(r).outcome for r in rows] == [
+        Outcome.DELIVERY_OUTCOME_DELIVERED
+    ]
+    producer.acknowledge()
+    assert all(f.done() for j in jobs for f in j.produced)
+
+    replay = Job(jobs[3].request)
+    status = await pipeline.handle(replay)
+    assert status.outcome == Outcome.DELIVERY_OUTCOME_DUPLICATE
+    assert len(hook.pages) == 50
+    assert escalation.calls == 50
+
+
+async def test_a_burst_for_one_person_is_one_message_and_every_job_gets_its_outcome(
+    redis: Redis,
+) -> None:
+    producer, hook, escalation, clock = Producer(), Hook(), Escalation(), FakeClock()
+    pipeline = build(redis, producer, hook, escalation, clock)
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    first = await pipeline.handle(Job(request(user)))
+    assert first.outcome == Outcome.DELIVERY_OUTCOME_DELIVERED
+    held = [asyncio.create_task(pipeline.handle(Job(request(user)))) for _ in range(3)]
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if pipeline.bundle.held(f"{user}/hook") == 3:
+            break
+    assert pipeline.bundle.held(f"{user}/hook") == 3
+    clock.advance(2.0)
+    statuses = await asyncio.gather(*held)
+    assert {s.outcome for s in statuses} == {Outcome.DELIVERY_OUTCOME_DELIVERED}
+    assert len(hook.pages) == 2 and len(hook.pages[1].incidents) == 3
+    assert all("one message for 3 incidents" in s.detail for s in statuses)
+
+
+async def test_a_failing_peer_is_retried_then_dead_lettered_and_may_be_replayed(
+    redis: Redis,
+) -> None:
+    producer, hook, escalation, clock = Producer(), Hook(), Escalation(), FakeClock()
+    pipeline = build(redis, producer, hook, escalation, clock)
+    hook.failure = DeliveryError("HTTP 503", retryable=True)
+    job = Job(request(f"user-{uuid.uuid4().hex[:6]}"))
+    task = asyncio.create_task(pipeline.handle(job))
+    while not task.done():
+        await asyncio.sleep(0.01)
+        clock.advance(1.0)
+    status = task.result()
+    assert status.outcome == Outcome.DELIVERY_OUTCOME_FAILED and status.attempt == 3
+    outcomes = [s.outcome for s in producer.on(NOTIFICATIONS_STATUS)]
+    assert outcomes.count(Outcome.DELIVERY_OUTCOME_RETRYING) == 2
+    assert len(producer.on(NOTIFICATIONS_DEADLETTER)) == 1
+    assert escalation.calls == 3  # a retried attempt looks the contact up afresh
+    # The claim was given back: a later replay may page.
+    hook.failure = None
+    replayed = await pipeline.handle(Job(job.request))
+    assert replayed.outcome == Outcome.DELIVERY_OUTCOME_DELIVERED
