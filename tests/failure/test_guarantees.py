@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -181,7 +182,7 @@ def gina_pages(stack: Stack) -> list[list[str]]:
 
 
 async def test_no_accepted_alert_is_lost_and_nobody_is_paged_twice_across_crashes(
-    stack: Stack,
+    stack: Stack, report: Callable[[str], None]
 ) -> None:
     load = SteadyLoad(stack.ingest_url, RATE_PER_S)
     load.start()
@@ -221,7 +222,7 @@ async def test_no_accepted_alert_is_lost_and_nobody_is_paged_twice_across_crashe
     messages = gina_pages(stack)
     times_paged = collections.Counter(alert for message in messages for alert in message)
     repeats = {alert: n for alert, n in times_paged.items() if n > 1}
-    print(
+    report(
         f"\nfailure suite: crashed {', '.join(crashed)}; accepted {len(accepted)}, "
         f"refused {load.refused}, in incidents {len(accepted & in_incidents)}, "
         f"dead-lettered {len(accepted & dead)}, paged {len(accepted & paged)}, "
@@ -237,7 +238,7 @@ async def test_no_accepted_alert_is_lost_and_nobody_is_paged_twice_across_crashe
             )
             for key in sorted(missing)
         }
-        print(f"crashes at {crash_times}; missing {where}")
+        report(f"crashes at {crash_times}; missing {where}")
     assert missing == set(), f"{len(missing)} accepted alerts in no incident and no dead letter"
     assert unpaged == set(), f"{len(unpaged)} incidents never paged"
     if repeats:  # tell a retried delivery (same Idempotency-Key) from a second page
@@ -250,5 +251,5 @@ async def test_no_accepted_alert_is_lost_and_nobody_is_paged_twice_across_crashe
                 alert = incident["title"].rsplit(" ", 1)[-1]
                 if alert in repeats:
                     keys_of[alert].append(request.headers.get("Idempotency-Key", "?"))
-        print(f"crashes at {crash_times}; paged twice, by Idempotency-Key: {dict(keys_of)}")
+        report(f"crashes at {crash_times}; paged twice, by Idempotency-Key: {dict(keys_of)}")
     assert repeats == {}, f"alerts paged more than once: {repeats}"

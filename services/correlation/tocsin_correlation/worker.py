@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.streams import Stream
 from faust.types import StreamT
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -59,6 +59,16 @@ DROPPED = Counter(
     "tocsin_correlation_dropped_total",
     "Inputs that changed nothing (e.g. acknowledge/resolve of an unknown dedup key), by reason",
     ["reason"],
+)
+SKIPPED = Counter(
+    "tocsin_correlation_skipped_offsets_total",
+    "Offsets the consumer jumped over within a partition (records never seen by the agent)",
+    ["topic"],
+)
+BATCH_SIZE = Histogram(
+    "tocsin_correlation_batch_inputs",
+    "Inputs processed per batch (one Kafka acknowledgement wait each)",
+    buckets=(1, 5, 20, 50, 100, 200, 500, 1000),
 )
 SUPPRESSED = Counter(
     "tocsin_correlation_suppressed_total",
@@ -107,6 +117,7 @@ class Batch:
     views: dict[str, StagedMapping] = field(init=False)
     partitions: dict[str, dict[str, int]] = field(init=False)
     outputs: list[Output] = field(default_factory=list)
+    inputs: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.views = {name: StagedMapping(table) for name, table in self.tables.items()}
@@ -134,7 +145,9 @@ class CorrelationWorker:
         self.change_retention = float(
             os.environ.get("TOCSIN_CHANGE_RETENTION_SECONDS", DEFAULT_CHANGE_RETENTION)
         )
-        self.app = make_app(settings, "tocsin-correlation", **app_options)
+        # The consumer group and the changelog topics are named after it.
+        app_id = os.environ.get("TOCSIN_CORRELATION_APP_ID", "tocsin-correlation")
+        self.app = make_app(settings, app_id, **app_options)
         partitions = ALERTS_NORMALIZED.partitions
         self.tables = {
             name: self.app.Table(name, default=None, partitions=partitions) for name in TABLES
@@ -216,29 +229,29 @@ class CorrelationWorker:
         its state (see staging.py for why in this order)."""
         batch = Batch(self.tables)
         config = self.config.current
-        for event in await self._in_order(events):
+        self._check_order(events)
+        batch.inputs = list(events)
+        for event in batch.inputs:
             await self._process_input(batch, event, config)
         await self._publish(batch.outputs)
-        self._keep(batch)
+        await self._keep(batch)
 
-    async def _in_order(self, events: Sequence[Any]) -> list[Any]:
-        """The events that follow, in their partition, the last one this worker processed.
+    def _check_order(self, events: Sequence[Any]) -> None:
+        """Count and log offset jumps within a partition: records the consumer skipped.
 
-        An offset jump means faust skipped records (it does so around rebalances): read the
-        partition again from the first missing offset. Events after the jump are dropped
-        unacked (marked acked here, so faust never records them as committable): they come
-        again after the seek, in order.
+        faust drops records around rebalances in more than one place; the ones its stream
+        skips are no longer acked (faustapp.py), so the commit cannot pass them and they are
+        read again after a restart. This makes any other skip visible (seeking back from
+        here fights faust's own read-offset bookkeeping, so it only reports).
         """
-        kept = []
-        reread: set[Any] = set()
         for event in events:
             message = event.message
             tp = message.tp
             expected = self._next_offset.get(tp)
-            if tp not in reread and expected is not None and message.offset > expected:
-                reread.add(tp)
+            if expected is not None and message.offset > expected:
+                SKIPPED.labels(tp.topic).inc(message.offset - expected)
                 log.warning(
-                    "records skipped by the consumer; reading them again",
+                    "records skipped by the consumer",
                     extra={
                         "topic": tp.topic,
                         "partition": tp.partition,
@@ -246,13 +259,7 @@ class CorrelationWorker:
                         "to_offset": message.offset - 1,
                     },
                 )
-                await self.app.consumer.seek(tp, expected)
-            if tp in reread:
-                message.acked = True
-                continue
             self._next_offset[tp] = message.offset + 1
-            kept.append(event)
-        return kept
 
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         # After a rebalance the consumer starts again from the committed offsets.
@@ -455,20 +462,45 @@ class CorrelationWorker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_MAX_S)
 
-    def _keep(self, batch: Batch) -> None:
-        """Apply a published batch's writes to the tables and their changelogs, each in the
-        changelog partition of the input that wrote it (faust commits an input's offset only
-        after flushing these)."""
+    async def _keep(self, batch: Batch) -> None:
+        """Apply a published batch's writes to the tables and send them to the changelogs,
+        each in the partition of the input that wrote it, durably before the batch's inputs
+        are acked (and so committable).
+
+        Sent by our producer rather than faust's send_soon queue, which takes one record at
+        a time (100 deep; it overflowed at every batch), with faust's own serialization so
+        that its recovery reads them back.
+        """
+        producer = await self.producer()
+        records: list[tuple[str, bytes, bytes | None, int]] = []
         for name, view in batch.views.items():
-            table = self.tables[name]
+            table: Any = self.tables[name]  # a faust Table (TableT lacks its serializers)
+            changelog = table.changelog_topic
+            topic = changelog.get_topic_name()
             partitions = batch.partitions[name]
             for key, value, deleted in view.staged():
+                raw_key, _ = changelog.prepare_key(key, table.key_serializer)
                 if deleted:
                     table.data.pop(key, None)
-                    table.send_changelog(partitions[key], key, None, value_serializer="raw")
+                    raw_value = None
                 else:
                     table.data[key] = value
-                    table.send_changelog(partitions[key], key, value)
+                    raw_value, _ = changelog.prepare_value(value, table.value_serializer)
+                records.append((topic, raw_key, raw_value, partitions[key]))
+        BATCH_SIZE.observe(len(batch.inputs))
+        if not records:
+            return
+        backoff = RETRY_FIRST_S
+        while True:
+            try:
+                for topic, raw_key, raw_value, partition in records:
+                    await producer.enqueue_prepared(topic, raw_key, raw_value, [], partition)
+                await producer.flush()
+                return
+            except TRANSIENT:
+                log.warning("writing the changelogs failed; writing them again", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
 
     async def _index(self, outcome: Outcome, config: TocsinConfig) -> None:
         """Keep the open-incident index of upstream services (idempotent: a replay after a
