@@ -64,12 +64,13 @@ test-unit: $(STAMP)  ## unit tests only (no Kafka, no Redis)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 # The whole suite against its own Kafka and Redis (ports and data apart from make up's),
-# always torn down, exiting with pytest's status.
+# always torn down, exiting with pytest's status. The failure suite runs last (it crashes
+# the stack's Kafka and Redis), with a short load: 20 alerts/s, a crash every 3 s.
 test: $(STAMP)  ## run every test, bringing up and tearing down its own Kafka and Redis
 	$(MAKE) --no-print-directory infra-test-up
 	@status=0; \
 	  eval "$$($(PY) tools/devstack.py env --profile test)"; \
-	  $(PY) -m pytest tests/unit tests/integration -q -rfE $(PYTEST_ARGS) || status=$$?; \
+	  $(PY) -m pytest tests/unit tests/integration tests/failure -q -rfE $(PYTEST_ARGS) || status=$$?; \
 	  $(MAKE) --no-print-directory infra-test-down; \
 	  exit $$status
 
@@ -93,11 +94,13 @@ bench: $(STAMP)  ## run the benchmarks (pipeline vs Alertmanager 0.25, and per s
 # SPEC §9 under failure: SIGKILL each service, Redis and the broker under load. Kept out of
 # `make test` while it still catches a rare loss (about 1 alert in 1,000, in some runs):
 # see issue 7. It brings up and tears down its own Kafka and Redis like `make test`.
-test-failure: $(STAMP)  ## the failure suite (crashes under load); prints the counts it checked
+# The failure suite alone with the long load: 60 alerts/s, a crash every 10 s.
+test-failure: $(STAMP)  ## the failure suite with a long load (crashes under load); prints the counts it checked
 	$(MAKE) --no-print-directory infra-test-up
 	@status=0; \
 	  eval "$$($(PY) tools/devstack.py env --profile test)"; \
-	  $(PY) -m pytest tests/failure -q -s -rfE $(PYTEST_ARGS) || status=$$?; \
+	  TOCSIN_FAILURE_RATE=$${TOCSIN_FAILURE_RATE:-60} TOCSIN_FAILURE_GAP_SECONDS=$${TOCSIN_FAILURE_GAP_SECONDS:-10} \
+	  $(PY) -m pytest tests/failure -q -rfE $(PYTEST_ARGS) || status=$$?; \
 	  $(MAKE) --no-print-directory infra-test-down; \
 	  exit $$status
 

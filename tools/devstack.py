@@ -96,8 +96,10 @@ PROFILES = {
     ),
 }
 # Extra isolated stacks (h1..h6) for engineers running suites side by side on one machine.
+# Below Linux's ephemeral range (32768+): a client's outgoing connection can hold a port
+# there, and the broker then fails to bind it.
 for _n in range(1, 7):
-    _base = 30000 + _n * 1000
+    _base = 11000 + _n * 1000
     PROFILES[f"h{_n}"] = Profile(
         f"h{_n}",
         _base + 92,

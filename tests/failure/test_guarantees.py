@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -37,6 +38,7 @@ class SteadyLoad:
         self._url = url
         self._rate = rate
         self.accepted: set[str] = set()
+        self.accepted_at: dict[str, float] = {}
         self.refused = 0
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -77,6 +79,7 @@ class SteadyLoad:
                 await response.read()
                 if response.status == 202:
                     self.accepted.add(key)
+                    self.accepted_at[key] = time.monotonic()
                 else:
                     self.refused += 1
         except (aiohttp.ClientError, TimeoutError):
@@ -113,6 +116,31 @@ async def read_topic(bootstrap: str, topic: str) -> list[bytes]:
                 return values
             for records in batch.values():
                 values.extend(r.value for r in records if r.value is not None)
+    finally:
+        await consumer.stop()
+
+
+async def normalized_positions(bootstrap: str, keys: set[str]) -> dict[str, tuple[int, int]]:
+    """Where (partition, offset) each of these alerts sits on alerts.normalized."""
+    consumer = AIOKafkaConsumer(
+        "alerts.normalized",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: dict[str, tuple[int, int]] = {}
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=1500)
+            if not batch:
+                return found
+            for records in batch.values():
+                for record in records:
+                    alert = alert_pb2.Alert()
+                    alert.ParseFromString(record.value or b"")
+                    if alert.dedup_key in keys:
+                        found[alert.dedup_key] = (record.partition, record.offset)
     finally:
         await consumer.stop()
 
@@ -154,18 +182,22 @@ def gina_pages(stack: Stack) -> list[list[str]]:
 
 
 async def test_no_accepted_alert_is_lost_and_nobody_is_paged_twice_across_crashes(
-    stack: Stack,
+    stack: Stack, report: Callable[[str], None]
 ) -> None:
     load = SteadyLoad(stack.ingest_url, RATE_PER_S)
     load.start()
     crashed = []
+    started = time.monotonic()
+    crash_times: list[str] = []
     try:
         for service in ("alert-ingest", "correlation", "escalation", "notification"):
             await asyncio.sleep(SECONDS_BETWEEN_CRASHES)
+            crash_times.append(f"{service} {time.monotonic() - started:.1f}s")
             await stack.restart(service)
             crashed.append(service)
         for component in ("redis", "kafka"):
             await asyncio.sleep(SECONDS_BETWEEN_CRASHES)
+            crash_times.append(f"{component} {time.monotonic() - started:.1f}s")
             await asyncio.to_thread(crash, component)
             crashed.append(component)
         await asyncio.sleep(SECONDS_BETWEEN_CRASHES)
@@ -190,13 +222,34 @@ async def test_no_accepted_alert_is_lost_and_nobody_is_paged_twice_across_crashe
     messages = gina_pages(stack)
     times_paged = collections.Counter(alert for message in messages for alert in message)
     repeats = {alert: n for alert, n in times_paged.items() if n > 1}
-    print(
+    report(
         f"\nfailure suite: crashed {', '.join(crashed)}; accepted {len(accepted)}, "
         f"refused {load.refused}, in incidents {len(accepted & in_incidents)}, "
         f"dead-lettered {len(accepted & dead)}, paged {len(accepted & paged)}, "
         f"messages {len(messages)}, alerts paged twice {len(repeats)}"
     )
     assert len(accepted) > RATE_PER_S * SECONDS_BETWEEN_CRASHES  # the load really ran
+    if missing:  # say where each lost alert was, to tell which crash lost it
+        positions = await normalized_positions(stack.bootstrap, missing)
+        where = {
+            key: (
+                f"accepted {load.accepted_at[key] - started:.1f}s, "
+                f"alerts.normalized {positions.get(key, 'absent')}"
+            )
+            for key in sorted(missing)
+        }
+        report(f"crashes at {crash_times}; missing {where}")
     assert missing == set(), f"{len(missing)} accepted alerts in no incident and no dead letter"
     assert unpaged == set(), f"{len(unpaged)} incidents never paged"
+    if repeats:  # tell a retried delivery (same Idempotency-Key) from a second page
+        keys_of: dict[str, list[str]] = collections.defaultdict(list)
+        for request in stack.pages.requests:
+            if request.path != "/pages/gina":
+                continue
+            body = request.json()
+            for incident in body.get("incidents") or [body["incident"]]:
+                alert = incident["title"].rsplit(" ", 1)[-1]
+                if alert in repeats:
+                    keys_of[alert].append(request.headers.get("Idempotency-Key", "?"))
+        report(f"crashes at {crash_times}; paged twice, by Idempotency-Key: {dict(keys_of)}")
     assert repeats == {}, f"alerts paged more than once: {repeats}"

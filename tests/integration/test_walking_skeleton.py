@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
 import aiohttp
 import pytest
@@ -79,21 +80,25 @@ async def test_an_alert_pages_the_on_call_user_at_their_webhook_in_one_trace(sta
         ("tocsin-escalation", "tocsin.v1.OnCallService/GetContactMethod"),  # gRPC server
         ("tocsin-notification", "webhook POST"),
     }
+
+    def orphans(spans: list[Any]) -> list[str]:
+        # One unbroken tree: every span but the caller's root has its parent in the trace.
+        ids = {s.span_id for s in spans}
+        return [
+            s.name for s in spans if s.parent_span_id not in ids and s.name != "POST /v2/enqueue"
+        ]
+
+    # Each service exports its spans in batches of its own: wait for the whole tree.
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        seen = {(s.service, s.name) for s in stack.traces.trace(trace_id)}
-        if expected <= seen:
+        spans = stack.traces.trace(trace_id)
+        if expected <= {(s.service, s.name) for s in spans} and not orphans(spans):
             break
         await asyncio.sleep(0.2)
     spans = stack.traces.trace(trace_id)
     seen = {(s.service, s.name) for s in spans}
     assert expected <= seen, f"missing spans: {sorted(expected - seen)}"
-    # One unbroken tree: every span but the caller's root has its parent in the trace.
-    ids = {s.span_id for s in spans}
-    orphans = [
-        s.name for s in spans if s.parent_span_id not in ids and s.name != "POST /v2/enqueue"
-    ]
-    assert orphans == [], [(x.service, x.name, x.span_id, x.parent_span_id) for x in spans]
+    assert orphans(spans) == [], [(x.service, x.name, x.span_id, x.parent_span_id) for x in spans]
 
 
 async def test_a_repeated_trigger_is_deduplicated_and_pages_once(stack: Stack) -> None:

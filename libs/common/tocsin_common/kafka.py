@@ -146,6 +146,24 @@ class EventProducer:
         """
         return await self._enqueue(topic, key, message, headers, tracked=True)
 
+    async def enqueue_prepared(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        partition: int | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Hand over a record exactly as prepared: its headers already carry the trace
+        context of the span that made it (so a re-send after a failure keeps its trace).
+        Tracked like :meth:`enqueue`: a failure also makes the next flush() raise."""
+        future: asyncio.Future[RecordMetadata] = await self._producer.send(
+            topic, value=value, key=key, headers=headers, partition=partition
+        )
+        future.add_done_callback(self._note_failure)
+        metrics.MESSAGES_PRODUCED.labels(self._service, topic).inc()
+        return future
+
     async def _enqueue(
         self,
         topic: Topic,

@@ -67,7 +67,13 @@ def main() -> None:
     loop.run_until_complete(prepare_topics())
     try:
         faust.Worker(
-            app, loglevel=settings.log_level, quiet=True, loop=loop
+            # redirect_stdouts off: faust would send stderr (where our JSON logs go) back
+            # through logging, and the worker's logs were lost.
+            app,
+            loglevel=settings.log_level,
+            quiet=True,
+            loop=loop,
+            redirect_stdouts=False,
         ).execute_from_commandline()
     finally:
         grpc_server.stop()

@@ -16,16 +16,24 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
+from faust.streams import Stream
 from faust.types import StreamT
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_common import metrics
 from tocsin_common.config import ConfigStore, TocsinConfig
-from tocsin_common.faustapp import make_app, raw_topic
+from tocsin_common.faustapp import make_app
+from tocsin_common.kafka import EventProducer
 from tocsin_common.settings import Settings
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import (
@@ -42,6 +50,7 @@ from tocsin_correlation.changes import ChangeRecord
 from tocsin_correlation.engine import CorrelationEngine, OpenIncident, Outcome, View
 from tocsin_correlation.silence_api import load_silences
 from tocsin_correlation.silences import Silence
+from tocsin_correlation.staging import StagedMapping
 
 log = logging.getLogger("tocsin.correlation")
 SERVICE = "correlation"
@@ -50,6 +59,16 @@ DROPPED = Counter(
     "tocsin_correlation_dropped_total",
     "Inputs that changed nothing (e.g. acknowledge/resolve of an unknown dedup key), by reason",
     ["reason"],
+)
+SKIPPED = Counter(
+    "tocsin_correlation_skipped_offsets_total",
+    "Offsets the consumer jumped over within a partition (records never seen by the agent)",
+    ["topic"],
+)
+BATCH_SIZE = Histogram(
+    "tocsin_correlation_batch_inputs",
+    "Inputs processed per batch (one Kafka acknowledgement wait each)",
+    buckets=(1, 5, 20, 50, 100, 200, 500, 1000),
 )
 SUPPRESSED = Counter(
     "tocsin_correlation_suppressed_total",
@@ -61,6 +80,62 @@ CHANGES_KEY = "tocsin:correlation:changes:"
 REFRESH_SECONDS = 1.0
 DEFAULT_CHANGE_RETENTION = 24 * 3600.0
 TABLES = ("alerts", "incidents", "groups", "held", "sources", "changes")
+# A batch is what the agent takes at once: up to BATCH_MAX inputs, or what arrived within
+# BATCH_WITHIN_S. One Kafka acknowledgement wait per batch instead of per input.
+BATCH_MAX = int(os.environ.get("TOCSIN_CORRELATION_BATCH_MAX", "500"))
+BATCH_WITHIN_S = float(os.environ.get("TOCSIN_CORRELATION_BATCH_WITHIN_S", "0.005"))
+BATCH_FINISH_ON_STOP_S = 10.0
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
+# Failures of the stores and the broker: retried in place. Anything else an input raises
+# is about the input: it is dead-lettered.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    TimeoutError,
+    KafkaError,
+    ProducerSendError,
+)
+
+
+@dataclass
+class Output:
+    """A record to publish, prepared (headers included) inside the span of its input."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class Batch:
+    """The staged writes and the outputs of the inputs taken at once."""
+
+    tables: Mapping[str, Any]
+    views: dict[str, StagedMapping] = field(init=False)
+    partitions: dict[str, dict[str, int]] = field(init=False)
+    outputs: list[Output] = field(default_factory=list)
+    inputs: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.views = {name: StagedMapping(table) for name, table in self.tables.items()}
+        self.partitions = {name: {} for name in self.tables}
+
+    def input_views(self) -> dict[str, StagedMapping]:
+        """Views for one input, over the batch's: dropped if the input fails."""
+        return {name: view.child() for name, view in self.views.items()}
+
+    def keep(
+        self, views: Mapping[str, StagedMapping], partition: int, outputs: list[Output]
+    ) -> None:
+        """An input succeeded: its writes join the batch's (in its partition's changelog)."""
+        for name, view in views.items():
+            for key in view.writes:
+                self.partitions[name][key] = partition
+            view.merge_into_parent()
+        self.outputs.extend(outputs)
 
 
 class CorrelationWorker:
@@ -70,25 +145,34 @@ class CorrelationWorker:
         self.change_retention = float(
             os.environ.get("TOCSIN_CHANGE_RETENTION_SECONDS", DEFAULT_CHANGE_RETENTION)
         )
-        self.app = make_app(settings, "tocsin-correlation", **app_options)
+        # The consumer group and the changelog topics are named after it.
+        app_id = os.environ.get("TOCSIN_CORRELATION_APP_ID", "tocsin-correlation")
+        self.app = make_app(settings, app_id, **app_options)
         partitions = ALERTS_NORMALIZED.partitions
         self.tables = {
             name: self.app.Table(name, default=None, partitions=partitions) for name in TABLES
         }
         self.engine = CorrelationEngine(*(self.tables[name] for name in TABLES))
-        self.alerts_topic = raw_topic(self.app, ALERTS_NORMALIZED)
-        self.commands_topic = raw_topic(self.app, INCIDENTS_COMMANDS)
-        self.changes_topic = raw_topic(self.app, CHANGES)
-        self.events_topic = raw_topic(self.app, INCIDENTS_EVENTS)
-        self.dead_letters = raw_topic(self.app, ALERTS_DEADLETTER)
+        # One agent over the three inputs: they share the service's state, and staged
+        # batches (staging.py) need one writer.
+        self.inputs_topic = self.app.topic(
+            ALERTS_NORMALIZED.name,
+            INCIDENTS_COMMANDS.name,
+            CHANGES.name,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.bootstrap = settings.kafka_bootstrap
+        self._producer: EventProducer | None = None
         self._tracer = tracer("tocsin.correlation")
         self.table_names = TABLES
         self.silences: list[Silence] = []
         self._redis: Redis | None = None
         self._upstreams: tuple[int, frozenset[str]] = (0, frozenset())
-        self.app.agent(self.alerts_topic, name="correlate-alerts")(self._alerts_agent)
-        self.app.agent(self.commands_topic, name="apply-commands")(self._commands_agent)
-        self.app.agent(self.changes_topic, name="keep-changes")(self._changes_agent)
+        self.app.agent(self.inputs_topic, name="correlate")(self._agent)
+        self._next_offset: dict[Any, int] = {}  # topic-partition -> next offset to process
+        self.app.on_partitions_assigned.connect(self._on_rebalance)
+        self.app.on_partitions_revoked.connect(self._on_rebalance)
         self.app.task(self._refresher)
 
     def changelog_topics(self) -> list[Topic]:
@@ -120,53 +204,149 @@ class CorrelationWorker:
             self._upstreams = (id(config), names)
         return self._upstreams[1]
 
-    # --- agents ---------------------------------------------------------------------
+    # --- the agent ------------------------------------------------------------------
 
-    async def _alerts_agent(self, stream: StreamT[Any]) -> None:
-        async for event in stream.events():
-            with consume_span(self._tracer, ALERTS_NORMALIZED.name, _headers(event)) as span:
+    async def _agent(self, stream: StreamT[Any]) -> None:
+        """Alerts, commands and changes of the worker's partitions, in batches."""
+        assert isinstance(stream, Stream)  # StreamT does not declare take_events
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            batch = asyncio.ensure_future(self._process_batch(events))
+            try:
+                await asyncio.shield(batch)
+            except asyncio.CancelledError:
+                # faust acks a batch's events on the way out of take_events, and commits
+                # acked offsets when it stops: finish the batch first. One that cannot
+                # finish (Kafka gone) must not be committed: leave as a crash would, so
+                # its inputs are read again.
+                done, _ = await asyncio.wait([batch], timeout=BATCH_FINISH_ON_STOP_S)
+                if not done or batch.exception() is not None:
+                    log.critical("stopping in the middle of a batch; exiting without commit")
+                    os._exit(70)
+                raise
+
+    async def _process_batch(self, events: Sequence[Any]) -> None:
+        """Run the engine over a batch on staged state, make its events durable, then keep
+        its state (see staging.py for why in this order)."""
+        batch = Batch(self.tables)
+        config = self.config.current
+        self._check_order(events)
+        batch.inputs = list(events)
+        for event in batch.inputs:
+            await self._process_input(batch, event, config)
+        await self._publish(batch.outputs)
+        await self._keep(batch)
+
+    def _check_order(self, events: Sequence[Any]) -> None:
+        """Count and log offset jumps within a partition: records the consumer skipped.
+
+        faust drops records around rebalances in more than one place; the ones its stream
+        skips are no longer acked (faustapp.py), so the commit cannot pass them and they are
+        read again after a restart. This makes any other skip visible (seeking back from
+        here fights faust's own read-offset bookkeeping, so it only reports).
+        """
+        for event in events:
+            message = event.message
+            tp = message.tp
+            expected = self._next_offset.get(tp)
+            if expected is not None and message.offset > expected:
+                SKIPPED.labels(tp.topic).inc(message.offset - expected)
+                log.warning(
+                    "records skipped by the consumer",
+                    extra={
+                        "topic": tp.topic,
+                        "partition": tp.partition,
+                        "from_offset": expected,
+                        "to_offset": message.offset - 1,
+                    },
+                )
+            self._next_offset[tp] = message.offset + 1
+
+    async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
+        # After a rebalance the consumer starts again from the committed offsets.
+        self._next_offset.clear()
+
+    async def _process_input(self, batch: Batch, event: Any, config: TocsinConfig) -> None:
+        message = event.message
+        with consume_span(
+            self._tracer,
+            message.topic,
+            _headers(event),
+            **{"messaging.kafka.partition": message.partition},
+        ) as span:
+            backoff = RETRY_FIRST_S
+            while True:
+                views = batch.input_views()
+                engine = CorrelationEngine(*(views[name] for name in TABLES))
                 try:
-                    alert = alert_pb2.Alert()
-                    alert.ParseFromString(event.value)
-                    config = self.config.current
-                    now = time.time()
-                    view = await self._view(alert, config, now)
-                    outcome = self.engine.on_alert(alert, config, now, view)
-                    await self._publish(outcome, ALERTS_NORMALIZED.name, config)
+                    outputs = await self._handle(engine, message.topic, event.value, config)
+                except TRANSIENT as error:
+                    # A store or the broker is down: wait and do this input again (its
+                    # partial writes are dropped with its views), rather than dead-letter
+                    # a good alert.
+                    record_error(span, error)
+                    log.warning(
+                        "processing failed; retrying",
+                        extra={"topic": message.topic, "offset": message.offset},
+                        exc_info=True,
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX_S)
+                    continue
                 except Exception as error:
                     record_error(span, error)
-                    await self._dead_letter(event, error)
+                    batch.outputs.append(self._dead_letter(event, error))
+                    return
+                batch.keep(views, message.partition, outputs)
+                metrics.MESSAGES_CONSUMED.labels(SERVICE, message.topic).inc()
+                return
 
-    async def _commands_agent(self, stream: StreamT[Any]) -> None:
-        async for event in stream.events():
-            with consume_span(self._tracer, INCIDENTS_COMMANDS.name, _headers(event)) as span:
-                try:
-                    command = incident_pb2.IncidentCommand()
-                    command.ParseFromString(event.value)
-                    outcome = self.engine.on_command(command, time.time())
-                    await self._publish(outcome, INCIDENTS_COMMANDS.name, self.config.current)
-                except Exception as error:
-                    record_error(span, error)
-                    await self._dead_letter(event, error)
+    async def _handle(
+        self, engine: CorrelationEngine, topic: str, value: bytes, config: TocsinConfig
+    ) -> list[Output]:
+        now = time.time()
+        if topic == ALERTS_NORMALIZED.name:
+            alert = alert_pb2.Alert()
+            alert.ParseFromString(value)
+            view = await self._view(alert, config, now)
+            outcome = engine.on_alert(alert, config, now, view)
+        elif topic == INCIDENTS_COMMANDS.name:
+            command = incident_pb2.IncidentCommand()
+            command.ParseFromString(value)
+            outcome = engine.on_command(command, now)
+        else:
+            change = alert_pb2.ChangeEvent()
+            change.ParseFromString(value)
+            record = engine.on_change(change, now, self.change_retention)
+            await self._keep_change(record, now)
+            return []
+        if outcome.dropped:
+            DROPPED.labels(outcome.dropped).inc()
+            log.info("input changed nothing", extra={"reason": outcome.dropped})
+        if outcome.suppressed:
+            SUPPRESSED.labels(outcome.suppressed).inc()
+        await self._index(outcome, config)
+        outputs = []
+        for incident_event in outcome.events:
+            with produce_span(self._tracer, INCIDENTS_EVENTS.name):
+                outputs.append(
+                    Output(
+                        INCIDENTS_EVENTS.name,
+                        incident_event.incident.incident_id.encode(),
+                        incident_event.SerializeToString(),
+                        kafka_headers(),
+                    )
+                )
+        return outputs
 
-    async def _changes_agent(self, stream: StreamT[Any]) -> None:
-        async for event in stream.events():
-            with consume_span(self._tracer, CHANGES.name, _headers(event)) as span:
-                try:
-                    change = alert_pb2.ChangeEvent()
-                    change.ParseFromString(event.value)
-                    now = time.time()
-                    record = self.engine.on_change(change, now, self.change_retention)
-                    key = CHANGES_KEY + record.service_id
-                    async with self.redis().pipeline(transaction=False) as pipe:
-                        pipe.zadd(key, {record.raw: record.at})
-                        pipe.zremrangebyscore(key, "-inf", now - self.change_retention)
-                        pipe.expire(key, int(self.change_retention) + 60)
-                        await pipe.execute()
-                    metrics.MESSAGES_CONSUMED.labels(SERVICE, CHANGES.name).inc()
-                except Exception as error:
-                    record_error(span, error)
-                    await self._dead_letter(event, error)
+    async def _keep_change(self, record: ChangeRecord, now: float) -> None:
+        """Changes are also kept in Redis, for services of other partitions that depend on
+        this one (idempotent: a replay adds the same member)."""
+        key = CHANGES_KEY + record.service_id
+        async with self.redis().pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {record.raw: record.at})
+            pipe.zremrangebyscore(key, "-inf", now - self.change_retention)
+            pipe.expire(key, int(self.change_retention) + 60)
+            await pipe.execute()
 
     async def _view(self, alert: alert_pb2.Alert, config: TocsinConfig, now: float) -> View:
         """Silences, and for a trigger on a service with dependencies, the open incidents
@@ -222,17 +402,20 @@ class CorrelationWorker:
             if is_open:
                 continue
             command = self.engine.held_release_command(incident_id, entry)
-            await self.commands_topic.send(
-                key=command.service_id.encode(),
-                value=command.SerializeToString(),
-                headers=kafka_headers(),
-            )
-            metrics.MESSAGES_PRODUCED.labels(SERVICE, INCIDENTS_COMMANDS.name).inc()
+            producer = await self.producer()
+            await producer.send(INCIDENTS_COMMANDS, command.service_id, command)
 
     # --- output ---------------------------------------------------------------------
 
-    async def _dead_letter(self, event: Any, error: Exception) -> None:
-        """Keep a record that failed, whole, with why; the partition keeps moving."""
+    async def producer(self) -> EventProducer:
+        if self._producer is None:  # started on the worker's loop, used only there
+            producer = EventProducer(self.bootstrap, SERVICE)
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    def _dead_letter(self, event: Any, error: Exception) -> Output:
+        """Keep an input that failed, whole, with why; the partition keeps moving."""
         message = event.message
         log.exception(
             "record failed; dead-lettered",
@@ -253,30 +436,71 @@ class CorrelationWorker:
             failed_service=SERVICE,
         )
         set_timestamp(letter.failed_at, datetime.now(UTC))
-        await self.dead_letters.send(key=event.key, value=letter.SerializeToString(), force=True)
         metrics.DEAD_LETTERS.labels(SERVICE, message.topic, type(error).__name__).inc()
+        return Output(
+            ALERTS_DEADLETTER.name, event.key or b"", letter.SerializeToString(), kafka_headers()
+        )
 
-    async def _publish(self, outcome: Outcome, source: str, config: TocsinConfig) -> None:
-        metrics.MESSAGES_CONSUMED.labels(SERVICE, source).inc()
-        if outcome.dropped:
-            DROPPED.labels(outcome.dropped).inc()
-            log.info("input changed nothing", extra={"reason": outcome.dropped})
-        if outcome.suppressed:
-            SUPPRESSED.labels(outcome.suppressed).inc()
-        await self._index(outcome, config)
-        for incident_event in outcome.events:
-            with produce_span(self._tracer, INCIDENTS_EVENTS.name):
-                # force: hand it to the producer now, not as an attachment published
-                # when the input is acked — faust may commit the input's offset between
-                # that ack and the attachment's send, and a crash there loses the event.
-                # Handed over now, the commit's producer flush makes it durable first.
-                await self.events_topic.send(
-                    key=incident_event.incident.incident_id.encode(),
-                    value=incident_event.SerializeToString(),
-                    headers=kafka_headers(),
-                    force=True,
-                )
-            metrics.MESSAGES_PRODUCED.labels(SERVICE, INCIDENTS_EVENTS.name).inc()
+    async def _publish(self, outputs: list[Output]) -> None:
+        """Every output of a batch acknowledged by Kafka (acks=all), or again until it is:
+        the batch's state is kept only after this. A re-send repeats event ids, which
+        every consumer of incidents.events applies once."""
+        if not outputs:
+            return
+        backoff = RETRY_FIRST_S
+        while True:
+            producer = await self.producer()
+            try:
+                for output in outputs:
+                    await producer.enqueue_prepared(
+                        output.topic, output.key, output.value, output.headers
+                    )
+                await producer.flush()
+                return
+            except TRANSIENT:
+                log.warning("publishing a batch failed; publishing it again", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+
+    async def _keep(self, batch: Batch) -> None:
+        """Apply a published batch's writes to the tables and send them to the changelogs,
+        each in the partition of the input that wrote it, durably before the batch's inputs
+        are acked (and so committable).
+
+        Sent by our producer rather than faust's send_soon queue, which takes one record at
+        a time (100 deep; it overflowed at every batch), with faust's own serialization so
+        that its recovery reads them back.
+        """
+        producer = await self.producer()
+        records: list[tuple[str, bytes, bytes | None, int]] = []
+        for name, view in batch.views.items():
+            table: Any = self.tables[name]  # a faust Table (TableT lacks its serializers)
+            changelog = table.changelog_topic
+            topic = changelog.get_topic_name()
+            partitions = batch.partitions[name]
+            for key, value, deleted in view.staged():
+                raw_key, _ = changelog.prepare_key(key, table.key_serializer)
+                if deleted:
+                    table.data.pop(key, None)
+                    raw_value = None
+                else:
+                    table.data[key] = value
+                    raw_value, _ = changelog.prepare_value(value, table.value_serializer)
+                records.append((topic, raw_key, raw_value, partitions[key]))
+        BATCH_SIZE.observe(len(batch.inputs))
+        if not records:
+            return
+        backoff = RETRY_FIRST_S
+        while True:
+            try:
+                for topic, raw_key, raw_value, partition in records:
+                    await producer.enqueue_prepared(topic, raw_key, raw_value, [], partition)
+                await producer.flush()
+                return
+            except TRANSIENT:
+                log.warning("writing the changelogs failed; writing them again", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
 
     async def _index(self, outcome: Outcome, config: TocsinConfig) -> None:
         """Keep the open-incident index of upstream services (idempotent: a replay after a

@@ -1,4 +1,6 @@
-"""Session fixtures: one stack of the four services for all integration tests."""
+"""Session fixtures: one stack of the four services for the integration tests and the
+failure suite (which runs last, in the same session: it crashes the stack's Kafka and Redis).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +14,10 @@ from redis.asyncio import Redis
 
 from tests.integration.harness import Stack, infra_from_env
 
-pytestmark = pytest.mark.integration
-
 # The stack's config is every YAML fragment in stack_config/, merged: each top-level list
 # (services, users, schedules, ...) is the concatenation of the fragments' lists, so each
 # suite adds its own services and people without touching the others'.
-STACK_CONFIG_DIR = Path(__file__).parent / "stack_config"
+STACK_CONFIG_DIR = Path(__file__).parent / "integration" / "stack_config"
 
 
 def stack_config_text() -> str:
