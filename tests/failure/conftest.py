@@ -10,13 +10,15 @@ import pytest
 
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """Print a line to the terminal even while pytest captures output."""
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    """Print a line to the terminal even while pytest captures output (as `make test` does):
+    the suite's counts belong in CI's log, pass or fail."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
 
     def say(line: str) -> None:
-        if terminal is not None:
-            terminal.write_line(line)
-        else:
-            print(line)
+        if capture is None:
+            print(line, flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            print(line, flush=True)
 
     return say
