@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from tocsin.v1 import incident_pb2, notification_pb2, oncall_service_pb2
 from tocsin_common.clock import FakeClock
@@ -322,3 +323,38 @@ async def test_a_failing_peer_is_retried_then_dead_lettered_and_may_be_replayed(
     hook.failure = None
     replayed = await pipeline.handle(Job(job.request))
     assert replayed.outcome == Outcome.DELIVERY_OUTCOME_DELIVERED
+
+
+class FlakyDeliveredMark(IdempotencyStage):
+    """Redis fails the first 'delivered' mark (as when it is killed right after a send)."""
+
+    def __init__(self, store: IdempotencyStore) -> None:
+        super().__init__(store)
+        self.failures = 1
+
+    async def delivered(self, jobs: list[Job]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RedisConnectionError("Connection closed by server.")
+        await super().delivered(jobs)
+
+
+async def test_a_page_sent_whose_delivered_mark_fails_is_not_sent_again(redis: Redis) -> None:
+    producer, hook, escalation, clock = Producer(), Hook(), Escalation(), FakeClock()
+    pipeline = build(redis, producer, hook, escalation, clock)
+    flaky = FlakyDeliveredMark(IdempotencyStore(CommandBatcher(redis)))
+    pipeline.idempotency = flaky
+    job = Job(request(f"user-{uuid.uuid4().hex[:6]}"))
+    handling = asyncio.create_task(pipeline.handle(job))
+    for _ in range(100):  # the mark failed once; the pipeline waits to mark it again
+        await asyncio.sleep(0.01)
+        if not flaky.failures and len(hook.pages) == 1:
+            break
+    clock.advance(1.0)
+    status = await handling
+    assert status.outcome == Outcome.DELIVERY_OUTCOME_DELIVERED
+    assert len(hook.pages) == 1
+    # Marked after all: a redelivery of the request pages nobody.
+    replay = await pipeline.handle(Job(job.request))
+    assert replay.outcome == Outcome.DELIVERY_OUTCOME_DUPLICATE
+    assert len(hook.pages) == 1

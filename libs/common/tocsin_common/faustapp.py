@@ -26,9 +26,10 @@ def _ack_if_current(self: Consumer, message: Message) -> bool:
 
     faust's stream *skips* such messages and acks them anyway, so their offsets become
     committable although no agent saw them. They are fetched again after the rebalance's
-    seek to the committed offsets — unless the commit got there first: then they are lost
-    (the failure suite lost a run of 36 alerts this way while a restarted correlation worker
-    recovered). Left unacked, the commit cannot pass them until they are processed.
+    seek to the committed offsets — unless the commit got there first: then they are lost.
+    Left unacked, the commit cannot pass them until they are processed. (The failure suite
+    lost runs of alerts while a restarted correlation worker took over; this is one way,
+    the worker's offset check catches the others.)
     """
     app = self.app
     if message.generation_id != app.consumer_generation_id or not app.flow_control.is_active():

@@ -107,6 +107,27 @@ class Pipeline:
             if not isinstance(e, Exception):
                 raise
 
+    async def _mark_delivered(self, jobs: list[Job]) -> None:
+        """The message is out: mark its pages delivered, retrying until Redis takes it.
+
+        Never raise here: a failure would end the pages without an outcome, and their
+        retry — with this process taking its own lease back — would send them again (the
+        failure suite caught a bundle of 20 sent twice when Redis was killed just after a
+        send). While this waits, the lease (30 s from the last attempt) keeps other workers
+        from sending them.
+        """
+        backoff = 0.1
+        while True:
+            try:
+                await self.idempotency.delivered(jobs)
+                return
+            except Exception:
+                log.warning(
+                    "marking %d delivered page(s) failed; retrying", len(jobs), exc_info=True
+                )
+                await self._clock.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
     async def _deliver_batch(self, jobs: list[Job]) -> None:
         first = jobs[0].request
         state: dict[str, str] = {"channel": "", "who": first.user_id}
@@ -142,7 +163,7 @@ class Pipeline:
         bundled = f" (one message for {len(jobs)} incidents)" if len(jobs) > 1 else ""
         receipt = result.receipt
         if receipt is not None:
-            await self.idempotency.delivered(jobs)
+            await self._mark_delivered(jobs)
             delivered = await each(
                 jobs,
                 lambda job: self.record.record(
