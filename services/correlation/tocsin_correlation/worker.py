@@ -349,7 +349,8 @@ class CorrelationWorker:
             return []
         if outcome.dropped:
             DROPPED.labels(outcome.dropped).inc()
-            log.info("input changed nothing", extra={"reason": outcome.dropped})
+            # Counted above; at INFO a replay of inputs for removed services floods the log.
+            log.debug("input changed nothing", extra={"reason": outcome.dropped})
         if outcome.suppressed:
             SUPPRESSED.labels(outcome.suppressed).inc()
         await self._index(outcome, config)
