@@ -15,23 +15,13 @@ from tocsin_ingest import alertmanager
 NOW = datetime(2026, 11, 26, 13, 30, tzinfo=UTC)
 
 # Bodies Prometheus Alertmanager 0.25.0 (Debian package) POSTed to a webhook receiver,
-# byte for byte (shared/samples/): a group of two firing alerts, then the same group after
-# one of them resolved.
-SAMPLES = {
-    "alertmanager-0.25-webhook-firing.json": '{"receiver":"capture","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"HighErrorRate","instance":"checkout-7d9f:8080","job":"checkout","service":"checkout","severity":"critical"},"annotations":{"description":"checkout is failing 7.2% of requests","runbook_url":"https://runbooks.example.com/checkout/high-error-rate","summary":"5xx ratio above 5% for 5m"},"startsAt":"2026-11-26T13:28:57.362245205Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus.example.com:9090/graph?g0.expr=job%3Acheckout_5xx_ratio%3Arate5m+%3E+0.05","fingerprint":"711c95e367dfcd66"},{"status":"firing","labels":{"alertname":"HighErrorRate","instance":"checkout-8c2a:8080","job":"checkout","service":"checkout","severity":"critical"},"annotations":{"description":"checkout is failing 6.1% of requests","runbook_url":"https://runbooks.example.com/checkout/high-error-rate","summary":"5xx ratio above 5% for 5m"},"startsAt":"2026-11-26T13:28:57.362245205Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus.example.com:9090/graph?g0.expr=job%3Acheckout_5xx_ratio%3Arate5m+%3E+0.05","fingerprint":"35741a35a97e38e6"}],"groupLabels":{"alertname":"HighErrorRate","service":"checkout"},"commonLabels":{"alertname":"HighErrorRate","job":"checkout","service":"checkout","severity":"critical"},"commonAnnotations":{"runbook_url":"https://runbooks.example.com/checkout/high-error-rate","summary":"5xx ratio above 5% for 5m"},"externalURL":"http://vm:19094","version":"4","groupKey":"{}:{alertname=\\"HighErrorRate\\", service=\\"checkout\\"}","truncatedAlerts":0}',  # noqa: E501
-    "alertmanager-0.25-webhook-partly-resolved.json": '{"receiver":"capture","status":"firing","alerts":[{"status":"resolved","labels":{"alertname":"HighErrorRate","instance":"checkout-7d9f:8080","job":"checkout","service":"checkout","severity":"critical"},"annotations":{"description":"checkout is failing 7.2% of requests","runbook_url":"https://runbooks.example.com/checkout/high-error-rate","summary":"5xx ratio above 5% for 5m"},"startsAt":"2026-11-26T13:28:57.362245205Z","endsAt":"2026-11-26T13:29:00Z","generatorURL":"http://prometheus.example.com:9090/graph?g0.expr=job%3Acheckout_5xx_ratio%3Arate5m+%3E+0.05","fingerprint":"711c95e367dfcd66"},{"status":"firing","labels":{"alertname":"HighErrorRate","instance":"checkout-8c2a:8080","job":"checkout","service":"checkout","severity":"critical"},"annotations":{"description":"checkout is failing 6.1% of requests","runbook_url":"https://runbooks.example.com/checkout/high-error-rate","summary":"5xx ratio above 5% for 5m"},"startsAt":"2026-11-26T13:28:57.362245205Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus.example.com:9090/graph?g0.expr=job%3Acheckout_5xx_ratio%3Arate5m+%3E+0.05","fingerprint":"35741a35a97e38e6"}],"groupLabels":{"alertname":"HighErrorRate","service":"checkout"},"commonLabels":{"alertname":"HighErrorRate","job":"checkout","service":"checkout","severity":"critical"},"commonAnnotations":{"runbook_url":"https://runbooks.example.com/checkout/high-error-rate","summary":"5xx ratio above 5% for 5m"},"externalURL":"http://vm:19094","version":"4","groupKey":"{}:{alertname=\\"HighErrorRate\\", service=\\"checkout\\"}","truncatedAlerts":0}',  # noqa: E501
-}
-SHARED = Path("/work/shared/samples")
+# byte for byte (copied from shared/samples/): a group of two firing alerts, then the same
+# group after one of them resolved.
+SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "alertmanager"
 
 
 def sample(name: str) -> Any:
-    return json.loads(SAMPLES[name])
-
-
-@pytest.mark.skipif(not SHARED.exists(), reason="shared samples folder not present")
-def test_embedded_samples_are_the_captured_ones() -> None:
-    for name, text in SAMPLES.items():
-        assert json.loads((SHARED / name).read_text()) == json.loads(text)
+    return json.loads((SAMPLES / name).read_text())
 
 
 def test_every_firing_alert_of_the_group_becomes_one_trigger_keyed_by_fingerprint() -> None:
