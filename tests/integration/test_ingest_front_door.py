@@ -60,9 +60,10 @@ escalation_policies:
 
 
 def sample(name: str) -> dict[str, Any]:
-    from tests.unit.test_ingest_alertmanager import SAMPLES as EMBEDDED
+    """A body Alertmanager 0.25 POSTed, as captured (tests/fixtures/alertmanager/)."""
+    from tests.unit.test_ingest_alertmanager import sample as captured
 
-    result: dict[str, Any] = json.loads(EMBEDDED[name])
+    result: dict[str, Any] = captured(name)
     return result
 
 
