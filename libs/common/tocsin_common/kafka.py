@@ -157,10 +157,23 @@ class EventProducer:
         """Hand over a record exactly as prepared: its headers already carry the trace
         context of the span that made it (so a re-send after a failure keeps its trace).
         Tracked like :meth:`enqueue`: a failure also makes the next flush() raise."""
+        return await self._hand_over(topic, key, value, headers, partition, tracked=True)
+
+    async def _hand_over(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        partition: int | None,
+        *,
+        tracked: bool,
+    ) -> asyncio.Future[RecordMetadata]:
         future: asyncio.Future[RecordMetadata] = await self._producer.send(
             topic, value=value, key=key, headers=headers, partition=partition
         )
-        future.add_done_callback(self._note_failure)
+        if tracked:
+            future.add_done_callback(self._note_failure)
         metrics.MESSAGES_PRODUCED.labels(self._service, topic).inc()
         return future
 
@@ -175,13 +188,14 @@ class EventProducer:
     ) -> asyncio.Future[RecordMetadata]:
         value = message if isinstance(message, bytes) else message.SerializeToString()
         with produce_span(self._tracer, topic.name, **{"messaging.kafka.message.key": key}):
-            future: asyncio.Future[RecordMetadata] = await self._producer.send(
-                topic.name, value=value, key=key.encode("utf-8"), headers=kafka_headers(headers)
+            return await self._hand_over(
+                topic.name,
+                key.encode("utf-8"),
+                value,
+                kafka_headers(headers),
+                None,
+                tracked=tracked,
             )
-        if tracked:
-            future.add_done_callback(self._note_failure)
-        metrics.MESSAGES_PRODUCED.labels(self._service, topic.name).inc()
-        return future
 
     async def dead_letter(
         self, topic: Topic, record: ConsumerRecord[bytes, bytes], reason: str

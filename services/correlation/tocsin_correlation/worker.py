@@ -120,7 +120,6 @@ class Batch:
     views: dict[str, StagedMapping] = field(init=False)
     partitions: dict[str, dict[str, int]] = field(init=False)
     outputs: list[Output] = field(default_factory=list)
-    inputs: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.views = {name: StagedMapping(table) for name, table in self.tables.items()}
@@ -234,8 +233,9 @@ class CorrelationWorker:
         its state (see staging.py for why in this order)."""
         batch = Batch(self.tables)
         config = self.config.current
-        batch.inputs = await self._in_order(events)
-        for event in batch.inputs:
+        inputs = await self._in_order(events)
+        BATCH_SIZE.observe(len(inputs))
+        for event in inputs:
             await self._process_input(batch, event, config)
         await self._publish(batch.outputs)
         await self._keep(batch)
@@ -500,7 +500,6 @@ class CorrelationWorker:
                     table.data[key] = value
                     raw_value, _ = changelog.prepare_value(value, table.value_serializer)
                 records.append(Output(topic, raw_key, raw_value, [], partitions[key]))
-        BATCH_SIZE.observe(len(batch.inputs))
         await self._send_durably(records, "the changelogs")
 
     async def _send_durably(self, records: list[Output], what: str) -> None:
