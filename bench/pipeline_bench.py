@@ -217,6 +217,15 @@ def summarize(
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -287,6 +296,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     ("tocsin", tocsin_request),
                     ("alertmanager", alertmanager_request),
                 ):
+                    cpu_before = {n: cpu_seconds(p) for n, p in pids.items()}
                     accepted, seconds, refused = await send_load(
                         session, make, count, rate, args.concurrency
                     )
@@ -294,6 +304,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     result = summarize(name, rate, accepted, seconds, refused, peer)
                     if name == "tocsin":
                         total_tocsin += len(accepted)
+                        # CPU per delivered page, per service: a throughput figure that
+                        # depends less on what else the machine is doing.
+                        pages = max(result["delivered"], 1)
+                        result["cpu_ms_per_page"] = {
+                            n: round((cpu_seconds(p) - cpu_before[n]) * 1000 / pages, 2)
+                            for n, p in pids.items()
+                        }
                     runs.append(result)
                     print(json.dumps(result), flush=True)
         memory_after = {n: rss(p) for n, p in pids.items()}

@@ -311,3 +311,16 @@ def test_timer_payload_round_trips() -> None:
     assert TimerSpec.from_payload(timer.to_payload()) == timer
     assert timer.timer_id.startswith("inc-1|")
     assert TimerSpec(AUTO_RESOLVE, "inc-1", T0).timer_id == "inc-1:auto|auto_resolve"
+
+
+def test_only_the_escalation_events_need_escalation_state(config: TocsinConfig) -> None:
+    """The service skips reading state for the other events: they must decide nothing,
+    whatever the state, and every escalation event must be one on_event handles."""
+    escalating = EscalationState(run="r", phase=lifecycle.ESCALATING, policy_id="ladder")
+    for kind in incident_pb2.IncidentEventType.values():
+        ev = incident_pb2.IncidentEvent(event_id=f"e{kind}", type=kind, incident=incident())
+        effects = lifecycle.on_event(config, ev, escalating, T0, {})
+        if kind in lifecycle.ESCALATION_EVENTS:
+            assert effects.dropped != "no escalation effect", kind
+        else:
+            assert effects == Effects(dropped="no escalation effect"), kind

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from tocsin_common.config import parse_config
 from tocsin_common.settings import Settings, SettingsError
 from tocsin_common.timeutil import to_timestamp
-from tocsin_ingest import auth, fields, ratelimit, tracing_mode, workers
+from tocsin_common.tracing import spans_exported
+from tocsin_ingest import auth, fields, ratelimit, workers
 from tocsin_ingest.ratelimit import LocalBudget, allows, estimate, grant, lease_size, wanted
 
 # --- rate-limit leases -----------------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_the_worker_count_is_a_setting_of_one_by_default() -> None:
 def test_spans_are_opened_only_when_an_exporter_would_send_them(
     env: dict[str, str], exported: bool
 ) -> None:
-    assert tracing_mode.spans_exported(env) is exported
+    assert spans_exported(env) is exported
 
 
 # --- hot-path helpers -----------------------------------------------------------------------

@@ -217,6 +217,7 @@ class EventProducer:
 
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+Hook = Callable[[], Awaitable[None]]
 
 
 def group_consumer(bootstrap: str, group_id: str, service: str) -> AIOKafkaConsumer:
@@ -250,13 +251,23 @@ class ConsumerLoop:
         producer: EventProducer,
         dead_letter_topic: Topic,
         max_batch: int = 500,
+        on_durable: Hook | None = None,
+        on_abandoned: Callable[[], None] | None = None,
     ) -> None:
+        """``on_durable``: called once per batch after everything the handlers enqueued is
+        acknowledged by the broker and before the offsets are committed; a handler that
+        must record "done" only once its records are durable stages that record and
+        writes it there. Raising makes it run again (after a backoff), not the batch.
+        ``on_abandoned``: called when a record the batch enqueued failed; what was staged
+        must be forgotten, as the batch is read and processed again."""
         self._topic = topic
         self._service = service
         self._handler = handler
         self._producer = producer
         self._dead_letter_topic = dead_letter_topic
         self._max_batch = max_batch
+        self._on_durable = on_durable
+        self._on_abandoned = on_abandoned
         self._tracer = tracer(f"tocsin.{service}.consumer")
         self._stopping = asyncio.Event()
         self.joined = asyncio.Event()  # set once the group gave this member its partitions
@@ -284,10 +295,38 @@ class ConsumerLoop:
             done = await asyncio.gather(
                 *(self._process_partition(records) for records in batches.values())
             )
-            await self._producer.flush()
+            try:
+                await self._producer.flush()
+            except Exception:
+                # Some record a handler enqueued did not make it, and which one is not
+                # known: process the whole batch again (handlers are idempotent).
+                log.exception("a record of this batch was not produced; processing it again")
+                if self._on_abandoned is not None:
+                    self._on_abandoned()
+                assigned = self._consumer.assignment()
+                for tp, records in batches.items():
+                    if tp in assigned:  # one moved away is read again by its new owner
+                        self._consumer.seek(tp, records[0].offset)
+                continue
+            if self._on_durable is not None:
+                await self._retrying(self._on_durable, "finishing a batch")
             offsets = {tp: last + 1 for tp, last in zip(batches, done, strict=True) if last >= 0}
             if offsets:
                 await self._consumer.commit(offsets)
+
+    async def _retrying(self, step: Hook, what: str) -> None:
+        """Run ``step`` until it succeeds (a store that is down comes back), unless stopped."""
+        backoff = 0.1
+        while True:
+            try:
+                await step()
+                return
+            except Exception:
+                log.exception("%s failed; retrying", what)
+            if self._stopping.is_set():
+                raise asyncio.CancelledError
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def _process_partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
         """Process one partition's records in order; the offset of the last one done."""

@@ -10,7 +10,7 @@ OTEL_TRACES_EXPORTER=otlp|console|none, OTEL_SERVICE_NAME, OTEL_BSP_* ...).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -27,12 +27,33 @@ KafkaHeaders = Sequence[tuple[str, bytes]]
 
 _provider: TracerProvider | None = None
 
+EXPORTERS = ("otlp", "console")  # those setup_tracing installs
 
-def setup_tracing(service_name: str) -> TracerProvider:
-    """Install the global tracer provider for this process (once)."""
+
+def spans_exported(env: Mapping[str, str]) -> bool:
+    """True when the environment configures an exporter that spans would reach."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    names = env.get("OTEL_TRACES_EXPORTER", "otlp").lower()
+    return any(name.strip() in EXPORTERS for name in names.split(","))
+
+
+def setup_tracing(service_name: str) -> bool:
+    """Install the global tracer provider for this process (once); whether spans are
+    exported.
+
+    With no exporter (``OTEL_TRACES_EXPORTER=none``, ``OTEL_SDK_DISABLED=true``) every span
+    would be thrown away unseen, yet building one costs more than most of the work it
+    measures: the no-op provider is installed instead. It opens nothing and hands the
+    parent's context through unchanged, so a ``traceparent`` that came in still goes out
+    on every Kafka record and gRPC call: the services after this one continue the trace.
+    """
     global _provider
     if _provider is not None:
-        return _provider
+        return True
+    if not spans_exported(os.environ):
+        trace.set_tracer_provider(trace.NoOpTracerProvider())
+        return False
     name = os.environ.get("OTEL_SERVICE_NAME") or f"tocsin-{service_name}"
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
     exporters = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").lower()
@@ -46,7 +67,7 @@ def setup_tracing(service_name: str) -> TracerProvider:
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
     _provider = provider
-    return provider
+    return True
 
 
 def shutdown_tracing() -> None:

@@ -24,8 +24,9 @@ from tocsin_common.logs import setup_logging
 from tocsin_common.metrics import serve_metrics
 from tocsin_common.runtime import run_service
 from tocsin_common.settings import Settings
+from tocsin_common.tracing import setup_tracing
 
-from tocsin_ingest import tracing_mode, workers
+from tocsin_ingest import workers
 from tocsin_ingest.grpc_api import IngestServicer
 from tocsin_ingest.heartbeats import HeartbeatMonitors
 from tocsin_ingest.http_api import IngestHttpApi
@@ -39,12 +40,12 @@ log = logging.getLogger("tocsin.ingest")
 
 
 def bootstrap(argv: list[str]) -> tuple[Settings, workers.WorkerRole, bool]:
-    """tocsin_common.runtime.bootstrap, plus this process's worker role, and with the no-op
-    tracer provider when no span would be exported (see tracing_mode)."""
+    """tocsin_common.runtime.bootstrap, plus this process's worker role and whether it
+    exports spans (see tocsin_common.tracing.setup_tracing)."""
     settings = Settings.from_env(SERVICE)
     role = workers.role_from_argv(argv, workers.worker_count(settings.ingest_workers))
     setup_logging(SERVICE, settings.log_level)
-    traced = tracing_mode.setup(SERVICE, os.environ)
+    traced = setup_tracing(SERVICE)
     serve_metrics(role.metrics_port(settings.metrics_port))
     return settings, role, traced
 

@@ -178,7 +178,7 @@ class IngestHttpApi:
 
     def app(self, *, traced: bool = True) -> web.Application:
         """The routes; ``traced``: a SERVER span per request, else only the caller's trace
-        context handed on (see tracing_mode)."""
+        context handed on (see tocsin_common.tracing.setup_tracing)."""
         middleware = aiohttp_tracing_middleware("alert-ingest") if traced else _propagate_only
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[middleware])
         app.router.add_post("/v2/enqueue", self.enqueue)

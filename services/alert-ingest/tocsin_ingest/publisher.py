@@ -25,11 +25,12 @@ PARTITIONS_TTL_S = 5.0
 
 class IngestProducer(EventProducer):
     """The common EventProducer (idempotent, acks=all), whose records skip the PRODUCER
-    span when this process exports no spans (``traced`` false, see tracing_mode): the
-    span would be thrown away, and it cost more than the send. The current trace context
-    (a sender's ``traceparent``) still goes into the record headers. The partition of a
-    key is the default partitioner's (murmur2 of the key over the topic's partitions), its
-    hash kept per key rather than computed again for every record."""
+    span when this process exports no spans (``traced`` false, see
+    tocsin_common.tracing.setup_tracing): the span would be thrown away, and it cost more
+    than the send. The current trace context (a sender's ``traceparent``) still goes into
+    the record headers. The partition of a key is the default partitioner's (murmur2 of the
+    key over the topic's partitions), its hash kept per key rather than computed again for
+    every record."""
 
     def __init__(self, bootstrap: str, service: str, *, traced: bool, linger_ms: int = 2) -> None:
         super().__init__(bootstrap, service, linger_ms=linger_ms)

@@ -43,6 +43,7 @@ async def serve(stop: asyncio.Event) -> None:
     escalator = Escalator(
         config,
         producer,
+        redis,
         projection,
         timer_store,
         EscalationStateStore(redis),
@@ -58,6 +59,8 @@ async def serve(stop: asyncio.Event) -> None:
         handler=escalator.handle,
         producer=producer,
         dead_letter_topic=INCIDENTS_DEADLETTER,
+        on_durable=escalator.write_batch,
+        on_abandoned=escalator.drop_batch,
     )
     grpc_server = GrpcServer(
         settings.grpc_host,

@@ -1,10 +1,22 @@
 """Applies escalation decisions: reacts to incident events and fired timers, and turns the
 pure decisions of lifecycle.py into pages, commands and timers. Thin on purpose.
 
-Crash safety: an event's effects (cancel, produce, schedule, save state) all happen before
-the event is marked applied in the projection, and each effect is idempotent (timer ids,
-command ids and page idempotency keys are derived from the event), so a redelivered event
-redoes them harmlessly instead of being skipped half-done.
+Incident events are handled a consumer batch at a time. Each event's pages and commands
+are handed to the producer at once, while its Redis writes (escalation state, timers, and
+the projection's "applied" mark) are staged in a :class:`StagedWrites`; once every record
+of the batch is acknowledged by the broker, the consumer calls :meth:`Escalator.write_batch`
+and they are written in one atomic round trip, before the offsets are committed. So:
+
+- an event is marked applied only after its effects are durable: a crash before that
+  replays it, and its effects are idempotent (timer ids, command ids and page idempotency
+  keys derive from the event), so the replay redoes them harmlessly;
+- later events of a batch, and timers firing meanwhile, read the staged state and
+  incident, not Redis's older ones;
+- an event that cannot change escalation (an alert joined, a note, a page's outcome) costs
+  no Redis read at all: only its projection write, staged with the others.
+
+Timers fire one at a time outside batches and write at once (the timer loop acknowledges a
+timer only after its handler returned).
 """
 
 from __future__ import annotations
@@ -13,10 +25,13 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from redis.asyncio import Redis
 from tocsin.v1 import incident_pb2, notification_pb2
 from tocsin_common.clock import Clock
 from tocsin_common.config import ConfigStore
@@ -25,13 +40,41 @@ from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import INCIDENTS_COMMANDS, NOTIFICATIONS_REQUESTS
 
 from tocsin_escalation import lifecycle
-from tocsin_escalation.lifecycle import CommandSpec, Effects, TimerSpec
+from tocsin_escalation.lifecycle import CommandSpec, Effects, EscalationState, TimerSpec
 from tocsin_escalation.policy import PlannedPage
 from tocsin_escalation.projection import IncidentProjection
 from tocsin_escalation.stores import EscalationStateStore, OverrideStore
-from tocsin_escalation.timers import ClaimedTimer, Timer, TimerStore, to_ms
+from tocsin_escalation.timers import ClaimedTimer, RedisTimerStore, Timer, to_ms
 
 log = logging.getLogger("tocsin.escalation")
+
+
+@dataclass
+class StagedWrites:
+    """A batch's Redis writes, held until its Kafka records are durable, in event order."""
+
+    events: list[incident_pb2.IncidentEvent] = field(default_factory=list)
+    event_ids: set[str] = field(default_factory=set)
+    incidents: dict[str, incident_pb2.Incident] = field(default_factory=dict)  # the latest
+    states: dict[str, EscalationState] = field(default_factory=dict)
+    # Cancels (a timer group) and schedules, in the order they were decided: a cancel must
+    # not undo a timer that a later event scheduled.
+    timer_ops: list[str | list[Timer]] = field(default_factory=list)
+
+    def add_event(self, event: incident_pb2.IncidentEvent) -> None:
+        self.events.append(event)
+        self.event_ids.add(event.event_id)
+        self.incidents[event.incident.incident_id] = event.incident
+
+    def add_effects(self, incident_id: str, effects: Effects) -> None:
+        if effects.cancel_escalation:
+            self.timer_ops.append(incident_id)
+        if effects.cancel_auto_resolve:
+            self.timer_ops.append(f"{incident_id}:auto")
+        if effects.timers:
+            self.timer_ops.append(_timers(effects))
+        if effects.state is not None:
+            self.states[incident_id] = effects.state
 
 
 class Escalator:
@@ -39,19 +82,22 @@ class Escalator:
         self,
         config: ConfigStore,
         producer: EventProducer,
+        redis: Redis,
         projection: IncidentProjection,
-        timers: TimerStore,
+        timers: RedisTimerStore,
         states: EscalationStateStore,
         overrides: OverrideStore,
         clock: Clock,
     ) -> None:
         self._config = config
         self._producer = producer
+        self._redis = redis
         self._projection = projection
         self._timers = timers
         self._states = states
         self._overrides = overrides
         self._clock = clock
+        self._staged = StagedWrites()
         # One decision at a time per incident in this process (an event and a timer of the
         # same incident must not interleave between reading and writing its state).
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -66,21 +112,79 @@ class Escalator:
             raise BadRecord("incident.incident_id: missing")
         if not event.event_id:
             raise BadRecord("event_id: missing")
-        if await self._projection.seen(event.event_id):
+        if event.event_id in self._staged.event_ids:
+            return
+        if event.type not in lifecycle.ESCALATION_EVENTS:
+            # Nothing to decide; applying it is idempotent (a replay is skipped there).
+            self._staged.add_event(event)
             return
         incident_id = event.incident.incident_id
         try:
             async with self._locks[incident_id]:
                 config = self._config.current
-                state = await self._states.get(incident_id)
-                overrides = await self._overrides.for_schedules(
-                    lifecycle.schedules_of(config, event.incident.escalation_policy_id)
-                )
+                schedules = lifecycle.schedules_of(config, event.incident.escalation_policy_id)
+                seen, state, overrides = await self._read(event.event_id, incident_id, schedules)
+                if seen:
+                    return
                 effects = lifecycle.on_event(config, event, state, self._clock.now(), overrides)
-                await self._apply(event.incident, effects)
+                await self._produce(event.incident, effects)
+                self._staged.add_effects(incident_id, effects)
+                self._staged.add_event(event)
         finally:
             self._release(incident_id)
-        await self._projection.apply(event)
+        _log_effects(incident_id, effects)
+
+    async def _read(
+        self, event_id: str, incident_id: str, schedules: list[str]
+    ) -> tuple[bool, EscalationState, lifecycle.Overrides]:
+        """Whether the event was applied, the incident's state, and the overrides of the
+        schedules its policy names: one round trip."""
+        staged_state = self._staged.states.get(incident_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self._projection.queue_seen(pipe, event_id)
+            if staged_state is None:
+                self._states.queue_get(pipe, incident_id)
+            for schedule_id in schedules:
+                self._overrides.queue_list(pipe, schedule_id)
+            found = await pipe.execute()
+        seen = bool(found[0])
+        if staged_state is None:
+            state = EscalationState.from_json(found[1])
+            rest = found[2:]
+        else:
+            state, rest = staged_state, found[1:]
+        decode = self._overrides.decode
+        overrides = {sid: decode(raw) for sid, raw in zip(schedules, rest, strict=True)}
+        return seen, state, overrides
+
+    async def write_batch(self) -> None:
+        """Write what the batch staged (its records are durable now): one transaction."""
+        staged = self._staged
+        if not staged.events:
+            return
+        async with AsyncExitStack() as held:
+            # A timer of these incidents must not write their state in between.
+            for incident_id in sorted(staged.states):
+                await held.enter_async_context(self._locks[incident_id])
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for op in staged.timer_ops:
+                    if isinstance(op, str):
+                        self._timers.queue_cancel_group(pipe, op)
+                    else:
+                        self._timers.queue_schedule(pipe, op)
+                for incident_id, state in staged.states.items():
+                    self._states.queue_put(pipe, incident_id, state)
+                for event in staged.events:
+                    self._projection.queue_apply(pipe, event)
+                await pipe.execute()
+            self._staged = StagedWrites()
+        for incident_id in staged.states:
+            self._release(incident_id)
+
+    def drop_batch(self) -> None:
+        """Forget what the batch staged: its records did not all reach Kafka, and the
+        consumer reads the batch again."""
+        self._staged = StagedWrites()
 
     async def fire(self, claimed: ClaimedTimer) -> None:
         """The timer loop's handler: raises to have the timer fire again after its lease."""
@@ -89,10 +193,15 @@ class Escalator:
         except Exception:
             log.error("dropping an unreadable timer", extra={"timer_id": claimed.timer_id})
             return
+        incident_id = timer.incident_id
         try:
-            async with self._locks[timer.incident_id]:
-                incident = await self._projection.get(timer.incident_id)
-                state = await self._states.get(timer.incident_id)
+            async with self._locks[incident_id]:
+                incident = self._staged.incidents.get(incident_id)
+                if incident is None:
+                    incident = await self._projection.get(incident_id)
+                state = self._staged.states.get(incident_id)
+                if state is None:
+                    state = await self._states.get(incident_id)
                 config = self._config.current
                 policy = incident.escalation_policy_id if incident is not None else ""
                 overrides = await self._overrides.for_schedules(
@@ -102,30 +211,29 @@ class Escalator:
                     config, timer, incident, state, self._clock.now(), overrides
                 )
                 if incident is not None:
-                    await self._apply(incident, effects)
+                    await self._apply_now(incident, effects)
                 if effects.dropped:
                     log.info(
                         "timer %s: %s",
                         timer.kind,
                         effects.dropped,
-                        extra={"incident_id": timer.incident_id},
+                        extra={"incident_id": incident_id},
                     )
         finally:
-            self._release(timer.incident_id)
+            self._release(incident_id)
+        _log_effects(incident_id, effects)
 
     def _release(self, incident_id: str) -> None:
         lock = self._locks.get(incident_id)
         if lock is not None and not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
             del self._locks[incident_id]
 
-    async def _apply(self, incident: incident_pb2.Incident, effects: Effects) -> None:
-        incident_id = incident.incident_id
-        if effects.cancel_escalation:
-            await self._timers.cancel_group(incident_id)
-        if effects.cancel_auto_resolve:
-            await self._timers.cancel_group(f"{incident_id}:auto")
+    async def _produce(
+        self, incident: incident_pb2.Incident, effects: Effects
+    ) -> list[asyncio.Future[Any]]:
+        """Hand the pages and commands to the producer; their futures say when durable."""
         now = self._clock.now()
-        futures: list[asyncio.Future[Any]] = []
+        futures = []
         for page in effects.pages:
             futures.append(
                 await self._producer.enqueue(
@@ -138,21 +246,40 @@ class Escalator:
                     INCIDENTS_COMMANDS, incident.service_id, _command(incident, command, now)
                 )
             )
-        for future in futures:
+        return futures
+
+    async def _apply_now(self, incident: incident_pb2.Incident, effects: Effects) -> None:
+        """A timer's effects: its records durable first, then its Redis writes."""
+        for future in await self._produce(incident, effects):
             await future
-        await self._timers.schedule(
-            [Timer(t.timer_id, to_ms(t.due.timestamp()), t.to_payload()) for t in effects.timers]
+        incident_id = incident.incident_id
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if effects.cancel_escalation:
+                self._timers.queue_cancel_group(pipe, incident_id)
+            if effects.cancel_auto_resolve:
+                self._timers.queue_cancel_group(pipe, f"{incident_id}:auto")
+            self._timers.queue_schedule(pipe, _timers(effects))
+            if effects.state is not None:
+                self._states.queue_put(pipe, incident_id, effects.state)
+            await pipe.execute()
+        if effects.state is not None and incident_id in self._staged.states:
+            # A batch staged this incident's state: it writes this one, the newer.
+            self._staged.states[incident_id] = effects.state
+
+
+def _timers(effects: Effects) -> list[Timer]:
+    return [Timer(t.timer_id, to_ms(t.due.timestamp()), t.to_payload()) for t in effects.timers]
+
+
+def _log_effects(incident_id: str, effects: Effects) -> None:
+    if effects.pages or effects.commands:
+        log.info(
+            "escalation: %d page(s), %d command(s), %d timer(s)",
+            len(effects.pages),
+            len(effects.commands),
+            len(effects.timers),
+            extra={"incident_id": incident_id},
         )
-        if effects.state is not None:
-            await self._states.put(incident_id, effects.state)
-        if effects.pages or effects.commands:
-            log.info(
-                "escalation: %d page(s), %d command(s), %d timer(s)",
-                len(effects.pages),
-                len(effects.commands),
-                len(effects.timers),
-                extra={"incident_id": incident_id},
-            )
 
 
 def _request(

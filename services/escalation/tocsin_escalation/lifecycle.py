@@ -53,6 +53,22 @@ STOPPED = "stopped"
 E = incident_pb2
 
 
+# The incident events on_event acts on. Any other (an alert joined, a note, a page's
+# outcome, ...) changes nothing in escalation: it needs no escalation state to decide that.
+ESCALATION_EVENTS = frozenset(
+    {
+        E.INCIDENT_EVENT_TYPE_TRIGGERED,
+        E.INCIDENT_EVENT_TYPE_HELD,
+        E.INCIDENT_EVENT_TYPE_RELEASED,
+        E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED,
+        E.INCIDENT_EVENT_TYPE_UNACKNOWLEDGED,
+        E.INCIDENT_EVENT_TYPE_RESOLVED,
+        E.INCIDENT_EVENT_TYPE_SNOOZED,
+        E.INCIDENT_EVENT_TYPE_REASSIGNED,
+    }
+)
+
+
 def derived_id(*parts: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
 
@@ -283,6 +299,8 @@ def on_event(
     """What an incident event does to its escalation."""
     incident = event.incident
     kind = event.type
+    if kind not in ESCALATION_EVENTS:
+        return Effects(dropped="no escalation effect")
     service = _service(config, incident.service_id)
     if kind == E.INCIDENT_EVENT_TYPE_TRIGGERED:
         effects = Effects()
@@ -365,7 +383,7 @@ def on_event(
             overrides,
             f"reassigned to {target}",
         )
-    return Effects(dropped="no escalation effect")
+    raise AssertionError(f"unhandled escalation event type {kind}")
 
 
 def _auto_resolve(

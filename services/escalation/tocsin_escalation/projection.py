@@ -9,13 +9,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from tocsin.v1 import incident_pb2
+
+from tocsin_escalation.pipelining import queue_script
 
 _SEEN_TTL = 7 * 24 * 3600
 WATCH_CHANNEL = "tocsin:incident-events"
+
+# Applies one event unless it was applied before: the seen mark and the writes it guards
+# in one atomic step, so it can be queued on a pipeline with many others (one round trip).
+_APPLY = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('RPUSH', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[3])
+return 1
+"""
+
+
+def _seen_key(event_id: str) -> str:
+    return f"tocsin:incident-event-seen:{event_id}"
 
 
 def _bytes(raw: bytes | str) -> bytes:
@@ -25,30 +43,46 @@ def _bytes(raw: bytes | str) -> bytes:
 class IncidentProjection:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._apply = redis.register_script(_APPLY)
 
     async def seen(self, event_id: str) -> bool:
         """Whether this event was applied before."""
-        return bool(await self._redis.exists(f"tocsin:incident-event-seen:{event_id}"))
+        return bool(await self._redis.exists(_seen_key(event_id)))
+
+    @staticmethod
+    def queue_seen(pipe: Pipeline, event_id: str) -> None:
+        """Queue :meth:`seen` on a pipeline; its result there is 0 or 1."""
+        pipe.exists(_seen_key(event_id))
 
     async def apply(self, event: incident_pb2.IncidentEvent) -> bool:
         """Record the event; False when it was applied before (a redelivery)."""
-        first = await self._redis.set(
-            f"tocsin:incident-event-seen:{event.event_id}", 1, nx=True, ex=_SEEN_TTL
-        )
-        if not first:
-            return False
+        return (await self.apply_all([event]))[0]
+
+    async def apply_all(self, events: Iterable[incident_pb2.IncidentEvent]) -> list[bool]:
+        """Record events in order, in one round trip; per event, False for a redelivery."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                self.queue_apply(pipe, event)
+            return [bool(applied) for applied in await pipe.execute()]
+
+    def queue_apply(self, pipe: Pipeline, event: incident_pb2.IncidentEvent) -> None:
+        """Queue :meth:`apply` on a pipeline (its result there is 0 or 1)."""
         incident = event.incident
         key = f"tocsin:incident:{incident.incident_id}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(key, incident.SerializeToString())
-            pipe.rpush(f"{key}:timeline", event.SerializeToString())
-            pipe.zadd(
-                "tocsin:incidents",
-                {incident.incident_id: incident.created_at.ToNanoseconds() / 1e9},
-            )
-            pipe.publish(WATCH_CHANNEL, event.SerializeToString())
-            await pipe.execute()
-        return True
+        raw_event = event.SerializeToString()
+        queue_script(
+            pipe,
+            self._apply,
+            [_seen_key(event.event_id), key, f"{key}:timeline", "tocsin:incidents"],
+            [
+                _SEEN_TTL,
+                incident.SerializeToString(),
+                raw_event,
+                repr(incident.created_at.ToNanoseconds() / 1e9),
+                incident.incident_id,
+                WATCH_CHANNEL,
+            ],
+        )
 
     async def get(self, incident_id: str) -> incident_pb2.Incident | None:
         raw = await self._redis.get(f"tocsin:incident:{incident_id}")

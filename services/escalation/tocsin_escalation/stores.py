@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from tocsin_escalation.lifecycle import EscalationState
@@ -26,10 +27,23 @@ class EscalationStateStore:
         self._redis = redis
 
     async def get(self, incident_id: str) -> EscalationState:
-        return EscalationState.from_json(await self._redis.get(f"tocsin:escalation:{incident_id}"))
+        return EscalationState.from_json(await self._redis.get(_state_key(incident_id)))
 
     async def put(self, incident_id: str, state: EscalationState) -> None:
-        await self._redis.set(f"tocsin:escalation:{incident_id}", state.to_json(), ex=_STATE_TTL)
+        await self._redis.set(_state_key(incident_id), state.to_json(), ex=_STATE_TTL)
+
+    @staticmethod
+    def queue_get(pipe: Pipeline, incident_id: str) -> None:
+        """Queue :meth:`get` on a pipeline; decode its result with ``EscalationState.from_json``."""
+        pipe.get(_state_key(incident_id))
+
+    @staticmethod
+    def queue_put(pipe: Pipeline, incident_id: str, state: EscalationState) -> None:
+        pipe.set(_state_key(incident_id), state.to_json(), ex=_STATE_TTL)
+
+
+def _state_key(incident_id: str) -> str:
+    return f"tocsin:escalation:{incident_id}"
 
 
 class OverlapError(ValueError):
@@ -73,13 +87,27 @@ class OverrideStore:
         return f"tocsin:overrides:{schedule_id}"
 
     async def list(self, schedule_id: str) -> Overrides:
-        raw = await self._redis.hgetall(self._key(schedule_id))
+        return self.decode(await self._redis.hgetall(self._key(schedule_id)))
+
+    async def for_schedules(self, schedule_ids: Iterable[str]) -> dict[str, Overrides]:
+        ids = list(schedule_ids)
+        if not ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for schedule_id in ids:
+                self.queue_list(pipe, schedule_id)
+            found = await pipe.execute()
+        return {sid: self.decode(raw) for sid, raw in zip(ids, found, strict=True)}
+
+    def queue_list(self, pipe: Pipeline, schedule_id: str) -> None:
+        """Queue :meth:`list` on a pipeline; decode its result with :meth:`decode`."""
+        pipe.hgetall(self._key(schedule_id))
+
+    @staticmethod
+    def decode(raw: dict[bytes | str, bytes | str]) -> Overrides:
         return sorted(
             (_decode(_s(k), v) for k, v in raw.items()), key=lambda o: (o.start, o.override_id)
         )
-
-    async def for_schedules(self, schedule_ids: Iterable[str]) -> dict[str, Overrides]:
-        return {sid: await self.list(sid) for sid in schedule_ids}
 
     async def create(
         self, schedule_id: str, span: OverrideSpan, fixed: Iterable[OverrideSpan] = ()

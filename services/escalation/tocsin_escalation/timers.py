@@ -34,7 +34,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from tocsin_common.clock import Clock
+
+from tocsin_escalation.pipelining import queue_script
 
 log = logging.getLogger("tocsin.escalation.timers")
 
@@ -135,15 +138,23 @@ class RedisTimerStore:
         if not timers:
             return
         async with self._redis.pipeline(transaction=True) as pipe:
-            for timer in timers:
-                pipe.hset(self._payload, timer.timer_id, timer.payload)
-                pipe.zadd(self._due, {timer.timer_id: timer.due_ms})
-                pipe.sadd(self._group + group_of(timer.timer_id), timer.timer_id)
+            self.queue_schedule(pipe, timers)
             await pipe.execute()
+
+    def queue_schedule(self, pipe: Pipeline, timers: Sequence[Timer]) -> None:
+        """Queue :meth:`schedule` on a pipeline (to share a round trip with other writes)."""
+        for timer in timers:
+            pipe.hset(self._payload, timer.timer_id, timer.payload)
+            pipe.zadd(self._due, {timer.timer_id: timer.due_ms})
+            pipe.sadd(self._group + group_of(timer.timer_id), timer.timer_id)
 
     async def cancel_group(self, group: str) -> int:
         result = await self._cancel(keys=[self._due, self._payload, self._group + group])
         return int(result)
+
+    def queue_cancel_group(self, pipe: Pipeline, group: str) -> None:
+        """Queue :meth:`cancel_group` on a pipeline."""
+        queue_script(pipe, self._cancel, [self._due, self._payload, self._group + group], [])
 
     async def claim_due(self, now_ms: int, batch: int, lease_ms: int) -> list[ClaimedTimer]:
         lease = now_ms + lease_ms
