@@ -91,6 +91,10 @@ class Alertmanager:
                 time.sleep(0.2)
         raise TimeoutError("alertmanager did not become ready")
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def rss_bytes(self) -> int:
         if self._proc is None:
             return 0
