@@ -91,10 +91,9 @@ bench: $(STAMP)  ## run the benchmarks (pipeline vs Alertmanager 0.25, and per s
 	  $(PY) tools/devstack.py down --profile bench; \
 	  exit $$status
 
-# SPEC §9 under failure: SIGKILL each service, Redis and the broker under load. Kept out of
-# `make test` while it still catches a rare loss (about 1 alert in 1,000, in some runs):
-# see issue 7. It brings up and tears down its own Kafka and Redis like `make test`.
-# The failure suite alone with the long load: 60 alerts/s, a crash every 10 s.
+# SPEC §9 under failure: SIGKILL each service, Redis and the broker under load. `make test`
+# runs it with a short load; this is the failure suite alone with the long load (60
+# alerts/s, a crash every 10 s), on its own Kafka and Redis like `make test`.
 test-failure: $(STAMP)  ## the failure suite with a long load (crashes under load); prints the counts it checked
 	$(MAKE) --no-print-directory infra-test-up
 	@status=0; \
