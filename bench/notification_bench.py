@@ -15,6 +15,11 @@ both alike.
   request -> delivered (peer receive time). Latency here is mostly queueing behind the burst.
 - paced: `--rate` requests/s for `--paced-seconds`; p50/p99 request -> delivered at a load
   the service keeps up with.
+- `--notification-workers N` runs N notification processes in the one consumer group (the
+  service's scale-out: they share the topic's partitions).
+- every phase: CPU milliseconds per page of escalation and notification, of this process
+  (producer and webhook peer) and, run under `devstack.py env`, of Kafka and Redis: the
+  machine's whole budget per page.
 
 Before the services start, the notification consumer group is moved to the end of
 notifications.requests, so requests left behind by an earlier, aborted run are not
@@ -168,26 +173,65 @@ def summary(
     }
 
 
-def cpu_seconds(proc: ServiceProcess) -> float:
-    """User + system CPU time the process used so far (Linux /proc)."""
-    assert proc.proc is not None
-    fields = Path(f"/proc/{proc.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(proc: ServiceProcess | int) -> float:
+    """User + system CPU time the process (or pid) used so far (Linux /proc)."""
+    if isinstance(proc, int):
+        pid = proc
+    else:
+        assert proc.proc is not None
+        pid = proc.proc.pid
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def infra_pids() -> dict[str, int]:
+    """Kafka's and Redis's pids when they are a devstack profile's (TOCSIN_DEVSTACK_PROFILE,
+    as `devstack.py env` exports it), so their CPU per page is reported too; else none."""
+    profile = os.environ.get("TOCSIN_DEVSTACK_PROFILE", "")
+    pids: dict[str, int] = {}
+    for name in ("kafka", "redis") if profile else ():
+        try:
+            pid = int((ROOT / ".run" / profile / "pids" / f"{name}.pid").read_text())
+            cpu_seconds(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+        pids[name] = pid
+    return pids
 
 
 class CpuMeter:
     """CPU milliseconds per page each service spent over a phase: unlike pages/s, this
-    does not depend on how much of the machine other processes took meanwhile."""
+    does not depend on how much of the machine other processes took meanwhile. Also the
+    bench process's own (producer and webhook peer) and, when known, Kafka's and Redis's:
+    the whole machine's budget per page."""
 
     def __init__(self, procs: list[ServiceProcess]) -> None:
         self._procs = procs
         self._start = [cpu_seconds(p) for p in procs]
+        self._infra = infra_pids()
+        self._infra_start = {name: cpu_seconds(pid) for name, pid in self._infra.items()}
+        self._own_start = time.process_time()
 
     def per_page(self, pages: int) -> dict[str, float]:
-        return {
-            f"{p.name}_cpu_ms_per_page": round((cpu_seconds(p) - s) * 1000 / max(pages, 1), 3)
-            for p, s in zip(self._procs, self._start, strict=True)
+        pages = max(pages, 1)
+        used: dict[str, float] = {}  # by service: the workers of one service add up
+        for p, s in zip(self._procs, self._start, strict=True):
+            name = p.name.rstrip("0123456789")
+            used[name] = used.get(name, 0.0) + cpu_seconds(p) - s
+        result = {
+            f"{name}_cpu_ms_per_page": round(seconds * 1000 / pages, 3)
+            for name, seconds in used.items()
         }
+        for name, pid in self._infra.items():
+            try:
+                used = cpu_seconds(pid) - self._infra_start[name]
+            except OSError:
+                continue
+            result[f"{name}_cpu_ms_per_page"] = round(used * 1000 / pages, 3)
+        result["bench_cpu_ms_per_page"] = round(
+            (time.process_time() - self._own_start) * 1000 / pages, 3
+        )
+        return result
 
 
 async def burst(
@@ -361,7 +405,12 @@ async def run_variant(
     logs.mkdir(exist_ok=True)
     procs = [
         service("escalation", "tocsin_escalation", logs, env, escalation_port),
-        service("notification", "tocsin_notification", logs, env, free_port()),
+        *(
+            service(
+                f"notification{'' if n == 1 else n}", "tocsin_notification", logs, env, free_port()
+            )
+            for n in range(1, args.notification_workers + 1)
+        ),
     ]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     repeats_before = peer.repeats
@@ -477,6 +526,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="the whole run, seconds")
     parser.add_argument("--log-level", default="WARNING", help="the services' log level")
     parser.add_argument(
+        "--notification-workers",
+        type=int,
+        default=1,
+        help="notification processes (one consumer group: they share the partitions); "
+        "their CPU per page is reported as one sum",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="GIT_REV",
         help="first run the same phases against the notification package of this revision "
@@ -490,6 +546,7 @@ def main() -> None:
         "benchmark": "notification",
         "cpus": os.cpu_count(),
         "pages": args.pages,
+        "notification_workers": args.notification_workers,
         "ok": False,
     }
     status = 0

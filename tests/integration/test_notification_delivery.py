@@ -4,7 +4,10 @@
 - a peer that keeps failing gets five attempts, then a dead letter with the history;
   a 400 gets one attempt; every outcome is a status and a timeline entry;
 - a burst for one person becomes one message listing the incidents;
-- a signed link in a page acknowledges the incident; a tampered link is refused.
+- a signed link in a page acknowledges the incident; a tampered link is refused;
+- escalation answers a batch of contact look-ups (GetContactMethods) with one result each,
+  as the single look-up would have answered it, and pages to different people in one
+  burst are delivered with their contacts looked up in batches.
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ from tocsin.v1 import (
     incident_service_pb2,
     incident_service_pb2_grpc,
     notification_pb2,
+    oncall_service_pb2,
+    oncall_service_pb2_grpc,
 )
+from tocsin_notification.contacts import GrpcContacts
+from tocsin_notification.providers.base import DeliveryError
 
 from tests.integration.harness import Stack
 
@@ -295,3 +302,105 @@ async def test_a_signed_link_acknowledges_the_incident_and_a_tampered_one_is_ref
                 break
             await asyncio.sleep(0.3)
     assert status == incident_pb2.INCIDENT_STATUS_ACKNOWLEDGED
+
+
+# --- contact look-ups in batches -------------------------------------------------------------
+
+
+async def test_escalation_answers_a_batch_of_contact_look_ups_one_result_each(
+    stack: Stack,
+) -> None:
+    asked = [("nina", "nina-hook"), ("ghost", "x"), ("dora", "dora-bad"), ("nina", "pager")]
+    async with grpc.aio.insecure_channel(stack.grpc_target("escalation")) as channel:
+        stub = oncall_service_pb2_grpc.OnCallServiceStub(channel)
+        reply = await stub.GetContactMethods(
+            oncall_service_pb2.GetContactMethodsRequest(
+                lookups=[
+                    oncall_service_pb2.GetContactMethodRequest(user_id=u, contact_method_id=c)
+                    for u, c in [*asked, ("", "x")]
+                ]
+            )
+        )
+        results = list(reply.results)
+        assert [r.WhichOneof("result") for r in results] == [
+            "contact_method",
+            "error",
+            "contact_method",
+            "error",
+            "error",
+        ]
+        assert (results[0].contact_method.user_name, results[0].contact_method.type) == (
+            "Nina",
+            "webhook",
+        )
+        assert results[2].contact_method.address == "http://127.0.0.1:38931/always-400"
+        # Each error is the one the single look-up answers.
+        for result, (user, method) in [(results[1], asked[1]), (results[3], asked[3])]:
+            with pytest.raises(grpc.aio.AioRpcError) as single:
+                await stub.GetContactMethod(
+                    oncall_service_pb2.GetContactMethodRequest(
+                        user_id=user, contact_method_id=method
+                    )
+                )
+            assert result.error.code == single.value.code().value[0]
+            assert result.error.message == single.value.details()
+        assert results[4].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+        too_many = oncall_service_pb2.GetContactMethodsRequest(
+            lookups=[oncall_service_pb2.GetContactMethodRequest(user_id="nina")] * 1001
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.GetContactMethods(too_many)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details().startswith("lookups:")
+
+        # Notification's adapter: contacts, and final errors for what does not exist.
+        found = await GrpcContacts(stub).many(asked, [])
+        assert [getattr(f, "contact_method_id", None) for f in found] == [
+            "nina-hook",
+            None,
+            "dora-bad",
+            None,
+        ]
+        assert all(isinstance(f, DeliveryError) and not f.retryable for f in found[1::2])
+
+
+async def test_pages_to_different_people_in_one_burst_are_all_delivered(
+    stack: Stack, failing_peer: FailingPeer
+) -> None:
+    # Different contact methods at once: their look-ups share a GetContactMethods call.
+    nina, dora, ghost = (
+        request("nina", "nina-hook", "burst a"),
+        request("dora", "dora-burst", "burst b"),
+        request("nina", "nina-nope", "burst c"),
+    )
+    before = len(stack.pages.requests)
+    await produce(
+        stack,
+        *((r.user_id, r.SerializeToString()) for r in (nina, dora, ghost)),
+    )
+    Outcome = notification_pb2.DeliveryOutcome
+    wanted = {r.incident.incident_id for r in (nina, dora, ghost)}
+
+    def final(values: list[bytes]) -> dict[str, int]:
+        return {
+            s.incident_id: s.outcome
+            for s in map(notification_pb2.NotificationStatus.FromString, values)
+            if s.incident_id in wanted
+            and s.outcome in (Outcome.DELIVERY_OUTCOME_DELIVERED, Outcome.DELIVERY_OUTCOME_FAILED)
+        }
+
+    values = await read_topic(stack, "notifications.status", lambda vs: len(final(vs)) == 3)
+    outcomes = final(values)
+    assert outcomes[nina.incident.incident_id] == Outcome.DELIVERY_OUTCOME_DELIVERED
+    assert outcomes[dora.incident.incident_id] == Outcome.DELIVERY_OUTCOME_DELIVERED
+    assert outcomes[ghost.incident.incident_id] == Outcome.DELIVERY_OUTCOME_FAILED  # no retry
+    await stack.pages.wait_for(before + 1, timeout=30)
+    assert any(
+        p.json()["incident"]["id"] == nina.incident.incident_id
+        for p in stack.pages.requests[before:]
+    )
+    assert any(
+        path == "/burst" and body["incident"]["id"] == dora.incident.incident_id
+        for path, body in failing_peer.requests
+    )

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from opentelemetry import context, trace
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -31,7 +33,7 @@ from tocsin_common.topics import (
 )
 from tocsin_notification.breaker import BreakerRegistry
 from tocsin_notification.bundling import BundlePolicy
-from tocsin_notification.contacts import ContactDirectory
+from tocsin_notification.contacts import ContactDirectory, LookupResult, Ref
 from tocsin_notification.idempotency import Claim, IdempotencyStore
 from tocsin_notification.links import LinkSigner
 from tocsin_notification.pipeline import Job, Pipeline
@@ -187,6 +189,22 @@ class Producer:
         return [m for t, _, m in self.records if t == topic]
 
 
+class PreparedProducer(Producer):
+    """Also takes records as prepared (EventProducer.enqueue_prepared): bytes and headers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prepared: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def enqueue_prepared(
+        self, topic: str, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.prepared.append((topic, key, value, headers))
+        self.futures.append(future)
+        return future
+
+
 class Hook:
     channel = "webhook"
 
@@ -207,6 +225,11 @@ class Hook:
 class Escalation:
     def __init__(self) -> None:
         self.calls = 0
+        self.batches: list[int] = []  # look-ups per GetContactMethods call
+
+    async def many(self, refs: Sequence[Ref], links: Sequence[Any]) -> list[LookupResult]:
+        self.batches.append(len(refs))
+        return [await self.lookup(user_id, method) for user_id, method in refs]
 
     async def lookup(
         self, user_id: str, contact_method_id: str
@@ -222,7 +245,13 @@ class Escalation:
 
 
 def build(
-    redis: Redis, producer: Producer, hook: Hook, escalation: Escalation, clock: FakeClock
+    redis: Redis,
+    producer: Producer,
+    hook: Hook,
+    escalation: Escalation,
+    clock: FakeClock,
+    *,
+    batched: bool = False,
 ) -> Pipeline:
     policy = BundlePolicy(SlidingWindowLimit(20, 60), 2.0)
     batcher = CommandBatcher(redis)
@@ -236,7 +265,9 @@ def build(
         send=SendStage(BreakerRegistry(clock, failure_threshold=5, reset_timeout_s=30), 5),
         retry=RetryStage(RetryPolicy(3, 0.5, 1.0, 5), clock, rand=lambda: 0.0),
         record=RecordStage(producer, batcher, clock),
-        contacts=ContactDirectory(escalation.lookup, ttl_s=5),
+        contacts=ContactDirectory(
+            escalation.lookup, ttl_s=5, lookup_many=escalation.many if batched else None
+        ),
         providers={"webhook": hook},
         clock=clock,
     )
@@ -279,6 +310,23 @@ async def test_pages_are_delivered_once_and_a_replay_pages_nobody(redis: Redis) 
     assert status.outcome == Outcome.DELIVERY_OUTCOME_DUPLICATE
     assert len(hook.pages) == 50
     assert escalation.calls == 50
+
+
+async def test_a_burst_for_many_people_looks_their_contacts_up_in_one_batch(
+    redis: Redis,
+) -> None:
+    producer, hook, escalation, clock = Producer(), Hook(), Escalation(), FakeClock()
+    pipeline = build(redis, producer, hook, escalation, clock, batched=True)
+    users = [f"user-{uuid.uuid4().hex[:6]}-{n}" for n in range(50)]
+    jobs = [Job(request(u)) for u in users]
+    statuses = await asyncio.gather(*(pipeline.handle(j) for j in jobs))
+    assert {s.outcome for s in statuses} == {Outcome.DELIVERY_OUTCOME_DELIVERED}
+    assert sorted(p.user_id for p in hook.pages) == sorted(users)
+    assert sorted(p.address for p in hook.pages) == sorted(
+        f"https://hooks.example/{u}" for u in users
+    )
+    assert escalation.batches == [50]  # the claims came back together: one call for all
+    assert pipeline.contacts.calls == 1
 
 
 async def test_a_burst_for_one_person_is_one_message_and_every_job_gets_its_outcome(
@@ -358,3 +406,32 @@ async def test_a_page_sent_whose_delivered_mark_fails_is_not_sent_again(redis: R
     replay = await pipeline.handle(Job(job.request))
     assert replay.outcome == Outcome.DELIVERY_OUTCOME_DUPLICATE
     assert len(hook.pages) == 1
+
+
+async def test_without_exported_spans_records_are_handed_over_prepared_with_the_trace(
+    redis: Redis,
+) -> None:
+    # No PRODUCER span per record (nobody would see it), but the trace context of the
+    # request still travels in the records' headers.
+    producer, clock = PreparedProducer(), FakeClock()
+    stage = RecordStage(producer, CommandBatcher(redis), clock, spans=False)
+    job = Job(request(f"user-{uuid.uuid4().hex[:6]}"))
+    trace_id, span_id = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(1))
+    )
+    token = context.attach(trace.set_span_in_context(parent))
+    try:
+        status = await stage.record(job, "webhook", Outcome.DELIVERY_OUTCOME_DELIVERED, "HTTP 200")
+    finally:
+        context.detach(token)
+    assert producer.records == []  # nothing through enqueue (and its span)
+    topics = [topic for topic, _, _, _ in producer.prepared]
+    assert topics == [NOTIFICATIONS_STATUS.name, INCIDENTS_COMMANDS.name]
+    _, key, value, headers = producer.prepared[0]
+    assert key == status.incident_id.encode()
+    assert value is not None
+    assert notification_pb2.NotificationStatus.FromString(value) == status
+    traceparent = dict(headers)["traceparent"].decode()
+    assert traceparent.split("-")[1] == format(trace_id, "032x")
+    assert len(job.produced) == 2

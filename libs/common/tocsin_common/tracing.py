@@ -70,6 +70,34 @@ def setup_tracing(service_name: str) -> bool:
     return True
 
 
+EXPORTERS = ("otlp", "console")  # the exporters setup_tracing installs
+
+
+def spans_exported(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment configures an exporter that spans would reach
+    (OTEL_TRACES_EXPORTER otlp or console, otlp by default, and OTEL_SDK_DISABLED unset)."""
+    env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    names = env.get("OTEL_TRACES_EXPORTER", "otlp").lower()
+    return any(name.strip() in EXPORTERS for name in names.split(","))
+
+
+def setup_tracing_if_exported(service_name: str, env: Mapping[str, str] | None = None) -> bool:
+    """`setup_tracing` when spans would be exported; returns whether they are.
+
+    Otherwise (OTEL_TRACES_EXPORTER=none, OTEL_SDK_DISABLED=true) every span would be
+    built and thrown away unseen: the no-op tracer provider is installed instead. It
+    builds nothing and hands the caller's trace context through unchanged, so trace
+    context still reaches Kafka headers, gRPC metadata and HTTP headers, and logs still
+    carry the trace id of the work."""
+    if spans_exported(env):
+        setup_tracing(service_name)
+        return True
+    trace.set_tracer_provider(trace.NoOpTracerProvider())
+    return False
+
+
 def shutdown_tracing() -> None:
     """Flush finished spans; call on shutdown so the last spans are not lost."""
     if _provider is not None:
@@ -157,6 +185,20 @@ def produce_span(tracer_: trace.Tracer, topic: str, **attrs: Any) -> Any:
             **attrs,
         },
     )
+
+
+def forwarded_kafka_headers(
+    headers: KafkaHeaders | dict[str, bytes] | None,
+) -> list[tuple[str, bytes]]:
+    """Headers for a record produced while processing a consumed one without a span of
+    its own (spans not exported): the consumed record's trace context, carried on
+    unchanged, as a no-op tracer would. Empty when the record had none."""
+    carrier: list[tuple[str, bytes]] = []
+    if headers:
+        propagate.inject(
+            carrier, context=context_from_kafka_headers(headers), setter=_HeaderListSetter()
+        )
+    return carrier
 
 
 def record_error(span: Span, error: BaseException) -> None:

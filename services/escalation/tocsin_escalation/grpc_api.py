@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -14,7 +15,7 @@ from tocsin.v1 import (
     oncall_service_pb2,
     oncall_service_pb2_grpc,
 )
-from tocsin_common.config import ConfigStore, Schedule
+from tocsin_common.config import ConfigStore, Schedule, TocsinConfig
 from tocsin_common.kafka import EventProducer
 from tocsin_common.timeutil import from_timestamp, set_timestamp
 from tocsin_common.topics import INCIDENTS_COMMANDS
@@ -361,28 +362,73 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
         request: oncall_service_pb2.GetContactMethodRequest,
         context: grpc.aio.ServicerContext,
     ) -> oncall_service_pb2.ContactMethod:
-        config = self._config.current
-        if not request.user_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id: is required")
-        if not request.contact_method_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "contact_method_id: is required")
-        try:
-            user = config.user(request.user_id)
-        except KeyError:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"user_id: no user {request.user_id!r}")
-        try:
-            method = config.contact_method(request.user_id, request.contact_method_id)
-        except KeyError:
+        found = contact_method(self._config.current, request.user_id, request.contact_method_id)
+        if isinstance(found, LookupFailure):
+            await context.abort(found.code, found.message)
+            raise AssertionError("unreachable")
+        return found
+
+    async def GetContactMethods(
+        self,
+        request: oncall_service_pb2.GetContactMethodsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> oncall_service_pb2.GetContactMethodsResponse:
+        """Many look-ups against one config snapshot; a look-up that fails fails alone."""
+        if len(request.lookups) > MAX_CONTACT_LOOKUPS:
             await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"contact_method_id: user {request.user_id!r} has no contact method "
-                f"{request.contact_method_id!r}",
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"lookups: at most {MAX_CONTACT_LOOKUPS} per call, got {len(request.lookups)}",
             )
-        return oncall_service_pb2.ContactMethod(
-            user_id=user.id,
-            contact_method_id=method.id,
-            type=method.type,
-            address=method.address,
-            user_name=user.name,
-            time_zone=user.time_zone,
+        config = self._config.current
+        results = []
+        for lookup in request.lookups:
+            found = contact_method(config, lookup.user_id, lookup.contact_method_id)
+            if isinstance(found, LookupFailure):
+                results.append(
+                    oncall_service_pb2.ContactMethodResult(
+                        error=oncall_service_pb2.ContactLookupError(
+                            code=found.code.value[0], message=found.message
+                        )
+                    )
+                )
+            else:
+                results.append(oncall_service_pb2.ContactMethodResult(contact_method=found))
+        return oncall_service_pb2.GetContactMethodsResponse(results=results)
+
+
+MAX_CONTACT_LOOKUPS = 1000  # per GetContactMethods call
+
+
+@dataclass(frozen=True)
+class LookupFailure:
+    code: grpc.StatusCode
+    message: str
+
+
+def contact_method(
+    config: TocsinConfig, user_id: str, contact_method_id: str
+) -> oncall_service_pb2.ContactMethod | LookupFailure:
+    """A user's contact method as notification needs it, or why there is none (pure)."""
+    if not user_id:
+        return LookupFailure(grpc.StatusCode.INVALID_ARGUMENT, "user_id: is required")
+    if not contact_method_id:
+        return LookupFailure(grpc.StatusCode.INVALID_ARGUMENT, "contact_method_id: is required")
+    try:
+        user = config.user(user_id)
+    except KeyError:
+        return LookupFailure(grpc.StatusCode.NOT_FOUND, f"user_id: no user {user_id!r}")
+    try:
+        method = config.contact_method(user_id, contact_method_id)
+    except KeyError:
+        return LookupFailure(
+            grpc.StatusCode.NOT_FOUND,
+            f"contact_method_id: user {user_id!r} has no contact method {contact_method_id!r}",
         )
+    return oncall_service_pb2.ContactMethod(
+        user_id=user.id,
+        contact_method_id=method.id,
+        type=method.type,
+        address=method.address,
+        user_name=user.name,
+        time_zone=user.time_zone,
+    )

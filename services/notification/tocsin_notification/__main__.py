@@ -20,14 +20,17 @@ from tocsin_common.clock import Clock, SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.grpcserver import GrpcServer, client_channel
 from tocsin_common.kafka import EventProducer, ensure_topics, wait_for_kafka
-from tocsin_common.runtime import bootstrap, run_service, until_stopped
+from tocsin_common.logs import setup_logging
+from tocsin_common.metrics import serve_metrics
+from tocsin_common.runtime import run_service, until_stopped
 from tocsin_common.settings import Settings
 from tocsin_common.topics import NOTIFICATIONS_DEADLETTER, NOTIFICATIONS_REQUESTS
+from tocsin_common.tracing import setup_tracing_if_exported
 
 from tocsin_notification.breaker import BreakerRegistry
 from tocsin_notification.bundling import BundlePolicy
 from tocsin_notification.consumer import ConcurrentConsumer
-from tocsin_notification.contacts import ContactDirectory, grpc_lookup
+from tocsin_notification.contacts import ContactDirectory, GrpcContacts
 from tocsin_notification.delivery import Deliverer
 from tocsin_notification.grpc_api import NotificationServicer
 from tocsin_notification.http_api import LinkHandler, make_app
@@ -65,6 +68,17 @@ async def link_secret(redis: Redis, env_name: str) -> bytes:
     return stored if isinstance(stored, bytes) else str(stored).encode()
 
 
+def bootstrap() -> tuple[Settings, bool]:
+    """tocsin_common.runtime.bootstrap, but with the no-op tracer provider when no span
+    would be exported (building the spans of every page cost a fifth of its CPU); also
+    returns whether spans are exported."""
+    settings = Settings.from_env(SERVICE)
+    setup_logging(SERVICE, settings.log_level)
+    spans = setup_tracing_if_exported(SERVICE)
+    serve_metrics(settings.metrics_port)
+    return settings, spans
+
+
 def public_url(settings: Settings) -> str:
     """Where links point: TOCSIN_PUBLIC_URL, else this process's own HTTP address."""
     if os.environ.get("TOCSIN_PUBLIC_URL"):
@@ -82,6 +96,7 @@ def build_pipeline(
     public: str,
     tuning: Tuning,
     clock: Clock,
+    spans: bool = True,
 ) -> Pipeline:
     policy = BundlePolicy(
         SlidingWindowLimit(tuning.rate_limit, tuning.rate_window_s), tuning.bundle_window_s
@@ -101,17 +116,25 @@ def build_pipeline(
             tuning.max_per_endpoint,
         ),
         retry=RetryStage(tuning.retry, clock),
-        record=RecordStage(producer, batcher, clock),
-        contacts=ContactDirectory(
-            grpc_lookup(oncall), tuning.contact_ttl_s, max_concurrent=tuning.max_lookups
-        ),
+        record=RecordStage(producer, batcher, clock, spans=spans),
+        contacts=contact_directory(GrpcContacts(oncall), tuning),
         providers=providers,
         clock=clock,
     )
 
 
+def contact_directory(contacts: GrpcContacts, tuning: Tuning) -> ContactDirectory:
+    return ContactDirectory(
+        contacts.one,
+        tuning.contact_ttl_s,
+        max_concurrent=tuning.max_lookups,
+        lookup_many=contacts.many if tuning.contact_batch > 1 else None,
+        max_batch=tuning.contact_batch,
+    )
+
+
 async def serve(stop: asyncio.Event) -> None:
-    settings = bootstrap(SERVICE)
+    settings, spans = bootstrap()
     config = ConfigStore(settings.config_path)
     config.install_sighup()
     notification_settings = config.current.notification
@@ -128,7 +151,7 @@ async def serve(stop: asyncio.Event) -> None:
     producer = EventProducer(settings.kafka_bootstrap, SERVICE)
     await producer.start()
     channel = client_channel(settings.escalation_grpc)
-    # Contact look-ups, one per page: a channel without interceptors (see grpc_lookup).
+    # Contact look-ups: a channel without interceptors (see GrpcContacts).
     contacts_channel = grpc.aio.insecure_channel(settings.escalation_grpc)
     providers: dict[str, Provider] = {
         name: build(cls, notification_settings) for name, cls in discover().items()
@@ -147,6 +170,7 @@ async def serve(stop: asyncio.Event) -> None:
         public=public_url(settings),
         tuning=Tuning.from_env(),
         clock=clock,
+        spans=spans,
     )
     deliverer = Deliverer(pipeline)
     consumer = ConcurrentConsumer(

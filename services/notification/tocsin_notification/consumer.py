@@ -50,6 +50,9 @@ class ConcurrentConsumer:
         self._dead_letter_topic = dead_letter_topic
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tracer = tracer(f"tocsin.{service}.consumer")
+        # The labelled children, looked up once rather than per record.
+        self._consumed = metrics.MESSAGES_CONSUMED.labels(service, topic.name)
+        self._processing = metrics.PROCESSING_SECONDS.labels(service, topic.name)
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -119,10 +122,8 @@ class ConcurrentConsumer:
                             "processing failed; retrying", extra={"offset": record.offset}
                         )
                     else:
-                        metrics.MESSAGES_CONSUMED.labels(self._service, record.topic).inc()
-                        metrics.PROCESSING_SECONDS.labels(self._service, record.topic).observe(
-                            time.perf_counter() - started
-                        )
+                        self._consumed.inc()
+                        self._processing.observe(time.perf_counter() - started)
                         break
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -3,21 +3,26 @@
 Escalation owns the directory (the config's users and their contact methods). Asking it
 once per page costs a round trip and CPU on both sides; a burst of pages for the same
 people asks once per person and TTL, and concurrent look-ups of one contact method share
-one call. A changed address applies to pages sent after the TTL (default 5 s), a retried
-attempt looks the contact up afresh, and a failed look-up is never kept.
+one call. A burst for many different people asks in batches: every look-up the pages
+start during one turn of the event loop goes out as one `GetContactMethods` call (a lone
+look-up as one `GetContactMethod`). A changed address applies to pages sent after the TTL
+(default 5 s), a retried attempt looks the contact up afresh, and a failed look-up is
+never kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import grpc
-from opentelemetry import propagate
-from opentelemetry.trace import SpanKind
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanContext, SpanKind
 from tocsin.v1 import oncall_service_pb2, oncall_service_pb2_grpc
 from tocsin_common.tracing import record_error, tracer
 
@@ -60,26 +65,53 @@ class TtlCache(Generic[K, V]):
         return len(self._entries)
 
 
+Ref = tuple[str, str]  # (user_id, contact_method_id)
 Lookup = Callable[[str, str], Awaitable[oncall_service_pb2.ContactMethod]]
+# Many look-ups in one call: one result per ref, in order, each the contact method or the
+# DeliveryError of that look-up alone; raises (DeliveryError) when the call as a whole
+# failed. The span contexts are those of the pages that asked (for span links).
+LookupResult = oncall_service_pb2.ContactMethod | DeliveryError
+LookupMany = Callable[[Sequence[Ref], Sequence[SpanContext]], Awaitable[list[LookupResult]]]
+
+log = logging.getLogger("tocsin.notification.contacts")
+
+
+def _span_context() -> SpanContext:
+    return trace.get_current_span().get_span_context()
 
 
 class ContactDirectory:
+    """Contact methods by (user, contact method), cached for `ttl_s`.
+
+    With `lookup_many`, the look-ups that miss during one turn of the event loop go out
+    together, at most `max_batch` to a call (a lone one through `lookup`); without it,
+    each through `lookup`. At most `max_concurrent` calls are in flight; the others wait
+    before their deadline starts."""
+
     def __init__(
         self,
         lookup: Lookup,
         ttl_s: float,
         monotonic: Callable[[], float] | None = None,
         max_concurrent: int = 256,
+        lookup_many: LookupMany | None = None,
+        max_batch: int = 500,
     ) -> None:
         self._lookup = lookup
-        # Look-ups beyond this wait here, before their deadline starts: a burst must not
+        self._lookup_many = lookup_many
+        self._max_batch = max(1, max_batch)
+        # Calls beyond this wait here, before their deadline starts: a burst must not
         # queue a thousand calls at escalation and let them run out of time there.
         self._calls = asyncio.Semaphore(max_concurrent)
-        self._cache: TtlCache[tuple[str, str], oncall_service_pb2.ContactMethod] = TtlCache(ttl_s)
+        self._cache: TtlCache[Ref, oncall_service_pb2.ContactMethod] = TtlCache(ttl_s)
         self._monotonic = monotonic or time.monotonic
-        self._pending: dict[tuple[str, str], asyncio.Future[oncall_service_pb2.ContactMethod]]
-        self._pending = {}
-        self.calls = 0  # look-ups sent to escalation
+        self._pending: dict[Ref, asyncio.Future[oncall_service_pb2.ContactMethod]] = {}
+        # For the next batch: each look-up with the context of the page that asked.
+        self._queue: list[tuple[Ref, contextvars.Context]] = []
+        self._scheduled = False
+        self._batches: set[asyncio.Task[None]] = set()
+        self.calls = 0  # calls sent to escalation
+        self.looked_up = 0  # contact methods asked for in them
 
     async def get(
         self, user_id: str, contact_method_id: str, *, fresh: bool = False
@@ -95,41 +127,126 @@ class ContactDirectory:
         pending = self._pending.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[oncall_service_pb2.ContactMethod]
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[oncall_service_pb2.ContactMethod] = loop.create_future()
         self._pending[key] = future
+        if self._lookup_many is None:
+            await self._resolve([key], ())
+            return future.result()
+        self._queue.append((key, contextvars.copy_context()))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush, context=contextvars.Context())
+        return await asyncio.shield(future)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        queue, self._queue = self._queue, []
+        for start in range(0, len(queue), self._max_batch):
+            batch = queue[start : start + self._max_batch]
+            keys = [key for key, _ in batch]
+            links: tuple[SpanContext, ...] = ()
+            if len(batch) == 1:
+                # A lone look-up runs in the context of the page that asked: its span is
+                # a child of the page's, as without batches.
+                context = batch[0][1]
+            else:
+                # A batch is no one page's child: its span starts a trace of its own and
+                # links to the pages'.
+                context = contextvars.Context()
+                links = tuple(page.run(_span_context) for _, page in batch)
+            task = asyncio.get_running_loop().create_task(
+                self._resolve(keys, links), context=context
+            )
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _resolve(self, keys: list[Ref], links: Sequence[SpanContext]) -> None:
+        """Look `keys` up (one call) and settle their pending futures. Raises only for
+        the lone look-up without `lookup_many`, whose caller awaits this directly."""
+        results: list[LookupResult]
         try:
             async with self._calls:
                 self.calls += 1
-                contact = await self._lookup(user_id, contact_method_id)
+                self.looked_up += len(keys)
+                if len(keys) == 1 or self._lookup_many is None:
+                    results = [await self._lookup(*keys[0])]
+                else:
+                    results = await self._lookup_many(keys, links)
         except BaseException as e:
-            if isinstance(e, Exception):
-                future.set_exception(e)
-                future.exception()  # retrieved: no "never retrieved" warning without waiters
-            else:
-                future.cancel()
-            raise
-        finally:
-            del self._pending[key]
-        self._cache.put(key, contact, self._monotonic())
-        future.set_result(contact)
-        return contact
+            for key in keys:
+                self._settle(key, e)
+            if self._lookup_many is None or not isinstance(e, Exception):
+                raise
+            return
+        if len(results) != len(keys):
+            error = DeliveryError(
+                f"contact look-up failed: {len(results)} results for {len(keys)} look-ups",
+                retryable=True,
+            )
+            results = [error] * len(keys)
+        now = self._monotonic()
+        for key, result in zip(keys, results, strict=True):
+            if not isinstance(result, BaseException):
+                self._cache.put(key, result, now)
+            self._settle(key, result)
+
+    def _settle(self, key: Ref, result: oncall_service_pb2.ContactMethod | BaseException) -> None:
+        future = self._pending.pop(key)
+        if future.done():
+            return
+        if isinstance(result, Exception):
+            future.set_exception(result)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+        elif isinstance(result, BaseException):
+            future.cancel()
+        else:
+            future.set_result(result)
 
 
 _METHOD = "/tocsin.v1.OnCallService/GetContactMethod"
+_BATCH_METHOD = "/tocsin.v1.OnCallService/GetContactMethods"
+_FINAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def grpc_lookup(stub: oncall_service_pb2_grpc.OnCallServiceStub, timeout_s: float = 5) -> Lookup:
-    """A look-up over escalation's OnCallService; failures as DeliveryError (NOT_FOUND and
-    INVALID_ARGUMENT are final, anything else is worth retrying).
+def _lookup_error(
+    user_id: str, contact_method_id: str, code: grpc.StatusCode, details: str
+) -> DeliveryError:
+    """NOT_FOUND and INVALID_ARGUMENT are final, anything else is worth retrying."""
+    if code in _FINAL:
+        return DeliveryError(
+            f"contact method {user_id}/{contact_method_id}: {details}", retryable=False
+        )
+    return DeliveryError(f"contact look-up failed: {code.name} {details}", retryable=True)
+
+
+class GrpcContacts:
+    """Look-ups over escalation's OnCallService, failures as DeliveryError.
 
     Meant for a channel without interceptors: the CLIENT span and the trace context in the
     call's metadata are made here, as the tracing interceptor would make them, without the
-    interceptor's extra task on every page."""
-    client_tracer = tracer("tocsin.grpc.client")
+    interceptor's extra task on every call. An escalation that does not know
+    GetContactMethods yet (an older version, during a rolling upgrade) is asked one
+    look-up at a time, and asked for batches again `retry_batch_after_s` later."""
 
-    async def lookup(user_id: str, contact_method_id: str) -> oncall_service_pb2.ContactMethod:
-        with client_tracer.start_as_current_span(
+    def __init__(
+        self,
+        stub: oncall_service_pb2_grpc.OnCallServiceStub,
+        timeout_s: float = 5,
+        *,
+        retry_batch_after_s: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stub = stub
+        self._timeout = timeout_s
+        self._retry_batch_after = retry_batch_after_s
+        self._monotonic = monotonic
+        self._batch_unsupported_until = float("-inf")
+        self._tracer = tracer("tocsin.grpc.client")
+
+    async def one(self, user_id: str, contact_method_id: str) -> oncall_service_pb2.ContactMethod:
+        with self._tracer.start_as_current_span(
             _METHOD.lstrip("/"),
             kind=SpanKind.CLIENT,
             attributes={"rpc.system": "grpc", "rpc.method": _METHOD},
@@ -137,23 +254,91 @@ def grpc_lookup(stub: oncall_service_pb2_grpc.OnCallServiceStub, timeout_s: floa
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             try:
-                contact: oncall_service_pb2.ContactMethod = await stub.GetContactMethod(
+                contact: oncall_service_pb2.ContactMethod = await self._stub.GetContactMethod(
                     oncall_service_pb2.GetContactMethodRequest(
                         user_id=user_id, contact_method_id=contact_method_id
                     ),
-                    timeout=timeout_s,
+                    timeout=self._timeout,
                     metadata=tuple(carrier.items()),
                 )
             except grpc.aio.AioRpcError as e:
                 record_error(span, e)
-                if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                    raise DeliveryError(
-                        f"contact method {user_id}/{contact_method_id}: {e.details()}",
-                        retryable=False,
-                    ) from None
-                raise DeliveryError(
-                    f"contact look-up failed: {e.code().name} {e.details()}", retryable=True
-                ) from None
+                raise _lookup_error(user_id, contact_method_id, e.code(), e.details()) from None
             return contact
 
-    return lookup
+    async def many(self, refs: Sequence[Ref], links: Sequence[SpanContext]) -> list[LookupResult]:
+        if self._monotonic() < self._batch_unsupported_until:
+            return await self._one_by_one(refs)
+        with self._tracer.start_as_current_span(
+            _BATCH_METHOD.lstrip("/"),
+            kind=SpanKind.CLIENT,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.method": _BATCH_METHOD,
+                "tocsin.contact_lookups": len(refs),
+            },
+            links=[Link(ctx) for ctx in links if ctx.is_valid],
+        ) as span:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            request = oncall_service_pb2.GetContactMethodsRequest(
+                lookups=[
+                    oncall_service_pb2.GetContactMethodRequest(
+                        user_id=user_id, contact_method_id=contact_method_id
+                    )
+                    for user_id, contact_method_id in refs
+                ]
+            )
+            try:
+                response: oncall_service_pb2.GetContactMethodsResponse = (
+                    await self._stub.GetContactMethods(
+                        request, timeout=self._timeout, metadata=tuple(carrier.items())
+                    )
+                )
+            except grpc.aio.AioRpcError as e:
+                record_error(span, e)
+                if e.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                    raise DeliveryError(
+                        f"contact look-up failed: {e.code().name} {e.details()}", retryable=True
+                    ) from None
+            else:
+                if len(response.results) != len(refs):
+                    error = DeliveryError(
+                        f"contact look-up failed: {len(response.results)} results for "
+                        f"{len(refs)} look-ups",
+                        retryable=True,
+                    )
+                    record_error(span, error)
+                    raise error
+                return [_result(ref, r) for ref, r in zip(refs, response.results, strict=True)]
+        log.warning(
+            "escalation does not serve GetContactMethods: looking contacts up one at a time "
+            "for %gs",
+            self._retry_batch_after,
+        )
+        self._batch_unsupported_until = self._monotonic() + self._retry_batch_after
+        return await self._one_by_one(refs)
+
+    async def _one_by_one(self, refs: Sequence[Ref]) -> list[LookupResult]:
+        async def one(ref: Ref) -> LookupResult:
+            try:
+                return await self.one(*ref)
+            except DeliveryError as e:
+                return e
+
+        return list(await asyncio.gather(*(one(ref) for ref in refs)))
+
+
+def _result(ref: Ref, result: oncall_service_pb2.ContactMethodResult) -> LookupResult:
+    kind = result.WhichOneof("result")
+    if kind == "contact_method":
+        return result.contact_method
+    if kind == "error":
+        code = _CODES.get(result.error.code, grpc.StatusCode.UNKNOWN)
+        return _lookup_error(ref[0], ref[1], code, result.error.message)
+    return DeliveryError("contact look-up failed: an empty result", retryable=True)
+
+
+def grpc_lookup(stub: oncall_service_pb2_grpc.OnCallServiceStub, timeout_s: float = 5) -> Lookup:
+    """A single look-up over escalation's OnCallService (see GrpcContacts.one)."""
+    return GrpcContacts(stub, timeout_s).one

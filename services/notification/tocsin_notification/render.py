@@ -8,7 +8,6 @@ A channel uses `<channel>.subject.j2` / `<channel>.txt.j2` when present, else
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,8 @@ class Renderer:
 
 
 def _line_context(line: IncidentLine) -> dict[str, Any]:
-    context: dict[str, Any] = asdict(line)
+    # Its fields are strings: a shallow copy is what asdict's deep one would give.
+    context: dict[str, Any] = dict(vars(line))
     since = _parse(line.since)
     context["since_short"] = since.strftime("%H:%M UTC %b %d") if since else "unknown"
     context["since_spoken"] = since.strftime("%H %M UTC") if since else "an unknown time"

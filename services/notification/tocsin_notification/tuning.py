@@ -24,7 +24,8 @@ class Tuning:
     bundle_window_s: float = 2.0
     contact_ttl_s: float = 5.0  # how long a looked-up contact method is reused (0: never)
     max_per_endpoint: int = 200  # concurrent attempts against one endpoint
-    max_lookups: int = 256  # concurrent contact look-ups at escalation
+    max_lookups: int = 256  # concurrent contact look-up calls at escalation
+    contact_batch: int = 500  # look-ups per call at most (1: one call per look-up)
 
     @property
     def retry(self) -> RetryPolicy:
@@ -57,4 +58,5 @@ class Tuning:
             contact_ttl_s=num("CONTACT_TTL_S", d.contact_ttl_s),
             max_per_endpoint=max(1, int(num("MAX_PER_ENDPOINT", d.max_per_endpoint))),
             max_lookups=max(1, int(num("MAX_LOOKUPS", d.max_lookups))),
+            contact_batch=min(1000, max(1, int(num("CONTACT_BATCH", d.contact_batch)))),
         )

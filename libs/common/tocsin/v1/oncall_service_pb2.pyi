@@ -298,6 +298,100 @@ class GetContactMethodRequest(_message.Message):
 Global___GetContactMethodRequest: _TypeAlias = GetContactMethodRequest  # noqa: Y015
 
 @_typing.final
+class GetContactMethodsRequest(_message.Message):
+    """Many look-ups in one call: notification resolves the pages of a burst together. One
+    result per look-up, in the order asked; each is the contact method, or the error
+    GetContactMethod would have answered for that look-up alone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOOKUPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lookups(self) -> _containers.RepeatedCompositeFieldContainer[Global___GetContactMethodRequest]: ...
+    def __init__(
+        self,
+        *,
+        lookups: _abc.Iterable[Global___GetContactMethodRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lookups", b"lookups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContactMethodsRequest: _TypeAlias = GetContactMethodsRequest  # noqa: Y015
+
+@_typing.final
+class ContactLookupError(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """a gRPC status code: NOT_FOUND, INVALID_ARGUMENT"""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactLookupError: _TypeAlias = ContactLookupError  # noqa: Y015
+
+@_typing.final
+class ContactMethodResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_METHOD_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contact_method(self) -> Global___ContactMethod: ...
+    @_builtins.property
+    def error(self) -> Global___ContactLookupError: ...
+    def __init__(
+        self,
+        *,
+        contact_method: Global___ContactMethod | None = ...,
+        error: Global___ContactLookupError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact_method", b"contact_method", "error", b"error", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_method", b"contact_method", "error", b"error", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["contact_method", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___ContactMethodResult: _TypeAlias = ContactMethodResult  # noqa: Y015
+
+@_typing.final
+class GetContactMethodsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContactMethodResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ContactMethodResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContactMethodsResponse: _TypeAlias = GetContactMethodsResponse  # noqa: Y015
+
+@_typing.final
 class ContactMethod(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

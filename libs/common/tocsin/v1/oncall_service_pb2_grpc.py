@@ -59,6 +59,11 @@ class OnCallServiceStub:
                 request_serializer=tocsin_dot_v1_dot_oncall__service__pb2.GetContactMethodRequest.SerializeToString,
                 response_deserializer=tocsin_dot_v1_dot_oncall__service__pb2.ContactMethod.FromString,
                 _registered_method=True)
+        self.GetContactMethods = channel.unary_unary(
+                '/tocsin.v1.OnCallService/GetContactMethods',
+                request_serializer=tocsin_dot_v1_dot_oncall__service__pb2.GetContactMethodsRequest.SerializeToString,
+                response_deserializer=tocsin_dot_v1_dot_oncall__service__pb2.GetContactMethodsResponse.FromString,
+                _registered_method=True)
 
 
 class OnCallServiceServicer:
@@ -94,6 +99,13 @@ class OnCallServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetContactMethods(self, request, context):
+        """At most 1,000 look-ups per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OnCallServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +133,11 @@ def add_OnCallServiceServicer_to_server(servicer, server):
                     servicer.GetContactMethod,
                     request_deserializer=tocsin_dot_v1_dot_oncall__service__pb2.GetContactMethodRequest.FromString,
                     response_serializer=tocsin_dot_v1_dot_oncall__service__pb2.ContactMethod.SerializeToString,
+            ),
+            'GetContactMethods': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContactMethods,
+                    request_deserializer=tocsin_dot_v1_dot_oncall__service__pb2.GetContactMethodsRequest.FromString,
+                    response_serializer=tocsin_dot_v1_dot_oncall__service__pb2.GetContactMethodsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +275,33 @@ class OnCallService:
             '/tocsin.v1.OnCallService/GetContactMethod',
             tocsin_dot_v1_dot_oncall__service__pb2.GetContactMethodRequest.SerializeToString,
             tocsin_dot_v1_dot_oncall__service__pb2.ContactMethod.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContactMethods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tocsin.v1.OnCallService/GetContactMethods',
+            tocsin_dot_v1_dot_oncall__service__pb2.GetContactMethodsRequest.SerializeToString,
+            tocsin_dot_v1_dot_oncall__service__pb2.GetContactMethodsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,8 @@ class OnCallServiceStub:
     CreateOverride: _grpc.UnaryUnaryMultiCallable[_oncall_service_pb2.CreateOverrideRequest, _oncall_service_pb2.Override]
     DeleteOverride: _grpc.UnaryUnaryMultiCallable[_oncall_service_pb2.DeleteOverrideRequest, _oncall_service_pb2.DeleteOverrideResponse]
     GetContactMethod: _grpc.UnaryUnaryMultiCallable[_oncall_service_pb2.GetContactMethodRequest, _oncall_service_pb2.ContactMethod]
+    GetContactMethods: _grpc.UnaryUnaryMultiCallable[_oncall_service_pb2.GetContactMethodsRequest, _oncall_service_pb2.GetContactMethodsResponse]
+    """At most 1,000 look-ups per call."""
 
 @_typing.type_check_only
 class OnCallServiceAsyncStub(OnCallServiceStub):
@@ -47,6 +49,8 @@ class OnCallServiceAsyncStub(OnCallServiceStub):
     CreateOverride: _aio.UnaryUnaryMultiCallable[_oncall_service_pb2.CreateOverrideRequest, _oncall_service_pb2.Override]  # type: ignore[assignment]
     DeleteOverride: _aio.UnaryUnaryMultiCallable[_oncall_service_pb2.DeleteOverrideRequest, _oncall_service_pb2.DeleteOverrideResponse]  # type: ignore[assignment]
     GetContactMethod: _aio.UnaryUnaryMultiCallable[_oncall_service_pb2.GetContactMethodRequest, _oncall_service_pb2.ContactMethod]  # type: ignore[assignment]
+    GetContactMethods: _aio.UnaryUnaryMultiCallable[_oncall_service_pb2.GetContactMethodsRequest, _oncall_service_pb2.GetContactMethodsResponse]  # type: ignore[assignment]
+    """At most 1,000 look-ups per call."""
 
 class OnCallServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -83,5 +87,13 @@ class OnCallServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _oncall_service_pb2.GetContactMethodRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_oncall_service_pb2.ContactMethod, _abc.Awaitable[_oncall_service_pb2.ContactMethod]]: ...
+
+    @_abc_1.abstractmethod
+    def GetContactMethods(
+        self,
+        request: _oncall_service_pb2.GetContactMethodsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oncall_service_pb2.GetContactMethodsResponse, _abc.Awaitable[_oncall_service_pb2.GetContactMethodsResponse]]:
+        """At most 1,000 look-ups per call."""
 
 def add_OnCallServiceServicer_to_server(servicer: OnCallServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -10,7 +10,7 @@ import json
 import logging
 import uuid
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
@@ -24,6 +24,7 @@ from tocsin_common.topics import (
     NOTIFICATIONS_STATUS,
     Topic,
 )
+from tocsin_common.tracing import kafka_headers
 
 from tocsin_notification.pipeline.job import Attempt, Job
 from tocsin_notification.redis_batch import CommandBatcher
@@ -40,6 +41,12 @@ class Producer(Protocol):
     ) -> asyncio.Future[RecordMetadata]: ...
 
 
+class PreparedProducer(Producer, Protocol):
+    async def enqueue_prepared(
+        self, topic: str, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[RecordMetadata]: ...
+
+
 _OUTCOME_WORDS = {
     notification_pb2.DELIVERY_OUTCOME_DELIVERED: "Notified",
     notification_pb2.DELIVERY_OUTCOME_RETRYING: "Notification attempt failed for",
@@ -49,10 +56,28 @@ _OUTCOME_WORDS = {
 
 
 class RecordStage:
-    def __init__(self, producer: Producer, batcher: CommandBatcher, clock: Clock) -> None:
+    """`spans` False (this process exports no spans): the records go to the producer
+    without a PRODUCER span each, which would be thrown away unseen; they still carry the
+    current trace context in their headers."""
+
+    def __init__(
+        self, producer: Producer, batcher: CommandBatcher, clock: Clock, *, spans: bool = True
+    ) -> None:
         self._producer = producer
         self._batcher = batcher
         self._clock = clock
+        self._prepared: PreparedProducer | None = None
+        if not spans and hasattr(producer, "enqueue_prepared"):
+            self._prepared = cast(PreparedProducer, producer)
+
+    async def _enqueue(
+        self, topic: Topic, key: str, message: Message
+    ) -> asyncio.Future[RecordMetadata]:
+        if self._prepared is None:
+            return await self._producer.enqueue(topic, key, message)
+        return await self._prepared.enqueue_prepared(
+            topic.name, key.encode("utf-8"), message.SerializeToString(), kafka_headers()
+        )
 
     async def record(
         self,
@@ -77,7 +102,7 @@ class RecordStage:
             detail=detail,
         )
         set_timestamp(status.at, now)
-        futures = [await self._producer.enqueue(NOTIFICATIONS_STATUS, status.incident_id, status)]
+        futures = [await self._enqueue(NOTIFICATIONS_STATUS, status.incident_id, status)]
         words = _OUTCOME_WORDS.get(outcome)
         if words and request.incident.service_id:
             command = incident_pb2.IncidentCommand(
@@ -91,9 +116,7 @@ class RecordStage:
                 ),
             )
             set_timestamp(command.requested_at, now)
-            futures.append(
-                await self._producer.enqueue(INCIDENTS_COMMANDS, command.service_id, command)
-            )
+            futures.append(await self._enqueue(INCIDENTS_COMMANDS, command.service_id, command))
         # Not awaited here: the consumer commits the request's offset only once these are
         # acknowledged, and the producer batches the records of many pages meanwhile.
         job.produced.extend(futures)
@@ -135,7 +158,7 @@ class RecordStage:
         )
         set_timestamp(letter.failed_at, self._clock.now())
         job.produced.append(
-            await self._producer.enqueue(NOTIFICATIONS_DEADLETTER, job.request.user_id, letter)
+            await self._enqueue(NOTIFICATIONS_DEADLETTER, job.request.user_id, letter)
         )
 
 

@@ -3,6 +3,8 @@ channel's templates, and signed acknowledge/resolve links."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from tocsin.v1 import alert_pb2, incident_pb2, oncall_service_pb2
 from tocsin_common.clock import Clock
 from tocsin_common.timeutil import from_timestamp
@@ -56,7 +58,7 @@ class RenderStage:
             resolve_url=self._link("resolve", job, now),
         )
 
-    def _link(self, action: str, job: Job, now: object) -> str:
+    def _link(self, action: str, job: Job, now: datetime) -> str:
         incident = job.request.incident
         return self._signer.url(
             self._public_url,
@@ -64,7 +66,7 @@ class RenderStage:
             incident.incident_id,
             incident.service_id,
             job.request.user_id,
-            self._clock.now(),
+            now,
         )
 
     def page(self, jobs: list[Job], contact: oncall_service_pb2.ContactMethod) -> Page:
