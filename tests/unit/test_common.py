@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2  # noqa: F401 (registers types)
-from tocsin_common import topics
+from tocsin_common import runtime, topics, tracing
 from tocsin_common.clock import FakeClock
 from tocsin_common.logs import JsonFormatter
 from tocsin_common.settings import DEFAULT_PORTS, Settings, SettingsError
@@ -347,3 +347,41 @@ def test_invalid_input_lists_every_error() -> None:
         "field": "payload.severity",
         "problem": "must be one of critical",
     }
+
+
+@pytest.mark.parametrize(
+    ("env", "exported"),
+    [
+        ({}, True),  # the SDK's default exporter is otlp
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_TRACES_EXPORTER": ""}, False),
+        ({"OTEL_TRACES_EXPORTER": "none, Console"}, True),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, False),  # not one tocsin installs
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, False),
+    ],
+)
+def test_spans_are_built_only_when_an_exporter_would_send_them(
+    env: dict[str, str], exported: bool
+) -> None:
+    # Every service installs the no-op tracer provider when this is False.
+    assert tracing.spans_exported(env) is exported
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, "uvloop"), ({"TOCSIN_EVENT_LOOP": "asyncio"}, "asyncio")],
+)
+def test_the_event_loop_is_uvloop_unless_asked_otherwise(
+    env: dict[str, str], expected: str
+) -> None:
+    loop = runtime.event_loop_factory(env)()
+    try:
+        assert type(loop).__module__.split(".")[0] == expected
+    finally:
+        loop.close()
+
+
+def test_an_unknown_event_loop_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="TOCSIN_EVENT_LOOP"):
+        runtime.event_loop_factory({"TOCSIN_EVENT_LOOP": "trio"})

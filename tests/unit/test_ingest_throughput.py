@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from tocsin_common.config import parse_config
 from tocsin_common.settings import Settings, SettingsError
 from tocsin_common.timeutil import to_timestamp
-from tocsin_common.tracing import spans_exported
 from tocsin_ingest import auth, fields, ratelimit, workers
 from tocsin_ingest.ratelimit import LocalBudget, allows, estimate, grant, lease_size, wanted
 
@@ -141,27 +140,6 @@ def test_the_worker_count_is_a_setting_of_one_by_default() -> None:
         workers.worker_count(0)
     with pytest.raises(SettingsError):
         Settings.from_env("alert-ingest", {"TOCSIN_INGEST_WORKERS": "two"})
-
-
-# --- spans ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("env", "exported"),
-    [
-        ({}, True),  # the SDK's default exporter is otlp
-        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
-        ({"OTEL_TRACES_EXPORTER": "none"}, False),
-        ({"OTEL_TRACES_EXPORTER": ""}, False),
-        ({"OTEL_TRACES_EXPORTER": "none, Console"}, True),
-        ({"OTEL_TRACES_EXPORTER": "zipkin"}, False),  # not one tocsin installs
-        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, False),
-    ],
-)
-def test_spans_are_opened_only_when_an_exporter_would_send_them(
-    env: dict[str, str], exported: bool
-) -> None:
-    assert spans_exported(env) is exported
 
 
 # --- hot-path helpers -----------------------------------------------------------------------

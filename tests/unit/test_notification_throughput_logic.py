@@ -9,7 +9,6 @@ import asyncio
 import pytest
 from tocsin.v1 import oncall_service_pb2
 from tocsin_common.clock import FakeClock
-from tocsin_common.tracing import spans_exported
 from tocsin_notification.breaker import BreakerRegistry
 from tocsin_notification.contacts import ContactDirectory, TtlCache
 from tocsin_notification.idempotency import (
@@ -277,26 +276,3 @@ async def test_waiting_for_a_slot_does_not_count_against_the_attempt_timeout() -
     )
     assert receipts == ["HTTP 200"] * 30
     assert stage.breakers.for_endpoint("https://one.example").allow()
-
-
-# --- spans -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("env", "exported"),
-    [
-        ({}, True),  # the SDK's default exporter is otlp
-        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
-        ({"OTEL_TRACES_EXPORTER": "none"}, False),
-        ({"OTEL_TRACES_EXPORTER": ""}, False),
-        ({"OTEL_TRACES_EXPORTER": "none, Console"}, True),
-        ({"OTEL_TRACES_EXPORTER": "zipkin"}, False),  # not one tocsin installs
-        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, False),
-    ],
-)
-def test_spans_are_built_only_when_an_exporter_would_send_them(
-    env: dict[str, str], exported: bool
-) -> None:
-    # tocsin_common.tracing decides for every service (notification installs the no-op
-    # tracer provider when this is False).
-    assert spans_exported(env) is exported

@@ -27,11 +27,13 @@ KafkaHeaders = Sequence[tuple[str, bytes]]
 
 _provider: TracerProvider | None = None
 
-EXPORTERS = ("otlp", "console")  # those setup_tracing installs
+EXPORTERS = ("otlp", "console")  # the exporters setup_tracing installs
 
 
-def spans_exported(env: Mapping[str, str]) -> bool:
-    """True when the environment configures an exporter that spans would reach."""
+def spans_exported(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment configures an exporter that spans would reach
+    (OTEL_TRACES_EXPORTER otlp or console, otlp by default, and OTEL_SDK_DISABLED unset)."""
+    env = os.environ if env is None else env
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
     names = env.get("OTEL_TRACES_EXPORTER", "otlp").lower()
@@ -68,34 +70,6 @@ def setup_tracing(service_name: str) -> bool:
     trace.set_tracer_provider(provider)
     _provider = provider
     return True
-
-
-EXPORTERS = ("otlp", "console")  # the exporters setup_tracing installs
-
-
-def spans_exported(env: Mapping[str, str] | None = None) -> bool:
-    """Whether the environment configures an exporter that spans would reach
-    (OTEL_TRACES_EXPORTER otlp or console, otlp by default, and OTEL_SDK_DISABLED unset)."""
-    env = os.environ if env is None else env
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    names = env.get("OTEL_TRACES_EXPORTER", "otlp").lower()
-    return any(name.strip() in EXPORTERS for name in names.split(","))
-
-
-def setup_tracing_if_exported(service_name: str, env: Mapping[str, str] | None = None) -> bool:
-    """`setup_tracing` when spans would be exported; returns whether they are.
-
-    Otherwise (OTEL_TRACES_EXPORTER=none, OTEL_SDK_DISABLED=true) every span would be
-    built and thrown away unseen: the no-op tracer provider is installed instead. It
-    builds nothing and hands the caller's trace context through unchanged, so trace
-    context still reaches Kafka headers, gRPC metadata and HTTP headers, and logs still
-    carry the trace id of the work."""
-    if spans_exported(env):
-        setup_tracing(service_name)
-        return True
-    trace.set_tracer_provider(trace.NoOpTracerProvider())
-    return False
 
 
 def shutdown_tracing() -> None:
