@@ -33,7 +33,7 @@ from tocsin_common.topics import (
 )
 from tocsin_notification.breaker import BreakerRegistry
 from tocsin_notification.bundling import BundlePolicy
-from tocsin_notification.contacts import ContactDirectory, LookupResult, Ref
+from tocsin_notification.contacts import ContactDirectory, ContactsUnavailable, LookupResult, Ref
 from tocsin_notification.idempotency import Claim, IdempotencyStore
 from tocsin_notification.links import LinkSigner
 from tocsin_notification.pipeline import Job, Pipeline
@@ -226,6 +226,7 @@ class Escalation:
     def __init__(self) -> None:
         self.calls = 0
         self.batches: list[int] = []  # look-ups per GetContactMethods call
+        self.unreachable_for = 0  # look-ups answered UNAVAILABLE before it is back
 
     async def many(self, refs: Sequence[Ref], links: Sequence[Any]) -> list[LookupResult]:
         self.batches.append(len(refs))
@@ -235,6 +236,9 @@ class Escalation:
         self, user_id: str, contact_method_id: str
     ) -> oncall_service_pb2.ContactMethod:
         self.calls += 1
+        if self.unreachable_for > 0:
+            self.unreachable_for -= 1
+            raise ContactsUnavailable("contact look-up failed: UNAVAILABLE restarting")
         return oncall_service_pb2.ContactMethod(
             user_id=user_id,
             contact_method_id=contact_method_id,
@@ -435,3 +439,23 @@ async def test_without_exported_spans_records_are_handed_over_prepared_with_the_
     traceparent = dict(headers)["traceparent"].decode()
     assert traceparent.split("-")[1] == format(trace_id, "032x")
     assert len(job.produced) == 2
+
+
+async def test_a_page_waits_for_a_restarting_escalation_without_spending_its_attempts(
+    redis: Redis,
+) -> None:
+    """Escalation unreachable for longer than all the retries take: the page waits for it
+    (its lease renewed) and is delivered at the first attempt, instead of given up."""
+    producer, hook, escalation, clock = Producer(), Hook(), Escalation(), FakeClock()
+    pipeline = build(redis, producer, hook, escalation, clock)  # 3 attempts at most
+    escalation.unreachable_for = 8
+    job = Job(request(f"user-{uuid.uuid4().hex[:6]}"))
+    handling = asyncio.create_task(pipeline.handle(job))
+    while not handling.done():
+        clock.advance(timedelta(seconds=1))
+        await asyncio.sleep(0.01)
+    status = handling.result()
+    assert status.outcome == Outcome.DELIVERY_OUTCOME_DELIVERED
+    assert status.attempt == 1
+    assert [p.user_id for p in hook.pages] == [job.request.user_id]
+    assert escalation.calls == 9

@@ -207,7 +207,23 @@ class ContactDirectory:
 _METHOD = "/tocsin.v1.OnCallService/GetContactMethod"
 _BATCH_METHOD = "/tocsin.v1.OnCallService/GetContactMethods"
 _FINAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+# Escalation could not answer at all (restarting, unreachable, overloaded).
+_OUTAGE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+)
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class ContactsUnavailable(DeliveryError):
+    """Escalation could not answer the look-up (it is restarting or unreachable): an
+    outage of ours, not of the person's channel. The pipeline waits for escalation rather
+    than spend the page's attempts on it (see Pipeline.contact_wait_s)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
 
 
 def _lookup_error(
@@ -218,6 +234,8 @@ def _lookup_error(
         return DeliveryError(
             f"contact method {user_id}/{contact_method_id}: {details}", retryable=False
         )
+    if code in _OUTAGE:
+        return ContactsUnavailable(f"contact look-up failed: {code.name} {details}")
     return DeliveryError(f"contact look-up failed: {code.name} {details}", retryable=True)
 
 
@@ -298,6 +316,10 @@ class GrpcContacts:
             except grpc.aio.AioRpcError as e:
                 record_error(span, e)
                 if e.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                    if e.code() in _OUTAGE:
+                        raise ContactsUnavailable(
+                            f"contact look-up failed: {e.code().name} {e.details()}"
+                        ) from None
                     raise DeliveryError(
                         f"contact look-up failed: {e.code().name} {e.details()}", retryable=True
                     ) from None

@@ -12,10 +12,10 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from tocsin.v1 import notification_pb2
+from tocsin.v1 import notification_pb2, oncall_service_pb2
 from tocsin_common.clock import Clock
 
-from tocsin_notification.contacts import ContactDirectory
+from tocsin_notification.contacts import ContactDirectory, ContactsUnavailable
 from tocsin_notification.idempotency import Claim
 from tocsin_notification.pipeline.bundle_stage import BundleStage
 from tocsin_notification.pipeline.idempotency_stage import IdempotencyStage
@@ -48,8 +48,13 @@ class Pipeline:
         contacts: ContactDirectory,
         providers: Mapping[str, Provider],
         clock: Clock,
+        contact_wait_s: float = 600.0,
     ) -> None:
+        """``contact_wait_s``: how long a page waits for escalation to answer its contact
+        look-up (escalation restarting or unreachable) before that counts as a failed
+        attempt."""
         self._clock = clock
+        self._contact_wait_s = contact_wait_s
         self.idempotency = idempotency
         self.ratelimit = ratelimit
         self.bundle = bundle
@@ -128,6 +133,32 @@ class Pipeline:
                 await self._clock.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    async def _contact(self, jobs: list[Job], *, fresh: bool) -> oncall_service_pb2.ContactMethod:
+        """The pages' contact method, from escalation. While escalation cannot answer
+        (restarting, unreachable) the pages wait, their lease renewed, for up to
+        ``contact_wait_s``: that outage is ours, not the channel's, and must not use up
+        their attempts (the failure suite saw pages given up while escalation restarted)."""
+        request = jobs[0].request
+        waited, backoff = 0.0, 0.2
+        while True:
+            try:
+                return await self.contacts.get(
+                    request.user_id, request.contact_method_id, fresh=fresh
+                )
+            except ContactsUnavailable as outage:
+                if waited >= self._contact_wait_s:
+                    raise
+                log.warning(
+                    "waiting for escalation to look up %s/%s: %s",
+                    request.user_id,
+                    request.contact_method_id,
+                    outage,
+                )
+            await self._clock.sleep(backoff)
+            waited += backoff
+            backoff = min(backoff * 2, 5.0)
+            await self.idempotency.renew(jobs)
+
     async def _deliver_batch(self, jobs: list[Job]) -> None:
         first = jobs[0].request
         state: dict[str, str] = {"channel": "", "who": first.user_id}
@@ -135,9 +166,7 @@ class Pipeline:
         async def attempt(number: int) -> str:
             await self.idempotency.renew(jobs)
             # A retried attempt asks escalation again: the address may have been fixed.
-            contact = await self.contacts.get(
-                first.user_id, first.contact_method_id, fresh=number > 1
-            )
+            contact = await self._contact(jobs, fresh=number > 1)
             state["channel"] = contact.type
             state["who"] = contact.user_name or first.user_id
             provider = self.providers.get(contact.type)
