@@ -18,7 +18,12 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.structs import RecordMetadata, TopicPartition
 from google.protobuf.message import Message
 from tocsin.v1 import alert_pb2
@@ -253,13 +258,17 @@ class ConsumerLoop:
         max_batch: int = 500,
         on_durable: Hook | None = None,
         on_abandoned: Callable[[], None] | None = None,
+        commit_every_s: float = 0.2,
     ) -> None:
         """``on_durable``: called once per batch after everything the handlers enqueued is
         acknowledged by the broker and before the offsets are committed; a handler that
         must record "done" only once its records are durable stages that record and
         writes it there. Raising makes it run again (after a backoff), not the batch.
         ``on_abandoned``: called when a record the batch enqueued failed; what was staged
-        must be forgotten, as the batch is read and processed again."""
+        must be forgotten, as the batch is read and processed again.
+        ``commit_every_s``: offsets of finished batches are committed at most this often
+        (and when the loop idles or stops): a commit per small batch cost the broker and
+        this process more than the batch; a crash replays at most this much more."""
         self._topic = topic
         self._service = service
         self._handler = handler
@@ -268,6 +277,9 @@ class ConsumerLoop:
         self._max_batch = max_batch
         self._on_durable = on_durable
         self._on_abandoned = on_abandoned
+        self._commit_every_s = commit_every_s
+        self._finished: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._committed_at = time.monotonic()
         self._tracer = tracer(f"tocsin.{service}.consumer")
         self._stopping = asyncio.Event()
         self.joined = asyncio.Event()  # set once the group gave this member its partitions
@@ -279,18 +291,35 @@ class ConsumerLoop:
 
     async def stop(self) -> None:
         self._stopping.set()
+        with contextlib.suppress(Exception):
+            await self._commit()
         await self._consumer.stop()
 
+    async def _commit(self) -> None:
+        """Commit what finished; a member that lost its partitions in a rebalance cannot,
+        and need not: their new owner reads from the last commit again (handlers are
+        idempotent)."""
+        finished, self._finished = self._finished, {}
+        self._committed_at = time.monotonic()
+        if not finished:
+            return
+        try:
+            await self._consumer.commit(finished)
+        except (CommitFailedError, IllegalStateError) as error:
+            log.warning("offsets not committed (partitions moved): %s", error)
+
     async def run(self) -> None:
-        """Process until stopped; commit after each batch.
+        """Process until stopped, committing as batches finish.
 
         Partitions are processed concurrently, each in order. Before offsets are committed
         the producer is flushed, so whatever the handlers enqueued is durable first: a crash
-        can repeat work (at-least-once) but never lose it.
+        can repeat work (at-least-once) but never lose it. Offsets are committed every
+        ``commit_every_s`` at most.
         """
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
             if not batches:
+                await self._commit()
                 continue
             done = await asyncio.gather(
                 *(self._process_partition(records) for records in batches.values())
@@ -310,9 +339,11 @@ class ConsumerLoop:
                 continue
             if self._on_durable is not None:
                 await self._retrying(self._on_durable, "finishing a batch")
-            offsets = {tp: last + 1 for tp, last in zip(batches, done, strict=True) if last >= 0}
-            if offsets:
-                await self._consumer.commit(offsets)
+            self._finished.update(
+                {tp: last + 1 for tp, last in zip(batches, done, strict=True) if last >= 0}
+            )
+            if time.monotonic() - self._committed_at >= self._commit_every_s:
+                await self._commit()
 
     async def _retrying(self, step: Hook, what: str) -> None:
         """Run ``step`` until it succeeds (a store that is down comes back), unless stopped."""

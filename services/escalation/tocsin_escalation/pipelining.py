@@ -14,8 +14,8 @@ def queue_script(
 ) -> None:
     """Queue ``script`` on ``pipe``; its result comes back from ``pipe.execute()``.
 
-    redis-py's ``AsyncScript.__call__`` is a coroutine even when it only queues; this
-    queues synchronously. The pipeline loads a script the server lacks before it executes.
+    Sent as EVAL with the script's text rather than EVALSHA: redis-py then asks the
+    server whether it knows the script (SCRIPT EXISTS) before every pipeline, a round trip
+    more than the few hundred bytes of text cost; Redis compiles a script text once.
     """
-    pipe.scripts.add(script)  # type: ignore[arg-type]  # redis-py's stub names Script
-    pipe.evalsha(script.sha, len(keys), *keys, *args)
+    pipe.eval(script.script, len(keys), *keys, *args)  # type: ignore[arg-type]
