@@ -4,7 +4,10 @@ events are out on incidents.events, with one correlation worker and with two.
 Runs its own correlation worker(s) (python -m tocsin_correlation) against the Kafka and
 Redis named by TOCSIN_KAFKA_BOOTSTRAP / TOCSIN_REDIS_URL (e.g. the h3 devstack), with a
 config of 12 services spread over the partitions, grouping none (one incident per alert,
-the most work per alert). Prints one JSON object.
+the most work per alert). Prints one JSON object: per run alerts/s, the workers' CPU time
+per alert (user + system, from the first alert produced to the last event seen; the
+machine is shared, so this is the steadier number) and the mean inputs per batch (from the
+workers' tocsin_correlation_batch_inputs histogram). --workers 1 (or 2) runs only that one.
 
     eval "$(python tools/devstack.py env --profile h3)"
     python bench/correlation_bench.py --alerts 50000
@@ -19,6 +22,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -71,6 +75,30 @@ async def start_group_at_end(bootstrap: str, group_id: str) -> None:
         await consumer.stop()
 
 
+def cpu_seconds(workers: list[ServiceProcess]) -> float:
+    """User + system CPU time the worker processes used so far."""
+    total = 0
+    for w in workers:
+        assert w.proc is not None
+        fields = Path(f"/proc/{w.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def batch_inputs(workers: list[ServiceProcess]) -> tuple[float, float]:
+    """(sum, count) of the workers' tocsin_correlation_batch_inputs histograms."""
+    total = count = 0.0
+    for w in workers:
+        port = w.env["TOCSIN_METRICS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            for line in reply.read().decode().splitlines():
+                if line.startswith("tocsin_correlation_batch_inputs_sum"):
+                    total += float(line.split()[-1])
+                elif line.startswith("tocsin_correlation_batch_inputs_count"):
+                    count += float(line.split()[-1])
+    return total, count
+
+
 async def run(bootstrap: str, n: int, workers: list[ServiceProcess]) -> dict[str, float]:
     for w in workers:
         w.start()
@@ -96,6 +124,9 @@ async def run(bootstrap: str, n: int, workers: list[ServiceProcess]) -> dict[str
             summary=f"bench alert {i}",
         )
         alerts.append((alert.service_id.encode(), alert.SerializeToString()))
+    batches0 = batch_inputs(workers)
+    cpu0 = cpu_seconds(workers)
+    cpu_last = cpu0
     t0 = time.perf_counter()
     for key, value in alerts:
         await producer.send("alerts.normalized", value, key=key)
@@ -113,15 +144,20 @@ async def run(bootstrap: str, n: int, workers: list[ServiceProcess]) -> dict[str
                 if event.alert.dedup_key.startswith(run_id):
                     seen += 1
                     last = time.perf_counter()
+                    cpu_last = cpu_seconds(workers) if seen % 500 == 0 or seen == n else cpu_last
+    batches1 = batch_inputs(workers)
     await producer.stop()
     await consumer.stop()
     elapsed = last - t0
+    batch_sum, batch_count = (b - a for a, b in zip(batches0, batches1, strict=True))
     return {
         "alerts": n,
         "events_seen": seen,
         "produce_seconds": round(produced, 3),
         "seconds": round(elapsed, 3),
         "alerts_per_second": round(seen / elapsed, 1) if elapsed > 0 else 0.0,
+        "cpu_us_per_alert": round((cpu_last - cpu0) * 1e6 / seen, 1) if seen else 0.0,
+        "inputs_per_batch": round(batch_sum / batch_count, 1) if batch_count else 0.0,
     }
 
 
@@ -145,6 +181,7 @@ def worker(name: str, workdir: Path, env: dict[str, str]) -> ServiceProcess:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--alerts", type=int, default=20000)
+    parser.add_argument("--workers", type=int, choices=(1, 2), action="append")
     add_out_argument(parser)
     args = parser.parse_args()
     bootstrap = os.environ["TOCSIN_KAFKA_BOOTSTRAP"]
@@ -160,7 +197,7 @@ async def main() -> None:
         ),
     }
     results: dict[str, object] = {"benchmark": "correlation", "workdir": str(workdir)}
-    for count in (1, 2):
+    for count in args.workers or (1, 2):
         # A consumer group of its own per run, starting at the topics' ends: what earlier
         # benches left on the topics is not this run's work.
         app_id = f"tocsin-correlation-bench-{uuid.uuid4().hex[:8]}"

@@ -7,11 +7,12 @@ state to lose or to carry across pods).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import faust
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 from faust.types import Message
 
 from tocsin_common.settings import Settings
@@ -38,6 +39,103 @@ def _ack_if_current(self: Consumer, message: Message) -> bool:
 
 
 Consumer.ack = _ack_if_current  # type: ignore[method-assign]
+
+
+async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - a loop
+    """faust's Consumer._drain_messages (the loop handing fetched records to the
+    conductor), except that a record is handed over by awaiting the conductor's callback
+    directly while the flow is active.
+
+    faust wraps every record's callback in ``wait_first(callback, suspend_flow.wait())``,
+    so that a rebalance stopping the flow interrupts a callback blocked in it: four tasks
+    and an ``asyncio.wait`` per record, the biggest cost of consuming (a correlation worker
+    spent more on it than on its engine). While the flow is active the callback does not
+    wait on the flow (its first step, ``acquire_flow_control``, returns at once); what it
+    can wait on then (a full stream queue, the producer's buffer) is emptied by the agents
+    and the producer, not by this loop. So it is awaited as is, and faust's wait_first is
+    kept for a record met while the flow is stopped. Everything else is faust's loop
+    (faust-streaming 0.15), unchanged.
+    """
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    suspend_flow = self.suspend_flow
+    flow_control = self.app.flow_control
+
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    flag_consumer_fetching = CONSUMER_FETCHING
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
+
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(flag_consumer_fetching)
+            ait = getmany(timeout=1.0)
+
+            # Sleeping because sometimes getmany is called in a loop
+            # never releasing to the event loop
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        # We have a gap in income messages
+                        if gap > 1 and r_offset:
+                            acks_enabled = acks_enabled_for(message.topic)
+                            if acks_enabled:
+                                await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        if not suspend_flow.is_set() and flow_control.is_active():
+                            await callback(message)
+                        else:
+                            await self.wait_first(callback(message), suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev(
+                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                            offset,
+                            message.key,
+                            message.value,
+                        )
+                unset_flag(flag_consumer_fetching)
+
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(flag_consumer_fetching)
+
+
+Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
 
 
 def make_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:

@@ -18,16 +18,18 @@ same input after a crash (at-least-once) yields the same ids and downstream can 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_common.config import TocsinConfig
 from tocsin_common.config.model import Service
-from tocsin_common.timeutil import set_timestamp
+from tocsin_common.timeutil import to_timestamp
 
 from tocsin_correlation import grouping
 from tocsin_correlation.changes import ChangeRecord, add_change, probable_causes
@@ -57,8 +59,54 @@ _STATUS = {
 }
 
 
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+
+
 def derived_id(*parts: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+    """``str(uuid.uuid5(_NAMESPACE, "\\x1f".join(parts)))``, without the UUID object (ids
+    are derived several times per input; the unit tests hold the two equal)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# The config last looked up, with its services and their upstreams by id: a config is not
+# changed once loaded (a reload makes a new one), and the look-ups (pydantic private
+# attributes, a graph walk) ran several times per alert.
+_lookups: tuple[TocsinConfig | None, dict[str, Service], dict[str, tuple[str, ...]]] = (
+    None,
+    {},
+    {},
+)
+
+
+def _config_lookups(
+    config: TocsinConfig,
+) -> tuple[TocsinConfig | None, dict[str, Service], dict[str, tuple[str, ...]]]:
+    global _lookups
+    if _lookups[0] is not config:  # the object, not its id: ids are reused
+        _lookups = (config, {}, {})
+    return _lookups
+
+
+def service_of(config: TocsinConfig, service_id: str) -> Service:
+    """``config.service(service_id)`` (KeyError for an unknown one), looked up once."""
+    services = _config_lookups(config)[1]
+    service = services.get(service_id)
+    if service is None:
+        service = services[service_id] = config.service(service_id)
+    return service
+
+
+def upstream_of(config: TocsinConfig, service_id: str) -> tuple[str, ...]:
+    """``config.upstream(service_id)`` (KeyError for an unknown one), walked once."""
+    upstreams = _config_lookups(config)[2]
+    upstream = upstreams.get(service_id)
+    if upstream is None:
+        upstream = upstreams[service_id] = config.upstream(service_id)
+    return upstream
 
 
 # The actor of the commands correlation sends itself (to release held incidents).
@@ -153,17 +201,31 @@ class IncidentState:
                 rank=cause["rank"],
                 reason=cause["reason"],
             )
-        set_timestamp(incident.created_at, _dt(self.created_at))
-        set_timestamp(incident.updated_at, _dt(self.updated_at))
+        _set_epoch(incident.created_at, self.created_at)
+        _set_epoch(incident.updated_at, self.updated_at)
         if self.resolved_at is not None:
-            set_timestamp(incident.resolved_at, _dt(self.resolved_at))
+            _set_epoch(incident.resolved_at, self.resolved_at)
         if self.snoozed_until is not None:
-            set_timestamp(incident.snoozed_until, _dt(self.snoozed_until))
+            _set_epoch(incident.snoozed_until, self.snoozed_until)
         return incident
 
 
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+# The last epoch converted, and its Timestamp: an input stamps the same `now` several times.
+_last_stamp: tuple[float, Timestamp] = (float("nan"), Timestamp())
+
+
+def _set_epoch(field: Timestamp, epoch: float) -> None:
+    """``set_timestamp(field, _dt(epoch))``, converting each distinct epoch once."""
+    global _last_stamp
+    last_epoch, stamp = _last_stamp
+    if epoch != last_epoch:
+        stamp = to_timestamp(_dt(epoch))
+        _last_stamp = (epoch, stamp)
+    field.CopyFrom(stamp)
 
 
 @dataclass(frozen=True)
@@ -225,7 +287,7 @@ class CorrelationEngine:
         view: View | None = None,
     ) -> Outcome:
         try:
-            service = config.service(alert.service_id)
+            service = service_of(config, alert.service_id)
         except KeyError:
             return Outcome(dropped="unknown_service")  # removed from the config since ingest
         view = view or View()
@@ -528,7 +590,7 @@ class CorrelationEngine:
 
     def _holder(self, service_id: str, config: TocsinConfig, view: View) -> tuple[str, str] | None:
         """(service, incident) of the nearest upstream open incident, oldest first."""
-        for upstream in config.upstream(service_id):
+        for upstream in upstream_of(config, service_id):
             candidates = [
                 OpenIncident(i.incident_id, i.created_at)
                 for i in view.open_incidents.get(upstream, ())
@@ -546,7 +608,7 @@ class CorrelationEngine:
             return []
         causes = probable_causes(
             service_id,
-            config.upstream(service_id),
+            upstream_of(config, service_id),
             [*own, *view.upstream_changes],
             now,
             service.change_lookback.total_seconds(),
@@ -751,5 +813,5 @@ class CorrelationEngine:
         )
         if alert is not None:
             event.alert.CopyFrom(alert)
-        set_timestamp(event.at, _dt(now))
+        _set_epoch(event.at, now)
         return Outcome(events=[event])

@@ -47,10 +47,19 @@ class StagedMapping(MutableMapping[str, Any]):
         return self.base[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
+        # Without raising KeyError through every level on a miss (most reads of new
+        # alerts miss): the engine reads by get() on its hot path.
+        view = self
+        while True:
+            writes = view.writes
+            if key in writes:
+                value = writes[key]
+                return default if value is _DELETED else value
+            base = view.base
+            if not isinstance(base, StagedMapping):
+                # not base.get(): a Mapping's get() raises and catches KeyError on a miss
+                return base[key] if key in base else default  # noqa: SIM401
+            view = base
 
     def __contains__(self, key: object) -> bool:
         writes = self.writes

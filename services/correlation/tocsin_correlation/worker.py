@@ -13,18 +13,21 @@ What crosses partitions goes through Redis:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
-from faust.streams import Stream
+from faust.serializers.codecs import get_codec
 from faust.types import StreamT
+from faust.utils import json as faust_json
 from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -44,10 +47,25 @@ from tocsin_common.topics import (
     INCIDENTS_EVENTS,
     Topic,
 )
-from tocsin_common.tracing import consume_span, kafka_headers, produce_span, record_error, tracer
+from tocsin_common.tracing import (
+    consume_span,
+    forwarded_kafka_headers,
+    kafka_headers,
+    produce_span,
+    record_error,
+    spans_exported,
+    tracer,
+)
 
 from tocsin_correlation.changes import ChangeRecord
-from tocsin_correlation.engine import CorrelationEngine, OpenIncident, Outcome, View
+from tocsin_correlation.engine import (
+    CorrelationEngine,
+    OpenIncident,
+    Outcome,
+    View,
+    service_of,
+    upstream_of,
+)
 from tocsin_correlation.silence_api import load_silences
 from tocsin_correlation.silences import Silence
 from tocsin_correlation.staging import StagedMapping
@@ -120,9 +138,16 @@ class Batch:
     views: dict[str, StagedMapping] = field(init=False)
     partitions: dict[str, dict[str, int]] = field(init=False)
     outputs: list[Output] = field(default_factory=list)
+    # How many outputs were handed to the producer so far (-1: handing over failed).
+    handed_over: int = 0
 
     def __post_init__(self) -> None:
-        self.views = {name: StagedMapping(table) for name, table in self.tables.items()}
+        # Over each table's store (table.data), not the faust Table: a Table read also
+        # calls faust's sensors, and the worker keeps the writes in the store itself.
+        self.views = {
+            name: StagedMapping(getattr(table, "data", table))
+            for name, table in self.tables.items()
+        }
         self.partitions = {name: {} for name in self.tables}
 
     def input_views(self) -> dict[str, StagedMapping]:
@@ -166,7 +191,11 @@ class CorrelationWorker:
         )
         self.bootstrap = settings.kafka_bootstrap
         self._producer: EventProducer | None = None
+        self._changelog_sender: ChangelogSender | None = None
         self._tracer = tracer("tocsin.correlation")
+        self._spans = spans_exported()
+        self._consumed_counters: dict[str, Any] = {}
+        self._changelog_codecs: dict[str, tuple[str, Dump, Dump]] = {}
         self.table_names = TABLES
         self.silences: list[Silence] = []
         self._redis: Redis | None = None
@@ -211,22 +240,89 @@ class CorrelationWorker:
     # --- the agent ------------------------------------------------------------------
 
     async def _agent(self, stream: StreamT[Any]) -> None:
-        """Alerts, commands and changes of the worker's partitions, in batches."""
-        assert isinstance(stream, Stream)  # StreamT does not declare take_events
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+        """Alerts, commands and changes of the worker's partitions, in batches.
+
+        The events are taken straight from the queue the consumer delivers them to (the
+        stream's channel), not through faust's stream iteration: that costs an event-loop
+        round and a pass through processors and sensors per event, and take_events then
+        waits a fixed time per batch. A batch is whatever arrived while the previous one
+        was processed (at least one event, at most BATCH_MAX): one event at low load, big
+        batches — so few Kafka acknowledgement waits — under a backlog.
+        """
+        channel: Any = stream.channel  # the topic iterator the consumer delivers to
+        queue = channel.queue
+        while True:
+            try:
+                events = await self._take(queue)
+            except StopAsyncIteration:
+                # faust's way of stopping an agent: thrown into the channel it reads
+                # (its stream iteration ends quietly on it; so does this).
+                return
+            if not events:
+                continue
             batch = asyncio.ensure_future(self._process_batch(events))
             try:
                 await asyncio.shield(batch)
             except asyncio.CancelledError:
-                # faust acks a batch's events on the way out of take_events, and commits
-                # acked offsets when it stops: finish the batch first. One that cannot
-                # finish (Kafka gone) must not be committed: leave as a crash would, so
-                # its inputs are read again.
+                # faust commits acked offsets when it stops: finish the batch first, and
+                # ack it. One that cannot finish (Kafka gone) must not be committed: leave
+                # as a crash would, so its inputs are read again.
                 done, _ = await asyncio.wait([batch], timeout=BATCH_FINISH_ON_STOP_S)
                 if not done or batch.exception() is not None:
                     log.critical("stopping in the middle of a batch; exiting without commit")
                     os._exit(70)
+                self._ack(events)
                 raise
+            # An exception of the batch (not a broker or store failure: those are retried
+            # in place; not an input's: those are dead-lettered) crashes the agent with
+            # nothing of the batch acked, so it cannot be committed.
+            self._ack(events)
+
+    async def _take(self, queue: Any) -> list[Any]:
+        """The next batch: wait for one event, then take every event already delivered
+        (lingering BATCH_WITHIN_S for more when that is set), up to BATCH_MAX.
+
+        Events the consumer hands over from before the last rebalance, or while the flow
+        is suspended (rebalancing, recovering tables), are left out and never acked, as
+        faust's stream skips them (faustapp.py): they are fetched again after the seek.
+        """
+        events: list[Any] = []
+        first = await queue.get()
+        self._take_into(events, first)
+        self._drain(queue, events)
+        if BATCH_WITHIN_S > 0 and len(events) < BATCH_MAX:
+            await asyncio.sleep(BATCH_WITHIN_S)
+            self._drain(queue, events)
+        # faust's consumer warns that a stream stalled when this is not kept up.
+        monitor = self.app.monitor
+        if monitor is not None and events:
+            inbound = monitor.stream_inbound_time
+            now = time.monotonic()
+            for event in events:
+                inbound[event.message.tp] = now
+        return events
+
+    def _drain(self, queue: Any, events: list[Any]) -> None:
+        while len(events) < BATCH_MAX:
+            try:
+                value = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            self._take_into(events, value)
+
+    def _take_into(self, events: list[Any], value: Any) -> None:
+        app = self.app
+        message = value.message
+        if not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id:
+            return
+        events.append(value)
+
+    def _ack(self, events: Sequence[Any]) -> None:
+        """The batch is done (its events durable, its state kept): its offsets may be
+        committed."""
+        consumer = self.app.consumer
+        for event in events:
+            event.message.ack(consumer)
 
     async def _process_batch(self, events: Sequence[Any]) -> None:
         """Run the engine over a batch on staged state, make its events durable, then keep
@@ -237,8 +333,11 @@ class CorrelationWorker:
         BATCH_SIZE.observe(len(inputs))
         for event in inputs:
             await self._process_input(batch, event, config)
-        await self._publish(batch.outputs)
-        await self._keep(batch)
+            await self._hand_over(batch)
+        # Prepared while the batch's events are on their way: nothing is applied or sent.
+        records = self._changelog_records(batch)
+        await self._publish(batch)
+        await self._keep(batch, records)
 
     async def _in_order(self, events: Sequence[Any]) -> list[Any]:
         """The events that follow, in their partition, the last one processed; a jump means
@@ -295,41 +394,76 @@ class CorrelationWorker:
 
     async def _process_input(self, batch: Batch, event: Any, config: TocsinConfig) -> None:
         message = event.message
+        if not self._spans:
+            # No exporter: a span would be built and thrown away, yet it costs as much as
+            # the engine. The input's trace context goes on to what it produces unchanged.
+            await self._attempt(
+                batch, event, config, None, forwarded_kafka_headers(_headers(event))
+            )
+            return
         with consume_span(
             self._tracer,
             message.topic,
             _headers(event),
             **{"messaging.kafka.partition": message.partition},
         ) as span:
-            backoff = RETRY_FIRST_S
-            while True:
-                views = batch.input_views()
-                engine = CorrelationEngine(*(views[name] for name in TABLES))
-                try:
-                    outputs = await self._handle(engine, message.topic, event.value, config)
-                except TRANSIENT as error:
-                    # A store or the broker is down: wait and do this input again (its
-                    # partial writes are dropped with its views), rather than dead-letter
-                    # a good alert.
+            await self._attempt(batch, event, config, span, None)
+
+    async def _attempt(
+        self,
+        batch: Batch,
+        event: Any,
+        config: TocsinConfig,
+        span: Any,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None:
+        """Run one input until it is done or dead-lettered. `headers`: those of every
+        record it produces when it has no span (None: each record gets its own)."""
+        message = event.message
+        backoff = RETRY_FIRST_S
+        while True:
+            views = batch.input_views()
+            engine = CorrelationEngine(*(views[name] for name in TABLES))
+            try:
+                outputs = await self._handle(engine, message.topic, event.value, config, headers)
+            except TRANSIENT as error:
+                # A store or the broker is down: wait and do this input again (its
+                # partial writes are dropped with its views), rather than dead-letter
+                # a good alert.
+                if span is not None:
                     record_error(span, error)
-                    log.warning(
-                        "processing failed; retrying",
-                        extra={"topic": message.topic, "offset": message.offset},
-                        exc_info=True,
-                    )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, RETRY_MAX_S)
-                    continue
-                except Exception as error:
+                log.warning(
+                    "processing failed; retrying",
+                    extra={"topic": message.topic, "offset": message.offset},
+                    exc_info=True,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+                continue
+            except Exception as error:
+                if span is not None:
                     record_error(span, error)
-                    batch.outputs.append(self._dead_letter(event, error))
-                    return
-                batch.keep(views, message.partition, outputs)
-                metrics.MESSAGES_CONSUMED.labels(SERVICE, message.topic).inc()
+                batch.outputs.append(self._dead_letter(event, error, headers))
                 return
+            batch.keep(views, message.partition, outputs)
+            self._consumed(message.topic).inc()
+            return
+
+    def _consumed(self, topic: str) -> Any:
+        counter = self._consumed_counters.get(topic)
+        if counter is None:
+            counter = self._consumed_counters[topic] = metrics.MESSAGES_CONSUMED.labels(
+                SERVICE, topic
+            )
+        return counter
 
     async def _handle(
-        self, engine: CorrelationEngine, topic: str, value: bytes, config: TocsinConfig
+        self,
+        engine: CorrelationEngine,
+        topic: str,
+        value: bytes,
+        config: TocsinConfig,
+        headers: list[tuple[str, bytes]] | None,
     ) -> list[Output]:
         now = time.time()
         if topic == ALERTS_NORMALIZED.name:
@@ -354,6 +488,16 @@ class CorrelationWorker:
         if outcome.suppressed:
             SUPPRESSED.labels(outcome.suppressed).inc()
         await self._index(outcome, config)
+        if headers is not None:
+            return [
+                Output(
+                    INCIDENTS_EVENTS.name,
+                    incident_event.incident.incident_id.encode(),
+                    incident_event.SerializeToString(),
+                    headers,
+                )
+                for incident_event in outcome.events
+            ]
         outputs = []
         for incident_event in outcome.events:
             with produce_span(self._tracer, INCIDENTS_EVENTS.name):
@@ -383,12 +527,12 @@ class CorrelationWorker:
         if alert.action != alert_pb2.ALERT_ACTION_TRIGGER:
             return View(self.silences)
         try:
-            upstream = config.upstream(alert.service_id)
-            lookback = config.service(alert.service_id).change_lookback.total_seconds()
+            upstream = upstream_of(config, alert.service_id)
         except KeyError:
             return View(self.silences)
         if not upstream:
             return View(self.silences)
+        lookback = service_of(config, alert.service_id).change_lookback.total_seconds()
         async with self.redis().pipeline(transaction=False) as pipe:
             for service in upstream:
                 pipe.hgetall(OPEN_KEY + service)
@@ -443,7 +587,16 @@ class CorrelationWorker:
             self._producer = producer
         return self._producer
 
-    def _dead_letter(self, event: Any, error: Exception) -> Output:
+    async def changelog_sender(self) -> ChangelogSender:
+        if self._changelog_sender is None:  # started on the worker's loop, used only there
+            sender = ChangelogSender(self.bootstrap)
+            await sender.start()
+            self._changelog_sender = sender
+        return self._changelog_sender
+
+    def _dead_letter(
+        self, event: Any, error: Exception, headers: list[tuple[str, bytes]] | None = None
+    ) -> Output:
         """Keep an input that failed, whole, with why; the partition keeps moving."""
         message = event.message
         log.exception(
@@ -467,40 +620,100 @@ class CorrelationWorker:
         set_timestamp(letter.failed_at, datetime.now(UTC))
         metrics.DEAD_LETTERS.labels(SERVICE, message.topic, type(error).__name__).inc()
         return Output(
-            ALERTS_DEADLETTER.name, event.key or b"", letter.SerializeToString(), kafka_headers()
+            ALERTS_DEADLETTER.name,
+            event.key or b"",
+            letter.SerializeToString(),
+            kafka_headers() if headers is None else headers,
         )
 
-    async def _publish(self, outputs: list[Output]) -> None:
+    async def _hand_over(self, batch: Batch) -> None:
+        """Hand the outputs of the batch's inputs so far to the producer, which sends them
+        while the next inputs are processed; _publish waits for them. A failure to hand one
+        over leaves them all to _publish, which sends them all again."""
+        if batch.handed_over < 0:
+            return
+        outputs = batch.outputs
+        if batch.handed_over == len(outputs):
+            return
+        try:
+            producer = await self.producer()
+            while batch.handed_over < len(outputs):
+                record = outputs[batch.handed_over]
+                await producer.enqueue_prepared(
+                    record.topic, record.key, record.value, record.headers, record.partition
+                )
+                batch.handed_over += 1
+        except TRANSIENT:
+            log.warning("handing the batch's events over failed", exc_info=True)
+            batch.handed_over = -1
+
+    async def _publish(self, batch: Batch) -> None:
         """Every output of a batch acknowledged by Kafka (acks=all): the batch's state is
         kept only after this. A re-send repeats event ids, which every consumer of
         incidents.events applies once."""
-        await self._send_durably(outputs, "the batch's events")
+        await self._hand_over(batch)
+        if batch.handed_over >= 0:
+            try:
+                producer = await self.producer()
+                await producer.flush()  # raises if any of them failed
+                return
+            except TRANSIENT:
+                log.warning("sending the batch's events failed; sending them again", exc_info=True)
+        await self._send_durably(batch.outputs, "the batch's events")
 
-    async def _keep(self, batch: Batch) -> None:
-        """Apply a published batch's writes to the tables and send them to the changelogs,
-        each in the partition of the input that wrote it, durably before the batch's inputs
-        are acked (and so committable).
+    def _changelog_records(self, batch: Batch) -> list[Output]:
+        """The changelog records of the batch's writes, each in the partition of the input
+        that wrote it, serialized as faust's recovery reads them back."""
+        records: list[Output] = []
+        for name, view in batch.views.items():
+            codec = self._changelog_codecs.get(name)
+            if codec is None:
+                codec = self._changelog_codecs[name] = changelog_codec(self.tables[name])
+            topic, dump_key, dump_value = codec
+            partitions = batch.partitions[name]
+            for key, value, deleted in view.staged():
+                raw_value = None if deleted else dump_value(value)
+                records.append(Output(topic, dump_key(key), raw_value, [], partitions[key]))
+        return records
+
+    async def _keep(self, batch: Batch, records: list[Output]) -> None:
+        """Apply a published batch's writes to the tables and send them to the changelogs
+        (`records`), durably before the batch's inputs are acked (and so committable).
 
         Sent by our producer rather than faust's send_soon queue, which takes one record at
         a time (100 deep; it overflowed at every batch), with faust's own serialization so
         that its recovery reads them back.
         """
-        records: list[Output] = []
         for name, view in batch.views.items():
-            table: Any = self.tables[name]  # a faust Table (TableT lacks its serializers)
-            changelog = table.changelog_topic
-            topic = changelog.get_topic_name()
-            partitions = batch.partitions[name]
+            table: Any = self.tables[name]  # a faust Table (TableT lacks its store)
+            data = table.data
             for key, value, deleted in view.staged():
-                raw_key, _ = changelog.prepare_key(key, table.key_serializer)
                 if deleted:
-                    table.data.pop(key, None)
-                    raw_value = None
+                    data.pop(key, None)
                 else:
-                    table.data[key] = value
-                    raw_value, _ = changelog.prepare_value(value, table.value_serializer)
-                records.append(Output(topic, raw_key, raw_value, [], partitions[key]))
-        await self._send_durably(records, "the changelogs")
+                    data[key] = value
+        await self._send_changelogs(records)
+
+    async def _send_changelogs(self, records: list[Output]) -> None:
+        """Every changelog record acknowledged by Kafka (acks=all); on a broker failure,
+        all of them again (until the broker is back: the partition waits).
+
+        Sent as one record batch per partition by a producer of their own: a batch's
+        changelog records are most of what the worker sends (three for every incident
+        event, when alerts open incidents), and handing them over one by one was the
+        biggest cost of sending."""
+        if not records:
+            return
+        backoff = RETRY_FIRST_S
+        while True:
+            try:
+                sender = await self.changelog_sender()
+                await sender.send(records)
+                return
+            except TRANSIENT:
+                log.warning("sending the changelogs failed; sending them again", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
 
     async def _send_durably(self, records: list[Output], what: str) -> None:
         """Hand every record to the producer and wait for all acknowledgements; on a broker
@@ -537,6 +750,98 @@ class CorrelationWorker:
                 else:
                     pipe.hset(key, incident.incident_id, incident.created_at.ToNanoseconds() / 1e9)
             await pipe.execute()
+
+
+Dump = Callable[[Any], bytes]
+
+
+class ChangelogSender:
+    """Sends changelog records durably (idempotent, acks=all) as one record batch per
+    partition, in order: aiokafka's batch interface, not a send() per record."""
+
+    BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MiB)
+
+    def __init__(self, bootstrap: str) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=f"tocsin-{SERVICE}-changelogs",
+            enable_idempotence=True,
+            acks="all",
+            max_batch_size=self.BATCH_BYTES,
+            compression_type=None,
+        )
+        self._counters: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(self, records: Sequence[Output]) -> None:
+        """Send `records` (each with its partition) and wait until all are acknowledged;
+        raise if any batch failed."""
+        producer = self._producer
+        by_partition: dict[tuple[str, int], list[Output]] = {}
+        for record in records:
+            assert record.partition is not None  # a changelog record has its partition
+            by_partition.setdefault((record.topic, record.partition), []).append(record)
+        futures = []
+        for (topic, partition), batch_records in by_partition.items():
+            builder = producer.create_batch()
+            for record in batch_records:
+                if builder.append(key=record.key, value=record.value, timestamp=None) is None:
+                    futures.append(await producer.send_batch(builder, topic, partition=partition))
+                    builder = producer.create_batch()
+                    if builder.append(key=record.key, value=record.value, timestamp=None) is None:
+                        raise ValueError(f"a changelog record of {topic} is too big to send")
+            futures.append(await producer.send_batch(builder, topic, partition=partition))
+            self._counter(topic).inc(len(batch_records))
+        for result in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+
+    def _counter(self, topic: str) -> Any:
+        counter = self._counters.get(topic)
+        if counter is None:
+            counter = self._counters[topic] = metrics.MESSAGES_PRODUCED.labels(SERVICE, topic)
+        return counter
+
+
+# faust's json codec builds an encoder per record (simplejson's, when installed); the output
+# of one built once is the same for the tables' values (dicts, lists, str, numbers, None).
+_JSON = json.JSONEncoder(separators=(",", ":"), default=faust_json.on_default)
+
+
+def _json_dumps(value: Any) -> bytes:
+    return _JSON.encode(value).encode()
+
+
+def _dumps(serializer: str) -> Dump:
+    return _json_dumps if serializer == "json" else get_codec(serializer).dumps
+
+
+def changelog_codec(table: Any) -> tuple[str, Dump, Dump]:
+    """(topic, key serializer, value serializer) of a table's changelog: the bytes faust's
+    own ``prepare_key``/``prepare_value`` make (so that its recovery reads them back), by
+    the table's codecs directly rather than through faust's schema and registry layers on
+    every record (the unit tests hold the two equal)."""
+    changelog = table.changelog_topic
+    schema = changelog.schema
+    dump_key: Dump
+    dump_value: Dump
+    if (
+        isinstance(table.key_serializer, str)
+        and isinstance(table.value_serializer, str)
+        and schema.key_type is None
+        and schema.value_type is None
+    ):
+        dump_key = _dumps(table.key_serializer)
+        dump_value = _dumps(table.value_serializer)
+    else:  # not how the worker's tables are made: faust's general path
+        dump_key = lambda key: changelog.prepare_key(key, table.key_serializer)[0]  # noqa: E731
+        dump_value = lambda value: changelog.prepare_value(value, table.value_serializer)[0]  # noqa: E731
+    return changelog.get_topic_name(), dump_key, dump_value
 
 
 def _text(value: bytes | str) -> str:

@@ -1,0 +1,136 @@
+"""The correlation worker's hot path, without a broker: batches taken from the consumer's
+queue, and the shortcuts that must say exactly what the general code says (derived ids,
+timestamps, changelog bytes, trace context without spans)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from tocsin_common.timeutil import set_timestamp
+from tocsin_common.tracing import forwarded_kafka_headers, kafka_headers
+from tocsin_correlation import engine, worker
+from tocsin_correlation.worker import TABLES, CorrelationWorker, changelog_codec
+
+
+def test_derived_ids_are_uuid5_of_the_joined_parts() -> None:
+    rng = random.Random(7)
+    for i in range(2000):
+        parts = [str(uuid.UUID(int=rng.getrandbits(128))), rng.choice(["alert", "ü☃", ""])]
+        parts = parts[: rng.randint(1, 2)] + [str(i)] * rng.randint(0, 1)
+        expected = str(uuid.uuid5(engine._NAMESPACE, "\x1f".join(parts)))
+        assert engine.derived_id(*parts) == expected
+
+
+def test_epoch_stamps_are_set_timestamp_of_the_datetime() -> None:
+    for epoch in (0.0, 1.5, 1_790_000_000.123456, 1_790_000_000.9999995, 1_790_000_000.0):
+        for _ in range(2):  # the second time from the cache
+            fast, slow = Timestamp(), Timestamp()
+            engine._set_epoch(fast, epoch)
+            set_timestamp(slow, datetime.fromtimestamp(epoch, UTC))
+            assert fast == slow
+
+
+def test_changelog_bytes_are_fausts_own() -> None:
+    app = faust.App("changelog-test", broker="kafka://127.0.0.1:1", store="memory://")
+    values: list[Any] = [
+        {"incident_id": "i", "labels": {"ü": "☃"}, "at": 1.25, "none": None, "l": [1, "a"]},
+        "6f1c3c1e-3f5e-4d5c-9a55-7c0e8a3b9d10",
+        [{"change": {"id": "c"}, "rank": 1}],
+        {"holder": "h", "holder_service": "s", "service_id": "t"},
+        {"f": [0.1, 1e-07, 1790000000.123456, -0.0, 12345678901234567890], "t": True},
+        {"s": 'quote " backslash \\ tab \t nl \n \x1f \u2028 😀', "e": {}, "n": []},
+    ]
+    for name in TABLES:  # made as the worker makes them
+        table: Any = app.Table(name, default=None, partitions=12)
+        topic, dump_key, dump_value = changelog_codec(table)
+        changelog = table.changelog_topic
+        assert topic == changelog.get_topic_name() == f"changelog-test-{name}-changelog"
+        for key in ("svc\x1fkey", "ü-key"):
+            assert dump_key(key) == changelog.prepare_key(key, table.key_serializer)[0]
+        for value in values:
+            assert dump_value(value) == changelog.prepare_value(value, table.value_serializer)[0]
+
+
+def test_without_spans_the_consumed_trace_context_is_forwarded() -> None:
+    context = SpanContext(
+        trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=TraceFlags(1)
+    )
+    with trace.use_span(NonRecordingSpan(context)):
+        consumed = kafka_headers([("other", b"x")])
+    forwarded = forwarded_kafka_headers(consumed)
+    assert dict(forwarded)["traceparent"] == dict(consumed)["traceparent"]
+    assert "other" not in dict(forwarded)
+    assert forwarded_kafka_headers(dict(consumed)) == forwarded
+    assert forwarded_kafka_headers(None) == [] and forwarded_kafka_headers([]) == []
+
+
+# --- batches --------------------------------------------------------------------------
+
+
+def _event(offset: int, generation: int = 1) -> Any:
+    message = SimpleNamespace(tp=("alerts.normalized", 0), offset=offset, generation_id=generation)
+    return SimpleNamespace(message=message)
+
+
+def _taker(active: bool = True) -> Any:
+    """A worker with only what taking batches reads: the app's flow and generation."""
+    app = SimpleNamespace(
+        flow_control=SimpleNamespace(is_active=lambda: active),
+        consumer_generation_id=1,
+        monitor=SimpleNamespace(stream_inbound_time={}),
+    )
+    taker: Any = object.__new__(CorrelationWorker)
+    taker.app = app
+    return taker
+
+
+async def test_a_batch_is_what_was_delivered_up_to_the_maximum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker, "BATCH_MAX", 3)
+    monkeypatch.setattr(worker, "BATCH_WITHIN_S", 0.0)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for offset in range(5):
+        queue.put_nowait(_event(offset))
+    taker = _taker()
+
+    first = await taker._take(queue)
+    second = await taker._take(queue)
+
+    assert [e.message.offset for e in first] == [0, 1, 2]
+    assert [e.message.offset for e in second] == [3, 4]
+    assert ("alerts.normalized", 0) in taker.app.monitor.stream_inbound_time
+
+
+async def test_a_batch_waits_for_its_first_event_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker, "BATCH_WITHIN_S", 0.0)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    taker = _taker()
+    taking = asyncio.ensure_future(taker._take(queue))
+    await asyncio.sleep(0.01)
+    assert not taking.done()
+    queue.put_nowait(_event(7))
+    assert [e.message.offset for e in await asyncio.wait_for(taking, 1)] == [7]
+
+
+async def test_events_of_an_old_generation_or_a_stopped_flow_are_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker, "BATCH_WITHIN_S", 0.0)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for event in (_event(0, generation=0), _event(1), _event(2, generation=0)):
+        queue.put_nowait(event)
+    assert [e.message.offset for e in await _taker()._take(queue)] == [1]
+
+    queue.put_nowait(_event(3))
+    assert await _taker(active=False)._take(queue) == []
