@@ -40,6 +40,9 @@ from tests.integration.harness import Stack
 pytestmark = pytest.mark.integration
 
 FAILING_PEER_PORT = 38931  # fixed: written into stack_config/30-notification.yaml
+# The healthy endpoint of the same peer (dora-burst), on a port of its own: circuit
+# breakers are per endpoint (host and port), and the failing tests open the first one's.
+HEALTHY_PEER_PORT = 38932
 
 
 class FailingPeer:
@@ -60,6 +63,7 @@ async def failing_peer() -> AsyncIterator[FailingPeer]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", FAILING_PEER_PORT).start()
+    await web.TCPSite(runner, "127.0.0.1", HEALTHY_PEER_PORT).start()
     yield peer
     await runner.cleanup()
 
