@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.procstat import rss_bytes
+
 BINARY = "/usr/bin/prometheus-alertmanager"
 
 CONFIG = """\
@@ -98,7 +100,7 @@ class Alertmanager:
     def rss_bytes(self) -> int:
         if self._proc is None:
             return 0
-        return _rss(self._proc.pid)
+        return rss_bytes(self._proc.pid)
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -108,13 +110,3 @@ class Alertmanager:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
         shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def _rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except FileNotFoundError:
-        pass
-    return 0

@@ -34,6 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "libs" / "common")]
 
 from tocsin.v1 import alert_pb2, incident_pb2
 
+from bench.procstat import cpu_seconds
 from bench.results_io import add_out_argument, report
 from tests.integration.harness import ServiceProcess, free_port
 
@@ -75,14 +76,9 @@ async def start_group_at_end(bootstrap: str, group_id: str) -> None:
         await consumer.stop()
 
 
-def cpu_seconds(workers: list[ServiceProcess]) -> float:
+def workers_cpu_seconds(workers: list[ServiceProcess]) -> float:
     """User + system CPU time the worker processes used so far."""
-    total = 0
-    for w in workers:
-        assert w.proc is not None
-        fields = Path(f"/proc/{w.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_seconds(w.proc.pid) for w in workers if w.proc is not None)
 
 
 def batch_inputs(workers: list[ServiceProcess]) -> tuple[float, float]:
@@ -125,7 +121,7 @@ async def run(bootstrap: str, n: int, workers: list[ServiceProcess]) -> dict[str
         )
         alerts.append((alert.service_id.encode(), alert.SerializeToString()))
     batches0 = batch_inputs(workers)
-    cpu0 = cpu_seconds(workers)
+    cpu0 = workers_cpu_seconds(workers)
     cpu_last = cpu0
     t0 = time.perf_counter()
     for key, value in alerts:
@@ -144,7 +140,9 @@ async def run(bootstrap: str, n: int, workers: list[ServiceProcess]) -> dict[str
                 if event.alert.dedup_key.startswith(run_id):
                     seen += 1
                     last = time.perf_counter()
-                    cpu_last = cpu_seconds(workers) if seen % 500 == 0 or seen == n else cpu_last
+                    cpu_last = (
+                        workers_cpu_seconds(workers) if seen % 500 == 0 or seen == n else cpu_last
+                    )
     batches1 = batch_inputs(workers)
     await producer.stop()
     await consumer.stop()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import statistics
@@ -36,6 +35,7 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.procstat import tree_cpu_seconds
 from bench.results_io import add_out_argument, report
 from tests.integration.harness import ServiceProcess, free_port, infra_from_env
 
@@ -288,25 +288,12 @@ async def raw_topic(bootstrap: str, count: int) -> dict[str, Any]:
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its children that still run (workers)."""
-    total = 0.0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for each in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 async def _measured(pid: int, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     """A phase's result plus the service's CPU time per event: steadier than events/s when
     the machine is shared."""
-    before = _cpu_seconds(pid)
+    before = tree_cpu_seconds(pid)
     result = await run
-    spent = _cpu_seconds(pid) - before
+    spent = tree_cpu_seconds(pid) - before
     result["service_cpu_us_per_event"] = round(1e6 * spent / max(1, result["events"]), 1)
     return result
 

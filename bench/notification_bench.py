@@ -53,6 +53,7 @@ from aiokafka.structs import TopicPartition
 from tocsin.v1 import incident_pb2, notification_pb2
 from tocsin_common.topics import NOTIFICATIONS_REQUESTS
 
+from bench.procstat import cpu_seconds, group_cpu_seconds, infra_process_groups
 from bench.results_io import add_out_argument, report
 from tests.integration.harness import ROOT, ServiceProcess, free_port, infra_from_env
 
@@ -173,30 +174,9 @@ def summary(
     }
 
 
-def cpu_seconds(proc: ServiceProcess | int) -> float:
-    """User + system CPU time the process (or pid) used so far (Linux /proc)."""
-    if isinstance(proc, int):
-        pid = proc
-    else:
-        assert proc.proc is not None
-        pid = proc.proc.pid
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def infra_pids() -> dict[str, int]:
-    """Kafka's and Redis's pids when they are a devstack profile's (TOCSIN_DEVSTACK_PROFILE,
-    as `devstack.py env` exports it), so their CPU per page is reported too; else none."""
-    profile = os.environ.get("TOCSIN_DEVSTACK_PROFILE", "")
-    pids: dict[str, int] = {}
-    for name in ("kafka", "redis") if profile else ():
-        try:
-            pid = int((ROOT / ".run" / profile / "pids" / f"{name}.pid").read_text())
-            cpu_seconds(pid)
-        except (OSError, ValueError, IndexError):
-            continue
-        pids[name] = pid
-    return pids
+def _pid(proc: ServiceProcess) -> int:
+    assert proc.proc is not None
+    return proc.proc.pid
 
 
 class CpuMeter:
@@ -207,9 +187,9 @@ class CpuMeter:
 
     def __init__(self, procs: list[ServiceProcess]) -> None:
         self._procs = procs
-        self._start = [cpu_seconds(p) for p in procs]
-        self._infra = infra_pids()
-        self._infra_start = {name: cpu_seconds(pid) for name, pid in self._infra.items()}
+        self._start = [cpu_seconds(_pid(p)) for p in procs]
+        self._infra = infra_process_groups()
+        self._infra_start = {name: group_cpu_seconds(g) for name, g in self._infra.items()}
         self._own_start = time.process_time()
 
     def per_page(self, pages: int) -> dict[str, float]:
@@ -217,31 +197,30 @@ class CpuMeter:
         used: dict[str, float] = {}  # by service: the workers of one service add up
         for p, s in zip(self._procs, self._start, strict=True):
             name = p.name.rstrip("0123456789")
-            used[name] = used.get(name, 0.0) + cpu_seconds(p) - s
+            used[name] = used.get(name, 0.0) + cpu_seconds(_pid(p)) - s
         result = {
             f"{name}_cpu_ms_per_page": round(seconds * 1000 / pages, 3)
             for name, seconds in used.items()
         }
-        for name, pid in self._infra.items():
-            try:
-                used = cpu_seconds(pid) - self._infra_start[name]
-            except OSError:
-                continue
-            result[f"{name}_cpu_ms_per_page"] = round(used * 1000 / pages, 3)
+        for name, group in self._infra.items():
+            spent = group_cpu_seconds(group) - self._infra_start[name]
+            result[f"{name}_cpu_ms_per_page"] = round(spent * 1000 / pages, 3)
         result["bench_cpu_ms_per_page"] = round(
             (time.process_time() - self._own_start) * 1000 / pages, 3
         )
         return result
 
 
-async def burst(
+async def phase(
     producer: AIOKafkaProducer,
     peer: Peer,
     name: str,
     pages: int,
     stall_timeout: float,
     procs: list[ServiceProcess],
+    rate: float | None = None,
 ) -> dict[str, Any]:
+    """Send `pages` requests, all at once or at `rate` per second, and measure them."""
     run_id = uuid.uuid4().hex[:8]
     requests = [request_for(run_id, n) for n in range(pages)]
     sent: dict[str, float] = {}
@@ -250,6 +229,10 @@ async def burst(
     started = time.perf_counter()
     futures = []
     for n, (key, value) in enumerate(requests):
+        if rate is not None:
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
         sent[key] = time.perf_counter()
         futures.append(await producer.send(REQUESTS, value, key=f"bench-{n}".encode()))
     await asyncio.gather(*futures)
@@ -259,43 +242,9 @@ async def burst(
     finally:
         result = summary(name, peer, sent, started, produced)
         result.update(meter.per_page(result["delivered"]))
+        if rate is not None:
+            result["rate"] = rate
         print(f"[bench] {name}: {result}", file=sys.stderr, flush=True)
-    return result
-
-
-async def paced(
-    producer: AIOKafkaProducer,
-    peer: Peer,
-    rate: float,
-    seconds: float,
-    users: int,
-    stall_timeout: float,
-    procs: list[ServiceProcess],
-) -> dict[str, Any]:
-    run_id = uuid.uuid4().hex[:8]
-    total = min(users, int(rate * seconds))
-    requests = [request_for(run_id, n) for n in range(total)]
-    sent: dict[str, float] = {}
-    meter = CpuMeter(procs)
-    peer.last_arrival = time.perf_counter()
-    started = time.perf_counter()
-    futures = []
-    for n, (key, value) in enumerate(requests):
-        due = started + n / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        sent[key] = time.perf_counter()
-        futures.append(await producer.send(REQUESTS, value, key=f"bench-{n}".encode()))
-    await asyncio.gather(*futures)
-    produced = time.perf_counter()
-    try:
-        await wait_delivered(peer, list(sent), stall_timeout)
-    finally:
-        result = summary(f"paced {rate:g}/s", peer, sent, started, produced)
-        result.update(meter.per_page(result["delivered"]))
-        result["rate"] = rate
-        print(f"[bench] paced: {result}", file=sys.stderr, flush=True)
     return result
 
 
@@ -421,17 +370,23 @@ async def run_variant(
         await asyncio.gather(*(p.wait_healthy(180) for p in procs))
         await producer.start()
         if args.warmup:
-            await burst(producer, peer, "warm-up", args.warmup, args.stall_timeout, procs)
+            await phase(producer, peer, "warm-up", args.warmup, args.stall_timeout, procs)
         for _ in range(rounds):
             await asyncio.sleep(BUNDLE_WINDOW_S + 1)  # past the bundling window of each user
             name = f"burst {len(result['rounds']) + 1}"
             result["rounds"].append(
-                await burst(producer, peer, name, args.pages, args.stall_timeout, procs)
+                await phase(producer, peer, name, args.pages, args.stall_timeout, procs)
             )
         if paced_phase:
             await asyncio.sleep(BUNDLE_WINDOW_S + 1)
-            result["paced"] = await paced(
-                producer, peer, args.rate, args.paced_seconds, users, args.stall_timeout, procs
+            result["paced"] = await phase(
+                producer,
+                peer,
+                f"paced {args.rate:g}/s",
+                min(users, int(args.rate * args.paced_seconds)),
+                args.stall_timeout,
+                procs,
+                rate=args.rate,
             )
         # Let the service finish (statuses recorded, offsets committed) before stopping it.
         await wait_committed(bootstrap, args.stall_timeout)

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.alertmanager import Alertmanager, version
+from bench.procstat import cpu_seconds, group_cpu_seconds, infra_process_groups, rss_bytes
 from tests.integration.harness import Stack, free_port, infra_from_env
 
 TEAMS = 24  # services, each with its own on-call person: load spreads over partitions
@@ -218,51 +219,8 @@ def summarize(
     }
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def infra_pids() -> dict[str, tuple[int, bool]]:
-    """Kafka's and Redis's process groups, when a devstack profile started them."""
-    profile = os.environ.get("TOCSIN_DEVSTACK_PROFILE")
-    found = {}
-    for name in ("kafka", "redis"):
-        pidfile = ROOT / ".run" / (profile or "-") / "pids" / f"{name}.pid"
-        if profile and pidfile.exists():
-            found[name] = (int(pidfile.read_text()), True)
-    return found
-
-
 def cpu_of(pid: int, group: bool) -> float:
     return group_cpu_seconds(pid) if group else cpu_seconds(pid)
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU time of every live process in the process group ``pgid``."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except FileNotFoundError:
-        pass
-    return 0
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -312,7 +270,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     plan: list[tuple[float | None, int]] = [(r, int(r * args.seconds)) for r in args.rates]
     plan.append((None, args.max_events))
     pids = {n: s.proc.pid for n, s in stack.services.items() if s.proc}
-    infra = infra_pids()
+    infra = infra_process_groups()
     total_tocsin = 0
     try:
         async with aiohttp.ClientSession(
@@ -323,7 +281,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for make in (tocsin_request, alertmanager_request):
                 warm, _, _ = await send_load(session, make, args.warmup, 100.0, args.concurrency)
                 await wait_delivered(peer, set(warm), args.drain_seconds)
-            memory_before = {n: rss(p) for n, p in pids.items()}
+            memory_before = {n: rss_bytes(p) for n, p in pids.items()}
             redis_before = int((await redis.info("memory"))["used_memory"])
             am_before = alertmanager.rss_bytes()
             for rate, count in plan:
@@ -332,7 +290,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     ("alertmanager", alertmanager_request),
                 ):
                     measured = (
-                        {**{n: (p, False) for n, p in pids.items()}, **infra}
+                        {
+                            **{n: (p, False) for n, p in pids.items()},
+                            **{n: (g, True) for n, g in infra.items()},
+                        }
                         if name == "tocsin"
                         else {"alertmanager": (alertmanager.pid or 0, False)}
                     )
@@ -353,7 +314,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         total_tocsin += len(accepted)
                     runs.append(result)
                     print(json.dumps(result), flush=True)
-        memory_after = {n: rss(p) for n, p in pids.items()}
+        memory_after = {n: rss_bytes(p) for n, p in pids.items()}
         redis_after = int((await redis.info("memory"))["used_memory"])
         open_incidents = total_tocsin  # grouping off, nothing resolved: one open incident each
         state_bytes = sum(memory_after[n] - memory_before[n] for n in ("correlation", "escalation"))

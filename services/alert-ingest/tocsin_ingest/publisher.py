@@ -12,9 +12,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
 from opentelemetry import trace
-from prometheus_client import Counter
 from tocsin.v1 import alert_pb2
-from tocsin_common import metrics
 from tocsin_common.kafka import EventProducer
 from tocsin_common.topics import ALERTS_NORMALIZED, CHANGES, Topic
 from tocsin_common.tracing import kafka_headers
@@ -35,7 +33,6 @@ class IngestProducer(EventProducer):
     def __init__(self, bootstrap: str, service: str, *, traced: bool, linger_ms: int = 2) -> None:
         super().__init__(bootstrap, service, linger_ms=linger_ms)
         self._traced = traced
-        self._produced: dict[str, Counter] = {}
         self._key_hashes: dict[bytes, int] = {}
         self._partitions: dict[str, tuple[float, list[int]]] = {}
 
@@ -55,22 +52,10 @@ class IngestProducer(EventProducer):
         if extra or trace.get_current_span().get_span_context().is_valid:
             extra = kafka_headers(extra)
         key_bytes = key.encode("utf-8")
-        future: asyncio.Future[RecordMetadata] = await self._producer.send(
-            topic.name,
-            value=value,
-            key=key_bytes,
-            partition=await self._partition(topic.name, key_bytes),
-            headers=extra or None,
+        partition = await self._partition(topic.name, key_bytes)
+        return await self._hand_over(
+            topic.name, key_bytes, value, extra, partition, tracked=tracked
         )
-        if tracked:
-            future.add_done_callback(self._note_failure)
-        counter = self._produced.get(topic.name)
-        if counter is None:
-            counter = self._produced[topic.name] = metrics.MESSAGES_PRODUCED.labels(
-                self._service, topic.name
-            )
-        counter.inc()
-        return future
 
     async def _partition(self, topic: str, key: bytes) -> int:
         """aiokafka's DefaultPartitioner choice, as it would make it in send(), over the

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -45,28 +45,14 @@ class IncidentProjection:
         self._redis = redis
         self._apply = redis.register_script(_APPLY)
 
-    async def seen(self, event_id: str) -> bool:
-        """Whether this event was applied before."""
-        return bool(await self._redis.exists(_seen_key(event_id)))
-
     @staticmethod
     def queue_seen(pipe: Pipeline, event_id: str) -> None:
-        """Queue :meth:`seen` on a pipeline; its result there is 0 or 1."""
+        """Queue "was this event applied before?" on a pipeline; its result is 0 or 1."""
         pipe.exists(_seen_key(event_id))
 
-    async def apply(self, event: incident_pb2.IncidentEvent) -> bool:
-        """Record the event; False when it was applied before (a redelivery)."""
-        return (await self.apply_all([event]))[0]
-
-    async def apply_all(self, events: Iterable[incident_pb2.IncidentEvent]) -> list[bool]:
-        """Record events in order, in one round trip; per event, False for a redelivery."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                self.queue_apply(pipe, event)
-            return [bool(applied) for applied in await pipe.execute()]
-
     def queue_apply(self, pipe: Pipeline, event: incident_pb2.IncidentEvent) -> None:
-        """Queue :meth:`apply` on a pipeline (its result there is 0 or 1)."""
+        """Queue the event's application on a pipeline: recorded unless it was applied
+        before (a redelivery); its result there is 1, or 0 for a redelivery."""
         incident = event.incident
         key = f"tocsin:incident:{incident.incident_id}"
         raw_event = event.SerializeToString()

@@ -29,9 +29,6 @@ class EscalationStateStore:
     async def get(self, incident_id: str) -> EscalationState:
         return EscalationState.from_json(await self._redis.get(_state_key(incident_id)))
 
-    async def put(self, incident_id: str, state: EscalationState) -> None:
-        await self._redis.set(_state_key(incident_id), state.to_json(), ex=_STATE_TTL)
-
     @staticmethod
     def queue_get(pipe: Pipeline, incident_id: str) -> None:
         """Queue :meth:`get` on a pipeline; decode its result with ``EscalationState.from_json``."""
