@@ -385,3 +385,41 @@ def test_the_event_loop_is_uvloop_unless_asked_otherwise(
 def test_an_unknown_event_loop_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="TOCSIN_EVENT_LOOP"):
         runtime.event_loop_factory({"TOCSIN_EVENT_LOOP": "trio"})
+
+
+# Kafka's own murmur2 vectors (the Java client's UtilsTest): the partition a key goes to
+# must be the one every other Kafka client computes, or co-partitioned topics split.
+MURMUR2_VECTORS = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 12])
+def test_key_partitioner_places_keys_as_the_java_client_does(partitions: int) -> None:
+    from tocsin_common.kafka import KeyPartitioner
+
+    partitioner = KeyPartitioner()
+    every = list(range(partitions))
+    for key, signed_hash in MURMUR2_VECTORS.items():
+        expected = (signed_hash & 0x7FFFFFFF) % partitions
+        assert partitioner(key, every, every) == expected
+        assert partitioner(key, every, every) == expected  # and again, from its table
+
+
+def test_key_partitioner_follows_a_change_in_partition_count_and_bounds_its_table() -> None:
+    from tocsin_common.kafka import KeyPartitioner
+
+    partitioner = KeyPartitioner(max_keys=4)
+    key = b"a-little-bit-longer-string"
+    signed_hash = MURMUR2_VECTORS[key]
+    assert partitioner(key, list(range(12)), []) == (signed_hash & 0x7FFFFFFF) % 12
+    assert partitioner(key, list(range(5)), []) == (signed_hash & 0x7FFFFFFF) % 5
+    for n in range(10):
+        partitioner(f"key-{n}".encode(), list(range(12)), [])
+    assert len(partitioner._known) <= 4
+    assert partitioner(None, [0, 1, 2], [1]) == 1  # no key: an available partition
