@@ -37,9 +37,9 @@ proto: $(STAMP)  ## generate Python code from protos/ into libs/common/tocsin/v1
 proto-check: $(STAMP)  ## fail when the generated code is stale against protos/
 	$(PY) tools/genproto.py --check --out $(PROTO_OUT)
 
-lint: $(STAMP)  ## ruff and mypy over services/, libs/ and tools/
+lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, tools/ and bench/
 	$(VENV)/bin/ruff check services libs tools tests bench
-	$(VENV)/bin/mypy $(PACKAGES)
+	$(VENV)/bin/mypy $(PACKAGES) tools bench
 
 fetch: $(STAMP)  ## fetch the Kafka broker jars and install redis-server (done by up/test too)
 	$(PY) tools/devstack.py fetch

@@ -126,7 +126,7 @@ class OtlpTraceSink(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignor
 
     async def start(self) -> None:
         self._server = grpc.aio.server()
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]  # generated, untyped
         self._server.add_insecure_port(f"127.0.0.1:{self.port}")
         await self._server.start()
 

@@ -106,14 +106,14 @@ class KeyPartitioner:
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
-            return DefaultPartitioner()(key, all_partitions, available)
+            return int(DefaultPartitioner()(key, all_partitions, available))
         known = self._known
         slot = (key, len(all_partitions))
         partition = known.get(slot)
         if partition is None:
             if len(known) >= self._max_keys:
                 known.clear()
-            partition = known[slot] = DefaultPartitioner()(key, all_partitions, available)
+            partition = known[slot] = int(DefaultPartitioner()(key, all_partitions, available))
         return partition
 
 
