@@ -11,7 +11,7 @@ import pytest
 from tocsin.v1 import alert_pb2
 from tocsin_common.clock import FakeClock
 from tocsin_common.config import TocsinConfig, parse_config
-from tocsin_ingest.heartbeats import HeartbeatMonitors
+from tocsin_ingest.heartbeats import CLAIM_LEASE_S, HeartbeatMonitors
 
 CONFIG = """
 version: 1
@@ -56,15 +56,21 @@ class MemoryHeartbeatStore:
             return True
         return False
 
-    async def claim_expired(self, now: float, known: Iterable[str]) -> list[str]:
+    async def claim_expired(
+        self, now: float, known: Iterable[str], lease_until: float
+    ) -> list[str]:
         claimed = []
         for monitor_id in sorted(set(known)):
             deadline = self.deadlines.get(monitor_id)
             if deadline is not None and deadline <= now:
-                del self.deadlines[monitor_id]
+                self.deadlines[monitor_id] = lease_until
                 self.down.add(monitor_id)
                 claimed.append(monitor_id)
         return claimed
+
+    async def confirm(self, monitor_id: str, lease_until: float) -> None:
+        if self.deadlines.get(monitor_id) == lease_until:
+            del self.deadlines[monitor_id]
 
     async def unclaim(self, monitor_id: str, deadline: float) -> None:
         self.down.discard(monitor_id)
@@ -179,6 +185,41 @@ async def test_a_trigger_that_could_not_be_published_is_claimed_again(clock: Fak
     published.fail = False
     assert "cron" in await hb.check()
     assert published.actions() == [("heartbeat:cron", TRIGGER)]
+
+
+async def test_a_replica_killed_between_claim_and_publish_leaves_the_alert_to_another(
+    clock: FakeClock,
+) -> None:
+    store, published = MemoryHeartbeatStore(), Recorder()
+    killed, survivor = monitors(clock, store, published), monitors(clock, store, published)
+    await survivor.ping("cron")
+    clock.advance(11)
+    # What `killed.check()` does up to its publish, where SIGKILL stops it.
+    now = clock.now().timestamp()
+    assert await store.claim_expired(now, ["cron"], now + CLAIM_LEASE_S) == ["cron"]
+    assert await survivor.check() == []  # the claim's lease holds
+    clock.advance(CLAIM_LEASE_S - 1)
+    assert await survivor.check() == []
+    clock.advance(1)
+    assert await survivor.check() == ["cron"]  # the lease ran out: claimed and triggered
+    assert published.actions() == [("heartbeat:cron", TRIGGER)]
+    clock.advance(3600)
+    assert "cron" not in await survivor.check()  # published and confirmed: once
+    assert published.actions().count(("heartbeat:cron", TRIGGER)) == 1
+    assert (await survivor.ping("cron")).resolved
+
+
+async def test_a_ping_between_claim_and_confirm_keeps_its_deadline(clock: FakeClock) -> None:
+    store, published = MemoryHeartbeatStore(), Recorder()
+    hb = monitors(clock, store, published)
+    await hb.ping("cron")
+    clock.advance(11)
+    now = clock.now().timestamp()
+    await store.claim_expired(now, ["cron"], now + CLAIM_LEASE_S)
+    assert (await hb.ping("cron")).resolved  # the claim marked it down
+    await store.confirm("cron", now + CLAIM_LEASE_S)  # the claim's alert went out
+    clock.advance(10)
+    assert await hb.check() == ["cron"]  # the ping's deadline was kept, and it passed
 
 
 async def test_a_resolve_that_could_not_be_published_is_sent_on_the_next_ping(

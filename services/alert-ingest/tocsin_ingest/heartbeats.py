@@ -6,8 +6,15 @@ deadline that passed and triggers one alert on the monitor's service (dedup key
 ``heartbeat:<id>``); the next ping resolves it.
 
 Exactly once across replicas: the store's claim is atomic (Redis: a Lua script that
-ZREMs the expired deadline and marks the monitor down), so of several replicas checking
-the same expiry exactly one wins; likewise only one ping sees "was down" and resolves.
+moves the expired deadline to the claim's lease and marks the monitor down), so of several
+replicas checking the same expiry exactly one wins; likewise only one ping sees "was down"
+and resolves.
+
+A claim is a lease, not a removal: its deadline is pushed CLAIM_LEASE_S ahead and removed
+only once the alert is published (`confirm`). A replica killed between the two leaves the
+leased deadline behind, and once it passes the monitor is claimed and triggered again:
+at least once, which correlation's dedup (one open alert per dedup key) turns into once.
+Removing the deadline at the claim, as this did before, lost the alert with the replica.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ from tocsin_ingest.fields import SEVERITIES
 log = logging.getLogger("tocsin.ingest.heartbeats")
 
 SOURCE = "tocsin-heartbeat"
+# Long enough for a publish that waits out a broker's brief failover; a claim held longer
+# (its replica hung or dead) is taken over and its alert triggered again.
+CLAIM_LEASE_S = 30.0
 
 
 def dedup_key(monitor_id: str) -> str:
@@ -45,9 +55,16 @@ class HeartbeatStore(Protocol):
     async def ping(self, monitor_id: str, deadline: float) -> bool:
         """Set the monitor's next deadline; True if it was down (only one caller sees it)."""
 
-    async def claim_expired(self, now: float, known: Iterable[str]) -> list[str]:
-        """Remove every deadline of ``known`` at or before ``now`` and mark those monitors
-        down; returns them. Of concurrent callers, each monitor goes to exactly one."""
+    async def claim_expired(
+        self, now: float, known: Iterable[str], lease_until: float
+    ) -> list[str]:
+        """Move every deadline of ``known`` at or before ``now`` to ``lease_until`` and mark
+        those monitors down; returns them. Of concurrent callers, each monitor goes to
+        exactly one (until the lease runs out)."""
+
+    async def confirm(self, monitor_id: str, lease_until: float) -> None:
+        """The claim's alert is published: drop the leased deadline (a deadline a ping set
+        since then stays)."""
 
     async def unclaim(self, monitor_id: str, deadline: float) -> None:
         """Undo a claim whose alert could not be published (it will be claimed again)."""
@@ -155,7 +172,8 @@ class HeartbeatMonitors:
         if not monitors:
             return []
         await self._store.arm({m.id: deadline_after(m, now).timestamp() for m in monitors.values()})
-        claimed = await self._store.claim_expired(now.timestamp(), monitors)
+        lease_until = now.timestamp() + CLAIM_LEASE_S
+        claimed = await self._store.claim_expired(now.timestamp(), monitors, lease_until)
         if not claimed:
             return []
         alerts = [missed_alert(monitors[i], now) for i in claimed]
@@ -167,6 +185,7 @@ class HeartbeatMonitors:
                 await self._store.unclaim(monitor_id, retry_at)
             raise
         for monitor_id in claimed:
+            await self._store.confirm(monitor_id, lease_until)
             log.warning("heartbeat missed", extra={"heartbeat": monitor_id})
         return claimed
 

@@ -114,19 +114,28 @@ _PING = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 return redis.call('SREM', KEYS[2], ARGV[1])
 """
-# ARGV[1]: now; ARGV[2..]: the monitors this replica knows (others are left alone).
+# ARGV[1]: now; ARGV[2]: the claim's lease (its new deadline); ARGV[3..]: the monitors
+# this replica knows (others are left alone).
 _CLAIM = """
 local known = {}
-for i = 2, #ARGV do known[ARGV[i]] = true end
+for i = 3, #ARGV do known[ARGV[i]] = true end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local claimed = {}
 for _, id in ipairs(expired) do
-  if known[id] and redis.call('ZREM', KEYS[1], id) == 1 then
+  if known[id] then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
     redis.call('SADD', KEYS[2], id)
     table.insert(claimed, id)
   end
 end
 return claimed
+"""
+# ARGV[1]: monitor; ARGV[2]: the claim's lease. A ping since the claim set another deadline.
+_CONFIRM = """
+if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
 """
 _UNCLAIM = """
 redis.call('SREM', KEYS[2], ARGV[1])
@@ -148,6 +157,7 @@ class RedisHeartbeatStore:
         self._arm = redis.register_script(_ARM)
         self._ping = redis.register_script(_PING)
         self._claim = redis.register_script(_CLAIM)
+        self._confirm = redis.register_script(_CONFIRM)
         self._unclaim = redis.register_script(_UNCLAIM)
         self._mark_down = redis.register_script(_MARK_DOWN)
 
@@ -161,9 +171,14 @@ class RedisHeartbeatStore:
     async def ping(self, monitor_id: str, deadline: float) -> bool:
         return int(await self._ping(keys=self._keys, args=[monitor_id, repr(deadline)])) == 1
 
-    async def claim_expired(self, now: float, known: Iterable[str]) -> list[str]:
-        reply: Any = await self._claim(keys=self._keys, args=[repr(now), *known])
+    async def claim_expired(
+        self, now: float, known: Iterable[str], lease_until: float
+    ) -> list[str]:
+        reply: Any = await self._claim(keys=self._keys, args=[repr(now), repr(lease_until), *known])
         return [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
+
+    async def confirm(self, monitor_id: str, lease_until: float) -> None:
+        await self._confirm(keys=self._keys, args=[monitor_id, repr(lease_until)])
 
     async def unclaim(self, monitor_id: str, deadline: float) -> None:
         await self._unclaim(keys=self._keys, args=[monitor_id, repr(deadline)])
