@@ -191,10 +191,10 @@ async def test_a_replica_killed_between_claim_and_publish_leaves_the_alert_to_an
     clock: FakeClock,
 ) -> None:
     store, published = MemoryHeartbeatStore(), Recorder()
-    killed, survivor = monitors(clock, store, published), monitors(clock, store, published)
+    survivor = monitors(clock, store, published)
     await survivor.ping("cron")
     clock.advance(11)
-    # What `killed.check()` does up to its publish, where SIGKILL stops it.
+    # What another replica's check() does up to its publish, where SIGKILL stops it.
     now = clock.now().timestamp()
     assert await store.claim_expired(now, ["cron"], now + CLAIM_LEASE_S) == ["cron"]
     assert await survivor.check() == []  # the claim's lease holds
