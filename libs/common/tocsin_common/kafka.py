@@ -33,7 +33,7 @@ from tocsin.v1 import alert_pb2
 from tocsin_common import metrics
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import ALL_TOPICS, Topic
-from tocsin_common.tracing import consume_span, kafka_headers, produce_span, record_error, tracer
+from tocsin_common.tracing import kafka_headers, produce_span, record_error, record_span, tracer
 
 log = logging.getLogger("tocsin.kafka")
 
@@ -406,15 +406,7 @@ class ConsumerLoop:
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         backoff = 0.1
         while True:
-            with consume_span(
-                self._tracer,
-                record.topic,
-                record.headers,
-                **{
-                    "messaging.kafka.partition": record.partition,
-                    "messaging.kafka.offset": record.offset,
-                },
-            ) as span:
+            with record_span(self._tracer, record) as span:
                 started = time.perf_counter()
                 try:
                     await self._handler(record)

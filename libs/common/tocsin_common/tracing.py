@@ -147,6 +147,17 @@ def consume_span(
     )
 
 
+def record_span(tracer_: trace.Tracer, record: Any) -> Any:
+    """`consume_span` for a consumed Kafka record (aiokafka's ConsumerRecord): its topic,
+    its headers' trace context, its partition and offset."""
+    return consume_span(
+        tracer_,
+        record.topic,
+        record.headers,
+        **{"messaging.kafka.partition": record.partition, "messaging.kafka.offset": record.offset},
+    )
+
+
 def produce_span(tracer_: trace.Tracer, topic: str, **attrs: Any) -> Any:
     """A PRODUCER span for sending one record; inject headers inside it."""
     return tracer_.start_as_current_span(

@@ -35,10 +35,10 @@ from tocsin_common.kafka import EventProducer, group_consumer
 from tocsin_common.topics import ALERTS_DEADLETTER, ALERTS_RAW, FORMAT_HEADER
 from tocsin_common.tracing import (
     attach,
-    consume_span,
     context_from_kafka_headers,
     detach,
     record_error,
+    record_span,
     tracer,
 )
 from tocsin_common.validation import FieldError, InvalidInput
@@ -235,15 +235,7 @@ class RawConsumer:
 
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         if self._traced:
-            with consume_span(
-                self._tracer,
-                record.topic,
-                record.headers,
-                **{
-                    "messaging.kafka.partition": record.partition,
-                    "messaging.kafka.offset": record.offset,
-                },
-            ) as span:
+            with record_span(self._tracer, record) as span:
                 try:
                     await self._handle(record)
                 except RecordRejected as rejected:
