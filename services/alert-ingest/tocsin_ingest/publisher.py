@@ -5,10 +5,8 @@ producer, acks=all): only then may a sender be told 202."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Sequence
 
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
 from opentelemetry import trace
@@ -17,24 +15,17 @@ from tocsin_common.kafka import EventProducer
 from tocsin_common.topics import ALERTS_NORMALIZED, CHANGES, Topic
 from tocsin_common.tracing import kafka_headers
 
-MAX_KEY_HASHES = 4096
-PARTITIONS_TTL_S = 5.0
-
 
 class IngestProducer(EventProducer):
     """The common EventProducer (idempotent, acks=all), whose records skip the PRODUCER
     span when this process exports no spans (``traced`` false, see
     tocsin_common.tracing.setup_tracing): the span would be thrown away, and it cost more
     than the send. The current trace context (a sender's ``traceparent``) still goes into
-    the record headers. The partition of a key is the default partitioner's (murmur2 of the
-    key over the topic's partitions), its hash kept per key rather than computed again for
-    every record."""
+    the record headers."""
 
     def __init__(self, bootstrap: str, service: str, *, traced: bool, linger_ms: int = 2) -> None:
         super().__init__(bootstrap, service, linger_ms=linger_ms)
         self._traced = traced
-        self._key_hashes: dict[bytes, int] = {}
-        self._partitions: dict[str, tuple[float, list[int]]] = {}
 
     async def _enqueue(
         self,
@@ -51,30 +42,9 @@ class IngestProducer(EventProducer):
         extra = list(headers)
         if extra or trace.get_current_span().get_span_context().is_valid:
             extra = kafka_headers(extra)
-        key_bytes = key.encode("utf-8")
-        partition = await self._partition(topic.name, key_bytes)
         return await self._hand_over(
-            topic.name, key_bytes, value, extra, partition, tracked=tracked
+            topic.name, key.encode("utf-8"), value, extra, None, tracked=tracked
         )
-
-    async def _partition(self, topic: str, key: bytes) -> int:
-        """aiokafka's DefaultPartitioner choice, as it would make it in send(), over the
-        topic's partitions as known at most PARTITIONS_TTL_S ago (the producer's own
-        metadata may be minutes old)."""
-        now = time.monotonic()
-        known = self._partitions.get(topic)
-        if known is None or now - known[0] > PARTITIONS_TTL_S:
-            known = self._partitions[topic] = (
-                now,
-                list(await self._producer.partitions_for(topic)),  # known: no I/O
-            )
-        partitions = known[1]
-        hashed = self._key_hashes.get(key)
-        if hashed is None:
-            if len(self._key_hashes) >= MAX_KEY_HASHES:  # keys are service ids: few
-                self._key_hashes.clear()
-            hashed = self._key_hashes[key] = murmur2(key) & 0x7FFFFFFF
-        return int(partitions[hashed % len(partitions)])
 
 
 class AlertPublisher:
