@@ -273,6 +273,26 @@ def test_contact_address_checked_per_type() -> None:
     }
 
 
+def test_a_contact_method_may_name_an_installed_providers_channel() -> None:
+    """Providers are plugins (entry points), so the type is not a closed list; a malformed
+    one is refused with the field named, and only built-in types have address rules."""
+    text = BASE.replace(
+        '{id: alice-hook, type: webhook, address: "http://127.0.0.1:9999/pages/alice"}',
+        '{id: alice-hook, type: webhook, address: "http://127.0.0.1:9999/pages/alice"}\n'
+        "      - {id: a-pigeon, type: pigeon, address: loft-7}\n"
+        "      - {id: a-bad, type: 'Pigeon Post', address: loft-7}",
+    )
+    issues = issues_of(text)
+    assert [i.path for i in issues] == ["users[0].contact_methods[2].type"]
+    assert "invalid contact method type 'Pigeon Post'" in issues[0].message
+    assert "email, sms, voice, slack, teams, webhook" in issues[0].message
+    config = parse_config(
+        text.replace("      - {id: a-bad, type: 'Pigeon Post', address: loft-7}\n", ""), "t.yaml"
+    )
+    pigeon = config.contact_method("alice", "a-pigeon")
+    assert (pigeon.type, pigeon.address) == ("pigeon", "loft-7")
+
+
 def test_layer_and_restriction_rules() -> None:
     bad_layers = textwrap.indent(
         textwrap.dedent(

@@ -22,6 +22,7 @@ from .loader import (
     read_config_file,
 )
 from .model import (
+    BUILTIN_CONTACT_METHOD_TYPES,
     ContactMethod,
     ContactMethodType,
     EmailSettings,
@@ -58,6 +59,7 @@ from .model import (
 from .watcher import ConfigStore, Subscriber
 
 __all__ = [
+    "BUILTIN_CONTACT_METHOD_TYPES",
     "ConfigError",
     "ConfigIssue",
     "ConfigStore",

@@ -34,6 +34,7 @@ from pydantic import (
 from .durations import Duration, PositiveDuration
 
 __all__ = [
+    "BUILTIN_CONTACT_METHOD_TYPES",
     "ContactMethod",
     "ContactMethodType",
     "EmailSettings",
@@ -71,7 +72,23 @@ __all__ = [
 Severity = Literal["critical", "error", "warning", "info"]
 Urgency = Literal["high", "low"]
 IntegrationType = Literal["events_v2", "alertmanager", "grafana", "any"]
-ContactMethodType = Literal["email", "sms", "voice", "slack", "teams", "webhook"]
+# The built-in channels; a contact method may also name the channel of a provider installed
+# as its own package (entry point group `tocsin.providers`), so the type is any slug. Only
+# notification knows what is installed: it refuses an unknown one at delivery.
+BUILTIN_CONTACT_METHOD_TYPES = ("email", "sms", "voice", "slack", "teams", "webhook")
+
+
+def _contact_method_type(value: str) -> str:
+    if len(value) > 100 or not _SLUG_RE.match(value):
+        raise ValueError(
+            f"invalid contact method type {value!r}: one of "
+            f"{', '.join(BUILTIN_CONTACT_METHOD_TYPES)}, or the channel name of an installed "
+            "provider (lowercase letters, digits, '-' and '_')"
+        )
+    return value
+
+
+ContactMethodType = Annotated[str, AfterValidator(_contact_method_type)]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 WEEKDAYS: tuple[Weekday, ...] = (
     "monday",
