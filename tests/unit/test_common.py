@@ -409,6 +409,19 @@ def test_key_partitioner_places_keys_as_the_java_client_does(partitions: int) ->
         expected = (signed_hash & 0x7FFFFFFF) % partitions
         assert partitioner(key, every, every) == expected
         assert partitioner(key, every, every) == expected  # and again, from its table
+        assert partitioner.partition(key, partitions) == expected
+
+
+def test_murmur2_equals_aiokafkas_on_keys_of_every_length() -> None:
+    import random
+
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+    from tocsin_common.kafka import murmur2
+
+    rng = random.Random(7)
+    for length in list(range(0, 70)) * 20:
+        key = bytes(rng.randrange(256) for _ in range(length))
+        assert murmur2(key) == aiokafka_murmur2(key), key
 
 
 def test_key_partitioner_follows_a_change_in_partition_count_and_bounds_its_table() -> None:
