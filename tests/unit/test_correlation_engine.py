@@ -14,6 +14,7 @@ from tocsin_common.config import TocsinConfig, parse_config
 from tocsin_correlation import grouping
 from tocsin_correlation.dedup import AlertState, AlertStatus, Decision, alert_key, decide
 from tocsin_correlation.engine import CorrelationEngine, IncidentState, Outcome
+from tocsin_correlation.staging import StagedMapping
 
 CONFIG_TEXT = textwrap.dedent(
     """\
@@ -411,6 +412,26 @@ def test_content_grouping_joins_on_equal_fields(
     assert other.incident.incident_id != first.incident.incident_id
     assert tables.alerts[alert_key("content", "h2")]["incident_id"] == first.incident.incident_id
     assert len(tables.incidents) == 2
+
+
+def test_an_input_changes_the_tables_only_through_its_writes(
+    engine: CorrelationEngine, tables: Tables, config
+) -> None:
+    # The worker runs each input on staged views and drops them if the input fails: the
+    # incident it read must not change under the table meanwhile (a joined and a resolved
+    # alert change the incident's lists).
+    engine.on_alert(content_alert("e1", "h1", "DiskFull"), config, NOW)
+    engine.on_alert(content_alert("e2", "h2", "DiskFull"), config, NOW + 1)
+    before = json.loads(json.dumps(tables.incidents))
+    staged = CorrelationEngine(
+        StagedMapping(tables.alerts), StagedMapping(tables.incidents), StagedMapping(tables.groups)
+    )
+    joined = only_event(staged.on_alert(content_alert("e3", "h3", "DiskFull"), config, NOW + 2))
+    resolve = make_alert("e4", service="content", key="h1", action="resolve")
+    updated = only_event(staged.on_alert(resolve, config, NOW + 3))
+
+    assert joined.type == ALERT_ADDED and updated.incident.open_alert_count == 2
+    assert tables.incidents == before
 
 
 def test_content_grouping_window_expiry_opens_new_incident(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import uuid
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -13,9 +14,11 @@ from typing import Any
 
 import faust
 import pytest
+from faust.utils import json as faust_json
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from tocsin_common.faustapp import worker_event_loop
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.tracing import forwarded_kafka_headers, kafka_headers
 from tocsin_correlation import engine, worker
@@ -32,12 +35,26 @@ def test_derived_ids_are_uuid5_of_the_joined_parts() -> None:
 
 
 def test_epoch_stamps_are_set_timestamp_of_the_datetime() -> None:
-    for epoch in (0.0, 1.5, 1_790_000_000.123456, 1_790_000_000.9999995, 1_790_000_000.0):
-        for _ in range(2):  # the second time from the cache
-            fast, slow = Timestamp(), Timestamp()
-            engine._set_epoch(fast, epoch)
-            set_timestamp(slow, datetime.fromtimestamp(epoch, UTC))
-            assert fast == slow
+    rng = random.Random(11)
+    epochs = [0.0, -0.0, 1.5, -1.5, -1e-7, 1_790_000_000.123456, 1_790_000_000.9999995]
+    epochs += [-62_135_596_800.0, 253_402_300_799.5]  # near the ends of datetime's range
+    epochs += [rng.uniform(-1e10, 1e10) for _ in range(2000)]
+    # halfway between two microseconds (as near as a float gets): datetime rounds to even
+    epochs += [
+        rng.randrange(2_000_000_000) + (rng.randrange(10**6) + 0.5) / 1e6 for _ in range(2000)
+    ]
+    for epoch in epochs:
+        fast, slow = Timestamp(), Timestamp()
+        engine._set_epoch(fast, epoch)
+        set_timestamp(slow, datetime.fromtimestamp(epoch, UTC))
+        assert fast == slow, epoch
+    # outside the range (and not a number): the error the datetime path raises
+    for epoch in (253_402_300_799.9999996, 1e20, -1e20, float("nan"), float("inf")):
+        with pytest.raises((ValueError, OverflowError)) as fast_error:
+            engine._set_epoch(Timestamp(), epoch)
+        with pytest.raises((ValueError, OverflowError)) as slow_error:
+            set_timestamp(Timestamp(), datetime.fromtimestamp(epoch, UTC))
+        assert fast_error.type is slow_error.type, epoch
 
 
 def test_changelog_bytes_are_fausts_own() -> None:
@@ -58,7 +75,19 @@ def test_changelog_bytes_are_fausts_own() -> None:
         for key in ("svc\x1fkey", "ü-key"):
             assert dump_key(key) == changelog.prepare_key(key, table.key_serializer)[0]
         for value in values:
-            assert dump_value(value) == changelog.prepare_value(value, table.value_serializer)[0]
+            raw = dump_value(value)
+            assert raw == changelog.prepare_value(value, table.value_serializer)[0]
+            # and what faust's recovery makes of them is the value written
+            assert (
+                app.serializers.loads_value(None, raw, serializer=table.value_serializer) == value
+            )
+
+
+def test_faust_serializes_json_with_orjson() -> None:
+    # requirements.txt pins orjson for this: faust's json codec is the stdlib's without it,
+    # which cost a sixth of a correlation worker's CPU in its changelogs
+    assert faust_json.orjson is not None
+    assert isinstance(faust_json.dumps({"a": 1}), bytes)
 
 
 def test_without_spans_the_consumed_trace_context_is_forwarded() -> None:
@@ -134,3 +163,23 @@ async def test_events_of_an_old_generation_or_a_stopped_flow_are_left_out(
 
     queue.put_nowait(_event(3))
     assert await _taker(active=False)._take(queue) == []
+
+
+@pytest.mark.parametrize(("choice", "kind"), [("uvloop", "uvloop.Loop"), ("asyncio", "asyncio")])
+def test_the_worker_and_its_threads_run_on_the_services_loop(choice: str, kind: str) -> None:
+    def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
+        name = f"{type(loop).__module__}.{type(loop).__qualname__}"
+        return "uvloop.Loop" if name == "uvloop.Loop" else name.split(".")[0]
+
+    kinds: list[str] = []
+    try:
+        loop = worker_event_loop({"TOCSIN_EVENT_LOOP": choice})
+        kinds.append(loop_kind(loop))
+        # as faust's consumer thread makes its loop (mode's ServiceThread)
+        thread = threading.Thread(target=lambda: kinds.append(loop_kind(asyncio.new_event_loop())))
+        thread.start()
+        thread.join()
+        loop.close()
+    finally:
+        asyncio.set_event_loop_policy(None)
+    assert kinds == [kind, kind]

@@ -8,6 +8,7 @@ state to lose or to carry across pods).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import faust
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 from faust.types import Message
 
+from tocsin_common.runtime import event_loop_factory
 from tocsin_common.settings import Settings
 from tocsin_common.topics import Topic
 
@@ -136,6 +138,30 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
 
 
 Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
+
+
+class _LoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """asyncio's policy, making its new loops with `new_loop`."""
+
+    def __init__(self, new_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
+        super().__init__()
+        self._new_loop = new_loop
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return self._new_loop()
+
+
+def worker_event_loop(env: Mapping[str, str]) -> asyncio.AbstractEventLoop:
+    """A new event loop, set as current, for a faust worker to run on: of the services' kind
+    (``runtime.event_loop_factory``: uvloop unless ``TOCSIN_EVENT_LOOP=asyncio``), as are
+    the loops the process's threads make for themselves with ``asyncio.new_event_loop()``
+    (faust's consumer thread, mode's ServiceThread, fetches and hands over every record)."""
+    new_loop = event_loop_factory(env)
+    if new_loop is not asyncio.new_event_loop:  # asyncio's own: the default policy's
+        asyncio.set_event_loop_policy(_LoopPolicy(new_loop))
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
 
 
 def make_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:

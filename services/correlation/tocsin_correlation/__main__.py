@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import faust
 from tocsin.v1 import silence_service_pb2
 from tocsin_common.config import ConfigStore
+from tocsin_common.faustapp import worker_event_loop
 from tocsin_common.grpcserver import ThreadedGrpcServer
 from tocsin_common.kafka import ensure_topics, wait_for_kafka
 from tocsin_common.logs import setup_logging
 from tocsin_common.runtime import bootstrap
 from tocsin_common.tracing import shutdown_tracing
 
+from tocsin_correlation import gcschedule
 from tocsin_correlation.silence_api import registrar
 from tocsin_correlation.worker import CorrelationWorker
 
@@ -40,6 +43,9 @@ def main() -> None:
     async def on_recovered(sender: Any, *args: Any, **kwargs: Any) -> None:
         recovered.set()
 
+    gcschedule.collect_fully_on_timer()
+    app.task(gcschedule.collect_periodically)
+
     @app.task  # type: ignore[untyped-decorator]
     async def start_serving() -> None:
         # Faust reconfigured logging while starting: put the JSON logs back.
@@ -62,8 +68,7 @@ def main() -> None:
         await ensure_topics(settings.kafka_bootstrap)
         await ensure_topics(settings.kafka_bootstrap, worker.changelog_topics())
 
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+    loop = worker_event_loop(os.environ)
     loop.run_until_complete(prepare_topics())
     try:
         faust.Worker(

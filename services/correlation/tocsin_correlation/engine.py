@@ -19,6 +19,7 @@ same input after a crash (at-least-once) yields the same ids and downstream can 
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_common.config import TocsinConfig
 from tocsin_common.config.model import Service
-from tocsin_common.timeutil import to_timestamp
+from tocsin_common.timeutil import set_timestamp
 
 from tocsin_correlation import grouping
 from tocsin_correlation.changes import ChangeRecord, add_change, probable_causes
@@ -62,14 +63,16 @@ _STATUS = {
 _NAMESPACE_BYTES = _NAMESPACE.bytes
 
 
+# The hex digit that carries the RFC 4122 variant (0b10xx) in place of each digest digit.
+_VARIANT_DIGIT = {digit: "89ab"[int(digit, 16) & 0x3] for digit in "0123456789abcdef"}
+
+
 def derived_id(*parts: str) -> str:
     """``str(uuid.uuid5(_NAMESPACE, "\\x1f".join(parts)))``, without the UUID object (ids
     are derived several times per input; the unit tests hold the two equal)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).hexdigest()
+    # the version (5) replaces the 13th digit, the variant the top bits of the 17th
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 # The config last looked up, with its services and their upstreams by id: a config is not
@@ -171,7 +174,14 @@ class IncidentState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IncidentState:
-        return cls(**data)
+        # Its own containers: the engine changes them in place, and `data` is the table's
+        # (or the batch's) value until the input's writes are kept — if they are.
+        incident = cls(**data)
+        incident.alert_keys = list(incident.alert_keys)
+        incident.open_alert_keys = list(incident.open_alert_keys)
+        incident.labels = dict(incident.labels)
+        incident.probable_causes = list(incident.probable_causes)
+        return incident
 
     def to_proto(self) -> incident_pb2.Incident:
         incident = incident_pb2.Incident(
@@ -214,18 +224,30 @@ def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-# The last epoch converted, and its Timestamp: an input stamps the same `now` several times.
-_last_stamp: tuple[float, Timestamp] = (float("nan"), Timestamp())
+# The seconds of 0001-01-01 and 10000-01-01 (UTC): the range of datetime and Timestamp.
+_MIN_SECONDS = -62_135_596_800
+_END_SECONDS = 253_402_300_800
 
 
 def _set_epoch(field: Timestamp, epoch: float) -> None:
-    """``set_timestamp(field, _dt(epoch))``, converting each distinct epoch once."""
-    global _last_stamp
-    last_epoch, stamp = _last_stamp
-    if epoch != last_epoch:
-        stamp = to_timestamp(_dt(epoch))
-        _last_stamp = (epoch, stamp)
-    field.CopyFrom(stamp)
+    """``set_timestamp(field, _dt(epoch))`` without the datetime (every input stamps a new
+    `now`): the same rounding to the microsecond, half to even, as
+    ``datetime.fromtimestamp``. Outside the range, that path itself, which raises."""
+    if _MIN_SECONDS <= epoch < _END_SECONDS:  # not NaN either
+        fraction, whole = math.modf(epoch)
+        seconds = int(whole)
+        micros = round(fraction * 1e6)
+        if micros >= 1_000_000:
+            seconds += 1
+            micros -= 1_000_000
+        elif micros < 0:
+            seconds -= 1
+            micros += 1_000_000
+        if seconds < _END_SECONDS:
+            field.seconds = seconds
+            field.nanos = micros * 1000
+            return
+    set_timestamp(field, _dt(epoch))
 
 
 @dataclass(frozen=True)
@@ -439,14 +461,15 @@ class CorrelationEngine:
         view: View,
     ) -> tuple[str, str] | None:
         """(kind, reason) when the new alert is suppressed, else None."""
-        at = _dt(now)
-        for window in service.maintenance_windows:
-            if window.active_at(at):
-                what = f" ({window.description})" if window.description else ""
-                return "maintenance", (
-                    f"maintenance window {window.start.isoformat()} to "
-                    f"{window.end.isoformat()}{what}"
-                )
+        if service.maintenance_windows:
+            at = _dt(now)
+            for window in service.maintenance_windows:
+                if window.active_at(at):
+                    what = f" ({window.description})" if window.description else ""
+                    return "maintenance", (
+                        f"maintenance window {window.start.isoformat()} to "
+                        f"{window.end.isoformat()}{what}"
+                    )
         silence = silencing(view.silences, alert.service_id, labels, now)
         if silence is not None:
             note = f": {silence.comment}" if silence.comment else ""
@@ -475,7 +498,8 @@ class CorrelationEngine:
         flap: FlapState,
         keep_with: bool,
     ) -> Outcome:
-        labels = alert_labels(alert)
+        # Only silences and inhibition rules match against labels: built for them alone.
+        labels = alert_labels(alert) if view.silences or service.inhibit_rules else {}
         suppression = self._suppression(alert, key, service, labels, now, view)
         if service.inhibit_rules and is_source(service.inhibit_rules, labels):
             self.sources[alert.service_id] = {

@@ -26,8 +26,8 @@ LOW_THRESHOLD = 25.0
 def percent_state_change(states: Sequence[int]) -> float:
     """Weighted percent state change of up to the last 21 states (oldest first)."""
     recent = list(states[-HISTORY:])
-    if not recent:
-        return 0.0
+    if not recent or recent.count(recent[0]) == len(recent):
+        return 0.0  # no change to weigh (a new alert's history, one state)
     padded = [recent[0]] * (HISTORY - len(recent)) + recent
     total = 0.0
     for x in range(1, HISTORY):

@@ -13,7 +13,6 @@ What crosses partitions goes through Redis:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -159,6 +158,8 @@ class Batch:
     ) -> None:
         """An input succeeded: its writes join the batch's (in its partition's changelog)."""
         for name, view in views.items():
+            if not view.writes:  # most inputs write to half the tables
+                continue
             for key in view.writes:
                 self.partitions[name][key] = partition
             view.merge_into_parent()
@@ -739,6 +740,8 @@ class CorrelationWorker:
         """Keep the open-incident index of upstream services (idempotent: a replay after a
         crash writes the same entries again)."""
         upstream = self._upstream_services(config)
+        if not upstream:
+            return
         mine = [e.incident for e in outcome.events if e.incident.service_id in upstream]
         if not mine:
             return
@@ -808,13 +811,11 @@ class ChangelogSender:
         return counter
 
 
-# faust's json codec builds an encoder per record (simplejson's, when installed); the output
-# of one built once is the same for the tables' values (dicts, lists, str, numbers, None).
-_JSON = json.JSONEncoder(separators=(",", ":"), default=faust_json.on_default)
-
-
 def _json_dumps(value: Any) -> bytes:
-    return _JSON.encode(value).encode()
+    """faust's own JSON (orjson's, which faust uses when installed: requirements.txt pins
+    it), without its codec and registry layers."""
+    data: bytes | str = faust_json.dumps(value)
+    return data if isinstance(data, bytes) else data.encode()
 
 
 def _dumps(serializer: str) -> Dump:
