@@ -21,11 +21,15 @@ both alike.
   (producer and webhook peer) and, run under `devstack.py env`, of Kafka and Redis: the
   machine's whole budget per page.
 
-Before the services start, the notification consumer group is moved to the end of
-notifications.requests, so requests left behind by an earlier, aborted run are not
-delivered first; before they stop, the bench waits until the group has committed every
-request, so no page is cut off between its delivery and its record. Every page must arrive exactly once. The bench fails (exit status 1, JSON
-still written) when a page is missing, when one arrives twice, when no page arrives for
+Before the services start, each one's consumer group is moved to the end of its input
+topic: notification's on notifications.requests, so requests left behind by an earlier,
+aborted run are not delivered first; escalation's on incidents.events, so the incidents
+earlier benches left there (`make bench` runs the pipeline and correlation benches first)
+are not applied during the rounds (that cost escalation ~1.5 ms CPU per page, where its
+contact look-ups cost ~0.08). Before they stop, the bench waits until the group has
+committed every request, so no page is cut off between its delivery and its record. Every
+page must arrive exactly once. The bench fails (exit status 1, JSON still written) when a
+page is missing, when one arrives twice, when no page arrives for
 `--stall-timeout` seconds, or when the whole run exceeds `--timeout`.
 """
 
@@ -51,7 +55,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from tocsin.v1 import incident_pb2, notification_pb2
-from tocsin_common.topics import NOTIFICATIONS_REQUESTS
+from tocsin_common.topics import INCIDENTS_EVENTS, NOTIFICATIONS_REQUESTS, Topic
 
 from bench.procstat import cpu_seconds, group_cpu_seconds, infra_process_groups
 from bench.results_io import add_out_argument, report
@@ -59,6 +63,7 @@ from tests.integration.harness import ROOT, ServiceProcess, free_port, infra_fro
 
 BUNDLE_WINDOW_S = 2.0  # the service's default; rounds are spaced further apart than this
 GROUP_ID = "tocsin-notification"  # the notification service's consumer group
+ESCALATION_GROUP_ID = "tocsin-escalation"  # escalation's, on incidents.events
 REQUESTS = NOTIFICATIONS_REQUESTS.name
 
 
@@ -248,19 +253,20 @@ async def phase(
     return result
 
 
-def request_partitions() -> list[TopicPartition]:
-    return [TopicPartition(REQUESTS, p) for p in range(NOTIFICATIONS_REQUESTS.partitions)]
+def partitions_of(topic: Topic) -> list[TopicPartition]:
+    return [TopicPartition(topic.name, p) for p in range(topic.partitions)]
 
 
-async def skip_backlog(bootstrap: str) -> None:
-    """Move the notification group to the end of notifications.requests: requests an earlier,
-    aborted run left behind would otherwise be delivered first, to a peer that is gone."""
+async def skip_backlog(bootstrap: str, group_id: str, topic: Topic) -> None:
+    """Move consumer group `group_id` to the end of `topic`: what earlier runs left there
+    would otherwise be processed during the rounds (requests delivered to a peer that is
+    gone, incidents applied at escalation's CPU cost)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=GROUP_ID, enable_auto_commit=False
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        partitions = request_partitions()
+        partitions = partitions_of(topic)
         consumer.assign(partitions)
         await consumer.commit(dict(await consumer.end_offsets(partitions)))
     finally:
@@ -275,7 +281,7 @@ async def wait_committed(bootstrap: str, timeout_s: float) -> None:
     )
     await consumer.start()
     try:
-        partitions = request_partitions()
+        partitions = partitions_of(NOTIFICATIONS_REQUESTS)
         ends = await consumer.end_offsets(partitions)
         deadline = time.monotonic() + timeout_s
         while True:
@@ -364,7 +370,8 @@ async def run_variant(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     repeats_before = peer.repeats
     try:
-        await skip_backlog(bootstrap)
+        await skip_backlog(bootstrap, GROUP_ID, NOTIFICATIONS_REQUESTS)
+        await skip_backlog(bootstrap, ESCALATION_GROUP_ID, INCIDENTS_EVENTS)
         for proc in procs:
             proc.start()
         await asyncio.gather(*(p.wait_healthy(180) for p in procs))

@@ -21,11 +21,14 @@ import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from tocsin_common.clock import FakeClock
 from tocsin_notification.breaker import BreakerRegistry
 from tocsin_notification.pipeline.send_stage import SendStage
 from tocsin_notification.providers import DeliveryError, IncidentLine, Page, discover
 from tocsin_notification.providers.email import EmailProvider
+from tocsin_notification.providers.http import HttpClient
 from tocsin_notification.providers.slack import SlackProvider
 from tocsin_notification.providers.teams import TeamsProvider
 from tocsin_notification.providers.twilio import SmsProvider, VoiceProvider
@@ -201,6 +204,31 @@ async def test_connection_refused_is_retryable() -> None:
         assert e.value.retryable
     finally:
         await provider.close()
+
+
+@pytest.mark.parametrize("spans", [True, False])
+async def test_http_requests_carry_the_trace_with_or_without_a_span_of_their_own(
+    peer: Peer, spans: bool
+) -> None:
+    # Without exported spans the client opens none, but the page's trace context still
+    # goes out, and the answer is classified as before.
+    client = HttpClient("webhook", spans=spans)
+    trace_id, span_id = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(1))
+    )
+    token = otel_context.attach(trace.set_span_in_context(parent))
+    try:
+        assert await client.post(f"{peer.url}/hook", data=b"{}") == "HTTP 200"
+        peer.status = 503
+        with pytest.raises(DeliveryError) as e:
+            await client.post(f"{peer.url}/hook", data=b"{}")
+        assert e.value.retryable
+    finally:
+        otel_context.detach(token)
+        await client.close()
+    for got in peer.requests:
+        assert got.headers["traceparent"].split("-")[1] == format(trace_id, "032x")
 
 
 # --- Slack and Teams ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 from tocsin.v1 import silence_service_pb2
+from tocsin_common import gc_tuning
 from tocsin_common.config import ConfigStore
 from tocsin_common.faustapp import worker_event_loop
 from tocsin_common.grpcserver import ThreadedGrpcServer
@@ -17,12 +18,14 @@ from tocsin_common.logs import setup_logging
 from tocsin_common.runtime import bootstrap
 from tocsin_common.tracing import shutdown_tracing
 
-from tocsin_correlation import gcschedule
 from tocsin_correlation.silence_api import registrar
 from tocsin_correlation.worker import CorrelationWorker
 
 SERVICE = "correlation"
 log = logging.getLogger("tocsin.correlation")
+
+
+GC_FULL_EVERY_S = float(os.environ.get("TOCSIN_CORRELATION_GC_FULL_EVERY_S", "60"))
 
 
 def main() -> None:
@@ -43,8 +46,12 @@ def main() -> None:
     async def on_recovered(sender: Any, *args: Any, **kwargs: Any) -> None:
         recovered.set()
 
-    gcschedule.collect_fully_on_timer()
-    app.task(gcschedule.collect_periodically)
+    # The tables grow with every alert: full collections on a timer, not on growth.
+    gc_tuning.collect_fully_on_timer()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def collect_garbage() -> None:
+        await gc_tuning.collect_periodically(GC_FULL_EVERY_S)
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_serving() -> None:

@@ -13,6 +13,7 @@ from tocsin.v1 import (
 )
 from tocsin_common.clock import SystemClock
 from tocsin_common.config import ConfigStore
+from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer
 from tocsin_common.kafka import ConsumerLoop, EventProducer, ensure_topics, wait_for_kafka
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
@@ -77,6 +78,8 @@ async def serve(stop: asyncio.Event) -> None:
         OnCallServicer(config, overrides), grpc_server.server
     )
     await grpc_server.start()
+    # Started: what the process holds now (modules, the config) stays; see gc_tuning.
+    freeze_startup_heap()
     await consumer.start()
     tasks = [
         asyncio.create_task(consumer.run()),

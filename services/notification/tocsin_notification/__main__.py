@@ -18,6 +18,7 @@ from tocsin.v1 import (
 )
 from tocsin_common.clock import Clock, SystemClock
 from tocsin_common.config import ConfigStore
+from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer, client_channel
 from tocsin_common.kafka import EventProducer, ensure_topics, wait_for_kafka
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
@@ -187,6 +188,8 @@ async def serve(stop: asyncio.Event) -> None:
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     await grpc_server.start()
+    # Started: what the process holds now (modules, the config) stays; see gc_tuning.
+    freeze_startup_heap()
     await consumer.start()
     tasks = [
         asyncio.create_task(consumer.run()),

@@ -115,7 +115,8 @@ class RecordStage:
                     message=_timeline_message(words, who or request.user_id, channel, status),
                 ),
             )
-            set_timestamp(command.requested_at, now)
+            # The same instant: copied, not converted from the datetime again (~6 us).
+            command.requested_at.CopyFrom(status.at)
             futures.append(await self._enqueue(INCIDENTS_COMMANDS, command.service_id, command))
         # Not awaited here: the consumer commits the request's offset only once these are
         # acknowledged, and the producer batches the records of many pages meanwhile.
