@@ -88,6 +88,8 @@ bench: $(STAMP)  ## run the benchmarks (pipeline vs Alertmanager 0.25, and per s
 	    name=$$(basename $$b _bench.py); \
 	    $(PY) -m bench.$${name}_bench --out bench/results/$$name.json || status=$$?; \
 	  done; \
+	  $(PY) -m bench.notification_bench --notification-workers 2 \
+	    --out bench/results/notification_2workers.json || status=$$?; \
 	  $(PY) tools/devstack.py down --profile bench; \
 	  exit $$status
 
