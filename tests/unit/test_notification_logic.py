@@ -197,6 +197,21 @@ def test_bundle_policy_waits_for_the_rate_limit() -> None:
     assert policy.send_at("k", t0 + timedelta(seconds=5)) == t0 + timedelta(seconds=60)
 
 
+def test_bundle_policy_forgets_idle_contact_methods_as_it_goes() -> None:
+    clock = FakeClock()
+    policy = BundlePolicy(SlidingWindowLimit(limit=2, window_s=60), window_s=2)
+    t0 = clock.now()
+    for n in range(1000):  # a thousand people paged once each
+        policy.sent(f"user-{n}/sms", t0)
+    policy.sent("k", t0 + timedelta(seconds=30))
+    assert policy.limit.keys() == 1001  # within the horizon: all kept
+    policy.sent("k", t0 + timedelta(seconds=61))
+    assert policy.limit.keys() == 1  # one horizon on: only the one still within it
+    # ... and what is kept still decides: "k" had 2 in the last 60 s
+    assert policy.send_at("k", t0 + timedelta(seconds=62)) == t0 + timedelta(seconds=90)
+    assert policy.send_at("user-1/sms", t0 + timedelta(seconds=62)) == t0 + timedelta(seconds=62)
+
+
 def _job(incident: str, user: str = "alice", cm: str = "alice-sms") -> Job:
     return Job(
         notification_pb2.NotificationRequest(

@@ -18,6 +18,7 @@ class BundlePolicy:
         self.limit = limit
         self.window = timedelta(seconds=window_s)
         self._last_sent: dict[str, datetime] = {}
+        self._swept_at: datetime | None = None
 
     def send_at(self, key: str, now: datetime) -> datetime:
         """When the next message to `key` may go: `now` means at once, later means hold."""
@@ -30,9 +31,21 @@ class BundlePolicy:
     def sent(self, key: str, at: datetime) -> None:
         self._last_sent[key] = at
         self.limit.record(key, at)
+        # Once a horizon, idle contact methods are forgotten: the maps hold the ones paged
+        # lately, not every one paged since the process started.
+        if self._swept_at is None:
+            self._swept_at = at
+        elif at - self._swept_at >= self._horizon():
+            self.forget_idle(at)
+            self._swept_at = at
+
+    def _horizon(self) -> timedelta:
+        return max(self.window, self.limit.window)
 
     def forget_idle(self, now: datetime) -> None:
-        horizon = now - max(self.window, self.limit.window)
+        """Drop what is kept of contact methods with nothing sent within the horizon (their
+        next page is decided exactly as if they were kept)."""
+        horizon = now - self._horizon()
         for key in [k for k, t in self._last_sent.items() if t <= horizon]:
             del self._last_sent[key]
         self.limit.forget_idle(now)

@@ -33,6 +33,10 @@ class SlidingWindowLimit:
     def record(self, key: str, at: datetime) -> None:
         self._trim(key, at).append(at)
 
+    def keys(self) -> int:
+        """How many contact methods are kept."""
+        return len(self._sent)
+
     def forget_idle(self, now: datetime) -> None:
         """Drop keys with nothing in the window (bounded memory)."""
         for key in [k for k in self._sent if not self._trim(k, now)]:
