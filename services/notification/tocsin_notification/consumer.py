@@ -20,7 +20,7 @@ from aiokafka.structs import TopicPartition
 from tocsin_common import metrics
 from tocsin_common.kafka import BadRecord, EventProducer, group_consumer
 from tocsin_common.topics import Topic
-from tocsin_common.tracing import consume_span, record_error, tracer
+from tocsin_common.tracing import record_error, record_span, tracer
 
 from tocsin_notification.offsets import OffsetTracker
 
@@ -94,15 +94,7 @@ class ConcurrentConsumer:
         try:
             backoff = 0.1
             while not self._stopping.is_set():
-                with consume_span(
-                    self._tracer,
-                    record.topic,
-                    record.headers,
-                    **{
-                        "messaging.kafka.partition": record.partition,
-                        "messaging.kafka.offset": record.offset,
-                    },
-                ) as span:
+                with record_span(self._tracer, record) as span:
                     started = time.perf_counter()
                     try:
                         # The outcome is final and recorded; its Kafka records must be
