@@ -183,3 +183,97 @@ def test_the_worker_and_its_threads_run_on_the_services_loop(choice: str, kind: 
     finally:
         asyncio.set_event_loop_policy(None)
     assert kinds == [kind, kind]
+
+
+# --- sending a batch's records --------------------------------------------------------
+
+
+class _FakeBuilder:
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.records: list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]] = []
+
+    def append(self, *, key: bytes, value: bytes | None, timestamp: Any, headers: Any) -> Any:
+        if len(self.records) == self.room:
+            return None
+        self.records.append((key, value, headers))
+        return object()
+
+
+class _FakeProducer:
+    """What BatchSender uses of aiokafka's producer: metadata, builders, send_batch."""
+
+    def __init__(self, partitions: int, room: int) -> None:
+        self.partitions = set(range(partitions))
+        self.room = room
+        self.client = SimpleNamespace(
+            cluster=SimpleNamespace(partitions_for_topic=lambda topic: self.partitions)
+        )
+        self.sent: list[tuple[str, int, list[Any]]] = []
+
+    def create_batch(self) -> _FakeBuilder:
+        return _FakeBuilder(self.room)
+
+    async def send_batch(self, builder: _FakeBuilder, topic: str, *, partition: int) -> Any:
+        self.sent.append((topic, partition, builder.records))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+async def test_batched_records_go_where_kafkas_partitioner_puts_their_keys_in_order() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    sender = worker.BatchSender("127.0.0.1:1")
+    fake = sender._producer = _FakeProducer(partitions=12, room=3)  # type: ignore[assignment]
+    rng = random.Random(5)
+    keys = [str(uuid.UUID(int=rng.getrandbits(128))).encode() for _ in range(40)]
+    records = [
+        worker.Output("incidents.events", keys[i % 40], f"v{i}".encode(), [("h", b"%d" % i)])
+        for i in range(200)
+    ]
+    records.insert(7, worker.Output("t-changelog", b"k", None, [], partition=5))
+
+    await sender.send(records)
+
+    placed: dict[tuple[str, int], list[Any]] = {}
+    for topic, partition, batch in fake.sent:
+        assert 0 < len(batch) <= 3  # a full record batch is sent, the rest go in another
+        placed.setdefault((topic, partition), []).extend(batch)
+    assert placed[("t-changelog", 5)] == [(b"k", None, [])]
+    everything = sorted(range(12))
+    for partition in range(12):
+        expected = [
+            (r.key, r.value, r.headers)
+            for r in records
+            if r.topic == "incidents.events"
+            and DefaultPartitioner()(r.key, everything, everything) == partition
+        ]
+        assert placed.get(("incidents.events", partition), []) == expected  # same order
+
+
+async def test_a_batch_that_failed_is_sent_again_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka.errors import KafkaTimeoutError
+
+    monkeypatch.setattr(worker, "RETRY_FIRST_S", 0.0)
+    submitted: list[list[Any]] = []
+
+    class FailingOnce:
+        async def submit(self, records: Any) -> Any:
+            submitted.append(list(records))
+            future = asyncio.get_running_loop().create_future()
+            if len(submitted) == 1:
+                future.set_exception(KafkaTimeoutError())
+            else:
+                future.set_result(None)
+            return [future]
+
+        wait = staticmethod(worker.BatchSender.wait)
+
+    sending: Any = object.__new__(CorrelationWorker)
+    sending._batch_sender = FailingOnce()
+    records = [worker.Output("incidents.events", b"k%d" % i, b"v", []) for i in range(5)]
+
+    await sending._send_durably(records, "events", await sending._submit(records))
+
+    assert submitted == [records, records]

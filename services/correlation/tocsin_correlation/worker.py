@@ -35,7 +35,7 @@ from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_common import metrics
 from tocsin_common.config import ConfigStore, TocsinConfig
 from tocsin_common.faustapp import make_app
-from tocsin_common.kafka import EventProducer
+from tocsin_common.kafka import EventProducer, KeyPartitioner
 from tocsin_common.settings import Settings
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import (
@@ -137,8 +137,6 @@ class Batch:
     views: dict[str, StagedMapping] = field(init=False)
     partitions: dict[str, dict[str, int]] = field(init=False)
     outputs: list[Output] = field(default_factory=list)
-    # How many outputs were handed to the producer so far (-1: handing over failed).
-    handed_over: int = 0
 
     def __post_init__(self) -> None:
         # Over each table's store (table.data), not the faust Table: a Table read also
@@ -192,7 +190,7 @@ class CorrelationWorker:
         )
         self.bootstrap = settings.kafka_bootstrap
         self._producer: EventProducer | None = None
-        self._changelog_sender: ChangelogSender | None = None
+        self._batch_sender: BatchSender | None = None
         self._tracer = tracer("tocsin.correlation")
         self._spans = spans_exported()
         self._consumed_counters: dict[str, Any] = {}
@@ -334,10 +332,12 @@ class CorrelationWorker:
         BATCH_SIZE.observe(len(inputs))
         for event in inputs:
             await self._process_input(batch, event, config)
-            await self._hand_over(batch)
+        submitted = await self._submit(batch.outputs)
         # Prepared while the batch's events are on their way: nothing is applied or sent.
         records = self._changelog_records(batch)
-        await self._publish(batch)
+        # Every event acknowledged by Kafka (acks=all) before the batch's state is kept. A
+        # re-send repeats event ids, which every consumer of incidents.events applies once.
+        await self._send_durably(batch.outputs, "the batch's events", submitted)
         await self._keep(batch, records)
 
     async def _in_order(self, events: Sequence[Any]) -> list[Any]:
@@ -588,12 +588,12 @@ class CorrelationWorker:
             self._producer = producer
         return self._producer
 
-    async def changelog_sender(self) -> ChangelogSender:
-        if self._changelog_sender is None:  # started on the worker's loop, used only there
-            sender = ChangelogSender(self.bootstrap)
+    async def batch_sender(self) -> BatchSender:
+        if self._batch_sender is None:  # started on the worker's loop, used only there
+            sender = BatchSender(self.bootstrap)
             await sender.start()
-            self._changelog_sender = sender
-        return self._changelog_sender
+            self._batch_sender = sender
+        return self._batch_sender
 
     def _dead_letter(
         self, event: Any, error: Exception, headers: list[tuple[str, bytes]] | None = None
@@ -627,40 +627,17 @@ class CorrelationWorker:
             kafka_headers() if headers is None else headers,
         )
 
-    async def _hand_over(self, batch: Batch) -> None:
-        """Hand the outputs of the batch's inputs so far to the producer, which sends them
-        while the next inputs are processed; _publish waits for them. A failure to hand one
-        over leaves them all to _publish, which sends them all again."""
-        if batch.handed_over < 0:
-            return
-        outputs = batch.outputs
-        if batch.handed_over == len(outputs):
-            return
+    async def _submit(self, records: list[Output]) -> Submitted | None:
+        """Hand a batch's records to the sender, which sends them while the caller goes on;
+        None if handing them over failed (_send_durably sends them all again)."""
+        if not records:
+            return []
         try:
-            producer = await self.producer()
-            while batch.handed_over < len(outputs):
-                record = outputs[batch.handed_over]
-                await producer.enqueue_prepared(
-                    record.topic, record.key, record.value, record.headers, record.partition
-                )
-                batch.handed_over += 1
+            sender = await self.batch_sender()
+            return await sender.submit(records)
         except TRANSIENT:
-            log.warning("handing the batch's events over failed", exc_info=True)
-            batch.handed_over = -1
-
-    async def _publish(self, batch: Batch) -> None:
-        """Every output of a batch acknowledged by Kafka (acks=all): the batch's state is
-        kept only after this. A re-send repeats event ids, which every consumer of
-        incidents.events applies once."""
-        await self._hand_over(batch)
-        if batch.handed_over >= 0:
-            try:
-                producer = await self.producer()
-                await producer.flush()  # raises if any of them failed
-                return
-            except TRANSIENT:
-                log.warning("sending the batch's events failed; sending them again", exc_info=True)
-        await self._send_durably(batch.outputs, "the batch's events")
+            log.warning("handing the batch's records over failed", exc_info=True)
+            return None
 
     def _changelog_records(self, batch: Batch) -> list[Output]:
         """The changelog records of the batch's writes, each in the partition of the input
@@ -693,46 +670,27 @@ class CorrelationWorker:
                     data.pop(key, None)
                 else:
                     data[key] = value
-        await self._send_changelogs(records)
+        await self._send_durably(records, "the changelogs")
 
-    async def _send_changelogs(self, records: list[Output]) -> None:
-        """Every changelog record acknowledged by Kafka (acks=all); on a broker failure,
-        all of them again (until the broker is back: the partition waits).
-
-        Sent as one record batch per partition by a producer of their own: a batch's
-        changelog records are most of what the worker sends (three for every incident
-        event, when alerts open incidents), and handing them over one by one was the
-        biggest cost of sending."""
+    async def _send_durably(
+        self, records: list[Output], what: str, submitted: Submitted | None = None
+    ) -> None:
+        """Every record acknowledged by Kafka (acks=all); on a broker failure, all of them
+        again (until the broker is back: the partition waits). `submitted`: the records'
+        sends already under way (_submit)."""
         if not records:
             return
         backoff = RETRY_FIRST_S
         while True:
             try:
-                sender = await self.changelog_sender()
-                await sender.send(records)
-                return
-            except TRANSIENT:
-                log.warning("sending the changelogs failed; sending them again", exc_info=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_MAX_S)
-
-    async def _send_durably(self, records: list[Output], what: str) -> None:
-        """Hand every record to the producer and wait for all acknowledgements; on a broker
-        failure, send them all again (until the broker is back: the partition waits)."""
-        if not records:
-            return
-        backoff = RETRY_FIRST_S
-        while True:
-            producer = await self.producer()
-            try:
-                for record in records:
-                    await producer.enqueue_prepared(
-                        record.topic, record.key, record.value, record.headers, record.partition
-                    )
-                await producer.flush()
+                sender = await self.batch_sender()
+                if submitted is None:
+                    submitted = await sender.submit(records)
+                await sender.wait(submitted)
                 return
             except TRANSIENT:
                 log.warning("sending %s failed; sending them again", what, exc_info=True)
+                submitted = None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_MAX_S)
 
@@ -758,21 +716,30 @@ class CorrelationWorker:
 Dump = Callable[[Any], bytes]
 
 
-class ChangelogSender:
-    """Sends changelog records durably (idempotent, acks=all) as one record batch per
-    partition, in order: aiokafka's batch interface, not a send() per record."""
+Submitted = list["asyncio.Future[Any]"]
+
+
+class BatchSender:
+    """Sends a batch's records durably (idempotent, acks=all) as one record batch per
+    partition, in order: aiokafka's batch interface, not a send() per record.
+
+    A send() per record was the biggest cost of sending: it places, checks and queues every
+    record and makes it a future of its own. A record with no partition goes where Kafka's
+    default partitioner puts its key (murmur2, as EventProducer places it), so an incident's
+    events stay in its partition, in the order they were made."""
 
     BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MiB)
 
     def __init__(self, bootstrap: str) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
-            client_id=f"tocsin-{SERVICE}-changelogs",
+            client_id=f"tocsin-{SERVICE}-batches",
             enable_idempotence=True,
             acks="all",
             max_batch_size=self.BATCH_BYTES,
             compression_type=None,
         )
+        self._partitioner = KeyPartitioner()
         self._counters: dict[str, Any] = {}
 
     async def start(self) -> None:
@@ -781,34 +748,63 @@ class ChangelogSender:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def send(self, records: Sequence[Output]) -> None:
-        """Send `records` (each with its partition) and wait until all are acknowledged;
-        raise if any batch failed."""
+    async def submit(self, records: Sequence[Output]) -> Submitted:
+        """Hand `records` over as record batches; await them with :meth:`wait`."""
         producer = self._producer
         by_partition: dict[tuple[str, int], list[Output]] = {}
+        counts: dict[str, int] = {}
         for record in records:
-            assert record.partition is not None  # a changelog record has its partition
-            by_partition.setdefault((record.topic, record.partition), []).append(record)
-        futures = []
+            partition = record.partition
+            if partition is None:
+                count = counts.get(record.topic)
+                if count is None:
+                    count = counts[record.topic] = await self._count(record.topic)
+                partition = self._partitioner.partition(record.key, count)
+            by_partition.setdefault((record.topic, partition), []).append(record)
+        futures: Submitted = []
         for (topic, partition), batch_records in by_partition.items():
             builder = producer.create_batch()
             for record in batch_records:
-                if builder.append(key=record.key, value=record.value, timestamp=None) is None:
+                if not _append(builder, record):
                     futures.append(await producer.send_batch(builder, topic, partition=partition))
                     builder = producer.create_batch()
-                    if builder.append(key=record.key, value=record.value, timestamp=None) is None:
-                        raise ValueError(f"a changelog record of {topic} is too big to send")
+                    if not _append(builder, record):
+                        raise ValueError(f"a record of {topic} is too big to send")
             futures.append(await producer.send_batch(builder, topic, partition=partition))
             self._counter(topic).inc(len(batch_records))
+        return futures
+
+    @staticmethod
+    async def wait(futures: Submitted) -> None:
+        """Wait until every submitted batch is acknowledged; raise if any failed."""
         for result in await asyncio.gather(*futures, return_exceptions=True):
             if isinstance(result, BaseException):
                 raise result
+
+    async def send(self, records: Sequence[Output]) -> None:
+        """Send `records` and wait until all are acknowledged; raise if any batch failed."""
+        await self.wait(await self.submit(records))
+
+    async def _count(self, topic: str) -> int:
+        """The topic's partition count (from the producer's metadata, fetched if need be)."""
+        partitions = self._producer.client.cluster.partitions_for_topic(topic)
+        if not partitions:
+            partitions = await self._producer.partitions_for(topic)
+        return len(partitions)
 
     def _counter(self, topic: str) -> Any:
         counter = self._counters.get(topic)
         if counter is None:
             counter = self._counters[topic] = metrics.MESSAGES_PRODUCED.labels(SERVICE, topic)
         return counter
+
+
+def _append(builder: Any, record: Output) -> bool:
+    """Add a record to a record batch; False if the batch is full."""
+    appended = builder.append(
+        key=record.key, value=record.value, timestamp=None, headers=record.headers
+    )
+    return appended is not None
 
 
 def _json_dumps(value: Any) -> bytes:
