@@ -69,7 +69,7 @@ async def test_the_timer_collects_what_reached_the_oldest_generation(thresholds:
         timer.cancel()
 
 
-# --- a frozen startup heap (notification, escalation, alert-ingest) ----------------------
+# --- a frozen startup heap (notification, escalation) -----------------------------------
 
 
 def test_the_startup_heap_is_frozen_and_the_young_generation_collected_less_often(

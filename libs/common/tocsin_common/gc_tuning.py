@@ -14,7 +14,7 @@ Defaults hurt a Tocsin service two ways, both measured:
 
 So each service raises the young threshold to YOUNG_THRESHOLD and then either
 - `freeze_startup_heap`: what the process holds once started goes to the permanent
-  generation, which collections skip (notification, escalation, alert-ingest); cyclic
+  generation, which collections skip (notification, escalation); cyclic
   garbage made later is still collected automatically, by every generation; or
 - `collect_fully_on_timer` + `collect_periodically`: no automatic full collections, one
   every few seconds instead if anything reached the oldest generation since (correlation,

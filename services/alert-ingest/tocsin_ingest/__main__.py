@@ -18,7 +18,6 @@ from redis.asyncio import Redis
 from tocsin.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from tocsin_common.clock import SystemClock
 from tocsin_common.config import ConfigStore
-from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer
 from tocsin_common.kafka import ensure_topics, wait_for_kafka
 from tocsin_common.logs import setup_logging
@@ -132,8 +131,6 @@ async def serve(stop: asyncio.Event) -> None:
     if grpc_server is not None:
         await grpc_server.start()
         await grpc_server.set_serving()
-    # Started: what the process holds now (modules, the config) stays; see gc_tuning.
-    freeze_startup_heap()
     try:
         await stop.wait()
     finally:
