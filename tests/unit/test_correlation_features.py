@@ -4,6 +4,7 @@ unacknowledge and timeline_entry commands — with dicts as tables."""
 
 from __future__ import annotations
 
+import math
 import textwrap
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin.v1 import silence_service_pb2 as spb
-from tocsin_common.config import TocsinConfig, parse_config
+from tocsin_common.config import ConfigError, TocsinConfig, parse_config
 from tocsin_correlation.changes import ChangeRecord, add_change, probable_causes
 from tocsin_correlation.engine import SELF_ACTOR, CorrelationEngine, OpenIncident, View
 from tocsin_correlation.flapping import FlapState, percent_state_change
@@ -44,6 +45,14 @@ CONFIG = textwrap.dedent(
         depends_on: [api]
         maintenance_windows:
           - {start: "2027-01-15T07:00:00Z", end: "2027-01-15T09:00:00Z", description: upgrade}
+      - id: twitchy
+        name: Twitchy
+        escalation_policy: pol
+        flapping: {high_threshold: 20, low_threshold: 10}
+      - id: unflapped
+        name: Unflapped
+        escalation_policy: pol
+        flapping: {enabled: false}
     users:
       - {id: alice, name: Alice, email: alice@example.com}
     escalation_policies:
@@ -261,6 +270,49 @@ def test_flapping_alert_is_marked_and_stops_repaging(
     resolved = engine.on_alert(alert("z", service="db", action="resolve"), config, NOW + 99)
     assert types(resolved) == [T.INCIDENT_EVENT_TYPE_RESOLVED]
     assert not resolved.events[0].incident.flapping
+
+
+def _flap_starts(engine: CorrelationEngine, config: TocsinConfig, service: str) -> list[int]:
+    """The alternating trigger/resolve states (of 30) at which a FLAPPING event came."""
+    starts = []
+    for i in range(30):
+        action = "trigger" if i % 2 == 0 else "resolve"
+        outcome = engine.on_alert(
+            alert(f"{service}-{i}", service=service, action=action), config, NOW + i
+        )
+        if T.INCIDENT_EVENT_TYPE_FLAPPING in types(outcome):
+            starts.append(i)
+    return starts
+
+
+def test_flap_thresholds_come_from_the_services_config(
+    engine: CorrelationEngine, config: TocsinConfig
+) -> None:
+    default, twitchy = _flap_starts(engine, config, "db"), _flap_starts(engine, config, "twitchy")
+    assert len(default) == len(twitchy) == 1
+    assert twitchy[0] < default[0]  # above 20 % comes sooner than above 50 %
+    # With detection off nothing flaps, and every trigger after a resolve pages again.
+    assert _flap_starts(engine, config, "unflapped") == []
+
+
+def test_turning_flap_detection_off_stops_a_flapping_alert_at_its_next_change() -> None:
+    flap = FlapState()
+    for i in range(12):
+        flap.record(i % 2)
+    assert flap.flapping
+    assert flap.record(1, math.inf, math.inf) is False and not flap.flapping
+
+
+def test_flap_thresholds_are_checked_in_the_config() -> None:
+    text = CONFIG.replace(
+        "flapping: {high_threshold: 20, low_threshold: 10}",
+        "flapping: {high_threshold: 20, low_threshold: 30}",
+    )
+    with pytest.raises(ConfigError) as error:
+        parse_config(text, "tocsin.yaml")
+    (issue,) = error.value.issues
+    assert issue.path == "services[3].flapping.low_threshold"
+    assert "must be below high_threshold (20)" in issue.message
 
 
 # --- change correlation ---------------------------------------------------------------------

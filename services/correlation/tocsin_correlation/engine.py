@@ -35,7 +35,7 @@ from tocsin_common.timeutil import set_timestamp
 from tocsin_correlation import grouping
 from tocsin_correlation.changes import ChangeRecord, add_change, probable_causes
 from tocsin_correlation.dedup import AlertState, AlertStatus, Decision, alert_key, decide
-from tocsin_correlation.flapping import FlapState, percent_state_change
+from tocsin_correlation.flapping import FlapState, flap_thresholds, percent_state_change
 from tocsin_correlation.inhibition import inhibitor, is_source
 from tocsin_correlation.matchers import alert_labels
 from tocsin_correlation.silences import Silence, silencing
@@ -332,7 +332,7 @@ class CorrelationEngine:
         )
         was_flapping = flap.flapping
         flip = (
-            flap.record(0 if decision is Decision.RESOLVE else 1)
+            flap.record(0 if decision is Decision.RESOLVE else 1, *flap_thresholds(service))
             if action != "acknowledge"
             else None
         )

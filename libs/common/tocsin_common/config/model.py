@@ -41,6 +41,7 @@ __all__ = [
     "EscalationLevel",
     "EscalationPolicy",
     "EscalationTarget",
+    "FlapDetection",
     "Grouping",
     "Heartbeat",
     "InhibitRule",
@@ -320,6 +321,27 @@ class Grouping(_Model):
         return value
 
 
+class FlapDetection(_Model):
+    """Flap detection of a service's alerts (Nagios' algorithm, see correlation's
+    flapping.py): an alert starts flapping when its weighted percent state change rises above
+    ``high_threshold`` and stops when it falls below ``low_threshold``."""
+
+    enabled: bool = True
+    high_threshold: float = Field(default=50.0, gt=0, le=100)
+    low_threshold: float = Field(default=25.0, ge=0, lt=100)
+
+    @field_validator("low_threshold")
+    @classmethod
+    def _below_high(cls, value: float, info: ValidationInfo) -> float:
+        high = info.data.get("high_threshold")
+        if high is not None and value >= high:
+            raise ValueError(
+                f"must be below high_threshold ({high:g}): flapping stops below the low "
+                "threshold and starts above the high one"
+            )
+        return value
+
+
 @functools.lru_cache(maxsize=1024)
 def _compile_matcher_regex(pattern: str) -> re.Pattern[str]:
     # Alertmanager anchors matcher regexes at both ends.
@@ -484,6 +506,7 @@ class Service(_Model):
     urgency: UrgencyRules = Field(default_factory=UrgencyRules)
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
     change_lookback: Duration = timedelta(hours=1)
+    flapping: FlapDetection = Field(default_factory=FlapDetection)
 
     def in_maintenance(self, at: datetime) -> bool:
         """Whether any maintenance window of this service covers ``at``."""
