@@ -234,7 +234,7 @@ async def test_batched_records_go_where_kafkas_partitioner_puts_their_keys_in_or
     ]
     records.insert(7, worker.Output("t-changelog", b"k", None, [], partition=5))
 
-    await sender.send(records)
+    await sender.wait(await sender.submit(records))
 
     placed: dict[tuple[str, int], list[Any]] = {}
     for topic, partition, batch in fake.sent:

@@ -781,10 +781,6 @@ class BatchSender:
             if isinstance(result, BaseException):
                 raise result
 
-    async def send(self, records: Sequence[Output]) -> None:
-        """Send `records` and wait until all are acknowledged; raise if any batch failed."""
-        await self.wait(await self.submit(records))
-
     async def _count(self, topic: str) -> int:
         """The topic's partition count (from the producer's metadata, fetched if need be)."""
         partitions = self._producer.client.cluster.partitions_for_topic(topic)
