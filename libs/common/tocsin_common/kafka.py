@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata, TopicPartition
 from google.protobuf.message import Message
+from murmurhash2 import murmurhash2
 from prometheus_client import Counter
 from tocsin.v1 import alert_pb2
 
@@ -91,32 +91,15 @@ async def wait_for_kafka(bootstrap: str, timeout_s: float = 60.0) -> None:
             await admin.close()
 
 
-_MURMUR2_M = 0x5BD1E995
-_MASK32 = 0xFFFFFFFF
+_MURMUR2_SEED = 0x9747B28C  # the Java client's
 
 
 def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (the Java client's ``Utils.murmur2``, which places keyed records),
-    equal to aiokafka's pure-Python one but taking the key's words in one unpack: 40 %
-    less time a key, which counted where every record has a new key (incident ids)."""
-    length = len(data)
-    h = 0x9747B28C ^ length
-    whole = length & ~3
-    for (k,) in struct.iter_unpack("<I", data[:whole]):
-        k = (k * _MURMUR2_M) & _MASK32
-        k ^= k >> 24
-        h = ((h * _MURMUR2_M) & _MASK32) ^ ((k * _MURMUR2_M) & _MASK32)
-    extra = length & 3
-    if extra >= 3:
-        h ^= data[whole + 2] << 16
-    if extra >= 2:
-        h ^= data[whole + 1] << 8
-    if extra >= 1:
-        h = ((h ^ data[whole]) * _MURMUR2_M) & _MASK32
-    h ^= h >> 13
-    h = (h * _MURMUR2_M) & _MASK32
-    h ^= h >> 15
-    return h
+    """Kafka's murmur2 (the Java client's ``Utils.murmur2``, which places keyed records):
+    MurmurHash2 with Kafka's seed, in C. aiokafka's is pure Python, 4 µs for a uuid key
+    against 0.3, which counted where every record has a new key (incident ids); the unit
+    tests hold the two equal on keys of every length, and to Kafka's own vectors."""
+    return murmurhash2(data, _MURMUR2_SEED)
 
 
 class KeyPartitioner:
