@@ -4,7 +4,7 @@ until the worker keeps the batch; a failed input's writes are dropped."""
 from __future__ import annotations
 
 import pytest
-from tocsin_correlation.staging import StagedMapping
+from tocsin_correlation.staging import Journal, StagedMapping
 
 
 def test_reads_see_staged_writes_and_the_base_stays_untouched() -> None:
@@ -37,26 +37,46 @@ def test_a_rewritten_deleted_key_is_back() -> None:
     assert list(batch.staged()) == [("a", 2, False)]
 
 
-def test_an_input_view_merges_into_the_batch_only_when_kept() -> None:
+def test_a_failed_inputs_writes_are_undone_and_the_batchs_kept() -> None:
     table = {"alert": "old"}
-    batch = StagedMapping(table)
+    journal = Journal()
+    alerts = StagedMapping(table, journal)
+    groups = StagedMapping({}, journal)
 
-    failed = batch.child()
-    failed["alert"] = "half-written"
-    failed["incident"] = "half-written"
-    # the failed input's view is simply dropped
-    kept = batch.child()
-    assert kept["alert"] == "old" and "incident" not in kept
-    kept["alert"] = "new"
-    del kept["alert"]
-    kept["group"] = "g"
-    kept.merge_into_parent()
+    journal.start()  # an input that succeeds
+    alerts["kept"] = "k"
+    groups["g"] = "kept group"
 
-    assert "alert" not in batch and batch["group"] == "g"
-    assert sorted(batch.staged()) == [("alert", None, True), ("group", "g", False)]
+    journal.start()  # one that fails half-way, across two views
+    alerts["alert"] = "half-written"
+    alerts["alert"] = "rewritten"
+    del alerts["kept"]
+    groups["g"] = "overwritten"
+    groups["new"] = "half-written"
+    assert alerts["alert"] == "rewritten" and "kept" not in alerts
+    journal.undo()
+
+    assert alerts["alert"] == "old" and alerts["kept"] == "k"
+    assert groups["g"] == "kept group" and "new" not in groups
+    assert list(alerts.staged()) == [("kept", "k", False)]
+    assert list(groups.staged()) == [("g", "kept group", False)]
+    assert journal.entries == []
     assert table == {"alert": "old"}
 
 
-def test_only_a_child_merges() -> None:
-    with pytest.raises(TypeError):
-        StagedMapping({}).merge_into_parent()
+def test_a_kept_input_is_no_longer_undoable() -> None:
+    journal = Journal()
+    view = StagedMapping({}, journal)
+    journal.start()
+    view["a"] = 1
+    assert [(key, previous is not None) for _, key, previous in journal.entries] == [("a", True)]
+    journal.start()  # the next input
+    journal.undo()
+    assert view["a"] == 1
+
+
+def test_a_view_without_a_journal_keeps_no_entries() -> None:
+    view = StagedMapping({})
+    view["a"] = 1
+    del view["a"]
+    assert "a" not in view and view.journal is None

@@ -277,3 +277,89 @@ async def test_a_batch_that_failed_is_sent_again_whole(monkeypatch: pytest.Monke
     await sending._send_durably(records, "events", await sending._submit(records))
 
     assert submitted == [records, records]
+
+
+# --- inputs within a batch ------------------------------------------------------------
+
+GROUPED_CONFIG = """\
+version: 1
+services:
+  - id: db
+    name: Database
+    escalation_policy: pol
+    grouping: {mode: content, fields: [labels.alertname], window: 10m}
+users:
+  - {id: alice, name: Alice, email: alice@example.com}
+escalation_policies:
+  - id: pol
+    name: Policy
+    levels:
+      - {delay: 5m, targets: [{type: user, id: alice}]}
+"""
+
+
+def _processor() -> Any:
+    """A worker with only what processing inputs reads, over dict tables."""
+    processor: Any = object.__new__(CorrelationWorker)
+    processor.tables = {name: {} for name in TABLES}
+    processor._spans = False
+    processor._consumed_counters = {}
+    processor.silences = []
+    processor._upstreams = (0, frozenset())
+    return processor
+
+
+def _alert_input(event_id: str, host: str, offset: int) -> Any:
+    from tocsin.v1 import alert_pb2
+
+    alert = alert_pb2.Alert(
+        event_id=event_id,
+        service_id="db",
+        dedup_key=host,
+        action=alert_pb2.ALERT_ACTION_TRIGGER,
+        summary=f"disk full on {host}",
+        labels={"alertname": "DiskFull"},
+    )
+    message = SimpleNamespace(topic="alerts.normalized", partition=3, offset=offset)
+    return SimpleNamespace(message=message, key=b"db", value=alert.SerializeToString(), headers=[])
+
+
+async def test_an_input_that_fails_half_way_leaves_nothing_in_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tocsin.v1 import incident_pb2
+    from tocsin_common.config import parse_config
+
+    monkeypatch.setattr(worker, "RETRY_FIRST_S", 0.0)
+    config = parse_config(GROUPED_CONFIG, "tocsin.yaml")
+    processor = _processor()
+    batch = worker.Batch(processor.tables)
+    emit = batch.engine._emit
+    failures = {"e2": ValueError("poison"), "e3": OSError("redis went away")}
+
+    def emit_then_fail(incident: Any, event_type: int, alert: Any, *args: Any, **kw: Any) -> Any:
+        outcome = emit(incident, event_type, alert, *args, **kw)  # the writes are made
+        error = failures.pop(alert.event_id, None)
+        if error is not None:
+            raise error
+        return outcome
+
+    monkeypatch.setattr(batch.engine, "_emit", emit_then_fail)
+    for offset, (event_id, host) in enumerate([("e1", "h1"), ("e2", "h2"), ("e3", "h3")]):
+        await processor._process_input(batch, _alert_input(event_id, host, offset), config)
+
+    # e2 failed after writing its alert and the incident: dead-lettered, its writes undone;
+    # e3 failed once on a store (retried in place), then joined as if it had not.
+    topics = [output.topic for output in batch.outputs]
+    assert topics == ["incidents.events", "alerts.deadletter", "incidents.events"]
+    joined = incident_pb2.IncidentEvent.FromString(batch.outputs[2].value)
+    assert joined.type == incident_pb2.INCIDENT_EVENT_TYPE_ALERT_ADDED
+    assert list(joined.incident.dedup_keys) == ["h1", "h3"]
+    alerts = batch.views["alerts"]
+    assert "db\x1fh2" not in alerts and alerts["db\x1fh3"]["count"] == 1
+    (incident,) = [value for _, value, _ in batch.views["incidents"].staged()]
+    assert incident["alert_keys"] == ["db\x1fh1", "db\x1fh3"]
+    # every kept write goes to the changelog partition of the input that made it
+    assert set(batch.partitions["alerts"]) == {"db\x1fh1", "db\x1fh3"}
+    assert set(batch.partitions["alerts"].values()) == {3}
+    assert processor.tables["alerts"] == {}  # nothing reaches the tables before _keep

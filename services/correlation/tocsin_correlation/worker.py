@@ -67,7 +67,7 @@ from tocsin_correlation.engine import (
 )
 from tocsin_correlation.silence_api import load_silences
 from tocsin_correlation.silences import Silence
-from tocsin_correlation.staging import StagedMapping
+from tocsin_correlation.staging import Journal, StagedMapping
 
 log = logging.getLogger("tocsin.correlation")
 SERVICE = "correlation"
@@ -131,10 +131,13 @@ class Output:
 
 @dataclass
 class Batch:
-    """The staged writes and the outputs of the inputs taken at once."""
+    """The staged writes and the outputs of the inputs taken at once, and the engine over
+    them."""
 
     tables: Mapping[str, Any]
+    journal: Journal = field(init=False, default_factory=Journal)
     views: dict[str, StagedMapping] = field(init=False)
+    engine: CorrelationEngine = field(init=False)
     partitions: dict[str, dict[str, int]] = field(init=False)
     outputs: list[Output] = field(default_factory=list)
 
@@ -142,25 +145,28 @@ class Batch:
         # Over each table's store (table.data), not the faust Table: a Table read also
         # calls faust's sensors, and the worker keeps the writes in the store itself.
         self.views = {
-            name: StagedMapping(getattr(table, "data", table))
+            name: StagedMapping(getattr(table, "data", table), self.journal)
             for name, table in self.tables.items()
         }
+        self.engine = CorrelationEngine(*(self.views[name] for name in TABLES))
         self.partitions = {name: {} for name in self.tables}
+        self._names = {id(view): name for name, view in self.views.items()}
 
-    def input_views(self) -> dict[str, StagedMapping]:
-        """Views for one input, over the batch's: dropped if the input fails."""
-        return {name: view.child() for name, view in self.views.items()}
+    def start_input(self) -> None:
+        """An input begins: its writes can be undone until it is kept."""
+        self.journal.start()
 
-    def keep(
-        self, views: Mapping[str, StagedMapping], partition: int, outputs: list[Output]
-    ) -> None:
-        """An input succeeded: its writes join the batch's (in its partition's changelog)."""
-        for name, view in views.items():
-            if not view.writes:  # most inputs write to half the tables
-                continue
-            for key in view.writes:
-                self.partitions[name][key] = partition
-            view.merge_into_parent()
+    def drop_input(self) -> None:
+        """The input failed: its writes are undone, the batch's stay."""
+        self.journal.undo()
+
+    def keep_input(self, partition: int, outputs: list[Output]) -> None:
+        """The input succeeded: its writes stay (in its partition's changelog)."""
+        names = self._names
+        partitions = self.partitions
+        for view, key, _ in self.journal.entries:
+            partitions[names[id(view)]][key] = partition
+        self.journal.start()
         self.outputs.extend(outputs)
 
 
@@ -423,14 +429,15 @@ class CorrelationWorker:
         message = event.message
         backoff = RETRY_FIRST_S
         while True:
-            views = batch.input_views()
-            engine = CorrelationEngine(*(views[name] for name in TABLES))
+            batch.start_input()
             try:
-                outputs = await self._handle(engine, message.topic, event.value, config, headers)
+                outputs = await self._handle(
+                    batch.engine, message.topic, event.value, config, headers
+                )
             except TRANSIENT as error:
                 # A store or the broker is down: wait and do this input again (its
-                # partial writes are dropped with its views), rather than dead-letter
-                # a good alert.
+                # partial writes undone), rather than dead-letter a good alert.
+                batch.drop_input()
                 if span is not None:
                     record_error(span, error)
                 log.warning(
@@ -442,11 +449,12 @@ class CorrelationWorker:
                 backoff = min(backoff * 2, RETRY_MAX_S)
                 continue
             except Exception as error:
+                batch.drop_input()
                 if span is not None:
                     record_error(span, error)
                 batch.outputs.append(self._dead_letter(event, error, headers))
                 return
-            batch.keep(views, message.partition, outputs)
+            batch.keep_input(message.partition, outputs)
             self._consumed(message.topic).inc()
             return
 
