@@ -363,3 +363,85 @@ async def test_an_input_that_fails_half_way_leaves_nothing_in_the_batch(
     assert set(batch.partitions["alerts"]) == {"db\x1fh1", "db\x1fh3"}
     assert set(batch.partitions["alerts"].values()) == {3}
     assert processor.tables["alerts"] == {}  # nothing reaches the tables before _keep
+
+
+class _Store(dict[str, Any]):
+    """A table whose store is itself (the worker writes to ``table.data``)."""
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self
+
+
+class _HeldSender:
+    """A batch sender whose sends are acknowledged only when the test says so."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[list[str], asyncio.Future[None]]] = []
+
+    async def submit(self, records: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.sent.append(([r.topic for r in records], future))
+        return [future]
+
+    wait = staticmethod(worker.BatchSender.wait)
+
+    def acknowledge(self, index: int) -> None:
+        self.sent[index][1].set_result(None)
+
+
+async def test_a_batch_is_computed_over_the_one_before_but_sent_after_it_is_durable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tocsin.v1 import incident_pb2
+    from tocsin_common.config import parse_config
+
+    processor = _processor()
+    processor.tables = {name: _Store() for name in TABLES}
+    processor.config = SimpleNamespace(current=parse_config(GROUPED_CONFIG, "tocsin.yaml"))
+    processor._next_offset = {}
+    processor._rereading = {}
+    processor._changelog_codecs = {
+        name: (f"{name}-changelog", worker._json_dumps, worker._json_dumps) for name in TABLES
+    }
+    acked: list[int] = []
+    processor.app = SimpleNamespace(consumer=object())
+    sender = processor._batch_sender = _HeldSender()
+
+    def event(event_id: str, offset: int) -> Any:
+        event = _alert_input(event_id, "h1", offset)  # the same alert, twice
+        event.message.tp = ("alerts.normalized", 3)
+        event.message.ack = lambda consumer: acked.append(offset)
+        return event
+
+    first = await processor._step([event("e1", 0)], None)
+    assert [topics for topics, _ in sender.sent] == [["incidents.events"]]
+    second_step = asyncio.ensure_future(processor._step([event("e2", 1)], first))
+    await asyncio.sleep(0.01)
+
+    # The second batch is computed (over the first's staged writes), but nothing of it is
+    # sent, and nothing of either is kept or acked, before the first batch is durable.
+    assert len(sender.sent) == 1 and not second_step.done()
+    assert processor.tables["alerts"] == {} and acked == []
+
+    sender.acknowledge(0)  # the first batch's events: its state goes to the changelogs
+    await asyncio.sleep(0.01)
+    changelogs = ["alerts-changelog", "incidents-changelog", "groups-changelog"]
+    assert [topics for topics, _ in sender.sent][1:] == [changelogs]
+    assert processor.tables["alerts"]["db\x1fh1"]["count"] == 1  # kept, going to changelog
+    assert acked == [] and not second_step.done()
+    sender.acknowledge(1)  # its changelogs: it is acked, and the second batch goes out
+    second = await asyncio.wait_for(second_step, 1)
+
+    assert acked == [0]
+    assert processor.tables["alerts"]["db\x1fh1"]["count"] == 1
+    assert [topics for topics, _ in sender.sent][2] == ["incidents.events"]
+    (output,) = second.batch.outputs
+    repeated = incident_pb2.IncidentEvent.FromString(output.value)
+    assert repeated.type == incident_pb2.INCIDENT_EVENT_TYPE_ALERT_UPDATED  # a duplicate
+
+    sender.acknowledge(2)
+    await asyncio.sleep(0.01)
+    sender.acknowledge(3)
+    await asyncio.wait_for(second.done, 1)
+    assert acked == [0, 1] and processor.tables["alerts"]["db\x1fh1"]["count"] == 2

@@ -10,6 +10,10 @@ tables (and so to their changelogs). The order is what makes a crash safe:
 - killed after: the events are out; a replay may meet the batch's state (all or some of
   it) and compute something else, but nothing it should have said is missing downstream.
 
+While a batch is made durable, the worker computes the next one over its staged writes (views
+over its views), but sends nothing of it before this one is durable and kept: a crash meets
+the two as it would meet two batches one after the other.
+
 Writing state first (as a plain table write does) inverts this: a replay that meets state
 whose events were lost would say "duplicate" where the lost event said "triggered".
 
@@ -71,15 +75,19 @@ class StagedMapping(MutableMapping[str, Any]):
         return self.base[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        # Without raising KeyError on a miss (most reads of new alerts miss): the engine
-        # reads by get() on its hot path.
-        writes = self.writes
-        if key in writes:
-            value = writes[key]
-            return default if value is _DELETED else value
-        base = self.base
-        # not base.get(): a Mapping's get() raises and catches KeyError on a miss
-        return base[key] if key in base else default  # noqa: SIM401
+        # Without raising KeyError through every level on a miss (most reads of new
+        # alerts miss): the engine reads by get() on its hot path.
+        view = self
+        while True:
+            writes = view.writes
+            if key in writes:
+                value = writes[key]
+                return default if value is _DELETED else value
+            base = view.base
+            if not isinstance(base, StagedMapping):
+                # not base.get(): a Mapping's get() raises and catches KeyError on a miss
+                return base[key] if key in base else default  # noqa: SIM401
+            view = base
 
     def __contains__(self, key: object) -> bool:
         writes = self.writes

@@ -135,6 +135,8 @@ class Batch:
     them."""
 
     tables: Mapping[str, Any]
+    # The batch before, while its writes are not yet in the tables: read through.
+    over: Batch | None = None
     journal: Journal = field(init=False, default_factory=Journal)
     views: dict[str, StagedMapping] = field(init=False)
     engine: CorrelationEngine = field(init=False)
@@ -142,15 +144,29 @@ class Batch:
     outputs: list[Output] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # Over each table's store (table.data), not the faust Table: a Table read also
-        # calls faust's sensors, and the worker keeps the writes in the store itself.
+        over = self.over
         self.views = {
-            name: StagedMapping(getattr(table, "data", table), self.journal)
-            for name, table in self.tables.items()
+            name: StagedMapping(self._store(name) if over is None else over.views[name])
+            for name in self.tables
         }
+        for view in self.views.values():
+            view.journal = self.journal
+        self.over = None  # only its views are read
         self.engine = CorrelationEngine(*(self.views[name] for name in TABLES))
         self.partitions = {name: {} for name in self.tables}
         self._names = {id(view): name for name, view in self.views.items()}
+
+    def _store(self, name: str) -> Any:
+        # Each table's store (table.data), not the faust Table: a Table read also calls
+        # faust's sensors, and the worker keeps the writes in the store itself.
+        table = self.tables[name]
+        return getattr(table, "data", table)
+
+    def read_tables(self) -> None:
+        """The batch this one was read over is in the tables now: read them directly (so
+        that batches do not chain)."""
+        for name, view in self.views.items():
+            view.base = self._store(name)
 
     def start_input(self) -> None:
         """An input begins: its writes can be undone until it is kept."""
@@ -168,6 +184,14 @@ class Batch:
             partitions[names[id(view)]][key] = partition
         self.journal.start()
         self.outputs.extend(outputs)
+
+
+@dataclass
+class Pending:
+    """A batch whose events and state are being made durable (then its inputs acked)."""
+
+    batch: Batch
+    done: asyncio.Future[None]
 
 
 class CorrelationWorker:
@@ -253,35 +277,70 @@ class CorrelationWorker:
         waits a fixed time per batch. A batch is whatever arrived while the previous one
         was processed (at least one event, at most BATCH_MAX): one event at low load, big
         batches — so few Kafka acknowledgement waits — under a backlog.
+
+        A batch is processed while the one before is being made durable (_step): the
+        worker computes instead of waiting on Kafka's acknowledgements.
         """
         channel: Any = stream.channel  # the topic iterator the consumer delivers to
         queue = channel.queue
-        while True:
-            try:
-                events = await self._take(queue)
-            except StopAsyncIteration:
-                # faust's way of stopping an agent: thrown into the channel it reads
-                # (its stream iteration ends quietly on it; so does this).
-                return
-            if not events:
-                continue
-            batch = asyncio.ensure_future(self._process_batch(events))
-            try:
-                await asyncio.shield(batch)
-            except asyncio.CancelledError:
-                # faust commits acked offsets when it stops: finish the batch first, and
-                # ack it. One that cannot finish (Kafka gone) must not be committed: leave
-                # as a crash would, so its inputs are read again.
-                done, _ = await asyncio.wait([batch], timeout=BATCH_FINISH_ON_STOP_S)
-                if not done or batch.exception() is not None:
+        pending: Pending | None = None
+        try:
+            while True:
+                try:
+                    events = await self._take(queue)
+                except StopAsyncIteration:
+                    # faust's way of stopping an agent: thrown into the channel it reads
+                    # (its stream iteration ends quietly on it; so does this).
+                    return
+                if not events:
+                    continue
+                step = asyncio.ensure_future(self._step(events, pending))
+                try:
+                    pending = await asyncio.shield(step)
+                except asyncio.CancelledError:
+                    # faust commits acked offsets when it stops: finish the batch first
+                    # (below). One that cannot finish (Kafka gone) must not be committed:
+                    # leave as a crash would, so its inputs are read again.
+                    await asyncio.wait([step], timeout=BATCH_FINISH_ON_STOP_S)
+                    if not step.done() or step.exception() is not None:
+                        log.critical("stopping in the middle of a batch; exiting without commit")
+                        os._exit(70)
+                    pending = step.result()
+                    raise
+                # An exception of a batch (not a broker or store failure: those are retried
+                # in place; not an input's: those are dead-lettered) crashes the agent with
+                # nothing of that batch or the next acked, so they cannot be committed.
+        finally:
+            if pending is not None and not pending.done.done():
+                # Stopping (or crashing on a later batch): the batch in flight is still
+                # made durable and acked, or the process leaves without a commit.
+                await asyncio.wait([pending.done], timeout=BATCH_FINISH_ON_STOP_S)
+                if not pending.done.done() or pending.done.exception() is not None:
                     log.critical("stopping in the middle of a batch; exiting without commit")
                     os._exit(70)
-                self._ack(events)
-                raise
-            # An exception of the batch (not a broker or store failure: those are retried
-            # in place; not an input's: those are dead-lettered) crashes the agent with
-            # nothing of the batch acked, so it cannot be committed.
-            self._ack(events)
+
+    async def _step(self, events: Sequence[Any], previous: Pending | None) -> Pending:
+        """Run the engine over a batch on staged state — over the previous batch's writes
+        while that one is still being made durable — then, once the previous one is done,
+        send this one's events and start making it durable (returned, running).
+
+        Nothing of a batch is sent before the previous batch is durable and kept: Kafka
+        receives every record in the order of the inputs, as without the overlap, and a
+        batch whose events must be sent again (broker failure) is never overtaken.
+        """
+        over = previous.batch if previous is not None and not previous.done.done() else None
+        batch = Batch(self.tables, over)
+        config = self.config.current
+        inputs = await self._in_order(events)
+        BATCH_SIZE.observe(len(inputs))
+        for event in inputs:
+            await self._process_input(batch, event, config)
+        if previous is not None:
+            await previous.done  # its failure is this batch's: nothing further is sent
+            if over is not None:
+                batch.read_tables()
+        submitted = await self._submit(batch.outputs)
+        return Pending(batch, asyncio.ensure_future(self._finish(batch, events, submitted)))
 
     async def _take(self, queue: Any) -> list[Any]:
         """The next batch: wait for one event, then take every event already delivered
@@ -329,22 +388,17 @@ class CorrelationWorker:
         for event in events:
             event.message.ack(consumer)
 
-    async def _process_batch(self, events: Sequence[Any]) -> None:
-        """Run the engine over a batch on staged state, make its events durable, then keep
-        its state (see staging.py for why in this order)."""
-        batch = Batch(self.tables)
-        config = self.config.current
-        inputs = await self._in_order(events)
-        BATCH_SIZE.observe(len(inputs))
-        for event in inputs:
-            await self._process_input(batch, event, config)
-        submitted = await self._submit(batch.outputs)
+    async def _finish(
+        self, batch: Batch, events: Sequence[Any], submitted: Submitted | None
+    ) -> None:
+        """Make a batch durable: its events acknowledged by Kafka (acks=all), then its state
+        kept (see staging.py for why in this order), then its inputs acked. A re-send
+        repeats event ids, which every consumer of incidents.events applies once."""
         # Prepared while the batch's events are on their way: nothing is applied or sent.
         records = self._changelog_records(batch)
-        # Every event acknowledged by Kafka (acks=all) before the batch's state is kept. A
-        # re-send repeats event ids, which every consumer of incidents.events applies once.
         await self._send_durably(batch.outputs, "the batch's events", submitted)
         await self._keep(batch, records)
+        self._ack(events)
 
     async def _in_order(self, events: Sequence[Any]) -> list[Any]:
         """The events that follow, in their partition, the last one processed; a jump means
