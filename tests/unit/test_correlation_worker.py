@@ -44,10 +44,11 @@ def test_epoch_stamps_are_set_timestamp_of_the_datetime() -> None:
         rng.randrange(2_000_000_000) + (rng.randrange(10**6) + 0.5) / 1e6 for _ in range(2000)
     ]
     for epoch in epochs:
-        fast, slow = Timestamp(), Timestamp()
+        fast, again, slow = Timestamp(), Timestamp(), Timestamp()
         engine._set_epoch(fast, epoch)
+        engine._set_epoch(again, epoch)  # the stamp it remembers
         set_timestamp(slow, datetime.fromtimestamp(epoch, UTC))
-        assert fast == slow, epoch
+        assert fast == slow and again == slow, epoch
     # outside the range (and not a number): the error the datetime path raises
     for epoch in (253_402_300_799.9999996, 1e20, -1e20, float("nan"), float("inf")):
         with pytest.raises((ValueError, OverflowError)) as fast_error:
@@ -55,6 +56,96 @@ def test_epoch_stamps_are_set_timestamp_of_the_datetime() -> None:
         with pytest.raises((ValueError, OverflowError)) as slow_error:
             set_timestamp(Timestamp(), datetime.fromtimestamp(epoch, UTC))
         assert fast_error.type is slow_error.type, epoch
+
+
+def _incident_by_keywords(state: engine.IncidentState) -> Any:
+    """The incident message as the protobuf constructor makes it from every field: what
+    write_proto's field-by-field shortcut must equal."""
+    from tocsin.v1 import incident_pb2
+    from tocsin_correlation.changes import ChangeRecord
+
+    incident = incident_pb2.Incident(
+        incident_id=state.incident_id,
+        service_id=state.service_id,
+        title=state.title,
+        status={"triggered": 1, "acknowledged": 2, "resolved": 3}[state.status],
+        urgency=incident_pb2.URGENCY_HIGH if state.urgency == "high" else incident_pb2.URGENCY_LOW,
+        severity=state.severity,
+        group_key=state.group_key,
+        escalation_policy_id=state.escalation_policy_id,
+        alert_count=len(state.alert_keys),
+        open_alert_count=len(state.open_alert_keys),
+        dedup_keys=[k.split("\x1f", 1)[1] for k in state.alert_keys],
+        labels=state.labels,
+        assigned_user_id=state.assigned_user_id,
+        held_by_incident_id=state.held_by_incident_id,
+        flapping=state.flapping,
+        suppressed=state.suppressed,
+        suppressed_reason=state.suppressed_reason,
+        probable_causes=[
+            incident_pb2.ProbableCause(
+                change=ChangeRecord.from_json(c["change"]).event(),
+                rank=c["rank"],
+                reason=c["reason"],
+            )
+            for c in state.probable_causes
+        ],
+    )
+    for name in ("created_at", "updated_at", "resolved_at", "snoozed_until"):
+        epoch = getattr(state, name)
+        if epoch is not None:
+            set_timestamp(getattr(incident, name), datetime.fromtimestamp(epoch, UTC))
+    return incident
+
+
+def test_incidents_written_field_by_field_equal_the_constructors() -> None:
+    from tocsin.v1 import alert_pb2
+    from tocsin_correlation.changes import ChangeRecord
+
+    change = ChangeRecord.from_event(
+        alert_pb2.ChangeEvent(event_id="c1", service_id="db", summary="deploy 42"), 1.7e9
+    )
+    plain = engine.IncidentState(
+        incident_id="i1",
+        service_id="db",
+        title="",
+        status="triggered",
+        urgency="low",
+        severity=0,
+        group_key="",
+        escalation_policy_id="pol",
+        created_at=1_790_000_000.25,
+        updated_at=1_790_000_001.5,
+    )
+    everything = engine.IncidentState(
+        incident_id="i2",
+        service_id="db",
+        title="Disk full",
+        status="resolved",
+        urgency="high",
+        severity=alert_pb2.SEVERITY_ERROR,
+        group_key="content:abc",
+        escalation_policy_id="pol",
+        created_at=1_790_000_000.123456,
+        updated_at=1_790_000_100.0,
+        alert_keys=["db\x1fh1", "db\x1fh2\x1fwith separator"],
+        open_alert_keys=["db\x1fh2\x1fwith separator"],
+        labels={"alertname": "DiskFull", "host": "h1"},
+        resolved_at=1_790_000_200.5,
+        assigned_user_id="alice",
+        snoozed_until=1_790_003_600.0,
+        held_by_incident_id="i0",
+        flapping=True,
+        suppressed=True,
+        suppressed_reason="silenced by s1",
+        probable_causes=[{"change": change.to_json(), "rank": 1, "reason": "same service"}],
+    )
+    for state in (plain, everything):
+        written = state.to_proto()
+        assert written == _incident_by_keywords(state)
+        assert written.SerializeToString(deterministic=True) == _incident_by_keywords(
+            state
+        ).SerializeToString(deterministic=True)
 
 
 def test_changelog_bytes_are_fausts_own() -> None:
