@@ -5,6 +5,7 @@ dicts (all keyed so that they live in the partition of the service they concern)
 - alerts:    alert_key(service, dedup key) -> AlertState JSON (with its flap history)
 - incidents: incident id -> IncidentState JSON
 - groups:    service + group key -> id of the open incident taking that group's alerts
+             (content and time grouping)
 - held:      incident id -> {holder, holder_service, service_id} while an upstream holds it
 - sources:   service id -> {alert key: labels} of firing alerts that can inhibit others
 - changes:   service id -> recent ChangeRecord JSONs (changes.py)
@@ -535,14 +536,16 @@ class CorrelationEngine:
                 **(self.sources.get(alert.service_id) or {}),
                 key: labels,
             }
-        gkey = grouping.group_key(alert, service.grouping.mode, service.grouping.fields)
+        mode = service.grouping.mode
+        gkey = grouping.group_key(alert, mode, service.grouping.fields)
         # Suppressed alerts group among themselves: joining a paging incident would hide
         # nothing, and an unsuppressed alert must never join a silent incident.
         slot = f"{alert.service_id}\x1f{gkey}" + ("\x1fsuppressed" if suppression else "")
-        incident_id = self.groups.get(slot)
-        window = (
-            service.grouping.window.total_seconds() if service.grouping.mode != "none" else None
-        )
+        # Mode none keeps no group: its group is the alert itself, whose incident a new
+        # alert of the same key joins only while flapping (keep_with, below), and an
+        # entry per alert was a table write and a changelog record for nothing.
+        incident_id = self.groups.get(slot) if mode != "none" else None
+        window = service.grouping.window.total_seconds() if mode != "none" else None
         state = AlertState(
             alert_id=derived_id(alert.event_id, "alert"),
             incident_id="",
@@ -604,7 +607,8 @@ class CorrelationEngine:
         incident.probable_causes = self._causes(alert.service_id, service, config, now, view)
         state.incident_id = incident.incident_id
         self.alerts[key] = state.to_json()
-        self.groups[slot] = incident.incident_id
+        if mode != "none":
+            self.groups[slot] = incident.incident_id
         if suppression is not None:
             incident.suppressed = True
             incident.suppressed_reason = suppression[1]
