@@ -505,8 +505,16 @@ async def test_a_batch_is_computed_over_the_one_before_but_sent_after_it_is_dura
         event.message.ack = lambda consumer: acked.append(offset)
         return event
 
+    from prometheus_client import REGISTRY
+
+    def consumed() -> float:
+        labels = {"service": "correlation", "topic": "alerts.normalized"}
+        return REGISTRY.get_sample_value("tocsin_kafka_messages_consumed_total", labels) or 0.0
+
+    before = consumed()
     first = await processor._step([event("e1", 0)], None)
     assert [topics for topics, _ in sender.sent] == [["incidents.events"]]
+    assert consumed() == before + 1
     second_step = asyncio.ensure_future(processor._step([event("e2", 1)], first))
     await asyncio.sleep(0.01)
 

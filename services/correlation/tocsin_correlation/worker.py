@@ -142,6 +142,9 @@ class Batch:
     engine: CorrelationEngine = field(init=False)
     partitions: dict[str, dict[str, int]] = field(init=False)
     outputs: list[Output] = field(default_factory=list)
+    # inputs processed, by topic: counted once a batch (a metric's lock per input cost
+    # more than counting here)
+    consumed: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         over = self.over
@@ -335,6 +338,8 @@ class CorrelationWorker:
         BATCH_SIZE.observe(len(inputs))
         for event in inputs:
             await self._process_input(batch, event, config)
+        for topic, count in batch.consumed.items():
+            self._consumed(topic).inc(count)
         if previous is not None:
             await previous.done  # its failure is this batch's: nothing further is sent
             if over is not None:
@@ -509,7 +514,8 @@ class CorrelationWorker:
                 batch.outputs.append(self._dead_letter(event, error, headers))
                 return
             batch.keep_input(message.partition, outputs)
-            self._consumed(message.topic).inc()
+            consumed = batch.consumed
+            consumed[message.topic] = consumed.get(message.topic, 0) + 1
             return
 
     def _consumed(self, topic: str) -> Any:
