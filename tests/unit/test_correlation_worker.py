@@ -197,9 +197,8 @@ def test_without_spans_the_consumed_trace_context_is_forwarded() -> None:
 # --- batches --------------------------------------------------------------------------
 
 
-def _event(offset: int, generation: int = 1) -> Any:
-    message = SimpleNamespace(tp=("alerts.normalized", 0), offset=offset, generation_id=generation)
-    return SimpleNamespace(message=message)
+def _record(offset: int, generation: int = 1) -> Any:
+    return SimpleNamespace(tp=("alerts.normalized", 0), offset=offset, generation_id=generation)
 
 
 def _taker(active: bool = True) -> Any:
@@ -221,14 +220,14 @@ async def test_a_batch_is_what_was_delivered_up_to_the_maximum(
     monkeypatch.setattr(worker, "BATCH_WITHIN_S", 0.0)
     queue: asyncio.Queue[Any] = asyncio.Queue()
     for offset in range(5):
-        queue.put_nowait(_event(offset))
+        queue.put_nowait(_record(offset))
     taker = _taker()
 
     first = await taker._take(queue)
     second = await taker._take(queue)
 
-    assert [e.message.offset for e in first] == [0, 1, 2]
-    assert [e.message.offset for e in second] == [3, 4]
+    assert [r.offset for r in first] == [0, 1, 2]
+    assert [r.offset for r in second] == [3, 4]
     assert ("alerts.normalized", 0) in taker.app.monitor.stream_inbound_time
 
 
@@ -239,8 +238,8 @@ async def test_a_batch_waits_for_its_first_event_only(monkeypatch: pytest.Monkey
     taking = asyncio.ensure_future(taker._take(queue))
     await asyncio.sleep(0.01)
     assert not taking.done()
-    queue.put_nowait(_event(7))
-    assert [e.message.offset for e in await asyncio.wait_for(taking, 1)] == [7]
+    queue.put_nowait(_record(7))
+    assert [r.offset for r in await asyncio.wait_for(taking, 1)] == [7]
 
 
 async def test_events_of_an_old_generation_or_a_stopped_flow_are_left_out(
@@ -248,11 +247,11 @@ async def test_events_of_an_old_generation_or_a_stopped_flow_are_left_out(
 ) -> None:
     monkeypatch.setattr(worker, "BATCH_WITHIN_S", 0.0)
     queue: asyncio.Queue[Any] = asyncio.Queue()
-    for event in (_event(0, generation=0), _event(1), _event(2, generation=0)):
-        queue.put_nowait(event)
-    assert [e.message.offset for e in await _taker()._take(queue)] == [1]
+    for record in (_record(0, generation=0), _record(1), _record(2, generation=0)):
+        queue.put_nowait(record)
+    assert [r.offset for r in await _taker()._take(queue)] == [1]
 
-    queue.put_nowait(_event(3))
+    queue.put_nowait(_record(3))
     assert await _taker(active=False)._take(queue) == []
 
 
@@ -411,8 +410,14 @@ def _alert_input(event_id: str, host: str, offset: int) -> Any:
         summary=f"disk full on {host}",
         labels={"alertname": "DiskFull"},
     )
-    message = SimpleNamespace(topic="alerts.normalized", partition=3, offset=offset)
-    return SimpleNamespace(message=message, key=b"db", value=alert.SerializeToString(), headers=[])
+    return SimpleNamespace(
+        topic="alerts.normalized",
+        partition=3,
+        offset=offset,
+        key=b"db",
+        value=alert.SerializeToString(),
+        headers=[],
+    )
 
 
 async def test_an_input_that_fails_half_way_leaves_nothing_in_the_batch(
@@ -496,14 +501,13 @@ async def test_a_batch_is_computed_over_the_one_before_but_sent_after_it_is_dura
         name: (f"{name}-changelog", worker._json_dumps, worker._json_dumps) for name in TABLES
     }
     acked: list[int] = []
-    processor.app = SimpleNamespace(consumer=object())
+    processor.app = SimpleNamespace(consumer=SimpleNamespace(ack=lambda r: acked.append(r.offset)))
     sender = processor._batch_sender = _HeldSender()
 
-    def event(event_id: str, offset: int) -> Any:
-        event = _alert_input(event_id, "h1", offset)  # the same alert, twice
-        event.message.tp = ("alerts.normalized", 3)
-        event.message.ack = lambda consumer: acked.append(offset)
-        return event
+    def record(event_id: str, offset: int) -> Any:
+        record = _alert_input(event_id, "h1", offset)  # the same alert, twice
+        record.tp = ("alerts.normalized", 3)
+        return record
 
     from prometheus_client import REGISTRY
 
@@ -512,10 +516,10 @@ async def test_a_batch_is_computed_over_the_one_before_but_sent_after_it_is_dura
         return REGISTRY.get_sample_value("tocsin_kafka_messages_consumed_total", labels) or 0.0
 
     before = consumed()
-    first = await processor._step([event("e1", 0)], None)
+    first = await processor._step([record("e1", 0)], None)
     assert [topics for topics, _ in sender.sent] == [["incidents.events"]]
     assert consumed() == before + 1
-    second_step = asyncio.ensure_future(processor._step([event("e2", 1)], first))
+    second_step = asyncio.ensure_future(processor._step([record("e2", 1)], first))
     await asyncio.sleep(0.01)
 
     # The second batch is computed (over the first's staged writes), but nothing of it is
@@ -544,3 +548,77 @@ async def test_a_batch_is_computed_over_the_one_before_but_sent_after_it_is_dura
     sender.acknowledge(3)
     await asyncio.wait_for(second.done, 1)
     assert acked == [0, 1] and processor.tables["alerts"]["db\x1fh1"]["count"] == 2
+
+
+# --- records handed over directly ------------------------------------------------------
+
+
+class _FetchLoop:
+    """What faust's Consumer._drain_messages reads, around one fetch of `records`: the
+    loop stops after handing them over."""
+
+    def __init__(self, records: list[Any], flow_active: bool) -> None:
+        from collections import defaultdict
+
+        self.handed_to_conductor: list[Any] = []
+        self._records = records
+        self._fetches = 0
+        self._stopped = SimpleNamespace(is_set=lambda: self._fetches > 0)
+        self.suspend_flow = asyncio.Event()
+        self.app = SimpleNamespace(
+            flow_control=SimpleNamespace(is_active=lambda: flow_active),
+            topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+        )
+        self._read_offset: dict[Any, Any] = defaultdict(lambda: None)
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self._commit_every = None
+        self.should_stop = False
+        self.consumer_stopped_errors = ()
+        self.log = SimpleNamespace(dev=lambda *a, **k: None, exception=lambda *a, **k: None)
+
+    async def callback(self, message: Any) -> None:
+        self.handed_to_conductor.append(message)
+
+    async def wait_first(self, *coroutines: Any) -> None:
+        for coroutine in coroutines:
+            coroutine.close()  # the flow is stopped: nothing handed over
+
+    def getmany(self, timeout: float) -> Any:
+        self._fetches += 1
+        records = self._records
+
+        async def fetched() -> Any:
+            for record in records:
+                yield record.tp, record
+
+        return fetched()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def _fetched(topic: str, offset: int) -> Any:
+    return SimpleNamespace(topic=topic, tp=(topic, 0), offset=offset, key=b"k", value=b"v")
+
+
+@pytest.mark.parametrize("flow_active", [True, False])
+async def test_records_of_a_direct_channel_go_to_its_queue_as_fetched(flow_active: bool) -> None:
+    from mode.utils.queues import FlowControlEvent, ThrowableQueue
+    from tocsin_common import faustapp
+
+    queue: Any = ThrowableQueue(maxsize=10, flow_control=FlowControlEvent())
+    records = [_fetched("alerts.normalized", 0), _fetched("other", 0)]
+    records.append(_fetched("alerts.normalized", 1))
+    loop = _FetchLoop(records, flow_active)
+    faustapp.deliver_directly(loop.app, SimpleNamespace(topics=("alerts.normalized",), queue=queue))
+
+    await faustapp._drain_messages(loop, SimpleNamespace(_stopped=loop._stopped))
+
+    taken = [queue.get_nowait() for _ in range(queue.qsize())]
+    if flow_active:
+        # the records themselves, in order; other topics still go through the conductor
+        assert taken == [records[0], records[2]]
+        assert loop.handed_to_conductor == [records[1]]
+    else:
+        # rebalancing: nothing handed over, so nothing acked (read again after the seek)
+        assert taken == [] and loop.handed_to_conductor == []

@@ -56,7 +56,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
     can wait on then (a full stream queue, the producer's buffer) is emptied by the agents
     and the producer, not by this loop. So it is awaited as is, and faust's wait_first is
     kept for a record met while the flow is stopped. Everything else is faust's loop
-    (faust-streaming 0.15), unchanged.
+    (faust-streaming 0.15), unchanged, except for the topics of a channel registered with
+    :func:`deliver_directly`.
     """
     callback = self.callback
     getmany = self.getmany
@@ -72,6 +73,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
     unset_flag = self.diag.unset_flag
     commit_every = self._commit_every
     acks_enabled_for = self.app.topics.acks_enabled_for
+    direct: dict[str, Any] = self.app.__dict__.setdefault(_DIRECT, {})
 
     yield_every = 100
     num_since_yield = 0
@@ -105,7 +107,15 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                             self._n_acked = 0
                             await self.commit()
                         if not suspend_flow.is_set() and flow_control.is_active():
-                            await callback(message)
+                            queue = direct.get(message.topic) if direct else None
+                            if queue is None:
+                                await callback(message)
+                            elif queue.maxsize <= 0 or queue.qsize() < queue.maxsize:
+                                queue.force_put_nowait(message)
+                            else:  # full: wait for room (and for the flow)
+                                await queue.put(message)
+                        elif message.topic in direct:
+                            pass  # from before a rebalance: read again after its seek
                         else:
                             await self.wait_first(callback(message), suspend_flow.wait())
                         set_read_offset(tp, offset)
@@ -138,6 +148,26 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
 
 
 Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
+
+_DIRECT = "_tocsin_direct_queues"  # app attribute: topic -> the queue its records go to
+
+
+def deliver_directly(app: faust.App, channel: Any) -> None:
+    """Hand the records of `channel`'s topics to its queue as they are fetched: faust's
+    Message (key, value and headers as bytes), not through the conductor.
+
+    For a consumer that takes the records from the queue itself and acks each with
+    ``app.consumer.ack`` (it must ack every record it is handed while the flow is active).
+    The conductor's path is a lock, the flow and producer-buffer checks, a decode and an
+    Event per record, then a put into the same queue: for a correlation worker that took
+    more time than anything but its engine. A record met while the flow is stopped
+    (rebalancing) is left, as the conductor's path leaves it, unacked: the rebalance's
+    seek reads it again. The queue is faust's, so a rebalance clears it and stopping an
+    agent still throws into it.
+    """
+    queues: dict[str, Any] = app.__dict__.setdefault(_DIRECT, {})
+    for topic in channel.topics:
+        queues[topic] = channel.queue
 
 
 class _LoopPolicy(asyncio.DefaultEventLoopPolicy):

@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_common import metrics
 from tocsin_common.config import ConfigStore, TocsinConfig
-from tocsin_common.faustapp import make_app
+from tocsin_common.faustapp import deliver_directly, make_app
 from tocsin_common.kafka import EventProducer, KeyPartitioner
 from tocsin_common.settings import Settings
 from tocsin_common.timeutil import set_timestamp
@@ -274,30 +274,32 @@ class CorrelationWorker:
     async def _agent(self, stream: StreamT[Any]) -> None:
         """Alerts, commands and changes of the worker's partitions, in batches.
 
-        The events are taken straight from the queue the consumer delivers them to (the
-        stream's channel), not through faust's stream iteration: that costs an event-loop
-        round and a pass through processors and sensors per event, and take_events then
-        waits a fixed time per batch. A batch is whatever arrived while the previous one
-        was processed (at least one event, at most BATCH_MAX): one event at low load, big
-        batches — so few Kafka acknowledgement waits — under a backlog.
+        The records are handed by the consumer straight to the stream's channel queue
+        (faustapp.deliver_directly: no decode, no Event) and taken from it here, not through
+        faust's stream iteration: that costs an event-loop round and a pass through
+        processors and sensors per event, and take_events then waits a fixed time per
+        batch. A batch is whatever arrived while the previous one was processed (at least
+        one record, at most BATCH_MAX): one record at low load, big batches — so few Kafka
+        acknowledgement waits — under a backlog.
 
         A batch is processed while the one before is being made durable (_step): the
         worker computes instead of waiting on Kafka's acknowledgements.
         """
         channel: Any = stream.channel  # the topic iterator the consumer delivers to
+        deliver_directly(self.app, channel)
         queue = channel.queue
         pending: Pending | None = None
         try:
             while True:
                 try:
-                    events = await self._take(queue)
+                    records = await self._take(queue)
                 except StopAsyncIteration:
                     # faust's way of stopping an agent: thrown into the channel it reads
                     # (its stream iteration ends quietly on it; so does this).
                     return
-                if not events:
+                if not records:
                     continue
-                step = asyncio.ensure_future(self._step(events, pending))
+                step = asyncio.ensure_future(self._step(records, pending))
                 try:
                     pending = await asyncio.shield(step)
                 except asyncio.CancelledError:
@@ -322,7 +324,7 @@ class CorrelationWorker:
                     log.critical("stopping in the middle of a batch; exiting without commit")
                     os._exit(70)
 
-    async def _step(self, events: Sequence[Any], previous: Pending | None) -> Pending:
+    async def _step(self, records: Sequence[Any], previous: Pending | None) -> Pending:
         """Run the engine over a batch on staged state — over the previous batch's writes
         while that one is still being made durable — then, once the previous one is done,
         send this one's events and start making it durable (returned, running).
@@ -334,10 +336,10 @@ class CorrelationWorker:
         over = previous.batch if previous is not None and not previous.done.done() else None
         batch = Batch(self.tables, over)
         config = self.config.current
-        inputs = await self._in_order(events)
+        inputs = await self._in_order(records)
         BATCH_SIZE.observe(len(inputs))
-        for event in inputs:
-            await self._process_input(batch, event, config)
+        for record in inputs:
+            await self._process_input(batch, record, config)
         for topic, count in batch.consumed.items():
             self._consumed(topic).inc(count)
         if previous is not None:
@@ -345,67 +347,67 @@ class CorrelationWorker:
             if over is not None:
                 batch.read_tables()
         submitted = await self._submit(batch.outputs)
-        return Pending(batch, asyncio.ensure_future(self._finish(batch, events, submitted)))
+        return Pending(batch, asyncio.ensure_future(self._finish(batch, records, submitted)))
 
     async def _take(self, queue: Any) -> list[Any]:
-        """The next batch: wait for one event, then take every event already delivered
-        (lingering BATCH_WITHIN_S for more when that is set), up to BATCH_MAX.
+        """The next batch of records (faust Messages): wait for one, then take every one
+        already delivered (lingering BATCH_WITHIN_S for more when that is set), up to
+        BATCH_MAX.
 
-        Events the consumer hands over from before the last rebalance, or while the flow
+        Records the consumer hands over from before the last rebalance, or while the flow
         is suspended (rebalancing, recovering tables), are left out and never acked, as
         faust's stream skips them (faustapp.py): they are fetched again after the seek.
         """
-        events: list[Any] = []
+        records: list[Any] = []
         first = await queue.get()
-        self._take_into(events, first)
-        self._drain(queue, events)
-        if BATCH_WITHIN_S > 0 and len(events) < BATCH_MAX:
+        self._take_into(records, first)
+        self._drain(queue, records)
+        if BATCH_WITHIN_S > 0 and len(records) < BATCH_MAX:
             await asyncio.sleep(BATCH_WITHIN_S)
-            self._drain(queue, events)
+            self._drain(queue, records)
         # faust's consumer warns that a stream stalled when this is not kept up.
         monitor = self.app.monitor
-        if monitor is not None and events:
+        if monitor is not None and records:
             inbound = monitor.stream_inbound_time
             now = time.monotonic()
-            for event in events:
-                inbound[event.message.tp] = now
-        return events
+            for record in records:
+                inbound[record.tp] = now
+        return records
 
-    def _drain(self, queue: Any, events: list[Any]) -> None:
-        while len(events) < BATCH_MAX:
+    def _drain(self, queue: Any, records: list[Any]) -> None:
+        while len(records) < BATCH_MAX:
             try:
-                value = queue.get_nowait()
+                record = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            self._take_into(events, value)
+            self._take_into(records, record)
 
-    def _take_into(self, events: list[Any], value: Any) -> None:
+    def _take_into(self, records: list[Any], record: Any) -> None:
         app = self.app
-        message = value.message
-        if not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id:
+        if not app.flow_control.is_active() or record.generation_id != app.consumer_generation_id:
             return
-        events.append(value)
+        records.append(record)
 
-    def _ack(self, events: Sequence[Any]) -> None:
+    def _ack(self, records: Sequence[Any]) -> None:
         """The batch is done (its events durable, its state kept): its offsets may be
         committed."""
-        consumer = self.app.consumer
-        for event in events:
-            event.message.ack(consumer)
+        ack = self.app.consumer.ack  # each record was handed over once: no reference count
+        for record in records:
+            ack(record)
 
     async def _finish(
-        self, batch: Batch, events: Sequence[Any], submitted: Submitted | None
+        self, batch: Batch, records: Sequence[Any], submitted: Submitted | None
     ) -> None:
         """Make a batch durable: its events acknowledged by Kafka (acks=all), then its state
         kept (see staging.py for why in this order), then its inputs acked. A re-send
         repeats event ids, which every consumer of incidents.events applies once."""
         # Prepared while the batch's events are on their way: nothing is applied or sent.
-        records = self._changelog_records(batch)
+        changelogs = self._changelog_records(batch)
         await self._send_durably(batch.outputs, "the batch's events", submitted)
-        await self._keep(batch, records)
-        self._ack(events)
+        await self._keep(batch, changelogs)
+        self._ack(records)
 
-    async def _in_order(self, events: Sequence[Any]) -> list[Any]:
+    async def _in_order(self, records: Sequence[Any]) -> list[Any]:
         """The events that follow, in their partition, the last one processed; a jump means
         the consumer skipped records, and the partition is read again from the first one
         missing.
@@ -419,8 +421,7 @@ class CorrelationWorker:
         """
         kept = []
         now = time.monotonic()
-        for event in events:
-            message = event.message
+        for message in records:
             tp = message.tp
             offset = message.offset
             awaited = self._rereading.get(tp)
@@ -450,7 +451,7 @@ class CorrelationWorker:
                 message.acked = True
                 continue
             self._next_offset[tp] = offset + 1
-            kept.append(event)
+            kept.append(message)
         return kept
 
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
@@ -458,40 +459,38 @@ class CorrelationWorker:
         self._next_offset.clear()
         self._rereading.clear()
 
-    async def _process_input(self, batch: Batch, event: Any, config: TocsinConfig) -> None:
-        message = event.message
+    async def _process_input(self, batch: Batch, message: Any, config: TocsinConfig) -> None:
         if not self._spans:
             # No exporter: a span would be built and thrown away, yet it costs as much as
             # the engine. The input's trace context goes on to what it produces unchanged.
             await self._attempt(
-                batch, event, config, None, forwarded_kafka_headers(_headers(event))
+                batch, message, config, None, forwarded_kafka_headers(message.headers)
             )
             return
         with consume_span(
             self._tracer,
             message.topic,
-            _headers(event),
+            _headers(message),
             **{"messaging.kafka.partition": message.partition},
         ) as span:
-            await self._attempt(batch, event, config, span, None)
+            await self._attempt(batch, message, config, span, None)
 
     async def _attempt(
         self,
         batch: Batch,
-        event: Any,
+        message: Any,
         config: TocsinConfig,
         span: Any,
         headers: list[tuple[str, bytes]] | None,
     ) -> None:
         """Run one input until it is done or dead-lettered. `headers`: those of every
         record it produces when it has no span (None: each record gets its own)."""
-        message = event.message
         backoff = RETRY_FIRST_S
         while True:
             batch.start_input()
             try:
                 outputs = await self._handle(
-                    batch.engine, message.topic, event.value, config, headers
+                    batch.engine, message.topic, message.value, config, headers
                 )
             except TRANSIENT as error:
                 # A store or the broker is down: wait and do this input again (its
@@ -511,7 +510,7 @@ class CorrelationWorker:
                 batch.drop_input()
                 if span is not None:
                     record_error(span, error)
-                batch.outputs.append(self._dead_letter(event, error, headers))
+                batch.outputs.append(self._dead_letter(message, error, headers))
                 return
             batch.keep_input(message.partition, outputs)
             consumed = batch.consumed
@@ -664,10 +663,9 @@ class CorrelationWorker:
         return self._batch_sender
 
     def _dead_letter(
-        self, event: Any, error: Exception, headers: list[tuple[str, bytes]] | None = None
+        self, message: Any, error: Exception, headers: list[tuple[str, bytes]] | None = None
     ) -> Output:
         """Keep an input that failed, whole, with why; the partition keeps moving."""
-        message = event.message
         log.exception(
             "record failed; dead-lettered",
             extra={
@@ -681,16 +679,16 @@ class CorrelationWorker:
             source_topic=message.topic,
             source_partition=message.partition,
             source_offset=message.offset,
-            original_key=event.key or b"",
-            original_value=event.value or b"",
-            original_headers=dict(_headers(event) or {}),
+            original_key=message.key or b"",
+            original_value=message.value or b"",
+            original_headers=dict(_headers(message) or {}),
             failed_service=SERVICE,
         )
         set_timestamp(letter.failed_at, datetime.now(UTC))
         metrics.DEAD_LETTERS.labels(SERVICE, message.topic, type(error).__name__).inc()
         return Output(
             ALERTS_DEADLETTER.name,
-            event.key or b"",
+            message.key or b"",
             letter.SerializeToString(),
             kafka_headers() if headers is None else headers,
         )
@@ -909,8 +907,8 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _headers(event: Any) -> Any:
-    headers = event.headers
+def _headers(message: Any) -> Any:
+    headers = message.headers
     if not headers:
         return None
     return dict(headers) if not isinstance(headers, dict) else headers
