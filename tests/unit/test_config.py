@@ -723,3 +723,12 @@ async def test_sighup_reloads(tmp_path: Path) -> None:
         assert store.current.team("sre").name == "Site Reliability"
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+
+
+def test_an_incidents_alert_bound_is_checked() -> None:
+    text = BASE.replace(
+        "    depends_on: [payments]\n",
+        "    depends_on: [payments]\n    grouping: {mode: time, max_alerts: 0}\n",
+    )
+    issue = issue_at(issues_of(text), "services[0].grouping.max_alerts")
+    assert "greater than or equal to 1" in issue.message

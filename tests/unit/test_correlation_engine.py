@@ -615,3 +615,27 @@ def test_alert_whose_incident_vanished_starts_afresh(
     event = only_event(engine.on_alert(make_alert("e2"), config, NOW + 1))
     assert event.type == TRIGGERED
     assert event.incident.incident_id != lost
+
+
+def test_a_full_incident_takes_no_more_alerts_the_group_opens_another() -> None:
+    bounded = parse_config(
+        CONFIG_TEXT.replace(
+            "grouping: {mode: content, fields: [labels.alertname], window: 10m}",
+            "grouping: {mode: content, fields: [labels.alertname], window: 10m, max_alerts: 2}",
+        ),
+        "tocsin.yaml",
+    )
+    engine = Tables().engine()
+    events = [
+        only_event(engine.on_alert(content_alert(f"e{i}", f"h{i}", "DiskFull"), bounded, NOW + i))
+        for i in range(5)
+    ]
+
+    assert [e.type for e in events] == [TRIGGERED, ALERT_ADDED, TRIGGERED, ALERT_ADDED, TRIGGERED]
+    first, _, second, joined, third = events
+    assert list(joined.incident.dedup_keys) == ["h2", "h3"]
+    assert joined.incident.incident_id == second.incident.incident_id != first.incident.incident_id
+    assert third.incident.incident_id not in (
+        first.incident.incident_id,
+        second.incident.incident_id,
+    )

@@ -570,6 +570,7 @@ class CorrelationEngine:
                 candidate is not None
                 and candidate.is_open
                 and grouping.joins_open_incident(candidate.created_at, now, window)
+                and len(candidate.alert_keys) < service.grouping.max_alerts
             ):
                 incident = candidate
         if incident is not None:

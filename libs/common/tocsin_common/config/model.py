@@ -301,7 +301,9 @@ class Grouping(_Model):
 
     ``none``: one incident per alert. ``content``: alerts with equal values of ``fields``
     join the same open incident if it was opened less than ``window`` ago. ``time``: every
-    alert of the service joins the open incident opened less than ``window`` ago.
+    alert of the service joins the open incident opened less than ``window`` ago. An
+    incident takes at most ``max_alerts`` alerts: the group's next alert opens a new one (an
+    alert storm is still a few incidents, each small enough to handle and to send).
     """
 
     mode: Literal["none", "content", "time"] = "none"
@@ -309,6 +311,7 @@ class Grouping(_Model):
         default=(), validate_default=True
     )
     window: PositiveDuration = timedelta(minutes=5)
+    max_alerts: int = Field(default=1000, ge=1, le=10_000)
 
     @field_validator("fields")
     @classmethod
