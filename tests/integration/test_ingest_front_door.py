@@ -92,15 +92,22 @@ class TopicReader:
         await self._consumer.stop()
 
     async def wait_for(
-        self, predicate: Callable[[Any], bool], count: int = 1, timeout: float = 20
+        self,
+        predicate: Callable[[Any], bool],
+        count: int = 1,
+        timeout: float = 20,
+        distinct: Callable[[Any], Any] | None = None,
     ) -> list[Any]:
+        """The matching records once there are `count` of them (of distinct `distinct(v)`,
+        when given: delivery is at least once, so a record may come twice)."""
         deadline = time.monotonic() + timeout
         while True:
             found = [v for _, v in self.records if predicate(v)]
-            if len(found) >= count:
+            seen = len(found) if distinct is None else len({distinct(v) for v in found})
+            if seen >= count:
                 return found
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(found)}/{count} matching records on {self._topic}")
+                raise TimeoutError(f"{seen}/{count} matching records on {self._topic}")
             batches = await self._consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 self.records += [(r, self._decode(r.value)) for r in records]
