@@ -622,3 +622,29 @@ async def test_records_of_a_direct_channel_go_to_its_queue_as_fetched(flow_activ
     else:
         # rebalancing: nothing handed over, so nothing acked (read again after the seek)
         assert taken == [] and loop.handed_to_conductor == []
+
+
+async def test_an_input_whose_event_would_be_too_big_to_send_is_dead_lettered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tocsin.v1 import alert_pb2
+    from tocsin_common.config import parse_config
+
+    monkeypatch.setattr(worker, "MAX_EVENT_BYTES", 4000)
+    config = parse_config(GROUPED_CONFIG, "tocsin.yaml")
+    processor = _processor()
+    batch = worker.Batch(processor.tables)
+    small = _alert_input("e1", "h1", 0)
+    huge = _alert_input("e2", "h2", 1)
+    alert = alert_pb2.Alert.FromString(huge.value)
+    alert.labels["alertname"] = "x" * 3000  # copied into the incident: twice in the event
+    huge.value = alert.SerializeToString()
+
+    await processor._process_input(batch, small, config)
+    await processor._process_input(batch, huge, config)
+
+    assert [output.topic for output in batch.outputs] == ["incidents.events", "alerts.deadletter"]
+    letter = alert_pb2.DeadLetter.FromString(batch.outputs[1].value)
+    assert letter.original_value == huge.value and letter.source_offset == 1
+    assert "more than the 4000 a record may have" in letter.reason
+    assert "db\x1fh2" not in batch.views["alerts"]  # its writes undone

@@ -492,6 +492,7 @@ class CorrelationWorker:
                 outputs = await self._handle(
                     batch.engine, message.topic, message.value, config, headers
                 )
+                _check_sizes(outputs)
             except TRANSIENT as error:
                 # A store or the broker is down: wait and do this input again (its
                 # partial writes undone), rather than dead-letter a good alert.
@@ -859,6 +860,25 @@ class BatchSender:
         if counter is None:
             counter = self._counters[topic] = metrics.MESSAGES_PRODUCED.labels(SERVICE, topic)
         return counter
+
+
+# The most an incident event's value and key may take, below the broker's default
+# message.max.bytes (1 MiB) with room for its headers (the trace context) and the batch
+# around it. An alert near the 512 KiB ingest allows, with its labels copied into the
+# incident, can make a bigger one.
+MAX_EVENT_BYTES = 1_000_000
+
+
+def _check_sizes(outputs: Sequence[Output]) -> None:
+    """An event the broker would refuse fails its input (dead-lettered, with why): sent, it
+    would be refused and sent again forever, and its partition would never move on."""
+    for output in outputs:
+        size = len(output.value or b"") + len(output.key)
+        if size > MAX_EVENT_BYTES:
+            raise ValueError(
+                f"its {output.topic} record would have {size} bytes, more than the "
+                f"{MAX_EVENT_BYTES} a record may have"
+            )
 
 
 def _append(builder: Any, record: Output) -> bool:
