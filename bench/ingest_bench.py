@@ -9,7 +9,9 @@
   the former aiohttp client is reported too (`single_event_http_aiohttp_client`);
 - batched Alertmanager webhooks: `--batch` alerts per POST;
 - the Kafka `alerts.raw` topic: records produced straight to Kafka, counted when their
-  normalized alerts are on `alerts.normalized`.
+  normalized alerts are on `alerts.normalized`; with one record key (one partition, which
+  one worker reads) and with 48 (every partition: `kafka_alerts_raw_many_keys`, what
+  scaling out the raw path can use).
 
 Every count is of events answered 202 (or normalized), i.e. durable on Kafka. Runs one
 alert-ingest against TOCSIN_KAFKA_BOOTSTRAP / TOCSIN_REDIS_URL, with tracing off and rate
@@ -245,8 +247,12 @@ async def batched(url: str, count: int, batch: int, concurrency: int) -> dict[st
     }
 
 
-async def raw_topic(bootstrap: str, count: int) -> dict[str, Any]:
-    """Produce `count` Events v2 records to alerts.raw; time until all are normalized."""
+async def raw_topic(bootstrap: str, count: int, keys: int = 1) -> dict[str, Any]:
+    """Produce `count` Events v2 records to alerts.raw; time until all are normalized.
+
+    With one key (how one producer of one integration writes) every record is on one
+    partition, which one ingest worker reads; with `keys` keys they spread over the
+    partitions, which the workers share."""
     marker = uuid.uuid4().hex[:8]
     consumer = AIOKafkaConsumer(
         "alerts.normalized",
@@ -268,8 +274,9 @@ async def raw_topic(bootstrap: str, count: int) -> dict[str, Any]:
                 "payload": {"summary": "bench", "source": "bench", "severity": "critical"},
             }
         ).encode()
+        key = KEY if keys == 1 else f"{KEY}-{n % keys}"
         await producer.send(
-            "alerts.raw", body, key=KEY.encode(), headers=[("tocsin-format", b"events_v2")]
+            "alerts.raw", body, key=key.encode(), headers=[("tocsin-format", b"events_v2")]
         )
     await producer.flush()
     seen = 0
@@ -282,6 +289,7 @@ async def raw_topic(bootstrap: str, count: int) -> dict[str, Any]:
     await consumer.stop()
     return {
         "events": count,
+        "keys": keys,
         "normalized": seen,
         "seconds": round(seconds, 2),
         "events_per_s": round(seen / seconds, 1),
@@ -340,6 +348,9 @@ async def one_run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
             pid, batched(url, args.events * 4, args.batch, 8)
         )
         result["kafka_alerts_raw"] = await _measured(pid, raw_topic(bootstrap, args.events * 2))
+        result["kafka_alerts_raw_many_keys"] = await _measured(
+            pid, raw_topic(bootstrap, args.events * 2, keys=RAW_KEYS)
+        )
         return result
     finally:
         ingest.kill()
@@ -350,7 +361,9 @@ PATHS = (
     "single_event_http_aiohttp_client",
     "alertmanager_batched",
     "kafka_alerts_raw",
+    "kafka_alerts_raw_many_keys",
 )
+RAW_KEYS = 48  # record keys of the many-keys alerts.raw phase: every partition has some
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -384,6 +397,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "single_event_http": 2000,
             "alertmanager_batched": 5000,
             "kafka_alerts_raw": 5000,
+            "kafka_alerts_raw_many_keys": 5000,
         },
         "note": "medians over the rounds; events_per_s counts only events answered 202 "
         "(or normalized), i.e. durable on Kafka; service_cpu_us_per_event is alert-ingest's "
