@@ -537,6 +537,7 @@ class CorrelationEngine:
                 key: labels,
             }
         mode = service.grouping.mode
+        grouped = mode != "none"
         gkey = grouping.group_key(alert, mode, service.grouping.fields)
         # Suppressed alerts group among themselves: joining a paging incident would hide
         # nothing, and an unsuppressed alert must never join a silent incident.
@@ -544,8 +545,8 @@ class CorrelationEngine:
         # Mode none keeps no group: its group is the alert itself, whose incident a new
         # alert of the same key joins only while flapping (keep_with, below), and an
         # entry per alert was a table write and a changelog record for nothing.
-        incident_id = self.groups.get(slot) if mode != "none" else None
-        window = service.grouping.window.total_seconds() if mode != "none" else None
+        incident_id = self.groups.get(slot) if grouped else None
+        window = service.grouping.window.total_seconds() if grouped else None
         state = AlertState(
             alert_id=derived_id(alert.event_id, "alert"),
             incident_id="",
@@ -608,7 +609,7 @@ class CorrelationEngine:
         incident.probable_causes = self._causes(alert.service_id, service, config, now, view)
         state.incident_id = incident.incident_id
         self.alerts[key] = state.to_json()
-        if mode != "none":
+        if grouped:
             self.groups[slot] = incident.incident_id
         if suppression is not None:
             incident.suppressed = True

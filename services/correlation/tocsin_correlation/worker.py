@@ -834,9 +834,10 @@ class BatchSender:
             for record in batch_records:
                 if not _append(builder, record):
                     futures.append(await producer.send_batch(builder, topic, partition=partition))
+                    # A new batch takes its first record whatever its size (aiokafka): the
+                    # size a record may have is checked per input (_check_sizes).
                     builder = producer.create_batch()
-                    if not _append(builder, record):
-                        raise ValueError(f"a record of {topic} is too big to send")
+                    _append(builder, record)
             futures.append(await producer.send_batch(builder, topic, partition=partition))
             self._counter(topic).inc(len(batch_records))
         return futures
