@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tocsin_common.secrets import SecretError, generate_secret, read_secret
 
 
