@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -327,6 +328,41 @@ def create_topics(profile: Profile) -> None:
     say("topics created")
 
 
+def secret_file(profile: Profile, name: str) -> Path:
+    """A random secret of this profile, generated once under .run/<profile>/secrets/ (0600):
+    Tocsin's services never invent secrets, and none ships in the repository."""
+    path = profile.run_dir / "secrets" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path
+
+
+def admin_token_file(profile: Profile) -> Path:
+    return profile.run_dir / "secrets" / "admin-token"
+
+
+def bootstrap_admin(profile: Profile) -> None:
+    """The bootstrap admin token (printed once, when new; kept in .run/<profile>/secrets)."""
+    subprocess.run(
+        [
+            str(VENV_PYTHON),
+            "-m",
+            "tocsin_common.auth",
+            "bootstrap",
+            "--out",
+            str(admin_token_file(profile)),
+            "--redis-url",
+            profile.redis_url,
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+
+
 def service_env(
     profile: Profile, service: str, ports: tuple[int, int, int], config: Path
 ) -> dict[str, str]:
@@ -342,6 +378,7 @@ def service_env(
             "TOCSIN_ESCALATION_GRPC": f"127.0.0.1:{profile.escalation[0]}",
             "TOCSIN_PUBLIC_URL": f"http://127.0.0.1:{profile.notification[2]}",
             "TOCSIN_DATA_DIR": str(profile.run_dir / "data" / service),
+            "TOCSIN_SERVICE_SECRET_FILE": str(secret_file(profile, "service-secret")),
             "OTEL_SERVICE_NAME": f"tocsin-{service}",
             "OTEL_EXPORTER_OTLP_ENDPOINT": os.environ.get(
                 "OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{profile.recorder_port + 1}"
@@ -508,6 +545,7 @@ def main() -> None:
         create_topics(profile)
         if args.command == "up":
             start_services(profile, Path(args.config).resolve())
+            bootstrap_admin(profile)
             print_welcome(profile)
     elif args.command == "down":
         stop_all(profile)
@@ -535,6 +573,9 @@ The page shows up at the recording webhook peer (127.0.0.1:{profile.recorder_por
   {rec}/pages.jsonl        every page delivered, one JSON per line
   {rec}/spans.jsonl        every span the services exported (OTLP on :{profile.recorder_port + 1})
   python -m tools.recorder --show-trace TRACE_ID --out {rec}   prints one trace as a tree
+Everything else needs a credential. The bootstrap admin token is in
+  {admin_token_file(profile)}
+  (docs/security.md: create people's tokens with it over AuthService, then revoke it).
 Logs: {profile.run_dir}/logs/   Stop: make down
 """)
 

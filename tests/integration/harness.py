@@ -16,7 +16,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import grpc
+from tocsin_common.auth.access import BearerClientInterceptor
+from tocsin_common.auth.directory import BOOTSTRAP_ADMIN
+from tocsin_common.auth.policy import PrincipalKind, Role
+from tocsin_common.auth.tokens import TokenStore
+from tocsin_common.secrets import generate_secret
 
 from tools.recorder import OtlpTraceSink, RecordingHttpPeer
 
@@ -117,11 +125,45 @@ class Stack:
     traces: OtlpTraceSink = field(init=False)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)  # overrides, e.g. for benches
+    admin_token: str = ""  # a live token of the bootstrap admin, made by start()
 
     def __post_init__(self) -> None:
         self.pages = RecordingHttpPeer(free_port())
         self.traces = OtlpTraceSink(free_port())
         self.config_path = self.workdir / "tocsin.yaml"
+        self.service_secret = generate_secret()
+
+    def channel(self, service: str, token: str | None = None) -> grpc.aio.Channel:
+        """A channel to ``service`` whose calls carry ``token`` (the admin's by default;
+        "" for none)."""
+        token = self.admin_token if token is None else token
+        interceptors = [BearerClientInterceptor(token)] if token else []
+        return grpc.aio.insecure_channel(self.grpc_target(service), interceptors=interceptors)
+
+    async def token_for(
+        self,
+        subject: str,
+        kind: PrincipalKind = PrincipalKind.USER,
+        scope: Role = Role.ADMIN,
+        ttl: timedelta = timedelta(hours=1),
+    ) -> tuple[str, str]:
+        """A new API token of ``subject`` written straight to the stack's Redis: (token, id)."""
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(self.redis_url)
+        try:
+            token, record = await TokenStore(redis).create(
+                subject_id=subject,
+                subject_kind=kind,
+                name=f"integration test: {subject}",
+                scope=scope,
+                ttl=ttl,
+                created_by="integration-harness",
+                now=datetime.now(UTC),
+            )
+        finally:
+            await redis.aclose()
+        return token, record.token_id
 
     @property
     def ingest_url(self) -> str:
@@ -151,6 +193,7 @@ class Stack:
                 "TOCSIN_ESCALATION_GRPC": f"127.0.0.1:{ports['escalation'][0]}",
                 "TOCSIN_DATA_DIR": str(self.workdir / "data" / name),
                 "TOCSIN_CONFIG_RELOAD_SECONDS": "0.5",
+                "TOCSIN_SERVICE_SECRET": self.service_secret,
                 "TOCSIN_WEBHOOK_SECRET": "integration-secret",
                 "TOCSIN_LINK_SECRET": "integration-link-secret",
                 "TOCSIN_PUBLIC_URL": f"http://127.0.0.1:{ports['notification'][2]}",
@@ -172,6 +215,7 @@ class Stack:
             )
         for service in self.services.values():
             service.start()
+        self.admin_token, _ = await self.token_for(BOOTSTRAP_ADMIN, PrincipalKind.SERVICE_ACCOUNT)
         await asyncio.gather(*(s.wait_healthy() for s in self.services.values()))
 
     async def restart(self, name: str, sig: int = signal.SIGKILL) -> None:

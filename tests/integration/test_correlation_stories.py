@@ -135,7 +135,7 @@ async def test_a_silence_made_over_grpc_prevents_the_page(stack: Stack) -> None:
         comment="known issue",
     )
     set_timestamp(silence.ends_at, ends)
-    async with grpc.aio.insecure_channel(stack.grpc_target("correlation")) as channel:
+    async with stack.channel("correlation") as channel:
         stub = spb_grpc.SilenceServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as bad:
             await stub.CreateSilence(spb.CreateSilenceRequest(silence=spb.Silence()))

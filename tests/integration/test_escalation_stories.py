@@ -87,7 +87,7 @@ async def wait_pages(
 
 
 async def incidents(stack: Stack) -> incident_service_pb2_grpc.IncidentServiceStub:
-    channel = grpc.aio.insecure_channel(stack.grpc_target("escalation"))
+    channel = stack.channel("escalation")
     return incident_service_pb2_grpc.IncidentServiceStub(channel)
 
 
@@ -298,7 +298,7 @@ async def test_level_two_fires_exactly_once_after_escalation_is_killed_mid_wait(
 
 
 def oncall(stack: Stack) -> oncall_service_pb2_grpc.OnCallServiceStub:
-    channel = grpc.aio.insecure_channel(stack.grpc_target("escalation"))
+    channel = stack.channel("escalation")
     return oncall_service_pb2_grpc.OnCallServiceStub(channel)
 
 

@@ -292,7 +292,7 @@ async def test_a_signed_link_acknowledges_the_incident_and_a_tampered_one_is_ref
             text = await r.text()
             assert r.status == 200, text
             assert "acknowledged" in text
-    async with grpc.aio.insecure_channel(stack.grpc_target("escalation")) as channel:
+    async with stack.channel("escalation") as channel:
         stub = incident_service_pb2_grpc.IncidentServiceStub(channel)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20
@@ -315,7 +315,7 @@ async def test_escalation_answers_a_batch_of_contact_look_ups_one_result_each(
     stack: Stack,
 ) -> None:
     asked = [("nina", "nina-hook"), ("ghost", "x"), ("dora", "dora-bad"), ("nina", "pager")]
-    async with grpc.aio.insecure_channel(stack.grpc_target("escalation")) as channel:
+    async with stack.channel("escalation") as channel:
         stub = oncall_service_pb2_grpc.OnCallServiceStub(channel)
         reply = await stub.GetContactMethods(
             oncall_service_pb2.GetContactMethodsRequest(

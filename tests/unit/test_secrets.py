@@ -26,6 +26,8 @@ def test_reads_the_file_without_its_trailing_newline(tmp_path: Path) -> None:
         ("change-me", "placeholder"),
         ("CHANGE_ME_PLEASE", "placeholder"),
         ("please-changeme-0000000000000000000000000", "placeholder"),
+        ("replace-me-service-secret-000000000000000", "placeholder"),
+        ("dev-only-link-secret-00000000000000000000000", "placeholder"),
         ("short", "at least 32"),
     ],
 )

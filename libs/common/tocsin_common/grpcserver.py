@@ -5,20 +5,31 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from tocsin_common.auth.access import AccessControl, BearerClientInterceptor
 from tocsin_common.tracing import TracingClientInterceptor, TracingServerInterceptor
 
 Registrar = Callable[[grpc.aio.Server], None]
 
 
 class GrpcServer:
-    """A gRPC aio server with health checking; services register their servicers on it."""
+    """A gRPC aio server with health checking; services register their servicers on it.
 
-    def __init__(self, host: str, port: int, service_names: Iterable[str]) -> None:
-        self.server = grpc.aio.server(interceptors=[TracingServerInterceptor()])
+    Every call but health and reflection (and ``access``'s open methods) is authenticated
+    by ``access``'s interceptor, inside the call's SERVER span, so audit records carry the
+    trace id."""
+
+    def __init__(
+        self, host: str, port: int, service_names: Iterable[str], access: AccessControl
+    ) -> None:
+        self.access = access
+        self.server = grpc.aio.server(
+            interceptors=[TracingServerInterceptor(), access.interceptor()]
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names = list(service_names)
@@ -44,9 +55,13 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def client_channel(target: str) -> grpc.aio.Channel:
-    """A channel to another Tocsin service, carrying the trace context in its metadata."""
-    return grpc.aio.insecure_channel(target, interceptors=[TracingClientInterceptor()])
+def client_channel(target: str, credential: str | None = None) -> grpc.aio.Channel:
+    """A channel to another Tocsin service, carrying the trace context in its metadata and,
+    given one, a credential (a service's own: :meth:`AccessControl.credential`)."""
+    interceptors: list[Any] = [TracingClientInterceptor()]
+    if credential is not None:
+        interceptors.append(BearerClientInterceptor(credential))
+    return grpc.aio.insecure_channel(target, interceptors=interceptors)
 
 
 class ThreadedGrpcServer:
@@ -62,9 +77,11 @@ class ThreadedGrpcServer:
         host: str,
         port: int,
         service_names: Iterable[str],
+        access: AccessControl,
         register: Callable[[grpc.aio.Server], None] | None = None,
     ) -> None:
         self._args = (host, port, list(service_names))
+        self._access = access
         self._register = register
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: GrpcServer | None = None
@@ -93,7 +110,7 @@ class ThreadedGrpcServer:
 
     async def _start(self) -> None:
         host, port, names = self._args
-        self._server = GrpcServer(host, port, names)
+        self._server = GrpcServer(host, port, names, self._access)
         if self._register is not None:
             self._register(self._server.server)
         await self._server.start()

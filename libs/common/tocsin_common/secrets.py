@@ -41,6 +41,10 @@ _PLACEHOLDERS = frozenset(
 )
 
 
+# A value containing one of these was copied from an example, whatever else it says.
+_PLACEHOLDER_MARKS = ("changeme", "replaceme", "devonly", "placeholder", "example")
+
+
 class SecretError(ValueError):
     """A required secret is missing, unreadable, a known placeholder or too short."""
 
@@ -53,7 +57,8 @@ def check_secret(name: str, value: str, min_bytes: int = MIN_SECRET_BYTES) -> st
     """``value`` if it can be used as the secret ``name``; SecretError naming it if not."""
     if not value:
         raise SecretError(f"{name}: required, and empty")
-    if _normalized(value) in _PLACEHOLDERS or "changeme" in _normalized(value):
+    normalized = _normalized(value)
+    if normalized in _PLACEHOLDERS or any(m in normalized for m in _PLACEHOLDER_MARKS):
         raise SecretError(f"{name}: a known placeholder value; generate a random secret")
     if len(value.encode()) < min_bytes:
         raise SecretError(

@@ -58,6 +58,12 @@ NOTIFICATIONS_DEADLETTER = Topic(
     retention_ms=30 * 24 * 3600 * 1000,
 )
 
+# Every allowed or denied mutation, from every service; keyed by actor. Kept a year.
+AUDIT = Topic(
+    "audit", 3, "actor (principal id)", "tocsin.v1.AuditRecord",
+    retention_ms=366 * 24 * 3600 * 1000,
+)
+
 ALL_TOPICS: tuple[Topic, ...] = (
     ALERTS_RAW,
     ALERTS_NORMALIZED,
@@ -69,6 +75,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     NOTIFICATIONS_REQUESTS,
     NOTIFICATIONS_STATUS,
     NOTIFICATIONS_DEADLETTER,
+    AUDIT,
 )
 
 # Header naming the wire format of a record on alerts.raw.

@@ -16,6 +16,7 @@ import sys
 from aiohttp import web
 from redis.asyncio import Redis
 from tocsin.v1 import ingest_service_pb2, ingest_service_pb2_grpc
+from tocsin_common.auth.access import access_control
 from tocsin_common.clock import SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.grpcserver import GrpcServer
@@ -100,11 +101,11 @@ async def serve(stop: asyncio.Event) -> None:
     grpc_server: GrpcServer | None = None
     pool: WorkerPool | None = None
     if role.primary:
-        grpc_server = GrpcServer(
-            settings.grpc_host,
-            settings.grpc_port,
-            [ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name],
-        )
+        ingest_name = ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+        # IngestService authenticates each event by its integration (routing) key, as the
+        # HTTP endpoints do; any other method needs a bearer credential.
+        access = access_control(settings, config, open_methods=[f"/{ingest_name}/"])
+        grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [ingest_name], access)
         ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(
             IngestServicer(config, publisher, limiter, clock), grpc_server.server
         )
@@ -146,6 +147,7 @@ async def serve(stop: asyncio.Event) -> None:
                 await task
         if grpc_server is not None:
             await grpc_server.stop()
+            await grpc_server.access.stop()
         await runner.cleanup()
         await producer.stop()
         await redis.aclose()

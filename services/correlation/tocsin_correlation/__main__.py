@@ -10,6 +10,7 @@ from typing import Any
 import faust
 from tocsin.v1 import silence_service_pb2
 from tocsin_common import gc_tuning
+from tocsin_common.auth.access import access_control
 from tocsin_common.config import ConfigStore
 from tocsin_common.faustapp import worker_event_loop
 from tocsin_common.grpcserver import ThreadedGrpcServer
@@ -31,13 +32,15 @@ GC_FULL_EVERY_S = float(os.environ.get("TOCSIN_CORRELATION_GC_FULL_EVERY_S", "60
 def main() -> None:
     settings = bootstrap(SERVICE)
     config = ConfigStore(settings.config_path)
+    access = access_control(settings, config)
     worker = CorrelationWorker(settings, config)
     app = worker.app
     grpc_server = ThreadedGrpcServer(
         settings.grpc_host,
         settings.grpc_port,
         [silence_service_pb2.DESCRIPTOR.services_by_name["SilenceService"].full_name],
-        register=registrar(settings.redis_url, config),
+        access,
+        register=registrar(settings.redis_url, config, access),
     )
     recovered = asyncio.Event()
     background: list[asyncio.Task[None]] = []  # referenced, so they are not collected

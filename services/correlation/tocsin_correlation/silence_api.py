@@ -13,6 +13,8 @@ import grpc
 from redis.asyncio import Redis
 from tocsin.v1 import silence_service_pb2 as pb
 from tocsin.v1 import silence_service_pb2_grpc as pb_grpc
+from tocsin_common.auth.access import AccessControl
+from tocsin_common.auth.directory import silence_resource
 from tocsin_common.config import ConfigStore
 from tocsin_common.timeutil import set_timestamp
 
@@ -36,10 +38,17 @@ async def load_silences(redis: Redis) -> list[Silence]:
 
 
 class SilenceServicer(pb_grpc.SilenceServiceServicer):
-    def __init__(self, redis_url: str, config: ConfigStore, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        redis_url: str,
+        config: ConfigStore,
+        access: AccessControl,
+        clock: Callable[[], float] = time.time,
+    ):
         self._redis_url = redis_url
         self._redis: Redis | None = None
         self._config = config
+        self._access = access
         self._clock = clock
 
     def _client(self) -> Redis:
@@ -73,13 +82,19 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
                 problems.append(f"service_id: unknown service {given.service_id!r}")
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+        silence_id = given.silence_id or str(uuid.uuid4())
+        principal = await self._access.authorize(
+            context,
+            "silence.create",
+            silence_resource(self._config.current, silence_id, given.service_id),
+        )
         silence = Silence(
-            silence_id=given.silence_id or str(uuid.uuid4()),
+            silence_id=silence_id,
             service_id=given.service_id,
             matchers=matchers,
             starts_at=starts,
             ends_at=ends,
-            created_by=given.created_by,
+            created_by=principal.id,  # never a field the client fills in
             comment=given.comment,
         )
         await self._client().hset(
@@ -91,11 +106,15 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
         self, request: pb.ListSilencesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSilencesResponse:
         now = self._clock()
+        config = self._config.current
         found = [
             s
             for s in await load_silences(self._client())
             if (request.include_expired or s.ends_at > now)
             and (not request.service_id or s.service_id in ("", request.service_id))
+            and self._access.allows(
+                "silence.read", silence_resource(config, s.silence_id, s.service_id)
+            )
         ]
         found.sort(key=lambda s: (s.starts_at, s.silence_id))
         return pb.ListSilencesResponse(silences=[s.to_proto() for s in found])
@@ -111,6 +130,11 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
             raise AssertionError("unreachable: abort raises")
         message = pb.Silence()
         message.ParseFromString(raw if isinstance(raw, bytes) else raw.encode())
+        await self._access.authorize(
+            context,
+            "silence.expire",
+            silence_resource(self._config.current, message.silence_id, message.service_id),
+        )
         now = datetime.fromtimestamp(self._clock(), UTC)
         if message.ends_at.ToDatetime(tzinfo=UTC) > now:
             set_timestamp(message.ends_at, now)
@@ -120,8 +144,12 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
         return pb.ExpireSilenceResponse()
 
 
-def registrar(redis_url: str, config: ConfigStore) -> Callable[[grpc.aio.Server], None]:
+def registrar(
+    redis_url: str, config: ConfigStore, access: AccessControl
+) -> Callable[[grpc.aio.Server], None]:
     def register(server: grpc.aio.Server) -> None:
-        pb_grpc.add_SilenceServiceServicer_to_server(SilenceServicer(redis_url, config), server)
+        pb_grpc.add_SilenceServiceServicer_to_server(
+            SilenceServicer(redis_url, config, access), server
+        )
 
     return register

@@ -6,11 +6,15 @@ import asyncio
 
 from redis.asyncio import Redis
 from tocsin.v1 import (
+    auth_service_pb2,
+    auth_service_pb2_grpc,
     incident_service_pb2,
     incident_service_pb2_grpc,
     oncall_service_pb2,
     oncall_service_pb2_grpc,
 )
+from tocsin_common.auth.access import access_control
+from tocsin_common.auth.service import AuthServicer
 from tocsin_common.clock import SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.gc_tuning import freeze_startup_heap
@@ -32,6 +36,7 @@ async def serve(stop: asyncio.Event) -> None:
     settings = bootstrap(SERVICE)
     config = ConfigStore(settings.config_path)
     config.install_sighup()
+    access = access_control(settings, config)
     redis = Redis.from_url(settings.redis_url)
     await wait_for_kafka(settings.kafka_bootstrap)
     await ensure_topics(settings.kafka_bootstrap)
@@ -69,13 +74,18 @@ async def serve(stop: asyncio.Event) -> None:
         [
             incident_service_pb2.DESCRIPTOR.services_by_name["IncidentService"].full_name,
             oncall_service_pb2.DESCRIPTOR.services_by_name["OnCallService"].full_name,
+            auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
         ],
+        access,
     )
     incident_service_pb2_grpc.add_IncidentServiceServicer_to_server(
-        IncidentServicer(projection, producer, config), grpc_server.server
+        IncidentServicer(projection, producer, config, access), grpc_server.server
     )
     oncall_service_pb2_grpc.add_OnCallServiceServicer_to_server(
-        OnCallServicer(config, overrides), grpc_server.server
+        OnCallServicer(config, overrides, access), grpc_server.server
+    )
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(access, settings.kafka_bootstrap), grpc_server.server
     )
     await grpc_server.start()
     # Started: what the process holds now (modules, the config) stays; see gc_tuning.
@@ -98,6 +108,7 @@ async def serve(stop: asyncio.Event) -> None:
         for task in tasks:
             task.cancel()
         await producer.stop()
+        await access.stop()
         await redis.aclose()
 
 

@@ -15,6 +15,13 @@ from tocsin.v1 import (
     oncall_service_pb2,
     oncall_service_pb2_grpc,
 )
+from tocsin_common.auth.access import AccessControl
+from tocsin_common.auth.directory import (
+    contact_resource,
+    incident_resource,
+    policy_resource,
+    schedule_resource,
+)
 from tocsin_common.config import ConfigStore, Schedule, TocsinConfig
 from tocsin_common.kafka import EventProducer
 from tocsin_common.timeutil import from_timestamp, set_timestamp
@@ -36,36 +43,46 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
     """Reads from the projection; changes go through incidents.commands."""
 
     def __init__(
-        self, projection: IncidentProjection, producer: EventProducer, config: ConfigStore
+        self,
+        projection: IncidentProjection,
+        producer: EventProducer,
+        config: ConfigStore,
+        access: AccessControl,
     ) -> None:
         self._projection = projection
         self._producer = producer
         self._config = config
+        self._access = access
 
     async def _incident(
-        self, incident_id: str, context: grpc.aio.ServicerContext
+        self, incident_id: str, context: grpc.aio.ServicerContext, action: str = "incident.read"
     ) -> incident_pb2.Incident:
+        """The incident, once the caller may do ``action`` on it. An unknown incident and one
+        the caller may not read answer alike (NOT_FOUND), so ids cannot be probed."""
         if not incident_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incident_id: is required")
         incident = await self._projection.get(incident_id)
-        if incident is None:
+        resource = incident_resource(
+            self._config.current, incident_id, incident.service_id if incident else ""
+        )
+        if incident is None or not self._access.allows("incident.read", resource):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"incident_id: no incident {incident_id!r}"
             )
         assert incident is not None
+        await self._access.authorize(context, action, resource)
         return incident
 
     async def _command(
-        self, incident_id: str, actor: str, context: grpc.aio.ServicerContext, **kind: object
+        self, incident_id: str, action: str, context: grpc.aio.ServicerContext, **kind: object
     ) -> incident_service_pb2.CommandAccepted:
-        if not actor:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "actor: is required")
-        incident = await self._incident(incident_id, context)
+        incident = await self._incident(incident_id, context, action)
+        principal = self._access.principal()
         command = incident_pb2.IncidentCommand(
             command_id=str(uuid.uuid4()),
             incident_id=incident_id,
             service_id=incident.service_id,
-            actor=actor,
+            actor=principal.id,  # never a field the client fills in
             **kind,  # type: ignore[arg-type]
         )
         set_timestamp(command.requested_at, datetime.now(UTC))
@@ -80,7 +97,7 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
     ) -> incident_service_pb2.CommandAccepted:
         return await self._command(
             request.incident_id,
-            request.actor,
+            "incident.acknowledge",
             context,
             acknowledge=incident_pb2.AcknowledgeCommand(),
         )
@@ -91,7 +108,7 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> incident_service_pb2.CommandAccepted:
         return await self._command(
-            request.incident_id, request.actor, context, resolve=incident_pb2.ResolveCommand()
+            request.incident_id, "incident.resolve", context, resolve=incident_pb2.ResolveCommand()
         )
 
     async def AddNote(
@@ -103,7 +120,7 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text: must not be empty")
         return await self._command(
             request.incident_id,
-            request.actor,
+            "incident.note",
             context,
             note=incident_pb2.NoteCommand(text=request.text),
         )
@@ -127,7 +144,7 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{field}: {e.args[0]}")
         return await self._command(
             request.incident_id,
-            request.actor,
+            "incident.reassign",
             context,
             reassign=incident_pb2.ReassignCommand(
                 escalation_policy_id=request.escalation_policy_id, user_id=request.user_id
@@ -141,7 +158,7 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "until: must be in the future")
         return await self._command(
             request.incident_id,
-            request.actor,
+            "incident.snooze",
             context,
             snooze=incident_pb2.SnoozeCommand(until=request.until),
         )
@@ -151,8 +168,16 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
     ) -> AsyncIterator[incident_pb2.IncidentEvent]:
         services = set(request.service_ids)
         async for event in self._projection.watch():
-            if not services or event.incident.service_id in services:
+            if (not services or event.incident.service_id in services) and self._readable(
+                event.incident
+            ):
                 yield event
+
+    def _readable(self, incident: incident_pb2.Incident) -> bool:
+        return self._access.allows(
+            "incident.read",
+            incident_resource(self._config.current, incident.incident_id, incident.service_id),
+        )
 
     async def Get(
         self,
@@ -176,7 +201,9 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
         incidents = [
             i
             for i in await self._projection.recent(limit)
-            if (not services or i.service_id in services) and (not statuses or i.status in statuses)
+            if (not services or i.service_id in services)
+            and (not statuses or i.status in statuses)
+            and self._readable(i)
         ]
         return incident_service_pb2.ListIncidentsResponse(incidents=incidents[:limit])
 
@@ -196,20 +223,33 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
 
     MAX_RANGE = timedelta(days=366)
 
-    def __init__(self, config: ConfigStore, overrides: OverrideStore) -> None:
+    def __init__(
+        self, config: ConfigStore, overrides: OverrideStore, access: AccessControl
+    ) -> None:
         self._config = config
         self._overrides = overrides
+        self._access = access
 
     async def _schedule(
-        self, schedule_id: str, context: grpc.aio.ServicerContext, field: str = "schedule_id"
+        self,
+        schedule_id: str,
+        context: grpc.aio.ServicerContext,
+        field: str = "schedule_id",
+        read: bool = True,
     ) -> Schedule:
+        """The schedule, once the caller may read it (``read``)."""
         if not schedule_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: is required")
         try:
-            return self._config.current.schedule(schedule_id)
+            schedule = self._config.current.schedule(schedule_id)
         except KeyError:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{field}: no schedule {schedule_id!r}")
-        raise AssertionError("unreachable")
+            raise AssertionError("unreachable") from None
+        if read:
+            await self._access.authorize(
+                context, "schedule.read", schedule_resource(self._config.current, schedule_id)
+            )
+        return schedule
 
     async def _span_at(self, schedule: Schedule, at: datetime) -> Span | None:
         runtime = await self._overrides.list(schedule.id)
@@ -242,6 +282,9 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
                     grpc.StatusCode.NOT_FOUND,
                     f"escalation_policy_id: no policy {request.escalation_policy_id!r}",
                 )
+            await self._access.authorize(
+                context, "schedule.read", policy_resource(config, policy.id)
+            )
             for level, step in enumerate(policy.levels, start=1):
                 for t in step.targets:
                     if t.type == "schedule":
@@ -302,7 +345,7 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
         if not request.HasField("override"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "override: is required")
         o = request.override
-        schedule = await self._schedule(o.schedule_id, context, "override.schedule_id")
+        schedule = await self._schedule(o.schedule_id, context, "override.schedule_id", read=False)
         if not o.user_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "override.user_id: is required")
         try:
@@ -311,6 +354,17 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"override.user_id: no user {o.user_id!r}"
             )
+        principal = await self._access.authorize(
+            context,
+            "override.create",
+            schedule_resource(
+                self._config.current,
+                schedule.id,
+                kind="override",
+                owner=o.user_id,
+                ident=f"{schedule.id}/{o.override_id or 'new'}",
+            ),
+        )
         for name in ("start", "end"):
             if not o.HasField(name):
                 await context.abort(
@@ -322,7 +376,7 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "override.end: must be after override.start"
             )
         override_id = o.override_id or str(uuid.uuid4())
-        span = OverrideSpan(o.user_id, start, end, override_id)
+        span = OverrideSpan(o.user_id, start, end, override_id, principal.id)
         fixed = [
             OverrideSpan(f.user, f.start, f.end, f"config:{i}")
             for i, f in enumerate(schedule.overrides)
@@ -337,7 +391,10 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
                 f"{other.user_id!r} ({other.start.isoformat()} to {other.end.isoformat()})",
             )
         result = oncall_service_pb2.Override(
-            override_id=override_id, schedule_id=schedule.id, user_id=o.user_id
+            override_id=override_id,
+            schedule_id=schedule.id,
+            user_id=o.user_id,
+            created_by=principal.id,
         )
         result.start.CopyFrom(o.start)
         result.end.CopyFrom(o.end)
@@ -346,10 +403,22 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
     async def DeleteOverride(
         self, request: oncall_service_pb2.DeleteOverrideRequest, context: grpc.aio.ServicerContext
     ) -> oncall_service_pb2.DeleteOverrideResponse:
-        schedule = await self._schedule(request.schedule_id, context)
+        schedule = await self._schedule(request.schedule_id, context, read=False)
         if not request.override_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "override_id: is required")
-        if not await self._overrides.delete(schedule.id, request.override_id):
+        existing = await self._overrides.get(schedule.id, request.override_id)
+        await self._access.authorize(
+            context,
+            "override.delete",
+            schedule_resource(
+                self._config.current,
+                schedule.id,
+                kind="override",
+                owner=existing.user_id if existing else "",
+                ident=f"{schedule.id}/{request.override_id}",
+            ),
+        )
+        if existing is None or not await self._overrides.delete(schedule.id, request.override_id):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"override_id: schedule {schedule.id!r} has no runtime override "
@@ -362,7 +431,13 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
         request: oncall_service_pb2.GetContactMethodRequest,
         context: grpc.aio.ServicerContext,
     ) -> oncall_service_pb2.ContactMethod:
-        found = contact_method(self._config.current, request.user_id, request.contact_method_id)
+        config = self._config.current
+        await self._access.authorize(
+            context,
+            "contact.read",
+            contact_resource(config, request.user_id, request.contact_method_id),
+        )
+        found = contact_method(config, request.user_id, request.contact_method_id)
         if isinstance(found, LookupFailure):
             await context.abort(found.code, found.message)
             raise AssertionError("unreachable")
@@ -382,6 +457,19 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
         config = self._config.current
         results = []
         for lookup in request.lookups:
+            resource = contact_resource(config, lookup.user_id, lookup.contact_method_id)
+            if not self._access.allows("contact.read", resource):
+                # Denied alone, and audited, without failing the other look-ups.
+                await self._access.check(context, "contact.read", resource)
+                results.append(
+                    oncall_service_pb2.ContactMethodResult(
+                        error=oncall_service_pb2.ContactLookupError(
+                            code=grpc.StatusCode.PERMISSION_DENIED.value[0],
+                            message=f"contact.read of {resource.id!r} denied",
+                        )
+                    )
+                )
+                continue
             found = contact_method(config, lookup.user_id, lookup.contact_method_id)
             if isinstance(found, LookupFailure):
                 results.append(

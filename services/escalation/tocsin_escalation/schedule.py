@@ -66,6 +66,7 @@ class OverrideSpan:
     start: datetime
     end: datetime
     override_id: str = ""
+    created_by: str = ""  # the principal that created a runtime override
 
     def active_at(self, at: datetime) -> bool:
         return self.start <= at < self.end

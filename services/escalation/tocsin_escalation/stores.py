@@ -55,6 +55,7 @@ def _encode(span: OverrideSpan) -> str:
             "user_id": span.user_id,
             "start": span.start.astimezone(UTC).isoformat(),
             "end": span.end.astimezone(UTC).isoformat(),
+            "created_by": span.created_by,
         }
     )
 
@@ -66,6 +67,7 @@ def _decode(override_id: str, raw: bytes | str) -> OverrideSpan:
         datetime.fromisoformat(data["start"]),
         datetime.fromisoformat(data["end"]),
         override_id,
+        data.get("created_by", ""),
     )
 
 
@@ -131,6 +133,10 @@ class OverrideStore:
                     return
                 except WatchError:
                     continue
+
+    async def get(self, schedule_id: str, override_id: str) -> OverrideSpan | None:
+        raw = await self._redis.hget(self._key(schedule_id), override_id)
+        return None if raw is None else _decode(override_id, raw)
 
     async def delete(self, schedule_id: str, override_id: str) -> bool:
         return bool(await self._redis.hdel(self._key(schedule_id), override_id))

@@ -16,6 +16,7 @@ from tocsin.v1 import (
     notification_service_pb2_grpc,
     oncall_service_pb2_grpc,
 )
+from tocsin_common.auth.access import access_control
 from tocsin_common.clock import Clock, SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.gc_tuning import freeze_startup_heap
@@ -84,6 +85,7 @@ def build_pipeline(
     public: str,
     tuning: Tuning,
     clock: Clock,
+    credential: str | None,
     spans: bool = True,
 ) -> Pipeline:
     policy = BundlePolicy(
@@ -105,7 +107,7 @@ def build_pipeline(
         ),
         retry=RetryStage(tuning.retry, clock),
         record=RecordStage(producer, batcher, clock, spans=spans),
-        contacts=contact_directory(GrpcContacts(oncall), tuning),
+        contacts=contact_directory(GrpcContacts(oncall, credential=credential), tuning),
         providers=providers,
         clock=clock,
     )
@@ -128,6 +130,7 @@ async def serve(stop: asyncio.Event) -> None:
     spans = spans_exported()
     config = ConfigStore(settings.config_path)
     config.install_sighup()
+    access = access_control(settings, config)
     notification_settings = config.current.notification
     clock = SystemClock()
     # Blocking pool: a burst queues for a connection instead of failing. The pages' own
@@ -141,7 +144,7 @@ async def serve(stop: asyncio.Event) -> None:
     await ensure_topics(settings.kafka_bootstrap)
     producer = EventProducer(settings.kafka_bootstrap, SERVICE)
     await producer.start()
-    channel = client_channel(settings.escalation_grpc)
+    channel = client_channel(settings.escalation_grpc, access.credential())
     # Contact look-ups: a channel without interceptors (see GrpcContacts).
     contacts_channel = grpc.aio.insecure_channel(settings.escalation_grpc)
     providers: dict[str, Provider] = {
@@ -161,6 +164,7 @@ async def serve(stop: asyncio.Event) -> None:
         public=public_url(settings),
         tuning=Tuning.from_env(),
         clock=clock,
+        credential=access.credential(),
         spans=spans,
     )
     deliverer = Deliverer(pipeline)
@@ -179,9 +183,13 @@ async def serve(stop: asyncio.Event) -> None:
         [
             notification_service_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
         ],
+        access,
     )
     notification_service_pb2_grpc.add_NotificationServiceServicer_to_server(
-        NotificationServicer(redis, deliverer), grpc_server.server
+        NotificationServicer(
+            redis, deliverer, access, incident_service_pb2_grpc.IncidentServiceStub(channel)
+        ),
+        grpc_server.server,
     )
     links = LinkHandler(signer, incident_service_pb2_grpc.IncidentServiceStub(channel), clock)
     runner = web.AppRunner(make_app(links), access_log=None)
@@ -211,6 +219,7 @@ async def serve(stop: asyncio.Event) -> None:
         await channel.close()
         await contacts_channel.close()
         await producer.stop()
+        await access.stop()
         await redis.aclose()
 
 

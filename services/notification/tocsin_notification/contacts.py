@@ -255,8 +255,11 @@ class GrpcContacts:
         *,
         retry_batch_after_s: float = 60.0,
         monotonic: Callable[[], float] = time.monotonic,
+        credential: str | None = None,
     ) -> None:
         self._stub = stub
+        # notification's service credential: escalation shows contact data to it alone.
+        self._auth = {"authorization": f"Bearer {credential}"} if credential else {}
         self._timeout = timeout_s
         self._retry_batch_after = retry_batch_after_s
         self._monotonic = monotonic
@@ -269,7 +272,7 @@ class GrpcContacts:
             kind=SpanKind.CLIENT,
             attributes={"rpc.system": "grpc", "rpc.method": _METHOD},
         ) as span:
-            carrier: dict[str, str] = {}
+            carrier: dict[str, str] = dict(self._auth)
             propagate.inject(carrier)
             try:
                 contact: oncall_service_pb2.ContactMethod = await self._stub.GetContactMethod(
@@ -297,7 +300,7 @@ class GrpcContacts:
             },
             links=[Link(ctx) for ctx in links if ctx.is_valid],
         ) as span:
-            carrier: dict[str, str] = {}
+            carrier: dict[str, str] = dict(self._auth)
             propagate.inject(carrier)
             request = oncall_service_pb2.GetContactMethodsRequest(
                 lookups=[

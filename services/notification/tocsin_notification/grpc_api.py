@@ -8,18 +8,51 @@ import grpc
 from redis.asyncio import Redis
 from tocsin.v1 import (
     incident_pb2,
+    incident_service_pb2,
+    incident_service_pb2_grpc,
     notification_pb2,
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
+from tocsin_common.auth.access import AccessControl
+from tocsin_common.auth.directory import contact_resource, incident_resource
 
 from tocsin_notification.delivery import Deliverer
 
 
 class NotificationServicer(notification_service_pb2_grpc.NotificationServiceServicer):
-    def __init__(self, redis: Redis, deliverer: Deliverer) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        deliverer: Deliverer,
+        access: AccessControl,
+        incidents: incident_service_pb2_grpc.IncidentServiceStub,
+    ) -> None:
         self._redis = redis
         self._deliverer = deliverer
+        self._access = access
+        self._incidents = incidents  # on a channel with notification's service credential
+
+    async def _authorize_incident_read(
+        self, incident_id: str, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Deliveries are read with the incident: the caller must be able to read it
+        (escalation knows its service; an unknown incident answers NOT_FOUND)."""
+        try:
+            incident = await self._incidents.Get(
+                incident_service_pb2.GetIncidentRequest(incident_id=incident_id), timeout=5
+            )
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code is grpc.StatusCode.NOT_FOUND:
+                await context.abort(code, f"incident_id: no incident {incident_id!r}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"incident look-up: {code.name}")
+            raise AssertionError("unreachable") from None
+        resource = incident_resource(self._access.config.current, incident_id, incident.service_id)
+        if not self._access.allows("incident.read", resource):
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"incident_id: no incident {incident_id!r}"
+            )
 
     async def ListDeliveries(
         self,
@@ -28,6 +61,7 @@ class NotificationServicer(notification_service_pb2_grpc.NotificationServiceServ
     ) -> notification_service_pb2.ListDeliveriesResponse:
         if not request.incident_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incident_id: is required")
+        await self._authorize_incident_read(request.incident_id, context)
         response = notification_service_pb2.ListDeliveriesResponse()
         for raw in await self._redis.lrange(f"tocsin:deliveries:{request.incident_id}", 0, -1):
             response.statuses.add().ParseFromString(raw if isinstance(raw, bytes) else raw.encode())
@@ -42,6 +76,13 @@ class NotificationServicer(notification_service_pb2_grpc.NotificationServiceServ
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "user_id and contact_method_id: both are required"
             )
+        await self._access.authorize(
+            context,
+            "notification.test",
+            contact_resource(
+                self._access.config.current, request.user_id, request.contact_method_id
+            ),
+        )
         test_id = f"test-{uuid.uuid4()}"
         page = notification_pb2.NotificationRequest(
             request_id=test_id,

@@ -20,6 +20,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
@@ -29,8 +34,16 @@ class IncidentRef(_message.Message):
     INCIDENT_ID_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
-    actor: _builtins.str
-    """who is acting (user id)"""
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def actor(self) -> _builtins.str:
+        """Ignored: the actor recorded is the caller's authenticated principal (docs/security.md)."""
+
+    @actor.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def actor(self, value: _builtins.str) -> None:
+        """Ignored: the actor recorded is the caller's authenticated principal (docs/security.md)."""
+
     def __init__(
         self,
         *,
@@ -73,7 +86,16 @@ class ReassignRequest(_message.Message):
     ESCALATION_POLICY_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
-    actor: _builtins.str
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def actor(self) -> _builtins.str:
+        """ignored: the actor is the caller's principal"""
+
+    @actor.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def actor(self, value: _builtins.str) -> None:
+        """ignored: the actor is the caller's principal"""
+
     escalation_policy_id: _builtins.str
     user_id: _builtins.str
     def __init__(
@@ -100,7 +122,16 @@ class SnoozeRequest(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     UNTIL_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
-    actor: _builtins.str
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def actor(self) -> _builtins.str:
+        """ignored: the actor is the caller's principal"""
+
+    @actor.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def actor(self, value: _builtins.str) -> None:
+        """ignored: the actor is the caller's principal"""
+
     @_builtins.property
     def until(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -126,7 +157,16 @@ class AddNoteRequest(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
-    actor: _builtins.str
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def actor(self) -> _builtins.str:
+        """ignored: the actor is the caller's principal"""
+
+    @actor.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def actor(self, value: _builtins.str) -> None:
+        """ignored: the actor is the caller's principal"""
+
     text: _builtins.str
     def __init__(
         self,

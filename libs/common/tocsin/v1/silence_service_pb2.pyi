@@ -87,6 +87,7 @@ class Silence(_message.Message):
     service_id: _builtins.str
     """empty: every service"""
     created_by: _builtins.str
+    """output only: set to the caller's principal"""
     comment: _builtins.str
     @_builtins.property
     def matchers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Matcher]: ...

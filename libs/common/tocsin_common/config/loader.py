@@ -342,6 +342,7 @@ class _Checks:
         self._users()
         self._schedules()
         self._policies()
+        self._access()
         return self.found
 
     def _unique_ids(self, section: str, kind: str, items: Sequence[Any]) -> None:
@@ -437,14 +438,48 @@ class _Checks:
     def _teams(self) -> None:
         user_ids = [u.id for u in self.config.users]
         for i, team in enumerate(self.config.teams):
-            seen: set[str] = set()
-            for j, member in enumerate(team.members):
-                path: PathKey = ("teams", i, "members", j)
-                if member in seen:
-                    self.add(path, f"{member!r} is listed more than once")
-                else:
-                    self._ref(path, "user", member, user_ids)
-                seen.add(member)
+            for part in ("members", "managers", "viewers"):
+                seen: set[str] = set()
+                for j, member in enumerate(getattr(team, part)):
+                    path: PathKey = ("teams", i, part, j)
+                    if member in seen:
+                        self.add(path, f"{member!r} is listed more than once")
+                    else:
+                        self._ref(path, "user", member, user_ids)
+                    seen.add(member)
+
+    def _access(self) -> None:
+        cfg = self.config
+        user_ids = [u.id for u in cfg.users]
+        team_ids = [t.id for t in cfg.teams]
+        for i, admin in enumerate(cfg.access.admins):
+            self._ref(("access", "admins", i), "user", admin, user_ids)
+        first: dict[str, int] = {}
+        for i, account in enumerate(cfg.access.service_accounts):
+            if account.id in first:
+                self.add(
+                    ("access", "service_accounts", i, "id"),
+                    f"duplicate service account id {account.id!r}",
+                )
+            first.setdefault(account.id, i)
+            if account.id in user_ids:
+                self.add(
+                    ("access", "service_accounts", i, "id"),
+                    f"{account.id!r} is also a user id; a principal's id names one of them",
+                )
+            for j, grant in enumerate(account.roles):
+                self._ref(
+                    ("access", "service_accounts", i, "roles", j, "team"),
+                    "team",
+                    grant.team,
+                    team_ids,
+                )
+        for i, service in enumerate(cfg.services):
+            if service.team is not None:
+                self._ref(("services", i, "team"), "team", service.team, team_ids)
+        for i, schedule in enumerate(cfg.schedules):
+            if schedule.team is not None:
+                self._ref(("schedules", i, "team"), "team", schedule.team, team_ids)
 
     def _users(self) -> None:
         for i, user in enumerate(self.config.users):

@@ -499,6 +499,7 @@ class Service(_Model):
     id: Slug
     name: Name
     description: str = ""
+    team: Ref | None = None  # the owning team: its roles reach this service (else admins)
     escalation_policy: Ref
     integrations: tuple[Integration, ...] = ()
     grouping: Grouping = Field(default_factory=Grouping)
@@ -539,11 +540,18 @@ class Heartbeat(_Model):
 
 
 class Team(_Model):
-    """A named group of users; as an escalation target it means every member."""
+    """A named group of users; as an escalation target it means every member.
+
+    Roles are held on a team (docs/security.md): members are responders, ``managers`` hold
+    the manager role and ``viewers`` may only read; the team's services, their incidents,
+    schedules and silences are what those roles reach. Managers and viewers need not be
+    members (members are who the team pages)."""
 
     id: Slug
     name: Name
     members: NonEmpty[Ref]
+    managers: tuple[Ref, ...] = ()
+    viewers: tuple[Ref, ...] = ()
 
 
 _ADDRESS_CHECKS = {
@@ -717,6 +725,7 @@ class Schedule(_Model):
     id: Slug
     name: Name
     description: str = ""
+    team: Ref | None = None  # owning team, besides those of the services it pages for
     time_zone: TimeZone
     layers: NonEmpty[Layer]
     overrides: tuple[Override, ...] = ()
@@ -821,6 +830,34 @@ def _first_by_id(items: tuple[Any, ...]) -> dict[str, Any]:
     return index
 
 
+# ---------------------------------------------------------------------------------------------
+# Access (docs/security.md)
+# ---------------------------------------------------------------------------------------------
+
+
+class TeamRoleGrant(_Model):
+    """A role held on a team."""
+
+    team: Ref
+    role: Literal["viewer", "responder", "manager"]
+
+
+class ServiceAccount(_Model):
+    """A tool that calls Tocsin's APIs with a token of its own (CI, a chat bot, a script)."""
+
+    id: Slug
+    name: Name
+    roles: tuple[TeamRoleGrant, ...] = ()
+    admin: bool = False
+
+
+class Access(_Model):
+    """Who holds the global admin role, and the service accounts."""
+
+    admins: tuple[Ref, ...] = ()
+    service_accounts: tuple[ServiceAccount, ...] = ()
+
+
 class TocsinConfig(_Model):
     """The whole configuration file. Look objects up with the index helpers
     (:meth:`service`, :meth:`user`, ...), which raise :class:`KeyError` for unknown ids."""
@@ -833,6 +870,7 @@ class TocsinConfig(_Model):
     schedules: tuple[Schedule, ...] = ()
     escalation_policies: tuple[EscalationPolicy, ...] = ()
     notification: NotificationSettings = Field(default_factory=NotificationSettings)
+    access: Access = Field(default_factory=Access)
 
     # Built once after validation; the model is frozen so they never go stale.
     _services: dict[str, Service] = PrivateAttr(default_factory=dict)
