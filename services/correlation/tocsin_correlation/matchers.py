@@ -1,7 +1,7 @@
 """Alertmanager label matchers over alerts (pure).
 
 Matchers are the config model's :class:`~tocsin_common.config.model.Matcher` (``=``, ``!=``,
-``=~``, ``!~``; regexes anchored; a missing label matches as ""). This module parses the
+``=~``, ``!~``; regexes RE2, anchored; a missing label matches as ""). This module parses the
 text forms people type — ``{alertname="X", severity=~"warn|info"}`` or a list of single
 matchers — and gives every alert a label set to match against.
 """
@@ -57,17 +57,22 @@ def _split(body: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def parse_matchers(spec: str | Iterable[str]) -> tuple[Matcher, ...]:
-    """Matchers from ``{a="x", b=~"y|z"}`` (braces optional) or from a list of matchers."""
+def split_matchers(spec: str | Iterable[str]) -> list[str]:
+    """The text of each matcher in ``{a="x", b=~"y|z"}`` (braces optional) or in a list of
+    matchers, not yet parsed (so a caller can count them first)."""
     if isinstance(spec, str):
         text = spec.strip()
         if text.startswith("{"):
             if not text.endswith("}"):
                 raise MatcherError(f"missing closing brace in {spec!r}")
             text = text[1:-1]
-        items = _split(text)
-    else:
-        items = [item for s in spec for item in (_split(s) if "," in s else [s])]
+        return _split(text)
+    return [item for s in spec for item in (_split(s) if "," in s else [s])]
+
+
+def parse_matchers(spec: str | Iterable[str]) -> tuple[Matcher, ...]:
+    """Matchers from ``{a="x", b=~"y|z"}`` (braces optional) or from a list of matchers."""
+    items = split_matchers(spec)
     if not items:
         raise MatcherError("at least one matcher is needed")
     return tuple(parse_matcher(item) for item in items)
