@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pydantic import ValidationError
 from tocsin.v1 import alert_pb2
 from tocsin_common.config.model import Matcher
+from tocsin_common.validation import clip
 
 SEVERITY_NAMES = {
     alert_pb2.SEVERITY_CRITICAL: "critical",
@@ -26,12 +27,15 @@ class MatcherError(ValueError):
     """A matcher that cannot be parsed; the message names it and says what was expected."""
 
 
-def parse_matcher(text: str) -> Matcher:
+def parse_matcher(text: str, max_value_chars: int | None = None) -> Matcher:
+    """One matcher; with ``max_value_chars``, a longer value is refused before a regex is
+    compiled (compiled regexes are cached)."""
+    context = {"max_value_chars": max_value_chars} if max_value_chars is not None else None
     try:
-        return Matcher.model_validate(text)
+        return Matcher.model_validate(text, context=context)
     except ValidationError as error:
-        problems = "; ".join(str(e["msg"]) for e in error.errors())
-        raise MatcherError(f"invalid matcher {text!r}: {problems}") from None
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
+        raise MatcherError(f"invalid matcher {clip(text)!r}: {problems}") from None
 
 
 def _split(body: str) -> list[str]:

@@ -67,7 +67,7 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
         limits = self._config.current.limits
         problems = []
         try:
-            matchers = matchers_from_proto(given.matchers, limits.silence_max_matchers)
+            matchers = matchers_from_proto(given.matchers, limits)
         except MatcherError as error:
             problems.append(str(error))
             matchers = ()

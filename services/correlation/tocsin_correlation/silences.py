@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tocsin.v1 import silence_service_pb2 as pb
-from tocsin_common.config.model import Matcher
+from tocsin_common.config.model import Limits, Matcher
 from tocsin_common.limits import too_many
 from tocsin_common.timeutil import set_timestamp
 
@@ -59,11 +59,12 @@ class Silence:
 
 
 def matchers_from_proto(
-    matchers: Iterable[pb.Matcher], max_matchers: int | None = None
+    matchers: Iterable[pb.Matcher], limits: Limits | None = None
 ) -> tuple[Matcher, ...]:
     """Matchers of a request. A matcher with no op is read as Alertmanager text in ``name``
     (``severity=~"warn|info"`` or ``{alertname="X", ...}``), for clients that pass text.
-    With ``max_matchers``, more matchers than that are refused before any is parsed."""
+    With ``limits``, more than ``silence_max_matchers`` are refused before any is parsed,
+    and a value over ``matcher_value_max_chars`` before its regex is compiled."""
     texts: list[tuple[int, list[str]]] = []
     for index, m in enumerate(matchers):
         try:
@@ -77,14 +78,14 @@ def matchers_from_proto(
             raise MatcherError(f"matchers[{index}]: {error}") from None
         texts.append((index, items))
     count = sum(len(items) for _, items in texts)
-    if max_matchers is not None and (
-        problem := too_many("matchers", count, max_matchers, "silence_max_matchers")
-    ):
+    cap = limits.silence_max_matchers if limits else None
+    if cap is not None and (problem := too_many("matchers", count, cap, "silence_max_matchers")):
         raise MatcherError(problem)
+    max_value = limits.matcher_value_max_chars if limits else None
     out: list[Matcher] = []
     for index, items in texts:
         try:
-            out.extend(parse_matcher(item) for item in items)
+            out.extend(parse_matcher(item, max_value) for item in items)
         except MatcherError as error:
             raise MatcherError(f"matchers[{index}]: {error}") from None
     if not out:

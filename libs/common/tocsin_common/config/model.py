@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..validation import clip
 from .durations import Duration, PositiveDuration
 
 __all__ = [
@@ -358,9 +359,9 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.dot_nl = True
 _RE2_OPTIONS.never_capture = True
 _RE2_OPTIONS.log_errors = False  # the error is raised, naming the matcher; not logged to stderr
-# Patterns longer than this are compiled on every use instead of cached, so a long pattern
-# that a limit then refuses (limits.matcher_value_max_chars) does not stay in memory.
-_CACHED_PATTERN_MAX_CHARS = 4096
+# Compiled programs are cached (here and in google-re2), so a caller taking values from
+# clients gives Matcher a `max_value_chars` validation context: a value over it is refused
+# before it is compiled (see tocsin_correlation.matchers.parse_matcher).
 
 
 class RegexError(ValueError):
@@ -374,18 +375,14 @@ def _re2_compile(pattern: str) -> Any:
         reason = exc.args[0] if exc.args else exc
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")
-        raise RegexError(str(reason)) from None
+        raise RegexError(clip(str(reason))) from None
 
 
-_re2_compile_cached = functools.lru_cache(maxsize=1024)(_re2_compile)
-
-
+@functools.lru_cache(maxsize=1024)
 def compile_matcher_regex(pattern: str) -> Any:
     """The RE2 program of a matcher regex; its ``fullmatch`` anchors it at both ends, as
     Alertmanager does. Raises :class:`RegexError` for a pattern RE2 refuses."""
-    if len(pattern) > _CACHED_PATTERN_MAX_CHARS:
-        return _re2_compile(pattern)
-    return _re2_compile_cached(pattern)
+    return _re2_compile(pattern)
 
 
 # Linear on any input: the value is everything after the operator, stripped in Python (a lazy
@@ -457,12 +454,18 @@ class Matcher(_Model):
     @field_validator("value")
     @classmethod
     def _regex_compiles(cls, value: str, info: ValidationInfo) -> str:
+        cap = (info.context or {}).get("max_value_chars")
+        if cap is not None and len(value) > cap:
+            raise ValueError(
+                f"value of {len(value):,} characters is over the limit of {cap:,} "
+                "(limits.matcher_value_max_chars)"
+            )
         if info.data.get("op") in ("=~", "!~"):
             try:
                 compile_matcher_regex(value)
             except RegexError as exc:
                 raise ValueError(
-                    f"invalid regular expression {value!r}: {exc} (matchers use RE2 syntax: "
+                    f"invalid regular expression {clip(value)!r}: {exc} (matchers use RE2 syntax: "
                     "no backreferences or lookaround, repetition counts up to 1000)"
                 ) from None
         return value
