@@ -167,6 +167,83 @@ async def test_a_silence_made_over_grpc_prevents_the_page(stack: Stack) -> None:
     assert len(pages_titled(stack, title)) == 1
 
 
+def limits_silence(*matchers: str, comment: str = "", silence_id: str = "") -> spb.Silence:
+    silence = spb.Silence(
+        silence_id=silence_id,
+        service_id="corr-limits",
+        matchers=[spb.Matcher(name=m) for m in matchers],
+        comment=comment,
+    )
+    set_timestamp(silence.ends_at, datetime.now(UTC) + timedelta(hours=1))
+    return silence
+
+
+async def test_the_silence_service_enforces_its_limits(stack: Stack) -> None:
+    # stack_config/10-correlation.yaml: active_silences_per_service 5, silence_retention 3s.
+    never = f'summary="never {uuid.uuid4()}"'
+    refused = [
+        (limits_silence(never, comment="c" * 1001), "limits.silence_comment_max_chars"),
+        (limits_silence("{" + ", ".join([never] * 33) + "}"), "limits.silence_max_matchers"),
+        (limits_silence('summary=~"' + "v" * 1001 + '"'), "limits.matcher_value_max_chars"),
+        (limits_silence('summary=~"(a+)\\1"'), "invalid regular expression"),
+        (limits_silence('summary=~"(?=a)a"'), "RE2 syntax"),
+    ]
+    async with stack.channel("correlation") as channel:
+        stub = spb_grpc.SilenceServiceStub(channel)
+        for silence, named in refused:
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await stub.CreateSilence(spb.CreateSilenceRequest(silence=silence))
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert named in (bad.value.details() or "")
+        # A ReDoS pattern is accepted and costs nothing: RE2 runs in linear time.
+        title = f"redos {uuid.uuid4()}"
+        redos = await stub.CreateSilence(
+            spb.CreateSilenceRequest(
+                silence=limits_silence(f'summary="{title}"', 'text!~"(a|a)*b"')
+            )
+        )
+        ids = [redos.silence_id]
+        for _ in range(4):
+            created = await stub.CreateSilence(
+                spb.CreateSilenceRequest(silence=limits_silence(never))
+            )
+            ids.append(created.silence_id)
+        with pytest.raises(grpc.aio.AioRpcError) as full:
+            await stub.CreateSilence(spb.CreateSilenceRequest(silence=limits_silence(never)))
+        assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "limits.active_silences_per_service" in (full.value.details() or "")
+        # Replacing one of them is not one more.
+        await stub.CreateSilence(
+            spb.CreateSilenceRequest(silence=limits_silence(never, silence_id=ids[1]))
+        )
+        # The ReDoS matcher fails to match 10,000 a's in linear time, so the alert is silenced
+        # at once (on Python's re that one evaluation would run for ages).
+        await asyncio.sleep(1.5)  # the worker's snapshot refreshes every second
+        await produce(stack, new_alert("corr-limits", title, summary=title, text="a" * 10_000))
+        events = await events_until(
+            stack, "corr-limits", of_type(T.INCIDENT_EVENT_TYPE_SUPPRESSED, 1, title), timeout=15
+        )
+        suppressed = [e for e in events if e.incident.title == title][-1].incident
+        assert suppressed.suppressed and redos.silence_id in suppressed.suppressed_reason
+        # Expired silences are listed during their retention, then deleted.
+        for silence_id in ids:
+            await stub.ExpireSilence(spb.ExpireSilenceRequest(silence_id=silence_id))
+        await stub.CreateSilence(spb.CreateSilenceRequest(silence=limits_silence(never)))
+        listed = await stub.ListSilences(
+            spb.ListSilencesRequest(service_id="corr-limits", include_expired=True)
+        )
+        assert set(ids) <= {s.silence_id for s in listed.silences}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            listed = await stub.ListSilences(
+                spb.ListSilencesRequest(service_id="corr-limits", include_expired=True)
+            )
+            if not set(ids) & {s.silence_id for s in listed.silences}:
+                break
+            await asyncio.sleep(0.5)
+        assert not set(ids) & {s.silence_id for s in listed.silences}
+
+
 def suppressed_event(events: list[Event], title: str) -> Event:
     """The SUPPRESSED event of the incident titled `title`: events of other incidents of
     the service, and other services' timeline entries, may come after it."""

@@ -213,6 +213,28 @@ async def test_snoozing_pauses_paging_until_the_snooze_ends(stack: Stack) -> Non
     assert pages[1].json()["idempotency_key"] != pages[0].json()["idempotency_key"]
 
 
+async def test_a_snooze_beyond_the_horizon_and_an_oversized_note_are_refused(
+    stack: Stack,
+) -> None:
+    stub = await incidents(stack)
+    too_far = datetime.now(UTC) + timedelta(days=7, minutes=1)  # limits.snooze_max: 7d
+    with pytest.raises(grpc.aio.AioRpcError) as snooze:
+        await stub.Snooze(
+            incident_service_pb2.SnoozeRequest(
+                incident_id="any", actor="sam", until=to_timestamp(too_far)
+            )
+        )
+    assert snooze.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "until: " in (snooze.value.details() or "")
+    assert "limits.snooze_max" in (snooze.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as note:
+        await stub.AddNote(
+            incident_service_pb2.AddNoteRequest(incident_id="any", actor="sam", text="n" * 10_001)
+        )
+    assert note.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "limits.note_max_chars" in (note.value.details() or "")
+
+
 async def test_reassigning_to_a_user_pages_that_user(stack: Stack) -> None:
     title = await trigger(stack, "reassign")
     [page] = await wait_pages(stack, title, "esc-rae")

@@ -24,3 +24,12 @@ class InvalidInput(ValueError):
     def __init__(self, errors: list[FieldError]) -> None:
         super().__init__("; ".join(str(e) for e in errors))
         self.errors = errors
+
+
+def clip(text: str, most: int = 200) -> str:
+    """``text``, or when longer than ``most`` its two ends around a note of what was left
+    out: error messages quote what they refuse, never a whole oversized request."""
+    if len(text) <= most:
+        return text
+    half = most // 2
+    return f"{text[:half]}...[{len(text) - 2 * half:,} characters]...{text[-half:]}"

@@ -1,7 +1,7 @@
 """Alertmanager label matchers over alerts (pure).
 
 Matchers are the config model's :class:`~tocsin_common.config.model.Matcher` (``=``, ``!=``,
-``=~``, ``!~``; regexes anchored; a missing label matches as ""). This module parses the
+``=~``, ``!~``; regexes RE2, anchored; a missing label matches as ""). This module parses the
 text forms people type — ``{alertname="X", severity=~"warn|info"}`` or a list of single
 matchers — and gives every alert a label set to match against.
 """
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pydantic import ValidationError
 from tocsin.v1 import alert_pb2
 from tocsin_common.config.model import Matcher
+from tocsin_common.validation import clip
 
 SEVERITY_NAMES = {
     alert_pb2.SEVERITY_CRITICAL: "critical",
@@ -26,12 +27,15 @@ class MatcherError(ValueError):
     """A matcher that cannot be parsed; the message names it and says what was expected."""
 
 
-def parse_matcher(text: str) -> Matcher:
+def parse_matcher(text: str, max_value_chars: int | None = None) -> Matcher:
+    """One matcher; with ``max_value_chars``, a longer value is refused before a regex is
+    compiled (compiled regexes are cached)."""
+    context = {"max_value_chars": max_value_chars} if max_value_chars is not None else None
     try:
-        return Matcher.model_validate(text)
+        return Matcher.model_validate(text, context=context)
     except ValidationError as error:
-        problems = "; ".join(str(e["msg"]) for e in error.errors())
-        raise MatcherError(f"invalid matcher {text!r}: {problems}") from None
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
+        raise MatcherError(f"invalid matcher {clip(text)!r}: {problems}") from None
 
 
 def _split(body: str) -> list[str]:
@@ -57,17 +61,22 @@ def _split(body: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def parse_matchers(spec: str | Iterable[str]) -> tuple[Matcher, ...]:
-    """Matchers from ``{a="x", b=~"y|z"}`` (braces optional) or from a list of matchers."""
+def split_matchers(spec: str | Iterable[str]) -> list[str]:
+    """The text of each matcher in ``{a="x", b=~"y|z"}`` (braces optional) or in a list of
+    matchers, not yet parsed (so a caller can count them first)."""
     if isinstance(spec, str):
         text = spec.strip()
         if text.startswith("{"):
             if not text.endswith("}"):
                 raise MatcherError(f"missing closing brace in {spec!r}")
             text = text[1:-1]
-        items = _split(text)
-    else:
-        items = [item for s in spec for item in (_split(s) if "," in s else [s])]
+        return _split(text)
+    return [item for s in spec for item in (_split(s) if "," in s else [s])]
+
+
+def parse_matchers(spec: str | Iterable[str]) -> tuple[Matcher, ...]:
+    """Matchers from ``{a="x", b=~"y|z"}`` (braces optional) or from a list of matchers."""
+    items = split_matchers(spec)
     if not items:
         raise MatcherError("at least one matcher is needed")
     return tuple(parse_matcher(item) for item in items)

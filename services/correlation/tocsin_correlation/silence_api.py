@@ -16,10 +16,16 @@ from tocsin.v1 import silence_service_pb2_grpc as pb_grpc
 from tocsin_common.auth.access import AccessControl
 from tocsin_common.auth.directory import silence_resource
 from tocsin_common.config import ConfigStore
+from tocsin_common.limits import active_silences_problem, silence_problems
 from tocsin_common.timeutil import set_timestamp
 
 from tocsin_correlation.matchers import MatcherError
-from tocsin_correlation.silences import Silence, matchers_from_proto, silence_from_proto
+from tocsin_correlation.silences import (
+    Silence,
+    count_active,
+    matchers_from_proto,
+    silence_from_proto,
+)
 
 SILENCES_KEY = "tocsin:silences"
 
@@ -35,6 +41,12 @@ async def load_silences(redis: Redis) -> list[Silence]:
         except MatcherError:
             continue  # validated when created; never let one bad entry hide the others
     return out
+
+
+async def purge_silences(redis: Redis, silence_ids: list[str]) -> None:
+    """Delete these silences (those past ``limits.silence_retention``)."""
+    if silence_ids:
+        await redis.hdel(SILENCES_KEY, *silence_ids)
 
 
 class SilenceServicer(pb_grpc.SilenceServiceServicer):
@@ -61,12 +73,20 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
     ) -> pb.CreateSilenceResponse:
         given = request.silence
         now = self._clock()
+        limits = self._config.current.limits
         problems = []
         try:
-            matchers = matchers_from_proto(given.matchers)
+            matchers = matchers_from_proto(given.matchers, limits)
         except MatcherError as error:
             problems.append(str(error))
             matchers = ()
+        problems += silence_problems(
+            limits,
+            matchers,
+            comment=given.comment,
+            silence_id=given.silence_id,
+            created_by=given.created_by,
+        )
         starts = given.starts_at.ToNanoseconds() / 1e9 if given.HasField("starts_at") else now
         if not given.HasField("ends_at"):
             problems.append("ends_at: required")
@@ -88,6 +108,10 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
             "silence.create",
             silence_resource(self._config.current, silence_id, given.service_id),
         )
+        stored = await load_silences(self._client())
+        active = count_active(stored, given.service_id, now, excluding=given.silence_id)
+        if full := active_silences_problem(limits, given.service_id, active):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, full)
         silence = Silence(
             silence_id=silence_id,
             service_id=given.service_id,

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tocsin.v1 import silence_service_pb2 as pb
-from tocsin_common.config.model import Matcher
+from tocsin_common.config.model import Limits, Matcher
+from tocsin_common.limits import too_many
 from tocsin_common.timeutil import set_timestamp
 
-from tocsin_correlation.matchers import MatcherError, matches_all, parse_matchers
+from tocsin_correlation.matchers import MatcherError, matches_all, parse_matcher, split_matchers
 
 _OPS = {pb.Matcher.OP_EQUAL: "=", pb.Matcher.OP_NOT_EQUAL: "!=", pb.Matcher.OP_REGEX: "=~"}
 _OPS[pb.Matcher.OP_NOT_REGEX] = "!~"
@@ -57,21 +58,51 @@ class Silence:
         return silence
 
 
-def matchers_from_proto(matchers: Iterable[pb.Matcher]) -> tuple[Matcher, ...]:
+def matchers_from_proto(
+    matchers: Iterable[pb.Matcher], limits: Limits | None = None
+) -> tuple[Matcher, ...]:
     """Matchers of a request. A matcher with no op is read as Alertmanager text in ``name``
-    (``severity=~"warn|info"`` or ``{alertname="X", ...}``), for clients that pass text."""
-    out: list[Matcher] = []
+    (``severity=~"warn|info"`` or ``{alertname="X", ...}``), for clients that pass text.
+    With ``limits``, more than ``silence_max_matchers`` are refused before any is parsed,
+    and a value over ``matcher_value_max_chars`` before its regex is compiled."""
+    texts: list[tuple[int, list[str]]] = []
     for index, m in enumerate(matchers):
         try:
             if m.op == pb.Matcher.OP_UNSPECIFIED:
-                out.extend(parse_matchers(m.name))
+                items = split_matchers(m.name)
+                if not items:
+                    raise MatcherError("at least one matcher is needed")
             else:
-                out.extend(parse_matchers([f"{m.name}{_OPS[m.op]}{_quote(m.value)}"]))
+                items = [f"{m.name}{_OPS[m.op]}{_quote(m.value)}"]
+        except MatcherError as error:
+            raise MatcherError(f"matchers[{index}]: {error}") from None
+        texts.append((index, items))
+    count = sum(len(items) for _, items in texts)
+    cap = limits.silence_max_matchers if limits else None
+    if cap is not None and (problem := too_many("matchers", count, cap, "silence_max_matchers")):
+        raise MatcherError(problem)
+    max_value = limits.matcher_value_max_chars if limits else None
+    out: list[Matcher] = []
+    for index, items in texts:
+        try:
+            out.extend(parse_matcher(item, max_value) for item in items)
         except MatcherError as error:
             raise MatcherError(f"matchers[{index}]: {error}") from None
     if not out:
         raise MatcherError("matchers: at least one matcher is needed")
     return tuple(out)
+
+
+def count_active(
+    silences: Iterable[Silence], service_id: str, now: float, excluding: str = ""
+) -> int:
+    """How many silences of ``service_id`` ("" = those of every service) are active or
+    still to start at ``now``, leaving out the silence ``excluding`` (one being replaced)."""
+    return sum(
+        1
+        for s in silences
+        if s.service_id == service_id and s.ends_at > now and s.silence_id != excluding
+    )
 
 
 def _quote(value: str) -> str:

@@ -36,6 +36,7 @@ from tocsin_common import metrics
 from tocsin_common.config import ConfigStore, TocsinConfig
 from tocsin_common.faustapp import deliver_directly, make_app
 from tocsin_common.kafka import EventProducer, KeyPartitioner
+from tocsin_common.limits import purgeable_silences
 from tocsin_common.settings import Settings
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import (
@@ -65,7 +66,7 @@ from tocsin_correlation.engine import (
     service_of,
     upstream_of,
 )
-from tocsin_correlation.silence_api import load_silences
+from tocsin_correlation.silence_api import load_silences, purge_silences
 from tocsin_correlation.silences import Silence
 from tocsin_correlation.staging import Journal, StagedMapping
 
@@ -622,11 +623,16 @@ class CorrelationWorker:
     # --- background -----------------------------------------------------------------
 
     async def _refresher(self) -> None:
-        """Every second: reload silences; release held incidents whose holder resolved."""
+        """Every second: reload silences (deleting those past their retention); release held
+        incidents whose holder resolved."""
         while True:
             try:
                 now = time.time()
-                self.silences = [s for s in await load_silences(self.redis()) if s.ends_at > now]
+                stored = await load_silences(self.redis())
+                self.silences = [s for s in stored if s.ends_at > now]
+                ends = ((s.silence_id, s.ends_at) for s in stored)
+                limits = self.config.current.limits
+                await purge_silences(self.redis(), purgeable_silences(limits, ends, now))
                 await self._release_held()
             except Exception:
                 log.exception("refresh failed; retrying")

@@ -24,6 +24,7 @@ from tocsin_common.auth.directory import (
 )
 from tocsin_common.config import ConfigStore, Schedule, TocsinConfig
 from tocsin_common.kafka import EventProducer
+from tocsin_common.limits import note_problem, snooze_problem
 from tocsin_common.timeutil import from_timestamp, set_timestamp
 from tocsin_common.topics import INCIDENTS_COMMANDS
 
@@ -118,6 +119,8 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
     ) -> incident_service_pb2.CommandAccepted:
         if not request.text.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text: must not be empty")
+        if too_big := note_problem(self._config.current.limits, request.text):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_big)
         return await self._command(
             request.incident_id,
             "incident.note",
@@ -156,6 +159,9 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
     ) -> incident_service_pb2.CommandAccepted:
         if not request.HasField("until") or from_timestamp(request.until) <= datetime.now(UTC):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "until: must be in the future")
+        limits = self._config.current.limits
+        if too_far := snooze_problem(limits, from_timestamp(request.until), datetime.now(UTC)):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_far)
         return await self._command(
             request.incident_id,
             "incident.snooze",

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import re2
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -31,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..validation import clip
 from .durations import Duration, PositiveDuration
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "Integration",
     "IntegrationType",
     "Layer",
+    "Limits",
     "LinkSettings",
     "MaintenanceWindow",
     "Matcher",
@@ -55,6 +58,7 @@ __all__ = [
     "NotificationRules",
     "NotificationSettings",
     "Override",
+    "RegexError",
     "Restriction",
     "Schedule",
     "Service",
@@ -68,6 +72,7 @@ __all__ = [
     "User",
     "WebhookSettings",
     "Weekday",
+    "compile_matcher_regex",
 ]
 
 Severity = Literal["critical", "error", "warning", "info"]
@@ -345,13 +350,44 @@ class FlapDetection(_Model):
         return value
 
 
+# Matcher regexes are user input (silences, inhibition rules): they run on RE2, whose time
+# is linear in the text, never on Python's backtracking `re` (`(a|a)*b` against 24 a's takes
+# ~1 s there, doubling with every character). RE2 refuses what it cannot do in linear time
+# (backreferences, lookaround) when the matcher is created. `.` matches a newline too, and
+# nothing is captured (a match only needs the DFA).
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.dot_nl = True
+_RE2_OPTIONS.never_capture = True
+_RE2_OPTIONS.log_errors = False  # the error is raised, naming the matcher; not logged to stderr
+# Compiled programs are cached (here and in google-re2), so a caller taking values from
+# clients gives Matcher a `max_value_chars` validation context: a value over it is refused
+# before it is compiled (see tocsin_correlation.matchers.parse_matcher).
+
+
+class RegexError(ValueError):
+    """A pattern RE2 does not accept; the message says why."""
+
+
+def _re2_compile(pattern: str) -> Any:
+    try:
+        return re2.compile(f"(?:{pattern})", _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise RegexError(clip(str(reason))) from None
+
+
 @functools.lru_cache(maxsize=1024)
-def _compile_matcher_regex(pattern: str) -> re.Pattern[str]:
-    # Alertmanager anchors matcher regexes at both ends.
-    return re.compile(f"(?:{pattern})", re.DOTALL)
+def compile_matcher_regex(pattern: str) -> Any:
+    """The RE2 program of a matcher regex; its ``fullmatch`` anchors it at both ends, as
+    Alertmanager does. Raises :class:`RegexError` for a pattern RE2 refuses."""
+    return _re2_compile(pattern)
 
 
-_MATCHER_RE = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(=~|=|!=|!~)\s*((?s:.*?))\s*$")
+# Linear on any input: the value is everything after the operator, stripped in Python (a lazy
+# `.*?` followed by `\s*$` backtracks quadratically over a long run of spaces).
+_MATCHER_RE = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(=~|=|!=|!~)(.*)$", re.DOTALL)
 
 
 def _unquote_matcher_value(raw: str) -> str:
@@ -386,8 +422,8 @@ class Matcher(_Model):
     """An Alertmanager label matcher such as ``severity=~"warning|info"``.
 
     In the file it is written as a string ``name op "value"`` (op is ``=``, ``!=``, ``=~`` or
-    ``!~``); regexes are anchored at both ends, as in Alertmanager. A missing label matches
-    as the empty string.
+    ``!~``); regexes are RE2 (linear time), anchored at both ends, as in Alertmanager. A
+    missing label matches as the empty string.
     """
 
     name: str
@@ -406,7 +442,7 @@ class Matcher(_Model):
                 '= != =~ !~, e.g. severity="critical"'
             )
         name, op, raw = match.groups()
-        return {"name": name, "op": op, "value": _unquote_matcher_value(raw)}
+        return {"name": name, "op": op, "value": _unquote_matcher_value(raw.strip())}
 
     @field_validator("name")
     @classmethod
@@ -418,11 +454,20 @@ class Matcher(_Model):
     @field_validator("value")
     @classmethod
     def _regex_compiles(cls, value: str, info: ValidationInfo) -> str:
+        cap = (info.context or {}).get("max_value_chars")
+        if cap is not None and len(value) > cap:
+            raise ValueError(
+                f"value of {len(value):,} characters is over the limit of {cap:,} "
+                "(limits.matcher_value_max_chars)"
+            )
         if info.data.get("op") in ("=~", "!~"):
             try:
-                _compile_matcher_regex(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+                compile_matcher_regex(value)
+            except RegexError as exc:
+                raise ValueError(
+                    f"invalid regular expression {clip(value)!r}: {exc} (matchers use RE2 syntax: "
+                    "no backreferences or lookaround, repetition counts up to 1000)"
+                ) from None
         return value
 
     def matches(self, labels: Mapping[str, str]) -> bool:
@@ -432,7 +477,7 @@ class Matcher(_Model):
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        found = _compile_matcher_regex(self.value).fullmatch(actual) is not None
+        found = compile_matcher_regex(self.value).fullmatch(actual) is not None
         return found if self.op == "=~" else not found
 
     def __str__(self) -> str:
@@ -817,6 +862,22 @@ class NotificationSettings(_Model):
     links: LinkSettings = Field(default_factory=LinkSettings)
 
 
+class Limits(_Model):
+    """Caps on what clients store at runtime (silences, snoozes, notes): every user-supplied
+    collection and string is bounded (SPEC §10). A request over a cap is refused with an
+    error naming the field, the cap and this setting (see :mod:`tocsin_common.limits`)."""
+
+    silence_max_matchers: int = Field(default=32, ge=1, le=1000)
+    label_name_max_chars: int = Field(default=128, ge=1, le=10_000)
+    matcher_value_max_chars: int = Field(default=1000, ge=1, le=100_000)
+    silence_comment_max_chars: int = Field(default=1000, ge=0, le=100_000)
+    identifier_max_chars: int = Field(default=128, ge=1, le=10_000)
+    active_silences_per_service: int = Field(default=1000, ge=1, le=100_000)
+    silence_retention: Duration = timedelta(days=5)
+    snooze_max: PositiveDuration = timedelta(days=7)
+    note_max_chars: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole file
 # ---------------------------------------------------------------------------------------------
@@ -871,6 +932,7 @@ class TocsinConfig(_Model):
     escalation_policies: tuple[EscalationPolicy, ...] = ()
     notification: NotificationSettings = Field(default_factory=NotificationSettings)
     access: Access = Field(default_factory=Access)
+    limits: Limits = Field(default_factory=Limits)
 
     # Built once after validation; the model is frozen so they never go stale.
     _services: dict[str, Service] = PrivateAttr(default_factory=dict)
