@@ -329,12 +329,13 @@ def create_topics(profile: Profile) -> None:
 
 
 def secret_file(profile: Profile, name: str) -> Path:
-    """A random secret of this profile, generated once under .run/<profile>/secrets/ (0600):
-    Tocsin's services never invent secrets, and none ships in the repository."""
+    """A random secret generated once per profile under .run/<profile>/secrets/ (0600) and
+    kept across restarts, so links and signatures made before a restart still verify. The
+    services read it through <NAME>_FILE; nothing in the repository holds a usable value.
+    Same recipe as tocsin_common.secrets.generate_secret (this file runs without the venv)."""
     path = profile.run_dir / "secrets" / name
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.parent.chmod(0o700)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
@@ -362,6 +363,14 @@ def bootstrap_admin(profile: Profile) -> None:
         cwd=ROOT,
     )
 
+# The link key ring (or lone link secret): one of these must reach notification.
+LINK_KEY_VARS = (
+    "TOCSIN_LINK_KEYS",
+    "TOCSIN_LINK_KEYS_FILE",
+    "TOCSIN_LINK_SECRET",
+    "TOCSIN_LINK_SECRET_FILE",
+)
+
 
 def service_env(
     profile: Profile, service: str, ports: tuple[int, int, int], config: Path
@@ -388,6 +397,8 @@ def service_env(
     )
     if http_port:
         env["TOCSIN_HTTP_PORT"] = str(http_port)
+    if not any(os.environ.get(name) for name in LINK_KEY_VARS):  # yours, when you set one
+        env["TOCSIN_LINK_SECRET_FILE"] = str(secret_file(profile, "link-secret"))
     return env
 
 

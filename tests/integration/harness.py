@@ -30,6 +30,14 @@ from tools.recorder import OtlpTraceSink, RecordingHttpPeer
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Variables that carry the link keys: the stack sets its own, whatever the shell has.
+LINK_KEY_VARS = (
+    "TOCSIN_LINK_KEYS",
+    "TOCSIN_LINK_KEYS_FILE",
+    "TOCSIN_LINK_SECRET",
+    "TOCSIN_LINK_SECRET_FILE",
+)
+
 SERVICES = {
     "alert-ingest": "tocsin_ingest",
     "correlation": "tocsin_correlation",
@@ -132,6 +140,9 @@ class Stack:
         self.traces = OtlpTraceSink(free_port())
         self.config_path = self.workdir / "tocsin.yaml"
         self.service_secret = generate_secret()
+        # A fresh link secret per stack, handed over as a file (as a mounted Secret is).
+        self.link_secret = generate_secret()
+        self.link_secret_file = self.write_secret("link-secret", self.link_secret)
 
     def channel(self, service: str, token: str | None = None) -> grpc.aio.Channel:
         """A channel to ``service`` whose calls carry ``token`` (the admin's by default;
@@ -165,6 +176,13 @@ class Stack:
             await redis.aclose()
         return token, record.token_id
 
+    def write_secret(self, name: str, value: str) -> Path:
+        path = self.workdir / "secrets" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(value)
+        path.chmod(0o600)
+        return path
+
     @property
     def ingest_url(self) -> str:
         port = self.services["alert-ingest"].http_port
@@ -183,7 +201,7 @@ class Stack:
         for name, module in SERVICES.items():
             grpc_port, metrics_port, http_port = ports[name]
             env = {
-                **os.environ,
+                **{k: v for k, v in os.environ.items() if k not in LINK_KEY_VARS},
                 "TOCSIN_KAFKA_BOOTSTRAP": self.bootstrap,
                 "TOCSIN_REDIS_URL": self.redis_url,
                 "TOCSIN_CONFIG": str(self.config_path),
@@ -195,7 +213,7 @@ class Stack:
                 "TOCSIN_CONFIG_RELOAD_SECONDS": "0.5",
                 "TOCSIN_SERVICE_SECRET": self.service_secret,
                 "TOCSIN_WEBHOOK_SECRET": "integration-secret",
-                "TOCSIN_LINK_SECRET": "integration-link-secret",
+                "TOCSIN_LINK_SECRET_FILE": str(self.link_secret_file),
                 "TOCSIN_PUBLIC_URL": f"http://127.0.0.1:{ports['notification'][2]}",
                 "OTEL_SERVICE_NAME": f"tocsin-{name}",
                 "OTEL_TRACES_EXPORTER": "otlp",

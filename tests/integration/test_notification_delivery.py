@@ -4,7 +4,10 @@
 - a peer that keeps failing gets five attempts, then a dead letter with the history;
   a 400 gets one attempt; every outcome is a status and a timeline entry;
 - a burst for one person becomes one message listing the incidents;
-- a signed link in a page acknowledges the incident; a tampered link is refused;
+- a signed link acts only on POST (HEAD, GET and `GET ?confirm=1` change nothing), once: a
+  link whose incident is already in or past its state answers 409 with the state; a
+  tampered link is refused; rotating the link keys keeps outstanding links working until
+  the old key is retired;
 - escalation answers a batch of contact look-ups (GetContactMethods) with one result each,
   as the single look-up would have answered it, and pages to different people in one
   burst are delivered with their contacts looked up in batches.
@@ -13,7 +16,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,7 +37,9 @@ from tocsin.v1 import (
     oncall_service_pb2,
     oncall_service_pb2_grpc,
 )
+from tocsin_common.secrets import generate_secret
 from tocsin_notification.contacts import GrpcContacts
+from tocsin_notification.links import derived_kid
 from tocsin_notification.providers.base import DeliveryError
 
 from tests.integration.harness import Stack
@@ -273,39 +280,150 @@ async def _page_for_alert(stack: Stack) -> dict[str, Any]:
     raise TimeoutError("no page for the alert")
 
 
-async def test_a_signed_link_acknowledges_the_incident_and_a_tampered_one_is_refused(
+@contextlib.asynccontextmanager
+async def _incident_stub(
     stack: Stack,
+) -> AsyncIterator[incident_service_pb2_grpc.IncidentServiceStub]:
+    async with stack.channel("escalation") as channel:
+        yield incident_service_pb2_grpc.IncidentServiceStub(channel)
+
+
+async def _wait_status(
+    stub: incident_service_pb2_grpc.IncidentServiceStub, incident_id: str, status: int
 ) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    seen = None
+    while loop.time() < deadline:
+        seen = (
+            await stub.Get(incident_service_pb2.GetIncidentRequest(incident_id=incident_id))
+        ).status
+        if seen == status:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"incident {incident_id}: status {seen}, expected {status}")
+
+
+async def _timeline_after_barrier(
+    stub: incident_service_pb2_grpc.IncidentServiceStub, incident_id: str
+) -> list[incident_pb2.IncidentEvent]:
+    """The timeline once every command sent before now has been applied: a note goes
+    through incidents.commands behind them (same service, same partition, in order)."""
+    text = f"barrier {uuid.uuid4()}"
+    await stub.AddNote(
+        incident_service_pb2.AddNoteRequest(incident_id=incident_id, actor="test", text=text)
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while loop.time() < deadline:
+        events = list(
+            (
+                await stub.Timeline(incident_service_pb2.TimelineRequest(incident_id=incident_id))
+            ).events
+        )
+        if any(
+            e.type == incident_pb2.INCIDENT_EVENT_TYPE_NOTE_ADDED and e.message == text
+            for e in events
+        ):
+            return events
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"incident {incident_id}: the barrier note never reached the timeline")
+
+
+def _count(events: list[incident_pb2.IncidentEvent], kind: int) -> int:
+    return sum(1 for e in events if e.type == kind)
+
+
+def _links_base(stack: Stack) -> str:
+    return f"http://127.0.0.1:{stack.services['notification'].http_port}/v1/links"
+
+
+async def test_only_a_post_acts_and_a_moot_link_answers_409_with_the_state(stack: Stack) -> None:
     body = await _page_for_alert(stack)
     incident_id = body["incident"]["id"]
-    token = body["links"]["acknowledge"].rsplit("/", 1)[1]
-    base = f"http://127.0.0.1:{stack.services['notification'].http_port}/v1/links"
+    ack = body["links"]["acknowledge"].rsplit("/", 1)[1]
+    resolve = body["links"]["resolve"].rsplit("/", 1)[1]
+    base = _links_base(stack)
+    E = incident_pb2
     async with aiohttp.ClientSession() as session:
-        tampered = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+        tampered = ack[:-3] + ("AAA" if not ack.endswith("AAA") else "BBB")
         async with session.post(f"{base}/{tampered}") as r:
             assert r.status == 403
             assert "not valid" in await r.text()
-        async with session.get(f"{base}/{token}") as r:  # a confirm page, acts on nothing
-            assert r.status == 200
-            assert '<form method="post">' in await r.text()
-        async with session.post(f"{base}/{token}") as r:
-            text = await r.text()
-            assert r.status == 200, text
-            assert "acknowledged" in text
-    async with stack.channel("escalation") as channel:
-        stub = incident_service_pb2_grpc.IncidentServiceStub(channel)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        status = None
-        while loop.time() < deadline:
-            incident = await stub.Get(
-                incident_service_pb2.GetIncidentRequest(incident_id=incident_id)
+        # Scanners, previews and the bug report's `GET ?confirm=1`: none of them acts.
+        for token in (ack, resolve):
+            async with session.head(f"{base}/{token}") as r:
+                assert r.status == 200
+            for query in ("", "?confirm=1"):
+                async with session.get(f"{base}/{token}{query}") as r:
+                    assert r.status == 200
+                    assert '<form method="post">' in await r.text()
+        async with _incident_stub(stack) as stub:
+            events = await _timeline_after_barrier(stub, incident_id)
+            assert _count(events, E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED) == 0
+            assert _count(events, E.INCIDENT_EVENT_TYPE_RESOLVED) == 0
+            assert events[-1].incident.status == E.INCIDENT_STATUS_TRIGGERED
+
+            async with session.post(f"{base}/{ack}") as r:
+                text = await r.text()
+                assert r.status == 200, text
+                assert "acknowledged" in text
+            await _wait_status(stub, incident_id, E.INCIDENT_STATUS_ACKNOWLEDGED)
+            async with session.post(f"{base}/{ack}") as r:
+                text = await r.text()
+                assert r.status == 409, text
+                assert r.headers["X-Tocsin-Incident-State"] == "acknowledged"
+                assert "already acknowledged" in text
+
+            async with session.post(f"{base}/{resolve}") as r:
+                assert r.status == 200, await r.text()
+            await _wait_status(stub, incident_id, E.INCIDENT_STATUS_RESOLVED)
+            # The bug report: a resolve link answered "resolved" again after the fact.
+            for token in (resolve, ack):
+                async with session.post(f"{base}/{token}") as r:
+                    text = await r.text()
+                    assert r.status == 409, text
+                    assert r.headers["X-Tocsin-Incident-State"] == "resolved"
+                    assert "already resolved" in text
+            events = await _timeline_after_barrier(stub, incident_id)
+            assert _count(events, E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED) == 1
+            assert _count(events, E.INCIDENT_EVENT_TYPE_RESOLVED) == 1
+
+
+async def test_rotating_the_link_keys_keeps_outstanding_links_until_the_old_key_retires(
+    stack: Stack,
+) -> None:
+    old_kid = derived_kid(stack.link_secret.encode())
+    first = await _page_for_alert(stack)
+    outstanding = first["links"]["acknowledge"].rsplit("/", 1)[1]
+    assert outstanding.startswith(f"{old_kid}.")
+    # Rotate: a new current key first, the stack's original secret kept under its kid.
+    notification = stack.services["notification"]
+    notification.env.pop("TOCSIN_LINK_SECRET_FILE")
+    new_secret = generate_secret()
+    notification.env["TOCSIN_LINK_KEYS_FILE"] = str(
+        stack.write_secret("link-keys", f"k-rotated:{new_secret},{old_kid}:{stack.link_secret}")
+    )
+    await stack.restart("notification", signal.SIGTERM)
+    base = _links_base(stack)
+    second = await _page_for_alert(stack)
+    later = second["links"]["acknowledge"].rsplit("/", 1)[1]
+    assert later.startswith("k-rotated.")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/{outstanding}") as r:
+            assert r.status == 200, await r.text()
+        async with _incident_stub(stack) as stub:
+            await _wait_status(
+                stub, first["incident"]["id"], incident_pb2.INCIDENT_STATUS_ACKNOWLEDGED
             )
-            status = incident.status
-            if status == incident_pb2.INCIDENT_STATUS_ACKNOWLEDGED:
-                break
-            await asyncio.sleep(0.3)
-    assert status == incident_pb2.INCIDENT_STATUS_ACKNOWLEDGED
+        # Retire the old key: its links stop working, the new key's keep working.
+        stack.write_secret("link-keys", f"k-rotated:{new_secret}")
+        await stack.restart("notification", signal.SIGTERM)
+        async with session.get(f"{base}/{outstanding}") as r:
+            assert r.status == 403
+            assert "no longer valid" in await r.text()
+        async with session.get(f"{base}/{later}") as r:
+            assert r.status == 200, await r.text()
 
 
 # --- contact look-ups in batches -------------------------------------------------------------

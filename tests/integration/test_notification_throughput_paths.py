@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from tocsin.v1 import incident_pb2, notification_pb2, oncall_service_pb2
 from tocsin_common.clock import FakeClock
+from tocsin_common.secrets import generate_secret
 from tocsin_common.topics import (
     INCIDENTS_COMMANDS,
     NOTIFICATIONS_DEADLETTER,
@@ -35,7 +36,7 @@ from tocsin_notification.breaker import BreakerRegistry
 from tocsin_notification.bundling import BundlePolicy
 from tocsin_notification.contacts import ContactDirectory, ContactsUnavailable, LookupResult, Ref
 from tocsin_notification.idempotency import Claim, IdempotencyStore
-from tocsin_notification.links import LinkSigner
+from tocsin_notification.links import KeyRing, LinkSigner
 from tocsin_notification.pipeline import Job, Pipeline
 from tocsin_notification.pipeline.bundle_stage import BundleStage
 from tocsin_notification.pipeline.idempotency_stage import IdempotencyStage
@@ -264,7 +265,10 @@ def build(
         ratelimit=RateLimitStage(policy),
         bundle=BundleStage(policy, clock),
         render=RenderStage(
-            Renderer(), LinkSigner(b"k", timedelta(hours=1)), "http://tocsin", clock
+            Renderer(),
+            LinkSigner(KeyRing.single(generate_secret().encode()), timedelta(hours=1)),
+            "http://tocsin",
+            clock,
         ),
         send=SendStage(BreakerRegistry(clock, failure_threshold=5, reset_timeout_s=30), 5),
         retry=RetryStage(RetryPolicy(3, 0.5, 1.0, 5), clock, rand=lambda: 0.0),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 
 import grpc
 from aiohttp import web
@@ -23,6 +22,7 @@ from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer, client_channel
 from tocsin_common.kafka import EventProducer, ensure_topics, wait_for_kafka
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
+from tocsin_common.secrets import SecretError
 from tocsin_common.settings import Settings
 from tocsin_common.topics import NOTIFICATIONS_DEADLETTER, NOTIFICATIONS_REQUESTS
 from tocsin_common.tracing import spans_exported
@@ -35,7 +35,7 @@ from tocsin_notification.delivery import Deliverer
 from tocsin_notification.grpc_api import NotificationServicer
 from tocsin_notification.http_api import LinkHandler, make_app
 from tocsin_notification.idempotency import IdempotencyStore
-from tocsin_notification.links import LinkSigner
+from tocsin_notification.links import KeyRing, LinkSigner, key_ring_from_env
 from tocsin_notification.pipeline import Pipeline
 from tocsin_notification.pipeline.bundle_stage import BundleStage
 from tocsin_notification.pipeline.idempotency_stage import IdempotencyStage
@@ -51,21 +51,20 @@ from tocsin_notification.render import Renderer
 from tocsin_notification.tuning import Tuning
 
 SERVICE = "notification"
-_SHARED_SECRET_KEY = "tocsin:notification:link-secret"
 
 log = logging.getLogger("tocsin.notification")
 
 
-async def link_secret(redis: Redis, env_name: str) -> bytes:
-    """The link signing key from its variable; without one, a random key shared by every
-    replica through Redis (links then stop working if Redis loses it: set the variable)."""
-    value = os.environ.get(env_name, "")
-    if value:
-        return value.encode()
-    log.warning("%s is not set: signing links with a generated key kept in Redis", env_name)
-    await redis.set(_SHARED_SECRET_KEY, secrets.token_hex(32), nx=True)
-    stored = await redis.get(_SHARED_SECRET_KEY)
-    return stored if isinstance(stored, bytes) else str(stored).encode()
+def link_keys(keys_env: str, secret_env: str) -> KeyRing:
+    """The link key ring from the environment; without one the service does not start
+    (it never invents a key: links must outlive a restart and agree across replicas)."""
+    try:
+        ring = key_ring_from_env(keys_env, secret_env)
+    except SecretError as e:
+        log.error("cannot sign links: %s", e)
+        raise SystemExit(f"notification: {e}") from None
+    log.info("link keys: signing with %s; verifying %s", ring.current.kid, ", ".join(ring.kids))
+    return ring
 
 
 def public_url(settings: Settings) -> str:
@@ -132,6 +131,12 @@ async def serve(stop: asyncio.Event) -> None:
     config.install_sighup()
     access = access_control(settings, config)
     notification_settings = config.current.notification
+    links_settings = notification_settings.links
+    # First: a missing or weak key stops the start before anything connects.
+    signer = LinkSigner(
+        link_keys(links_settings.signing_keys_env, links_settings.signing_secret_env),
+        links_settings.ttl,
+    )
     clock = SystemClock()
     # Blocking pool: a burst queues for a connection instead of failing. The pages' own
     # commands go through one CommandBatcher, so they need few connections.
@@ -151,10 +156,6 @@ async def serve(stop: asyncio.Event) -> None:
         name: build(cls, notification_settings) for name, cls in discover().items()
     }
     log.info("providers: %s", ", ".join(sorted(providers)))
-    signer = LinkSigner(
-        await link_secret(redis, notification_settings.links.signing_secret_env),
-        notification_settings.links.ttl,
-    )
     pipeline = build_pipeline(
         batcher=CommandBatcher(redis),
         producer=producer,

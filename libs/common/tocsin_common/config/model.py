@@ -847,10 +847,22 @@ class WebhookSettings(_Model):
 
 
 class LinkSettings(_Model):
-    """Signed acknowledge/resolve links carried by every page."""
+    """Signed acknowledge/resolve links carried by every page. The keys are read at start
+    from `signing_keys_env` (a key ring `kid:secret,...`, current first) or, for one key,
+    `signing_secret_env`; either also as `<NAME>_FILE`. One of them is required."""
 
+    signing_keys_env: EnvName = "TOCSIN_LINK_KEYS"
     signing_secret_env: EnvName = "TOCSIN_LINK_SECRET"
     ttl: PositiveDuration = timedelta(hours=24)
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> LinkSettings:
+        if self.signing_keys_env == self.signing_secret_env:
+            raise ValueError(
+                f"signing_keys_env, signing_secret_env: both name {self.signing_keys_env}; "
+                "a key ring and a lone secret need different variables"
+            )
+        return self
 
 
 class NotificationSettings(_Model):

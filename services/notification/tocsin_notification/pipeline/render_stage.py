@@ -9,16 +9,11 @@ from tocsin.v1 import alert_pb2, incident_pb2, oncall_service_pb2
 from tocsin_common.clock import Clock
 from tocsin_common.timeutil import from_timestamp
 
-from tocsin_notification.links import LinkSigner
+from tocsin_notification.links import STATE_NAMES, LinkSigner
 from tocsin_notification.pipeline.job import Job
 from tocsin_notification.providers.base import IncidentLine, Page
 from tocsin_notification.render import Renderer, runbook_of
 
-STATUS_NAMES = {
-    incident_pb2.INCIDENT_STATUS_TRIGGERED: "triggered",
-    incident_pb2.INCIDENT_STATUS_ACKNOWLEDGED: "acknowledged",
-    incident_pb2.INCIDENT_STATUS_RESOLVED: "resolved",
-}
 SEVERITY_NAMES = {
     alert_pb2.SEVERITY_INFO: "info",
     alert_pb2.SEVERITY_WARNING: "warning",
@@ -49,7 +44,7 @@ class RenderStage:
             incident_id=incident.incident_id,
             service_id=incident.service_id,
             title=incident.title,
-            status=STATUS_NAMES.get(incident.status, "triggered"),
+            status=STATE_NAMES.get(incident.status, "triggered"),
             urgency="high" if urgency == incident_pb2.URGENCY_HIGH else "low",
             severity=SEVERITY_NAMES.get(incident.severity, ""),
             since=since,
