@@ -388,6 +388,14 @@ async def test_only_a_post_acts_and_a_moot_link_answers_409_with_the_state(stack
             events = await _timeline_after_barrier(stub, incident_id)
             assert _count(events, E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED) == 1
             assert _count(events, E.INCIDENT_EVENT_TYPE_RESOLVED) == 1
+            # The link is the paged person's credential: they are the actor, and audited.
+            paged = body["user"]["id"]
+            acted = {
+                e.actor
+                for e in events
+                if e.type in (E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED, E.INCIDENT_EVENT_TYPE_RESOLVED)
+            }
+            assert acted == {paged}, acted
 
 
 async def test_rotating_the_link_keys_keeps_outstanding_links_until_the_old_key_retires(

@@ -20,6 +20,7 @@ from tocsin_common.secrets import SecretError
 from tocsin_notification.http_api import STATE_HEADER, LinkHandler, make_app
 from tocsin_notification.links import (
     KeyRing,
+    LinkClaim,
     LinkError,
     LinkKey,
     LinkOutcome,
@@ -249,23 +250,14 @@ class FakeIncidents:
             status=self.status,  # type: ignore[arg-type]
         )
 
-    async def Acknowledge(
-        self,
-        request: incident_service_pb2.IncidentRef,
-        timeout: float | None = None,
-    ) -> incident_service_pb2.CommandAccepted:
-        self.commands.append(("acknowledge", request.incident_id, request.actor))
-        self.status = S.INCIDENT_STATUS_ACKNOWLEDGED
-        return incident_service_pb2.CommandAccepted(command_id="c1")
-
-    async def Resolve(
-        self,
-        request: incident_service_pb2.IncidentRef,
-        timeout: float | None = None,
-    ) -> incident_service_pb2.CommandAccepted:
-        self.commands.append(("resolve", request.incident_id, request.actor))
-        self.status = S.INCIDENT_STATUS_RESOLVED
-        return incident_service_pb2.CommandAccepted(command_id="c2")
+    async def send(self, claim: LinkClaim, peer: str) -> None:
+        """The link's command, as LinkCommandSender would put it on incidents.commands."""
+        self.commands.append((claim.action, claim.incident_id, claim.user_id))
+        self.status = (
+            S.INCIDENT_STATUS_ACKNOWLEDGED
+            if claim.action == "acknowledge"
+            else S.INCIDENT_STATUS_RESOLVED
+        )
 
 
 class LinkServer:
@@ -285,7 +277,7 @@ async def links() -> AsyncIterator[LinkServer]:
     incidents = FakeIncidents()
     signer = LinkSigner(ring(("k1", NEW), ("k0", OLD)), HOUR)
     clock = FakeClock()
-    client = TestClient(TestServer(make_app(LinkHandler(signer, incidents, clock))))
+    client = TestClient(TestServer(make_app(LinkHandler(signer, incidents, incidents, clock))))
     await client.start_server()
     server = LinkServer(client, incidents, signer)
     server.clock = clock

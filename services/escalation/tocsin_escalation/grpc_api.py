@@ -22,11 +22,11 @@ from tocsin_common.auth.directory import (
     policy_resource,
     schedule_resource,
 )
+from tocsin_common.commands import incident_command, send_command
 from tocsin_common.config import ConfigStore, Schedule, TocsinConfig
 from tocsin_common.kafka import EventProducer
 from tocsin_common.limits import note_problem, snooze_problem
 from tocsin_common.timeutil import from_timestamp, set_timestamp
-from tocsin_common.topics import INCIDENTS_COMMANDS
 
 from tocsin_escalation.projection import IncidentProjection
 from tocsin_escalation.schedule import (
@@ -79,16 +79,14 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
     ) -> incident_service_pb2.CommandAccepted:
         incident = await self._incident(incident_id, context, action)
         principal = self._access.principal()
-        command = incident_pb2.IncidentCommand(
-            command_id=str(uuid.uuid4()),
-            incident_id=incident_id,
-            service_id=incident.service_id,
-            actor=principal.id,  # never a field the client fills in
-            **kind,  # type: ignore[arg-type]
+        command = incident_command(
+            incident_id,
+            incident.service_id,
+            principal.id,  # never a field the client fills in
+            datetime.now(UTC),
+            **kind,
         )
-        set_timestamp(command.requested_at, datetime.now(UTC))
-        # Keyed by service: applied in order with the alerts of the same service.
-        await self._producer.send(INCIDENTS_COMMANDS, incident.service_id, command)
+        await send_command(self._producer, command)
         return incident_service_pb2.CommandAccepted(command_id=command.command_id)
 
     async def Acknowledge(

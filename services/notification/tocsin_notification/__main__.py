@@ -33,7 +33,7 @@ from tocsin_notification.consumer import ConcurrentConsumer
 from tocsin_notification.contacts import ContactDirectory, GrpcContacts
 from tocsin_notification.delivery import Deliverer
 from tocsin_notification.grpc_api import NotificationServicer
-from tocsin_notification.http_api import LinkHandler, make_app
+from tocsin_notification.http_api import LinkCommandSender, LinkHandler, make_app
 from tocsin_notification.idempotency import IdempotencyStore
 from tocsin_notification.links import KeyRing, LinkSigner, key_ring_from_env
 from tocsin_notification.pipeline import Pipeline
@@ -192,7 +192,12 @@ async def serve(stop: asyncio.Event) -> None:
         ),
         grpc_server.server,
     )
-    links = LinkHandler(signer, incident_service_pb2_grpc.IncidentServiceStub(channel), clock)
+    links = LinkHandler(
+        signer,
+        incident_service_pb2_grpc.IncidentServiceStub(channel),
+        LinkCommandSender(producer, access),
+        clock,
+    )
     runner = web.AppRunner(make_app(links), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
