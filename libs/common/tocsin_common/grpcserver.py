@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tocsin_common.tracing import TracingClientInterceptor, TracingServerInterceptor
+from tocsin_common.transport import TlsSettings
 
 Registrar = Callable[[grpc.aio.Server], None]
 
@@ -17,13 +18,21 @@ Registrar = Callable[[grpc.aio.Server], None]
 class GrpcServer:
     """A gRPC aio server with health checking; services register their servicers on it."""
 
-    def __init__(self, host: str, port: int, service_names: Iterable[str]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        service_names: Iterable[str],
+        tls: TlsSettings | None = None,
+    ) -> None:
+        """``tls``: serve TLS (and require client certificates with mTLS) when it has a
+        certificate; plaintext otherwise (loopback, or behind a mesh)."""
         self.server = grpc.aio.server(interceptors=[TracingServerInterceptor()])
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names = list(service_names)
         self.address = f"{host}:{port}"
-        self.port = self.server.add_insecure_port(self.address)
+        self.port = add_port(self.server, self.address, tls)
 
     async def start(self) -> None:
         await self.server.start()
@@ -44,9 +53,30 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def client_channel(target: str) -> grpc.aio.Channel:
+def add_port(server: grpc.aio.Server, address: str, tls: TlsSettings | None) -> int:
+    """Listen on ``address``: TLS when ``tls`` has a certificate, plaintext otherwise."""
+    if tls is not None and tls.serves_tls:
+        return int(server.add_secure_port(address, tls.server_credentials()))
+    return int(server.add_insecure_port(address))
+
+
+def open_channel(
+    target: str,
+    tls: TlsSettings | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> grpc.aio.Channel:
+    """A channel to ``target``: TLS (verifying the server against the CA, presenting this
+    process's certificate with mTLS) when ``tls`` says so, plaintext otherwise."""
+    if tls is not None and tls.dials_tls:
+        return grpc.aio.secure_channel(
+            target, tls.channel_credentials(), interceptors=list(interceptors)
+        )
+    return grpc.aio.insecure_channel(target, interceptors=list(interceptors))
+
+
+def client_channel(target: str, tls: TlsSettings | None = None) -> grpc.aio.Channel:
     """A channel to another Tocsin service, carrying the trace context in its metadata."""
-    return grpc.aio.insecure_channel(target, interceptors=[TracingClientInterceptor()])
+    return open_channel(target, tls, interceptors=[TracingClientInterceptor()])
 
 
 class ThreadedGrpcServer:
@@ -63,8 +93,10 @@ class ThreadedGrpcServer:
         port: int,
         service_names: Iterable[str],
         register: Callable[[grpc.aio.Server], None] | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         self._args = (host, port, list(service_names))
+        self._tls = tls
         self._register = register
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: GrpcServer | None = None
@@ -93,7 +125,7 @@ class ThreadedGrpcServer:
 
     async def _start(self) -> None:
         host, port, names = self._args
-        self._server = GrpcServer(host, port, names)
+        self._server = GrpcServer(host, port, names, self._tls)
         if self._register is not None:
             self._register(self._server.server)
         await self._server.start()

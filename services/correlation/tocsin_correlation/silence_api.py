@@ -14,7 +14,9 @@ from redis.asyncio import Redis
 from tocsin.v1 import silence_service_pb2 as pb
 from tocsin.v1 import silence_service_pb2_grpc as pb_grpc
 from tocsin_common.config import ConfigStore
+from tocsin_common.redisclient import redis_client
 from tocsin_common.timeutil import set_timestamp
+from tocsin_common.transport import RedisConnection
 
 from tocsin_correlation.matchers import MatcherError
 from tocsin_correlation.silences import Silence, matchers_from_proto, silence_from_proto
@@ -36,15 +38,20 @@ async def load_silences(redis: Redis) -> list[Silence]:
 
 
 class SilenceServicer(pb_grpc.SilenceServiceServicer):
-    def __init__(self, redis_url: str, config: ConfigStore, clock: Callable[[], float] = time.time):
-        self._redis_url = redis_url
+    def __init__(
+        self,
+        redis: RedisConnection,
+        config: ConfigStore,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._redis_connection = redis
         self._redis: Redis | None = None
         self._config = config
         self._clock = clock
 
     def _client(self) -> Redis:
         if self._redis is None:  # created on the gRPC thread's loop, which serves every call
-            self._redis = Redis.from_url(self._redis_url)
+            self._redis = redis_client(self._redis_connection)
         return self._redis
 
     async def CreateSilence(
@@ -120,8 +127,8 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
         return pb.ExpireSilenceResponse()
 
 
-def registrar(redis_url: str, config: ConfigStore) -> Callable[[grpc.aio.Server], None]:
+def registrar(redis: RedisConnection, config: ConfigStore) -> Callable[[grpc.aio.Server], None]:
     def register(server: grpc.aio.Server) -> None:
-        pb_grpc.add_SilenceServiceServicer_to_server(SilenceServicer(redis_url, config), server)
+        pb_grpc.add_SilenceServiceServicer_to_server(SilenceServicer(redis, config), server)
 
     return register

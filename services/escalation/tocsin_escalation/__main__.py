@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import Redis
 from tocsin.v1 import (
     incident_service_pb2,
     incident_service_pb2_grpc,
@@ -16,6 +15,7 @@ from tocsin_common.config import ConfigStore
 from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer
 from tocsin_common.kafka import ConsumerLoop, EventProducer, ensure_topics, wait_for_kafka
+from tocsin_common.redisclient import redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
 from tocsin_common.topics import INCIDENTS_DEADLETTER, INCIDENTS_EVENTS
 
@@ -32,10 +32,11 @@ async def serve(stop: asyncio.Event) -> None:
     settings = bootstrap(SERVICE)
     config = ConfigStore(settings.config_path)
     config.install_sighup()
-    redis = Redis.from_url(settings.redis_url)
-    await wait_for_kafka(settings.kafka_bootstrap)
-    await ensure_topics(settings.kafka_bootstrap)
-    producer = EventProducer(settings.kafka_bootstrap, SERVICE)
+    redis = redis_client(settings.redis)
+    security = settings.kafka_security
+    await wait_for_kafka(settings.kafka_bootstrap, security=security)
+    await ensure_topics(settings.kafka_bootstrap, security=security)
+    producer = EventProducer(settings.kafka_bootstrap, SERVICE, security=security)
     await producer.start()
     projection = IncidentProjection(redis)
     clock = SystemClock()
@@ -62,6 +63,7 @@ async def serve(stop: asyncio.Event) -> None:
         dead_letter_topic=INCIDENTS_DEADLETTER,
         on_durable=escalator.write_batch,
         on_abandoned=escalator.drop_batch,
+        security=security,
     )
     grpc_server = GrpcServer(
         settings.grpc_host,
@@ -70,6 +72,7 @@ async def serve(stop: asyncio.Event) -> None:
             incident_service_pb2.DESCRIPTOR.services_by_name["IncidentService"].full_name,
             oncall_service_pb2.DESCRIPTOR.services_by_name["OnCallService"].full_name,
         ],
+        settings.tls,
     )
     incident_service_pb2_grpc.add_IncidentServiceServicer_to_server(
         IncidentServicer(projection, producer, config), grpc_server.server
