@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tocsin_common.secrets import generate_secret
 
-from tests.integration.certs import Pki
+from tests.pki import Pki
 from tools import devstack
 
 PORT_OFFSET = 100

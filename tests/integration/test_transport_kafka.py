@@ -20,8 +20,8 @@ from tocsin_common.secrets import generate_secret
 from tocsin_common.topics import Topic
 from tocsin_common.transport import KafkaSecurity
 
-from tests.integration.certs import make_pki
 from tests.integration.secure_infra import SecureKafka, start_sasl_ssl_kafka
+from tests.pki import make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDS = 20

@@ -12,8 +12,8 @@ from tocsin_common.redisclient import blocking_redis_client, redis_client
 from tocsin_common.secrets import generate_secret
 from tocsin_common.transport import RedisConnection
 
-from tests.integration.certs import make_pki
 from tests.integration.secure_infra import SecureRedis, start_tls_acl_redis
+from tests.pki import make_pki
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from tocsin_common import healthcheck
 from tocsin_common.grpcserver import GrpcServer, client_channel
 from tocsin_common.transport import TlsSettings
 
-from tests.integration.certs import Issued, Pki, make_pki
+from tests.pki import Issued, Pki, make_pki
 
 
 @pytest.fixture(scope="module")

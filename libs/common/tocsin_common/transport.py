@@ -50,6 +50,25 @@ def _read_file(env: Mapping[str, str], name: str) -> tuple[str, bytes] | None:
     return path, data
 
 
+def _check_ca(name: str, path: str) -> None:
+    """The CA file loads as trust roots (else a TransportError naming ``name``)."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as e:
+        raise TransportError(f"{name}={path}: no usable CA certificate ({e.reason})") from None
+
+
+def _check_pair(cert_name: str, cert: str, key_name: str, key: str) -> None:
+    """The certificate and key load together (else a TransportError naming both)."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        raise TransportError(
+            f"{cert_name}={cert}, {key_name}={key}: not a usable certificate and matching "
+            f"private key ({e.reason})"
+        ) from None
+
+
 # ---------------------------------------------------------------------------------------------
 # TLS for gRPC and HTTP
 # ---------------------------------------------------------------------------------------------
@@ -90,6 +109,10 @@ class TlsSettings:
             raise TransportError("TOCSIN_TLS_KEY_FILE is set without TOCSIN_TLS_CERT_FILE")
         if key and b"PRIVATE KEY-----" not in key[1]:
             raise TransportError(f"TOCSIN_TLS_KEY_FILE={key[0]}: holds no PEM private key")
+        if cert and key:
+            _check_pair("TOCSIN_TLS_CERT_FILE", cert[0], "TOCSIN_TLS_KEY_FILE", key[0])
+        if ca:
+            _check_ca("TOCSIN_TLS_CA_FILE", ca[0])
         mode = env.get("TOCSIN_TLS_CLIENT_AUTH", "").strip().lower() or "none"
         if mode not in CLIENT_AUTH_MODES:
             raise TransportError(
@@ -197,6 +220,8 @@ class KafkaSecurity:
                 f"TOCSIN_KAFKA_SSL_CA_FILE is set but TOCSIN_KAFKA_SECURITY_PROTOCOL={protocol}: "
                 "set it to SSL or SASL_SSL for it to be used"
             )
+        if ca:
+            _check_ca("TOCSIN_KAFKA_SSL_CA_FILE", ca[0])
         if not sasl:
             return cls(protocol=protocol, ca_file=ca[0] if ca else None)
         mechanism = raw_mechanism or "SCRAM-SHA-512"
@@ -308,6 +333,10 @@ class RedisConnection:
                 )
         if bool(cert) != bool(key):
             raise TransportError("TOCSIN_REDIS_CERT_FILE and TOCSIN_REDIS_KEY_FILE go together")
+        if cert and key:
+            _check_pair("TOCSIN_REDIS_CERT_FILE", cert[0], "TOCSIN_REDIS_KEY_FILE", key[0])
+        if ca:
+            _check_ca("TOCSIN_REDIS_CA_FILE", ca[0])
         netloc = parts.netloc.rpartition("@")[2]  # the user, if any, is passed on its own
         return cls(
             url=parts._replace(netloc=netloc).geturl(),
