@@ -71,7 +71,7 @@ class Running:
         self.pidfile.unlink(missing_ok=True)
 
 
-def _spawn(name: str, argv: list[str], log: Path) -> Running:
+def _spawn(name: str, argv: list[str]) -> Running:
     stack = profile()
     proc = devstack.spawn(stack, name, argv)  # its own process group; pid in .run/<profile>
     return Running(name, proc, stack.run_dir / "pids" / f"{name}.pid")
@@ -166,7 +166,7 @@ auto.create.topics.enable=false
     if formatted.returncode != 0:
         raise RuntimeError(f"kafka-storage format failed:\n{formatted.stdout}\n{formatted.stderr}")
     name = "kafka-sasl-ssl"
-    broker = _spawn(name, [*jvm, "kafka.Kafka", str(props)], logs)
+    broker = _spawn(name, [*jvm, "kafka.Kafka", str(props)])
     log = stack.run_dir / "logs" / f"{name}.log"
     try:
         _wait_port(port, "SASL_SSL kafka", broker.proc, log, 90)
@@ -219,7 +219,7 @@ user tocsin on >{password} ~tocsin:* +@read +@write +@connection +acl|whoami
     )
     conf.chmod(0o600)
     name = "redis-tls"
-    server = _spawn(name, [devstack.ensure_redis(), str(conf)], workdir)
+    server = _spawn(name, [devstack.ensure_redis(), str(conf)])
     log = stack.run_dir / "logs" / f"{name}.log"
     try:
         _wait_port(port, "TLS redis", server.proc, log, 20)
