@@ -43,8 +43,9 @@ DEFAULT_PORTS = tocsin_settings.DEFAULT_PORTS
 KUBERNETES_VERSIONS = ("1.27.0", "newest")
 UID = 10001
 CONFIG_MOUNT = "/etc/tocsin"
-# Secrets a target expects to exist in the cluster rather than in its render.
-EXTERNAL_SECRETS = {"overlays/production": {"tocsin-secrets"}}
+# Secrets every target expects to exist in the cluster rather than in its render: no
+# secret value ships in the manifests; the user creates them (docs/deployment.md).
+EXTERNAL_SECRETS = {"tocsin-secrets"}
 
 Doc = dict[str, Any]
 
@@ -215,10 +216,12 @@ def test_dockerfile_copies_only_what_the_build_context_sends(service: str) -> No
 
 
 def interpolate(value: Any) -> Any:
-    """Compose's interpolation with an empty environment: ${X:-default} -> default."""
+    """Compose's interpolation with an empty environment: ${X:-default} -> default, and
+    ${X:?message} (required) -> empty (compose would refuse to start)."""
     if not isinstance(value, str):
         return value
     value = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}", r"\1", value)
+    value = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?\?[^}]*\}", "", value)
     value = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", "", value)
     return value.replace("$$", "$")
 
@@ -332,6 +335,96 @@ def test_compose_runs_tocsin_services_as_they_expect(name: str) -> None:
     assert service.get("read_only") is True and "/tmp" in service.get("tmpfs", []), (
         f"{where}: expected read_only: true with a tmpfs at /tmp"
     )
+
+
+def published_ports(service: Doc) -> list[str]:
+    """A service's published ports as compose reads them, with an empty environment:
+    ``[host_ip:]host_port:container_port``, long syntax folded into the same form."""
+    published = []
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            host_ip = interpolate(entry.get("host_ip", ""))
+            short = f"{entry.get('published', '')}:{entry['target']}"
+            published.append(f"{host_ip}:{short}" if host_ip else short)
+        else:
+            published.append(str(interpolate(entry)))
+    return published
+
+
+def test_compose_publishes_only_the_ingest_http_port_on_loopback() -> None:
+    """The bug this guards: Redis, Kafka and every gRPC port published on all interfaces."""
+    ingest_http = DEFAULT_PORTS["alert-ingest"].http
+    published = {
+        name: published_ports(service)
+        for name, service in compose_services().items()
+        if published_ports(service)
+    }
+    assert published == {"alert-ingest": [f"127.0.0.1:{ingest_http}:{ingest_http}"]}, (
+        f"docker-compose.yml publishes {published}; only alert-ingest's HTTP port may be "
+        "published, bound to 127.0.0.1 by default"
+    )
+    for name, service in compose_services().items():
+        assert service.get("network_mode") != "host", f"docker-compose.yml: {name} on host network"
+    # The bind address is a variable, so an operator can put it behind TLS on 0.0.0.0.
+    (raw,) = compose_services()["alert-ingest"]["ports"]
+    assert raw.startswith("${TOCSIN_INGEST_BIND:-127.0.0.1}:"), raw
+
+
+SECRET_NAME = re.compile(r"(SECRET|PASSWORD|TOKEN|PRIVATE_KEY|_PASS|_KEYS)$")
+REQUIRED_SECRETS = {
+    "TOCSIN_SERVICE_SECRET",
+    "TOCSIN_WEBHOOK_SECRET",
+    "TOCSIN_LINK_KEYS",
+    "TOCSIN_REDIS_PASSWORD",
+}
+
+
+def test_compose_ships_no_secret_value() -> None:
+    """No secret has a value in the file: each one is required (``${X:?message}``) or, for
+    optional providers, empty when unset (``${X:-}``); never a literal or a default."""
+    seen = set()
+    for name, service in compose_services().items():
+        env = service.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env)
+        for key, raw in env.items():
+            if not SECRET_NAME.search(key):
+                continue
+            seen.add(key)
+            where = f"docker-compose.yml: {name}: {key}={raw!r}"
+            match = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?])?([^}]*)\}", str(raw))
+            assert match and match.group(1) == key, f"{where}: must come from ${{{key}...}}"
+            operator, rest = match.group(2) or "", match.group(3)
+            if key in REQUIRED_SECRETS:
+                assert operator == ":?" and rest.strip(), (
+                    f"{where}: must be required, ${{{key}:?message}}"
+                )
+            else:
+                assert operator == ":?" or (operator in (":-", "") and not rest), (
+                    f"{where}: a default value ships a secret"
+                )
+    assert seen >= REQUIRED_SECRETS, f"docker-compose.yml never sets {REQUIRED_SECRETS - seen}"
+
+
+def test_compose_redis_takes_a_password_and_syncs_every_write() -> None:
+    redis = compose_services()["redis"]
+    command = " ".join(redis["command"]) if isinstance(redis["command"], list) else redis["command"]
+    assert "--appendfsync always" in command and "--appendonly yes" in command
+    assert "--user default off" in command, "the default (password-less) user must be off"
+    assert '">$$TOCSIN_REDIS_PASSWORD"' in command, "the ACL user's password is the secret"
+    assert "TOCSIN_REDIS_PASSWORD" in " ".join(redis["healthcheck"]["test"])
+    for name in DEFAULT_PORTS:
+        env = compose_services()[name]["environment"]
+        assert env["TOCSIN_REDIS_USERNAME"] == "tocsin", f"docker-compose.yml: {name}"
+        assert env["TOCSIN_REDIS_PASSWORD"] == redis["environment"]["TOCSIN_REDIS_PASSWORD"]
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_PORTS))
+def test_compose_environment_is_accepted_by_the_services(name: str) -> None:
+    env = environment(compose_services()[name])
+    env |= {key: "s" * 40 for key in REQUIRED_SECRETS}  # what the operator must provide
+    settings = tocsin_settings.Settings.from_env(name, env)
+    assert settings.redis.username == "tocsin" and settings.redis.password == "s" * 40
 
 
 def test_compose_kafka_is_a_single_kraft_node() -> None:
@@ -570,7 +663,7 @@ def test_k8s_references_resolve_within_the_render(rendered: Renders, target: str
     docs = rendered[target]
     accounts = kinds(docs, "ServiceAccount")
     config_maps = set(kinds(docs, "ConfigMap"))
-    secrets = set(kinds(docs, "Secret")) | EXTERNAL_SECRETS.get(target, set())
+    secrets = set(kinds(docs, "Secret")) | EXTERNAL_SECRETS
     deployments = kinds(docs, "Deployment")
 
     for name, account in accounts.items():
@@ -634,6 +727,20 @@ def test_k8s_environment_points_at_the_mounted_config(rendered: Renders, target:
         assert "subPath" not in mount, "a subPath mount never sees ConfigMap updates (no reload)"
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_k8s_ships_no_secret_value(rendered: Renders, target: str) -> None:
+    docs = rendered[target]
+    assert not kinds(docs, "Secret"), (
+        f"{target} renders Secrets {sorted(kinds(docs, 'Secret'))}: a value in git is public; "
+        "the user creates tocsin-secrets"
+    )
+    for doc in kinds(docs, "ConfigMap").values():
+        secret_like = sorted(k for k in doc.get("data", {}) if SECRET_NAME.search(k))
+        assert not secret_like, f"{target}: ConfigMap {doc['metadata']['name']} holds {secret_like}"
+        redis_url = doc.get("data", {}).get("TOCSIN_REDIS_URL", "")
+        assert "@" not in redis_url, f"{target}: a password in TOCSIN_REDIS_URL"
+
+
 def test_k8s_config_file_is_a_valid_tocsin_config() -> None:
     from tocsin_common.config import load_config
 
@@ -695,3 +802,12 @@ def test_k8s_production_scales_survives_disruption_and_denies_by_default(
     assert "tocsin-secrets" not in kinds(docs, "Secret"), (
         "production must not apply placeholder secrets"
     )
+    # Transport: Kafka over SASL_SSL, Redis over TLS as an ACL user.
+    assert env["data"]["TOCSIN_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["data"]["TOCSIN_KAFKA_SASL_USERNAME"]
+    assert env["data"]["TOCSIN_REDIS_URL"].startswith("rediss://")
+    assert env["data"]["TOCSIN_REDIS_USERNAME"]
+    # ... which the services accept, given the secrets the user puts in tocsin-secrets.
+    secrets = {"TOCSIN_KAFKA_SASL_PASSWORD": "k" * 40, "TOCSIN_REDIS_PASSWORD": "r" * 40}
+    settings = tocsin_settings.Settings.from_env("escalation", {**env["data"], **secrets})
+    assert settings.kafka_security.uses_sasl and settings.redis.uses_tls

@@ -19,6 +19,7 @@ from faust.types import Message
 from tocsin_common.runtime import event_loop_factory
 from tocsin_common.settings import Settings
 from tocsin_common.topics import Topic
+from tocsin_common.transport import KafkaSecurity
 
 _faust_ack = Consumer.ack
 
@@ -194,6 +195,21 @@ def worker_event_loop(env: Mapping[str, str]) -> asyncio.AbstractEventLoop:
     return loop
 
 
+def broker_credentials(security: KafkaSecurity) -> faust.types.auth.CredentialsT | None:
+    """faust's form of the Kafka security settings (it hands them to aiokafka): SASL with
+    the CA-verifying SSL context under SASL_SSL, SSL alone, or None for PLAINTEXT."""
+    if security.uses_sasl:
+        return faust.SASLCredentials(
+            username=security.username,
+            password=security.password,
+            mechanism=security.sasl_mechanism,
+            ssl_context=security.ssl_context(),
+        )
+    if security.uses_ssl:
+        return faust.SSLCredentials(security.ssl_context())
+    return None
+
+
 def make_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
     # faust creates only the last level of its data folder.
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
@@ -213,6 +229,9 @@ def make_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
         "stream_wait_empty": False,
         "topic_allow_declare": True,
     }
+    credentials = broker_credentials(settings.kafka_security)
+    if credentials is not None:
+        options["broker_credentials"] = credentials
     options.update(overrides)
     return faust.App(app_id, **options)
 

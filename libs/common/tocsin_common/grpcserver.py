@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tocsin_common.auth.access import AccessControl, BearerClientInterceptor
 from tocsin_common.tracing import TracingClientInterceptor, TracingServerInterceptor
+from tocsin_common.transport import TlsSettings
 
 Registrar = Callable[[grpc.aio.Server], None]
 
@@ -24,8 +25,15 @@ class GrpcServer:
     trace id."""
 
     def __init__(
-        self, host: str, port: int, service_names: Iterable[str], access: AccessControl
+        self,
+        host: str,
+        port: int,
+        service_names: Iterable[str],
+        access: AccessControl,
+        tls: TlsSettings | None = None,
     ) -> None:
+        """``tls``: serve TLS (and require client certificates with mTLS) when it has a
+        certificate; plaintext otherwise (loopback, or behind a mesh)."""
         self.access = access
         self.server = grpc.aio.server(
             interceptors=[TracingServerInterceptor(), access.interceptor()]
@@ -34,7 +42,7 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names = list(service_names)
         self.address = f"{host}:{port}"
-        self.port = self.server.add_insecure_port(self.address)
+        self.port = add_port(self.server, self.address, tls)
 
     async def start(self) -> None:
         await self.server.start()
@@ -55,13 +63,36 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def client_channel(target: str, credential: str | None = None) -> grpc.aio.Channel:
+def add_port(server: grpc.aio.Server, address: str, tls: TlsSettings | None) -> int:
+    """Listen on ``address``: TLS when ``tls`` has a certificate, plaintext otherwise."""
+    if tls is not None and tls.serves_tls:
+        return int(server.add_secure_port(address, tls.server_credentials()))
+    return int(server.add_insecure_port(address))
+
+
+def open_channel(
+    target: str,
+    tls: TlsSettings | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> grpc.aio.Channel:
+    """A channel to ``target``: TLS (verifying the server against the CA, presenting this
+    process's certificate with mTLS) when ``tls`` says so, plaintext otherwise."""
+    if tls is not None and tls.dials_tls:
+        return grpc.aio.secure_channel(
+            target, tls.channel_credentials(), interceptors=list(interceptors)
+        )
+    return grpc.aio.insecure_channel(target, interceptors=list(interceptors))
+
+
+def client_channel(
+    target: str, credential: str | None = None, tls: TlsSettings | None = None
+) -> grpc.aio.Channel:
     """A channel to another Tocsin service, carrying the trace context in its metadata and,
     given one, a credential (a service's own: :meth:`AccessControl.credential`)."""
     interceptors: list[Any] = [TracingClientInterceptor()]
     if credential is not None:
         interceptors.append(BearerClientInterceptor(credential))
-    return grpc.aio.insecure_channel(target, interceptors=interceptors)
+    return open_channel(target, tls, interceptors=interceptors)
 
 
 class ThreadedGrpcServer:
@@ -79,9 +110,11 @@ class ThreadedGrpcServer:
         service_names: Iterable[str],
         access: AccessControl,
         register: Callable[[grpc.aio.Server], None] | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         self._args = (host, port, list(service_names))
         self._access = access
+        self._tls = tls
         self._register = register
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: GrpcServer | None = None
@@ -110,7 +143,7 @@ class ThreadedGrpcServer:
 
     async def _start(self) -> None:
         host, port, names = self._args
-        self._server = GrpcServer(host, port, names, self._access)
+        self._server = GrpcServer(host, port, names, self._access, self._tls)
         if self._register is not None:
             self._register(self._server.server)
         await self._server.start()

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -35,17 +36,29 @@ from tocsin_common import metrics
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import ALL_TOPICS, Topic
 from tocsin_common.tracing import kafka_headers, produce_span, record_error, record_span, tracer
+from tocsin_common.transport import KafkaSecurity
 
 log = logging.getLogger("tocsin.kafka")
+
+
+def client_options(security: KafkaSecurity | None = None) -> dict[str, Any]:
+    """The security keyword arguments of every aiokafka client: SSL and SASL as
+    ``security`` says, or as this process's environment says when it is None
+    (TOCSIN_KAFKA_SECURITY_PROTOCOL..., see tocsin_common.transport)."""
+    return (security if security is not None else KafkaSecurity.from_env()).client_options()
 
 
 class BadRecord(Exception):
     """A record that can never be processed (undecodable, invalid): dead-letter it."""
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[Topic] = ALL_TOPICS) -> None:
+async def ensure_topics(
+    bootstrap: str, topics: Iterable[Topic] = ALL_TOPICS, security: KafkaSecurity | None = None
+) -> None:
     """Create the topics that do not exist yet (idempotent; safe with several replicas)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tocsin-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="tocsin-admin", **client_options(security)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -74,11 +87,16 @@ def _single_broker(bootstrap: str) -> bool:
     return "," not in bootstrap
 
 
-async def wait_for_kafka(bootstrap: str, timeout_s: float = 60.0) -> None:
+async def wait_for_kafka(
+    bootstrap: str, timeout_s: float = 60.0, security: KafkaSecurity | None = None
+) -> None:
     """Wait until the broker answers (services may start before it is ready)."""
     deadline = time.monotonic() + timeout_s
+    options = client_options(security)
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tocsin-probe")
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="tocsin-probe", **options
+        )
         try:
             await admin.start()
             await admin.list_topics()
@@ -135,7 +153,14 @@ class KeyPartitioner:
 class EventProducer:
     """Sends protobuf messages to Tocsin topics, durably (idempotent, acks=all)."""
 
-    def __init__(self, bootstrap: str, service: str, *, linger_ms: int = 2) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        service: str,
+        *,
+        linger_ms: int = 2,
+        security: KafkaSecurity | None = None,
+    ) -> None:
         self._service = service
         self._tracer = tracer(f"tocsin.{service}.producer")
         self._failures: list[BaseException] = []  # of enqueued records, raised by flush()
@@ -150,6 +175,7 @@ class EventProducer:
             max_batch_size=256 * 1024,
             compression_type=None,
             partitioner=self._partitioner,
+            **client_options(security),
         )
 
     async def start(self) -> None:
@@ -281,7 +307,9 @@ Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
 
 
-def group_consumer(bootstrap: str, group_id: str, service: str) -> AIOKafkaConsumer:
+def group_consumer(
+    bootstrap: str, group_id: str, service: str, security: KafkaSecurity | None = None
+) -> AIOKafkaConsumer:
     """A consumer-group member as every Tocsin service runs one: offsets committed by the
     caller after processing, transactional records read only once committed, and a dead
     member's partitions moved after 10 s rather than Kafka's default 45 s."""
@@ -295,6 +323,7 @@ def group_consumer(bootstrap: str, group_id: str, service: str) -> AIOKafkaConsu
         max_poll_interval_ms=300_000,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
+        **client_options(security),
     )
 
 
@@ -315,6 +344,7 @@ class ConsumerLoop:
         on_durable: Hook | None = None,
         on_abandoned: Callable[[], None] | None = None,
         commit_every_s: float = 0.2,
+        security: KafkaSecurity | None = None,
     ) -> None:
         """``on_durable``: called once per batch after everything the handlers enqueued is
         acknowledged by the broker and before the offsets are committed; a handler that
@@ -339,7 +369,7 @@ class ConsumerLoop:
         self._tracer = tracer(f"tocsin.{service}.consumer")
         self._stopping = asyncio.Event()
         self.joined = asyncio.Event()  # set once the group gave this member its partitions
-        self._consumer = group_consumer(bootstrap, group_id, service)
+        self._consumer = group_consumer(bootstrap, group_id, service, security)
 
     async def start(self) -> None:
         await self._consumer.start()

@@ -1,6 +1,9 @@
 """Process settings, read from the environment once at start.
 
 Every service reads the same variables; each one has a default that works with `make up`.
+Transport security (TLS, Kafka SSL/SASL, Redis ACL and TLS) is parsed by
+tocsin_common.transport; with none of its variables set everything is plaintext, as on
+loopback.
 The OpenTelemetry exporter is configured by the standard OTEL_* variables, which the SDK
 reads itself (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER, ...).
 """
@@ -9,7 +12,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from tocsin_common.transport import KafkaSecurity, RedisConnection, TlsSettings
 
 
 class SettingsError(ValueError):
@@ -52,6 +57,11 @@ class Settings:
     ingest_consume_raw: bool  # alert-ingest consumes alerts.raw
     heartbeat_check_seconds: float  # how often alert-ingest looks for missed heartbeats
     ingest_workers: int = 1  # alert-ingest HTTP worker processes sharing its port
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    redis: RedisConnection = field(
+        default_factory=lambda: RedisConnection("redis://127.0.0.1:6379/0")
+    )
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -62,10 +72,11 @@ class Settings:
             )
         ports = DEFAULT_PORTS[service]
         http_default = ports.http
+        redis = RedisConnection.from_env(env)
         return cls(
             service=service,
             kafka_bootstrap=env.get("TOCSIN_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            redis_url=env.get("TOCSIN_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_url=redis.url,
             config_path=env.get("TOCSIN_CONFIG", "config/tocsin.example.yaml"),
             grpc_host=env.get("TOCSIN_GRPC_HOST", "127.0.0.1"),
             grpc_port=_int(env, "TOCSIN_GRPC_PORT", ports.grpc),
@@ -84,6 +95,9 @@ class Settings:
             ingest_consume_raw=_flag(env, "TOCSIN_INGEST_CONSUME_RAW", True),
             heartbeat_check_seconds=_float(env, "TOCSIN_INGEST_HEARTBEAT_CHECK_SECONDS", 1.0),
             ingest_workers=_int(env, "TOCSIN_INGEST_WORKERS", 1),
+            tls=TlsSettings.from_env(env),
+            kafka_security=KafkaSecurity.from_env(env),
+            redis=redis,
         )
 
 

@@ -14,7 +14,6 @@ import signal
 import sys
 
 from aiohttp import web
-from redis.asyncio import Redis
 from tocsin.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from tocsin_common.auth.access import access_control
 from tocsin_common.clock import SystemClock
@@ -23,6 +22,7 @@ from tocsin_common.grpcserver import GrpcServer
 from tocsin_common.kafka import ensure_topics, wait_for_kafka
 from tocsin_common.logs import setup_logging
 from tocsin_common.metrics import serve_metrics
+from tocsin_common.redisclient import redis_client
 from tocsin_common.runtime import run_service
 from tocsin_common.settings import Settings
 from tocsin_common.tracing import setup_tracing
@@ -65,11 +65,11 @@ async def serve(stop: asyncio.Event) -> None:
 
         loop.add_reader(parent_fd, parent_gone)
     config = ConfigStore(settings.config_path)
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings.redis)
     await redis.ping()  # fail fast with a clear error when Redis is not there
-    await wait_for_kafka(settings.kafka_bootstrap)
+    await wait_for_kafka(settings.kafka_bootstrap, security=settings.kafka_security)
     if role.primary:
-        await ensure_topics(settings.kafka_bootstrap)
+        await ensure_topics(settings.kafka_bootstrap, security=settings.kafka_security)
     producer = IngestProducer(settings.kafka_bootstrap, SERVICE, traced=traced)
     await producer.start()
     publisher = AlertPublisher(producer)
@@ -94,7 +94,12 @@ async def serve(stop: asyncio.Event) -> None:
     runner = web.AppRunner(api.app(traced=traced), access_log=None)
     await runner.setup()
     site = web.TCPSite(
-        runner, settings.http_host, settings.http_port, backlog=1024, reuse_port=role.count > 1
+        runner,
+        settings.http_host,
+        settings.http_port,
+        backlog=1024,
+        reuse_port=role.count > 1,
+        ssl_context=settings.tls.server_ssl_context(),
     )
     await site.start()
     tasks = [asyncio.create_task(config.watch(settings.config_reload_seconds))]
@@ -105,7 +110,9 @@ async def serve(stop: asyncio.Event) -> None:
         # IngestService authenticates each event by its integration (routing) key, as the
         # HTTP endpoints do; any other method needs a bearer credential.
         access = access_control(settings, config, open_methods=[f"/{ingest_name}/"])
-        grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [ingest_name], access)
+        grpc_server = GrpcServer(
+            settings.grpc_host, settings.grpc_port, [ingest_name], access, settings.tls
+        )
         ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(
             IngestServicer(config, publisher, limiter, clock), grpc_server.server
         )

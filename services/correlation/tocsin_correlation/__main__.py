@@ -40,7 +40,8 @@ def main() -> None:
         settings.grpc_port,
         [silence_service_pb2.DESCRIPTOR.services_by_name["SilenceService"].full_name],
         access,
-        register=registrar(settings.redis_url, config, access),
+        register=registrar(settings.redis, config, access),
+        tls=settings.tls,
     )
     recovered = asyncio.Event()
     background: list[asyncio.Task[None]] = []  # referenced, so they are not collected
@@ -74,9 +75,10 @@ def main() -> None:
         background.append(asyncio.create_task(serve_when_recovered()))
 
     async def prepare_topics() -> None:
-        await wait_for_kafka(settings.kafka_bootstrap)
-        await ensure_topics(settings.kafka_bootstrap)
-        await ensure_topics(settings.kafka_bootstrap, worker.changelog_topics())
+        security = settings.kafka_security
+        await wait_for_kafka(settings.kafka_bootstrap, security=security)
+        await ensure_topics(settings.kafka_bootstrap, security=security)
+        await ensure_topics(settings.kafka_bootstrap, worker.changelog_topics(), security)
 
     loop = worker_event_loop(os.environ)
     loop.run_until_complete(prepare_topics())

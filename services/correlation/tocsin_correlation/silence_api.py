@@ -17,7 +17,9 @@ from tocsin_common.auth.access import AccessControl
 from tocsin_common.auth.directory import silence_resource
 from tocsin_common.config import ConfigStore
 from tocsin_common.limits import active_silences_problem, silence_problems
+from tocsin_common.redisclient import redis_client
 from tocsin_common.timeutil import set_timestamp
+from tocsin_common.transport import RedisConnection
 
 from tocsin_correlation.matchers import MatcherError
 from tocsin_correlation.silences import (
@@ -52,12 +54,12 @@ async def purge_silences(redis: Redis, silence_ids: list[str]) -> None:
 class SilenceServicer(pb_grpc.SilenceServiceServicer):
     def __init__(
         self,
-        redis_url: str,
+        redis: RedisConnection,
         config: ConfigStore,
         access: AccessControl,
         clock: Callable[[], float] = time.time,
     ):
-        self._redis_url = redis_url
+        self._redis_connection = redis
         self._redis: Redis | None = None
         self._config = config
         self._access = access
@@ -65,7 +67,7 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
 
     def _client(self) -> Redis:
         if self._redis is None:  # created on the gRPC thread's loop, which serves every call
-            self._redis = Redis.from_url(self._redis_url)
+            self._redis = redis_client(self._redis_connection)
         return self._redis
 
     async def CreateSilence(
@@ -169,11 +171,11 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
 
 
 def registrar(
-    redis_url: str, config: ConfigStore, access: AccessControl
+    redis: RedisConnection, config: ConfigStore, access: AccessControl
 ) -> Callable[[grpc.aio.Server], None]:
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_SilenceServiceServicer_to_server(
-            SilenceServicer(redis_url, config, access), server
+            SilenceServicer(redis, config, access), server
         )
 
     return register

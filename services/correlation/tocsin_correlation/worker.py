@@ -35,8 +35,9 @@ from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_common import metrics
 from tocsin_common.config import ConfigStore, TocsinConfig
 from tocsin_common.faustapp import deliver_directly, make_app
-from tocsin_common.kafka import EventProducer, KeyPartitioner
+from tocsin_common.kafka import EventProducer, KeyPartitioner, client_options
 from tocsin_common.limits import purgeable_silences
+from tocsin_common.redisclient import redis_client
 from tocsin_common.settings import Settings
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import (
@@ -56,6 +57,7 @@ from tocsin_common.tracing import (
     spans_exported,
     tracer,
 )
+from tocsin_common.transport import KafkaSecurity
 
 from tocsin_correlation.changes import ChangeRecord
 from tocsin_correlation.engine import (
@@ -202,6 +204,8 @@ class CorrelationWorker:
     def __init__(self, settings: Settings, config: ConfigStore, **app_options: Any) -> None:
         self.config = config
         self.redis_url = settings.redis_url
+        self.redis_connection = settings.redis
+        self.kafka_security = settings.kafka_security
         self.change_retention = float(
             os.environ.get("TOCSIN_CHANGE_RETENTION_SECONDS", DEFAULT_CHANGE_RETENTION)
         )
@@ -260,7 +264,7 @@ class CorrelationWorker:
 
     def redis(self) -> Redis:
         if self._redis is None:  # created on the worker's loop, used only there
-            self._redis = Redis.from_url(self.redis_url)
+            self._redis = redis_client(self.redis_connection)
         return self._redis
 
     def _upstream_services(self, config: TocsinConfig) -> frozenset[str]:
@@ -657,14 +661,14 @@ class CorrelationWorker:
 
     async def producer(self) -> EventProducer:
         if self._producer is None:  # started on the worker's loop, used only there
-            producer = EventProducer(self.bootstrap, SERVICE)
+            producer = EventProducer(self.bootstrap, SERVICE, security=self.kafka_security)
             await producer.start()
             self._producer = producer
         return self._producer
 
     async def batch_sender(self) -> BatchSender:
         if self._batch_sender is None:  # started on the worker's loop, used only there
-            sender = BatchSender(self.bootstrap)
+            sender = BatchSender(self.bootstrap, self.kafka_security)
             await sender.start()
             self._batch_sender = sender
         return self._batch_sender
@@ -803,7 +807,7 @@ class BatchSender:
 
     BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MiB)
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, security: KafkaSecurity | None = None) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id=f"tocsin-{SERVICE}-batches",
@@ -811,6 +815,7 @@ class BatchSender:
             acks="all",
             max_batch_size=self.BATCH_BYTES,
             compression_type=None,
+            **client_options(security),
         )
         self._partitioner = KeyPartitioner()
         self._counters: dict[str, Any] = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import Redis
 from tocsin.v1 import (
     auth_service_pb2,
     auth_service_pb2_grpc,
@@ -20,6 +19,7 @@ from tocsin_common.config import ConfigStore
 from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer
 from tocsin_common.kafka import ConsumerLoop, EventProducer, ensure_topics, wait_for_kafka
+from tocsin_common.redisclient import redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
 from tocsin_common.topics import INCIDENTS_DEADLETTER, INCIDENTS_EVENTS
 
@@ -37,10 +37,11 @@ async def serve(stop: asyncio.Event) -> None:
     config = ConfigStore(settings.config_path)
     config.install_sighup()
     access = access_control(settings, config)
-    redis = Redis.from_url(settings.redis_url)
-    await wait_for_kafka(settings.kafka_bootstrap)
-    await ensure_topics(settings.kafka_bootstrap)
-    producer = EventProducer(settings.kafka_bootstrap, SERVICE)
+    redis = redis_client(settings.redis)
+    security = settings.kafka_security
+    await wait_for_kafka(settings.kafka_bootstrap, security=security)
+    await ensure_topics(settings.kafka_bootstrap, security=security)
+    producer = EventProducer(settings.kafka_bootstrap, SERVICE, security=security)
     await producer.start()
     projection = IncidentProjection(redis)
     clock = SystemClock()
@@ -67,6 +68,7 @@ async def serve(stop: asyncio.Event) -> None:
         dead_letter_topic=INCIDENTS_DEADLETTER,
         on_durable=escalator.write_batch,
         on_abandoned=escalator.drop_batch,
+        security=security,
     )
     grpc_server = GrpcServer(
         settings.grpc_host,
@@ -77,6 +79,7 @@ async def serve(stop: asyncio.Event) -> None:
             auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
         ],
         access,
+        settings.tls,
     )
     incident_service_pb2_grpc.add_IncidentServiceServicer_to_server(
         IncidentServicer(projection, producer, config, access), grpc_server.server
@@ -85,7 +88,7 @@ async def serve(stop: asyncio.Event) -> None:
         OnCallServicer(config, overrides, access), grpc_server.server
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
-        AuthServicer(access, settings.kafka_bootstrap), grpc_server.server
+        AuthServicer(access), grpc_server.server
     )
     await grpc_server.start()
     # Started: what the process holds now (modules, the config) stays; see gc_tuning.

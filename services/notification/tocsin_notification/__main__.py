@@ -6,9 +6,7 @@ import asyncio
 import logging
 import os
 
-import grpc
 from aiohttp import web
-from redis.asyncio import BlockingConnectionPool, Redis
 from tocsin.v1 import (
     incident_service_pb2_grpc,
     notification_service_pb2,
@@ -19,8 +17,9 @@ from tocsin_common.auth.access import access_control
 from tocsin_common.clock import Clock, SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.gc_tuning import freeze_startup_heap
-from tocsin_common.grpcserver import GrpcServer, client_channel
+from tocsin_common.grpcserver import GrpcServer, client_channel, open_channel
 from tocsin_common.kafka import EventProducer, ensure_topics, wait_for_kafka
+from tocsin_common.redisclient import blocking_redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
 from tocsin_common.secrets import SecretError
 from tocsin_common.settings import Settings
@@ -140,18 +139,15 @@ async def serve(stop: asyncio.Event) -> None:
     clock = SystemClock()
     # Blocking pool: a burst queues for a connection instead of failing. The pages' own
     # commands go through one CommandBatcher, so they need few connections.
-    redis = Redis(
-        connection_pool=BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=128, timeout=30
-        )
-    )
-    await wait_for_kafka(settings.kafka_bootstrap)
-    await ensure_topics(settings.kafka_bootstrap)
-    producer = EventProducer(settings.kafka_bootstrap, SERVICE)
+    redis = blocking_redis_client(settings.redis, max_connections=128, timeout=30)
+    security = settings.kafka_security
+    await wait_for_kafka(settings.kafka_bootstrap, security=security)
+    await ensure_topics(settings.kafka_bootstrap, security=security)
+    producer = EventProducer(settings.kafka_bootstrap, SERVICE, security=security)
     await producer.start()
-    channel = client_channel(settings.escalation_grpc, access.credential())
+    channel = client_channel(settings.escalation_grpc, access.credential(), settings.tls)
     # Contact look-ups: a channel without interceptors (see GrpcContacts).
-    contacts_channel = grpc.aio.insecure_channel(settings.escalation_grpc)
+    contacts_channel = open_channel(settings.escalation_grpc, settings.tls)
     providers: dict[str, Provider] = {
         name: build(cls, notification_settings) for name, cls in discover().items()
     }
@@ -185,6 +181,7 @@ async def serve(stop: asyncio.Event) -> None:
             notification_service_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
         ],
         access,
+        settings.tls,
     )
     notification_service_pb2_grpc.add_NotificationServiceServicer_to_server(
         NotificationServicer(
@@ -200,7 +197,12 @@ async def serve(stop: asyncio.Event) -> None:
     )
     runner = web.AppRunner(make_app(links), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+    await web.TCPSite(
+        runner,
+        settings.http_host,
+        settings.http_port,
+        ssl_context=settings.tls.server_ssl_context(),
+    ).start()
     await grpc_server.start()
     # Started: what the process holds now (modules, the config) stays; see gc_tuning.
     freeze_startup_heap()

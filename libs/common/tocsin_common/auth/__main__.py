@@ -16,19 +16,19 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from tocsin_common.auth.directory import BOOTSTRAP_ADMIN
 from tocsin_common.auth.policy import PrincipalKind, Role
 from tocsin_common.auth.tokens import TokenStore
 from tocsin_common.config.durations import parse_duration
+from tocsin_common.redisclient import redis_client
+from tocsin_common.transport import RedisConnection
 
 
 async def bootstrap(
-    redis_url: str, out: Path, ttl: timedelta, existing: str
+    redis_connection: RedisConnection, out: Path, ttl: timedelta, existing: str
 ) -> tuple[str, bool]:
     """The admin token (``existing`` while it is live) and whether it is new."""
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_connection)
     try:
         store = TokenStore(redis)
         now = datetime.now(UTC)
@@ -58,16 +58,24 @@ def main(argv: list[str] | None = None) -> int:
     boot = sub.add_parser("bootstrap", help="create the bootstrap admin token")
     boot.add_argument("--out", type=Path, required=True, help="file to write the token to")
     boot.add_argument("--ttl", default="30d", help="how long the token lives (default 30d)")
-    boot.add_argument("--redis-url", default=os.environ.get("TOCSIN_REDIS_URL", ""))
+    boot.add_argument(
+        "--redis-url",
+        default="",
+        help="default: TOCSIN_REDIS_URL, with the TOCSIN_REDIS_* TLS/ACL settings",
+    )
     args = parser.parse_args(argv)
-    if not args.redis_url:
+    env = dict(os.environ)
+    if args.redis_url:
+        env["TOCSIN_REDIS_URL"] = args.redis_url
+    if not env.get("TOCSIN_REDIS_URL"):
         parser.error("--redis-url or TOCSIN_REDIS_URL is required")
+    connection = RedisConnection.from_env(env)
     try:
         ttl = parse_duration(args.ttl)
     except ValueError as e:
         parser.error(f"--ttl: {e}")
     existing = args.out.read_text().strip() if args.out.exists() else ""
-    token, new = asyncio.run(bootstrap(args.redis_url, args.out, ttl, existing))
+    token, new = asyncio.run(bootstrap(connection, args.out, ttl, existing))
     if new:
         print(f"bootstrap admin token (shown once; also in {args.out}):\n  {token}")
     else:

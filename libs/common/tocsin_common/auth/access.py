@@ -46,9 +46,11 @@ from tocsin_common.auth.tokens import TokenStore
 from tocsin_common.clock import Clock, SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.kafka import EventProducer
+from tocsin_common.redisclient import redis_client
 from tocsin_common.settings import Settings
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import AUDIT
+from tocsin_common.transport import KafkaSecurity, RedisConnection
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +127,11 @@ class Authenticator:
 class AuditLog:
     """Audit records on the audit topic, each durable (acks=all) before the call goes on."""
 
-    def __init__(self, bootstrap: str, service: str, clock: Clock) -> None:
+    def __init__(
+        self, bootstrap: str, service: str, clock: Clock, security: KafkaSecurity | None = None
+    ) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._service = service
         self._clock = clock
         self._producer: EventProducer | None = None
@@ -138,7 +143,9 @@ class AuditLog:
                 self._lock = asyncio.Lock()
             async with self._lock:
                 if self._producer is None:
-                    producer = EventProducer(self._bootstrap, self._service)
+                    producer = EventProducer(
+                        self._bootstrap, self._service, security=self._security
+                    )
                     await producer.start()
                     self._producer = producer
         return self._producer
@@ -186,25 +193,28 @@ class AccessControl:
         *,
         service: str,
         config: ConfigStore,
-        redis_url: str,
+        redis: RedisConnection,
         kafka_bootstrap: str,
         service_secret: bytes,
+        kafka_security: KafkaSecurity | None = None,
         clock: Clock | None = None,
         open_methods: Iterable[str] = (),
     ) -> None:
         self.service = service
         self.config = config
         self.clock = clock or SystemClock()
-        self._redis_url = redis_url
+        self.kafka_bootstrap = kafka_bootstrap
+        self.kafka_security = kafka_security
+        self._redis_connection = redis
         self._redis: Redis | None = None
         self._service_secret = service_secret
         self.authenticator = Authenticator(self.tokens, config, service_secret, self.clock)
-        self.audit = AuditLog(kafka_bootstrap, service, self.clock)
+        self.audit = AuditLog(kafka_bootstrap, service, self.clock, kafka_security)
         self._open = (*ALWAYS_OPEN, *open_methods)
 
     def redis(self) -> Redis:
         if self._redis is None:  # created on the loop that serves the calls
-            self._redis = Redis.from_url(self._redis_url)
+            self._redis = redis_client(self._redis_connection)
         return self._redis
 
     def tokens(self) -> TokenStore:
@@ -406,8 +416,9 @@ def access_control(
     return AccessControl(
         service=settings.service,
         config=config,
-        redis_url=settings.redis_url,
+        redis=settings.redis,
         kafka_bootstrap=settings.kafka_bootstrap,
+        kafka_security=settings.kafka_security,
         service_secret=read_service_secret(),
         open_methods=open_methods,
     )

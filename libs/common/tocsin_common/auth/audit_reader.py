@@ -11,8 +11,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import DecodeError
 from tocsin.v1 import auth_pb2
 
+from tocsin_common.kafka import client_options
 from tocsin_common.timeutil import from_timestamp
 from tocsin_common.topics import AUDIT
+from tocsin_common.transport import KafkaSecurity
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,14 @@ class AuditQuery:
         return at >= self.since and (self.until is None or at < self.until)
 
 
-async def read_audit(bootstrap: str, query: AuditQuery) -> list[auth_pb2.AuditRecord]:
+async def read_audit(
+    bootstrap: str, query: AuditQuery, security: KafkaSecurity | None = None
+) -> list[auth_pb2.AuditRecord]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        **client_options(security),
     )
     await consumer.start()
     try:

@@ -49,9 +49,8 @@ def token_info(record: TokenRecord) -> auth_pb2.TokenInfo:
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    def __init__(self, access: AccessControl, kafka_bootstrap: str) -> None:
+    def __init__(self, access: AccessControl) -> None:
         self._access = access
-        self._bootstrap = kafka_bootstrap
 
     async def WhoAmI(
         self, request: auth_service_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext
@@ -161,5 +160,5 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             denied_only=request.denied_only,
             limit=limit,
         )
-        records = await read_audit(self._bootstrap, query)
+        records = await read_audit(self._access.kafka_bootstrap, query, self._access.kafka_security)
         return auth_service_pb2.ListAuditResponse(records=records)
