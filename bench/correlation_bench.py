@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "libs" / "common")]
 
 from tocsin.v1 import alert_pb2, incident_pb2
+from tocsin_common.secrets import generate_secret
 
 from bench.procstat import cpu_seconds
 from bench.results_io import add_out_argument, report
@@ -188,6 +189,7 @@ async def main() -> None:
     env = {
         **os.environ,
         "TOCSIN_CONFIG": str(workdir / "tocsin.yaml"),
+        "TOCSIN_SERVICE_SECRET": generate_secret(),
         "OTEL_TRACES_EXPORTER": "none",
         "TOCSIN_LOG_LEVEL": "warning",
         "PYTHONPATH": os.pathsep.join(

@@ -36,6 +36,7 @@ from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from tocsin_common.secrets import generate_secret
 
 from bench.procstat import tree_cpu_seconds
 from bench.results_io import add_out_argument, report
@@ -318,6 +319,7 @@ async def one_run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         **os.environ,
         "TOCSIN_KAFKA_BOOTSTRAP": bootstrap,
         "TOCSIN_REDIS_URL": redis_url,
+        "TOCSIN_SERVICE_SECRET": generate_secret(),
         "TOCSIN_CONFIG": str(config),
         "TOCSIN_GRPC_PORT": str(grpc_port),
         "TOCSIN_METRICS_PORT": str(metrics_port),

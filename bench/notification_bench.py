@@ -425,6 +425,7 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         **os.environ,
         "TOCSIN_KAFKA_BOOTSTRAP": bootstrap,
         "TOCSIN_REDIS_URL": redis_url,
+        "TOCSIN_SERVICE_SECRET": generate_secret(),
         "TOCSIN_CONFIG": str(workdir / "tocsin.yaml"),
         "TOCSIN_WEBHOOK_SECRET": "bench-secret",
         "TOCSIN_LINK_SECRET": generate_secret(),

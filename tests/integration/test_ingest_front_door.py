@@ -137,6 +137,7 @@ async def ingest(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asyn
         **os.environ,
         "TOCSIN_KAFKA_BOOTSTRAP": stack.bootstrap,
         "TOCSIN_REDIS_URL": stack.redis_url,
+        "TOCSIN_SERVICE_SECRET": stack.service_secret,
         "TOCSIN_CONFIG": str(config),
         "TOCSIN_GRPC_PORT": str(grpc_port),
         "TOCSIN_METRICS_PORT": str(free_port()),

@@ -26,6 +26,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 from tocsin.v1 import alert_pb2
 from tocsin_common.clock import FakeClock
+from tocsin_common.secrets import generate_secret
 from tocsin_ingest.redis_state import RedisRateLimiter
 
 from tests.integration.harness import ServiceProcess, free_port, infra_from_env
@@ -146,6 +147,7 @@ async def test_workers_share_the_port_and_every_202_is_on_kafka_in_the_service_p
         **os.environ,
         "TOCSIN_KAFKA_BOOTSTRAP": bootstrap,
         "TOCSIN_REDIS_URL": redis_url,
+        "TOCSIN_SERVICE_SECRET": generate_secret(),
         "TOCSIN_CONFIG": str(config),
         "TOCSIN_GRPC_PORT": str(grpc_port),
         "TOCSIN_METRICS_PORT": str(metrics_port),
@@ -240,6 +242,7 @@ async def test_an_alerts_raw_batch_dead_letters_bad_records_and_keeps_the_good_o
         **os.environ,
         "TOCSIN_KAFKA_BOOTSTRAP": bootstrap,
         "TOCSIN_REDIS_URL": redis_url,
+        "TOCSIN_SERVICE_SECRET": generate_secret(),
         "TOCSIN_CONFIG": str(config),
         "TOCSIN_GRPC_PORT": str(grpc_port),
         "TOCSIN_METRICS_PORT": str(free_port()),

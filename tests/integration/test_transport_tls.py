@@ -15,8 +15,11 @@ import pytest
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tocsin_common import healthcheck
+from tocsin_common.auth.access import AccessControl
+from tocsin_common.config import ConfigStore
 from tocsin_common.grpcserver import GrpcServer, client_channel
-from tocsin_common.transport import TlsSettings
+from tocsin_common.secrets import generate_secret
+from tocsin_common.transport import RedisConnection, TlsSettings
 
 from tests.pki import Issued, Pki, make_pki
 
@@ -43,8 +46,21 @@ def tls_env(ca: Path | None = None, own: Issued | None = None, mtls: bool = Fals
     return TlsSettings.from_env(env)
 
 
-async def serving(server_tls: TlsSettings) -> GrpcServer:
-    server = GrpcServer("127.0.0.1", 0, ["tocsin.test.Nothing"], server_tls)
+def no_access(tmp: Path) -> AccessControl:
+    """Access control that is never asked: health, the only service here, is always open."""
+    config = tmp / "tocsin.yaml"
+    config.write_text("version: 1\n")
+    return AccessControl(
+        service="escalation",
+        config=ConfigStore(config),
+        redis=RedisConnection("redis://127.0.0.1:1/0"),
+        kafka_bootstrap="127.0.0.1:1",
+        service_secret=generate_secret().encode(),
+    )
+
+
+async def serving(server_tls: TlsSettings, tmp: Path) -> GrpcServer:
+    server = GrpcServer("127.0.0.1", 0, ["tocsin.test.Nothing"], no_access(tmp), server_tls)
     await server.start()
     await server.set_serving()
     return server
@@ -52,7 +68,7 @@ async def serving(server_tls: TlsSettings) -> GrpcServer:
 
 async def health(port: int, client_tls: TlsSettings | None) -> str:
     """SERVING, or the status code of the failed call."""
-    channel = client_channel(f"localhost:{port}", client_tls)
+    channel = client_channel(f"localhost:{port}", tls=client_tls)
     try:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=5
@@ -65,9 +81,9 @@ async def health(port: int, client_tls: TlsSettings | None) -> str:
 
 
 async def test_grpc_over_tls_verifies_the_server_and_refuses_plaintext(
-    pki: Pki, other_pki: Pki
+    pki: Pki, other_pki: Pki, tmp_path: Path
 ) -> None:
-    server = await serving(tls_env(pki.ca.cert, pki.issue("escalation")))
+    server = await serving(tls_env(pki.ca.cert, pki.issue("escalation")), tmp_path)
     try:
         assert await health(server.port, tls_env(pki.ca.cert)) == "SERVING"
         # Plaintext against a TLS port, and TLS trusting another CA: no call gets through.
@@ -81,9 +97,9 @@ async def test_grpc_over_tls_verifies_the_server_and_refuses_plaintext(
 
 
 async def test_grpc_mtls_requires_a_client_certificate_signed_by_the_ca(
-    pki: Pki, other_pki: Pki
+    pki: Pki, other_pki: Pki, tmp_path: Path
 ) -> None:
-    server = await serving(tls_env(pki.ca.cert, pki.issue("escalation-m"), mtls=True))
+    server = await serving(tls_env(pki.ca.cert, pki.issue("escalation-m"), mtls=True), tmp_path)
     try:
         # A client with the service's CA and a certificate of its own: served.
         caller = tls_env(pki.ca.cert, pki.issue("notification"), mtls=True)
