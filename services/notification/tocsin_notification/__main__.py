@@ -22,6 +22,7 @@ from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer, client_channel
 from tocsin_common.kafka import EventProducer, ensure_topics, wait_for_kafka
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
+from tocsin_common.secrets import SecretError
 from tocsin_common.settings import Settings
 from tocsin_common.topics import NOTIFICATIONS_DEADLETTER, NOTIFICATIONS_REQUESTS
 from tocsin_common.tracing import spans_exported
@@ -44,6 +45,7 @@ from tocsin_notification.pipeline.render_stage import RenderStage
 from tocsin_notification.pipeline.retry_stage import RetryStage
 from tocsin_notification.pipeline.send_stage import SendStage
 from tocsin_notification.providers import Provider, build, discover
+from tocsin_notification.providers.webhook import require_signing_secret
 from tocsin_notification.ratelimit import SlidingWindowLimit
 from tocsin_notification.redis_batch import CommandBatcher
 from tocsin_notification.render import Renderer
@@ -129,6 +131,11 @@ async def serve(stop: asyncio.Event) -> None:
     config = ConfigStore(settings.config_path)
     config.install_sighup()
     notification_settings = config.current.notification
+    # Before anything starts: a signed webhook without its secret is a start-up error.
+    try:
+        require_signing_secret(config.current)
+    except SecretError as e:
+        raise SystemExit(f"notification cannot start: {e}") from None
     clock = SystemClock()
     # Blocking pool: a burst queues for a connection instead of failing. The pages' own
     # commands go through one CommandBatcher, so they need few connections.

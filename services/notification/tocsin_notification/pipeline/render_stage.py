@@ -91,4 +91,5 @@ class RenderStage:
             subject=subject,
             text=text,
             incidents=lines,
+            unsigned=contact.unsigned,
         )
