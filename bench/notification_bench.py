@@ -55,6 +55,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from tocsin.v1 import incident_pb2, notification_pb2
+from tocsin_common.secrets import generate_secret
 from tocsin_common.topics import INCIDENTS_EVENTS, NOTIFICATIONS_REQUESTS, Topic
 
 from bench.procstat import cpu_seconds, group_cpu_seconds, infra_process_groups
@@ -86,6 +87,8 @@ def config(users: int, peer: str) -> str:
                 }
                 for n in range(users)
             ],
+            # The receiving peer is on 127.0.0.1, refused unless allow-listed.
+            "notification": {"outgoing": {"allow": ["127.0.0.1"]}},
         }
     )
 
@@ -425,7 +428,7 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         "TOCSIN_KAFKA_BOOTSTRAP": bootstrap,
         "TOCSIN_REDIS_URL": redis_url,
         "TOCSIN_CONFIG": str(workdir / "tocsin.yaml"),
-        "TOCSIN_WEBHOOK_SECRET": "bench-secret",
+        "TOCSIN_WEBHOOK_SECRET": generate_secret(),
         "TOCSIN_LINK_SECRET": "bench-link-secret",
         "OTEL_TRACES_EXPORTER": "none",
         "TOCSIN_LOG_LEVEL": args.log_level,

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -327,6 +328,19 @@ def create_topics(profile: Profile) -> None:
     say("topics created")
 
 
+def secret_file(profile: Profile, name: str) -> Path:
+    """The profile's secret ``name``, generated on first use under .run/<profile>/secrets/
+    (kept across runs, readable by this user only); services get its path as NAME_FILE."""
+    directory = profile.run_dir / "secrets"
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    path = directory / name
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")  # as tocsin_common.secrets makes
+    return path
+
+
 def service_env(
     profile: Profile, service: str, ports: tuple[int, int, int], config: Path
 ) -> dict[str, str]:
@@ -351,6 +365,9 @@ def service_env(
     )
     if http_port:
         env["TOCSIN_HTTP_PORT"] = str(http_port)
+    # Webhook pages are signed: a generated secret unless the caller brought one.
+    if not env.get("TOCSIN_WEBHOOK_SECRET") and not env.get("TOCSIN_WEBHOOK_SECRET_FILE"):
+        env["TOCSIN_WEBHOOK_SECRET_FILE"] = str(secret_file(profile, "TOCSIN_WEBHOOK_SECRET"))
     return env
 
 

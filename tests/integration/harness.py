@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tocsin_common.secrets import generate_secret
+
 from tools.recorder import OtlpTraceSink, RecordingHttpPeer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +124,13 @@ class Stack:
         self.pages = RecordingHttpPeer(free_port())
         self.traces = OtlpTraceSink(free_port())
         self.config_path = self.workdir / "tocsin.yaml"
+        # Generated per session, handed over as a file (the *_FILE way a deployment does).
+        self.webhook_secret = generate_secret()
+        secrets_dir = self.workdir / "secrets"
+        secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        self.webhook_secret_file = secrets_dir / "TOCSIN_WEBHOOK_SECRET"
+        self.webhook_secret_file.write_text(self.webhook_secret + "\n")
+        self.webhook_secret_file.chmod(0o600)
 
     @property
     def ingest_url(self) -> str:
@@ -141,7 +150,8 @@ class Stack:
         for name, module in SERVICES.items():
             grpc_port, metrics_port, http_port = ports[name]
             env = {
-                **os.environ,
+                # A webhook secret from the caller's shell would clash with the file's.
+                **{k: v for k, v in os.environ.items() if k != "TOCSIN_WEBHOOK_SECRET"},
                 "TOCSIN_KAFKA_BOOTSTRAP": self.bootstrap,
                 "TOCSIN_REDIS_URL": self.redis_url,
                 "TOCSIN_CONFIG": str(self.config_path),
@@ -151,7 +161,7 @@ class Stack:
                 "TOCSIN_ESCALATION_GRPC": f"127.0.0.1:{ports['escalation'][0]}",
                 "TOCSIN_DATA_DIR": str(self.workdir / "data" / name),
                 "TOCSIN_CONFIG_RELOAD_SECONDS": "0.5",
-                "TOCSIN_WEBHOOK_SECRET": "integration-secret",
+                "TOCSIN_WEBHOOK_SECRET_FILE": str(self.webhook_secret_file),
                 "TOCSIN_LINK_SECRET": "integration-link-secret",
                 "TOCSIN_PUBLIC_URL": f"http://127.0.0.1:{ports['notification'][2]}",
                 "OTEL_SERVICE_NAME": f"tocsin-{name}",

@@ -162,7 +162,11 @@ async def test_webhook_is_signed_so_a_receiver_can_verify_it(
 )
 async def test_http_failures_say_whether_to_retry(peer: Peer, status: int, retryable: bool) -> None:
     peer.status = status
-    for provider in (WebhookProvider(secret=SECRET, destinations=LOCAL), SlackProvider(destinations=LOCAL), TeamsProvider(destinations=LOCAL)):
+    for provider in (
+        WebhookProvider(secret=SECRET, destinations=LOCAL),
+        SlackProvider(destinations=LOCAL),
+        TeamsProvider(destinations=LOCAL),
+    ):
         try:
             with pytest.raises(DeliveryError) as e:
                 await provider.send(page(f"{peer.url}/x"))

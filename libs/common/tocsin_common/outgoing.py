@@ -151,7 +151,9 @@ class DestinationPolicy:
             rule if isinstance(rule, AllowRule) else parse_allow_rule(rule) for rule in allow
         )
 
-    def refusal(self, address: str, port: int, host: str | None = None) -> DestinationRefused | None:
+    def refusal(
+        self, address: str, port: int, host: str | None = None
+    ) -> DestinationRefused | None:
         """None when a connection to ``address``:``port`` may be made; else the refusal.
 
         ``address`` is an IP address as resolved (an IPv6 scope such as %eth0 is

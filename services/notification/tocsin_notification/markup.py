@@ -1,4 +1,4 @@
-"""Escaping of alert-derived text for the channels that interpret markup (pure).
+r"""Escaping of alert-derived text for the channels that interpret markup (pure).
 
 An alert's title, service, labels and runbook link come from whoever can send an alert.
 Put as-is into a Slack or Teams message they could mention everyone (`<!channel>`), hide a

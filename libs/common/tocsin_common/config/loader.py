@@ -461,12 +461,12 @@ class _Checks:
                 if (
                     method.type == "webhook"
                     and not method.unsigned
-                    and self.config.notification.webhook.signing_secret_env is None
+                    and not self.config.notification.webhook.signing_secret_env
                 ):
                     self.add(
                         ("users", i, "contact_methods", j, "unsigned"),
                         f"webhook contact method {method.id!r} would be sent unsigned: "
-                        "notification.webhook.signing_secret_env is null; name the variable "
+                        "notification.webhook.signing_secret_env is empty; name the variable "
                         "holding the signing secret there, or set `unsigned: true` on this "
                         "contact method to send its pages without a signature",
                     )

@@ -564,7 +564,7 @@ class ContactMethod(_Model):
 
     ``unsigned: true`` (webhook only) says, explicitly, that pages to this webhook may go
     out without the HMAC signature; without it a webhook needs the signing secret (the
-    loader refuses it when ``notification.webhook.signing_secret_env`` is null,
+    loader refuses it when ``notification.webhook.signing_secret_env`` is empty,
     notification refuses to start when that variable is unset)."""
 
     id: Slug
@@ -807,10 +807,11 @@ class TwilioSettings(_Model):
 
 class WebhookSettings(_Model):
     """Generic webhook delivery: bodies are signed with HMAC-SHA256 using the secret in
-    this variable (or the file named by ``<variable>_FILE``). Null: no signing secret, and
-    then every webhook contact method must say ``unsigned: true``."""
+    this variable (or the file named by ``<variable>_FILE``). Empty (``""``): no signing
+    secret, and then every webhook contact method must say ``unsigned: true``. (Null, as
+    for every optional field, means the default.)"""
 
-    signing_secret_env: EnvName | None = "TOCSIN_WEBHOOK_SECRET"
+    signing_secret_env: EnvName | Literal[""] = "TOCSIN_WEBHOOK_SECRET"
 
 
 def _allow_entry(value: str) -> str:

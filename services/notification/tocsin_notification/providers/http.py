@@ -125,9 +125,7 @@ class HttpClient:
             if refused is not None:
                 raise DeliveryError(str(refused), retryable=False) from None
             # from None: the aiohttp error's own text may carry the whole URL.
-            raise DeliveryError(
-                scrub(f"{type(e).__name__}: {e}", url), retryable=True
-            ) from None
+            raise DeliveryError(scrub(f"{type(e).__name__}: {e}", url), retryable=True) from None
 
     def _url(self, url: str) -> yarl.URL:
         """The parsed URL, kept: a webhook's address is the same page after page."""

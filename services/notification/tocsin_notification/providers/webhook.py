@@ -121,11 +121,11 @@ def require_signing_secret(
     webhook contact method needs it. None when there is none and nothing needs it."""
     name = config.notification.webhook.signing_secret_env
     needed = signed_webhooks(config)
-    if name is None:
+    if not name:
         # The loader refuses this combination; a config built in code could still have it.
         if needed:
             raise SecretError(
-                "notification.webhook.signing_secret_env is null but webhook contact "
+                "notification.webhook.signing_secret_env is empty but webhook contact "
                 f"methods {', '.join(needed)} are not `unsigned: true`"
             )
         return None
