@@ -87,6 +87,8 @@ def config(users: int, peer: str) -> str:
                 }
                 for n in range(users)
             ],
+            # The receiving peer is on 127.0.0.1, refused unless allow-listed.
+            "notification": {"outgoing": {"allow": ["127.0.0.1"]}},
         }
     )
 
@@ -427,7 +429,7 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         "TOCSIN_REDIS_URL": redis_url,
         "TOCSIN_SERVICE_SECRET": generate_secret(),
         "TOCSIN_CONFIG": str(workdir / "tocsin.yaml"),
-        "TOCSIN_WEBHOOK_SECRET": "bench-secret",
+        "TOCSIN_WEBHOOK_SECRET": generate_secret(),
         "TOCSIN_LINK_SECRET": generate_secret(),
         "OTEL_TRACES_EXPORTER": "none",
         "TOCSIN_LOG_LEVEL": args.log_level,

@@ -96,6 +96,8 @@ def bench_config(peer: str) -> str:
             "services": services,
             "users": users,
             "escalation_policies": policies,
+            # The receiving peer is on 127.0.0.1, refused unless allow-listed.
+            "notification": {"outgoing": {"allow": ["127.0.0.1"]}},
         }
     )  # JSON is YAML
 

@@ -399,6 +399,9 @@ def service_env(
         env["TOCSIN_HTTP_PORT"] = str(http_port)
     if not any(os.environ.get(name) for name in LINK_KEY_VARS):  # yours, when you set one
         env["TOCSIN_LINK_SECRET_FILE"] = str(secret_file(profile, "link-secret"))
+    # Webhook pages are signed: a generated secret unless the caller brought one.
+    if not env.get("TOCSIN_WEBHOOK_SECRET") and not env.get("TOCSIN_WEBHOOK_SECRET_FILE"):
+        env["TOCSIN_WEBHOOK_SECRET_FILE"] = str(secret_file(profile, "TOCSIN_WEBHOOK_SECRET"))
     return env
 
 

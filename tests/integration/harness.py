@@ -144,6 +144,14 @@ class Stack:
         self.link_secret = generate_secret()
         self.link_secret_file = self.write_secret("link-secret", self.link_secret)
 
+        # Generated per session, handed over as a file (the *_FILE way a deployment does).
+        self.webhook_secret = generate_secret()
+        secrets_dir = self.workdir / "secrets"
+        secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        self.webhook_secret_file = secrets_dir / "TOCSIN_WEBHOOK_SECRET"
+        self.webhook_secret_file.write_text(self.webhook_secret + "\n")
+        self.webhook_secret_file.chmod(0o600)
+
     def channel(self, service: str, token: str | None = None) -> grpc.aio.Channel:
         """A channel to ``service`` whose calls carry ``token`` (the admin's by default;
         "" for none)."""
@@ -201,7 +209,12 @@ class Stack:
         for name, module in SERVICES.items():
             grpc_port, metrics_port, http_port = ports[name]
             env = {
-                **{k: v for k, v in os.environ.items() if k not in LINK_KEY_VARS},
+                # The stack's own secrets, whatever the caller's shell has.
+                **{
+                    k: v
+                    for k, v in os.environ.items()
+                    if k not in LINK_KEY_VARS and k != "TOCSIN_WEBHOOK_SECRET"
+                },
                 "TOCSIN_KAFKA_BOOTSTRAP": self.bootstrap,
                 "TOCSIN_REDIS_URL": self.redis_url,
                 "TOCSIN_CONFIG": str(self.config_path),
@@ -212,7 +225,7 @@ class Stack:
                 "TOCSIN_DATA_DIR": str(self.workdir / "data" / name),
                 "TOCSIN_CONFIG_RELOAD_SECONDS": "0.5",
                 "TOCSIN_SERVICE_SECRET": self.service_secret,
-                "TOCSIN_WEBHOOK_SECRET": "integration-secret",
+                "TOCSIN_WEBHOOK_SECRET_FILE": str(self.webhook_secret_file),
                 "TOCSIN_LINK_SECRET_FILE": str(self.link_secret_file),
                 "TOCSIN_PUBLIC_URL": f"http://127.0.0.1:{ports['notification'][2]}",
                 "OTEL_SERVICE_NAME": f"tocsin-{name}",

@@ -64,7 +64,9 @@ async def test_an_alert_pages_the_on_call_user_at_their_webhook_in_one_trace(sta
     assert body["incident"]["service"] == "checkout"
     assert body["incident"]["urgency"] == "high"
     assert body["user"]["id"] == "alice"
-    assert verify(b"integration-secret", page.body, page.headers[SIGNATURE_HEADER], now=time.time())
+    assert verify(
+        stack.webhook_secret.encode(), page.body, page.headers[SIGNATURE_HEADER], now=time.time()
+    )
     # The receiver can continue the same trace.
     assert page.headers["traceparent"].split("-")[1] == trace_id
 

@@ -24,6 +24,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from tocsin_common.clock import FakeClock
+from tocsin_common.config.model import NotificationSettings
+from tocsin_common.outgoing import DestinationPolicy
 from tocsin_notification.breaker import BreakerRegistry
 from tocsin_notification.pipeline.send_stage import SendStage
 from tocsin_notification.providers import DeliveryError, IncidentLine, Page, discover
@@ -37,6 +39,9 @@ from tocsin_notification.providers.webhook import SIGNATURE_HEADER, WebhookProvi
 from tests.integration.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+SECRET = "unit-test-webhook-signing-secret-0123456789"
+# The local peers run on 127.0.0.1: allow-listed, as an operator would for a local receiver.
+LOCAL = DestinationPolicy(["127.0.0.1"])
 
 
 @dataclass
@@ -125,17 +130,22 @@ def page(address: str, **kw: Any) -> Page:
 
 
 async def test_webhook_is_signed_so_a_receiver_can_verify_it(
-    peer: Peer, monkeypatch: pytest.MonkeyPatch
+    peer: Peer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("HOOK_SECRET", "s3cret")
-    provider = WebhookProvider(secret_env="HOOK_SECRET")
+    # As deployed: the secret in a file named by <variable>_FILE, the peer allow-listed.
+    (tmp_path / "hook-secret").write_text(SECRET + "\n")
+    monkeypatch.setenv("HOOK_SECRET_FILE", str(tmp_path / "hook-secret"))
+    settings = NotificationSettings.model_validate(
+        {"webhook": {"signing_secret_env": "HOOK_SECRET"}, "outgoing": {"allow": ["127.0.0.1"]}}
+    )
+    provider = WebhookProvider.from_settings(settings)
     try:
         assert await provider.send(page(f"{peer.url}/hook")) == "HTTP 200"
     finally:
         await provider.close()
     got = peer.requests[0]
     # What a receiver does: recompute HMAC-SHA256(secret, f"{t}.{raw body}").
-    assert verify(b"s3cret", got.body, got.headers[SIGNATURE_HEADER], now=time.time())
+    assert verify(SECRET.encode(), got.body, got.headers[SIGNATURE_HEADER], now=time.time())
     assert not verify(b"wrong", got.body, got.headers[SIGNATURE_HEADER], now=time.time())
     body = got.json()
     assert body["links"] == {
@@ -152,7 +162,11 @@ async def test_webhook_is_signed_so_a_receiver_can_verify_it(
 )
 async def test_http_failures_say_whether_to_retry(peer: Peer, status: int, retryable: bool) -> None:
     peer.status = status
-    for provider in (WebhookProvider(), SlackProvider(), TeamsProvider()):
+    for provider in (
+        WebhookProvider(secret=SECRET, destinations=LOCAL),
+        SlackProvider(destinations=LOCAL),
+        TeamsProvider(destinations=LOCAL),
+    ):
         try:
             with pytest.raises(DeliveryError) as e:
                 await provider.send(page(f"{peer.url}/x"))
@@ -165,7 +179,7 @@ async def test_a_hanging_peer_hits_the_attempt_timeout_and_opens_the_breaker(pee
     peer.delay = 5
     clock = FakeClock()
     stage = SendStage(BreakerRegistry(clock, failure_threshold=2, reset_timeout_s=30), 0.2)
-    provider = WebhookProvider()
+    provider = WebhookProvider(secret=SECRET, destinations=LOCAL)
     try:
         for _ in range(2):
             started = time.monotonic()
@@ -189,7 +203,7 @@ async def test_a_hanging_peer_hits_the_attempt_timeout_and_opens_the_breaker(pee
 async def test_a_slow_peer_within_the_timeout_is_fine(peer: Peer) -> None:
     peer.delay = 0.3
     stage = SendStage(BreakerRegistry(FakeClock()), 2)
-    provider = SlackProvider()
+    provider = SlackProvider(destinations=LOCAL)
     try:
         assert await stage.send(provider, page(f"{peer.url}/slack")) == "HTTP 200"
     finally:
@@ -197,7 +211,7 @@ async def test_a_slow_peer_within_the_timeout_is_fine(peer: Peer) -> None:
 
 
 async def test_connection_refused_is_retryable() -> None:
-    provider = WebhookProvider()
+    provider = WebhookProvider(secret=SECRET, destinations=LOCAL)
     try:
         with pytest.raises(DeliveryError) as e:
             await provider.send(page(f"http://127.0.0.1:{free_port()}/nobody"))
@@ -212,7 +226,7 @@ async def test_http_requests_carry_the_trace_with_or_without_a_span_of_their_own
 ) -> None:
     # Without exported spans the client opens none, but the page's trace context still
     # goes out, and the answer is classified as before.
-    client = HttpClient("webhook", spans=spans)
+    client = HttpClient("webhook", spans=spans, destinations=LOCAL)
     trace_id, span_id = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
     parent = trace.NonRecordingSpan(
         trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(1))
@@ -235,7 +249,7 @@ async def test_http_requests_carry_the_trace_with_or_without_a_span_of_their_own
 
 
 async def test_slack_gets_blocks_with_action_buttons(peer: Peer) -> None:
-    provider = SlackProvider()
+    provider = SlackProvider(destinations=LOCAL)
     try:
         await provider.send(page(f"{peer.url}/services/T/B/X"))
     finally:
@@ -249,7 +263,7 @@ async def test_slack_gets_blocks_with_action_buttons(peer: Peer) -> None:
 
 
 async def test_teams_gets_a_message_card(peer: Peer) -> None:
-    provider = TeamsProvider()
+    provider = TeamsProvider(destinations=LOCAL)
     try:
         await provider.send(page(f"{peer.url}/webhookb2/x"))
     finally:
@@ -266,7 +280,13 @@ async def test_teams_gets_a_message_card(peer: Peer) -> None:
 def _twilio(
     cls: type[SmsProvider] | type[VoiceProvider], peer: Peer
 ) -> SmsProvider | VoiceProvider:
-    return cls(base_url=peer.url, account_sid="AC1", auth_token="tok", from_number="+15550000000")
+    return cls(
+        base_url=peer.url,
+        account_sid="AC1",
+        auth_token="tok",
+        from_number="+15550000000",
+        destinations=LOCAL,
+    )
 
 
 async def test_sms_posts_a_form_with_basic_auth(peer: Peer) -> None:

@@ -523,4 +523,5 @@ def contact_method(
         address=method.address,
         user_name=user.name,
         time_zone=user.time_zone,
+        unsigned=method.unsigned,
     )

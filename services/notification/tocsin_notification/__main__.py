@@ -44,6 +44,7 @@ from tocsin_notification.pipeline.render_stage import RenderStage
 from tocsin_notification.pipeline.retry_stage import RetryStage
 from tocsin_notification.pipeline.send_stage import SendStage
 from tocsin_notification.providers import Provider, build, discover
+from tocsin_notification.providers.webhook import require_signing_secret
 from tocsin_notification.ratelimit import SlidingWindowLimit
 from tocsin_notification.redis_batch import CommandBatcher
 from tocsin_notification.render import Renderer
@@ -136,6 +137,11 @@ async def serve(stop: asyncio.Event) -> None:
         link_keys(links_settings.signing_keys_env, links_settings.signing_secret_env),
         links_settings.ttl,
     )
+    # Before anything starts: a signed webhook without its secret is a start-up error.
+    try:
+        require_signing_secret(config.current)
+    except SecretError as e:
+        raise SystemExit(f"notification cannot start: {e}") from None
     clock = SystemClock()
     # Blocking pool: a burst queues for a connection instead of failing. The pages' own
     # commands go through one CommandBatcher, so they need few connections.

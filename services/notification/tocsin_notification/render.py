@@ -3,6 +3,11 @@ where, since when, how bad, the runbook, and the acknowledge/resolve links.
 
 A channel uses `<channel>.subject.j2` / `<channel>.txt.j2` when present, else
 `default.*.j2`. A directory named by TOCSIN_NOTIFICATION_TEMPLATES overrides any of them.
+
+The subject is plain text (each provider escapes it for where it goes). The text of a
+channel that interprets markup (Slack mrkdwn, Teams markdown) is rendered from values
+escaped for it (markup.py): alert-derived strings cannot add mentions, links or markup,
+in these templates or in a user's own.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import jinja2
 
+from tocsin_notification.markup import CHANNELS, Escape
 from tocsin_notification.providers.base import IncidentLine
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -54,15 +60,26 @@ class Renderer:
 
     def render(self, channel: str, incidents: tuple[IncidentLine, ...]) -> tuple[str, str]:
         """(subject, text) of one message listing `incidents`."""
-        context: dict[str, Any] = {"incidents": [_line_context(i) for i in incidents]}
-        subject = self._template(channel, "subject").render(context).strip()
-        text = self._template(channel, "txt").render(context).strip()
+        plain: dict[str, Any] = {"incidents": [_line_context(i) for i in incidents]}
+        subject = self._template(channel, "subject").render(plain).strip()
+        escapes = CHANNELS.get(channel)
+        escaped = plain
+        if escapes is not None:
+            escaped = {"incidents": [_line_context(i, *escapes) for i in incidents]}
+        text = self._template(channel, "txt").render(escaped).strip()
         return " ".join(subject.split()), text
 
 
-def _line_context(line: IncidentLine) -> dict[str, Any]:
+def _line_context(
+    line: IncidentLine, text_escape: Escape | None = None, url_escape: Escape | None = None
+) -> dict[str, Any]:
     # Its fields are strings: a shallow copy is what asdict's deep one would give.
     context: dict[str, Any] = dict(vars(line))
+    if text_escape is not None and url_escape is not None:
+        context = {
+            name: url_escape(value) if name.endswith("_url") else text_escape(value)
+            for name, value in context.items()
+        }
     since = _parse(line.since)
     context["since_short"] = since.strftime("%H:%M UTC %b %d") if since else "unknown"
     context["since_spoken"] = since.strftime("%H %M UTC") if since else "an unknown time"

@@ -405,6 +405,7 @@ class ContactMethod(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     USER_NAME_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
+    UNSIGNED_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     contact_method_id: _builtins.str
     type: _builtins.str
@@ -412,6 +413,10 @@ class ContactMethod(_message.Message):
     address: _builtins.str
     user_name: _builtins.str
     time_zone: _builtins.str
+    unsigned: _builtins.bool
+    """webhook only: the config says `unsigned: true`, so pages may go out without the
+    HMAC signature when notification has no signing secret.
+    """
     def __init__(
         self,
         *,
@@ -421,10 +426,11 @@ class ContactMethod(_message.Message):
         address: _builtins.str = ...,
         user_name: _builtins.str = ...,
         time_zone: _builtins.str = ...,
+        unsigned: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "contact_method_id", b"contact_method_id", "time_zone", b"time_zone", "type", b"type", "user_id", b"user_id", "user_name", b"user_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "contact_method_id", b"contact_method_id", "time_zone", b"time_zone", "type", b"type", "unsigned", b"unsigned", "user_id", b"user_id", "user_name", b"user_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -493,6 +493,18 @@ class _Checks:
                     )
                 else:
                     methods[method.id] = j
+                if (
+                    method.type == "webhook"
+                    and not method.unsigned
+                    and not self.config.notification.webhook.signing_secret_env
+                ):
+                    self.add(
+                        ("users", i, "contact_methods", j, "unsigned"),
+                        f"webhook contact method {method.id!r} would be sent unsigned: "
+                        "notification.webhook.signing_secret_env is empty; name the variable "
+                        "holding the signing secret there, or set `unsigned: true` on this "
+                        "contact method to send its pages without a signature",
+                    )
             for urgency in ("high", "low"):
                 rules = getattr(user.notification_rules, urgency)
                 for j, rule in enumerate(rules):

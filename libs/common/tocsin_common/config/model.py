@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..outgoing import parse_allow_rule
 from ..validation import clip
 from .durations import Duration, PositiveDuration
 
@@ -57,6 +58,7 @@ __all__ = [
     "NotificationRule",
     "NotificationRules",
     "NotificationSettings",
+    "OutgoingSettings",
     "Override",
     "RegexError",
     "Restriction",
@@ -611,18 +613,35 @@ _ADDRESS_CHECKS = {
 
 class ContactMethod(_Model):
     """One way to reach a user: an email address, a phone number (sms/voice, E.164) or an
-    incoming-webhook URL (slack/teams/webhook)."""
+    incoming-webhook URL (slack/teams/webhook).
+
+    ``unsigned: true`` (webhook only) says, explicitly, that pages to this webhook may go
+    out without the HMAC signature; without it a webhook needs the signing secret (the
+    loader refuses it when ``notification.webhook.signing_secret_env`` is empty,
+    notification refuses to start when that variable is unset)."""
 
     id: Slug
     type: ContactMethodType
     address: str
     name: str = ""
+    unsigned: bool = False
 
     @field_validator("address")
     @classmethod
     def _address_fits_type(cls, value: str, info: ValidationInfo) -> str:
         check = _ADDRESS_CHECKS.get(str(info.data.get("type")))
         return check(value) if check is not None else value
+
+    @field_validator("unsigned")
+    @classmethod
+    def _unsigned_only_for_webhooks(cls, value: bool, info: ValidationInfo) -> bool:
+        kind = info.data.get("type")
+        if value and kind is not None and kind != "webhook":
+            raise ValueError(
+                f"only a webhook contact method can be unsigned (this one is {kind!r}); "
+                "remove the field"
+            )
+        return value
 
 
 class NotificationRule(_Model):
@@ -841,9 +860,28 @@ class TwilioSettings(_Model):
 
 
 class WebhookSettings(_Model):
-    """Generic webhook delivery: bodies are signed with HMAC-SHA256 using this secret."""
+    """Generic webhook delivery: bodies are signed with HMAC-SHA256 using the secret in
+    this variable (or the file named by ``<variable>_FILE``). Empty (``""``): no signing
+    secret, and then every webhook contact method must say ``unsigned: true``. (Null, as
+    for every optional field, means the default.)"""
 
-    signing_secret_env: EnvName = "TOCSIN_WEBHOOK_SECRET"
+    signing_secret_env: EnvName | Literal[""] = "TOCSIN_WEBHOOK_SECRET"
+
+
+def _allow_entry(value: str) -> str:
+    parse_allow_rule(value)  # ValueError naming the entry and what is wrong
+    return value
+
+
+class OutgoingSettings(_Model):
+    """Outgoing HTTP requests (webhook, Slack, Teams, Twilio): destinations that resolve
+    to loopback, private, link-local, CGNAT, multicast or reserved addresses are refused
+    unless listed here (an address or CIDR network, optionally with a port:
+    ``127.0.0.1:9999``, ``10.0.0.0/8``, ``[::1]:9999``). See tocsin_common.outgoing."""
+
+    allow: tuple[Annotated[str, AfterValidator(_allow_entry)], ...] = Field(
+        default=(), max_length=1000
+    )
 
 
 class LinkSettings(_Model):
@@ -872,6 +910,7 @@ class NotificationSettings(_Model):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     links: LinkSettings = Field(default_factory=LinkSettings)
+    outgoing: OutgoingSettings = Field(default_factory=OutgoingSettings)
 
 
 class Limits(_Model):

@@ -86,4 +86,5 @@ class RenderStage:
             subject=subject,
             text=text,
             incidents=lines,
+            unsigned=contact.unsigned,
         )

@@ -46,6 +46,7 @@ class Page:
     subject: str = ""
     text: str = ""
     incidents: tuple[IncidentLine, ...] = ()
+    unsigned: bool = False  # webhook: the contact method is `unsigned: true` in the config
 
     @property
     def bundled(self) -> bool:

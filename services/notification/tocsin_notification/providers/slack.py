@@ -1,12 +1,18 @@
 """Slack incoming webhook: the rendered text as mrkdwn blocks, with buttons for the
-acknowledge/resolve links. The contact method's address is the webhook URL."""
+acknowledge/resolve links. The contact method's address is the webhook URL (a credential:
+it is never logged or put on a span).
+
+The text is rendered from escaped values (render.py); the subject is plain text, shown as
+it is in the plain_text header and escaped in the message's mrkdwn `text` fallback."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tocsin_common.config.model import NotificationSettings
+from tocsin_common.outgoing import DestinationPolicy
 
+from tocsin_notification.markup import slack_text
 from tocsin_notification.providers.base import Page
 from tocsin_notification.providers.http import HttpClient
 
@@ -26,7 +32,7 @@ def blocks(page: Page) -> dict[str, Any]:
             buttons.append(_button("Runbook", page.runbook_url, None))
     if buttons:
         body.append({"type": "actions", "elements": buttons})
-    return {"text": page.subject, "blocks": body}
+    return {"text": slack_text(page.subject), "blocks": body}
 
 
 def _button(label: str, url: str, style: str | None) -> dict[str, Any]:
@@ -43,12 +49,14 @@ def _button(label: str, url: str, style: str | None) -> dict[str, Any]:
 class SlackProvider:
     channel = "slack"
 
-    def __init__(self, *, timeout_s: float = 10.0) -> None:
-        self._http = HttpClient("slack", timeout_s)
+    def __init__(
+        self, *, timeout_s: float = 10.0, destinations: DestinationPolicy | None = None
+    ) -> None:
+        self._http = HttpClient("slack", timeout_s, destinations=destinations)
 
     @classmethod
     def from_settings(cls, settings: NotificationSettings) -> SlackProvider:
-        return cls()
+        return cls(destinations=DestinationPolicy(settings.outgoing.allow))
 
     async def send(self, page: Page) -> str:
         return await self._http.post(page.address, json=blocks(page))

@@ -14,6 +14,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from tocsin_common.config.model import NotificationSettings
+from tocsin_common.outgoing import DestinationPolicy
 
 from tocsin_notification.providers.base import DeliveryError, Page
 from tocsin_notification.providers.http import HttpClient
@@ -32,6 +33,7 @@ class _TwilioBase:
         auth_token: str = "",
         from_number: str = "",
         timeout_s: float = 10.0,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._sid = account_sid
@@ -40,7 +42,7 @@ class _TwilioBase:
             + base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
         }
         self._from = from_number
-        self._http = HttpClient(f"twilio-{self.channel}", timeout_s)
+        self._http = HttpClient(f"twilio-{self.channel}", timeout_s, destinations=destinations)
 
     def _url(self, resource: str) -> str:
         return f"{self._base}/2010-04-01/Accounts/{self._sid}/{resource}.json"
@@ -66,6 +68,7 @@ def _from_settings_kwargs(settings: NotificationSettings) -> dict[str, Any]:
         "account_sid": twilio.account_sid,
         "auth_token": os.environ.get(twilio.auth_token_env, ""),
         "from_number": twilio.from_number,
+        "destinations": DestinationPolicy(settings.outgoing.allow),
     }
 
 
