@@ -10,8 +10,13 @@ the overlap asked for); no call ever returns a secret again.
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import grpc
@@ -175,3 +180,43 @@ async def test_rotation_voids_the_old_url_at_once_or_after_the_overlap(stack: St
     viewer, _ = await stack.token_for("hb-viewer")
     (state,) = [h for h in await listed(stack, viewer) if h.heartbeat_id == ROTATE]
     assert state.previous_url_valid_until == third.previous_valid_until
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tocsin_ingest.issue_ping_url", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "TOCSIN_TOKEN"},
+    )
+
+
+async def test_the_cli_make_up_runs_issues_every_url_once_into_private_files(
+    stack: Stack, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(stack.admin_token)
+    out = tmp_path / "heartbeats"
+    common = ["--target", stack.grpc_target("alert-ingest"), "--token-file", str(token_file)]
+    made = await asyncio.to_thread(
+        run_cli, "--all", "--keep-existing", "--out-dir", str(out), *common
+    )
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == ""  # secrets go to the files only
+    url_file = out / f"{MISSED}.url"
+    url = url_file.read_text().strip()
+    assert stat.S_IMODE(url_file.stat().st_mode) == 0o600
+    assert {f"{MISSED}.url", f"{ROTATE}.url"} <= {p.name for p in out.iterdir()}
+    async with aiohttp.ClientSession() as session:
+        assert await ping(session, url) == 200
+        # Run again (a restart of `make up`): the URLs it wrote stay, and keep working.
+        again = await asyncio.to_thread(
+            run_cli, "--all", "--keep-existing", "--out-dir", str(out), *common
+        )
+        assert again.returncode == 0, again.stderr
+        assert url_file.read_text().strip() == url
+        assert await ping(session, url) == 200
+    # Without a credential it says what to do.
+    refused = await asyncio.to_thread(run_cli, MISSED, "--target", common[1])
+    assert refused.returncode != 0 and "TOCSIN_TOKEN" in refused.stderr
