@@ -363,6 +363,32 @@ def bootstrap_admin(profile: Profile) -> None:
         cwd=ROOT,
     )
 
+def heartbeat_urls_dir(profile: Profile) -> Path:
+    return profile.run_dir / "secrets" / "heartbeats"
+
+
+def issue_heartbeat_urls(profile: Profile) -> None:
+    """A ping URL for every heartbeat of the config, issued once with the admin token and
+    kept in .run/<profile>/secrets/heartbeats/<id>.url (0600); a restart keeps them."""
+    subprocess.run(
+        [
+            str(VENV_PYTHON),
+            "-m",
+            "tocsin_ingest.issue_ping_url",
+            "--all",
+            "--keep-existing",
+            "--target",
+            f"127.0.0.1:{profile.ingest[0]}",
+            "--token-file",
+            str(admin_token_file(profile)),
+            "--out-dir",
+            str(heartbeat_urls_dir(profile)),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+
+
 # The link key ring (or lone link secret): one of these must reach notification.
 LINK_KEY_VARS = (
     "TOCSIN_LINK_KEYS",
@@ -560,6 +586,7 @@ def main() -> None:
         if args.command == "up":
             start_services(profile, Path(args.config).resolve())
             bootstrap_admin(profile)
+            issue_heartbeat_urls(profile)
             print_welcome(profile)
     elif args.command == "down":
         stop_all(profile)
@@ -590,6 +617,10 @@ The page shows up at the recording webhook peer (127.0.0.1:{profile.recorder_por
 Everything else needs a credential. The bootstrap admin token is in
   {admin_token_file(profile)}
   (docs/security.md: create people's tokens with it over AuthService, then revoke it).
+Heartbeats are pinged at secret URLs, one per monitor, issued once and kept in
+  {heartbeat_urls_dir(profile)}/<heartbeat id>.url
+  e.g. curl -sS -X POST "$(cat {heartbeat_urls_dir(profile)}/nightly-backup.url)"
+  (docs/ingest.md#heartbeats: issue or rotate one with python -m tocsin_ingest.issue_ping_url).
 Logs: {profile.run_dir}/logs/   Stop: make down
 """)
 

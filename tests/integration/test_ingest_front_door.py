@@ -22,7 +22,14 @@ import aiohttp
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from tocsin.v1 import alert_pb2, ingest_service_pb2, ingest_service_pb2_grpc
+from tocsin.v1 import (
+    alert_pb2,
+    heartbeat_service_pb2,
+    heartbeat_service_pb2_grpc,
+    ingest_service_pb2,
+    ingest_service_pb2_grpc,
+)
+from tocsin_common.auth.access import BearerClientInterceptor
 from tocsin_common.kafka import EventProducer
 
 from tests.integration.harness import ServiceProcess, Stack, free_port
@@ -126,9 +133,11 @@ async def alerts(stack: Stack) -> AsyncIterator[TopicReader]:
 
 
 @pytest.fixture(scope="module")
-async def ingest(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def ingest_process(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[str, str]]:
     """A second alert-ingest with typed, rate-limited keys and a heartbeat; it leaves
-    alerts.raw to the stack's ingest. Yields its base URL."""
+    alerts.raw to the stack's ingest. Yields its base URL and its gRPC target."""
     workdir = tmp_path_factory.mktemp("ingest")
     config = workdir / "tocsin.yaml"
     config.write_text(INGEST_CONFIG)
@@ -142,6 +151,7 @@ async def ingest(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asyn
         "TOCSIN_GRPC_PORT": str(grpc_port),
         "TOCSIN_METRICS_PORT": str(free_port()),
         "TOCSIN_HTTP_PORT": str(http_port),
+        "TOCSIN_SERVICE_SECRET": stack.service_secret,
         "TOCSIN_INGEST_CONSUME_RAW": "0",
         "TOCSIN_INGEST_HEARTBEAT_CHECK_SECONDS": "0.2",
         "OTEL_TRACES_EXPORTER": "none",
@@ -152,9 +162,14 @@ async def ingest(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asyn
     process.start()
     try:
         await process.wait_healthy()
-        yield f"http://127.0.0.1:{http_port}"
+        yield f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
     finally:
         process.kill()
+
+
+@pytest.fixture(scope="module")
+def ingest(ingest_process: tuple[str, str]) -> str:
+    return ingest_process[0]
 
 
 async def post(url: str, body: Any = None, *, raw: bytes | None = None, **kw: Any) -> Any:
@@ -522,11 +537,20 @@ async def test_alerts_raw_good_records_flow_and_bad_ones_are_dead_lettered(
 
 
 async def test_a_silent_heartbeat_triggers_once_and_the_next_ping_resolves(
-    ingest: str, alerts: TopicReader
+    stack: Stack, ingest_process: tuple[str, str], alerts: TopicReader
 ) -> None:
+    ingest, grpc_target = ingest_process
     dedup_key = f"heartbeat:{HEARTBEAT}"
+    async with grpc.aio.insecure_channel(
+        grpc_target, interceptors=[BearerClientInterceptor(stack.admin_token)]
+    ) as channel:
+        issued = await heartbeat_service_pb2_grpc.HeartbeatServiceStub(channel).IssuePingUrl(
+            heartbeat_service_pb2.IssuePingUrlRequest(heartbeat_id=HEARTBEAT)
+        )
+    ping_url = issued.ping_url
+    assert ping_url.startswith(f"{ingest}/v1/heartbeats/{HEARTBEAT}/ping/hbs_")
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{ingest}/v1/heartbeats/{HEARTBEAT}/ping") as r:
+        async with session.post(ping_url) as r:
             assert r.status == 200
             assert (await r.json())["heartbeat"] == HEARTBEAT
         (missed,) = await alerts.wait_for(
@@ -537,7 +561,7 @@ async def test_a_silent_heartbeat_triggers_once_and_the_next_ping_resolves(
         assert missed.source_format == alert_pb2.SOURCE_FORMAT_HEARTBEAT
         assert missed.severity == alert_pb2.SEVERITY_WARNING
         await asyncio.sleep(1.5)  # still silent: no second trigger
-        async with session.get(f"{ingest}/v1/heartbeats/{HEARTBEAT}/ping") as r:
+        async with session.get(ping_url) as r:
             assert r.status == 200
             assert (await r.json())["resolved"] is True
         await alerts.wait_for(
@@ -550,9 +574,10 @@ async def test_a_silent_heartbeat_triggers_once_and_the_next_ping_resolves(
             if a.dedup_key == dedup_key and a.action == alert_pb2.ALERT_ACTION_TRIGGER
         ]
         assert len(triggers) == 1
-        async with session.get(f"{ingest}/v1/heartbeats/no-such-monitor/ping") as r:
+        secret = ping_url.rsplit("/", 1)[1]
+        async with session.get(f"{ingest}/v1/heartbeats/no-such-monitor/ping/{secret}") as r:
             assert r.status == 404
-            assert (await r.json())["fields"][0]["field"] == "path.id"
+            assert (await r.json())["fields"][0]["field"] == "path"
 
 
 # --- durability ---------------------------------------------------------------------------------

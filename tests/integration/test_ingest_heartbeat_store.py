@@ -1,18 +1,21 @@
 """The heartbeat store's Lua scripts on the real Redis: a claim is a lease, so a replica
-killed between claiming a missed heartbeat and publishing its alert does not lose it."""
+killed between claiming a missed heartbeat and publishing its alert does not lose it; the
+status of a monitor (last ping, down) and the hashes of ping URLs read back as written."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from redis.asyncio import Redis
 from tocsin.v1 import alert_pb2
 from tocsin_common.clock import FakeClock
 from tocsin_common.config import parse_config
-from tocsin_ingest.heartbeats import CLAIM_LEASE_S, HeartbeatMonitors
-from tocsin_ingest.redis_state import RedisHeartbeatStore
+from tocsin_ingest import ping_urls
+from tocsin_ingest.heartbeats import CLAIM_LEASE_S, HeartbeatMonitors, MonitorStatus
+from tocsin_ingest.redis_state import RedisHeartbeatStore, RedisPingSecrets
 
 from tests.integration.harness import infra_from_env
 
@@ -82,3 +85,42 @@ async def test_a_deadline_set_by_a_ping_during_the_claim_survives_its_confirm(
     await store.confirm("cron", now + CLAIM_LEASE_S)
     clock.advance(10)
     assert await monitors.check() == ["cron"]
+
+
+async def test_status_reads_the_last_ping_and_whether_the_alert_fires(
+    store: RedisHeartbeatStore,
+) -> None:
+    clock, published = FakeClock(), Published()
+    monitors = HeartbeatMonitors(lambda: CONFIG, store, published, clock)
+    assert await store.status(["cron"]) == {"cron": MonitorStatus(None, False)}
+    await monitors.ping("cron")
+    pinged = clock.now()
+    clock.advance(11)
+    assert await monitors.check() == ["cron"]
+    assert await store.status(["cron", "other"]) == {
+        "cron": MonitorStatus(pinged, True),
+        "other": MonitorStatus(None, False),
+    }
+
+
+async def test_ping_url_hashes_round_trip_and_a_rotation_replaces_them() -> None:
+    _, redis_url = infra_from_env()
+    client = Redis.from_url(redis_url)
+    prefix = f"it:ping-url:{uuid.uuid4().hex[:8]}:"
+    try:
+        secrets = RedisPingSecrets(client, prefix=prefix)
+        clock = FakeClock()
+        assert await secrets.get("cron") is None
+        old = ping_urls.new_secret()
+        first = ping_urls.rotated(None, old, clock.now(), "max", timedelta(hours=1))
+        await secrets.put("cron", first)
+        assert await secrets.get("cron") == first
+        new = ping_urls.new_secret()
+        second = ping_urls.rotated(first, new, clock.now(), "ann")
+        await secrets.put("cron", second)
+        assert await secrets.get("cron") == second
+        stored = await client.hgetall(prefix + "cron")
+        assert stored[b"previous_digest"] == b""  # rotated at once: nothing of the old
+        assert not any(s.encode() in b"".join(stored.values()) for s in (old, new))
+    finally:
+        await client.aclose()

@@ -9,6 +9,7 @@ import pytest
 from tocsin_common.auth.directory import (
     BOOTSTRAP_ADMIN,
     contact_resource,
+    heartbeat_resource,
     incident_resource,
     principal_for,
     schedule_teams,
@@ -43,6 +44,8 @@ SRE_SCHEDULE_OWN = Resource("override", "o1", frozenset({"sre"}), owner="rita")
 SRE_SCHEDULE_OTHER = Resource("override", "o2", frozenset({"sre"}), owner="max")
 RITA_CONTACT = Resource("contact", "rita/hook", frozenset({"sre"}), owner="rita")
 TOKEN_OF_RITA = Resource("token", "rita", owner="rita")
+SRE_HEARTBEAT = Resource("heartbeat", "nightly", frozenset({"sre"}))
+UNOWNED_HEARTBEAT = Resource("heartbeat", "cron")  # its service has no team
 
 viewer = user("vic", sre=Role.VIEWER)
 rita = user("rita", sre=Role.RESPONDER)
@@ -93,6 +96,17 @@ TABLE = [
     (notification, "incident.acknowledge", SRE_INCIDENT, False),
     (rita, "notification.test", RITA_CONTACT, True),
     (outsider, "notification.test", RITA_CONTACT, False),
+    # heartbeats: viewers see them, managers of the service's team issue ping URLs
+    (viewer, "heartbeat.read", SRE_HEARTBEAT, True),
+    (outsider, "heartbeat.read", SRE_HEARTBEAT, False),
+    (viewer, "heartbeat.rotate", SRE_HEARTBEAT, False),
+    (rita, "heartbeat.rotate", SRE_HEARTBEAT, False),
+    (max_, "heartbeat.rotate", SRE_HEARTBEAT, True),
+    (read_only_manager, "heartbeat.rotate", SRE_HEARTBEAT, False),
+    (outsider, "heartbeat.rotate", SRE_HEARTBEAT, False),
+    (max_, "heartbeat.rotate", UNOWNED_HEARTBEAT, False),
+    (admin, "heartbeat.rotate", UNOWNED_HEARTBEAT, True),
+    (ingest, "heartbeat.rotate", SRE_HEARTBEAT, False),
     # tokens: one's own, or admin
     (rita, "token.create", TOKEN_OF_RITA, True),
     (max_, "token.create", TOKEN_OF_RITA, False),
@@ -162,6 +176,9 @@ schedules:
 escalation_policies:
   - {id: p, name: P, levels: [{delay: 5m, targets: [{type: schedule, id: rota}]}]}
   - {id: q, name: Q, levels: [{delay: 5m, targets: [{type: user, id: rita}]}]}
+heartbeats:
+  - {id: nightly, service: web, interval: 24h}
+  - {id: cron, service: db, interval: 1h}
 access:
   admins: [max]
   service_accounts:
@@ -186,6 +203,11 @@ def test_principals_and_resources_come_from_the_config() -> None:
     assert incident_resource(config, "i", "db").teams == frozenset()  # admins only
     assert schedule_teams(config, "rota") == {"sre"}  # via web's policy p
     assert contact_resource(config, "rita", "hook").owner == "rita"
+    assert heartbeat_resource(config, "nightly") == Resource(
+        "heartbeat", "nightly", frozenset({"sre"})
+    )
+    assert heartbeat_resource(config, "cron").teams == frozenset()  # db has no team
+    assert heartbeat_resource(config, "gone").teams == frozenset()
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from tocsin.v1 import alert_pb2
 from tocsin_common.clock import FakeClock
 from tocsin_common.config import TocsinConfig, parse_config
-from tocsin_ingest.heartbeats import CLAIM_LEASE_S, HeartbeatMonitors
+from tocsin_ingest import ping_urls
+from tocsin_ingest.heartbeats import (
+    CLAIM_LEASE_S,
+    HeartbeatMonitors,
+    MonitorStatus,
+    PingRefused,
+)
 
 CONFIG = """
 version: 1
@@ -43,14 +49,16 @@ class MemoryHeartbeatStore:
     def __init__(self) -> None:
         self.deadlines: dict[str, float] = {}
         self.down: set[str] = set()
+        self.last_ping: dict[str, float] = {}
 
     async def arm(self, deadlines: dict[str, float]) -> None:
         for monitor_id, deadline in deadlines.items():
             if monitor_id not in self.down:
                 self.deadlines.setdefault(monitor_id, deadline)
 
-    async def ping(self, monitor_id: str, deadline: float) -> bool:
+    async def ping(self, monitor_id: str, deadline: float, at: float) -> bool:
         self.deadlines[monitor_id] = deadline
+        self.last_ping[monitor_id] = at
         if monitor_id in self.down:
             self.down.discard(monitor_id)
             return True
@@ -79,6 +87,30 @@ class MemoryHeartbeatStore:
     async def mark_down(self, monitor_id: str) -> None:
         self.deadlines.pop(monitor_id, None)
         self.down.add(monitor_id)
+
+    async def status(self, monitor_ids: Iterable[str]) -> dict[str, MonitorStatus]:
+        return {
+            m: MonitorStatus(
+                datetime.fromtimestamp(self.last_ping[m], UTC) if m in self.last_ping else None,
+                m in self.down,
+            )
+            for m in monitor_ids
+        }
+
+
+class MemoryPingSecrets:
+    """The PingSecretStore contract in memory."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ping_urls.PingSecret] = {}
+        self.looked_up: list[str] = []
+
+    async def get(self, heartbeat_id: str) -> ping_urls.PingSecret | None:
+        self.looked_up.append(heartbeat_id)
+        return self.records.get(heartbeat_id)
+
+    async def put(self, heartbeat_id: str, record: ping_urls.PingSecret) -> None:
+        self.records[heartbeat_id] = record
 
 
 class Recorder:
@@ -258,3 +290,92 @@ async def test_the_periodic_task_checks_on_the_injected_clock(clock: FakeClock) 
     stop.set()
     clock.advance(1)
     await asyncio.wait_for(task, 1)
+
+
+# --- pings need the monitor's secret ---------------------------------------------------------
+
+
+def issue(
+    secrets: MemoryPingSecrets,
+    clock: FakeClock,
+    monitor_id: str,
+    previous_valid_for: timedelta = timedelta(0),
+) -> str:
+    secret = ping_urls.new_secret()
+    secrets.records[monitor_id] = ping_urls.rotated(
+        secrets.records.get(monitor_id), secret, clock.now(), "max", previous_valid_for
+    )
+    return secret
+
+
+async def test_a_ping_with_the_issued_secret_counts_and_resolves(clock: FakeClock) -> None:
+    store, published, secrets = MemoryHeartbeatStore(), Recorder(), MemoryPingSecrets()
+    hb = monitors(clock, store, published)
+    secret = issue(secrets, clock, "cron")
+    await hb.check()  # armed
+    clock.advance(11)
+    assert await hb.check() == ["cron"]
+    result = await hb.authenticated_ping("cron", secret, secrets)
+    assert result.resolved
+    assert published.actions() == [("heartbeat:cron", TRIGGER), ("heartbeat:cron", RESOLVE)]
+    status = await store.status(["cron", "nightly-backup"])
+    assert status["cron"] == MonitorStatus(clock.now(), False)
+    assert status["nightly-backup"] == MonitorStatus(None, False)
+
+
+async def test_refused_pings_change_nothing_and_cannot_tell_ids_apart(clock: FakeClock) -> None:
+    """Without a URL issued, with a wrong secret, for an unknown monitor, with another
+    monitor's secret: refused alike, nothing recorded, and the missed alert still fires."""
+    store, published, secrets = MemoryHeartbeatStore(), Recorder(), MemoryPingSecrets()
+    hb = monitors(clock, store, published)
+    backup_secret = issue(secrets, clock, "nightly-backup")
+    attempts = [
+        ("cron", ping_urls.new_secret()),  # no URL issued for cron
+        ("cron", backup_secret),  # another monitor's secret
+        ("nightly-backup", ping_urls.new_secret()),  # wrong secret
+        ("nightly-backup", backup_secret[:-1]),  # truncated
+        ("nightly-backup", ""),
+        ("no-such-monitor", ping_urls.new_secret()),
+        ("x" * 101, backup_secret),
+    ]
+    await hb.check()  # armed
+    for monitor_id, secret in attempts:
+        clock.advance(1)
+        with pytest.raises(PingRefused):
+            await hb.authenticated_ping(monitor_id, secret, secrets)
+    assert store.last_ping == {}
+    clock.advance(4)
+    assert await hb.check() == ["cron"]  # 11 s after arming: the refused pings did not count
+    assert published.actions() == [("heartbeat:cron", TRIGGER)]
+    # An unknown id is looked up as a known one is (alike in time); an overlong one is not.
+    assert "no-such-monitor" in secrets.looked_up and "x" * 101 not in secrets.looked_up
+
+
+async def test_a_secret_issued_for_a_monitor_since_removed_is_refused(clock: FakeClock) -> None:
+    hb = monitors(clock, MemoryHeartbeatStore(), Recorder())
+    secrets = MemoryPingSecrets()
+    secret = issue(secrets, clock, "removed-monitor")
+    with pytest.raises(PingRefused):
+        await hb.authenticated_ping("removed-monitor", secret, secrets)
+
+
+async def test_rotation_voids_the_old_secret_at_once_or_after_the_overlap(
+    clock: FakeClock,
+) -> None:
+    store, published, secrets = MemoryHeartbeatStore(), Recorder(), MemoryPingSecrets()
+    hb = monitors(clock, store, published)
+    first = issue(secrets, clock, "cron")
+    second = issue(secrets, clock, "cron")  # rotated: the first stops at once
+    with pytest.raises(PingRefused):
+        await hb.authenticated_ping("cron", first, secrets)
+    await hb.authenticated_ping("cron", second, secrets)
+    third = issue(secrets, clock, "cron", previous_valid_for=timedelta(minutes=10))
+    clock.advance(599)
+    await hb.authenticated_ping("cron", second, secrets)  # still inside the overlap
+    await hb.authenticated_ping("cron", third, secrets)
+    clock.advance(1)
+    with pytest.raises(PingRefused):
+        await hb.authenticated_ping("cron", second, secrets)
+    with pytest.raises(PingRefused):  # only the one previous URL overlaps
+        await hb.authenticated_ping("cron", first, secrets)
+    await hb.authenticated_ping("cron", third, secrets)

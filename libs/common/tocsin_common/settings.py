@@ -57,6 +57,8 @@ class Settings:
     ingest_consume_raw: bool  # alert-ingest consumes alerts.raw
     heartbeat_check_seconds: float  # how often alert-ingest looks for missed heartbeats
     ingest_workers: int = 1  # alert-ingest HTTP worker processes sharing its port
+    # alert-ingest's HTTP base as monitored jobs reach it: heartbeat ping URLs start with it
+    ingest_public_url: str = "http://127.0.0.1:8080"
     tls: TlsSettings = field(default_factory=TlsSettings)
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     redis: RedisConnection = field(
@@ -73,6 +75,8 @@ class Settings:
         ports = DEFAULT_PORTS[service]
         http_default = ports.http
         redis = RedisConnection.from_env(env)
+        tls = TlsSettings.from_env(env)
+        http_port = _int(env, "TOCSIN_HTTP_PORT", http_default) if http_default else None
         return cls(
             service=service,
             kafka_bootstrap=env.get("TOCSIN_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
@@ -81,7 +85,7 @@ class Settings:
             grpc_host=env.get("TOCSIN_GRPC_HOST", "127.0.0.1"),
             grpc_port=_int(env, "TOCSIN_GRPC_PORT", ports.grpc),
             http_host=env.get("TOCSIN_HTTP_HOST", "127.0.0.1"),
-            http_port=_int(env, "TOCSIN_HTTP_PORT", http_default) if http_default else None,
+            http_port=http_port,
             metrics_port=_int(env, "TOCSIN_METRICS_PORT", ports.metrics),
             escalation_grpc=env.get(
                 "TOCSIN_ESCALATION_GRPC", f"127.0.0.1:{DEFAULT_PORTS['escalation'].grpc}"
@@ -95,7 +99,13 @@ class Settings:
             ingest_consume_raw=_flag(env, "TOCSIN_INGEST_CONSUME_RAW", True),
             heartbeat_check_seconds=_float(env, "TOCSIN_INGEST_HEARTBEAT_CHECK_SECONDS", 1.0),
             ingest_workers=_int(env, "TOCSIN_INGEST_WORKERS", 1),
-            tls=TlsSettings.from_env(env),
+            ingest_public_url=_base_url(
+                env,
+                "TOCSIN_INGEST_PUBLIC_URL",
+                f"{'https' if tls.serves_tls else 'http'}://127.0.0.1:"
+                f"{http_port or DEFAULT_PORTS['alert-ingest'].http}",
+            ),
+            tls=tls,
             kafka_security=KafkaSecurity.from_env(env),
             redis=redis,
         )
@@ -133,3 +143,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r}: expected a number of seconds") from None
+
+
+def _base_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest.strip("/"):
+        raise SettingsError(f"{name}={raw!r}: expected an http:// or https:// URL")
+    if "?" in rest or "#" in rest:
+        raise SettingsError(f"{name}={raw!r}: expected a base URL without a query or fragment")
+    return raw.rstrip("/")

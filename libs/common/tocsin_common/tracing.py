@@ -337,6 +337,22 @@ def detach(token: object) -> None:
 # --- HTTP (aiohttp server) -----------------------------------------------------------
 
 
+# Path parameters that are credentials (a heartbeat's ping secret, an integration key in a
+# webhook URL): spans record the path with these replaced, never the credential.
+SECRET_PATH_PARAMS = ("secret", "key")
+REDACTED = "REDACTED"
+
+
+def redacted_path(request: Any) -> str:
+    """``request.path`` with the values of SECRET_PATH_PARAMS segments replaced."""
+    path: str = request.path
+    secrets = [v for k, v in request.match_info.items() if k in SECRET_PATH_PARAMS and v]
+    if not secrets:
+        return path
+    segments = path.split("/")
+    return "/".join(REDACTED if seg in secrets else seg for seg in segments)
+
+
 def aiohttp_tracing_middleware(service: str) -> Any:
     """An aiohttp middleware opening a SERVER span per request, continuing the caller's
     trace when it sent a `traceparent` header."""
@@ -355,7 +371,7 @@ def aiohttp_tracing_middleware(service: str) -> Any:
             name,
             context=ctx,
             kind=SpanKind.SERVER,
-            attributes={"http.request.method": request.method, "url.path": request.path},
+            attributes={"http.request.method": request.method, "url.path": redacted_path(request)},
         ) as span:
             try:
                 response = await handler(request)

@@ -14,7 +14,12 @@ import signal
 import sys
 
 from aiohttp import web
-from tocsin.v1 import ingest_service_pb2, ingest_service_pb2_grpc
+from tocsin.v1 import (
+    heartbeat_service_pb2,
+    heartbeat_service_pb2_grpc,
+    ingest_service_pb2,
+    ingest_service_pb2_grpc,
+)
 from tocsin_common.auth.access import access_control
 from tocsin_common.clock import SystemClock
 from tocsin_common.config import ConfigStore
@@ -29,11 +34,12 @@ from tocsin_common.tracing import setup_tracing
 
 from tocsin_ingest import workers
 from tocsin_ingest.grpc_api import IngestServicer
+from tocsin_ingest.heartbeat_api import HeartbeatServicer
 from tocsin_ingest.heartbeats import HeartbeatMonitors
 from tocsin_ingest.http_api import IngestHttpApi
 from tocsin_ingest.publisher import AlertPublisher, IngestProducer
 from tocsin_ingest.raw_consumer import RawConsumer
-from tocsin_ingest.redis_state import RedisHeartbeatStore, RedisRateLimiter
+from tocsin_ingest.redis_state import RedisHeartbeatStore, RedisPingSecrets, RedisRateLimiter
 
 SERVICE = "alert-ingest"
 READY_WITHIN_S = 120.0  # how long worker 0 waits for the others to listen
@@ -74,9 +80,11 @@ async def serve(stop: asyncio.Event) -> None:
     await producer.start()
     publisher = AlertPublisher(producer)
     limiter = RedisRateLimiter(redis, clock)
+    heartbeat_store = RedisHeartbeatStore(redis)
+    ping_secrets = RedisPingSecrets(redis)
     heartbeats = HeartbeatMonitors(
         lambda: config.current,
-        RedisHeartbeatStore(redis),
+        heartbeat_store,
         publisher.publish_all,
         clock,
         check_every=settings.heartbeat_check_seconds,
@@ -90,7 +98,7 @@ async def serve(stop: asyncio.Event) -> None:
         clock=clock,
         traced=traced,
     )
-    api = IngestHttpApi(config, publisher, limiter, heartbeats, clock)
+    api = IngestHttpApi(config, publisher, limiter, heartbeats, clock, ping_secrets)
     runner = web.AppRunner(api.app(traced=traced), access_log=None)
     await runner.setup()
     site = web.TCPSite(
@@ -107,14 +115,27 @@ async def serve(stop: asyncio.Event) -> None:
     pool: WorkerPool | None = None
     if role.primary:
         ingest_name = ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+        heartbeat_name = heartbeat_service_pb2.DESCRIPTOR.services_by_name[
+            "HeartbeatService"
+        ].full_name
         # IngestService authenticates each event by its integration (routing) key, as the
-        # HTTP endpoints do; any other method needs a bearer credential.
+        # HTTP endpoints do; any other method (HeartbeatService) needs a bearer credential.
         access = access_control(settings, config, open_methods=[f"/{ingest_name}/"])
         grpc_server = GrpcServer(
-            settings.grpc_host, settings.grpc_port, [ingest_name], access, settings.tls
+            settings.grpc_host,
+            settings.grpc_port,
+            [ingest_name, heartbeat_name],
+            access,
+            settings.tls,
         )
         ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(
             IngestServicer(config, publisher, limiter, clock), grpc_server.server
+        )
+        heartbeat_service_pb2_grpc.add_HeartbeatServiceServicer_to_server(
+            HeartbeatServicer(
+                config, access, heartbeat_store, ping_secrets, clock, settings.ingest_public_url
+            ),
+            grpc_server.server,
         )
         tasks.append(asyncio.create_task(heartbeats.run(stop)))
         pool = WorkerPool(role, stop)

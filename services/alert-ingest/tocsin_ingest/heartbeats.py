@@ -15,6 +15,10 @@ only once the alert is published (`confirm`). A replica killed between the two l
 leased deadline behind, and once it passes the monitor is claimed and triggered again:
 at least once, which correlation's dedup (one open alert per dedup key) turns into once.
 Removing the deadline at the claim, as this did before, lost the alert with the replica.
+
+A ping from outside must carry the monitor's secret (ping_urls): ``authenticated_ping``
+refuses an unknown monitor, one whose URL was never issued and a wrong secret alike, and a
+refused ping changes nothing (its missed-heartbeat alert still fires).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tocsin_common.clock import Clock
 from tocsin_common.config import Heartbeat, TocsinConfig
 from tocsin_common.timeutil import set_timestamp
 
+from tocsin_ingest import ping_urls
 from tocsin_ingest.fields import SEVERITIES
 
 log = logging.getLogger("tocsin.ingest.heartbeats")
@@ -40,6 +45,7 @@ SOURCE = "tocsin-heartbeat"
 # Long enough for a publish that waits out a broker's brief failover; a claim held longer
 # (its replica hung or dead) is taken over and its alert triggered again.
 CLAIM_LEASE_S = 30.0
+MAX_ID_LENGTH = 100  # longer is no configured id (config ids are slugs): refused unread
 
 
 def dedup_key(monitor_id: str) -> str:
@@ -52,8 +58,12 @@ class HeartbeatStore(Protocol):
     async def arm(self, deadlines: dict[str, float]) -> None:
         """Give each monitor that has no deadline and is not down this deadline."""
 
-    async def ping(self, monitor_id: str, deadline: float) -> bool:
-        """Set the monitor's next deadline; True if it was down (only one caller sees it)."""
+    async def ping(self, monitor_id: str, deadline: float, at: float) -> bool:
+        """Set the monitor's next deadline and its last ping (``at``); True if it was down
+        (only one caller sees it)."""
+
+    async def status(self, monitor_ids: Iterable[str]) -> dict[str, MonitorStatus]:
+        """The last ping and whether the alert fires, of each of ``monitor_ids``."""
 
     async def claim_expired(
         self, now: float, known: Iterable[str], lease_until: float
@@ -71,6 +81,16 @@ class HeartbeatStore(Protocol):
 
     async def mark_down(self, monitor_id: str) -> None:
         """Undo a ping's recovery whose resolve could not be published."""
+
+
+@dataclass(frozen=True)
+class MonitorStatus:
+    last_ping: datetime | None  # None: no ping since the monitor was set up
+    down: bool  # its missed-heartbeat alert fires
+
+
+class PingRefused(Exception):
+    """An unknown monitor, no ping URL issued, or a wrong secret: told apart by no one."""
 
 
 @dataclass(frozen=True)
@@ -149,12 +169,28 @@ class HeartbeatMonitors:
         """The configured monitor; KeyError when there is none."""
         return self._config().heartbeat(monitor_id)
 
+    async def authenticated_ping(
+        self, monitor_id: str, secret: str, secrets: ping_urls.PingSecretStore
+    ) -> PingResult:
+        """A ping with the monitor's secret; PingRefused (and nothing recorded) when the
+        monitor is unknown, has no ping URL or ``secret`` is not its secret."""
+        if len(monitor_id) > MAX_ID_LENGTH:
+            raise PingRefused(monitor_id)
+        stored = await secrets.get(monitor_id)  # looked up for any id: alike in time
+        if not ping_urls.accepts(stored, secret, self._clock.now()):
+            raise PingRefused(monitor_id)
+        try:
+            return await self.ping(monitor_id)
+        except KeyError:  # a URL issued for a monitor since removed from the config
+            raise PingRefused(monitor_id) from None
+
     async def ping(self, monitor_id: str) -> PingResult:
-        """Record a ping; resolves the monitor's alert if it was down. KeyError if unknown."""
+        """Record a ping; resolves the monitor's alert if it was down. KeyError if unknown.
+        Unauthenticated: the HTTP front door calls ``authenticated_ping``."""
         monitor = self.monitor(monitor_id)
         now = self._clock.now()
         deadline = deadline_after(monitor, now)
-        was_down = await self._store.ping(monitor.id, deadline.timestamp())
+        was_down = await self._store.ping(monitor.id, deadline.timestamp(), now.timestamp())
         if was_down:
             try:
                 await self._publish([recovered_alert(monitor, now)])

@@ -8,7 +8,7 @@ Routes:
   POST /v2/change/enqueue                   PagerDuty change events
   POST /v1/webhooks/alertmanager[/{key}]    Alertmanager webhook, version 4
   POST /v1/webhooks/grafana[/{key}]         Grafana unified alerting webhook
-  GET|POST /v1/heartbeats/{id}/ping         a heartbeat monitor's ping
+  GET|POST /v1/heartbeats/{id}/ping/{secret}  a heartbeat monitor's ping (its secret URL)
   GET /healthz
 Without {key} in the path, webhooks authenticate with ``Authorization: Bearer <key>``.
 """
@@ -31,7 +31,8 @@ from tocsin_common.tracing import aiohttp_tracing_middleware, attach, detach
 from tocsin_common.validation import FieldError, InvalidInput
 
 from tocsin_ingest import auth, events_v2, fields, formats
-from tocsin_ingest.heartbeats import HeartbeatMonitors
+from tocsin_ingest.heartbeats import HeartbeatMonitors, PingRefused
+from tocsin_ingest.ping_urls import PingSecretStore
 from tocsin_ingest.publisher import AlertPublisher
 from tocsin_ingest.ratelimit import Decision, RateLimiter
 
@@ -168,11 +169,13 @@ class IngestHttpApi:
         limiter: RateLimiter | None = None,
         heartbeats: HeartbeatMonitors | None = None,
         clock: Clock | None = None,
+        ping_secrets: PingSecretStore | None = None,
     ) -> None:
         self._config = config
         self._publisher = publisher
         self._limiter = limiter
         self._heartbeats = heartbeats
+        self._ping_secrets = ping_secrets
         self._clock = clock or SystemClock()
         self._keys = auth.KeyCache()
 
@@ -186,8 +189,10 @@ class IngestHttpApi:
         for fmt in (formats.ALERTMANAGER, formats.GRAFANA):
             app.router.add_post(f"/v1/webhooks/{fmt}", self._webhook(fmt))
             app.router.add_post(f"/v1/webhooks/{fmt}/{{key}}", self._webhook(fmt))
-        app.router.add_route("POST", "/v1/heartbeats/{id}/ping", self.heartbeat_ping)
-        app.router.add_route("GET", "/v1/heartbeats/{id}/ping", self.heartbeat_ping)
+        for method in ("GET", "POST"):
+            app.router.add_route(method, "/v1/heartbeats/{id}/ping/{secret}", self.heartbeat_ping)
+            # The unauthenticated ping of before: refused as a wrong secret is, saying why.
+            app.router.add_route(method, "/v1/heartbeats/{id}/ping", self.heartbeat_ping)
         app.router.add_get("/healthz", self.healthz)
         return app
 
@@ -322,12 +327,16 @@ class IngestHttpApi:
 
     async def heartbeat_ping(self, request: web.Request) -> web.Response:
         monitor_id = request.match_info["id"]
-        if self._heartbeats is None:
-            return _no_heartbeat(monitor_id)
+        secret = request.match_info.get("secret", "")
+        if self._heartbeats is None or self._ping_secrets is None or not secret:
+            return _ping_refused()
         try:
-            result = await self._heartbeats.ping(monitor_id)
-        except KeyError:
-            return _no_heartbeat(monitor_id)
+            result = await self._heartbeats.authenticated_ping(
+                monitor_id, secret, self._ping_secrets
+            )
+        except PingRefused:
+            log.info("heartbeat ping refused", extra={"heartbeat": monitor_id[:100]})
+            return _ping_refused()
         except Exception:
             log.exception("heartbeat ping failed", extra={"heartbeat": monitor_id})
             return _unavailable()
@@ -341,13 +350,22 @@ class IngestHttpApi:
         )
 
 
-def _no_heartbeat(monitor_id: str) -> web.Response:
+_PING_REFUSED_PROBLEM = (
+    "is not the ping URL of a heartbeat monitor: the monitor is unknown, has no ping URL "
+    "yet, or the secret is wrong or rotated. Ping the URL HeartbeatService.IssuePingUrl "
+    "returned (docs/ingest.md#heartbeats)"
+)
+
+
+def _ping_refused() -> web.Response:
+    """One answer for an unknown monitor, one without a ping URL and a wrong secret, so
+    neither ids nor secrets can be probed (the answer names none of them)."""
     return web.json_response(
         {
             "status": "not found",
-            "message": f"No heartbeat monitor {monitor_id[:100]!r}",
-            "errors": ["path.id: is not a configured heartbeat monitor"],
-            "fields": [{"field": "path.id", "problem": "is not a configured heartbeat monitor"}],
+            "message": "No heartbeat monitor at this URL",
+            "errors": [f"path: {_PING_REFUSED_PROBLEM}"],
+            "fields": [{"field": "path", "problem": _PING_REFUSED_PROBLEM}],
         },
         status=404,
     )

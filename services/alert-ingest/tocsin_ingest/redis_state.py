@@ -1,11 +1,13 @@
-"""Redis adapters of alert-ingest's shared state: rate-limit counters and heartbeat
-deadlines. Each operation is one Lua script, so it is atomic across replicas."""
+"""Redis adapters of alert-ingest's shared state: rate-limit counters, heartbeat deadlines
+and the hashes of heartbeat ping URLs. Each operation is one Lua script or one command, so
+it is atomic across replicas."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -13,6 +15,8 @@ from redis.exceptions import RedisError
 from tocsin_common.clock import Clock
 
 from tocsin_ingest import ratelimit
+from tocsin_ingest.heartbeats import MonitorStatus
+from tocsin_ingest.ping_urls import PingSecret
 
 log = logging.getLogger("tocsin.ingest.redis")
 
@@ -101,7 +105,8 @@ class RedisRateLimiter:
         )
 
 
-# KEYS: deadlines (sorted set: monitor -> deadline), down (set of monitors whose alert fires)
+# KEYS: deadlines (sorted set: monitor -> deadline), down (set of monitors whose alert
+# fires), last pings (hash: monitor -> time of its last ping)
 _ARM = """
 for i = 1, #ARGV, 2 do
   if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
@@ -112,6 +117,7 @@ return 0
 """
 _PING = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 return redis.call('SREM', KEYS[2], ARGV[1])
 """
 # ARGV[1]: now; ARGV[2]: the claim's lease (its new deadline); ARGV[3..]: the monitors
@@ -150,10 +156,12 @@ return 0
 
 
 class RedisHeartbeatStore:
-    """Heartbeat deadlines in a sorted set; monitors whose alert fires in a set."""
+    """Heartbeat deadlines in a sorted set; monitors whose alert fires in a set; last pings
+    in a hash."""
 
     def __init__(self, redis: Redis, prefix: str = "tocsin:ingest:heartbeats") -> None:
-        self._keys = [f"{prefix}:deadlines", f"{prefix}:down"]
+        self._redis = redis
+        self._keys = [f"{prefix}:deadlines", f"{prefix}:down", f"{prefix}:last-ping"]
         self._arm = redis.register_script(_ARM)
         self._ping = redis.register_script(_PING)
         self._claim = redis.register_script(_CLAIM)
@@ -168,8 +176,25 @@ class RedisHeartbeatStore:
         if args:
             await self._arm(keys=self._keys, args=args)
 
-    async def ping(self, monitor_id: str, deadline: float) -> bool:
-        return int(await self._ping(keys=self._keys, args=[monitor_id, repr(deadline)])) == 1
+    async def ping(self, monitor_id: str, deadline: float, at: float) -> bool:
+        reply = await self._ping(keys=self._keys, args=[monitor_id, repr(deadline), repr(at)])
+        return int(reply) == 1
+
+    async def status(self, monitor_ids: Iterable[str]) -> dict[str, MonitorStatus]:
+        ids = list(monitor_ids)
+        if not ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self._keys[2], ids)
+            pipe.smismember(self._keys[1], ids)
+            last, down = await pipe.execute()
+        return {
+            monitor_id: MonitorStatus(
+                datetime.fromtimestamp(float(at), UTC) if at is not None else None,
+                bool(is_down),
+            )
+            for monitor_id, at, is_down in zip(ids, last, down, strict=True)
+        }
 
     async def claim_expired(
         self, now: float, known: Iterable[str], lease_until: float
@@ -185,3 +210,23 @@ class RedisHeartbeatStore:
 
     async def mark_down(self, monitor_id: str) -> None:
         await self._mark_down(keys=self._keys, args=[monitor_id])
+
+
+class RedisPingSecrets:
+    """The hashes of heartbeat ping URLs: one Redis hash per monitor (ping_urls.PingSecret's
+    fields); never a secret."""
+
+    def __init__(self, redis: Redis, prefix: str = "tocsin:ingest:heartbeats:ping-url:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    async def get(self, heartbeat_id: str) -> PingSecret | None:
+        raw = await self._redis.hgetall(self._prefix + heartbeat_id)
+        return PingSecret.from_redis(raw) if raw else None
+
+    async def put(self, heartbeat_id: str, record: PingSecret) -> None:
+        key = self._prefix + heartbeat_id
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=record.to_redis())  # type: ignore[arg-type]
+            await pipe.execute()

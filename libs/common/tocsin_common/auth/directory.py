@@ -136,3 +136,12 @@ def silence_resource(config: TocsinConfig, silence_id: str, service_id: str) -> 
     return Resource(
         "silence", silence_id, service_teams(config, service_id) if service_id else frozenset()
     )
+
+
+def heartbeat_resource(config: TocsinConfig, heartbeat_id: str) -> Resource:
+    """A heartbeat monitor belongs to its service's team (no team: an unknown monitor)."""
+    try:
+        service_id = config.heartbeat(heartbeat_id).service
+    except KeyError:
+        return Resource("heartbeat", heartbeat_id)
+    return Resource("heartbeat", heartbeat_id, service_teams(config, service_id))

@@ -152,6 +152,15 @@ RULES: dict[str, Rule] = {
         Role.MANAGER, summary="silence a service's alerts (a silence of every service: admin)"
     ),
     "silence.expire": Rule(Role.MANAGER, summary="expire a silence"),
+    "heartbeat.read": Rule(
+        Role.VIEWER,
+        mutation=False,
+        summary="see heartbeat monitors and their last pings (never a ping URL's secret)",
+    ),
+    "heartbeat.rotate": Rule(
+        Role.MANAGER,
+        summary="issue a heartbeat's secret ping URL, voiding the previous one",
+    ),
     "token.create": Rule(
         Role.ADMIN, own=Role.NONE, summary="create an API token (anyone: for themselves)"
     ),
