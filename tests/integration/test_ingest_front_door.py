@@ -151,7 +151,6 @@ async def ingest_process(
         "TOCSIN_GRPC_PORT": str(grpc_port),
         "TOCSIN_METRICS_PORT": str(free_port()),
         "TOCSIN_HTTP_PORT": str(http_port),
-        "TOCSIN_SERVICE_SECRET": stack.service_secret,
         "TOCSIN_INGEST_CONSUME_RAW": "0",
         "TOCSIN_INGEST_HEARTBEAT_CHECK_SECONDS": "0.2",
         "OTEL_TRACES_EXPORTER": "none",
