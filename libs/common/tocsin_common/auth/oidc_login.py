@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit
 
 import aiohttp
 
@@ -174,13 +174,15 @@ async def post_form(
 ) -> tuple[int, dict[str, Any]]:
     """POST ``data`` form-encoded; (status, the JSON object answered). LoginError when the
     provider cannot be reached or answers no JSON object."""
-    auth = aiohttp.BasicAuth(*basic_auth) if basic_auth else None
+    headers = {"Accept": "application/json"}
+    if basic_auth:
+        # RFC 6749 §2.3.1: id and secret are form-encoded, then joined and base64-encoded.
+        pair = ":".join(quote_plus(part) for part in basic_auth)
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
     try:
         async with (
             aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session,
-            session.post(
-                url, data=dict(data), auth=auth, headers={"Accept": "application/json"}
-            ) as response,
+            session.post(url, data=dict(data), headers=headers) as response,
         ):
             body = await response.json(content_type=None)
             status = response.status
