@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import textwrap
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -677,3 +679,11 @@ async def test_device_login_stops_at_expiry_and_denial(endpoint: TokenEndpoint) 
 async def test_a_provider_without_the_device_grant_says_so() -> None:
     with pytest.raises(LoginError, match="no device authorization endpoint"):
         await start_device_login(METADATA, client_id=CLIENT, scopes=["openid"])
+
+
+def test_the_examples_commented_oidc_block_is_valid() -> None:
+    example = (Path(__file__).resolve().parents[2] / "config" / "tocsin.example.yaml").read_text()
+    assert "  # oidc:\n" in example
+    uncommented = re.sub(r"^  # (oidc:|  )", r"  \1", example, flags=re.M)
+    oidc = parse_config(uncommented, "tocsin.example.yaml").access.oidc
+    assert oidc is not None and oidc.group_roles and oidc.admin_groups
