@@ -16,23 +16,31 @@ from tests.integration.harness import Stack, infra_from_env
 
 # The stack's config is every YAML fragment in stack_config/, merged: each top-level list
 # (services, users, schedules, ...) is the concatenation of the fragments' lists, so each
-# suite adds its own services and people without touching the others'.
+# suite adds its own services and people without touching the others'; a section (access,
+# notification, limits) is merged key by key, its lists concatenated too.
 STACK_CONFIG_DIR = Path(__file__).parent / "integration" / "stack_config"
+
+
+def _merge(into: dict[str, Any], data: dict[str, Any], depth: int) -> None:
+    for key, value in data.items():
+        if isinstance(value, list):
+            into.setdefault(key, []).extend(value)
+        elif isinstance(value, dict) and depth > 0:
+            _merge(into.setdefault(key, {}), value, depth - 1)
+        elif isinstance(value, dict):
+            into.setdefault(key, {}).update(value)
+        else:
+            into[key] = value
 
 
 def stack_config_text() -> str:
     merged: dict[str, Any] = {"version": 1}
     for fragment in sorted(STACK_CONFIG_DIR.glob("*.yaml")):
         data = yaml.safe_load(fragment.read_text()) or {}
-        for key, value in data.items():
-            if key == "version":
-                continue
-            if isinstance(value, list):
-                merged.setdefault(key, []).extend(value)
-            elif isinstance(value, dict):
-                merged.setdefault(key, {}).update(value)
-            else:
-                merged[key] = value
+        data.pop("version", None)
+        # Sections merge one level down: one fragment's access.admins and another's
+        # access.oidc both land in access; their lists concatenate.
+        _merge(merged, data, depth=1)
     return yaml.safe_dump(merged, sort_keys=False)
 
 

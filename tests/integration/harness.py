@@ -143,6 +143,10 @@ class Stack:
         # A fresh link secret per stack, handed over as a file (as a mounted Secret is).
         self.link_secret = generate_secret()
         self.link_secret_file = self.write_secret("link-secret", self.link_secret)
+        # Where test_oidc.py starts its OpenID Connect provider ("{oidc}" in stack_config):
+        # the services discover it lazily, on the first OIDC token, so it may start later.
+        self.oidc_port = free_port()
+        self.oidc_issuer = f"http://127.0.0.1:{self.oidc_port}"
 
         # Generated per session, handed over as a file (the *_FILE way a deployment does).
         self.webhook_secret = generate_secret()
@@ -203,7 +207,9 @@ class Stack:
         await self.pages.start()
         await self.traces.start()
         self.config_path.write_text(
-            self.config_text.replace("{peer}", f"http://127.0.0.1:{self.pages.port}")
+            self.config_text.replace("{peer}", f"http://127.0.0.1:{self.pages.port}").replace(
+                "{oidc}", self.oidc_issuer
+            )
         )
         ports = {name: (free_port(), free_port(), free_port()) for name in SERVICES}
         for name, module in SERVICES.items():

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from tocsin.v1 import auth_pb2
 
 from tocsin_common.auth.directory import principal_for
+from tocsin_common.auth.oidc import OidcAuthenticator, OidcError, looks_like_jwt
 from tocsin_common.auth.policy import (
     ANONYMOUS_ACTOR,
     SERVICE_PREFIX,
@@ -78,7 +79,8 @@ class AuthFailure:
 
 class Authenticator:
     """Credential -> principal. Tokens are read from Redis on every call (no cache), so a
-    revoked token stops working on the next call; service credentials are checked by MAC."""
+    revoked token stops working on the next call; service credentials are checked by MAC;
+    a JWT is an OIDC token, checked against the provider of ``access.oidc``."""
 
     def __init__(
         self,
@@ -86,11 +88,13 @@ class Authenticator:
         config: ConfigStore,
         service_secret: bytes,
         clock: Clock,
+        oidc: OidcAuthenticator | None = None,
     ) -> None:
         self._tokens = tokens
         self._config = config
         self._service_secret = service_secret
         self._clock = clock
+        self._oidc = oidc or OidcAuthenticator()
 
     async def authenticate(self, authorization: str | None) -> Principal | AuthFailure:
         if not authorization:
@@ -107,6 +111,11 @@ class Authenticator:
             if service is None:
                 return AuthFailure("invalid service credential")
             return Principal(f"{SERVICE_PREFIX}{service}", PrincipalKind.SERVICE)
+        if looks_like_jwt(credential):
+            try:
+                return await self._oidc.authenticate(self._config.current, credential)
+            except OidcError as e:
+                return AuthFailure(f"OIDC token refused: {e}")
         record = await self._tokens().verify(credential, self._clock.now())
         if record is None:
             return AuthFailure("unknown, revoked or expired token")

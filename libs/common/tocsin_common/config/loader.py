@@ -474,6 +474,14 @@ class _Checks:
                     grant.team,
                     team_ids,
                 )
+        if cfg.access.oidc is not None:
+            for i, group_role in enumerate(cfg.access.oidc.group_roles):
+                self._ref(
+                    ("access", "oidc", "group_roles", i, "team"),
+                    "team",
+                    group_role.team,
+                    team_ids,
+                )
         for i, service in enumerate(cfg.services):
             if service.team is not None:
                 self._ref(("services", i, "team"), "team", service.team, team_ids)

@@ -58,6 +58,8 @@ __all__ = [
     "NotificationRule",
     "NotificationRules",
     "NotificationSettings",
+    "Oidc",
+    "OidcGroupRole",
     "OutgoingSettings",
     "Override",
     "RegexError",
@@ -963,11 +965,90 @@ class ServiceAccount(_Model):
     admin: bool = False
 
 
+class OidcGroupRole(_Model):
+    """Members of the identity provider's ``group`` hold ``role`` on ``team``."""
+
+    group: Name
+    team: Ref
+    role: Literal["viewer", "responder", "manager"]
+
+
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _issuer_url(value: str) -> str:
+    parts = urlsplit(_http_url(value))
+    if parts.scheme != "https" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise ValueError(
+            f"issuer {value!r} is not https: the provider's keys and tokens must not travel "
+            "in the clear (plain http is accepted for localhost only, for tests)"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"issuer {value!r} must have no query or fragment")
+    return value.rstrip("/")
+
+
+def _claim_name(value: str) -> str:
+    if not value.strip() or value != value.strip():
+        raise ValueError(f"invalid claim name {value!r}: a non-empty name without spaces")
+    return value
+
+
+ClaimName = Annotated[str, AfterValidator(_claim_name)]
+# Asymmetric signatures only: a shared-secret (HS*) or unsigned ("none") token is refused.
+OidcAlgorithm = Literal["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
+
+
+class Oidc(_Model):
+    """People log in with an OpenID Connect provider (docs/security.md#oidc): the ID token
+    it issues is a bearer credential; its ``username_claim`` names a configured user (by id,
+    else by email) and its ``groups_claim`` adds roles on teams."""
+
+    issuer: Annotated[str, AfterValidator(_issuer_url)]
+    client_id: Name
+    client_secret_env: EnvName | None = None  # confidential clients only (the console)
+    audience: Name | None = None  # default: client_id
+    scopes: tuple[Name, ...] = ("openid", "profile", "email", "groups")
+    username_claim: ClaimName = "preferred_username"
+    groups_claim: ClaimName = "groups"
+    group_roles: tuple[OidcGroupRole, ...] = ()
+    admin_groups: tuple[Name, ...] = ()
+    algorithms: tuple[OidcAlgorithm, ...] = ("RS256", "ES256")
+    leeway: Duration = timedelta(seconds=30)
+    jwks_refresh_interval: PositiveDuration = timedelta(seconds=30)
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "openid" not in value:
+            raise ValueError("must include 'openid' (an OpenID Connect login asks for it)")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _some_algorithm(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _non_empty(value)
+
+    @field_validator("leeway")
+    @classmethod
+    def _small_leeway(cls, value: timedelta) -> timedelta:
+        if value > timedelta(minutes=5):
+            raise ValueError(
+                f"{value} is too long: the leeway only absorbs clock skew (at most 5m)"
+            )
+        return value
+
+    @property
+    def expected_audience(self) -> str:
+        return self.audience or self.client_id
+
+
 class Access(_Model):
-    """Who holds the global admin role, and the service accounts."""
+    """Who holds the global admin role, the service accounts, and the OIDC login."""
 
     admins: tuple[Ref, ...] = ()
     service_accounts: tuple[ServiceAccount, ...] = ()
+    oidc: Oidc | None = None
 
 
 class TocsinConfig(_Model):

@@ -1,0 +1,271 @@
+"""People log in with OpenID Connect, against a real provider process (oidc-provider-mock).
+
+The test is the person's browser and the client: it builds the authorization request (code
++ PKCE, state, nonce), submits the provider's login form for a chosen subject (whose claims
+it set on the provider first), takes the code from the redirect, trades it at the token
+endpoint and uses the ID token the provider signed as the bearer credential for the
+services (stack_config/60-oidc.yaml). No token is made by the test.
+
+The provider does not offer the device authorization grant; the device flow's client is
+tested in tests/unit/test_auth_oidc.py against a local RFC 8628 endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from tocsin.v1 import (
+    auth_pb2,
+    auth_service_pb2,
+    auth_service_pb2_grpc,
+    silence_service_pb2,
+    silence_service_pb2_grpc,
+)
+from tocsin_common.auth.oidc import OidcVerifier, discover
+from tocsin_common.auth.oidc_login import (
+    TokenSet,
+    authorization_request,
+    client_secret,
+    code_from_callback,
+    exchange_code,
+    verified_identity,
+)
+from tocsin_common.config import load_config
+from tocsin_common.config.model import Oidc
+from tocsin_common.secrets import generate_secret
+
+from tests.integration.harness import Stack
+from tests.integration.test_access import silence
+
+pytestmark = pytest.mark.integration
+
+TOKEN_LIFETIME = 12  # seconds: the provider's --token-max-age
+REDIRECT_URI = "http://127.0.0.1:9/callback"  # never reached: the redirect is read, not followed
+
+
+@pytest.fixture(scope="module")
+async def provider(stack: Stack) -> AsyncIterator[str]:
+    """The OpenID Connect provider, listening where the stack's config says it is."""
+    log_path = stack.workdir / "oidc-provider.log"
+    with log_path.open("w") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "oidc_provider_mock",
+            "--port",
+            str(stack.oidc_port),
+            "--token-max-age",
+            str(TOKEN_LIFETIME),
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as session:
+            while True:
+                assert proc.returncode is None, log_path.read_text()
+                try:
+                    url = f"{stack.oidc_issuer}/.well-known/openid-configuration"
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline, "the OIDC provider did not start"
+                await asyncio.sleep(0.2)
+        yield stack.oidc_issuer
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+@pytest.fixture(scope="module")
+def settings(stack: Stack) -> Oidc:
+    oidc = load_config(stack.config_path).access.oidc
+    assert oidc is not None and oidc.issuer == stack.oidc_issuer
+    return oidc
+
+
+async def login(
+    provider: str, settings: Oidc, monkeypatch: pytest.MonkeyPatch, sub: str, **claims: Any
+) -> TokenSet:
+    """A person's login by authorization code + PKCE: the provider knows ``sub`` with
+    ``claims``; the person approves on the provider's form; the client trades the code."""
+    monkeypatch.setenv(settings.client_secret_env or "", generate_secret())
+    metadata = await discover(settings.issuer)
+    request = authorization_request(
+        metadata, client_id=settings.client_id, redirect_uri=REDIRECT_URI, scopes=settings.scopes
+    )
+    async with aiohttp.ClientSession() as browser:
+        async with browser.put(f"{provider}/users/{sub}", json=claims) as response:
+            assert response.status == 204, await response.text()
+        async with browser.get(request.url) as response:  # the provider's login form
+            assert response.status == 200 and "form" in await response.text()
+        async with browser.post(request.url, data={"sub": sub}, allow_redirects=False) as response:
+            assert response.status == 302, await response.text()
+            callback = response.headers["Location"]
+    assert callback.startswith(REDIRECT_URI)
+    code = code_from_callback(request, callback)
+    tokens = await exchange_code(
+        metadata,
+        request,
+        code,
+        client_id=settings.client_id,
+        client_secret=client_secret(settings),
+    )
+    # The client checks what it got as the services will, and that it answers its nonce.
+    identity = await verified_identity(OidcVerifier(settings), tokens, request.nonce)
+    assert identity["sub"] == sub
+    return tokens
+
+
+async def whoami(stack: Stack, credential: str) -> auth_pb2.Principal:
+    async with stack.channel("escalation", credential) as channel:
+        principal: auth_pb2.Principal = await auth_service_pb2_grpc.AuthServiceStub(channel).WhoAmI(
+            auth_service_pb2.WhoAmIRequest()
+        )
+    return principal
+
+
+def roles(principal: auth_pb2.Principal) -> dict[str, int]:
+    return {r.team_id: r.role for r in principal.team_roles}
+
+
+async def test_a_login_maps_groups_to_team_roles(
+    stack: Stack, provider: str, settings: Oidc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = await login(
+        provider,
+        settings,
+        monkeypatch,
+        "rita-at-idp",
+        preferred_username="oidc-rita",
+        groups=["sre-leads", "unrelated"],
+    )
+    me = await whoami(stack, tokens.id_token)
+    assert me.id == "oidc-rita" and me.kind == auth_pb2.PRINCIPAL_KIND_USER
+    assert roles(me) == {"auth-sre": auth_pb2.ROLE_MANAGER} and not me.admin
+    # A manager by group: silences her team's service (correlation), not the other team's.
+    async with stack.channel("correlation", tokens.id_token) as channel:
+        stub = silence_service_pb2_grpc.SilenceServiceStub(channel)
+        created = await stub.CreateSilence(silence("auth-sre-svc"))
+        listed = await stub.ListSilences(silence_service_pb2.ListSilencesRequest())
+        assert [s.created_by for s in listed.silences if s.silence_id == created.silence_id] == [
+            "oidc-rita"
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.CreateSilence(silence("auth-other-svc"))
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "needs manager" in (denied.value.details() or "")
+        await stub.ExpireSilence(
+            silence_service_pb2.ExpireSilenceRequest(silence_id=created.silence_id)
+        )
+    # Both decisions are audited with the mapped user as the actor.
+    async with stack.channel("escalation") as channel:
+        records = (
+            await auth_service_pb2_grpc.AuthServiceStub(channel).ListAudit(
+                auth_service_pb2.ListAuditRequest(actor="oidc-rita", action="silence.")
+            )
+        ).records
+    decisions = {(r.action, r.allowed) for r in records}
+    assert {("silence.create", True), ("silence.create", False)} <= decisions
+    assert all(r.actor_kind == auth_pb2.PRINCIPAL_KIND_USER for r in records)
+
+
+async def test_config_roles_email_matching_and_admin_groups(
+    stack: Stack, provider: str, settings: Oidc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Vic is a viewer of auth-sre in the config; his provider name is his email.
+    vic = await login(
+        provider, settings, monkeypatch, "vic-at-idp", preferred_username="VIC@example.com"
+    )
+    me = await whoami(stack, vic.id_token)
+    assert me.id == "auth-viewer" and roles(me) == {"auth-sre": auth_pb2.ROLE_VIEWER}
+    async with stack.channel("correlation", vic.id_token) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await silence_service_pb2_grpc.SilenceServiceStub(channel).CreateSilence(
+                silence("auth-sre-svc")
+            )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Olga responds for auth-other in the config; a group adds nothing weaker; an admin
+    # group makes her an admin.
+    olga = await login(
+        provider,
+        settings,
+        monkeypatch,
+        "olga-at-idp",
+        preferred_username="auth-outsider",
+        groups=["other-oncall", "tocsin-admins"],
+    )
+    me = await whoami(stack, olga.id_token)
+    assert me.id == "auth-outsider" and me.admin
+    assert roles(me) == {"auth-other": auth_pb2.ROLE_RESPONDER}
+
+
+async def test_someone_the_config_does_not_know_is_unauthenticated(
+    stack: Stack, provider: str, settings: Oidc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = await login(
+        provider,
+        settings,
+        monkeypatch,
+        "mallory-at-idp",
+        preferred_username="mallory",
+        groups=["tocsin-admins"],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await whoami(stack, tokens.id_token)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "'mallory' is no user" in (refused.value.details() or "")
+
+
+def payload_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+def tampered(token: str, **changes: Any) -> str:
+    header, _, signature = token.split(".")
+    claims = {**payload_of(token), **changes}
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
+
+
+async def test_tampered_and_expired_tokens_are_unauthenticated(
+    stack: Stack, provider: str, settings: Oidc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = await login(
+        provider, settings, monkeypatch, "ada-at-idp", preferred_username="auth-resp"
+    )
+    assert (await whoami(stack, tokens.id_token)).id == "auth-resp"
+    # Ada makes herself an admin in her token: the provider's signature no longer holds.
+    with pytest.raises(grpc.aio.AioRpcError) as forged:
+        await whoami(stack, tampered(tokens.id_token, groups=["tocsin-admins"]))
+    assert forged.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "signature does not verify" in (forged.value.details() or "")
+    # The same token, once past its expiry (no leeway in this stack).
+    expiry = payload_of(tokens.id_token)["exp"]
+    await asyncio.sleep(max(0.0, expiry - time.time()) + 1.5)
+    with pytest.raises(grpc.aio.AioRpcError) as expired:
+        await whoami(stack, tokens.id_token)
+    assert expired.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "expired" in (expired.value.details() or "")
+    async with stack.channel("escalation") as channel:
+        records = (
+            await auth_service_pb2_grpc.AuthServiceStub(channel).ListAudit(
+                auth_service_pb2.ListAuditRequest(actor="anonymous", denied_only=True, limit=1000)
+            )
+        ).records
+    assert any("OIDC token refused: the token has expired" in r.reason for r in records)
