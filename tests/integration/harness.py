@@ -255,6 +255,34 @@ class Stack:
         self.admin_token, _ = await self.token_for(BOOTSTRAP_ADMIN, PrincipalKind.SERVICE_ACCOUNT)
         await asyncio.gather(*(s.wait_healthy() for s in self.services.values()))
 
+    async def add_replica(self, name: str) -> ServiceProcess:
+        """A second process of service ``name``, as a scaled-out deployment runs it: the same
+        config, consumer groups and peers, ports and data of its own. Stopped with the stack."""
+        base = self.services[name]
+        grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
+        env = {
+            **base.env,
+            "TOCSIN_GRPC_PORT": str(grpc_port),
+            "TOCSIN_METRICS_PORT": str(metrics_port),
+            "TOCSIN_HTTP_PORT": str(http_port),
+            "TOCSIN_DATA_DIR": base.env["TOCSIN_DATA_DIR"] + "-2",
+        }
+        replica = ServiceProcess(
+            f"{name}-2",
+            base.module,
+            env,
+            base.log_path.with_name(f"{name}-2.log"),
+            grpc_port,
+            http_port if base.http_port else None,
+        )
+        self.services[replica.name] = replica
+        replica.start()
+        await replica.wait_healthy()
+        return replica
+
+    def http_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.services[name].http_port}"
+
     async def restart(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill one service (SIGKILL by default, as a crash) and start it again, healthy."""
         service = self.services[name]
