@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
-from tocsin_common.auth.access import BearerClientInterceptor
+from tocsin_common.auth.access import bearer_interceptors
 from tocsin_common.auth.directory import BOOTSTRAP_ADMIN
 from tocsin_common.auth.policy import PrincipalKind, Role
 from tocsin_common.auth.tokens import TokenStore
@@ -160,7 +160,7 @@ class Stack:
         """A channel to ``service`` whose calls carry ``token`` (the admin's by default;
         "" for none)."""
         token = self.admin_token if token is None else token
-        interceptors = [BearerClientInterceptor(token)] if token else []
+        interceptors = bearer_interceptors(token) if token else []
         return grpc.aio.insecure_channel(self.grpc_target(service), interceptors=interceptors)
 
     async def token_for(

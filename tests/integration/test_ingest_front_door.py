@@ -29,7 +29,7 @@ from tocsin.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
 )
-from tocsin_common.auth.access import BearerClientInterceptor
+from tocsin_common.auth.access import bearer_interceptors
 from tocsin_common.kafka import EventProducer
 
 from tests.integration.harness import ServiceProcess, Stack, free_port
@@ -541,7 +541,7 @@ async def test_a_silent_heartbeat_triggers_once_and_the_next_ping_resolves(
     ingest, grpc_target = ingest_process
     dedup_key = f"heartbeat:{HEARTBEAT}"
     async with grpc.aio.insecure_channel(
-        grpc_target, interceptors=[BearerClientInterceptor(stack.admin_token)]
+        grpc_target, interceptors=bearer_interceptors(stack.admin_token)
     ) as channel:
         issued = await heartbeat_service_pb2_grpc.HeartbeatServiceStub(channel).IssuePingUrl(
             heartbeat_service_pb2.IssuePingUrlRequest(heartbeat_id=HEARTBEAT)

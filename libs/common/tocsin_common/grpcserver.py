@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tocsin_common.auth.access import AccessControl, BearerClientInterceptor
+from tocsin_common.auth.access import AccessControl, bearer_interceptors
 from tocsin_common.tracing import TracingClientInterceptor, TracingServerInterceptor
 from tocsin_common.transport import TlsSettings
 
@@ -91,7 +91,7 @@ def client_channel(
     given one, a credential (a service's own: :meth:`AccessControl.credential`)."""
     interceptors: list[Any] = [TracingClientInterceptor()]
     if credential is not None:
-        interceptors.append(BearerClientInterceptor(credential))
+        interceptors.extend(bearer_interceptors(credential))
     return open_channel(target, tls, interceptors=interceptors)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 from tocsin.v1 import heartbeat_service_pb2 as pb
 from tocsin.v1 import heartbeat_service_pb2_grpc as pb_grpc
-from tocsin_common.auth.access import BearerClientInterceptor
+from tocsin_common.auth.access import bearer_interceptors
 from tocsin_common.config.durations import parse_duration
 from tocsin_common.grpcserver import open_channel
 from tocsin_common.transport import TlsSettings
@@ -78,7 +78,7 @@ async def run(args: argparse.Namespace) -> int:
     channel = open_channel(
         args.target,
         TlsSettings.from_env(os.environ),
-        interceptors=[BearerClientInterceptor(_token(args))],
+        interceptors=bearer_interceptors(_token(args)),
     )
     async with channel:
         stub = pb_grpc.HeartbeatServiceStub(channel)

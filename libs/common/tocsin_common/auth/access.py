@@ -381,13 +381,8 @@ def _wrap(
     return make(stream_out, **codec)  # type: ignore[no-any-return]
 
 
-class BearerClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
-):
-    """Adds ``authorization: Bearer <credential>`` to every call of a channel."""
+class _Bearer:
+    """Adds ``authorization: Bearer <credential>`` to a call's metadata."""
 
     def __init__(self, credential: str) -> None:
         self._entry = ("authorization", f"Bearer {credential}")
@@ -399,17 +394,37 @@ class BearerClientInterceptor(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+class _BearerUnaryUnary(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _BearerUnaryStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _BearerStreamUnary(_Bearer, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
 
+
+class _BearerStreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
+
+
+def bearer_interceptors(credential: str) -> list[grpc.aio.ClientInterceptor]:
+    """Client interceptors that add ``credential`` to every call of a channel, one per kind
+    of call: grpc.aio files an interceptor under the first kind it implements only, so one
+    object implementing all four would carry the credential on unary calls alone."""
+    return [
+        _BearerUnaryUnary(credential),
+        _BearerUnaryStream(credential),
+        _BearerStreamUnary(credential),
+        _BearerStreamStream(credential),
+    ]
 
 
 def bearer_metadata(credential: str) -> tuple[tuple[str, str], ...]:
