@@ -222,17 +222,20 @@ def parse_position(text: str) -> tuple[int, int]:
     return ms, seq
 
 
-def missed_events(position: str, trimmed_up_to: str | None) -> bool:
-    """Whether resuming after ``position`` would miss events: the stream dropped events
-    up to ``trimmed_up_to`` (its max-deleted-entry-id), some of them after ``position``."""
-    if not trimmed_up_to:
-        return False
-    return parse_position(position) < parse_position(trimmed_up_to)
-
-
-def wanted(
-    services: Iterable[str], service_id: str, readable: Callable[[str], bool]
+def missed_events(
+    position: str, first_kept: str | None, last_written: str | None, trimmed: bool
 ) -> bool:
+    """Whether resuming after ``position`` could miss events. The stream is only ever cut
+    from its oldest end (``trimmed``: it was), so events after ``position`` are gone when
+    the oldest one kept (``first_kept``; None when it holds none) is newer than it. Errs
+    only the safe way: a position that was exactly the last entry cut is refused too."""
+    if not trimmed:
+        return False
+    oldest = first_kept if first_kept is not None else last_written
+    return oldest is not None and parse_position(position) < parse_position(oldest)
+
+
+def wanted(services: Iterable[str], service_id: str, readable: Callable[[str], bool]) -> bool:
     """Whether a Watch with these ``services`` (empty: all) sends an event of
     ``service_id`` to a caller who reads what ``readable`` says."""
     chosen = frozenset(services)

@@ -319,17 +319,27 @@ class IncidentProjection:
 
     async def _check_kept(self, position: str) -> None:
         try:
-            info = await self._redis.xinfo_stream(STREAM_KEY)
+            info: Any = await self._redis.xinfo_stream(STREAM_KEY)
         except Exception as e:  # no stream yet: nothing was ever trimmed
             if "no such key" in str(e).lower():
                 return
             raise
-        trimmed = info.get("max-deleted-entry-id")
-        if missed_events(position, _text(trimmed) if trimmed is not None else None):
+
+        def field(name: str) -> Any:
+            return info.get(name, info.get(name.encode()))
+
+        first = field("first-entry")
+        last = field("last-generated-id")
+        if missed_events(
+            position,
+            _text(first[0]) if first else None,
+            _text(last) if last is not None else None,
+            trimmed=int(field("entries-added") or 0) > int(field("length") or 0),
+        ):
             raise PositionLost(position)
 
     async def watch(
-        self, after: str | None, block_ms: int = 5000, count: int = 200
+        self, after: str | None, block_ms: int = 2000, count: int = 200
     ) -> AsyncIterator[tuple[str, incident_pb2.IncidentEvent]]:
         """Every event applied after position ``after`` (None: from now), by any replica,
         with its position; raises PositionLost when the stream dropped some of them."""
