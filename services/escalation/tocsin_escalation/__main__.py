@@ -25,7 +25,7 @@ from tocsin_common.topics import INCIDENTS_DEADLETTER, INCIDENTS_EVENTS
 
 from tocsin_escalation.escalator import Escalator
 from tocsin_escalation.grpc_api import IncidentServicer, OnCallServicer
-from tocsin_escalation.projection import IncidentProjection
+from tocsin_escalation.projection import IncidentProjection, retention_of
 from tocsin_escalation.stores import EscalationStateStore, OverrideStore
 from tocsin_escalation.timers import RedisTimerStore, TimerLoop
 
@@ -43,7 +43,7 @@ async def serve(stop: asyncio.Event) -> None:
     await ensure_topics(settings.kafka_bootstrap, security=security)
     producer = EventProducer(settings.kafka_bootstrap, SERVICE, security=security)
     await producer.start()
-    projection = IncidentProjection(redis)
+    projection = IncidentProjection(redis, lambda: retention_of(config.current.limits))
     clock = SystemClock()
     timer_store = RedisTimerStore(redis)
     overrides = OverrideStore(redis)

@@ -176,6 +176,7 @@ class Escalator:
                     self._states.queue_put(pipe, incident_id, state)
                 for event in staged.events:
                     self._projection.queue_apply(pipe, event)
+                self._projection.queue_prune(pipe)
                 await pipe.execute()
             self._staged = StagedWrites()
         for incident_id in staged.states:

@@ -28,7 +28,16 @@ from tocsin_common.kafka import EventProducer
 from tocsin_common.limits import note_problem, snooze_problem
 from tocsin_common.timeutil import from_timestamp, set_timestamp
 
-from tocsin_escalation.projection import IncidentProjection
+from tocsin_escalation.incident_query import (
+    BadRequest,
+    decode_cursor,
+    encode_cursor,
+    filters_of,
+    parse_position,
+    plan,
+    wanted,
+)
+from tocsin_escalation.projection import IncidentProjection, PositionLost
 from tocsin_escalation.schedule import (
     OverrideSpan,
     RangeTooLong,
@@ -169,18 +178,30 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
 
     async def Watch(
         self, request: incident_service_pb2.WatchRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[incident_pb2.IncidentEvent]:
-        services = set(request.service_ids)
-        async for event in self._projection.watch():
-            if (not services or event.incident.service_id in services) and self._readable(
-                event.incident
-            ):
-                yield event
+    ) -> AsyncIterator[incident_service_pb2.WatchEvent]:
+        after: str | None = None
+        if request.from_position:
+            try:
+                parse_position(request.from_position)
+            except BadRequest as e:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            after = request.from_position
+        try:
+            async for position, event in self._projection.watch(after):
+                if wanted(request.service_ids, event.incident.service_id, self._reads_service):
+                    yield incident_service_pb2.WatchEvent(event=event, position=position)
+        except PositionLost:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"from_position: {request.from_position} is older than the events kept "
+                "(limits.watch_backlog); List again and Watch from its watch_position",
+            )
 
-    def _readable(self, incident: incident_pb2.Incident) -> bool:
+    def _reads_service(self, service_id: str) -> bool:
+        """Whether the caller may read the incidents of ``service_id`` (an incident's
+        readability is its service's team's: see incident_resource)."""
         return self._access.allows(
-            "incident.read",
-            incident_resource(self._config.current, incident.incident_id, incident.service_id),
+            "incident.read", incident_resource(self._config.current, "", service_id)
         )
 
     async def Get(
@@ -200,16 +221,31 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "limit: must be between 1 and 1000"
             )
-        services = set(request.service_ids)
-        statuses = set(request.statuses)
-        incidents = [
-            i
-            for i in await self._projection.recent(limit)
-            if (not services or i.service_id in services)
-            and (not statuses or i.status in statuses)
-            and self._readable(i)
-        ]
-        return incident_service_pb2.ListIncidentsResponse(incidents=incidents[:limit])
+        try:
+            filters = filters_of(request)
+            after = decode_cursor(request.page_token, filters) if request.page_token else None
+        except BadRequest as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise AssertionError("unreachable") from None
+        config = self._config.current
+        # What the caller may read is a filter of the index query like the others, so a
+        # page is cut from readable incidents only and never comes back short.
+        query = plan(
+            filters,
+            {service.id: service.team or "" for service in config.services},
+            self._reads_service,
+            reads_everything=self._reads_service(""),  # even a service the config lost
+        )
+        if query.empty:
+            return incident_service_pb2.ListIncidentsResponse(
+                watch_position=await self._projection.position()
+            )
+        page = await self._projection.page(query, limit, after)
+        return incident_service_pb2.ListIncidentsResponse(
+            incidents=page.incidents,
+            next_page_token=encode_cursor(page.next_cursor, filters) if page.next_cursor else "",
+            watch_position=page.watch_position,
+        )
 
     async def Timeline(
         self,

@@ -204,27 +204,57 @@ Global___GetIncidentRequest: _TypeAlias = GetIncidentRequest  # noqa: Y015
 
 @_typing.final
 class ListIncidentsRequest(_message.Message):
+    """Incidents matching every filter given (within one filter, any of its values), newest
+    first, one page at a time; only incidents the caller may read (docs/escalation.md).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_IDS_FIELD_NUMBER: _builtins.int
     STATUSES_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    TEAMS_FIELD_NUMBER: _builtins.int
+    URGENCIES_FIELD_NUMBER: _builtins.int
+    CREATED_SINCE_FIELD_NUMBER: _builtins.int
+    CREATED_UNTIL_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
-    """default 100"""
+    """the page size: default 100, at most 1000"""
+    page_token: _builtins.str
+    """a next_page_token, asked with the same filters"""
     @_builtins.property
     def service_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[_incident_pb2.IncidentStatus.ValueType]: ...
+    @_builtins.property
+    def teams(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """services whose `team` in the config is one of these"""
+
+    @_builtins.property
+    def urgencies(self) -> _containers.RepeatedScalarFieldContainer[_incident_pb2.Urgency.ValueType]: ...
+    @_builtins.property
+    def created_since(self) -> _timestamp_pb2.Timestamp:
+        """created at or after"""
+
+    @_builtins.property
+    def created_until(self) -> _timestamp_pb2.Timestamp:
+        """created before"""
+
     def __init__(
         self,
         *,
         service_ids: _abc.Iterable[_builtins.str] | None = ...,
         statuses: _abc.Iterable[_incident_pb2.IncidentStatus.ValueType] | None = ...,
         limit: _builtins.int = ...,
+        teams: _abc.Iterable[_builtins.str] | None = ...,
+        urgencies: _abc.Iterable[_incident_pb2.Urgency.ValueType] | None = ...,
+        created_since: _timestamp_pb2.Timestamp | None = ...,
+        created_until: _timestamp_pb2.Timestamp | None = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_since", b"created_since", "created_until", b"created_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "service_ids", b"service_ids", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_since", b"created_since", "created_until", b"created_until", "limit", b"limit", "page_token", b"page_token", "service_ids", b"service_ids", "statuses", b"statuses", "teams", b"teams", "urgencies", b"urgencies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,16 +265,26 @@ class ListIncidentsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INCIDENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    WATCH_POSITION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """empty on the last page"""
+    watch_position: _builtins.str
+    """The Watch position when this page was read: Watch from the first page's position
+    misses no change made after the listing began.
+    """
     @_builtins.property
     def incidents(self) -> _containers.RepeatedCompositeFieldContainer[_incident_pb2.Incident]: ...
     def __init__(
         self,
         *,
         incidents: _abc.Iterable[_incident_pb2.Incident] | None = ...,
+        next_page_token: _builtins.str = ...,
+        watch_position: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["incidents", b"incidents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incidents", b"incidents", "next_page_token", b"next_page_token", "watch_position", b"watch_position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -294,17 +334,49 @@ class WatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_IDS_FIELD_NUMBER: _builtins.int
+    FROM_POSITION_FIELD_NUMBER: _builtins.int
+    from_position: _builtins.str
+    """Resume after this position (a WatchEvent's, or ListIncidentsResponse.watch_position);
+    empty: from now. A position older than the retained backlog answers OUT_OF_RANGE.
+    """
     @_builtins.property
     def service_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         service_ids: _abc.Iterable[_builtins.str] | None = ...,
+        from_position: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_ids", b"service_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_position", b"from_position", "service_ids", b"service_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
+
+@_typing.final
+class WatchEvent(_message.Message):
+    """One applied event and its position on the read side's event stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.str
+    """give it back as from_position to resume after it"""
+    @_builtins.property
+    def event(self) -> _incident_pb2.IncidentEvent: ...
+    def __init__(
+        self,
+        *,
+        event: _incident_pb2.IncidentEvent | None = ...,
+        position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEvent: _TypeAlias = WatchEvent  # noqa: Y015

@@ -78,7 +78,7 @@ class IncidentServiceStub:
         self.Watch = channel.unary_stream(
                 '/tocsin.v1.IncidentService/Watch',
                 request_serializer=tocsin_dot_v1_dot_incident__service__pb2.WatchRequest.SerializeToString,
-                response_deserializer=tocsin_dot_v1_dot_incident__pb2.IncidentEvent.FromString,
+                response_deserializer=tocsin_dot_v1_dot_incident__service__pb2.WatchEvent.FromString,
                 _registered_method=True)
 
 
@@ -185,7 +185,7 @@ def add_IncidentServiceServicer_to_server(servicer, server):
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
                     request_deserializer=tocsin_dot_v1_dot_incident__service__pb2.WatchRequest.FromString,
-                    response_serializer=tocsin_dot_v1_dot_incident__pb2.IncidentEvent.SerializeToString,
+                    response_serializer=tocsin_dot_v1_dot_incident__service__pb2.WatchEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,7 +430,7 @@ class IncidentService:
             target,
             '/tocsin.v1.IncidentService/Watch',
             tocsin_dot_v1_dot_incident__service__pb2.WatchRequest.SerializeToString,
-            tocsin_dot_v1_dot_incident__pb2.IncidentEvent.FromString,
+            tocsin_dot_v1_dot_incident__service__pb2.WatchEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,7 +42,7 @@ class IncidentServiceStub:
     Get: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.GetIncidentRequest, _incident_pb2.Incident]
     List: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.ListIncidentsRequest, _incident_service_pb2.ListIncidentsResponse]
     Timeline: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.TimelineRequest, _incident_service_pb2.TimelineResponse]
-    Watch: _grpc.UnaryStreamMultiCallable[_incident_service_pb2.WatchRequest, _incident_pb2.IncidentEvent]
+    Watch: _grpc.UnaryStreamMultiCallable[_incident_service_pb2.WatchRequest, _incident_service_pb2.WatchEvent]
 
 @_typing.type_check_only
 class IncidentServiceAsyncStub(IncidentServiceStub):
@@ -55,7 +55,7 @@ class IncidentServiceAsyncStub(IncidentServiceStub):
     Get: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.GetIncidentRequest, _incident_pb2.Incident]  # type: ignore[assignment]
     List: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.ListIncidentsRequest, _incident_service_pb2.ListIncidentsResponse]  # type: ignore[assignment]
     Timeline: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.TimelineRequest, _incident_service_pb2.TimelineResponse]  # type: ignore[assignment]
-    Watch: _aio.UnaryStreamMultiCallable[_incident_service_pb2.WatchRequest, _incident_pb2.IncidentEvent]  # type: ignore[assignment]
+    Watch: _aio.UnaryStreamMultiCallable[_incident_service_pb2.WatchRequest, _incident_service_pb2.WatchEvent]  # type: ignore[assignment]
 
 class IncidentServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -119,6 +119,6 @@ class IncidentServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _incident_service_pb2.WatchRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_incident_pb2.IncidentEvent], _abc.AsyncIterator[_incident_pb2.IncidentEvent]]: ...
+    ) -> _typing.Union[_abc.Iterator[_incident_service_pb2.WatchEvent], _abc.AsyncIterator[_incident_service_pb2.WatchEvent]]: ...
 
 def add_IncidentServiceServicer_to_server(servicer: IncidentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -929,6 +929,8 @@ class Limits(_Model):
     silence_retention: Duration = timedelta(days=5)
     snooze_max: PositiveDuration = timedelta(days=7)
     note_max_chars: int = Field(default=10_000, ge=1, le=1_000_000)
+    resolved_incident_retention: PositiveDuration = timedelta(days=7)
+    watch_backlog: int = Field(default=100_000, ge=1000, le=10_000_000)
 
 
 # ---------------------------------------------------------------------------------------------
