@@ -13,7 +13,6 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 from tocsin.v1 import incident_pb2, incident_service_pb2, incident_service_pb2_grpc
-from tocsin_common.auth.access import bearer_metadata
 
 from tests.integration.harness import Stack
 
@@ -173,12 +172,12 @@ async def read_until(
 def watcher(
     stack: Stack,
 ) -> Callable[[incident_service_pb2.WatchRequest], grpc.aio.UnaryStreamCall]:
-    """Watch calls carrying the admin's credential as call metadata: the harness's channel
-    interceptor does not reach server-streaming calls (it answers UNAUTHENTICATED)."""
-    stub = Stub(stack.channel("escalation", ""))
+    """Watch calls with the admin's credential (the channel's interceptors carry it on
+    server-streaming calls too)."""
+    stub = Stub(stack.channel("escalation"))
 
     def watch(request: incident_service_pb2.WatchRequest) -> grpc.aio.UnaryStreamCall:
-        return stub.Watch(request, metadata=bearer_metadata(stack.admin_token))
+        return stub.Watch(request)
 
     return watch
 
