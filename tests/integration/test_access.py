@@ -431,3 +431,15 @@ async def test_every_decision_is_on_the_audit_topic(stack: Stack) -> None:
                 auth_service_pb2.ListAuditRequest()
             )
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_streams_and_reads_need_a_credential_too(stack: Stack) -> None:
+    async with stack.channel("escalation", "") as channel:
+        stub = incident_service_pb2_grpc.IncidentServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            async for _ in stub.Watch(incident_service_pb2.WatchRequest()):
+                break
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.List(incident_service_pb2.ListIncidentsRequest())
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
