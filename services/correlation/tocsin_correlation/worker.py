@@ -527,7 +527,8 @@ class CorrelationWorker:
 
     def offset_probe(self) -> OffsetProbe:
         if self._offset_probe is None:  # made on the worker's loop, used only there
-            committed = self.app.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
+            guarantee: Any = self.app.conf.processing_guarantee  # typed as the class
+            committed = guarantee == ProcessingGuarantee.EXACTLY_ONCE
             self._offset_probe = OffsetProbe(
                 self.bootstrap,
                 self.kafka_security,
