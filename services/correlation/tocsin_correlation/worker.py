@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.serializers.codecs import get_codec
-from faust.types import StreamT
+from faust.types import ProcessingGuarantee, StreamT
 from faust.utils import json as faust_json
 from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
@@ -68,6 +68,7 @@ from tocsin_correlation.engine import (
     service_of,
     upstream_of,
 )
+from tocsin_correlation.gaps import KnownOffsets, judge, reread_again_from
 from tocsin_correlation.silence_api import load_silences, purge_silences
 from tocsin_correlation.silences import Silence
 from tocsin_correlation.staging import Journal, StagedMapping
@@ -83,6 +84,17 @@ DROPPED = Counter(
 SKIPPED = Counter(
     "tocsin_correlation_skipped_offsets_total",
     "Offsets the consumer jumped over within a partition (records never seen by the agent)",
+    ["topic"],
+)
+REREADS = Counter(
+    "tocsin_correlation_rereads_total",
+    "Seeks back to read again records the consumer skipped",
+    ["topic"],
+)
+GAPS_ACCEPTED = Counter(
+    "tocsin_correlation_offset_gaps_accepted_total",
+    "Offset gaps moved over because the broker has no record there (transaction markers, "
+    "records deleted by retention or compaction)",
     ["topic"],
 )
 BATCH_SIZE = Histogram(
@@ -241,6 +253,9 @@ class CorrelationWorker:
         self._next_offset: dict[Any, int] = {}  # topic-partition -> next offset to process
         # topic-partition -> (offset sought back to, when): set aside events until it comes
         self._rereading: dict[Any, tuple[int, float]] = {}
+        # topic-partition -> the offsets the broker had in the last read from a gap
+        self._known_offsets: dict[Any, KnownOffsets] = {}
+        self._offset_probe: OffsetProbe | None = None
         self.app.on_partitions_assigned.connect(self._on_rebalance)
         self.app.on_partitions_revoked.connect(self._on_rebalance)
         self.app.task(self._refresher)
@@ -413,19 +428,21 @@ class CorrelationWorker:
         self._ack(records)
 
     async def _in_order(self, records: Sequence[Any]) -> list[Any]:
-        """The events that follow, in their partition, the last one processed; a jump means
-        the consumer skipped records, and the partition is read again from the first one
-        missing.
+        """The events that follow, in their partition, the last one processed.
 
         faust drops records around rebalances in more than one place (the failure suite
         lost 36 to 44 alerts of one partition this way while a restarted worker took over);
         the ones its stream skips are no longer acked (faustapp.py), the others are caught
-        here. After the seek, events of that partition are set aside (marked acked, so
-        faust never records them as committable) until the missing offset arrives; if it
-        has not come within REREAD_AGAIN_S, the seek is repeated.
+        here. But a partition's offsets also jump where the broker has no record to give
+        (transaction markers, records deleted by retention or compaction): a jump is judged
+        by reading the partition from the expected offset (gaps.judge, OffsetProbe). A
+        legitimate gap is moved over (counted in tocsin_correlation_offset_gaps_accepted);
+        skipped records are read again: the consumer seeks back to the first of them and
+        the partition's events are set aside (marked acked, so faust never records them as
+        committable) until it arrives. If it has not come within REREAD_AGAIN_S, the
+        broker is asked again and the seek repeated (from where its records now start).
         """
         kept = []
-        now = time.monotonic()
         for message in records:
             tp = message.tp
             offset = message.offset
@@ -434,35 +451,96 @@ class CorrelationWorker:
                 wanted, since = awaited
                 if offset != wanted:
                     message.acked = True  # comes again after the seek (or came before)
-                    if offset > wanted and now - since > REREAD_AGAIN_S:
-                        await self.app.consumer.seek(tp, wanted)
-                        self._rereading[tp] = (wanted, now)
+                    if offset > wanted and time.monotonic() - since > REREAD_AGAIN_S:
+                        first = await self._first_available(tp, wanted, None)
+                        target = reread_again_from(wanted, first)
+                        if target > wanted:
+                            self._gap_accepted(tp, wanted, target)
+                        await self._seek_back(tp, target)
                     continue
                 del self._rereading[tp]
             expected = self._next_offset.get(tp)
             if expected is not None and offset > expected:
-                SKIPPED.labels(tp.topic).inc(offset - expected)
-                log.warning(
-                    "records skipped by the consumer; reading them again",
-                    extra={
-                        "topic": tp.topic,
-                        "partition": tp.partition,
-                        "from_offset": expected,
-                        "to_offset": offset - 1,
-                    },
-                )
-                await self.app.consumer.seek(tp, expected)
-                self._rereading[tp] = (expected, now)
-                message.acked = True
-                continue
+                first = await self._first_available(tp, expected, offset)
+                verdict = judge(expected, offset, first)
+                if verdict.accepted:
+                    self._gap_accepted(tp, expected, expected + verdict.accepted)
+                if verdict.reread_from is not None:
+                    SKIPPED.labels(tp.topic).inc(verdict.skipped)
+                    log.warning(
+                        "records skipped by the consumer; reading them again",
+                        extra={
+                            "topic": tp.topic,
+                            "partition": tp.partition,
+                            "from_offset": verdict.reread_from,
+                            "to_offset": offset - 1,
+                        },
+                    )
+                    await self._seek_back(tp, verdict.reread_from)
+                    message.acked = True
+                    continue
             self._next_offset[tp] = offset + 1
             kept.append(message)
         return kept
+
+    async def _seek_back(self, tp: Any, offset: int) -> None:
+        """Read the partition again from ``offset``; its events wait for that one."""
+        REREADS.labels(tp.topic).inc()
+        await self.app.consumer.seek(tp, offset)
+        self._next_offset[tp] = offset
+        self._rereading[tp] = (offset, time.monotonic())
+
+    def _gap_accepted(self, tp: Any, start: int, end: int) -> None:
+        GAPS_ACCEPTED.labels(tp.topic).inc()
+        log.debug(
+            "no records at these offsets (transaction markers, deleted or compacted records)",
+            extra={
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "from_offset": start,
+                "to_offset": end - 1,
+            },
+        )
+
+    async def _first_available(self, tp: Any, expected: int, met: int | None) -> int | None:
+        """The offset of the first record the broker gives from ``expected`` (None: none,
+        or it could not be asked). Answered from the last read of the partition when that
+        covers ``expected`` up to ``met``."""
+        known = self._known_offsets.get(tp)
+        if met is not None and known is not None:
+            first = known.first_from(expected, met)
+            if first is not None:
+                return first
+        try:
+            offsets = await self.offset_probe().offsets_from(tp.topic, tp.partition, expected)
+        except Exception:
+            log.warning(
+                "could not read the partition to judge an offset gap; reading it again",
+                extra={"topic": tp.topic, "partition": tp.partition, "offset": expected},
+                exc_info=True,
+            )
+            return None
+        if not offsets:
+            return None
+        self._known_offsets[tp] = KnownOffsets(expected, offsets)
+        return offsets[0]
+
+    def offset_probe(self) -> OffsetProbe:
+        if self._offset_probe is None:  # made on the worker's loop, used only there
+            guarantee: Any = self.app.conf.processing_guarantee  # typed as the class
+            committed = guarantee == ProcessingGuarantee.EXACTLY_ONCE
+            self._offset_probe = OffsetProbe(
+                self.bootstrap,
+                self.kafka_security,
+                "read_committed" if committed else "read_uncommitted",
+            )
+        return self._offset_probe
 
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         # After a rebalance the consumer starts again from the committed offsets.
         self._next_offset.clear()
         self._rereading.clear()
+        self._known_offsets.clear()
 
     async def _process_input(self, batch: Batch, message: Any, config: TocsinConfig) -> None:
         if not self._spans:
@@ -879,6 +957,47 @@ class BatchSender:
 # around it. An alert near the 512 KiB ingest allows, with its labels copied into the
 # incident, can make a bigger one.
 MAX_EVENT_BYTES = 1_000_000
+
+
+class OffsetProbe:
+    """Reads a partition from an offset and returns the offsets of the records the broker
+    gives first: a consumer of its own (no group, nothing committed), so that judging a
+    gap never moves the worker's consumer. Read as the worker's consumer reads (isolation
+    level): a record it would not be given is no record here either."""
+
+    MAX_RECORDS = 500
+    TIMEOUT_MS = 2000
+
+    def __init__(
+        self, bootstrap: str, security: KafkaSecurity | None, isolation_level: str
+    ) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id=f"tocsin-{SERVICE}-offset-probe",
+            group_id=None,
+            enable_auto_commit=False,
+            # A read from before the log start (records deleted) answers with the first
+            # record there is.
+            auto_offset_reset="earliest",
+            isolation_level=isolation_level,
+            **client_options(security),
+        )
+        self._started = False
+
+    async def offsets_from(self, topic: str, partition: int, offset: int) -> list[int]:
+        """Offsets of the first records at or after ``offset`` (ascending; empty: none
+        within TIMEOUT_MS)."""
+        consumer = self._consumer
+        if not self._started:
+            await consumer.start()
+            self._started = True
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        fetched = await consumer.getmany(
+            tp, timeout_ms=self.TIMEOUT_MS, max_records=self.MAX_RECORDS
+        )
+        return [record.offset for record in fetched.get(tp, ())]
 
 
 def _check_sizes(outputs: Sequence[Output]) -> None:
