@@ -19,6 +19,7 @@ from tocsin_common.config import ConfigStore
 from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer, client_channel, open_channel
 from tocsin_common.kafka import EventProducer, ensure_topics, wait_for_kafka
+from tocsin_common.redis_durability import require_durable_redis
 from tocsin_common.redisclient import blocking_redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
 from tocsin_common.secrets import SecretError
@@ -146,6 +147,9 @@ async def serve(stop: asyncio.Event) -> None:
     # Blocking pool: a burst queues for a connection instead of failing. The pages' own
     # commands go through one CommandBatcher, so they need few connections.
     redis = blocking_redis_client(settings.redis, max_connections=128, timeout=30)
+    await require_durable_redis(
+        redis, SERVICE, "Notification's idempotency marks (never pages twice)", os.environ
+    )
     security = settings.kafka_security
     await wait_for_kafka(settings.kafka_bootstrap, security=security)
     await ensure_topics(settings.kafka_bootstrap, security=security)
