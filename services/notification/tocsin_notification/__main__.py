@@ -47,6 +47,7 @@ from tocsin_notification.pipeline.send_stage import SendStage
 from tocsin_notification.providers import Provider, build, discover
 from tocsin_notification.providers.webhook import require_signing_secret
 from tocsin_notification.ratelimit import SlidingWindowLimit
+from tocsin_notification.ratelimit_store import RedisRateLimitLog
 from tocsin_notification.redis_batch import CommandBatcher
 from tocsin_notification.render import Renderer
 from tocsin_notification.tuning import Tuning
@@ -88,13 +89,15 @@ def build_pipeline(
     credential: str | None,
     spans: bool = True,
 ) -> Pipeline:
-    policy = BundlePolicy(
-        SlidingWindowLimit(tuning.rate_limit, tuning.rate_window_s), tuning.bundle_window_s
-    )
+    limit = SlidingWindowLimit(tuning.rate_limit, tuning.rate_window_s)
+    policy = BundlePolicy(limit, tuning.bundle_window_s)
+    # The sends per person and contact method are kept in Redis: a restart or a rebalance
+    # keeps the limit.
+    shared = RedisRateLimitLog(batcher, limit)
     return Pipeline(
         idempotency=IdempotencyStage(IdempotencyStore(batcher)),
-        ratelimit=RateLimitStage(policy),
-        bundle=BundleStage(policy, clock),
+        ratelimit=RateLimitStage(policy, shared),
+        bundle=BundleStage(policy, clock, shared),
         render=RenderStage(Renderer(), signer, public, clock),
         send=SendStage(
             BreakerRegistry(
