@@ -16,7 +16,7 @@ from tocsin_notification.pipeline.bundle_stage import BundleStage
 from tocsin_notification.pipeline.job import Job
 from tocsin_notification.pipeline.ratelimit_stage import RateLimitStage
 from tocsin_notification.ratelimit import SlidingWindowLimit, from_micros, to_micros
-from tocsin_notification.ratelimit_store import PREFIX, RedisRateLimitLog
+from tocsin_notification.ratelimit_store import _RECORD, PREFIX, RedisRateLimitLog
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -63,6 +63,15 @@ class SortedSets:
     def pexpire(self, key: str, ms: int) -> bool:
         self.ttl_ms[key] = ms
         return True
+
+    def eval(self, script: str, numkeys: int, key: str, *args: Any) -> int:
+        """The record script, checked to be the three commands it stands for."""
+        assert numkeys == 1
+        assert script == _RECORD
+        score, member, trim_to, expire_ms = args
+        self.zadd(key, {member: score})
+        self.zremrangebyscore(key, "-inf", trim_to)
+        return int(self.pexpire(key, expire_ms))
 
 
 class FakeBatcher:
