@@ -214,7 +214,7 @@ save ""
 appendonly yes
 appendfsync always
 user default off
-user tocsin on >{password} ~tocsin:* +@read +@write +@connection +acl|whoami
+user tocsin on >{password} ~tocsin:* +@read +@write +@connection +acl|whoami +config|get
 """
     )
     conf.chmod(0o600)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from redis.exceptions import AuthenticationError, ConnectionError, NoPermissionError
+from tocsin_common.redis_durability import check_redis_durability
 from tocsin_common.redisclient import blocking_redis_client, redis_client
 from tocsin_common.secrets import generate_secret
 from tocsin_common.transport import RedisConnection
@@ -52,6 +53,8 @@ async def test_helper_client_talks_tls_as_the_acl_user(redis_tls: SecureRedis) -
     pooled = blocking_redis_client(connection(redis_tls), max_connections=4, timeout=5)
     try:
         assert await pooled.get("tocsin:transport-test") == b"over tls"
+        # The start-up durability check needs no more than +config|get of this user.
+        assert await check_redis_durability(pooled, "notification", "test", {}) is None
     finally:
         await pooled.aclose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from tocsin.v1 import (
     auth_service_pb2,
@@ -19,6 +20,7 @@ from tocsin_common.config import ConfigStore
 from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer
 from tocsin_common.kafka import ConsumerLoop, EventProducer, ensure_topics, wait_for_kafka
+from tocsin_common.redis_durability import require_durable_redis
 from tocsin_common.redisclient import redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
 from tocsin_common.topics import INCIDENTS_DEADLETTER, INCIDENTS_EVENTS
@@ -38,6 +40,9 @@ async def serve(stop: asyncio.Event) -> None:
     config.install_sighup()
     access = access_control(settings, config)
     redis = redis_client(settings.redis)
+    await require_durable_redis(
+        redis, SERVICE, "Escalation's timers (fire once, never lost) and state", os.environ
+    )
     security = settings.kafka_security
     await wait_for_kafka(settings.kafka_bootstrap, security=security)
     await ensure_topics(settings.kafka_bootstrap, security=security)

@@ -19,6 +19,7 @@ from tocsin_common.config import ConfigStore
 from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer, client_channel, open_channel
 from tocsin_common.kafka import EventProducer, ensure_topics, wait_for_kafka
+from tocsin_common.redis_durability import require_durable_redis
 from tocsin_common.redisclient import blocking_redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
 from tocsin_common.secrets import SecretError
@@ -46,6 +47,7 @@ from tocsin_notification.pipeline.send_stage import SendStage
 from tocsin_notification.providers import Provider, build, discover
 from tocsin_notification.providers.webhook import require_signing_secret
 from tocsin_notification.ratelimit import SlidingWindowLimit
+from tocsin_notification.ratelimit_store import RedisRateLimitLog
 from tocsin_notification.redis_batch import CommandBatcher
 from tocsin_notification.render import Renderer
 from tocsin_notification.tuning import Tuning
@@ -87,13 +89,15 @@ def build_pipeline(
     credential: str | None,
     spans: bool = True,
 ) -> Pipeline:
-    policy = BundlePolicy(
-        SlidingWindowLimit(tuning.rate_limit, tuning.rate_window_s), tuning.bundle_window_s
-    )
+    limit = SlidingWindowLimit(tuning.rate_limit, tuning.rate_window_s)
+    policy = BundlePolicy(limit, tuning.bundle_window_s)
+    # The sends per person and contact method are kept in Redis: a restart or a rebalance
+    # keeps the limit.
+    shared = RedisRateLimitLog(batcher, limit)
     return Pipeline(
         idempotency=IdempotencyStage(IdempotencyStore(batcher)),
-        ratelimit=RateLimitStage(policy),
-        bundle=BundleStage(policy, clock),
+        ratelimit=RateLimitStage(policy, shared),
+        bundle=BundleStage(policy, clock, shared),
         render=RenderStage(Renderer(), signer, public, clock),
         send=SendStage(
             BreakerRegistry(
@@ -146,6 +150,9 @@ async def serve(stop: asyncio.Event) -> None:
     # Blocking pool: a burst queues for a connection instead of failing. The pages' own
     # commands go through one CommandBatcher, so they need few connections.
     redis = blocking_redis_client(settings.redis, max_connections=128, timeout=30)
+    await require_durable_redis(
+        redis, SERVICE, "Notification's idempotency marks (never pages twice)", os.environ
+    )
     security = settings.kafka_security
     await wait_for_kafka(settings.kafka_bootstrap, security=security)
     await ensure_topics(settings.kafka_bootstrap, security=security)

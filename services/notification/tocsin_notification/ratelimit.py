@@ -1,12 +1,30 @@
 """Rate limit per contact method (pure logic): at most `limit` messages in any sliding
 `window_s`. Excess is never dropped: `next_allowed` says when the next message may go, and
 the bundle stage holds pages until then and sends them as one message.
+
+The sends are also kept in Redis (`ratelimit_store.py`), so a restart or a rebalance that
+moves a person's pages to another replica keeps the limit: before deciding, a replica
+`merge`s what Redis holds for the contact method into what it knows itself.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from datetime import datetime, timedelta
+from collections import Counter, deque
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def to_micros(at: datetime) -> int:
+    """A send time as integer microseconds since the epoch (exact, as Redis scores keep
+    it: below 2**53 for the next few centuries)."""
+    return (at - EPOCH) // _MICRO
+
+
+def from_micros(micros: int) -> datetime:
+    return EPOCH + micros * _MICRO
 
 
 class SlidingWindowLimit:
@@ -32,6 +50,17 @@ class SlidingWindowLimit:
 
     def record(self, key: str, at: datetime) -> None:
         self._trim(key, at).append(at)
+
+    def merge(self, key: str, sent: Iterable[datetime], now: datetime) -> None:
+        """Add sends known elsewhere (Redis: this or another replica, before a restart) to
+        those of `key` kept here. A send known both here and there counts once: of each
+        time, the larger of the two counts is kept."""
+        here = Counter(self._trim(key, now))
+        there = Counter(t for t in sent if t > now - self.window)
+        merged = here | there  # per time, the larger count
+        if merged == here:
+            return
+        self._sent[key] = deque(sorted(merged.elements()))
 
     def keys(self) -> int:
         """How many contact methods are kept."""

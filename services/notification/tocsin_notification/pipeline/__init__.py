@@ -91,7 +91,7 @@ class Pipeline:
                 job, "", Outcome.DELIVERY_OUTCOME_DUPLICATE, claim.value
             )
         job.done = asyncio.get_running_loop().create_future()
-        limited_until = self.ratelimit.limited_until(job.bundle_key, self._clock.now())
+        limited_until = await self.ratelimit.limited_until(job.bundle_key, self._clock.now())
         held = await self.bundle.submit(job, self._deliver)
         if held and limited_until is not None:
             await self.record.record(

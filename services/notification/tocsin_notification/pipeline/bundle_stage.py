@@ -1,17 +1,20 @@
 """Stage 3 — bundle: pages for one contact method that arrive while it must wait (the
 bundling window after a message, or the rate limit) are held and go out together as one
-message listing the incidents. A lone page goes at once."""
+message listing the incidents. A lone page goes at once. With a `RedisRateLimitLog` each
+message's send is kept in Redis before it goes (see ratelimit_store.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from tocsin_common.clock import Clock
 
 from tocsin_notification.bundling import BundlePolicy
 from tocsin_notification.pipeline.job import Job
+from tocsin_notification.ratelimit_store import RedisRateLimitLog
 
 SendBatch = Callable[[list[Job]], Awaitable[None]]
 
@@ -23,9 +26,12 @@ class _Held:
 
 
 class BundleStage:
-    def __init__(self, policy: BundlePolicy, clock: Clock) -> None:
+    def __init__(
+        self, policy: BundlePolicy, clock: Clock, shared: RedisRateLimitLog | None = None
+    ) -> None:
         self.policy = policy
         self._clock = clock
+        self._shared = shared
         self._held: dict[str, _Held] = {}
 
     async def submit(self, job: Job, send: SendBatch) -> bool:
@@ -35,7 +41,7 @@ class BundleStage:
         held = self._held.get(key)
         now = self._clock.now()
         if held is None and self.policy.send_at(key, now) <= now:
-            self.policy.sent(key, now)
+            await self._sent(key, now)
             await send([job])
             return False
         if held is None:
@@ -54,8 +60,14 @@ class BundleStage:
                 break
             await self._clock.sleep((at - now).total_seconds())
         held = self._held.pop(key)
-        self.policy.sent(key, self._clock.now())
+        await self._sent(key, self._clock.now())
         await send(held.jobs)
+
+    async def _sent(self, key: str, at: datetime) -> None:
+        # Counted here at once (a page arriving meanwhile sees it), then kept in Redis.
+        self.policy.sent(key, at)
+        if self._shared is not None:
+            await self._shared.record(key, at)
 
     def held(self, key: str) -> int:
         held = self._held.get(key)
