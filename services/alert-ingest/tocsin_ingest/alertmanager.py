@@ -111,6 +111,9 @@ def normalize_group(
             if receiver or group_key:
                 extra = {"receiver": receiver, "groupKey": group_key}
                 alert.details.update({k: v for k, v in extra.items() if v})
+            too_big = fields.alert_size_problem(alert, path)
+            if too_big is not None:
+                errors.append(too_big)
             alerts.append(alert)
     if errors:
         raise InvalidInput(errors)

@@ -1,0 +1,106 @@
+"""The gRPC server's last word on an exception a servicer did not answer itself.
+
+A servicer answers what it expects (``context.abort``). Whatever escapes it would reach
+the client as UNKNOWN carrying Python's exception text: this interceptor maps it instead.
+InvalidInput (field errors) becomes INVALID_ARGUMENT naming each field, with the list as
+JSON in the ``tocsin-field-errors`` trailer; anything else INTERNAL with a reference to
+the log line that has the traceback, and no exception text (it may quote internals).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+
+from tocsin_common.validation import FieldError, InvalidInput
+
+log = logging.getLogger("tocsin.grpc")
+
+FIELD_ERRORS_TRAILER = "tocsin-field-errors"
+
+# What a servicer raises to end a call it already answered (abort) or that was cancelled.
+_PASS_THROUGH: tuple[type[BaseException], ...] = (grpc.aio.AbortError,)
+
+
+async def abort_invalid(context: grpc.aio.ServicerContext, errors: list[FieldError]) -> NoReturn:
+    """End the call INVALID_ARGUMENT, every field error in the details and the trailer."""
+    trailer = json.dumps([e.as_dict() for e in errors])
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "; ".join(str(e) for e in errors),
+        trailing_metadata=((FIELD_ERRORS_TRAILER, trailer),),
+    )
+    raise AssertionError("abort returned")  # pragma: no cover
+
+
+async def map_error(error: Exception, method: str, context: grpc.aio.ServicerContext) -> NoReturn:
+    """Answer ``error`` as INVALID_ARGUMENT (InvalidInput) or INTERNAL (the rest)."""
+    if isinstance(error, InvalidInput):
+        await abort_invalid(context, error.errors)
+    reference = uuid.uuid4().hex[:12]
+    log.error(
+        "gRPC call failed",
+        exc_info=(type(error), error, error.__traceback__),
+        extra={"method": method, "reference": reference},
+    )
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error (reference {reference}); the call failed"
+    )
+    raise AssertionError("abort returned")  # pragma: no cover
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Maps what escapes a servicer (see the module's docstring), for every kind of call."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary or handler.stream_unary:
+            inner_unary = handler.unary_unary or handler.stream_unary
+
+            async def unary_out(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await inner_unary(request, context)
+                except _PASS_THROUGH:
+                    raise
+                except Exception as error:
+                    await map_error(error, method, context)
+
+            make = (
+                grpc.unary_unary_rpc_method_handler
+                if handler.unary_unary
+                else grpc.stream_unary_rpc_method_handler
+            )
+            return make(unary_out, **codec)  # type: ignore[no-any-return]
+        inner_stream = handler.unary_stream or handler.stream_stream
+
+        async def stream_out(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for item in inner_stream(request, context):
+                    yield item
+            except _PASS_THROUGH:
+                raise
+            except Exception as error:
+                await map_error(error, method, context)
+
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
+        return make(stream_out, **codec)  # type: ignore[no-any-return]
