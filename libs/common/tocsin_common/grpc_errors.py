@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from tocsin_common.validation import FieldError, InvalidInput
+from tocsin_common.validation import FieldError, InvalidInput, clip
 
 log = logging.getLogger("tocsin.grpc")
 
@@ -27,8 +27,27 @@ FIELD_ERRORS_TRAILER = "tocsin-field-errors"
 _PASS_THROUGH: tuple[type[BaseException], ...] = (grpc.aio.AbortError,)
 
 
+# A client refuses metadata over 8 KB (grpc.max_metadata_size) as RESOURCE_EXHAUSTED: the
+# details and the trailer together stay well under it.
+MAX_LISTED_ERRORS = 10
+_MAX_PROBLEM_CHARS = 200
+
+
+def listed(errors: list[FieldError]) -> list[FieldError]:
+    """The first MAX_LISTED_ERRORS errors, clipped, and how many more there were."""
+    shown = [
+        FieldError(clip(e.field, 100), clip(e.problem, _MAX_PROBLEM_CHARS))
+        for e in errors[:MAX_LISTED_ERRORS]
+    ]
+    if len(errors) > MAX_LISTED_ERRORS:
+        shown.append(FieldError("(more)", f"{len(errors) - MAX_LISTED_ERRORS} more not listed"))
+    return shown
+
+
 async def abort_invalid(context: grpc.aio.ServicerContext, errors: list[FieldError]) -> NoReturn:
-    """End the call INVALID_ARGUMENT, every field error in the details and the trailer."""
+    """End the call INVALID_ARGUMENT, the field errors (the first MAX_LISTED_ERRORS) in
+    the details and the trailer."""
+    errors = listed(errors)
     trailer = json.dumps([e.as_dict() for e in errors])
     await context.abort(
         grpc.StatusCode.INVALID_ARGUMENT,

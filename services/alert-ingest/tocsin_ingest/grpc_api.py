@@ -275,12 +275,13 @@ class IngestServicer(ingest_service_pb2_grpc.IngestServiceServicer):
                 errors.extend(bad.errors)
                 bad_events += 1
                 if bad_events >= MAX_STREAM_ERRORS:
-                    errors.append(
+                    errors.insert(
+                        0,
                         FieldError(
                             "events",
                             f"{bad_events} bad events by events[{index}]; the stream was "
                             "refused there",
-                        )
+                        ),
                     )
                     await _abort_invalid(context, errors)
             else:

@@ -50,6 +50,7 @@ log = logging.getLogger("tocsin.ingest.http")
 
 MAX_BODY_BYTES = validation.MAX_REQUEST_BYTES
 READ_TIMEOUT_S = 15.0
+LINGER_S = 2.0
 JSON_TYPES = frozenset({"application/json"})
 PATH_KEY_FIELD = "path.key"
 BEARER_FIELD = "Authorization"
@@ -130,8 +131,10 @@ def _unavailable() -> web.Response:
 def runner_options(read_timeout: float = READ_TIMEOUT_S) -> dict[str, Any]:
     """Options of the aiohttp runner serving the app. aiohttp closes a connection that has
     no complete request pending ``keepalive_timeout`` after it opened or after its last
-    answer: with partial headers (a slowloris) that bounds how long they may take."""
-    return {"keepalive_timeout": read_timeout}
+    answer: with partial headers (a slowloris) that bounds how long they may take. After
+    an answer sent before the whole body (413, 408), aiohttp reads on ("lingers") so the
+    client sees it: at most LINGER_S, not aiohttp's 10 s."""
+    return {"keepalive_timeout": read_timeout, "lingering_time": min(LINGER_S, read_timeout)}
 
 
 def _unsupported(content_type: str) -> web.Response:
