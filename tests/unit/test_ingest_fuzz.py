@@ -215,8 +215,7 @@ def _nested(levels: int) -> Any:
 
 def processable(alert: alert_pb2.Alert) -> None:
     """As correlation decodes it, and as its incident record carries it."""
-    raw = alert.SerializeToString()
-    assert alert_pb2.Alert.FromString(raw).SerializeToString() == raw
+    assert alert_pb2.Alert.FromString(alert.SerializeToString()) == alert
     event = incident_pb2.IncidentEvent(alert=alert)
     event.incident.labels.update(alert.labels)
     incident_pb2.IncidentEvent.FromString(event.SerializeToString())
