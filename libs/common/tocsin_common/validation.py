@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,20 +73,53 @@ class _Literal:
 
 
 def _parse_int(text: str) -> int | _Literal:
-    return _Literal(text) if len(text.lstrip("-")) > _INT_DIGITS else int(text)
+    if len(text) > _INT_DIGITS:
+        return _Literal(text)
+    value = int(text)
+    return value if INT64_MIN <= value <= INT64_MAX else _Literal(text)
+
+
+def _parse_float(text: str) -> float | _Literal:
+    value = float(text)
+    return value if math.isfinite(value) else _Literal(text)
+
+
+# A lone surrogate can only come from a \uD800-\uDFFF escape: UTF-8 cannot encode one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def decode_json(raw: bytes) -> Any:
     """The JSON document in ``raw``, checked by :func:`json_problems`; InvalidInput naming
-    the body, or each field that breaks the edge rule."""
+    the body, or each field that breaks the edge rule. (Hot path: the document is walked
+    only when a number was out of range or a surrogate escape is in the text.)"""
+    odd: list[_Literal] = []
+
+    def literal(text: str) -> _Literal:
+        odd.append(_Literal(text))
+        return odd[-1]
+
+    def parse_int(text: str) -> int | _Literal:
+        value = _parse_int(text)
+        if isinstance(value, _Literal):
+            odd.append(value)
+        return value
+
+    def parse_float(text: str) -> float | _Literal:
+        value = _parse_float(text)
+        if isinstance(value, _Literal):
+            odd.append(value)
+        return value
+
     try:
-        body = json.loads(raw, parse_int=_parse_int, parse_constant=_Literal)
+        body = json.loads(raw, parse_int=parse_int, parse_float=parse_float, parse_constant=literal)
     except UnicodeDecodeError as e:
         raise InvalidInput([FieldError("(body)", f"is not UTF-8 text: {e.reason}")]) from None
     except json.JSONDecodeError as e:
         raise InvalidInput([FieldError("(body)", f"is not valid JSON: {e}")]) from None
     except RecursionError:
         raise InvalidInput([FieldError("(body)", "is nested too deeply")]) from None
+    if not odd and not _SURROGATE_ESCAPE.search(raw):
+        return body
     problems = json_problems(body)
     if problems:
         raise InvalidInput(problems)
@@ -132,8 +166,11 @@ def json_problems(value: Any, path: str = "") -> list[FieldError]:
             if not math.isfinite(item):
                 errors.append(FieldError(shown, "is a number too large to hold (not finite)"))
         elif isinstance(item, _Literal):
-            if item.text.lstrip("-")[:1].isdigit():
+            text = item.text.lstrip("-")
+            if text.isdigit():
                 errors.append(FieldError(shown, "is an integer outside the 64-bit range"))
+            elif text[:1].isdigit():
+                errors.append(FieldError(shown, "is a number too large to hold (not finite)"))
             else:
                 errors.append(FieldError(shown, f"is {item.text}, which JSON does not allow"))
         elif isinstance(item, dict):
