@@ -230,7 +230,9 @@ async def stub(
     channel = grpc.aio.insecure_channel(
         f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 8 * 1024 * 1024)]
     )
-    yield ingest_service_pb2_grpc.IngestServiceStub(channel), published
+    client = ingest_service_pb2_grpc.IngestServiceStub(channel)
+    client.channel = channel  # type: ignore[attr-defined]  # for calls with raw bytes
+    yield client, published
     await channel.close()
     await server.stop(None)
 
@@ -481,6 +483,40 @@ async def test_a_stream_over_its_byte_limit_is_refused_as_it_arrives(
     assert f"events: more than {grpc_api.MAX_STREAM_BYTES:,} bytes by events[" in (
         caught.value.details() or ""
     )
+    assert not published.alerts
+
+
+def unparsable() -> list[tuple[bytes, str]]:
+    """Request bytes protobuf refuses, and what the answer says."""
+    deep = ingest_service_pb2.SendEventRequest()
+    deep.custom_details.update(nested(40))
+    return [
+        (b"\x22\x02\xff\xfe", "(request): has a string field that is not valid UTF-8"),
+        (deep.SerializeToString(), "(request): is nested too deeply to parse"),
+    ]
+
+
+@pytest.mark.parametrize(("raw", "says"), unparsable(), ids=["not UTF-8", "40 deep"])
+async def test_a_request_protobuf_cannot_parse_is_invalid_argument_not_unknown(
+    raw: bytes, says: str, stub: tuple[ingest_service_pb2_grpc.IngestServiceStub, Published]
+) -> None:
+    client, published = stub
+    channel = client.channel  # type: ignore[attr-defined]
+    send_event = channel.unary_unary("/tocsin.v1.IngestService/SendEvent")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await send_event(raw)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith(says)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield request(dedup_key="fine").SerializeToString()
+        yield raw
+
+    send_events = channel.stream_unary("/tocsin.v1.IngestService/SendEvents")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await send_events(stream())
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith(says)
     assert not published.alerts
 
 

@@ -2,6 +2,9 @@
 
 A servicer answers what it expects (``context.abort``). Whatever escapes it would reach
 the client as UNKNOWN carrying Python's exception text: this interceptor maps it instead.
+So does a request protobuf cannot parse (a string that is not UTF-8, messages nested over
+protobuf's limit of 100): gRPC would answer UNKNOWN with the DecodeError, so the
+interceptor parses requests itself and answers INVALID_ARGUMENT ``(request): ...``.
 InvalidInput (field errors) becomes INVALID_ARGUMENT naming each field, with the list as
 JSON in the ``tocsin-field-errors`` trailer; anything else INTERNAL with a reference to
 the log line that has the traceback, and no exception text (it may quote internals).
@@ -16,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from tocsin_common.validation import FieldError, InvalidInput, clip
 
@@ -73,6 +77,32 @@ async def map_error(error: Exception, method: str, context: grpc.aio.ServicerCon
     raise AssertionError("abort returned")  # pragma: no cover
 
 
+def _parse_problem(error: DecodeError) -> str:
+    text = str(error)
+    if "MaxDepth" in text or "recursion" in text.lower():
+        return "is nested too deeply to parse (protobuf's limit is 100 levels)"
+    if "UTF-8" in text:
+        return "has a string field that is not valid UTF-8"
+    return "is not a valid protobuf message of this method's request type"
+
+
+def _parser(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError as error:
+            raise InvalidInput([FieldError("(request)", _parse_problem(error))]) from None
+
+    return parse
+
+
+async def _parsed(
+    requests: AsyncIterator[bytes], parse: Callable[[bytes], Any]
+) -> AsyncIterator[Any]:
+    async for raw in requests:
+        yield parse(raw)
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps what escapes a servicer (see the module's docstring), for every kind of call."""
 
@@ -85,16 +115,20 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return handler
         method = handler_call_details.method
-        codec = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
+        # Requests reach the behaviours below as bytes, parsed there (see the docstring).
+        parse = _parser(handler.request_deserializer or (lambda raw: raw))
+        codec = {"request_deserializer": None, "response_serializer": handler.response_serializer}
+        streaming_in = bool(handler.stream_unary or handler.stream_stream)
+
+        def parsed(request: Any) -> Any:
+            return _parsed(request, parse) if streaming_in else parse(request)
+
         if handler.unary_unary or handler.stream_unary:
             inner_unary = handler.unary_unary or handler.stream_unary
 
             async def unary_out(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
-                    return await inner_unary(request, context)
+                    return await inner_unary(parsed(request), context)
                 except _PASS_THROUGH:
                     raise
                 except Exception as error:
@@ -110,7 +144,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def stream_out(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
-                async for item in inner_stream(request, context):
+                async for item in inner_stream(parsed(request), context):
                     yield item
             except _PASS_THROUGH:
                 raise
