@@ -633,3 +633,17 @@ async def test_any_exception_while_decoding_dead_letters_the_record(
     reason = letters.letters[0][1]
     assert reason.startswith("unprocessable: (record): could not be decoded (KeyError:")
     assert letters.letters[0][0].value == records[0].value
+
+
+def test_webhook_fields_tools_fill_in_are_not_refused_for_length(config: ConfigStore) -> None:
+    """Alertmanager's generatorURL carries a whole PromQL query, groupKey every grouping
+    label: bounded by the body and alert sizes, never refused for the text cap."""
+    long_url = "http://prometheus:9090/graph?g0.expr=" + "x" * 20_000
+    body = json.dumps(
+        {"version": "4", "groupKey": "{}:{" + "l" * 10_000 + "}", "externalURL": long_url,
+         "alerts": [{"status": "firing", "labels": {"alertname": "A"}, "generatorURL": long_url}]}
+    ).encode()  # fmt: skip
+    headers = [("tocsin-format", b"alertmanager"), ("tocsin-routing-key", KEY.encode())]
+    (alert,) = decode_record(headers, body, config.current, NOW)
+    assert alert.links[0].href == long_url
+    assert len(alert.details["groupKey"]) == 10_005

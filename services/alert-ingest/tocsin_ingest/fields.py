@@ -24,8 +24,11 @@ MAX_LABELS = 256
 MAX_LABEL_NAME = 256
 MAX_LABEL_VALUE = 8 * 1024
 MAX_ALERTS_PER_PAYLOAD = 1000
-# Any other text field (source, component, group, class, client, client_url, links and
-# images, Alertmanager/Grafana URLs): the same cap as a label value.
+# Any other text field of an Events v2 or gRPC event (source, component, group, class,
+# client, client_url, links and images): the same cap as a label value. Webhook fields
+# that tools fill in themselves (Alertmanager's generatorURL holds a whole PromQL query,
+# groupKey every grouping label) are not refused for length: they are bounded by the body
+# limit and the normalized alert's size (validation.MAX_ALERT_BYTES).
 MAX_TEXT = MAX_LABEL_VALUE
 
 SEVERITIES = {

@@ -29,7 +29,7 @@ def normalize(
     errors: list[FieldError] = []
     title = ""
     if isinstance(body, dict):
-        title = fields.string(body, "title", "title", errors)
+        title = fields.string(body, "title", "title", errors, max_len=None)
         fields.string(body, "state", "state", errors, max_len=None)  # not stored
         fields.string(body, "message", "message", errors, max_len=None)  # not stored
         org = body.get("orgId")
@@ -64,10 +64,10 @@ def _extras(
     errors: list[FieldError],
 ) -> None:
     for key, text in _URLS:
-        url = fields.string(entry, key, f"{path}.{key}", errors)
+        url = fields.string(entry, key, f"{path}.{key}", errors, max_len=None)
         if url:
             alert.links.add(href=url, text=text)
-    image = fields.string(entry, "imageURL", f"{path}.imageURL", errors)
+    image = fields.string(entry, "imageURL", f"{path}.imageURL", errors, max_len=None)
     if image:
         alert.images.add(src=image, alt=alert.summary[:200])
     value_string = fields.string(entry, "valueString", f"{path}.valueString", errors, max_len=None)
