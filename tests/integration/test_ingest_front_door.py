@@ -441,7 +441,11 @@ async def test_a_body_over_512_kb_is_refused_with_413(stack: Stack) -> None:
 
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{stack.ingest_url}/v2/enqueue", data=chunks()) as r,
+        session.post(
+            f"{stack.ingest_url}/v2/enqueue",
+            data=chunks(),
+            headers={"Content-Type": "application/json"},
+        ) as r,
     ):
         assert r.status == 413
     # ... and the service keeps serving.

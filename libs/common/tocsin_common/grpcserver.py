@@ -1,4 +1,5 @@
-"""The gRPC server every service runs: tracing interceptor and grpc.health.v1 built in."""
+"""The gRPC server every service runs: tracing interceptor, error mapping
+(tocsin_common.grpc_errors) and grpc.health.v1 built in."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tocsin_common.auth.access import AccessControl, bearer_interceptors
+from tocsin_common.grpc_errors import ErrorMappingInterceptor
 from tocsin_common.tracing import TracingClientInterceptor, TracingServerInterceptor
 from tocsin_common.transport import TlsSettings
 
@@ -36,7 +38,12 @@ class GrpcServer:
         certificate; plaintext otherwise (loopback, or behind a mesh)."""
         self.access = access
         self.server = grpc.aio.server(
-            interceptors=[TracingServerInterceptor(), access.interceptor()]
+            # Errors mapped innermost: an exception never reaches a client as UNKNOWN.
+            interceptors=[
+                TracingServerInterceptor(),
+                access.interceptor(),
+                ErrorMappingInterceptor(),
+            ]
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -57,6 +57,8 @@ class Settings:
     ingest_consume_raw: bool  # alert-ingest consumes alerts.raw
     heartbeat_check_seconds: float  # how often alert-ingest looks for missed heartbeats
     ingest_workers: int = 1  # alert-ingest HTTP worker processes sharing its port
+    # alert-ingest HTTP: the most a request's headers, and then its body, may take to arrive
+    ingest_read_timeout_seconds: float = 15.0
     # alert-ingest's HTTP base as monitored jobs reach it: heartbeat ping URLs start with it
     ingest_public_url: str = "http://127.0.0.1:8080"
     tls: TlsSettings = field(default_factory=TlsSettings)
@@ -99,6 +101,7 @@ class Settings:
             ingest_consume_raw=_flag(env, "TOCSIN_INGEST_CONSUME_RAW", True),
             heartbeat_check_seconds=_float(env, "TOCSIN_INGEST_HEARTBEAT_CHECK_SECONDS", 1.0),
             ingest_workers=_int(env, "TOCSIN_INGEST_WORKERS", 1),
+            ingest_read_timeout_seconds=_float(env, "TOCSIN_INGEST_READ_TIMEOUT_SECONDS", 15.0),
             ingest_public_url=_base_url(
                 env,
                 "TOCSIN_INGEST_PUBLIC_URL",

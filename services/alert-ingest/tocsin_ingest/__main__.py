@@ -36,7 +36,7 @@ from tocsin_ingest import workers
 from tocsin_ingest.grpc_api import IngestServicer
 from tocsin_ingest.heartbeat_api import HeartbeatServicer
 from tocsin_ingest.heartbeats import HeartbeatMonitors
-from tocsin_ingest.http_api import IngestHttpApi
+from tocsin_ingest.http_api import IngestHttpApi, runner_options
 from tocsin_ingest.publisher import AlertPublisher, IngestProducer
 from tocsin_ingest.raw_consumer import RawConsumer
 from tocsin_ingest.redis_state import RedisHeartbeatStore, RedisPingSecrets, RedisRateLimiter
@@ -98,8 +98,9 @@ async def serve(stop: asyncio.Event) -> None:
         clock=clock,
         traced=traced,
     )
-    api = IngestHttpApi(config, publisher, limiter, heartbeats, clock, ping_secrets)
-    runner = web.AppRunner(api.app(traced=traced), access_log=None)
+    read_timeout = settings.ingest_read_timeout_seconds
+    api = IngestHttpApi(config, publisher, limiter, heartbeats, clock, ping_secrets, read_timeout)
+    runner = web.AppRunner(api.app(traced=traced), access_log=None, **runner_options(read_timeout))
     await runner.setup()
     site = web.TCPSite(
         runner,

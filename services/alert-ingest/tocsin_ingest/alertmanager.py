@@ -70,9 +70,9 @@ def normalize_group(
     errors = [] if errors is None else errors
     if not isinstance(body, dict):
         raise InvalidInput([FieldError("(body)", "must be a JSON object")])
-    external_url = fields.string(body, "externalURL", "externalURL", errors)
-    receiver = fields.string(body, "receiver", "receiver", errors)
-    group_key = fields.string(body, "groupKey", "groupKey", errors)
+    external_url = fields.string(body, "externalURL", "externalURL", errors, max_len=None)
+    receiver = fields.string(body, "receiver", "receiver", errors, max_len=None)
+    group_key = fields.string(body, "groupKey", "groupKey", errors, max_len=None)
     common_annotations = fields.string_map(body, "commonAnnotations", "commonAnnotations", errors)
     entries = body.get("alerts")
     alerts: list[alert_pb2.Alert] = []
@@ -111,6 +111,9 @@ def normalize_group(
             if receiver or group_key:
                 extra = {"receiver": receiver, "groupKey": group_key}
                 alert.details.update({k: v for k, v in extra.items() if v})
+            too_big = fields.alert_size_problem(alert, path)
+            if too_big is not None:
+                errors.append(too_big)
             alerts.append(alert)
     if errors:
         raise InvalidInput(errors)
@@ -136,7 +139,9 @@ def _entry(
     )
     starts_at = fields.timestamp(entry, "startsAt", f"{path}.startsAt", errors)
     ends_at = fields.timestamp(entry, "endsAt", f"{path}.endsAt", errors)
-    generator_url = fields.string(entry, "generatorURL", f"{path}.generatorURL", errors)
+    generator_url = fields.string(
+        entry, "generatorURL", f"{path}.generatorURL", errors, max_len=None
+    )
     if len(errors) > before:
         return None
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from tocsin.v1 import alert_pb2
+from tocsin_common import validation
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.validation import FieldError, InvalidInput
 
@@ -124,6 +125,9 @@ def normalize(
         alert.labels.update(parsed.labels)
     if parsed.details is not None:
         alert.details.CopyFrom(parsed.details)
+    too_big = fields.alert_size_problem(alert)
+    if too_big is not None:
+        raise InvalidInput([too_big])
     return alert
 
 
@@ -150,6 +154,14 @@ def normalize_change(
         details = _custom_details(payload, errors)
         if details is not None:
             change.details.CopyFrom(details)
+    if not errors and change.ByteSize() > validation.MAX_ALERT_BYTES:
+        errors.append(
+            FieldError(
+                "(event)",
+                f"is {change.ByteSize():,} bytes once normalized; "
+                f"at most {validation.MAX_ALERT_BYTES:,} allowed",
+            )
+        )
     if errors:
         raise InvalidInput(errors)
     if not change.HasField("timestamp"):

@@ -7,7 +7,6 @@ every problem of a bad request at once; the parser raises InvalidInput at the en
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -16,7 +15,8 @@ from typing import Any
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import alert_pb2
-from tocsin_common.validation import FieldError, InvalidInput
+from tocsin_common import validation
+from tocsin_common.validation import FieldError
 
 MAX_DEDUP_KEY = 255
 MAX_SUMMARY = 1024
@@ -24,6 +24,12 @@ MAX_LABELS = 256
 MAX_LABEL_NAME = 256
 MAX_LABEL_VALUE = 8 * 1024
 MAX_ALERTS_PER_PAYLOAD = 1000
+# Any other text field of an Events v2 or gRPC event (source, component, group, class,
+# client, client_url, links and images): the same cap as a label value. Webhook fields
+# that tools fill in themselves (Alertmanager's generatorURL holds a whole PromQL query,
+# groupKey every grouping label) are not refused for length: they are bounded by the body
+# limit and the normalized alert's size (validation.MAX_ALERT_BYTES).
+MAX_TEXT = MAX_LABEL_VALUE
 
 SEVERITIES = {
     "critical": alert_pb2.SEVERITY_CRITICAL,
@@ -100,15 +106,9 @@ def event_id() -> str:
 
 
 def decode_json(raw: bytes) -> Any:
-    """The JSON document in ``raw``; InvalidInput naming the body when it is not one."""
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError as e:
-        raise InvalidInput([FieldError("(body)", f"is not UTF-8 text: {e.reason}")]) from None
-    except json.JSONDecodeError as e:
-        raise InvalidInput([FieldError("(body)", f"is not valid JSON: {e}")]) from None
-    except RecursionError:
-        raise InvalidInput([FieldError("(body)", "is nested too deeply")]) from None
+    """The JSON document in ``raw``; InvalidInput naming the body when it is not one, or
+    each field no later stage could carry (tocsin_common.validation.decode_json)."""
+    return validation.decode_json(raw)
 
 
 def type_name(value: Any) -> str:
@@ -134,9 +134,10 @@ def string(
     errors: list[FieldError],
     *,
     required: bool = False,
-    max_len: int | None = None,
+    max_len: int | None = MAX_TEXT,
 ) -> str:
-    """A string field; "" when absent (an error when required)."""
+    """A string field; "" when absent (an error when required); at most ``max_len``
+    characters (MAX_TEXT unless said; None: any length, for what is not stored)."""
     value = body.get(key)
     if value is None:
         if required:
@@ -213,13 +214,32 @@ def timestamp(
 
 
 def struct_from(value: Mapping[str, Any], path: str, errors: list[FieldError]) -> Struct | None:
+    """``value`` as a protobuf Struct, when it is nested no deeper than every later stage
+    can parse (validation.MAX_STRUCT_DEPTH)."""
+    too_deep = validation.struct_depth_problem(value, path)
+    if too_deep is not None:
+        errors.append(too_deep)
+        return None
     struct = Struct()
     try:
         struct.update(value)
-    except (ValueError, TypeError, RecursionError) as e:
+    except (ValueError, TypeError, RecursionError, OverflowError) as e:
         errors.append(FieldError(path, f"cannot be stored: {e}"))
         return None
     return struct
+
+
+def alert_size_problem(alert: alert_pb2.Alert, path: str = "(event)") -> FieldError | None:
+    """An alert whose incident record could not fit a Kafka record, or None: the alert is
+    counted with the labels the incident copies from it (validation.MAX_ALERT_BYTES)."""
+    size = alert.ByteSize() + sum(len(k) + len(v) + 8 for k, v in alert.labels.items())
+    if size <= validation.MAX_ALERT_BYTES:
+        return None
+    return FieldError(
+        path,
+        f"is {size:,} bytes once normalized (with its labels counted twice, as its incident "
+        f"carries them); at most {validation.MAX_ALERT_BYTES:,} allowed",
+    )
 
 
 def webhook_severity(labels: Mapping[str, str]) -> alert_pb2.Severity.ValueType:

@@ -29,9 +29,9 @@ def normalize(
     errors: list[FieldError] = []
     title = ""
     if isinstance(body, dict):
-        title = fields.string(body, "title", "title", errors)
-        fields.string(body, "state", "state", errors)
-        fields.string(body, "message", "message", errors)
+        title = fields.string(body, "title", "title", errors, max_len=None)
+        fields.string(body, "state", "state", errors, max_len=None)  # not stored
+        fields.string(body, "message", "message", errors, max_len=None)  # not stored
         org = body.get("orgId")
         if org is not None and (isinstance(org, bool) or not isinstance(org, int)):
             errors.append(FieldError("orgId", f"must be a number, not {fields.type_name(org)}"))
@@ -64,15 +64,15 @@ def _extras(
     errors: list[FieldError],
 ) -> None:
     for key, text in _URLS:
-        url = fields.string(entry, key, f"{path}.{key}", errors)
+        url = fields.string(entry, key, f"{path}.{key}", errors, max_len=None)
         if url:
             alert.links.add(href=url, text=text)
-    image = fields.string(entry, "imageURL", f"{path}.imageURL", errors)
+    image = fields.string(entry, "imageURL", f"{path}.imageURL", errors, max_len=None)
     if image:
         alert.images.add(src=image, alt=alert.summary[:200])
-    value_string = fields.string(entry, "valueString", f"{path}.valueString", errors)
+    value_string = fields.string(entry, "valueString", f"{path}.valueString", errors, max_len=None)
     if value_string:
-        alert.details["valueString"] = value_string
+        alert.details["valueString"] = fields.truncate(value_string, fields.MAX_TEXT)
     values = entry.get("values")
     if values is not None:
         if not isinstance(values, dict):
@@ -82,10 +82,15 @@ def _extras(
         else:
             numbers: dict[str, float | None] = {}
             for name, value in values.items():
-                if value is None or (
-                    isinstance(value, int | float) and not isinstance(value, bool)
-                ):
-                    numbers[name] = None if value is None else float(value)
+                if value is None:
+                    numbers[name] = None
+                elif isinstance(value, int | float) and not isinstance(value, bool):
+                    try:
+                        numbers[name] = float(value)
+                    except OverflowError:
+                        errors.append(
+                            FieldError(f"{path}.values.{name}", "is a number too large to hold")
+                        )
                 else:
                     errors.append(
                         FieldError(

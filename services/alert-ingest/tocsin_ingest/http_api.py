@@ -11,6 +11,14 @@ Routes:
   GET|POST /v1/heartbeats/{id}/ping/{secret}  a heartbeat monitor's ping (its secret URL)
   GET /healthz
 Without {key} in the path, webhooks authenticate with ``Authorization: Bearer <key>``.
+
+A body must be JSON by its Content-Type (application/json, or any type ending in +json;
+none at all is read as JSON): anything else is 415. The server closes a connection whose
+request headers have not all arrived within the read timeout (``keepalive_timeout`` of the
+runner, see :func:`runner_options`), and answers 408 and closes when the body has not all
+arrived within the read timeout of the handler starting to read it
+(TOCSIN_INGEST_READ_TIMEOUT_SECONDS, default 15). A client that hangs up
+mid-body is logged on one line, without a traceback.
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import propagate
 from tocsin.v1 import alert_pb2
+from tocsin_common import validation
 from tocsin_common.clock import Clock, SystemClock
 from tocsin_common.config import ConfigStore, Integration
 from tocsin_common.tracing import aiohttp_tracing_middleware, attach, detach
@@ -38,7 +48,10 @@ from tocsin_ingest.ratelimit import Decision, RateLimiter
 
 log = logging.getLogger("tocsin.ingest.http")
 
-MAX_BODY_BYTES = 512 * 1024
+MAX_BODY_BYTES = validation.MAX_REQUEST_BYTES
+READ_TIMEOUT_S = 15.0
+LINGER_S = 2.0
+JSON_TYPES = frozenset({"application/json"})
 PATH_KEY_FIELD = "path.key"
 BEARER_FIELD = "Authorization"
 TRACEPARENT = "traceparent"  # W3C trace context
@@ -115,16 +128,89 @@ def _unavailable() -> web.Response:
     )
 
 
-async def _read_json(request: web.Request) -> Any:
+def runner_options(read_timeout: float = READ_TIMEOUT_S) -> dict[str, Any]:
+    """Options of the aiohttp runner serving the app. aiohttp closes a connection that has
+    no complete request pending ``keepalive_timeout`` after it opened or after its last
+    answer: with partial headers (a slowloris) that bounds how long they may take. After
+    an answer sent before the whole body (413, 408), aiohttp reads on ("lingers") so the
+    client sees it: at most LINGER_S, not aiohttp's 10 s."""
+    return {"keepalive_timeout": read_timeout, "lingering_time": min(LINGER_S, read_timeout)}
+
+
+def _unsupported(content_type: str) -> web.Response:
+    problem = (
+        f"is {validation.clip(content_type, 100)!r}; the body must be JSON: send "
+        "'Content-Type: application/json'"
+    )
+    return web.json_response(
+        {
+            "status": "invalid event",
+            "message": "Request body is not JSON by its Content-Type",
+            "errors": [f"Content-Type: {problem}"],
+            "fields": [{"field": "Content-Type", "problem": problem}],
+        },
+        status=415,
+    )
+
+
+def _timed_out(timeout: float) -> web.Response:
+    problem = f"did not all arrive within {timeout:g} s"
+    response = web.json_response(
+        {
+            "status": "invalid event",
+            "message": "Request body too slow",
+            "errors": [f"(body): {problem}"],
+            "fields": [{"field": "(body)", "problem": problem}],
+        },
+        status=408,
+    )
+    response.force_close()
+    return response
+
+
+def _cut_short(request: web.Request, error: BaseException) -> web.Response:
+    """The client hung up (or its body ended) before its Content-Length: one log line; the
+    answer is for a client still there."""
+    log.info(
+        "request body cut short",
+        extra={"path": request.path, "error": type(error).__name__},
+    )
+    problem = "ended before its Content-Length (the client hung up?)"
+    response = _invalid([FieldError("(body)", problem)], "Request body is incomplete")
+    response.force_close()
+    return response
+
+
+def _check_content_type(request: web.Request) -> None:
+    if "Content-Type" not in request.headers:
+        return  # undeclared: read as JSON, as PagerDuty does
+    content_type = request.content_type.lower()
+    if content_type in JSON_TYPES or content_type.endswith("+json"):
+        return
+    raise _Refused(_unsupported(request.headers["Content-Type"]))
+
+
+async def _read_json(request: web.Request, within: float) -> Any:
+    _check_content_type(request)
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise _Refused(_too_large(request.content_length))
+    try:
+        async with asyncio.timeout(within):
+            raw = await _read_body(request)
+    except TimeoutError:
+        raise _Refused(_timed_out(within)) from None
+    except (ConnectionError, HttpProcessingError, ClientPayloadError) as error:
+        raise _Refused(_cut_short(request, error)) from None
+    return _decode(raw)
+
+
+async def _read_body(request: web.Request) -> bytes:
     if request.content_length is not None and not request.headers.get("Transfer-Encoding"):
         # The common case, in one read (what is missing from a cut body is a JSON error).
         try:
-            raw = await request.content.readexactly(request.content_length)
+            return await request.content.readexactly(request.content_length)
         except asyncio.IncompleteReadError as short:
-            raw = short.partial
-        return _decode(raw)
+            raise ConnectionError(f"{len(short.partial)} of {short.expected} bytes") from None
     # read(n) returns what has arrived so far, not n bytes: gather until the end.
     chunks: list[bytes] = []
     size = 0
@@ -136,7 +222,7 @@ async def _read_json(request: web.Request) -> Any:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise _Refused(_too_large(None))
-    return _decode(b"".join(chunks))
+    return b"".join(chunks)
 
 
 def _decode(raw: bytes) -> Any:
@@ -170,7 +256,11 @@ class IngestHttpApi:
         heartbeats: HeartbeatMonitors | None = None,
         clock: Clock | None = None,
         ping_secrets: PingSecretStore | None = None,
+        read_timeout: float = READ_TIMEOUT_S,
     ) -> None:
+        """``read_timeout``: the most a body may take to arrive (408 after it); serve the
+        app with :func:`runner_options` of the same value to bound the headers too."""
+        self._read_timeout = read_timeout
         self._config = config
         self._publisher = publisher
         self._limiter = limiter
@@ -233,7 +323,7 @@ class IngestHttpApi:
         """PagerDuty Events API v2: POST /v2/enqueue."""
         received_at = self._clock.now()
         try:
-            body = await _read_json(request)
+            body = await _read_json(request, self._read_timeout)
             routing_key, event, errors = events_v2.parse_event(body)
             if errors:
                 return _invalid(errors)
@@ -255,7 +345,7 @@ class IngestHttpApi:
         """PagerDuty change events: POST /v2/change/enqueue."""
         received_at = self._clock.now()
         try:
-            body = await _read_json(request)
+            body = await _read_json(request, self._read_timeout)
             routing_key, event, errors = events_v2.parse_event(body)
             if errors:
                 return _invalid(errors)
@@ -306,7 +396,7 @@ class IngestHttpApi:
                         "Integration key is missing",
                     )
             service_id, integration = self._authenticate(fmt, key, field)
-            body = await _read_json(request)
+            body = await _read_json(request, self._read_timeout)
             alerts = formats.normalize(fmt, body, service_id, key, received_at)
             await self._admit(integration, len(alerts))
             await self._publish(alerts)

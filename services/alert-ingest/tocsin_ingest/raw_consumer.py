@@ -20,6 +20,7 @@ context of a record that carries one is made current, so its alerts carry it on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -28,7 +29,7 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 from tocsin.v1 import alert_pb2
-from tocsin_common import metrics
+from tocsin_common import metrics, validation
 from tocsin_common.clock import Clock
 from tocsin_common.config import ConfigStore, TocsinConfig
 from tocsin_common.kafka import EventProducer, group_consumer
@@ -50,7 +51,7 @@ log = logging.getLogger("tocsin.ingest.raw")
 
 GROUP_ID = "tocsin-ingest-raw"
 ROUTING_KEY_HEADER = "tocsin-routing-key"
-MAX_RECORD_BYTES = 512 * 1024
+MAX_RECORD_BYTES = validation.MAX_REQUEST_BYTES
 
 
 class RecordRejected(Exception):
@@ -76,7 +77,34 @@ def decode_record(
     received_at: datetime,
     keys: auth.KeyCache | None = None,
 ) -> list[alert_pb2.Alert]:
-    """The normalized alerts of one alerts.raw record; raises RecordRejected."""
+    """The normalized alerts of one alerts.raw record; raises RecordRejected, and nothing
+    else: any other exception while decoding is a rejection too ("unprocessable", with
+    the exception named), so no record can stop its partition."""
+    try:
+        return _decode_record(headers, value, config, received_at, keys)
+    except RecordRejected:
+        raise
+    except Exception as error:
+        log.warning("alerts.raw: decoding a record failed", exc_info=True)
+        raise RecordRejected(
+            "unprocessable",
+            [
+                FieldError(
+                    "(record)",
+                    f"could not be decoded ({type(error).__name__}: "
+                    f"{validation.clip(validation.safe_text(str(error)))})",
+                )
+            ],
+        ) from None
+
+
+def _decode_record(
+    headers: Iterable[tuple[str, bytes]] | None,
+    value: bytes | None,
+    config: TocsinConfig,
+    received_at: datetime,
+    keys: auth.KeyCache | None,
+) -> list[alert_pb2.Alert]:
     headers = list(headers or ())
     fmt = _header(headers, FORMAT_HEADER)
     if not fmt:
@@ -263,8 +291,17 @@ class RawConsumer:
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], rejected: RecordRejected
     ) -> None:
+        reason = validation.safe_text(str(rejected))
+        value = record.value or b""
+        if len(value) > MAX_RECORD_BYTES:
+            # The whole value and the letter around it could be over what a record may
+            # have: kept cut, so that the dead letter itself can be written.
+            reason += (
+                f" (original value cut to its first {MAX_RECORD_BYTES:,} of {len(value):,} bytes)"
+            )
+            record = dataclasses.replace(record, value=value[:MAX_RECORD_BYTES])
         log.warning(
             "dead-lettering record",
-            extra={"topic": record.topic, "offset": record.offset, "reason": str(rejected)},
+            extra={"topic": record.topic, "offset": record.offset, "reason": reason},
         )
-        await self._producer.dead_letter(ALERTS_DEADLETTER, record, str(rejected))
+        await self._producer.dead_letter(ALERTS_DEADLETTER, record, reason)
