@@ -17,7 +17,7 @@ PACKAGES := libs/common/tocsin_common services/alert-ingest/tocsin_ingest servic
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv proto proto-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure
+.PHONY: help venv proto proto-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure fuzz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -104,6 +104,14 @@ test-failure: $(STAMP)  ## the failure suite with a long load (crashes under loa
 	  $(PY) -m pytest tests/failure -q -rfE $(PYTEST_ARGS) || status=$$?; \
 	  $(MAKE) --no-print-directory infra-test-down; \
 	  exit $$status
+
+# The property tests of every parser (ingest's formats, gRPC requests, alerts.raw records, the
+# config loader, silence matchers) with FUZZ_SCALE times the examples `make test` runs;
+# hypothesis prints how many inputs each test tried.
+FUZZ_SCALE ?= 50
+fuzz: $(STAMP)  ## a longer property-test campaign over every parser; prints the inputs tried
+	TOCSIN_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest tests/unit/test_ingest_fuzz.py \
+	  tests/unit/test_fuzz_config_matchers.py -q -p no:cacheprovider --hypothesis-show-statistics
 
 clean:  ## remove run folders (not the venv or the Kafka jar cache)
 	rm -rf .run

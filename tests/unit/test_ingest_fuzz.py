@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,8 @@ from tocsin_ingest import events_v2, fields, formats
 from tocsin_ingest.grpc_api import IngestServicer
 from tocsin_ingest.raw_consumer import RecordRejected, decode_record
 
+# `make fuzz` multiplies every test's examples (a longer campaign than `make test`'s).
+FUZZ_SCALE = int(os.environ.get("TOCSIN_FUZZ_SCALE", "1"))
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 KEY = "fuzzkey000000000000000000000001"
 CONFIG_TEXT = """
@@ -141,13 +144,13 @@ def parse_all(body: Any) -> None:
             assert bad.errors
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300 * FUZZ_SCALE, suppress_health_check=[HealthCheck.too_slow])
 @given(anything)
 def test_any_json_is_normalized_or_refused_with_field_errors(body: Any) -> None:
     parse_all(body)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200 * FUZZ_SCALE)
 @given(st.binary(max_size=2000))
 def test_any_bytes_are_decoded_or_refused_with_field_errors(raw: bytes) -> None:
     try:
@@ -158,7 +161,7 @@ def test_any_bytes_are_decoded_or_refused_with_field_errors(raw: bytes) -> None:
     parse_all(body)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300 * FUZZ_SCALE, suppress_health_check=[HealthCheck.too_slow])
 @given(
     fmt=st.sampled_from([b"events_v2", b"alertmanager", b"grafana", b"", b"\xff", b"xml"]),
     key=st.sampled_from([None, b"fuzzkey000000000000000000000001", b"nope"]),
@@ -258,13 +261,17 @@ def accepted_or_refused(raw: bytes) -> None:
             processable_change(change)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=250 * FUZZ_SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(hostile | v2ish | alertish | deep)
 def test_every_accepted_event_is_processable_by_correlation(body: Any) -> None:
     accepted_or_refused(encoded(body))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150 * FUZZ_SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     fmt=st.sampled_from(["events_v2", "alertmanager", "grafana"]),
     value=(hostile | v2ish | alertish | deep).map(encoded),
@@ -324,7 +331,9 @@ def send_event_requests(draw: st.DrawFn) -> ingest_service_pb2.SendEventRequest:
     return request
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=200 * FUZZ_SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(send_event_requests())
 def test_every_grpc_request_is_accepted_processable_or_invalid_argument(
     request: ingest_service_pb2.SendEventRequest,

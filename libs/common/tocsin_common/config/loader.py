@@ -592,7 +592,11 @@ def parse_config(text: str | bytes, filename: str = "<string>") -> TocsinConfig:
                 [ConfigIssue(filename, "", f"not UTF-8 text (byte {exc.start}): {exc.reason}")]
             ) from None
 
-    loader = _Loader(text)
+    try:
+        # The reader checks the characters as it is made: a control character is refused here.
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_issue(filename, exc)]) from None
     try:
         node = loader.get_single_node()
         duplicates = list(_duplicate_keys(node, ())) if node is not None else []
