@@ -14,7 +14,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin.v1 import silence_service_pb2 as spb
 from tocsin_common.config import ConfigError, TocsinConfig, parse_config
-from tocsin_correlation.changes import ChangeRecord, add_change, probable_causes
+from tocsin_correlation.changes import (
+    MAX_CAUSES_BYTES,
+    ChangeRecord,
+    add_change,
+    probable_causes,
+)
 from tocsin_correlation.engine import SELF_ACTOR, CorrelationEngine, OpenIncident, View
 from tocsin_correlation.flapping import FlapState, percent_state_change
 from tocsin_correlation.matchers import MatcherError, alert_labels, parse_matchers
@@ -339,6 +344,40 @@ def test_change_ranking_same_service_first_then_recency() -> None:
     assert [c.rank for c in causes] == [1, 2, 3]
     assert causes[0].reason == "same service, 5 min before"
     assert causes[2].reason.startswith("upstream db")
+
+
+def test_big_changes_are_copied_without_details_and_the_causes_stay_bounded() -> None:
+    """Ten changes of half a megabyte each (as ingest accepts) would make the incident
+    event bigger than a Kafka record: what an incident copies is bounded."""
+    records = []
+    for i in range(10):
+        big = change(f"big-{i}", "api", NOW - 60 - i)
+        big.details.update({"diff": "x" * 500_000})
+        big.links.add(href=f"https://ci.example/{i}", text="pipeline")
+        records.append(ChangeRecord.from_event(big, NOW))
+    causes = probable_causes("api", (), records, NOW, 3600)
+    assert [c.change.event_id for c in causes] == [f"big-{i}" for i in range(10)]
+    assert all(not c.change.HasField("details") for c in causes)
+    assert all(c.change.links[0].href.startswith("https://ci.example/") for c in causes)
+    assert all("details left out" in c.reason for c in causes)
+    assert sum(c.ByteSize() for c in causes) <= MAX_CAUSES_BYTES
+    # Small changes keep their details.
+    small = change("small", "api", NOW - 30)
+    small.details.update({"version": "1.2.3"})
+    [kept] = probable_causes("api", (), [ChangeRecord.from_event(small, NOW)], NOW, 3600)
+    assert kept.change.details["version"] == "1.2.3" and "left out" not in kept.reason
+
+
+def test_causes_that_do_not_fit_even_without_details_are_left_out() -> None:
+    records = []
+    for i in range(10):
+        wordy = change(f"wordy-{i}", "api", NOW - 60 - i)
+        wordy.summary = "s" * 9_000  # ingest allows 1,024: this exercises the bound itself
+        records.append(ChangeRecord.from_event(wordy, NOW))
+    causes = probable_causes("api", (), records, NOW, 3600)
+    assert 0 < len(causes) < 10
+    assert [c.rank for c in causes] == list(range(1, len(causes) + 1))
+    assert sum(c.ByteSize() for c in causes) <= MAX_CAUSES_BYTES
 
 
 def test_changes_kept_for_retention_once_each() -> None:

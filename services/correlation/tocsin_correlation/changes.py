@@ -17,6 +17,12 @@ from tocsin.v1 import alert_pb2, incident_pb2
 
 MAX_PER_SERVICE = 200  # newest kept per service, whatever the retention
 MAX_CAUSES = 10
+# The changes an incident copies, all together, at most this many bytes: ingest accepts a
+# change of up to half a megabyte, and ten of those copied into one incident event would
+# make it bigger than a Kafka record may be (it would be dead-lettered, and its alert with
+# it). A cause that does not fit whole is copied without its details (what changed, when,
+# where, links); one that does not fit even so is left out, and so are those ranked after.
+MAX_CAUSES_BYTES = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -89,14 +95,20 @@ def probable_causes(
             candidates.append(change)
     candidates.sort(key=lambda c: (order[c.service_id], -c.at))
     causes = []
+    budget = MAX_CAUSES_BYTES
     for rank, change in enumerate(candidates[:MAX_CAUSES], start=1):
         where = (
             "same service" if change.service_id == service_id else f"upstream {change.service_id}"
         )
         ago = max(0.0, opened_at - change.at)
-        causes.append(
-            incident_pb2.ProbableCause(
-                change=change.event(), rank=rank, reason=f"{where}, {_ago(ago)}"
-            )
+        cause = incident_pb2.ProbableCause(
+            change=change.event(), rank=rank, reason=f"{where}, {_ago(ago)}"
         )
+        if cause.ByteSize() > budget:
+            cause.change.ClearField("details")
+            cause.reason += "; details left out (too big to copy)"
+        if cause.ByteSize() > budget:
+            break
+        budget -= cause.ByteSize()
+        causes.append(cause)
     return causes
