@@ -443,3 +443,32 @@ async def test_streams_and_reads_need_a_credential_too(stack: Stack) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await stub.List(incident_service_pb2.ListIncidentsRequest())
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_watch_ends_once_its_token_is_revoked(stack: Stack) -> None:
+    token, token_id = await stack.token_for("auth-resp")
+    async with stack.channel("escalation", token) as channel:
+        stream = incident_service_pb2_grpc.IncidentServiceStub(channel).Watch(
+            incident_service_pb2.WatchRequest(service_ids=["auth-sre-svc"])
+        )
+        first = await open_incident(stack)
+
+        async def next_for(incident_id: str | None) -> Any:
+            while True:
+                item = await stream.read()
+                assert item is not grpc.aio.EOF
+                if incident_id is None or item.event.incident.incident_id == incident_id:
+                    return item
+
+        await asyncio.wait_for(next_for(first.incident_id), 30)
+        async with stack.channel("escalation", token) as owner:
+            await auth_service_pb2_grpc.AuthServiceStub(owner).RevokeToken(
+                auth_service_pb2.RevokeTokenRequest(token_id=token_id)
+            )
+        await asyncio.sleep(1.1)  # past the stream's re-check interval
+        second = await open_incident(stack)
+        # Events made before the revocation may still arrive; the stream then ends, and the
+        # new incident, made after it, never reaches the revoked token.
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await asyncio.wait_for(next_for(second.incident_id), 30)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED

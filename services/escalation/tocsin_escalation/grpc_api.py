@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -186,10 +187,21 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
             except BadRequest as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             after = request.from_position
+        principal = self._access.principal()
+        checked = time.monotonic()
         try:
             async for position, event in self._projection.watch(after):
-                if wanted(request.service_ids, event.incident.service_id, self._reads_service):
-                    yield incident_service_pb2.WatchEvent(event=event, position=position)
+                if not wanted(request.service_ids, event.incident.service_id, self._reads_service):
+                    continue
+                # A revoked or expired token ends the stream at the next event (within a
+                # second of a revocation): a Watch must not outlive its credential.
+                if time.monotonic() - checked >= WATCH_RECHECK_S:
+                    if not await self._access.still_valid(principal):
+                        await context.abort(
+                            grpc.StatusCode.UNAUTHENTICATED, "the token was revoked or expired"
+                        )
+                    checked = time.monotonic()
+                yield incident_service_pb2.WatchEvent(event=event, position=position)
         except PositionLost:
             await context.abort(
                 grpc.StatusCode.OUT_OF_RANGE,
@@ -525,6 +537,7 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
 
 
 MAX_CONTACT_LOOKUPS = 1000  # per GetContactMethods call
+WATCH_RECHECK_S = 1.0  # how often a Watch checks that its token is still live
 
 
 @dataclass(frozen=True)

@@ -274,6 +274,15 @@ class AccessControl:
             raise RuntimeError("no authenticated principal: is the method open?")
         return principal
 
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether the API token the principal came with is still live (for long calls such
+        as Watch, which would otherwise outlive a revocation). Service credentials and OIDC
+        tokens have no runtime revocation: True."""
+        if not principal.token_id:
+            return True
+        record = await self.tokens().get(principal.token_id)
+        return record is not None and record.expires_at > self.clock.now()
+
     def allows(self, action: str, resource: Resource) -> bool:
         """Whether the caller may do a read ``action`` (for filtering lists; not audited)."""
         principal = current_principal()
