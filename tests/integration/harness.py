@@ -150,11 +150,7 @@ class Stack:
 
         # Generated per session, handed over as a file (the *_FILE way a deployment does).
         self.webhook_secret = generate_secret()
-        secrets_dir = self.workdir / "secrets"
-        secrets_dir.mkdir(mode=0o700, exist_ok=True)
-        self.webhook_secret_file = secrets_dir / "TOCSIN_WEBHOOK_SECRET"
-        self.webhook_secret_file.write_text(self.webhook_secret + "\n")
-        self.webhook_secret_file.chmod(0o600)
+        self.webhook_secret_file = self.write_secret("TOCSIN_WEBHOOK_SECRET", self.webhook_secret)
 
     def channel(self, service: str, token: str | None = None) -> grpc.aio.Channel:
         """A channel to ``service`` whose calls carry ``token`` (the admin's by default;
@@ -190,7 +186,7 @@ class Stack:
 
     def write_secret(self, name: str, value: str) -> Path:
         path = self.workdir / "secrets" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         path.write_text(value)
         path.chmod(0o600)
         return path

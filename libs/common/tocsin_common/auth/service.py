@@ -10,7 +10,7 @@ from tocsin.v1 import auth_pb2, auth_service_pb2, auth_service_pb2_grpc
 
 from tocsin_common.auth.access import AccessControl
 from tocsin_common.auth.audit_reader import AuditQuery, read_audit
-from tocsin_common.auth.directory import BOOTSTRAP_ADMIN
+from tocsin_common.auth.directory import principal_for
 from tocsin_common.auth.policy import Principal, PrincipalKind, Resource, Role
 from tocsin_common.auth.tokens import DEFAULT_TTL, MAX_TTL, TokenRecord
 from tocsin_common.timeutil import from_timestamp, set_timestamp
@@ -58,13 +58,11 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         return principal_proto(self._access.principal())
 
     def _subject_kind(self, subject_id: str) -> PrincipalKind | None:
+        """USER or SERVICE_ACCOUNT: the kind the config knows ``subject_id`` as, if any."""
         config = self._access.config.current
-        if subject_id == BOOTSTRAP_ADMIN:
-            return PrincipalKind.SERVICE_ACCOUNT
-        if any(u.id == subject_id for u in config.users):
-            return PrincipalKind.USER
-        if any(a.id == subject_id for a in config.access.service_accounts):
-            return PrincipalKind.SERVICE_ACCOUNT
+        for kind in (PrincipalKind.USER, PrincipalKind.SERVICE_ACCOUNT):
+            if principal_for(config, subject_id, kind) is not None:
+                return kind
         return None
 
     async def CreateToken(
