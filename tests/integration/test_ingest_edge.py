@@ -15,7 +15,9 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.protocol.produce import ProduceRequest
+from aiokafka.record import default_records
 from google.protobuf.struct_pb2 import Struct
 from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_common.validation import MAX_STRUCT_DEPTH
@@ -184,3 +186,82 @@ async def test_the_deepest_details_accepted_become_an_incident(stack: Stack) -> 
         value = value["a"]
         depth += 1
     assert (depth, value) == (MAX_STRUCT_DEPTH, "bottom")  # carried whole
+
+
+async def _produce_raw_batch(producer: AIOKafkaProducer, tp: TopicPartition, batch: bytes) -> int:
+    """Write a record batch as it is, as a hand-written producer would (aiokafka's own
+    producer only writes header names it can encode as UTF-8); its base offset."""
+    await producer.partitions_for(tp.topic)
+    leader = producer.client.cluster.leader_for_partition(tp)
+    request = ProduceRequest(None, -1, 10_000, [(tp.topic, [(tp.partition, batch)])])
+    response = await producer.client.send(leader, request)
+    ((_, ((_, error, base_offset, *_),)),) = response.topics
+    assert error == 0, response
+    return int(base_offset)
+
+
+async def test_a_record_the_kafka_client_cannot_decode_is_dead_lettered_and_nothing_stalls(
+    stack: Stack,
+) -> None:
+    """A header name that is not UTF-8 makes aiokafka fail every fetch of the partition:
+    before, the partition stalled for good, and the good records read in the same fetch
+    (of any partition) were skipped. Now the bad record is dead-lettered by its position
+    and every good record around it, in its partition and others, becomes an alert."""
+    alerts = TopicReader(stack.bootstrap, "alerts.normalized", alert_pb2.Alert.FromString)
+    dead = TopicReader(stack.bootstrap, "alerts.deadletter", alert_pb2.DeadLetter.FromString)
+    await alerts.start()
+    await dead.start()
+    run = uuid.uuid4().hex[:8]
+    key = f"edge-header-{run}".encode()
+    header = [("tocsin-format", b"events_v2")]
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+    await producer.start()
+    try:
+        first = await producer.send_and_wait(
+            "alerts.raw", _v2_text(f"hk-first-{run}", "{}"), key=key, headers=header
+        )
+        tp = TopicPartition("alerts.raw", first.partition)
+        others = [f"hk-other-{run}-{i}" for i in range(12)]  # other keys: other partitions
+        for dedup in others:
+            await producer.send_and_wait("alerts.raw", _v2_text(dedup, "{}"),
+                                         key=dedup.encode(), headers=header)  # fmt: skip
+        bad = await _produce_raw_batch(producer, tp, _batch_with_a_bad_header_name(run)) + 1
+        last = await producer.send_and_wait(
+            "alerts.raw", _v2_text(f"hk-last-{run}", "{}"), key=key, headers=header
+        )
+        good = {f"hk-first-{run}", f"hk-last-{run}", *others, f"hk-before-{run}"}
+        published = await alerts.wait_for(
+            lambda a: a.dedup_key in good, count=len(good), timeout=60,
+            distinct=lambda a: a.dedup_key,
+        )  # fmt: skip
+        letters = await dead.wait_for(lambda d: d.source_partition == tp.partition
+                                      and first.offset < d.source_offset < last.offset)  # fmt: skip
+    finally:
+        await producer.stop()
+        await alerts.stop()
+        await dead.stop()
+    assert {a.dedup_key for a in published} == good
+    # at least once: a letter may come twice, always for the bad record alone
+    assert {d.source_offset for d in letters} == {bad}
+    letter = letters[0]
+    assert "could not be decoded by the Kafka client" in letter.reason
+    assert letter.original_value == b""  # the client cannot give its bytes; Kafka keeps them
+
+
+def _batch_with_a_bad_header_name(run: str) -> bytes:
+    """A good record, then one whose header name is not UTF-8, in one batch."""
+
+    class NotUtf8(str):
+        def encode(self, *args: Any, **kwargs: Any) -> bytes:
+            return b"\xff\xfe"
+
+    builder = default_records._DefaultRecordBatchBuilderPy(
+        magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1,
+        base_sequence=-1, batch_size=1_000_000,
+    )  # fmt: skip
+    header = ("tocsin-format", b"events_v2")
+    builder.append(0, timestamp=None, key=None, value=_v2_text(f"hk-before-{run}", "{}"),
+                   headers=[header])  # fmt: skip
+    builder.append(1, timestamp=None, key=None, value=_v2_text(f"hk-bad-{run}", "{}"),
+                   headers=[header, (NotUtf8("x"), b"1")])  # fmt: skip
+    return bytes(builder.build())

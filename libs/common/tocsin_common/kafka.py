@@ -30,10 +30,9 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 from google.protobuf.message import Message
 from murmurhash2 import murmurhash2
 from prometheus_client import Counter
-from tocsin.v1 import alert_pb2
 
 from tocsin_common import metrics
-from tocsin_common.timeutil import set_timestamp
+from tocsin_common.deadletter import dead_letter as build_dead_letter
 from tocsin_common.topics import ALL_TOPICS, Topic
 from tocsin_common.tracing import kafka_headers, produce_span, record_error, record_span, tracer
 from tocsin_common.transport import KafkaSecurity
@@ -287,19 +286,20 @@ class EventProducer:
     async def dead_letter(
         self, topic: Topic, record: ConsumerRecord[bytes, bytes], reason: str
     ) -> None:
-        """Keep a record that cannot be processed, whole, with why."""
-        letter = alert_pb2.DeadLetter(
+        """Keep a record that cannot be processed, with why (cut to fit a record: see
+        tocsin_common.deadletter)."""
+        letter = build_dead_letter(
             reason=reason,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            original_key=record.key or b"",
-            original_value=record.value or b"",
-            original_headers={k: v for k, v in (record.headers or ())},
-            failed_service=self._service,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            service=self._service,
+            now=datetime.now(UTC),
         )
-        set_timestamp(letter.failed_at, datetime.now(UTC))
-        await self.send(topic, (record.key or b"").decode("utf-8", "replace"), letter)
+        await self.send(topic, letter.original_key.decode("utf-8", "replace"), letter)
         metrics.DEAD_LETTERS.labels(self._service, record.topic, reason.split(":")[0]).inc()
 
 
@@ -502,3 +502,26 @@ class _JoinedListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: object) -> None:
         self._joined.set()
+
+
+def undecodable_record_at(error: BaseException) -> tuple[TopicPartition, int] | None:
+    """Where the Kafka client stopped when it could not decode a record: (partition, offset
+    of the first record it could not hand over), or None if the error did not come from
+    its record reader.
+
+    aiokafka decodes each record's header names as UTF-8 while it reads a fetch, before
+    any of our code sees the record: a producer that writes a name that is not UTF-8 (the
+    Java client never does; a hand-written one can) makes ``getmany`` raise for the whole
+    fetch, every time, and stalls the partition. The reader's frame knows which partition
+    and how far it got; a test pins this against the installed aiokafka."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        if frame.f_code.co_name == "_unpack_records" and "tp" in frame.f_locals:
+            reader = frame.f_locals.get("self")
+            offset = getattr(reader, "next_fetch_offset", None)
+            tp = frame.f_locals["tp"]
+            if isinstance(tp, TopicPartition) and isinstance(offset, int):
+                return tp, offset
+        traceback = traceback.tb_next
+    return None

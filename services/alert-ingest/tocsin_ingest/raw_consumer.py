@@ -20,7 +20,6 @@ context of a record that carries one is made current, so its alerts carry it on.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -32,7 +31,7 @@ from tocsin.v1 import alert_pb2
 from tocsin_common import metrics, validation
 from tocsin_common.clock import Clock
 from tocsin_common.config import ConfigStore, TocsinConfig
-from tocsin_common.kafka import EventProducer, group_consumer
+from tocsin_common.kafka import EventProducer, group_consumer, undecodable_record_at
 from tocsin_common.topics import ALERTS_DEADLETTER, ALERTS_RAW, FORMAT_HEADER
 from tocsin_common.tracing import (
     attach,
@@ -199,35 +198,99 @@ class RawConsumer:
     async def run(self) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+            except UnicodeDecodeError as error:
+                await self._skip_undecodable(error)
+                continue
             if not batches:
                 continue
-            done: dict[TopicPartition, int] = {}
-            failed = False
-            for tp, records in batches.items():
-                last = await self._process_partition(tp, records)
-                if last >= 0:
-                    done[tp] = last
-                failed = failed or last != records[-1].offset
-            try:
-                await self._producer.flush()
-            except Exception:
-                log.exception("alerts.raw: producing failed; going back to the batch's start")
-                for tp, records in batches.items():
-                    self._rewind(tp, records[0].offset)
-                failed, done = True, {}
-            if done:
-                try:
-                    await self._consumer.commit({tp: last + 1 for tp, last in done.items()})
-                except Exception:
-                    # A rebalance took the partitions: their next owner starts from the
-                    # last commit and repeats these records (at least once).
-                    log.warning("alerts.raw: commit failed", exc_info=True)
+            failed = await self._complete(batches)
             if failed and not self._stopping.is_set():
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             else:
                 backoff = 0.1
+
+    async def _complete(
+        self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> bool:
+        """Process, make durable and commit fetched records; True if any record failed (its
+        partition was set back to it)."""
+        done: dict[TopicPartition, int] = {}
+        failed = False
+        for tp, records in batches.items():
+            last = await self._process_partition(tp, records)
+            if last >= 0:
+                done[tp] = last
+            failed = failed or last != records[-1].offset
+        try:
+            await self._producer.flush()
+        except Exception:
+            log.exception("alerts.raw: producing failed; going back to the batch's start")
+            for tp, records in batches.items():
+                self._rewind(tp, records[0].offset)
+            failed, done = True, {}
+        if done:
+            try:
+                await self._consumer.commit({tp: last + 1 for tp, last in done.items()})
+            except Exception:
+                # A rebalance took the partitions: their next owner starts from the
+                # last commit and repeats these records (at least once).
+                log.warning("alerts.raw: commit failed", exc_info=True)
+        return failed
+
+    async def _skip_undecodable(self, error: UnicodeDecodeError) -> None:
+        """A record the Kafka client cannot decode (a header name that is not UTF-8; see
+        tocsin_common.kafka.undecodable_record_at) fails every fetch of its partition.
+        The failed fetch also took with it the records it had read before that one, of
+        every partition: all partitions go back to their last commit (at least once); the
+        records before the bad one are processed one at a time, so the reader stops short
+        of it; the bad one is dead-lettered by its position (its bytes stay on the topic,
+        the client cannot give them) and the partition moves past it."""
+        try:
+            await self._rewind_to_committed()
+            where = undecodable_record_at(error)
+            if where is None:
+                log.error("alerts.raw: a record could not be decoded", exc_info=error)
+                await asyncio.sleep(1.0)
+                return
+            tp, offset = where
+            await self._complete(await self._read_up_to(tp, offset))
+            if await self._consumer.position(tp) != offset:
+                return  # the partition was set back (a failure) or taken away: retry later
+            rejected = RecordRejected(
+                "undecodable",
+                [FieldError("(headers)", f"could not be decoded by the Kafka client ({error})")],
+            )
+            await self._dead_letter(_placeholder(tp, offset), rejected)
+            await self._producer.flush()
+            self._consumer.seek(tp, offset + 1)
+            await self._consumer.commit({tp: offset + 1})
+        except Exception:
+            log.exception("alerts.raw: skipping an undecodable record failed; retrying")
+            await asyncio.sleep(1.0)
+
+    async def _rewind_to_committed(self) -> None:
+        for tp in self._consumer.assignment():
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+
+    async def _read_up_to(
+        self, tp: TopicPartition, offset: int
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """The records of ``tp`` before ``offset``, read one by one so the client never
+        reaches the record at ``offset``."""
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        while await self._consumer.position(tp) < offset and not self._stopping.is_set():
+            fetched = await self._consumer.getmany(tp, timeout_ms=1000, max_records=1)
+            if not fetched:
+                break
+            records.extend(fetched[tp])
+        return {tp: records} if records else {}
 
     async def _process_partition(
         self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
@@ -292,16 +355,17 @@ class RawConsumer:
         self, record: ConsumerRecord[bytes, bytes], rejected: RecordRejected
     ) -> None:
         reason = validation.safe_text(str(rejected))
-        value = record.value or b""
-        if len(value) > MAX_RECORD_BYTES:
-            # The whole value and the letter around it could be over what a record may
-            # have: kept cut, so that the dead letter itself can be written.
-            reason += (
-                f" (original value cut to its first {MAX_RECORD_BYTES:,} of {len(value):,} bytes)"
-            )
-            record = dataclasses.replace(record, value=value[:MAX_RECORD_BYTES])
         log.warning(
             "dead-lettering record",
             extra={"topic": record.topic, "offset": record.offset, "reason": reason},
         )
         await self._producer.dead_letter(ALERTS_DEADLETTER, record, reason)
+
+
+def _placeholder(tp: TopicPartition, offset: int) -> ConsumerRecord[bytes, bytes]:
+    """A record standing for one the client could not decode: its position, no bytes."""
+    return ConsumerRecord(
+        topic=tp.topic, partition=tp.partition, offset=offset, timestamp=-1,
+        timestamp_type=0, key=None, value=None, checksum=None, serialized_key_size=-1,
+        serialized_value_size=-1, headers=[],
+    )  # fmt: skip

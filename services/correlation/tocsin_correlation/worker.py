@@ -34,12 +34,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_common import metrics
 from tocsin_common.config import ConfigStore, TocsinConfig
+from tocsin_common.deadletter import dead_letter as build_dead_letter
 from tocsin_common.faustapp import deliver_directly, make_app
 from tocsin_common.kafka import EventProducer, KeyPartitioner, client_options
 from tocsin_common.limits import purgeable_silences
 from tocsin_common.redisclient import redis_client
 from tocsin_common.settings import Settings
-from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import (
     ALERTS_DEADLETTER,
     ALERTS_NORMALIZED,
@@ -763,21 +763,21 @@ class CorrelationWorker:
                 "offset": message.offset,
             },
         )
-        letter = alert_pb2.DeadLetter(
+        letter = build_dead_letter(
             reason=f"{type(error).__name__}: {error}",
-            source_topic=message.topic,
-            source_partition=message.partition,
-            source_offset=message.offset,
-            original_key=message.key or b"",
-            original_value=message.value or b"",
-            original_headers=dict(_headers(message) or {}),
-            failed_service=SERVICE,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=(_headers(message) or {}).items(),
+            service=SERVICE,
+            now=datetime.now(UTC),
         )
-        set_timestamp(letter.failed_at, datetime.now(UTC))
         metrics.DEAD_LETTERS.labels(SERVICE, message.topic, type(error).__name__).inc()
         return Output(
             ALERTS_DEADLETTER.name,
-            message.key or b"",
+            letter.original_key,
             letter.SerializeToString(),
             kafka_headers() if headers is None else headers,
         )
