@@ -338,6 +338,7 @@ class _Checks:
         self._services()
         self._dependency_cycles()
         self._heartbeats()
+        self._operations()
         self._teams()
         self._users()
         self._schedules()
@@ -434,6 +435,58 @@ class _Checks:
         service_ids = [s.id for s in self.config.services]
         for i, heartbeat in enumerate(self.config.heartbeats):
             self._ref(("heartbeats", i, "service"), "service", heartbeat.service, service_ids)
+
+    def _operations(self) -> None:
+        # change_control, automation and status_page (their models: change_control.py,
+        # automation.py, status_page.py).
+        cfg = self.config
+        service_ids = [s.id for s in cfg.services]
+        sections: list[tuple[PathKey, str, Sequence[Any]]] = [
+            (("change_control", "gates"), "deploy gate", cfg.change_control.gates),
+            (("automation", "rules"), "automation rule", cfg.automation.rules),
+            (("status_page", "components"), "component", cfg.status_page.components),
+        ]
+        for section, kind, items in sections:
+            first: dict[str, int] = {}
+            for index, item in enumerate(items):
+                if item.id in first:
+                    self.add(
+                        (*section, index, "id"),
+                        f"duplicate {kind} id {item.id!r} (first defined at "
+                        f"{self._where((*section, first[item.id]))})",
+                    )
+                first.setdefault(item.id, index)
+        for i, gate in enumerate(cfg.change_control.gates):
+            for j, service in enumerate(gate.services):
+                self._ref(
+                    ("change_control", "gates", i, "services", j), "service", service, service_ids
+                )
+            names: set[str] = set()
+            for j, window in enumerate(gate.freeze_windows):
+                if window.name in names:
+                    self.add(
+                        ("change_control", "gates", i, "freeze_windows", j, "name"),
+                        f"freeze window {window.name!r} is listed more than once in this gate",
+                    )
+                names.add(window.name)
+        for i, component in enumerate(cfg.status_page.components):
+            for j, service in enumerate(component.services):
+                self._ref(
+                    ("status_page", "components", i, "services", j), "service", service, service_ids
+                )
+        for i, rule in enumerate(cfg.automation.rules):
+            action = rule.action
+            if (
+                action.type == "http"
+                and action.signed
+                and not cfg.notification.webhook.signing_secret_env
+            ):
+                self.add(
+                    ("automation", "rules", i, "action", "signed"),
+                    f"rule {rule.id!r} would send its request unsigned: "
+                    "notification.webhook.signing_secret_env is empty; name the variable "
+                    "holding the signing secret there, or set `signed: false` on this action",
+                )
 
     def _teams(self) -> None:
         user_ids = [u.id for u in self.config.users]

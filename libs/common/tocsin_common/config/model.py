@@ -1053,6 +1053,12 @@ class Access(_Model):
     oidc: Oidc | None = None
 
 
+# Sections kept in modules of their own; they build on the field types above, hence here.
+from .automation import Automation  # noqa: E402
+from .change_control import ChangeControl  # noqa: E402
+from .status_page import StatusPage  # noqa: E402
+
+
 class TocsinConfig(_Model):
     """The whole configuration file. Look objects up with the index helpers
     (:meth:`service`, :meth:`user`, ...), which raise :class:`KeyError` for unknown ids."""
@@ -1064,6 +1070,9 @@ class TocsinConfig(_Model):
     users: tuple[User, ...] = ()
     schedules: tuple[Schedule, ...] = ()
     escalation_policies: tuple[EscalationPolicy, ...] = ()
+    change_control: ChangeControl = Field(default_factory=ChangeControl)
+    automation: Automation = Field(default_factory=Automation)
+    status_page: StatusPage = Field(default_factory=StatusPage)
     notification: NotificationSettings = Field(default_factory=NotificationSettings)
     access: Access = Field(default_factory=Access)
     limits: Limits = Field(default_factory=Limits)

@@ -1,0 +1,1 @@
+"""Change control: cron freeze windows, the deploy gate, the change lifecycle (pure)."""
