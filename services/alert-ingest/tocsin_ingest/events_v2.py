@@ -154,6 +154,7 @@ def normalize_change(
         details = _custom_details(payload, errors)
         if details is not None:
             change.details.CopyFrom(details)
+        _lifecycle(payload, change, errors)
     if not errors and change.ByteSize() > validation.MAX_ALERT_BYTES:
         errors.append(
             FieldError(
@@ -167,6 +168,69 @@ def normalize_change(
     if not change.HasField("timestamp"):
         change.timestamp.CopyFrom(change.received_time)
     return change
+
+
+CHANGE_KINDS = {
+    "deploy": alert_pb2.CHANGE_KIND_DEPLOY,
+    "rollback": alert_pb2.CHANGE_KIND_ROLLBACK,
+    "config": alert_pb2.CHANGE_KIND_CONFIG,
+    "feature_flag": alert_pb2.CHANGE_KIND_FEATURE_FLAG,
+}
+CHANGE_STATUSES = {
+    "started": alert_pb2.CHANGE_STATUS_STARTED,
+    "succeeded": alert_pb2.CHANGE_STATUS_SUCCEEDED,
+    "failed": alert_pb2.CHANGE_STATUS_FAILED,
+    "rolled_back": alert_pb2.CHANGE_STATUS_ROLLED_BACK,
+}
+MAX_CHANGE_ID = 255
+MAX_VERSION = 255
+MAX_ENVIRONMENT = 64
+
+
+def _lifecycle(
+    payload: dict[str, Any], change: alert_pb2.ChangeEvent, errors: list[FieldError]
+) -> None:
+    """Tocsin's extensions of a change event (docs/change-control.md#change-events): the
+    change it belongs to, its kind, status, version, environment and what it rolls back."""
+    change_id = fields.string(
+        payload, "change_id", "payload.change_id", errors, max_len=MAX_CHANGE_ID
+    )
+    kind_name = fields.string(payload, "kind", "payload.kind", errors)
+    kind = CHANGE_KINDS.get(kind_name)
+    if kind_name and kind is None:
+        errors.append(FieldError("payload.kind", f"must be one of {', '.join(CHANGE_KINDS)}"))
+    status_name = fields.string(payload, "status", "payload.status", errors)
+    status = CHANGE_STATUSES.get(status_name)
+    if status_name and status is None:
+        errors.append(FieldError("payload.status", f"must be one of {', '.join(CHANGE_STATUSES)}"))
+    if status is not None and not change_id:
+        errors.append(
+            FieldError(
+                "payload.change_id",
+                "is required with a status (the events of one change share its change_id)",
+            )
+        )
+    rollback_of = fields.string(
+        payload, "rollback_of", "payload.rollback_of", errors, max_len=MAX_CHANGE_ID
+    )
+    if kind == alert_pb2.CHANGE_KIND_ROLLBACK and not rollback_of:
+        errors.append(
+            FieldError("payload.rollback_of", "is required for a rollback: the change it undoes")
+        )
+    elif rollback_of and kind != alert_pb2.CHANGE_KIND_ROLLBACK:
+        errors.append(FieldError("payload.rollback_of", "only a change of kind rollback has one"))
+    elif rollback_of and rollback_of == change_id:
+        errors.append(FieldError("payload.rollback_of", "names the change itself"))
+    version = fields.string(payload, "version", "payload.version", errors, max_len=MAX_VERSION)
+    environment = fields.string(
+        payload, "environment", "payload.environment", errors, max_len=MAX_ENVIRONMENT
+    )
+    change.change_id = change_id
+    change.kind = kind or alert_pb2.CHANGE_KIND_UNSPECIFIED
+    change.status = status or alert_pb2.CHANGE_STATUS_UNSPECIFIED
+    change.rollback_of = rollback_of
+    change.version = version
+    change.environment = environment
 
 
 def _custom_details(payload: dict[str, Any], errors: list[FieldError]) -> Any:

@@ -98,6 +98,58 @@ SOURCE_FORMAT_HEARTBEAT: SourceFormat.ValueType  # 5
 """a heartbeat monitor of Tocsin's own"""
 Global___SourceFormat: _TypeAlias = SourceFormat  # noqa: Y015
 
+class _ChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_KIND_UNSPECIFIED: _ChangeKind.ValueType  # 0
+    """not said (a plain PagerDuty change event)"""
+    CHANGE_KIND_DEPLOY: _ChangeKind.ValueType  # 1
+    CHANGE_KIND_ROLLBACK: _ChangeKind.ValueType  # 2
+    """undoes the change named by rollback_of"""
+    CHANGE_KIND_CONFIG: _ChangeKind.ValueType  # 3
+    CHANGE_KIND_FEATURE_FLAG: _ChangeKind.ValueType  # 4
+
+class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
+    """What a change is (docs/change-control.md)."""
+
+CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
+"""not said (a plain PagerDuty change event)"""
+CHANGE_KIND_DEPLOY: ChangeKind.ValueType  # 1
+CHANGE_KIND_ROLLBACK: ChangeKind.ValueType  # 2
+"""undoes the change named by rollback_of"""
+CHANGE_KIND_CONFIG: ChangeKind.ValueType  # 3
+CHANGE_KIND_FEATURE_FLAG: ChangeKind.ValueType  # 4
+Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
+
+class _ChangeStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_STATUS_UNSPECIFIED: _ChangeStatus.ValueType  # 0
+    """a point-in-time change whose outcome is not reported"""
+    CHANGE_STATUS_STARTED: _ChangeStatus.ValueType  # 1
+    """in flight"""
+    CHANGE_STATUS_SUCCEEDED: _ChangeStatus.ValueType  # 2
+    CHANGE_STATUS_FAILED: _ChangeStatus.ValueType  # 3
+    CHANGE_STATUS_ROLLED_BACK: _ChangeStatus.ValueType  # 4
+
+class ChangeStatus(_ChangeStatus, metaclass=_ChangeStatusEnumTypeWrapper):
+    """Where a change is in its life; the events of one change share its change_id."""
+
+CHANGE_STATUS_UNSPECIFIED: ChangeStatus.ValueType  # 0
+"""a point-in-time change whose outcome is not reported"""
+CHANGE_STATUS_STARTED: ChangeStatus.ValueType  # 1
+"""in flight"""
+CHANGE_STATUS_SUCCEEDED: ChangeStatus.ValueType  # 2
+CHANGE_STATUS_FAILED: ChangeStatus.ValueType  # 3
+CHANGE_STATUS_ROLLED_BACK: ChangeStatus.ValueType  # 4
+Global___ChangeStatus: _TypeAlias = ChangeStatus  # noqa: Y015
+
 @_typing.final
 class Link(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -259,7 +311,9 @@ Global___Alert: _TypeAlias = Alert  # noqa: Y015
 
 @_typing.final
 class ChangeEvent(_message.Message):
-    """A change (deploy, config change) on a service; kept for change correlation."""
+    """A change (deploy, config change) on a service; kept for change correlation, the change
+    lifecycle and the deploy gate's "changes in flight".
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -272,11 +326,27 @@ class ChangeEvent(_message.Message):
     DETAILS_FIELD_NUMBER: _builtins.int
     LINKS_FIELD_NUMBER: _builtins.int
     RECEIVED_TIME_FIELD_NUMBER: _builtins.int
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ROLLBACK_OF_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     service_id: _builtins.str
     integration_key: _builtins.str
     summary: _builtins.str
     source: _builtins.str
+    change_id: _builtins.str
+    """the change this event is about (one change, many events)"""
+    kind: Global___ChangeKind.ValueType
+    status: Global___ChangeStatus.ValueType
+    version: _builtins.str
+    """what is deployed, e.g. "1.4.2" or a commit"""
+    rollback_of: _builtins.str
+    """kind ROLLBACK: the change_id it undoes"""
+    environment: _builtins.str
+    """e.g. "production" """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -297,10 +367,16 @@ class ChangeEvent(_message.Message):
         details: _struct_pb2.Struct | None = ...,
         links: _abc.Iterable[Global___Link] | None = ...,
         received_time: _timestamp_pb2.Timestamp | None = ...,
+        change_id: _builtins.str = ...,
+        kind: Global___ChangeKind.ValueType = ...,
+        status: Global___ChangeStatus.ValueType = ...,
+        version: _builtins.str = ...,
+        rollback_of: _builtins.str = ...,
+        environment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "received_time", b"received_time", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_id", b"event_id", "integration_key", b"integration_key", "links", b"links", "received_time", b"received_time", "service_id", b"service_id", "source", b"source", "summary", b"summary", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "details", b"details", "environment", b"environment", "event_id", b"event_id", "integration_key", b"integration_key", "kind", b"kind", "links", b"links", "received_time", b"received_time", "rollback_of", b"rollback_of", "service_id", b"service_id", "source", b"source", "status", b"status", "summary", b"summary", "timestamp", b"timestamp", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
