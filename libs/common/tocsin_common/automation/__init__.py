@@ -1,0 +1,1 @@
+"""Automation on incidents: which rules fire, idempotency keys, approvals, dry runs (pure)."""

@@ -1,0 +1,71 @@
+"""Dry run of an automation rule over past incidents: "would have fired N times in 30 days"."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tocsin_common.automation.dry_run import PastIncident, dry_run
+from tocsin_common.automation.rules import IncidentFacts
+from tocsin_common.config.automation import AutomationRule
+
+UNTIL = datetime(2026, 6, 30, tzinfo=UTC)
+SINCE = UNTIL - timedelta(days=30)
+
+
+def rule(**fields: Any) -> AutomationRule:
+    return AutomationRule.model_validate(
+        {"id": "r", "action": {"type": "incident", "command": "resolve"}, **fields}
+    )
+
+
+def past(
+    incident_id: str, service: str, urgency: str, days_ago: float, **times: Any
+) -> PastIncident:
+    at = UNTIL - timedelta(days=days_ago)
+    facts = IncidentFacts(incident_id, service, "t", urgency)
+    values: dict[str, Any] = {}
+    for name, minutes in times.items():
+        if name == "levels":
+            values["levels"] = tuple((lvl, at + timedelta(minutes=m)) for lvl, m in minutes)
+        else:
+            values[name] = at + timedelta(minutes=minutes)
+    return PastIncident(facts, at, **values)
+
+
+HISTORY = [
+    past("a", "checkout", "high", 1, acknowledged_at=5, resolved_at=30, levels=[(1, 0), (2, 10)]),
+    past("b", "checkout", "low", 2, resolved_at=60),
+    past("c", "search", "high", 3, levels=[(1, 0), (2, 10), (1, 20), (2, 30)]),  # repeat: once
+    past("d", "checkout", "high", 45, resolved_at=10),  # before the window
+]
+
+
+def test_counts_each_firing_once_within_the_window() -> None:
+    result = dry_run(rule(on=["triggered"]), HISTORY, SINCE, UNTIL)
+    assert (result.fires, result.incidents) == (3, 3)
+    assert result.summary == "rule 'r' would have fired 3 times in 30 days"
+    assert result.sample == ("a", "b", "c")
+
+
+def test_level_triggers_fire_once_per_incident_even_when_the_policy_repeats() -> None:
+    result = dry_run(rule(on=["level 2"]), HISTORY, SINCE, UNTIL)
+    assert (result.fires, result.by_trigger) == (2, {"level 2": 2})
+
+
+def test_matchers_and_several_triggers() -> None:
+    result = dry_run(
+        rule(on=["triggered", "resolved"], matchers=['service="checkout"', 'urgency="high"']),
+        HISTORY,
+        SINCE,
+        UNTIL,
+    )
+    assert (result.fires, result.incidents) == (2, 1)
+    assert result.by_trigger == {"resolved": 1, "triggered": 1}
+    assert dry_run(rule(on=["resolved"], enabled=False), HISTORY, SINCE, UNTIL).fires == 2
+
+
+def test_nothing_fires() -> None:
+    result = dry_run(rule(on=["acknowledged"], matchers=['service="nope"']), HISTORY, SINCE, UNTIL)
+    assert (result.fires, result.sample) == (0, ())
+    assert result.summary.endswith("would have fired 0 times in 30 days")
