@@ -25,7 +25,12 @@ PAGE = StatusPage.model_validate(
         "enabled": True,
         "title": "Acme status",
         "components": [
-            {"id": "cmp-shop", "name": "Web shop", "group": "Storefront", "services": ["checkout-svc"]},
+            {
+                "id": "cmp-shop",
+                "name": "Web shop",
+                "group": "Storefront",
+                "services": ["checkout-svc"],
+            },
             {"id": "cmp-pay", "name": "Payments", "services": ["payments-svc"]},
         ],
     }
