@@ -45,7 +45,7 @@ NIGHT_OWL = OnCallPerson("carol", "Europe/Berlin", (time(12, 30), time(14, 0)))
 
 CASES: list[tuple[str, dict[str, Any], GateState, str, str, str]] = [
     # (name, gate fields, state, rule, outcome, fragment of the reason)
-    ("no rules", {}, GateState(), "gates", "pass", "no gate applies"),
+    ("no rules", {}, GateState(), "gates", "pass", "no gate rule applies"),
     (
         "inside a weekly freeze",
         {

@@ -518,7 +518,9 @@ def evaluate(request: GateRequest, state: GateState, rules: GateRules, now: date
         _changes_in_flight(ev, gate, request, state)
     if not ev.results:
         ev.add(
-            "gates", "pass", f"no gate applies to {request.service!r} in {request.environment!r}"
+            "gates",
+            "pass",
+            f"no gate rule applies to {request.service!r} in {request.environment!r}",
         )
     evaluated = _worst(r.outcome for r in ev.results)
     outcome: Outcome = evaluated
