@@ -647,3 +647,43 @@ def test_webhook_fields_tools_fill_in_are_not_refused_for_length(config: ConfigS
     (alert,) = decode_record(headers, body, config.current, NOW)
     assert alert.links[0].href == long_url
     assert len(alert.details["groupKey"]) == 10_005
+
+
+async def test_change_lifecycle_fields_over_http(http: tuple[Served, Published]) -> None:
+    client, published = http
+    started = {
+        "routing_key": KEY,
+        "payload": {
+            "summary": "deploy 1.4.2",
+            "change_id": "deploy-8812",
+            "kind": "deploy",
+            "status": "started",
+            "version": "1.4.2",
+            "environment": "production",
+        },
+    }
+    response = await client.post(
+        "/v2/change/enqueue", data=json.dumps(started).encode(), headers=JSON
+    )
+    assert response.status == 202
+    change = published.changes[-1]
+    assert (change.change_id, change.kind, change.status, change.version) == (
+        "deploy-8812",
+        alert_pb2.CHANGE_KIND_DEPLOY,
+        alert_pb2.CHANGE_STATUS_STARTED,
+        "1.4.2",
+    )
+    processable_change(change)
+    rollback = {"routing_key": KEY, "payload": {"summary": "undo", "kind": "rollback"}}
+    response = await client.post(
+        "/v2/change/enqueue", data=json.dumps(rollback).encode(), headers=JSON
+    )
+    assert response.status == 400
+    fields = (await response.json())["fields"]
+    assert fields == [
+        {
+            "field": "payload.rollback_of",
+            "problem": "is required for a rollback: the change it undoes",
+        }
+    ]
+    assert len(published.changes) == 1

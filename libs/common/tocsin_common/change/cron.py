@@ -15,6 +15,7 @@ twice (fall-back) fires once, at its first occurrence.
 from __future__ import annotations
 
 import calendar
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -157,8 +158,10 @@ def _possible(schedule: CronSchedule) -> bool:
     return any(d <= longest.get(m, 31) for m in schedule.months for d in schedule.days)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_cron(expression: str) -> CronSchedule:
-    """Parse a five-field expression or a macro; raises :class:`CronError` saying why not."""
+    """Parse a five-field expression or a macro; raises :class:`CronError` saying why not.
+    Cached: a schedule is immutable, and the gate reads the same few on every evaluation."""
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise CronError(f"longer than {MAX_EXPRESSION_CHARS} characters")
     text = _MACROS.get(expression.strip().lower(), expression)

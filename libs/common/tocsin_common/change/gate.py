@@ -350,9 +350,8 @@ def _open_incidents(
     if rule.include_dependencies:
         watched.update(state.dependencies.get(request.service, ()))
     found: list[tuple[Outcome, str]] = []
-    for incident in sorted(state.open_incidents, key=lambda i: (i.service, i.incident_id)):
-        if incident.service not in watched:
-            continue
+    relevant = [i for i in state.open_incidents if i.service in watched]
+    for incident in sorted(relevant, key=lambda i: (i.service, i.incident_id)):
         where = (
             "on the service"
             if incident.service == request.service
