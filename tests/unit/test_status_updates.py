@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,6 +42,12 @@ SANITIZE = [
         "key ghp_abcdefghijklmnopqrstuvwxyz0123456789 leaked",
         f"key {REDACTED} leaked",
         ("secret",),
+    ),
+    (
+        "punctuation around a word is kept",
+        "(ops@example.com), db 10.0.0.7:5432.",
+        f"({REDACTED}), db {REDACTED}.",
+        ("email", "address"),
     ),
     ("long words without digits stay", "a" * 40, "a" * 40, ()),
     ("html kept as text (escaped by the page)", "<b>down</b>", "<b>down</b>", ()),
@@ -145,3 +153,23 @@ def test_reminder_table(
         last_reminded_at=at(reminded),
         cadence=CADENCE,
     ) == at(due)
+
+
+def test_far_too_long_is_refused_before_any_work() -> None:
+    with pytest.raises(UpdateError, match="message: 401 characters, at most 100"):
+        sanitize_public_message("x" * 401, 100)
+
+
+def test_sanitising_is_linear_on_hostile_text() -> None:
+    hostile = [
+        "a" * 399_000 + "@",  # one word, nearly all local part
+        "a@" + "a." * 199_000,  # a long domain without a top-level part
+        ("a@" * 199_000),
+        "1" * 200_000 + "a" * 199_000,
+        ":" * 399_000,
+    ]
+    for text in hostile:
+        started = time.perf_counter()
+        with contextlib.suppress(UpdateError):  # too long once cleaned: refused after the work
+            sanitize_public_message(text, 100_000)
+        assert time.perf_counter() - started < 2.0, text[:20]

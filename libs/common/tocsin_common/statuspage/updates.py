@@ -39,12 +39,10 @@ MAX_TITLE_CHARS = 200
 # Characters that hide or reorder text (bidi overrides and isolates, zero-width joiners).
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
-# Long runs of key-like characters with both letters and digits: tokens, keys, hashes.
-_SECRET = re.compile(
-    r"(?<![A-Za-z0-9_\-+/=])(?=[A-Za-z0-9_\-+/=]*\d)(?=[A-Za-z0-9_\-+/=]*[A-Za-z])[A-Za-z0-9_\-+/=]{32,}"
-)
+_WORDS = re.compile(r"(\s+)")
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-+/=")
+_PUNCTUATION = "()[]{}<>,;!?\"'`"
+MIN_SECRET_CHARS = 32
 
 
 class UpdateError(ValueError):
@@ -65,29 +63,55 @@ def _internal_address(text: str) -> bool:
     return not address.is_global
 
 
+def _sensitive(core: str) -> str | None:
+    """What kind of internal data a word is, if any (each check is linear in the word)."""
+    if "@" in core and _EMAIL.fullmatch(core):
+        return "email"
+    host = core
+    if host.count(":") == 1 and "." in host:  # an IPv4 address with a port
+        host = host.split(":", 1)[0]
+    if _internal_address(host.split("/", 1)[0]):
+        return "address"
+    if (
+        len(core) >= MIN_SECRET_CHARS
+        and all(c in _KEY_CHARS for c in core)
+        and any(c.isdigit() for c in core)
+        and any(c.isalpha() for c in core)
+    ):
+        return "secret"
+    return None
+
+
 def sanitize_public_message(text: str, max_chars: int, field: str = "message") -> Sanitized:
     """The public form of a message: Unicode NFC; control and invisible characters removed
     (newlines kept, tabs as spaces); trailing spaces and runs of blank lines trimmed; e-mail
-    addresses, non-public IP addresses and secret-like tokens replaced by ``[redacted]``.
+    addresses, non-public IP addresses and secret-like words (32 or more letters, digits and
+    ``_-+/=``, with both letters and digits) replaced by ``[redacted]``.
     Empty or longer than ``max_chars`` after that: :class:`UpdateError` naming ``field``.
     HTML is kept as text: the page escapes what it shows."""
+    if len(text) > 4 * max_chars:  # refused before any work: the checks below are linear
+        raise UpdateError(f"{field}: {len(text):,} characters, at most {max_chars:,}")
     cleaned = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\t", " ")
     cleaned = _INVISIBLE.sub("", cleaned)
     cleaned = "".join(c for c in cleaned if c == "\n" or unicodedata.category(c) != "Cc")
     lines = [line.rstrip() for line in cleaned.split("\n")]
     cleaned = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     redactions: list[str] = []
-
-    def redact(kind: str) -> str:
-        redactions.append(kind)
-        return REDACTED
-
-    cleaned = _EMAIL.sub(lambda m: redact("email"), cleaned)
-    for pattern in (_IPV4, _IPV6):
-        cleaned = pattern.sub(
-            lambda m: redact("address") if _internal_address(m.group(0)) else m.group(0), cleaned
-        )
-    cleaned = _SECRET.sub(lambda m: redact("secret"), cleaned)
+    words = _WORDS.split(cleaned)
+    for index, word in enumerate(words):
+        core = word.strip(_PUNCTUATION)
+        if not core or core.isspace():
+            continue
+        trimmed = core.rstrip(".:")  # the end of a sentence, "at 10.0.0.7:"
+        kind = _sensitive(trimmed) if trimmed else None
+        if kind is None:
+            kind = _sensitive(core)  # "fd00::" is an address whole
+        else:
+            core = trimmed
+        if kind is not None:
+            redactions.append(kind)
+            words[index] = word.replace(core, REDACTED, 1)
+    cleaned = "".join(words)
     if not cleaned:
         raise UpdateError(f"{field}: is empty (say what the public should know)")
     if len(cleaned) > max_chars:
