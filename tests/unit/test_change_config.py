@@ -146,6 +146,12 @@ CASES = [
         "'fail', 'warn' or 'off'",
     ),
     (
+        "change_control:\n",
+        "change_control:\n  sleep_hours: {start: \"07:00\", end: \"07:00\"}\n",
+        "change_control.sleep_hours",
+        "start, end: equal",
+    ),
+    (
         "- {name: weekend",
         "- {name: w, cron: '@daily', duration: 1h}\n        - {name: w",
         "change_control.gates[0].freeze_windows[1].name",

@@ -111,6 +111,12 @@ class SleepHours(_Model):
     start: TimeOfDay = time(22, 0)
     end: TimeOfDay = time(8, 0)
 
+    @model_validator(mode="after")
+    def _some_night(self) -> SleepHours:
+        if self.start == self.end:
+            raise ValueError("start, end: equal, which would mean asleep all day or never")
+        return self
+
 
 class OnCallRule(_Model):
     """Someone must be on call for the service; and awake (outside their sleep hours)."""
