@@ -105,8 +105,8 @@ class ErrorBudgetRule(_Model):
 
 
 class SleepHours(_Model):
-    """A person's night, in their own time zone; ``end`` at or before ``start`` wraps past
-    midnight."""
+    """A person's night, in their own time zone; ``end`` before ``start`` wraps past
+    midnight (the two must differ)."""
 
     start: TimeOfDay = time(22, 0)
     end: TimeOfDay = time(8, 0)
