@@ -47,8 +47,8 @@ class Profile:
     escalation: tuple[int, int, int]
     notification: tuple[int, int, int]
     recorder_port: int
-    # The REST API: HTTP and metrics only (no gRPC port)
-    api: tuple[int, int, int] = (0, 9105, 8082)
+    # The REST API (its gRPC port serves grpc.health.v1 only)
+    api: tuple[int, int, int] = (50055, 9105, 8082)
 
     @property
     def run_dir(self) -> Path:
@@ -85,7 +85,7 @@ PROFILES = {
         escalation=(19053, 19103, 0),
         notification=(19054, 19104, 18081),
         recorder_port=19999,
-        api=(0, 19105, 18082),
+        api=(19055, 19105, 18082),
     ),
     "bench": Profile(
         "bench",
@@ -97,7 +97,7 @@ PROFILES = {
         escalation=(29053, 29103, 0),
         notification=(29054, 29104, 28081),
         recorder_port=29999,
-        api=(0, 29105, 28082),
+        api=(29055, 29105, 28082),
     ),
 }
 # Extra isolated stacks (h1..h6) for engineers running suites side by side on one machine.
@@ -115,7 +115,7 @@ for _n in range(1, 7):
         escalation=(_base + 53, _base + 103, 0),
         notification=(_base + 54, _base + 104, _base + 81),
         recorder_port=_base + 99,
-        api=(0, _base + 105, _base + 82),
+        api=(_base + 55, _base + 105, _base + 82),
     )
 
 
@@ -430,8 +430,7 @@ def service_env(
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
         }
     )
-    if grpc_port:  # the api has none
-        env["TOCSIN_GRPC_PORT"] = str(grpc_port)
+    env["TOCSIN_GRPC_PORT"] = str(grpc_port)
     if http_port:
         env["TOCSIN_HTTP_PORT"] = str(http_port)
     if not any(os.environ.get(name) for name in LINK_KEY_VARS):  # yours, when you set one

@@ -99,8 +99,9 @@ async def test_snooze_reassign_note_and_resolve(stack: Stack) -> None:
         reassigned = await api.post(f"{path}/reassign", json={"user_ids": ["api-mgr"]})
         assert reassigned.status_code == 202, reassigned.text
         assert_problem(await api.post(f"{path}/reassign", json={}), 400, "user_ids")
-        assert_problem(await api.post(f"{path}/snooze", json={"duration_seconds": 0}), 400,
-                       "duration_seconds")
+        assert_problem(
+            await api.post(f"{path}/snooze", json={"duration_seconds": 0}), 400, "duration_seconds"
+        )
         assert_problem(await api.post(f"{path}/notes", json={"content": ""}), 400, "content")
         deadline = asyncio.get_running_loop().time() + 30
         while True:
@@ -144,8 +145,9 @@ async def test_bulk_applies_each_item_and_refuses_stale_etags(stack: Stack) -> N
         await until_status(api, fresh["id"], "resolved")
         await until_status(api, incidents[2]["id"], "resolved")
         assert (await api.get(f"/incidents/{stale['id']}")).json()["status"] == "acknowledged"
-        missing = await api.post("/incidents/bulk", json={"action": "snooze", "incidents": [
-            {"id": fresh["id"]}]})
+        missing = await api.post(
+            "/incidents/bulk", json={"action": "snooze", "incidents": [{"id": fresh["id"]}]}
+        )
         assert_problem(missing, 400, "duration_seconds")
 
 

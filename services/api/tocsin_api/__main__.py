@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tocsin_common.auth.access import access_control
 from tocsin_common.config import ConfigStore
+from tocsin_common.grpcserver import GrpcServer
 from tocsin_common.runtime import bootstrap
 from tocsin_common.tracing import shutdown_tracing
 
@@ -76,12 +77,17 @@ def build() -> tuple[FastAPI, uvicorn.Config]:
             ready=ready,
         )
         app.state.api = state
+        # grpc.health.v1 only, like every service's port: Kubernetes' and compose's probes.
+        health_server = GrpcServer(settings.grpc_host, settings.grpc_port, [], access, settings.tls)
+        await health_server.start()
+        await health_server.set_serving(True)
         watcher = asyncio.create_task(config.watch(settings.config_reload_seconds))
         log.info("api serving on %s:%s", settings.http_host, settings.http_port)
         try:
             yield
         finally:
             watcher.cancel()
+            await health_server.stop()
             await backends().close()
             await access.stop()
 
