@@ -187,27 +187,25 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     doc.setdefault("components", {})["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer"}
     }
+    shared = doc["components"].setdefault("responses", {})
+    for code, description in {**COMMON_PROBLEMS, **EXTRA_PROBLEMS}.items():
+        shared[f"Problem{code}"] = {"description": description, "content": problem}
+    shared["Problem429"]["headers"] = {
+        "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
+    }
     for path, operations in doc.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
             public = path in ("/healthz", "/readyz") or path.startswith("/api/v1/calendars/")
-            codes = {"400": COMMON_PROBLEMS["400"], "503": COMMON_PROBLEMS["503"]}
+            codes = ["400", "503"]
             if path.startswith("/api/v1/calendars/"):
-                codes["404"] = COMMON_PROBLEMS["404"]
+                codes.append("404")
             if not public:
-                codes = {**COMMON_PROBLEMS, **EXTRA_PROBLEMS}
+                codes = [*COMMON_PROBLEMS, *EXTRA_PROBLEMS]
                 operation["security"] = [{"bearer": []}]
-            for code, description in codes.items():
-                responses.setdefault(code, {"description": description, "content": problem})
-            for answer in responses.values():
-                for media in answer.get("content", {}):
-                    if media == "application/json" and "schema" not in answer["content"][media]:
-                        answer["content"][media]["schema"] = {}
-            if "429" in responses:
-                responses["429"]["headers"] = {
-                    "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
-                }
+            for code in codes:
+                responses.setdefault(code, {"$ref": f"#/components/responses/Problem{code}"})
     return doc
 
 
