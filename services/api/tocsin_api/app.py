@@ -60,10 +60,6 @@ def validation_problem(error: RequestValidationError) -> Problem:
     return Problem(400, detail, errors)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """413 for a request body over ``max_bytes``: by its Content-Length before it is read,
     or as it streams in (chunked) before the handler sees more than that."""
@@ -91,28 +87,33 @@ class BodyLimit:
                     await self._too_large()(scope, receive, send)
                     return
         seen = 0
-        started = False
+        over = False
+        replaced = False
 
         async def counted() -> Message:
-            nonlocal seen
+            # Past the limit the app is told the body ended (FastAPI turns any error raised
+            # while it reads into a 400); its answer is then replaced by the 413 below.
+            nonlocal seen, over
+            if over:
+                return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    over = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        async def watched(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def answered(message: Message) -> None:
+            nonlocal replaced
+            if over:
+                if not replaced:
+                    replaced = True
+                    await self._too_large()(scope, receive, send)
+                return
             await send(message)
 
-        try:
-            await self.app(scope, counted, watched)
-        except BodyTooLarge:
-            if not started:
-                await self._too_large()(scope, receive, send)
+        await self.app(scope, counted, answered)
 
 
 class Tracing:
