@@ -221,3 +221,12 @@ def test_unknown_routes_and_methods_are_problems(http: TestClient) -> None:
     problem(http.get("/api/v1/nothing", headers=RITA), 404)
     problem(http.put("/api/v1/incidents", headers=RITA), 405)
     assert http.get("/healthz").json() == {"status": "ok"}
+
+
+def test_requests_are_timed_by_route_template(http: TestClient) -> None:
+    from prometheus_client import REGISTRY
+
+    labels = {"method": "GET", "route": "/api/v1/services/{service_id}", "status": "403"}
+    before = REGISTRY.get_sample_value("tocsin_api_request_seconds_count", labels) or 0
+    http.get("/api/v1/services/db", headers=RITA)
+    assert REGISTRY.get_sample_value("tocsin_api_request_seconds_count", labels) == before + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tocsin_common.tracing import tracer
@@ -116,9 +118,18 @@ class BodyLimit:
         await self.app(scope, counted, answered)
 
 
+REQUEST_SECONDS = Histogram(
+    "tocsin_api_request_seconds",
+    "Time to answer an API request (to its first byte for streams)",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
 class Tracing:
     """A SERVER span per request, continuing the caller's trace (``traceparent``), named by
-    its route template (never the path: it may hold a calendar feed's secret)."""
+    its route template (never the path: it may hold a calendar feed's secret); and the
+    request's time in ``tocsin_api_request_seconds`` (/metrics on the metrics port)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -131,6 +142,8 @@ class Tracing:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
         ctx = propagate.extract(headers)
         method = scope.get("method", "GET")
+        began = time.perf_counter()
+        answered: list[tuple[int, float]] = []
         with self.tracer.start_as_current_span(
             method, context=ctx, kind=SpanKind.SERVER, attributes={"http.request.method": method}
         ) as span:
@@ -138,6 +151,7 @@ class Tracing:
             async def sending(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     status = int(message["status"])
+                    answered.append((status, time.perf_counter() - began))
                     span.set_attribute("http.response.status_code", status)
                     if status >= 500:
                         span.set_status(Status(StatusCode.ERROR))
@@ -151,6 +165,11 @@ class Tracing:
                 if template:
                     span.update_name(f"{method} {template}")
                     span.set_attribute("http.route", template)
+                if answered:
+                    status, seconds = answered[0]
+                    REQUEST_SECONDS.labels(method, template or "(no route)", str(status)).observe(
+                        seconds
+                    )
 
 
 # Answers every route may give, documented once for all (problem+json).
