@@ -230,3 +230,41 @@ def test_requests_are_timed_by_route_template(http: TestClient) -> None:
     before = REGISTRY.get_sample_value("tocsin_api_request_seconds_count", labels) or 0
     http.get("/api/v1/services/db", headers=RITA)
     assert REGISTRY.get_sample_value("tocsin_api_request_seconds_count", labels) == before + 1
+
+
+def test_one_server_span_per_request_named_by_its_route_with_grpc_calls_inside() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    inner: list[Any] = []
+
+    class Feeds:
+        async def find(self, token: str) -> None:
+            inner.append(trace.get_current_span().get_span_context())
+
+    state = ApiState(
+        config=FakeConfig(),
+        authenticator=FakeAuthenticator(),
+        backends=NoBackends(),  # type: ignore[arg-type]
+        settings=ApiSettings.from_env({}),
+        feeds=lambda: Feeds(),  # type: ignore[arg-type,return-value]
+    )
+    import tocsin_api.app as app_module
+
+    original = app_module.tracer
+    try:
+        # The middleware takes its tracer when the app first serves: from the test provider.
+        app_module.tracer = lambda name: provider.get_tracer(name)  # type: ignore[assignment]
+        reply = TestClient(create_app(state)).get("/api/v1/calendars/tcal_secretvalue.ics")
+    finally:
+        app_module.tracer = original
+    assert reply.status_code == 404
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "GET /api/v1/calendars/{feed_token}.ics"
+    assert "secretvalue" not in str(dict(span.attributes or {}))
+    assert inner and inner[0].span_id == span.context.span_id  # the handler ran inside it

@@ -239,6 +239,9 @@ def create_app(state: ApiState | None, lifespan: Any = None, max_body_bytes: int
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        # FastAPI's own telemetry would open a second SERVER span per request and record
+        # the raw path (a calendar feed's secret): the Tracing middleware does it instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     if state is not None:
         app.state.api = state
