@@ -13,11 +13,11 @@ PROTO_SRC := $(wildcard protos/tocsin/v1/*.proto)
 PROTO_OUT := libs/common
 PYTEST_ARGS ?=
 PACKAGES := libs/common/tocsin_common services/alert-ingest/tocsin_ingest services/correlation/tocsin_correlation \
-  services/escalation/tocsin_escalation services/notification/tocsin_notification
+  services/escalation/tocsin_escalation services/notification/tocsin_notification services/api/tocsin_api
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv proto proto-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure fuzz
+.PHONY: help venv proto proto-check api-spec api-spec-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure fuzz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ $(STAMP): requirements.txt requirements-dev.txt libs/common/pyproject.toml servi
 	@test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps -e libs/common -e services/alert-ingest -e services/correlation -e services/escalation -e services/notification
+	$(PY) -m pip install -q --no-deps -e libs/common -e services/alert-ingest -e services/correlation -e services/escalation -e services/notification -e services/api
 	@touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv with the pinned dependencies and the packages (editable)
@@ -37,6 +37,12 @@ proto: $(STAMP)  ## generate Python code from protos/ into libs/common/tocsin/v1
 proto-check: $(STAMP)  ## fail when the generated code is stale against protos/
 	$(PY) tools/genproto.py --check --out $(PROTO_OUT)
 
+api-spec: $(STAMP)  ## write the REST API's OpenAPI 3.1 document (docs/openapi.json) from the code
+	$(PY) tools/apispec.py
+
+api-spec-check: $(STAMP)  ## fail when docs/openapi.json is stale against services/api
+	$(PY) tools/apispec.py --check
+
 lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, tools/ and bench/
 	$(VENV)/bin/ruff check services libs tools tests bench
 	$(VENV)/bin/mypy $(PACKAGES) tools bench
@@ -44,7 +50,7 @@ lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, tools/ an
 fetch: $(STAMP)  ## fetch the Kafka broker jars and install redis-server (done by up/test too)
 	$(PY) tools/devstack.py fetch
 
-up: $(STAMP)  ## run Kafka, Redis and the four services locally (stop with make down)
+up: $(STAMP)  ## run Kafka, Redis and the five services (the api too) locally (stop with make down)
 	$(PY) tools/devstack.py up --profile dev
 
 down:  ## stop exactly what make up started

@@ -79,6 +79,18 @@ def service_teams(config: TocsinConfig, service_id: str) -> frozenset[str]:
     return frozenset({team}) if team else frozenset()
 
 
+def service_resource(config: TocsinConfig, service_id: str) -> Resource:
+    return Resource("service", service_id, service_teams(config, service_id))
+
+
+def user_resource(config: TocsinConfig, user_id: str) -> Resource:
+    """A person's profile belongs to every team they hold a role on, and to themselves."""
+    teams = frozenset(
+        t.id for t in config.teams if user_id in (*t.members, *t.managers, *t.viewers)
+    )
+    return Resource("user", user_id, teams, owner=user_id)
+
+
 def incident_resource(config: TocsinConfig, incident_id: str, service_id: str) -> Resource:
     return Resource("incident", incident_id, service_teams(config, service_id))
 
