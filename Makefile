@@ -13,7 +13,8 @@ PROTO_SRC := $(wildcard protos/tocsin/v1/*.proto)
 PROTO_OUT := libs/common
 PYTEST_ARGS ?=
 PACKAGES := libs/common/tocsin_common services/alert-ingest/tocsin_ingest services/correlation/tocsin_correlation \
-  services/escalation/tocsin_escalation services/notification/tocsin_notification
+  services/escalation/tocsin_escalation services/notification/tocsin_notification \
+  clients/cli/tocsin_cli
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -22,11 +23,12 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt libs/common/pyproject.toml services/*/pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt libs/common/pyproject.toml services/*/pyproject.toml clients/*/pyproject.toml
 	@test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps -e libs/common -e services/alert-ingest -e services/correlation -e services/escalation -e services/notification
+	$(PY) -m pip install -q --no-deps -e libs/common -e services/alert-ingest -e services/correlation -e services/escalation -e services/notification \
+	  -e clients/cli
 	@touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv with the pinned dependencies and the packages (editable)
@@ -37,8 +39,8 @@ proto: $(STAMP)  ## generate Python code from protos/ into libs/common/tocsin/v1
 proto-check: $(STAMP)  ## fail when the generated code is stale against protos/
 	$(PY) tools/genproto.py --check --out $(PROTO_OUT)
 
-lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, tools/ and bench/
-	$(VENV)/bin/ruff check services libs tools tests bench
+lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, clients/, tools/ and bench/
+	$(VENV)/bin/ruff check services libs clients tools tests bench
 	$(VENV)/bin/mypy $(PACKAGES) tools bench
 
 fetch: $(STAMP)  ## fetch the Kafka broker jars and install redis-server (done by up/test too)

@@ -1,0 +1,185 @@
+"""``tocsin login``, ``logout``, ``whoami``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+import typer
+from tocsin_common.auth.oidc import OidcError, discover
+from tocsin_common.auth.oidc_login import (
+    TokenSet,
+    poll_device_login,
+    refresh_tokens,
+    start_device_login,
+)
+
+from tocsin_cli.client import ApiClient
+from tocsin_cli.context import OutputOpt, note, out, state, width
+from tocsin_cli.exitcodes import CliError, Exit
+from tocsin_cli.output import Column, OutputFormat, render_data, render_fields
+from tocsin_cli.profiles import Credential, Profile, Resolved, Store, normalise_api_url
+
+REFRESH_MARGIN_S = 30.0
+
+USER_FIELDS = [
+    Column("id", "id", ("user_id", "subject_id")),
+    Column("name", "name", ("display_name", "summary")),
+    Column("email", "email"),
+    Column("kind", "kind", ("principal_kind", "type")),
+    Column("role", "role", ("global_role",)),
+    Column("teams", "teams", ("team_roles", "roles")),
+]
+
+
+def login(
+    ctx: typer.Context,
+    token: Annotated[
+        str | None,
+        typer.Option(help="store this API token (from `POST /api/v1/tokens` or an admin)"),
+    ] = None,
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="the api's URL, saved in the profile")
+    ] = None,
+    issuer: Annotated[
+        str | None, typer.Option(help="OpenID Connect issuer (saved in the profile)")
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="OpenID Connect client id of the CLI (saved in the profile)")
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option(help="check the credential with GET /users/me before saving it")
+    ] = True,
+) -> None:
+    """Log in: store an API token (--token), or log in with OpenID Connect's device flow
+    when the profile (or --issuer/--client-id) names a provider.
+
+    Example: tocsin login --api-url http://127.0.0.1:8090 --token tocsin_...
+    """
+    st = state(ctx)
+    store = st.store()
+    resolved = store.resolve(st.profile, api_url or st.api_url)
+    profile = resolved.profile
+    if api_url:
+        profile.api_url = normalise_api_url(api_url)
+    elif st.api_url:
+        profile.api_url = resolved.api_url
+    if issuer:
+        profile.oidc_issuer = issuer.rstrip("/")
+    if client_id:
+        profile.oidc_client_id = client_id
+    if token is not None:
+        token = token.strip()
+        if not token:
+            raise CliError("--token: empty", Exit.USAGE)
+        credential = Credential(token=token)
+    elif profile.oidc_issuer and profile.oidc_client_id:
+        credential = _device_login(profile)
+    else:
+        raise CliError(
+            "nothing to log in with: pass --token TOKEN, or --issuer URL --client-id ID for "
+            "OpenID Connect (saved in the profile for the next time)",
+            Exit.USAGE,
+        )
+    if verify:
+        with ApiClient(resolved.api_url, credential.token, timeout=st.timeout) as api:
+            me = api.get("/users/me")
+        who = _name(me)
+    else:
+        who = "(not checked)"
+    store.set_profile(resolved.profile_name, profile)
+    store.store_credential(resolved.profile_name, credential)
+    note(
+        f"logged in to {resolved.api_url} as {who} (profile {resolved.profile_name}; "
+        f"token in {store.credentials_path}, mode 0600)"
+    )
+
+
+def _name(me: object) -> str:
+    if isinstance(me, dict):
+        return str(me.get("id") or me.get("user_id") or me.get("subject_id") or "?")
+    return "?"
+
+
+def _device_login(profile: Profile) -> Credential:
+    assert profile.oidc_issuer and profile.oidc_client_id
+
+    async def run() -> TokenSet:
+        metadata = await discover(profile.oidc_issuer or "")
+        device = await start_device_login(
+            metadata, client_id=profile.oidc_client_id or "", scopes=profile.oidc_scopes
+        )
+        where = device.verification_uri_complete or device.verification_uri
+        note(f"To log in, open {where} and enter the code {device.user_code}")
+        return await poll_device_login(metadata, device, client_id=profile.oidc_client_id or "")
+
+    try:
+        tokens = asyncio.run(run())
+    except OidcError as exc:
+        raise CliError(f"OpenID Connect login failed: {exc}", Exit.AUTH) from None
+    return _credential(tokens)
+
+
+def _credential(tokens: TokenSet) -> Credential:
+    return Credential(
+        token=tokens.id_token,
+        kind="oidc",
+        refresh_token=tokens.refresh_token or None,
+        expires_at=time.time() + tokens.expires_in if tokens.expires_in else None,
+    )
+
+
+def fresh_oidc_token(store: Store, resolved: Resolved) -> str:
+    """The profile's ID token, renewed with its refresh token when it is about to expire."""
+    credential = resolved.credential
+    assert credential is not None
+    profile = resolved.profile
+    expiring = (
+        credential.expires_at is not None and credential.expires_at - time.time() < REFRESH_MARGIN_S
+    )
+    if (
+        not expiring
+        or not credential.refresh_token
+        or not profile.oidc_issuer
+        or not profile.oidc_client_id
+    ):
+        return credential.token
+    refresh_token = credential.refresh_token
+
+    async def run() -> TokenSet:
+        metadata = await discover(profile.oidc_issuer or "")
+        return await refresh_tokens(metadata, refresh_token, client_id=profile.oidc_client_id or "")
+
+    try:
+        renewed = _credential(asyncio.run(run()))
+    except OidcError as exc:
+        raise CliError(
+            f"the login expired and could not be renewed ({exc}): run `tocsin login`", Exit.AUTH
+        ) from None
+    if not renewed.refresh_token:
+        renewed.refresh_token = refresh_token
+    store.store_credential(resolved.profile_name, renewed)
+    return renewed.token
+
+
+def logout(ctx: typer.Context) -> None:
+    """Forget the profile's stored token (it stays valid on the server until it expires or
+    is revoked: `DELETE /api/v1/tokens/{id}`)."""
+    st = state(ctx)
+    store = st.store()
+    name = st.profile or store.resolve(st.profile, st.api_url).profile_name
+    if store.forget_credential(name):
+        note(f"logged out of profile {name}")
+    else:
+        note(f"profile {name} had no stored token")
+
+
+def whoami(ctx: typer.Context, output: OutputOpt = OutputFormat.table) -> None:
+    """Who the api takes you for (GET /users/me): your id, name, role and teams."""
+    with state(ctx).client() as api:
+        me = api.get("/users/me")
+    if output is OutputFormat.table:
+        out(render_fields(me, USER_FIELDS, width=width()))
+    else:
+        out(render_data(me, output))

@@ -1,0 +1,81 @@
+"""What every command shares: the global options, the api client, printing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tocsin_cli.client import ApiClient
+from tocsin_cli.output import OutputFormat
+from tocsin_cli.profiles import Resolved, Store
+
+OutputOpt = Annotated[
+    OutputFormat,
+    typer.Option("--output", "-o", help="table for people; json or yaml for scripts"),
+]
+
+err = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class State:
+    profile: str | None = None
+    api_url: str | None = None
+    timeout: float = 15.0
+
+    def store(self) -> Store:
+        return Store(os.environ)
+
+    def resolved(self) -> Resolved:
+        return self.store().resolve(self.profile, self.api_url)
+
+    def client(self) -> ApiClient:
+        resolved = self.resolved()
+        token = resolved.credential.token if resolved.credential else None
+        if resolved.credential and resolved.credential.kind == "oidc":
+            from tocsin_cli.commands.auth import fresh_oidc_token
+
+            token = fresh_oidc_token(self.store(), resolved)
+        return ApiClient(resolved.api_url, token, timeout=self.timeout)
+
+
+def state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, State):
+        obj = State()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def width() -> int:
+    return shutil.get_terminal_size((120, 24)).columns
+
+
+def out(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def note(text: str) -> None:
+    """A message for the person, on stderr (stdout stays parseable)."""
+    err.print(text, markup=False)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def dig(obj: Any, *keys: str) -> Any:
+    """The first of ``keys`` that ``obj`` has (a mapping), else ``obj`` itself."""
+    if isinstance(obj, dict):
+        for key in keys:
+            if key in obj:
+                return obj[key]
+    return obj
