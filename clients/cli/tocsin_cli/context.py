@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from tocsin_cli.client import ApiClient
 from tocsin_cli.output import OutputFormat
@@ -20,8 +19,6 @@ OutputOpt = Annotated[
     OutputFormat,
     typer.Option("--output", "-o", help="table for people; json or yaml for scripts"),
 ]
-
-err = Console(stderr=True, highlight=False)
 
 
 @dataclass
@@ -64,8 +61,9 @@ def out(text: str) -> None:
 
 
 def note(text: str) -> None:
-    """A message for the person, on stderr (stdout stays parseable)."""
-    err.print(text, markup=False)
+    """A message for the person, on stderr (stdout stays parseable), unwrapped."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def now() -> datetime:

@@ -8,6 +8,7 @@ check them without a broker; :class:`KafkaAdmin` does the asking.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ from tocsin_cli.exitcodes import CliError, Exit
 
 # Group states in which no consumer is a member: offsets may be changed then only.
 IDLE_STATES = ("Empty", "Dead", "")
+RETRY_PAUSE_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -127,12 +129,14 @@ class KafkaAdmin:
         from kafka.errors import KafkaError
 
         self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
         try:
             self.options = client_options(KafkaSecurity.from_env())
             self.client: Any = KafkaAdminClient(
                 bootstrap_servers=bootstrap,
                 client_id="tocsin-cli",
                 request_timeout_ms=int(timeout_s * 1000),
+                bootstrap_timeout_ms=int(timeout_s * 1000),
                 **self.options,
             )
         except KafkaError as exc:
@@ -143,6 +147,25 @@ class KafkaAdmin:
     def close(self) -> None:
         self.client.close()
 
+    def call(self, method: str, *args: Any) -> Any:
+        """``self.client.<method>(*args)``, retried while Kafka answers a retriable error
+        (a coordinator still being elected when a group is first used, a leader moving),
+        up to the timeout; any other failure is a :class:`CliError` naming the call."""
+        from kafka.errors import KafkaConnectionError, KafkaError
+
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return getattr(self.client, method)(*args)
+            except KafkaConnectionError as exc:
+                raise CliError(
+                    f"cannot reach Kafka at {self.bootstrap}: {exc}", Exit.UNREACHABLE
+                ) from None
+            except KafkaError as exc:
+                if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
+                    raise CliError(f"Kafka: {method} failed: {exc}", Exit.ERROR) from None
+                time.sleep(RETRY_PAUSE_S)
+
     def __enter__(self) -> KafkaAdmin:
         return self
 
@@ -151,11 +174,11 @@ class KafkaAdmin:
 
     def partition_counts(self, names: Sequence[str] | None = None) -> dict[str, int]:
         """Topic name → partition count, for the topics that exist."""
-        existing = set(self.client.list_topics())
+        existing = set(self.call("list_topics"))
         wanted = [n for n in (names or sorted(existing)) if n in existing]
         if not wanted:
             return {}
-        described = self.client.describe_topics(wanted)
+        described = self.call("describe_topics", wanted)
         out: dict[str, int] = {}
         for topic in described:
             name = topic.get("name") or topic.get("topic")
@@ -173,13 +196,13 @@ class KafkaAdmin:
 
         if not partitions:
             return {}
-        answer = self.client.list_partition_offsets(
-            {TopicPartition(t, p): spec for t, p in partitions}
+        answer = self.call(
+            "list_partition_offsets", {TopicPartition(t, p): spec for t, p in partitions}
         )
         return {(tp.topic, tp.partition): int(o.offset) for tp, o in answer.items()}
 
     def committed(self, group: str) -> dict[tuple[str, int], int]:
-        answer = self.client.list_group_offsets({group: None}).get(group, {})
+        answer = self.call("list_group_offsets", {group: None}).get(group, {})
         return {
             (tp.topic, tp.partition): int(meta.offset)
             for tp, meta in answer.items()
@@ -187,12 +210,12 @@ class KafkaAdmin:
         }
 
     def group_ids(self) -> list[str]:
-        found = {str(g.get("group_id")) for g in self.client.list_groups()}
+        found = {str(g.get("group_id")) for g in self.call("list_groups")}
         return sorted(found)
 
     def describe_group(self, group: str) -> tuple[str, int]:
         """(state, number of members) of a consumer group."""
-        answer = self.client.describe_groups([group]).get(group) or {}
+        answer = self.call("describe_groups", [group]).get(group) or {}
         state = str(answer.get("group_state") or answer.get("state") or "")
         return state, len(answer.get("members") or [])
 
@@ -254,8 +277,10 @@ class KafkaAdmin:
 
         # The group must still be idle: check again right before writing.
         self.refuse_if_active(group)
-        answer = self.client.reset_group_offsets(
-            group, {TopicPartition(t, p): int(o) for (t, p), o in offsets.items()}
+        answer = self.call(
+            "reset_group_offsets",
+            group,
+            {TopicPartition(t, p): int(o) for (t, p), o in offsets.items()},
         )
         failed = {
             f"{tp.topic}[{tp.partition}]": result["error"].__name__

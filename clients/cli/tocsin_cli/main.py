@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from tocsin_cli.commands import auth, incidents, live, ops, people, silence
-from tocsin_cli.context import State, err
+from tocsin_cli.context import State, note
 from tocsin_cli.exitcodes import CliError, Exit
 from tocsin_cli.parsing import ArgError
 
@@ -57,8 +57,8 @@ def main() -> None:
     try:
         app()
     except CliError as exc:
-        err.print(f"tocsin: {exc}", markup=False, highlight=False)
+        note(f"tocsin: {exc}")
         sys.exit(int(exc.code))
     except ArgError as exc:
-        err.print(f"tocsin: {exc}", markup=False, highlight=False)
+        note(f"tocsin: {exc}")
         sys.exit(int(Exit.USAGE))

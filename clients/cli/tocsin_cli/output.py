@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 import yaml
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -78,6 +79,11 @@ def _console(width: int) -> tuple[Console, io.StringIO]:
     return console, buffer
 
 
+def _trimmed(text: str) -> str:
+    # Rich pads every line to the table's width; trailing spaces only get in the way.
+    return "".join(line.rstrip() + "\n" for line in text.splitlines())
+
+
 def render_table(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[Column],
@@ -89,14 +95,16 @@ def render_table(
     """Rows as a table with a header line; ``empty`` when there are none."""
     if not rows:
         return f"{empty}\n"
-    table = Table(title=title, show_edge=False, pad_edge=False, header_style="bold")
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold"
+    )
     for column in columns:
         table.add_column(column.header, overflow="fold")
     for row in rows:
         table.add_row(*(text_of(column.cell(row)) for column in columns))
     console, buffer = _console(width)
     console.print(table)
-    return buffer.getvalue()
+    return _trimmed(buffer.getvalue())
 
 
 def render_fields(
@@ -111,7 +119,7 @@ def render_fields(
         table.add_row(str(name), text_of(value))
     console, buffer = _console(width)
     console.print(table)
-    return buffer.getvalue()
+    return _trimmed(buffer.getvalue())
 
 
 def render_data(data: Any, fmt: OutputFormat) -> str:

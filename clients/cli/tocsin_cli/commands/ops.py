@@ -62,6 +62,9 @@ admin_app = typer.Typer(
     help="Kafka administration: topics, consumer lag, offset replay.", no_args_is_help=True
 )
 
+TimeoutOpt = Annotated[
+    float, typer.Option("--kafka-timeout", min=0.5, help="seconds to wait for Kafka")
+]
 BootstrapOpt = Annotated[
     str,
     typer.Option(
@@ -97,13 +100,15 @@ REPLAY_COLUMNS = [
 
 @admin_app.command()
 def topics(
-    bootstrap: BootstrapOpt = "127.0.0.1:9092", output: OutputOpt = OutputFormat.table
+    bootstrap: BootstrapOpt = "127.0.0.1:9092",
+    kafka_timeout: TimeoutOpt = 15.0,
+    output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Check that every topic of Tocsin exists with its partitions (exit 1 when not).
 
     Example: tocsin admin topics
     """
-    with KafkaAdmin(bootstrap) as admin:
+    with KafkaAdmin(bootstrap, kafka_timeout) as admin:
         rows = [asdict(r) | {"ok": r.ok} for r in admin.topics()]
     out(render(rows, output, TOPIC_COLUMNS, width=width()))
     bad = [r for r in rows if not r["ok"]]
@@ -119,13 +124,14 @@ def lag(
         typer.Option("--group", help="these groups instead of the services' (repeatable)"),
     ] = None,
     bootstrap: BootstrapOpt = "127.0.0.1:9092",
+    kafka_timeout: TimeoutOpt = 15.0,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Consumer lag of each service's group, per topic: records not yet processed.
 
     Example: tocsin admin lag
     """
-    with KafkaAdmin(bootstrap) as admin:
+    with KafkaAdmin(bootstrap, kafka_timeout) as admin:
         rows = [asdict(r) for r in admin.lag(group or None)]
     out(render(rows, output, LAG_COLUMNS, width=width()))
 
@@ -148,6 +154,7 @@ def replay(
         bool, typer.Option("--dry-run", help="print the new offsets, change nothing")
     ] = False,
     bootstrap: BootstrapOpt = "127.0.0.1:9092",
+    kafka_timeout: TimeoutOpt = 15.0,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Reset a stopped consumer group's offsets on a topic, so it processes the records
@@ -158,7 +165,7 @@ def replay(
     if to_earliest == (to_datetime is not None):
         raise CliError("give --to-earliest or --to-datetime TIME, one of the two", Exit.USAGE)
     moment = parse_time_arg(to_datetime, now(), "--to-datetime") if to_datetime else None
-    with KafkaAdmin(bootstrap) as admin:
+    with KafkaAdmin(bootstrap, kafka_timeout) as admin:
         before, after = admin.replay_plan(group, topic, moment)
         rows = [asdict(r) for r in replay_rows(before, after)]
         if dry_run:
