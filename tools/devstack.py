@@ -47,6 +47,8 @@ class Profile:
     escalation: tuple[int, int, int]
     notification: tuple[int, int, int]
     recorder_port: int
+    # The REST API (its gRPC port serves grpc.health.v1 only)
+    api: tuple[int, int, int] = (50055, 9105, 8082)
 
     @property
     def run_dir(self) -> Path:
@@ -83,6 +85,7 @@ PROFILES = {
         escalation=(19053, 19103, 0),
         notification=(19054, 19104, 18081),
         recorder_port=19999,
+        api=(19055, 19105, 18082),
     ),
     "bench": Profile(
         "bench",
@@ -94,6 +97,7 @@ PROFILES = {
         escalation=(29053, 29103, 0),
         notification=(29054, 29104, 28081),
         recorder_port=29999,
+        api=(29055, 29105, 28082),
     ),
 }
 # Extra isolated stacks (h1..h6) for engineers running suites side by side on one machine.
@@ -111,6 +115,7 @@ for _n in range(1, 7):
         escalation=(_base + 53, _base + 103, 0),
         notification=(_base + 54, _base + 104, _base + 81),
         recorder_port=_base + 99,
+        api=(_base + 55, _base + 105, _base + 82),
     )
 
 
@@ -408,9 +413,13 @@ def service_env(
             "TOCSIN_KAFKA_BOOTSTRAP": profile.bootstrap,
             "TOCSIN_REDIS_URL": profile.redis_url,
             "TOCSIN_CONFIG": str(config),
-            "TOCSIN_GRPC_PORT": str(grpc_port),
             "TOCSIN_METRICS_PORT": str(metrics_port),
             "TOCSIN_ESCALATION_GRPC": f"127.0.0.1:{profile.escalation[0]}",
+            # Where the api reaches the others (and calendar feed URLs start)
+            "TOCSIN_CORRELATION_GRPC": f"127.0.0.1:{profile.correlation[0]}",
+            "TOCSIN_NOTIFICATION_GRPC": f"127.0.0.1:{profile.notification[0]}",
+            "TOCSIN_INGEST_GRPC": f"127.0.0.1:{profile.ingest[0]}",
+            "TOCSIN_API_PUBLIC_URL": f"http://127.0.0.1:{profile.api[2]}",
             "TOCSIN_PUBLIC_URL": f"http://127.0.0.1:{profile.notification[2]}",
             "TOCSIN_DATA_DIR": str(profile.run_dir / "data" / service),
             "TOCSIN_SERVICE_SECRET_FILE": str(secret_file(profile, "service-secret")),
@@ -421,6 +430,7 @@ def service_env(
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
         }
     )
+    env["TOCSIN_GRPC_PORT"] = str(grpc_port)
     if http_port:
         env["TOCSIN_HTTP_PORT"] = str(http_port)
     if not any(os.environ.get(name) for name in LINK_KEY_VARS):  # yours, when you set one
@@ -436,6 +446,7 @@ SERVICES = {
     "correlation": "tocsin_correlation",
     "escalation": "tocsin_escalation",
     "notification": "tocsin_notification",
+    "api": "tocsin_api",
 }
 
 
@@ -445,6 +456,7 @@ def start_services(profile: Profile, config: Path) -> None:
         "correlation": profile.correlation,
         "escalation": profile.escalation,
         "notification": profile.notification,
+        "api": profile.api,
     }
     # A recording peer for pages (webhooks) and traces (OTLP), so a newcomer sees both.
     spawn(
@@ -472,8 +484,34 @@ def start_services(profile: Profile, config: Path) -> None:
             env=service_env(profile, service, ports[service], config),
         )
     for service, proc in procs.items():
-        wait_healthy(ports[service][0], service, proc, profile.run_dir / "logs" / f"{service}.log")
+        log = profile.run_dir / "logs" / f"{service}.log"
+        if service == "api":
+            wait_http_ready(ports[service][2], service, proc, log)
+            say(f"{service} serving (HTTP {ports[service][2]})")
+            continue
+        wait_healthy(ports[service][0], service, proc, log)
         say(f"{service} serving (gRPC {ports[service][0]})")
+
+
+def wait_http_ready(
+    port: int, what: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120
+) -> None:
+    """Until GET /readyz answers 200 (the api's readiness: Redis and escalation answer)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"devstack: {what} exited with {proc.returncode}\n{log.read_text()[-3000:]}")
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply,
+        ):
+            if reply.status == 200:
+                return
+        time.sleep(0.5)
+    sys.exit(f"devstack: {what} not ready after {timeout:.0f}s; see {log}")
 
 
 def wait_healthy(
@@ -621,6 +659,9 @@ Heartbeats are pinged at secret URLs, one per monitor, issued once and kept in
   {heartbeat_urls_dir(profile)}/<heartbeat id>.url
   e.g. curl -sS -X POST "$(cat {heartbeat_urls_dir(profile)}/nightly-backup.url)"
   (docs/ingest.md#heartbeats: issue or rotate one with python -m tocsin_ingest.issue_ping_url).
+The REST API (same tokens): http://127.0.0.1:{profile.api[2]}/api/v1/docs (docs/api.md), e.g.
+  curl -sS -H "Authorization: Bearer $(cat {admin_token_file(profile)})" \\
+    http://127.0.0.1:{profile.api[2]}/api/v1/incidents
 Logs: {profile.run_dir}/logs/   Stop: make down
 """)
 

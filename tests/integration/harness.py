@@ -43,7 +43,9 @@ SERVICES = {
     "correlation": "tocsin_correlation",
     "escalation": "tocsin_escalation",
     "notification": "tocsin_notification",
+    "api": "tocsin_api",
 }
+HTTP_SERVICES = ("alert-ingest", "notification", "api")
 
 
 def free_port() -> int:
@@ -100,6 +102,9 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     async def wait_healthy(self, timeout: float = 90.0) -> None:
+        if self.name.startswith("api"):
+            await self._wait_http_ready(timeout)
+            return
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -119,6 +124,26 @@ class ServiceProcess:
                     pass
                 await asyncio.sleep(0.3)
         raise TimeoutError(f"{self.name} not SERVING after {timeout}s:\n{self.log_tail()}")
+
+    async def _wait_http_ready(self, timeout: float) -> None:
+        """The api has no gRPC port: ready once GET /readyz answers 200."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                    )
+                try:
+                    reply = await client.get(f"http://127.0.0.1:{self.http_port}/readyz")
+                    if reply.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.3)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
 
 
 @dataclass
@@ -192,6 +217,11 @@ class Stack:
         return path
 
     @property
+    def api_url(self) -> str:
+        """The REST API's base, e.g. f"{stack.api_url}/api/v1/incidents"."""
+        return f"http://127.0.0.1:{self.services['api'].http_port}"
+
+    @property
     def ingest_url(self) -> str:
         port = self.services["alert-ingest"].http_port
         return f"http://127.0.0.1:{port}"
@@ -224,6 +254,12 @@ class Stack:
                 "TOCSIN_METRICS_PORT": str(metrics_port),
                 "TOCSIN_HTTP_PORT": str(http_port),
                 "TOCSIN_ESCALATION_GRPC": f"127.0.0.1:{ports['escalation'][0]}",
+                "TOCSIN_CORRELATION_GRPC": f"127.0.0.1:{ports['correlation'][0]}",
+                "TOCSIN_NOTIFICATION_GRPC": f"127.0.0.1:{ports['notification'][0]}",
+                "TOCSIN_INGEST_GRPC": f"127.0.0.1:{ports['alert-ingest'][0]}",
+                "TOCSIN_API_PUBLIC_URL": f"http://127.0.0.1:{ports['api'][2]}",
+                # The suites share tokens: test_api_ratelimit.py runs replicas with a low one
+                "TOCSIN_API_RATE_LIMIT_PER_MINUTE": "100000",
                 "TOCSIN_DATA_DIR": str(self.workdir / "data" / name),
                 "TOCSIN_CONFIG_RELOAD_SECONDS": "0.5",
                 "TOCSIN_SERVICE_SECRET": self.service_secret,
@@ -237,7 +273,7 @@ class Stack:
                 "OTEL_BSP_SCHEDULE_DELAY": "200",
                 **self.extra_env,
             }
-            has_http = name in ("alert-ingest", "notification")
+            has_http = name in HTTP_SERVICES
             self.services[name] = ServiceProcess(
                 name,
                 module,
@@ -251,9 +287,12 @@ class Stack:
         self.admin_token, _ = await self.token_for(BOOTSTRAP_ADMIN, PrincipalKind.SERVICE_ACCOUNT)
         await asyncio.gather(*(s.wait_healthy() for s in self.services.values()))
 
-    async def add_replica(self, name: str) -> ServiceProcess:
-        """A second process of service ``name``, as a scaled-out deployment runs it: the same
-        config, consumer groups and peers, ports and data of its own. Stopped with the stack."""
+    async def add_replica(
+        self, name: str, env: dict[str, str] | None = None, suffix: str = "2"
+    ) -> ServiceProcess:
+        """Another process of service ``name``, as a scaled-out deployment runs it: the same
+        config, consumer groups and peers, ports and data of its own (``env`` overrides),
+        named ``<name>-<suffix>``. Stopped with the stack."""
         base = self.services[name]
         grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
         env = {
@@ -261,13 +300,14 @@ class Stack:
             "TOCSIN_GRPC_PORT": str(grpc_port),
             "TOCSIN_METRICS_PORT": str(metrics_port),
             "TOCSIN_HTTP_PORT": str(http_port),
-            "TOCSIN_DATA_DIR": base.env["TOCSIN_DATA_DIR"] + "-2",
+            "TOCSIN_DATA_DIR": base.env["TOCSIN_DATA_DIR"] + f"-{suffix}",
+            **(env or {}),
         }
         replica = ServiceProcess(
-            f"{name}-2",
+            f"{name}-{suffix}",
             base.module,
             env,
-            base.log_path.with_name(f"{name}-2.log"),
+            base.log_path.with_name(f"{name}-{suffix}.log"),
             grpc_port,
             http_port if base.http_port else None,
         )

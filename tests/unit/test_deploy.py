@@ -351,23 +351,30 @@ def published_ports(service: Doc) -> list[str]:
     return published
 
 
-def test_compose_publishes_only_the_ingest_http_port_on_loopback() -> None:
-    """The bug this guards: Redis, Kafka and every gRPC port published on all interfaces."""
+def test_compose_publishes_only_the_http_ports_people_reach_on_loopback() -> None:
+    """The bug this guards: Redis, Kafka and every gRPC port published on all interfaces.
+    People and tools reach two ports: alert-ingest's HTTP (alerts) and the api's (docs/api.md)."""
     ingest_http = DEFAULT_PORTS["alert-ingest"].http
+    api_http = DEFAULT_PORTS["api"].http
     published = {
         name: published_ports(service)
         for name, service in compose_services().items()
         if published_ports(service)
     }
-    assert published == {"alert-ingest": [f"127.0.0.1:{ingest_http}:{ingest_http}"]}, (
-        f"docker-compose.yml publishes {published}; only alert-ingest's HTTP port may be "
-        "published, bound to 127.0.0.1 by default"
+    assert published == {
+        "alert-ingest": [f"127.0.0.1:{ingest_http}:{ingest_http}"],
+        "api": [f"127.0.0.1:{api_http}:{api_http}"],
+    }, (
+        f"docker-compose.yml publishes {published}; only alert-ingest's and the api's HTTP "
+        "ports may be published, bound to 127.0.0.1 by default"
     )
     for name, service in compose_services().items():
         assert service.get("network_mode") != "host", f"docker-compose.yml: {name} on host network"
     # The bind address is a variable, so an operator can put it behind TLS on 0.0.0.0.
     (raw,) = compose_services()["alert-ingest"]["ports"]
     assert raw.startswith("${TOCSIN_INGEST_BIND:-127.0.0.1}:"), raw
+    (raw,) = compose_services()["api"]["ports"]
+    assert raw.startswith("${TOCSIN_API_BIND:-127.0.0.1}:"), raw
 
 
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|TOKEN|PRIVATE_KEY|_PASS|_KEYS)$")
@@ -794,6 +801,17 @@ def test_k8s_production_scales_survives_disruption_and_denies_by_default(
         )
         for p in policies
     ), f"nothing allows monitoring tools in to alert-ingest's HTTP port {ingest_http}"
+    api_pod = {"app.kubernetes.io/part-of": "tocsin", "app.kubernetes.io/name": "api"}
+    api_http = DEFAULT_PORTS["api"].http
+    assert any(
+        selects(p["spec"]["podSelector"].get("matchLabels", {}), api_pod)
+        and any(
+            not rule.get("from")
+            and any(port.get("port") == api_http for port in rule.get("ports", []))
+            for rule in p["spec"].get("ingress", [])
+        )
+        for p in policies
+    ), f"nothing lets people in to the api's HTTP port {api_http}"
 
     (env,) = [c for n, c in kinds(docs, "ConfigMap").items() if n.startswith("tocsin-env")]
     assert env["data"]["OTEL_TRACES_EXPORTER"] == "otlp", (

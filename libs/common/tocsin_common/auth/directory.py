@@ -79,6 +79,15 @@ def service_teams(config: TocsinConfig, service_id: str) -> frozenset[str]:
     return frozenset({team}) if team else frozenset()
 
 
+def service_resource(config: TocsinConfig, service_id: str) -> Resource:
+    return Resource("service", service_id, service_teams(config, service_id))
+
+
+def user_resource(config: TocsinConfig, user_id: str) -> Resource:
+    """A person's profile belongs to their teams (as members) and to themselves."""
+    return Resource("user", user_id, user_teams(config, user_id), owner=user_id)
+
+
 def incident_resource(config: TocsinConfig, incident_id: str, service_id: str) -> Resource:
     return Resource("incident", incident_id, service_teams(config, service_id))
 

@@ -124,7 +124,22 @@ RULES: dict[str, Rule] = {
     "incident.snooze": Rule(Role.RESPONDER, summary="snooze an incident"),
     "incident.reassign": Rule(Role.RESPONDER, summary="reassign an incident"),
     "incident.note": Rule(Role.RESPONDER, summary="add a note to an incident"),
-    "schedule.read": Rule(Role.VIEWER, mutation=False, summary="see schedules and who is on call"),
+    "schedule.read": Rule(
+        Role.VIEWER,
+        mutation=False,
+        services=frozenset({"api"}),
+        summary="see schedules and who is on call (api: a calendar feed, once its owner may)",
+    ),
+    "service.read": Rule(
+        Role.VIEWER, mutation=False, summary="see a service (its integration keys masked)"
+    ),
+    "escalation_policy.read": Rule(Role.VIEWER, mutation=False, summary="see an escalation policy"),
+    "user.read": Rule(
+        Role.VIEWER,
+        own=Role.NONE,
+        mutation=False,
+        summary="see a user's name, email and time zone (anyone: their own)",
+    ),
     "override.create": Rule(
         Role.MANAGER,
         own=Role.RESPONDER,
@@ -140,7 +155,7 @@ RULES: dict[str, Rule] = {
         own=Role.NONE,
         mutation=False,
         services=frozenset({"notification"}),
-        summary="read a user's contact methods (anyone: their own)",
+        summary="read a user's contact methods and notification rules (anyone: their own)",
     ),
     "notification.test": Rule(
         Role.MANAGER,

@@ -1,0 +1,464 @@
+"""The API's request and response bodies: the OpenAPI document's schemas come from here."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Status = Literal["triggered", "acknowledged", "resolved"]
+UrgencyName = Literal["high", "low"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="the request field, e.g. `duration_seconds` or `status[0]`")
+    problem: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+# --- incidents --------------------------------------------------------------------------
+
+
+class Change(BaseModel):
+    id: str
+    summary: str
+    source: str
+    timestamp: str | None
+
+
+class ProbableCause(BaseModel):
+    rank: int
+    reason: str
+    change: Change
+
+
+class Incident(BaseModel):
+    id: str
+    service_id: str
+    title: str
+    status: Status
+    urgency: UrgencyName | None
+    severity: Literal["critical", "error", "warning", "info"] | None
+    group_key: str
+    escalation_policy_id: str | None
+    assigned_user_id: str | None
+    alert_count: int
+    open_alert_count: int
+    created_at: str | None
+    updated_at: str | None
+    resolved_at: str | None
+    snoozed_until: str | None
+    dedup_keys: list[str]
+    labels: dict[str, str]
+    held_by_incident_id: str | None
+    flapping: bool
+    suppressed: bool
+    suppressed_reason: str | None
+    probable_causes: list[ProbableCause]
+    etag: str = Field(description="the incident's ETag, as the ETag header of GET carries it")
+
+
+class IncidentList(BaseModel):
+    incidents: list[Incident]
+    next_cursor: str | None = Field(description="give it back as `cursor`; null on the last page")
+
+
+class LogEntry(BaseModel):
+    id: str
+    type: str
+    at: str | None
+    actor: str
+    message: str
+    command_id: str | None
+    incident_status: Status
+    alert_id: str | None
+
+
+class LogEntries(BaseModel):
+    log_entries: list[LogEntry]
+
+
+class Link(BaseModel):
+    href: str
+    text: str
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    service_id: str
+    integration_key: str | None = Field(description="masked: its last four characters")
+    dedup_key: str
+    action: str
+    severity: str | None
+    summary: str
+    source: str
+    component: str | None
+    group: str | None
+    class_: str | None = Field(alias="class")
+    labels: dict[str, str]
+    details: dict[str, Any]
+    links: list[Link]
+    source_time: str | None
+    received_time: str | None
+
+
+class Alerts(BaseModel):
+    alerts: list[Alert]
+
+
+class Delivery(BaseModel):
+    request_id: str
+    incident_id: str
+    user_id: str
+    contact_method_id: str
+    channel: str
+    outcome: str
+    attempt: int
+    detail: str
+    at: str | None
+
+
+class Deliveries(BaseModel):
+    deliveries: list[Delivery]
+
+
+class Accepted(BaseModel):
+    incident_id: str
+    command_id: str
+
+
+class SnoozeBody(Strict):
+    duration_seconds: int = Field(
+        ge=1, description="snooze for this long (at most limits.snooze_max)"
+    )
+
+
+class ReassignBody(Strict):
+    user_ids: list[str] | None = Field(
+        default=None, min_length=1, max_length=1, description="exactly one person"
+    )
+    escalation_policy_id: str | None = Field(default=None, min_length=1)
+
+
+class NoteBody(Strict):
+    content: str = Field(min_length=1)
+
+
+class BulkItem(Strict):
+    id: str = Field(min_length=1)
+    etag: str | None = None
+
+
+class BulkBody(Strict):
+    action: Literal["acknowledge", "resolve", "snooze", "reassign"]
+    incidents: list[BulkItem] = Field(min_length=1, max_length=100)
+    duration_seconds: int | None = Field(default=None, ge=1)
+    user_ids: list[str] | None = Field(default=None, min_length=1, max_length=1)
+    escalation_policy_id: str | None = Field(default=None, min_length=1)
+
+
+class BulkResult(BaseModel):
+    id: str
+    status: int = Field(description="the HTTP status the action alone would have answered")
+    command_id: str | None = None
+    detail: str | None = None
+
+
+class BulkResults(BaseModel):
+    results: list[BulkResult]
+
+
+# --- services, policies, users ----------------------------------------------------------
+
+
+class Integration(BaseModel):
+    key: str = Field(description="masked: its last four characters")
+    type: str
+    name: str
+
+
+class Window(BaseModel):
+    start: str
+    end: str
+    description: str
+
+
+class ServiceOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    team_id: str | None
+    escalation_policy_id: str
+    depends_on: list[str]
+    integrations: list[Integration]
+    heartbeat_ids: list[str]
+    maintenance_windows: list[Window]
+
+
+class Services(BaseModel):
+    services: list[ServiceOut]
+
+
+class Heartbeat(BaseModel):
+    id: str
+    service_id: str
+    interval_seconds: float
+    grace_seconds: float
+    last_ping_at: str | None
+    down: bool
+    ping_url_issued: bool
+
+
+class Heartbeats(BaseModel):
+    heartbeats: list[Heartbeat]
+
+
+class Target(BaseModel):
+    type: str
+    id: str
+
+
+class Level(BaseModel):
+    delay_seconds: float
+    targets: list[Target]
+
+
+class EscalationPolicyOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    repeat: int
+    levels: list[Level]
+
+
+class EscalationPolicies(BaseModel):
+    escalation_policies: list[EscalationPolicyOut]
+
+
+class UserOut(BaseModel):
+    id: str
+    name: str
+    email: str
+    time_zone: str
+    team_ids: list[str]
+
+
+class Users(BaseModel):
+    users: list[UserOut]
+
+
+class Me(BaseModel):
+    id: str
+    kind: str
+    admin: bool
+    team_roles: dict[str, str]
+    scope: str | None
+    user: UserOut | None = None
+
+
+class ContactMethodOut(BaseModel):
+    id: str
+    type: str
+    address: str
+    name: str
+
+
+class ContactMethods(BaseModel):
+    contact_methods: list[ContactMethodOut]
+
+
+class Rule(BaseModel):
+    delay_seconds: float
+    contact_method_id: str
+
+
+class NotificationRules(BaseModel):
+    high: list[Rule]
+    low: list[Rule]
+
+
+class TestNotification(BaseModel):
+    request_id: str
+    channel: str
+    outcome: str
+    detail: str
+
+
+# --- on call, schedules -----------------------------------------------------------------
+
+
+class OnCall(BaseModel):
+    user_id: str
+    schedule_id: str | None
+    escalation_policy_id: str | None
+    escalation_level: int | None
+    start: str | None
+    end: str | None
+
+
+class OnCalls(BaseModel):
+    oncalls: list[OnCall]
+
+
+class ScheduleSummary(BaseModel):
+    id: str
+    name: str
+    description: str
+    team_id: str | None
+    time_zone: str
+
+
+class Schedules(BaseModel):
+    schedules: list[ScheduleSummary]
+
+
+class Span(BaseModel):
+    start: str | None
+    end: str | None
+    user_ids: list[str] = Field(description="empty: nobody is on call (a gap)")
+
+
+class RenderedSchedule(ScheduleSummary):
+    since: str
+    until: str
+    final_schedule: list[Span]
+
+
+class OverrideBody(Strict):
+    user_id: str = Field(min_length=1)
+    start: AwareDatetime
+    end: AwareDatetime
+
+
+class Override(BaseModel):
+    id: str
+    schedule_id: str
+    user_id: str
+    start: str | None
+    end: str | None
+    created_by: str | None
+
+
+class IcalUrl(BaseModel):
+    url: str
+
+
+# --- silences ---------------------------------------------------------------------------
+
+
+class SilenceBody(Strict):
+    matchers: list[str] = Field(
+        min_length=1, description='Alertmanager matchers: `name=value`, `name=~"regex"`, ...'
+    )
+    service_id: str | None = Field(default=None, description="empty: every service (admins)")
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    duration_seconds: int | None = Field(default=None, ge=1)
+    comment: str = ""
+
+
+class Silence(BaseModel):
+    id: str
+    service_id: str | None
+    matchers: list[str]
+    starts_at: str | None
+    ends_at: str | None
+    created_by: str
+    comment: str
+
+
+class Silences(BaseModel):
+    silences: list[Silence]
+
+
+class MaintenanceWindowBody(Strict):
+    service_id: str = Field(min_length=1)
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    duration_seconds: int | None = Field(default=None, ge=1)
+    description: str = ""
+
+
+class MaintenanceWindow(BaseModel):
+    id: str | None = Field(description="null: planned in the config file (not deletable here)")
+    service_id: str
+    start: str | None
+    end: str | None
+    description: str
+    source: Literal["config", "runtime"]
+
+
+class MaintenanceWindows(BaseModel):
+    maintenance_windows: list[MaintenanceWindow]
+
+
+# --- audit, tokens ----------------------------------------------------------------------
+
+
+class AuditRecord(BaseModel):
+    id: str
+    at: str | None
+    actor: str
+    actor_kind: str | None
+    action: str
+    resource_kind: str
+    resource_id: str
+    allowed: bool
+    reason: str
+    service: str
+    method: str
+    trace_id: str | None
+
+
+class AuditRecords(BaseModel):
+    audit_records: list[AuditRecord]
+    next_cursor: str | None
+
+
+class Token(BaseModel):
+    id: str
+    subject_id: str
+    subject_kind: str
+    name: str
+    scope: str | None
+    created_at: str | None
+    expires_at: str | None
+    last_used_at: str | None
+    created_by: str
+
+
+class Tokens(BaseModel):
+    tokens: list[Token]
+
+
+class TokenBody(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    scope: Literal["viewer", "responder", "manager", "admin"] | None = None
+    expires_in_days: int | None = Field(default=None, ge=1, le=366)
+    subject_id: str | None = Field(default=None, description="default: yourself (admins: anyone)")
+
+
+class CreatedToken(Token):
+    token: str = Field(description="the secret: shown once, kept nowhere")
+
+
+class Health(BaseModel):
+    status: str
