@@ -19,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from tocsin.v1 import incident_service_pb2, incident_service_pb2_grpc
 
-from tests.integration.harness import infra_from_env
+from tests.integration.api_client import client, incident_titled, trigger
+from tests.integration.harness import Stack, infra_from_env
 
 pytestmark = pytest.mark.integration
 
@@ -123,6 +127,14 @@ async def test_admin_topics_checks_every_topic_and_its_partitions() -> None:
     assert "cannot reach Kafka at 127.0.0.1:1" in unreachable.stderr
 
 
+def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+
+
 def _produce(bootstrap: str, topic: str, count: int) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     for i in range(count):
@@ -152,11 +164,11 @@ def _consume_and_commit(bootstrap: str, group: str, topic: str, count: int) -> K
 async def test_admin_lag_and_replay_of_a_group(tmp_path: Path) -> None:
     bootstrap, _ = infra_from_env()
     env = {"TOCSIN_KAFKA_BOOTSTRAP": bootstrap}
-    # A group of this test alone, on a topic no service consumes (3 partitions).
+    # A group and a topic (3 partitions) of this test alone.
     group = f"cli-test-{uuid.uuid4().hex[:8]}"
-    topic = "alerts.deadletter"
-    before = await tocsin("admin", "lag", "--group", group, "-o", "json", env=env)
-    already = sum(r["end"] for r in before.json())
+    topic = f"cli-test-{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(_create_topic, bootstrap, topic, 3)
+    already = 0
     await asyncio.to_thread(_produce, bootstrap, topic, 6)
     consumer = await asyncio.to_thread(_consume_and_commit, bootstrap, group, topic, already + 6)
     try:
@@ -243,3 +255,382 @@ async def test_shell_completion_completes_commands() -> None:
     assert words.stdout.split() == ["ack"]
     script = await tocsin("--show-completion", "bash", env={"SHELL": "/bin/bash"})
     assert "_tocsin_completion" in script.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Against the api
+# ---------------------------------------------------------------------------------------------
+
+CLI_KEY = "itclisvc000000000000000000000001"  # stack_config/75-cli.yaml's cli-svc
+
+
+def api_env(stack: Stack, token: str, home: Path) -> dict[str, str]:
+    """A person's shell: their own (empty) config dir, the api's URL and their token."""
+    return {
+        "XDG_CONFIG_HOME": str(home),
+        "TOCSIN_API_URL": stack.api_url,
+        "TOCSIN_TOKEN": token,
+        "TOCSIN_KAFKA_BOOTSTRAP": stack.bootstrap,
+    }
+
+
+async def new_incident(stack: Stack) -> dict[str, Any]:
+    """An incident of cli-svc, triggered through ingest, once the api lists it."""
+    title = await trigger(stack, f"cli test {uuid.uuid4().hex[:8]}", key=CLI_KEY)
+    async with client(stack) as api:
+        return await incident_titled(api, title, "cli-svc")
+
+
+async def shown(env: Mapping[str, str], incident_id: str) -> dict[str, Any]:
+    result = await tocsin("incidents", "show", incident_id, "-o", "json", env=env)
+    assert result.code == 0, result.stderr
+    return dict(result.json())
+
+
+async def until_shown(
+    env: Mapping[str, str], incident_id: str, status: str, timeout: float = 30
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        incident = await shown(env, incident_id)
+        if incident["status"] == status:
+            return incident
+        assert time.monotonic() < deadline, f"{incident_id} not {status}: {incident}"
+        await asyncio.sleep(0.3)
+
+
+async def test_login_whoami_logout_and_the_credentials_file(stack: Stack, tmp_path: Path) -> None:
+    token, _ = await stack.token_for("cli-resp")
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}  # no TOCSIN_TOKEN: the file is used
+
+    refused = await tocsin("login", "--api-url", stack.api_url, "--token", "tocsin_wrong", env=env)
+    assert refused.code == 3, refused.stderr
+    assert refused.stderr.startswith("tocsin: 401")
+    assert not (tmp_path / "tocsin" / "credentials.yaml").exists()  # nothing kept
+
+    login = await tocsin("login", "--api-url", stack.api_url, "--token", token, env=env)
+    assert login.code == 0, login.stderr
+    assert "as cli-resp" in login.stderr
+    credentials = tmp_path / "tocsin" / "credentials.yaml"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    config = yaml.safe_load((tmp_path / "tocsin" / "config.yaml").read_text())
+    assert config["profiles"]["default"]["api_url"] == stack.api_url
+
+    me = await tocsin("whoami", "-o", "json", env=env)
+    assert me.code == 0, me.stderr
+    assert (me.json()["id"], me.json()["team_roles"]) == ("cli-resp", {"cli-team": "responder"})
+    table = await tocsin("whoami", env=env)
+    assert "Cai Responder" in table.stdout
+
+    # Others may read the file: refused, as ssh refuses such a key.
+    credentials.chmod(0o644)
+    too_open = await tocsin("whoami", env=env)
+    assert too_open.code == 3
+    assert f"permissions 0644 for {credentials} are too open" in too_open.stderr
+    credentials.chmod(0o600)
+
+    # TOCSIN_TOKEN wins over the file; --api-url over TOCSIN_API_URL.
+    admin = await tocsin(
+        "--api-url",
+        stack.api_url,
+        "whoami",
+        "-o",
+        "json",
+        env={**env, "TOCSIN_TOKEN": stack.admin_token, "TOCSIN_API_URL": "http://127.0.0.1:1"},
+    )
+    assert admin.code == 0, admin.stderr
+    assert admin.json()["id"] != "cli-resp"
+
+    assert (await tocsin("logout", env=env)).code == 0
+    after = await tocsin("whoami", env=env)
+    assert after.code == 3
+    assert "not logged in" in after.stderr
+
+    down = await tocsin(
+        "whoami", env={**env, "TOCSIN_TOKEN": token, "TOCSIN_API_URL": "http://127.0.0.1:1"}
+    )
+    assert down.code == 6
+    assert "cannot reach the api at http://127.0.0.1:1" in down.stderr
+
+
+async def test_incidents_list_show_and_act_one_by_one(stack: Stack, tmp_path: Path) -> None:
+    token, _ = await stack.token_for("cli-resp")
+    env = api_env(stack, token, tmp_path)
+    incident = await new_incident(stack)
+    iid = incident["id"]
+
+    listed = await tocsin(
+        "incidents", "list", "--service", "cli-svc", "--status", "triggered", "-o", "json", env=env
+    )
+    assert listed.code == 0, listed.stderr
+    assert iid in [i["id"] for i in listed.json()]
+    assert all(i["status"] == "triggered" and i["service_id"] == "cli-svc" for i in listed.json())
+    as_yaml = await tocsin("incidents", "list", "--service", "cli-svc", "-o", "yaml", env=env)
+    assert iid in [i["id"] for i in yaml.safe_load(as_yaml.stdout)]
+    table = await tocsin("incidents", "list", "--service", "cli-svc", env=env)
+    header = table.stdout.splitlines()[0].split()
+    assert header[:4] == ["id", "status", "urgency", "service"]
+    assert any(
+        line.startswith(iid) and incident["title"] in line for line in table.stdout.splitlines()
+    )
+
+    acked = await tocsin("incidents", "ack", iid, "-o", "json", env=env)
+    assert acked.code == 0, acked.stderr
+    assert [(r["id"], r["status"]) for r in acked.json()] == [(iid, 202)]
+    await until_shown(env, iid, "acknowledged")
+
+    note = await tocsin("incidents", "note", iid, "rolled back the deploy", env=env)
+    assert note.code == 0, note.stderr
+    snoozed = await tocsin("incidents", "snooze", iid, "--duration", "30m", env=env)
+    assert snoozed.code == 0, snoozed.stderr
+    assert "done" in snoozed.stdout
+    reassigned = await tocsin("incidents", "reassign", iid, "--user", "cli-mgr", env=env)
+    assert reassigned.code == 0, reassigned.stderr
+
+    deadline = time.monotonic() + 30
+    while True:
+        detail = await shown(env, iid)
+        types = [e["type"] for e in detail["log_entries"]]
+        if (
+            detail["assigned_user_id"] == "cli-mgr"
+            and detail["snoozed_until"]
+            and any(e["message"] == "rolled back the deploy" for e in detail["log_entries"])
+        ):
+            break
+        assert time.monotonic() < deadline, detail
+        await asyncio.sleep(0.3)
+    assert types[0] == "triggered" and "acknowledged" in types
+    ack = next(e for e in detail["log_entries"] if e["type"] == "acknowledged")
+    assert ack["actor"] == "cli-resp"  # the CLI's token is the actor
+
+    text = await tocsin("incidents", "show", iid, env=env)
+    assert "timeline" in text.stdout and "rolled back the deploy" in text.stdout
+
+    resolved = await tocsin("incidents", "resolve", iid, env=env)
+    assert resolved.code == 0, resolved.stderr
+    await until_shown(env, iid, "resolved")
+
+    # Resolving it again is moot: the outcome says so and the exit code is a conflict's.
+    again = await tocsin("incidents", "resolve", iid, "-o", "json", env=env)
+    assert again.code in (0, 5), again.stderr
+    if again.code == 5:
+        assert again.json()[0]["status"] == 409
+
+    missing = await tocsin("incidents", "show", "no-such-incident", env=env)
+    assert missing.code == 4
+    assert missing.stderr.startswith("tocsin: 404")
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+    usage = await tocsin("incidents", "ack", env=env)
+    assert usage.code == 2 and "which incidents?" in usage.stderr
+    bad_option = await tocsin("incidents", "list", "--status", "sleeping", env=env)
+    assert bad_option.code == 2
+    bad_time = await tocsin("incidents", "list", "--since", "yesterday", env=env)
+    assert bad_time.code == 2 and "--since 'yesterday'" in bad_time.stderr
+
+    # The api refuses a snooze over its limit: one line naming the field.
+    too_long = await tocsin("incidents", "snooze", iid, "--duration", "520w", env=env)
+    assert too_long.code == 1, too_long.stderr
+    assert "duration_seconds" in too_long.stderr
+    assert len(too_long.stderr.strip().splitlines()) == 1
+
+
+async def test_bulk_acknowledge_by_filter_asks_first(stack: Stack, tmp_path: Path) -> None:
+    token, _ = await stack.token_for("cli-resp")
+    env = api_env(stack, token, tmp_path)
+    ids = {(await new_incident(stack))["id"] for _ in range(3)}
+
+    declined = await tocsin("incidents", "ack", "--service", "cli-svc", env=env, stdin="n\n")
+    assert declined.code == 1
+    assert "acknowledge these" in declined.stderr
+    for iid in ids:
+        assert (await shown(env, iid))["status"] == "triggered"
+
+    done = await tocsin(
+        "incidents", "ack", "--service", "cli-svc", "--status", "triggered", env=env, stdin="y\n"
+    )
+    assert done.code == 0, done.stderr
+    for iid in ids:
+        await until_shown(env, iid, "acknowledged")
+
+    resolved = await tocsin(
+        "incidents", "resolve", "--service", "cli-svc", "--yes", "-o", "json", env=env
+    )
+    assert resolved.code == 0, resolved.stderr
+    outcomes = {r["id"]: r["status"] for r in resolved.json()}
+    assert ids <= set(outcomes) and {outcomes[i] for i in ids} == {202}
+    for iid in ids:
+        await until_shown(env, iid, "resolved")
+
+    nothing = await tocsin(
+        "incidents", "ack", "--service", "cli-svc", "--status", "triggered", "--yes", env=env
+    )
+    assert nothing.code == 0 and "nothing to do" in nothing.stderr
+
+    both = await tocsin("incidents", "ack", "x", "--service", "cli-svc", env=env)
+    assert both.code == 2
+
+
+async def test_oncall_schedules_and_overrides(stack: Stack, tmp_path: Path) -> None:
+    token, _ = await stack.token_for("cli-mgr")
+    env = api_env(stack, token, tmp_path)
+
+    oncall = await tocsin("oncall", "--schedule", "cli-rota", "-o", "json", env=env)
+    assert oncall.code == 0, oncall.stderr
+    assert {o["user_id"] for o in oncall.json()} <= {"cli-resp", "cli-mgr"} and oncall.json()
+    table = await tocsin("oncall", "--schedule", "cli-rota", env=env)
+    assert table.stdout.splitlines()[0].split()[:2] == ["user", "schedule"]
+
+    schedules = await tocsin("schedule", "list", "-o", "json", env=env)
+    assert "cli-rota" in [s["id"] for s in schedules.json()]
+    shown_schedule = await tocsin(
+        "schedule", "show", "cli-rota", "--days", "3", "-o", "json", env=env
+    )
+    assert shown_schedule.code == 0, shown_schedule.stderr
+    spans = shown_schedule.json()["final_schedule"]
+    assert spans and {u for s in spans for u in s["user_ids"]} == {"cli-resp", "cli-mgr"}
+    as_table = await tocsin("schedule", "show", "cli-rota", "--days", "3", env=env)
+    assert "cli-resp" in as_table.stdout and "cli-mgr" in as_table.stdout
+
+    now_on = next(o["user_id"] for o in oncall.json())
+    other = "cli-mgr" if now_on == "cli-resp" else "cli-resp"
+    created = await tocsin(
+        "schedule",
+        "override",
+        "cli-rota",
+        "--user",
+        other,
+        "--duration",
+        "1h",
+        "-o",
+        "json",
+        env=env,
+    )
+    assert created.code == 0, created.stderr
+    override = created.json()
+    assert (override["user_id"], override["schedule_id"]) == (other, "cli-rota")
+    covered = await tocsin("oncall", "--schedule", "cli-rota", "-o", "json", env=env)
+    assert [o["user_id"] for o in covered.json()] == [other]
+
+    deleted = await tocsin("schedule", "override", "cli-rota", "--delete", override["id"], env=env)
+    assert deleted.code == 0, deleted.stderr
+    back = await tocsin("oncall", "--schedule", "cli-rota", "-o", "json", env=env)
+    assert [o["user_id"] for o in back.json()] == [now_on]
+
+    usage = await tocsin("schedule", "override", "cli-rota", "--user", other, env=env)
+    assert usage.code == 2 and "--end or --duration" in usage.stderr
+    missing = await tocsin("schedule", "show", "no-such-schedule", env=env)
+    assert missing.code == 4, missing.stderr
+
+
+async def test_silences_with_amtool_matchers(stack: Stack, tmp_path: Path) -> None:
+    token, _ = await stack.token_for("cli-mgr")
+    env = api_env(stack, token, tmp_path)
+    added = await tocsin(
+        "silence",
+        "add",
+        "alertname=DiskFull",
+        'instance=~"web.*"',
+        "--service",
+        "cli-svc",
+        "--duration",
+        "2h",
+        "--comment",
+        "disk swap",
+        env=env,
+    )
+    assert added.code == 0, added.stderr
+    silence_id = added.stdout.strip()
+    assert silence_id and len(added.stdout.splitlines()) == 1  # just the id, as amtool
+
+    listed = await tocsin("silence", "list", "-o", "json", env=env)
+    mine = next(s for s in listed.json() if s["id"] == silence_id)
+    assert mine["matchers"] == ['alertname="DiskFull"', 'instance=~"web.*"']
+    assert mine["comment"] == "disk swap" and mine["created_by"] == "cli-mgr"
+    table = await tocsin("silence", "list", env=env)
+    assert silence_id in table.stdout
+
+    expired = await tocsin("silence", "expire", silence_id, env=env)
+    assert expired.code == 0, expired.stderr
+    after = await tocsin("silence", "list", "-o", "json", env=env)
+    assert silence_id not in [s["id"] for s in after.json()]
+
+    bad = await tocsin("silence", "add", 'instance=~"(web"', "--comment", "x", env=env)
+    assert bad.code == 2
+    assert "matcher" in bad.stderr and "invalid regular expression" in bad.stderr
+    gone = await tocsin("silence", "expire", "no-such-silence", env=env)
+    assert gone.code == 4, gone.stderr
+
+
+async def _read_json_lines(stream: asyncio.StreamReader, count: int, timeout: float) -> list[Any]:
+    lines: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(lines) < count:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"only {len(lines)} of {count} events: {lines}"
+        line = await asyncio.wait_for(stream.readline(), remaining)
+        assert line, f"tail ended after {len(lines)} events"
+        lines.append(json.loads(line))
+    return lines
+
+
+async def test_tail_follows_and_resumes_across_an_api_restart(stack: Stack, tmp_path: Path) -> None:
+    token, _ = await stack.token_for("cli-resp")
+    env = {**os.environ, **api_env(stack, token, tmp_path)}
+    proc = await asyncio.create_subprocess_exec(
+        TOCSIN,
+        "tail",
+        "--service",
+        "cli-svc",
+        "-o",
+        "json",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        await asyncio.sleep(1.0)  # connected
+        first = await new_incident(stack)
+        (opened,) = await _read_json_lines(proc.stdout, 1, 30)
+        assert opened["event"] == "incident" and opened["id"]
+        assert opened["data"]["incident"]["id"] == first["id"]
+        assert opened["data"]["type"] == "triggered"
+
+        # The api goes away; while it is down an incident is acknowledged (gRPC, as the
+        # api would); tail reconnects with Last-Event-ID and gets it, and nothing twice.
+        api = stack.services["api"]
+        api.kill()
+        stub = incident_service_pb2_grpc.IncidentServiceStub(stack.channel("escalation"))
+        await stub.Acknowledge(incident_service_pb2.IncidentRef(incident_id=first["id"]))
+        api.start()
+        await api.wait_healthy()
+        second = await new_incident(stack)
+        wanted = {("acknowledged", first["id"]), ("triggered", second["id"])}
+        events: list[Any] = []
+        deadline = time.monotonic() + 60
+        while not wanted <= {(e["data"]["type"], e["data"]["incident"]["id"]) for e in events}:
+            events += await _read_json_lines(proc.stdout, 1, deadline - time.monotonic())
+        seen = [(e["data"]["type"], e["data"]["incident"]["id"]) for e in events]
+        # The acknowledgement made while the api was down came before the new incident,
+        # and nothing was repeated (the triggered event of the first incident included).
+        assert seen.index(("acknowledged", first["id"])) < seen.index(("triggered", second["id"]))
+        ids = [opened["id"], *(e["id"] for e in events)]
+        assert len(set(ids)) == len(ids), ids
+        assert ("triggered", first["id"]) not in seen
+    finally:
+        proc.terminate()
+        await proc.wait()
+    stderr = (await proc.stderr.read()).decode()
+    assert "reconnecting after event" in stderr
+
+
+async def test_tail_stops_after_count(stack: Stack, tmp_path: Path) -> None:
+    token, _ = await stack.token_for("cli-resp")
+    env = api_env(stack, token, tmp_path)
+    run = asyncio.ensure_future(tocsin("tail", "--service", "cli-svc", "--count", "1", env=env))
+    await asyncio.sleep(1.0)
+    incident = await new_incident(stack)
+    result = await asyncio.wait_for(run, 30)
+    assert result.code == 0, result.stderr
+    assert "triggered" in result.stdout and incident["id"] in result.stdout

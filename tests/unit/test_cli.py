@@ -522,3 +522,19 @@ def test_nothing_here_reads_the_real_home(tmp_path: Path) -> None:
     assert not str(config_dir({"XDG_CONFIG_HOME": str(tmp_path)})).startswith(
         os.path.expanduser("~/.config")
     )
+
+
+def test_ids_are_never_folded_and_times_are_shown_to_the_second() -> None:
+    rows = [
+        {
+            "id": "0b6c1f0e-8a8f-4f7e-9f0a-1d2c3b4a5e6f",
+            "title": "x " * 40,
+            "at": "2026-12-04T19:20:01.123456Z",
+        }
+    ]
+    columns = [Column("id", "id", wrap=False), Column("title", "title"), Column("at", "at")]
+    text = render(rows, OutputFormat.table, columns, width=80)
+    assert "0b6c1f0e-8a8f-4f7e-9f0a-1d2c3b4a5e6f" in text
+    assert text_of("2026-12-04T19:20:01.123456Z") == "2026-12-04T19:20:01Z"
+    assert text_of("2026-12-04T19:20:01.5+01:00") == "2026-12-04T19:20:01+01:00"
+    assert text_of("version 1.5Z") == "version 1.5Z"

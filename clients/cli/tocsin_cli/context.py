@@ -52,7 +52,14 @@ def state(ctx: typer.Context) -> State:
 
 
 def width() -> int:
+    """The terminal's width; into a pipe or a file, lines as long as the table needs (a
+    script greps whole lines, nothing is folded)."""
+    if not sys.stdout.isatty():
+        return UNBOUNDED_WIDTH
     return shutil.get_terminal_size((120, 24)).columns
+
+
+UNBOUNDED_WIDTH = 10_000
 
 
 def out(text: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,6 +27,8 @@ class OutputFormat(StrEnum):
     yaml = "yaml"
 
 
+_FRACTION = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.\d+(?=Z$|[+-]\d\d:\d\d$)")
+
 Getter = Callable[[Mapping[str, Any]], Any]
 
 
@@ -38,6 +41,7 @@ class Column:
     header: str
     key: str | Getter
     candidates: tuple[str, ...] = ()
+    wrap: bool = True  # False for ids: a wrapped id cannot be copied
 
     def cell(self, row: Mapping[str, Any]) -> Any:
         if callable(self.key):
@@ -69,6 +73,9 @@ def text_of(value: Any) -> str:
         return ", ".join(f"{k}={text_of(v)}" for k, v in value.items())
     if isinstance(value, list | tuple):
         return ", ".join(text_of(v) for v in value)
+    if isinstance(value, str):
+        # A time to the second is what a person reads: 2026-12-04T19:20:01Z.
+        return _FRACTION.sub(r"\1", value)
     return str(value)
 
 
@@ -99,7 +106,7 @@ def render_table(
         title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold"
     )
     for column in columns:
-        table.add_column(column.header, overflow="fold")
+        table.add_column(column.header, overflow="fold", no_wrap=not column.wrap)
     for row in rows:
         table.add_row(*(text_of(column.cell(row)) for column in columns))
     console, buffer = _console(width)

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tocsin_common.settings import DEFAULT_PORTS
 
 from tocsin_cli.exitcodes import CliError, Exit
 
 DEFAULT_PROFILE = "default"
-DEFAULT_API_URL = "http://127.0.0.1:8090"
+DEFAULT_API_URL = f"http://127.0.0.1:{DEFAULT_PORTS['api'].http}"  # make up's api
 API_PREFIX = "/api/v1"
 
 

@@ -24,12 +24,13 @@ from tocsin_cli.profiles import Credential, Profile, Resolved, Store, normalise_
 REFRESH_MARGIN_S = 30.0
 
 USER_FIELDS = [
-    Column("id", "id", ("user_id", "subject_id")),
-    Column("name", "name", ("display_name", "summary")),
-    Column("email", "email"),
-    Column("kind", "kind", ("principal_kind", "type")),
-    Column("role", "role", ("global_role",)),
-    Column("teams", "teams", ("team_roles", "roles")),
+    Column("id", "id"),
+    Column("kind", "kind"),
+    Column("name", "user.name"),
+    Column("email", "user.email"),
+    Column("admin", "admin"),
+    Column("team roles", "team_roles"),
+    Column("token scope", "scope"),
 ]
 
 

@@ -44,8 +44,21 @@ def event_line(event: Event) -> str:
     return "  ".join(f for f in fields if f)
 
 
+def stream_error(event: Event) -> CliError:
+    """The problem an ``error`` event carries (e.g. the token was revoked mid-stream)."""
+    try:
+        body: Any = json.loads(event.data)
+    except ValueError:
+        body = event.data
+    status = int(body.get("status") or 500) if isinstance(body, dict) else 500
+    return CliError(problem_message(status, body), exit_for_status(status))
+
+
 def tail(
     ctx: typer.Context,
+    service: Annotated[
+        list[str] | None, typer.Option("--service", help="only this service's (repeatable)")
+    ] = None,
     last_event_id: Annotated[
         str | None, typer.Option("--last-event-id", help="resume after this event id")
     ] = None,
@@ -65,6 +78,7 @@ def tail(
     headers = dict(api.http.headers)
     headers["Accept"] = "text/event-stream"
     url = api.base_url + API_PREFIX + "/incidents/stream"
+    params = {"service_id": service or []}
     api.close()
     timeout = httpx.Timeout(st.timeout, read=60.0)  # the api sends a keep-alive comment meanwhile
 
@@ -73,7 +87,9 @@ def tail(
         if resume_from:
             request_headers["Last-Event-ID"] = resume_from
         try:
-            with httpx.stream("GET", url, headers=request_headers, timeout=timeout) as response:
+            with httpx.stream(
+                "GET", url, params=params, headers=request_headers, timeout=timeout
+            ) as response:
                 if response.status_code != 200:
                     response.read()
                     try:
@@ -94,6 +110,8 @@ def tail(
     seen = 0
     try:
         for event in resume_forever(open_stream, last_event_id, on_reconnect=reconnecting):
+            if event.event == "error":  # the api ends the stream with a problem
+                raise stream_error(event)
             if output is OutputFormat.json:
                 try:
                     data: Any = json.loads(event.data)

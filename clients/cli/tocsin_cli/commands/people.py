@@ -21,16 +21,15 @@ ONCALL_COLUMNS = [
     Column("until", "end"),
 ]
 SCHEDULE_COLUMNS = [
-    Column("id", "id", ("schedule_id",)),
+    Column("id", "id", ("schedule_id",), wrap=False),
     Column("name", "name", ("summary",)),
-    Column("time zone", "time_zone", ("timezone",)),
-    Column("team", "team_id", ("team",)),
+    Column("time zone", "time_zone"),
+    Column("team", "team_id"),
 ]
 ENTRY_COLUMNS = [
-    Column("user", "user_id", ("user.id", "user")),
     Column("from", "start"),
     Column("until", "end"),
-    Column("source", "source", ("layer", "kind")),
+    Column("on call", lambda span: span.get("user_ids") or "nobody (a gap)"),
 ]
 
 
@@ -72,6 +71,7 @@ def schedule_list(ctx: typer.Context, output: OutputOpt = OutputFormat.table) ->
 def schedule_entries(schedule: dict[str, Any]) -> list[dict[str, Any]]:
     """The rendered final schedule's entries, wherever the answer keeps them."""
     for path in (
+        ("final_schedule",),
         ("final_schedule", "rendered_schedule_entries"),
         ("final_schedule", "entries"),
         ("rendered_schedule_entries",),

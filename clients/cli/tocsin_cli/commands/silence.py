@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 SILENCE_COLUMNS = [
-    Column("id", "id", ("silence_id",)),
+    Column("id", "id", ("silence_id",), wrap=False),
     Column("matchers", "matchers"),
     Column("starts", "starts_at"),
     Column("ends", "ends_at"),
@@ -39,6 +39,9 @@ def add(
     duration: Annotated[
         str | None, typer.Option("--duration", "-d", help="how long: 2h, 30m (default 1h)")
     ] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", help="only this service's alerts (default: all)")
+    ] = None,
     start: Annotated[
         str | None, typer.Option("--start", help="from (RFC 3339; default now)")
     ] = None,
@@ -58,6 +61,8 @@ def add(
         raise CliError("--comment: empty; say why the alerts are silenced", Exit.USAGE)
     moment = now()
     body: dict[str, object] = {"matchers": parsed, "comment": comment}
+    if service:
+        body["service_id"] = service
     if start:
         body["starts_at"] = rfc3339(parse_time_arg(start, moment, "--start"))
     if end:
