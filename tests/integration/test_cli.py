@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -26,6 +28,7 @@ from tocsin.v1 import incident_service_pb2, incident_service_pb2_grpc
 
 from tests.integration.api_client import client, incident_titled, trigger
 from tests.integration.harness import Stack, infra_from_env
+from tests.integration.test_oidc import provider  # noqa: F401 (the provider process, a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -465,7 +468,20 @@ async def test_bulk_acknowledge_by_filter_asks_first(stack: Stack, tmp_path: Pat
     nothing = await tocsin(
         "incidents", "ack", "--service", "cli-svc", "--status", "triggered", "--yes", env=env
     )
-    assert nothing.code == 0 and "nothing to do" in nothing.stderr
+    assert nothing.code == 0 and "nothing to do" in nothing.stdout
+    nothing_json = await tocsin(
+        "incidents",
+        "ack",
+        "--service",
+        "cli-svc",
+        "--status",
+        "triggered",
+        "--yes",
+        "-o",
+        "json",
+        env=env,
+    )
+    assert nothing_json.json() == []
 
     both = await tocsin("incidents", "ack", "x", "--service", "cli-svc", env=env)
     assert both.code == 2
@@ -590,7 +606,8 @@ async def test_tail_follows_and_resumes_across_an_api_restart(stack: Stack, tmp_
     )
     assert proc.stdout is not None and proc.stderr is not None
     try:
-        await asyncio.sleep(1.0)  # connected
+        connected = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+        assert connected.startswith("following "), connected
         first = await new_incident(stack)
         (opened,) = await _read_json_lines(proc.stdout, 1, 30)
         assert opened["event"] == "incident" and opened["id"]
@@ -605,6 +622,12 @@ async def test_tail_follows_and_resumes_across_an_api_restart(stack: Stack, tmp_
         await stub.Acknowledge(incident_service_pb2.IncidentRef(incident_id=first["id"]))
         api.start()
         await api.wait_healthy()
+        # It reconnects from the last event it printed.
+        while "following" not in (
+            line := (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        ):
+            assert "reconnecting after event " + opened["id"] in line, line
+        assert line.strip().endswith(f"from event {opened['id']}"), line
         second = await new_incident(stack)
         wanted = {("acknowledged", first["id"]), ("triggered", second["id"])}
         events: list[Any] = []
@@ -621,16 +644,238 @@ async def test_tail_follows_and_resumes_across_an_api_restart(stack: Stack, tmp_
     finally:
         proc.terminate()
         await proc.wait()
-    stderr = (await proc.stderr.read()).decode()
-    assert "reconnecting after event" in stderr
+
+
+async def _until_done(stack: Stack, run: asyncio.Future[Run], key: str = CLI_KEY) -> Run:
+    """``run`` (a tail waiting for changes), with a new incident every 2 s until it ends."""
+    deadline = time.monotonic() + 60
+    while not run.done():
+        assert time.monotonic() < deadline, "tail saw no change in 60 s"
+        await trigger(stack, f"cli tail {uuid.uuid4().hex[:8]}", key=key)
+        await asyncio.wait({run}, timeout=2)
+    return run.result()
 
 
 async def test_tail_stops_after_count(stack: Stack, tmp_path: Path) -> None:
     token, _ = await stack.token_for("cli-resp")
     env = api_env(stack, token, tmp_path)
     run = asyncio.ensure_future(tocsin("tail", "--service", "cli-svc", "--count", "1", env=env))
-    await asyncio.sleep(1.0)
-    incident = await new_incident(stack)
-    result = await asyncio.wait_for(run, 30)
+    result = await _until_done(stack, run)
     assert result.code == 0, result.stderr
-    assert "triggered" in result.stdout and incident["id"] in result.stdout
+    assert len(result.stdout.splitlines()) == 1
+    assert "cli-svc" in result.stdout and "cli tail" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# The documentation's examples
+# ---------------------------------------------------------------------------------------------
+
+CHECKOUT_KEY = "itcheckout0000000000000000000001"  # stack_config/00-skeleton.yaml's checkout
+_EXIT_NOTE = re.compile(r"\s+#\s*exit\s+(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Example:
+    line: str  # a shell command line starting with `tocsin`
+    code: int  # the exit code it must give (a trailing `# exit N`; 0 without)
+
+
+def examples(markdown: str) -> list[Example]:
+    """The `tocsin ...` lines of the ```sh blocks of a Markdown page, in order (```text
+    blocks show output or need a person: they are not run)."""
+    found = []
+    in_sh = False
+    for raw in markdown.splitlines():
+        line = raw.strip()
+        if line.startswith("```"):
+            in_sh = line == "```sh" if not in_sh else False
+            continue
+        if in_sh and line.startswith("tocsin "):
+            note = _EXIT_NOTE.search(line)
+            code = int(note.group(1)) if note else 0
+            found.append(Example(_EXIT_NOTE.sub("", line), code))
+    return found
+
+
+def test_examples_are_found_in_the_docs() -> None:
+    text = "```sh\ntocsin a\nnot me\ntocsin b  # exit 4\n```\n```text\ntocsin c\n```\ntocsin d\n"
+    assert examples(text) == [Example("tocsin a", 0), Example("tocsin b", 4)]
+
+
+async def _run_line(line: str, env: Mapping[str, str]) -> Run:
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        line,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+async def test_the_docs_examples_run_as_documented(stack: Stack, tmp_path: Path) -> None:
+    """Every `tocsin` line of docs/cli.md's ```sh blocks, run by bash as written, gives the
+    exit code the page says, against this stack (its checkout service and primary schedule,
+    as in the example config)."""
+    title = await trigger(stack, f"docs example {uuid.uuid4().hex[:8]}", key=CHECKOUT_KEY)
+    async with client(stack) as api:
+        incident = await incident_titled(api, title, "checkout")
+    env = {
+        **api_env(stack, stack.admin_token, tmp_path),
+        "PATH": f"{Path(TOCSIN).parent}:{os.environ['PATH']}",
+        "INCIDENT": incident["id"],
+        "RESPONDER": "alice",
+        "SCHEDULE": "primary",
+    }
+    silence = await tocsin(
+        "silence",
+        "add",
+        "alertname=DocsExample",
+        "--service",
+        "checkout",
+        "--comment",
+        "docs",
+        env=env,
+    )
+    assert silence.code == 0, silence.stderr
+    env["SILENCE"] = silence.stdout.strip()
+
+    lines = examples((ROOT / "docs" / "cli.md").read_text())
+    assert len(lines) >= 20, lines
+    for example in lines:
+        if example.line.startswith("tocsin tail"):
+            # It waits for the next change: make one.
+            result = await _until_done(
+                stack, asyncio.ensure_future(_run_line(example.line, env)), CHECKOUT_KEY
+            )
+        else:
+            result = await _run_line(example.line, env)
+        assert result.code == example.code, (
+            f"docs/cli.md: `{example.line}` exited {result.code}, the page says {example.code}:"
+            f"\n{result.stdout}\n{result.stderr}"
+        )
+        if " -o json" in example.line and example.code == 0:
+            json.loads(result.stdout)  # what the page calls JSON parses
+
+
+async def test_the_readme_acknowledges_the_example_incident(stack: Stack, tmp_path: Path) -> None:
+    """README's Try it: after the alert, its `tocsin incidents` lines list and acknowledge
+    the checkout incident (the login line reads make up's token file; here the stack's)."""
+    title = await trigger(stack, f"readme example {uuid.uuid4().hex[:8]}", key=CHECKOUT_KEY)
+    async with client(stack) as api:
+        incident = await incident_titled(api, title, "checkout")
+    readme = (ROOT / "README.md").read_text()
+    try_it = readme[readme.index("## Try it") : readme.index("## The repository")]
+    lines = [e.line for e in examples(try_it)]
+    assert any(line.startswith("tocsin login") for line in lines)
+    assert "tocsin incidents ack --service checkout --status triggered --yes" in lines
+    env = {
+        **api_env(stack, stack.admin_token, tmp_path),
+        "PATH": f"{Path(TOCSIN).parent}:{os.environ['PATH']}",
+    }
+    for line in lines:
+        if line.startswith("tocsin login"):
+            continue
+        result = await _run_line(line, env)
+        assert result.code == 0, f"README: `{line}`: {result.stderr}"
+    deadline = time.monotonic() + 30
+    while (await shown(env, incident["id"]))["status"] != "acknowledged":
+        assert time.monotonic() < deadline, "README's tocsin lines did not acknowledge it"
+        await asyncio.sleep(0.3)
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenID Connect login, against the real provider process of test_oidc.py
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("provider")
+async def test_login_with_openid_connect_in_a_browser(stack: Stack, tmp_path: Path) -> None:
+    """`tocsin login --browser`: authorization code + PKCE with a loopback redirect. The test
+    is the person's browser: it opens the URL tocsin prints, approves on the provider's form
+    and follows the redirect back to tocsin, which trades the code and keeps the ID token."""
+    issuer = stack.oidc_issuer
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path),
+        # The mock provider takes confidential clients only (any secret will do).
+        "TOCSIN_OIDC_CLIENT_SECRET": uuid.uuid4().hex,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        TOCSIN,
+        "login",
+        "--api-url",
+        stack.api_url,
+        "--issuer",
+        issuer,
+        "--client-id",
+        "tocsin-tests",
+        "--client-secret-env",
+        "TOCSIN_OIDC_CLIENT_SECRET",
+        "--scopes",
+        "openid profile email",
+        "--browser",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+    assert "open this URL in a browser on this machine: " in line, line
+    url = line.split("on this machine: ", 1)[1].strip()
+    async with aiohttp.ClientSession() as browser:
+        async with browser.put(
+            f"{issuer}/users/cai-at-idp", json={"preferred_username": "cli-resp"}
+        ) as response:
+            assert response.status == 204, await response.text()
+        async with browser.post(url, data={"sub": "cai-at-idp"}, allow_redirects=False) as response:
+            assert response.status == 302, await response.text()
+            callback = response.headers["Location"]
+        assert callback.startswith("http://127.0.0.1:") and "/callback?" in callback
+        async with browser.get(callback) as response:  # back to tocsin's loopback listener
+            assert response.status == 200 and "Logged in" in await response.text()
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert "as cli-resp" in err.decode()
+
+    stored = yaml.safe_load((tmp_path / "tocsin" / "credentials.yaml").read_text())["default"]
+    assert stored["kind"] == "oidc" and stored["token"].count(".") == 2  # a JWT
+    config = yaml.safe_load((tmp_path / "tocsin" / "config.yaml").read_text())["profiles"]
+    assert config["default"]["oidc_client_secret_env"] == "TOCSIN_OIDC_CLIENT_SECRET"
+    assert "secret" not in json.dumps(config).replace("client_secret_env", "")
+    # The provider's tokens live 12 s, so tocsin tries to renew this one at once (its
+    # refresh token, the client's secret from the variable the profile names). This provider
+    # answers a refresh with no ID token: tocsin says so and uses the token while it lasts...
+    secret_env = {k: env[k] for k in ("XDG_CONFIG_HOME", "TOCSIN_OIDC_CLIENT_SECRET")}
+    me = await tocsin("whoami", "-o", "json", env=secret_env)
+    assert me.code == 0, me.stderr
+    assert me.json()["id"] == "cli-resp"
+    assert "could not renew the login" in me.stderr
+    # ... and, once it has expired, asks for a new login.
+    await asyncio.sleep(max(0.0, stored["expires_at"] - time.time()) + 1)
+    expired = await tocsin("whoami", env=secret_env)
+    assert expired.code == 3
+    assert "the login expired and could not be renewed" in expired.stderr
+
+
+@pytest.mark.usefixtures("provider")
+async def test_a_provider_without_the_device_grant_is_named(stack: Stack, tmp_path: Path) -> None:
+    issuer = stack.oidc_issuer
+    refused = await tocsin(
+        "login",
+        "--api-url",
+        stack.api_url,
+        "--issuer",
+        issuer,
+        "--client-id",
+        "tocsin-tests",
+        "--device",
+        env={"XDG_CONFIG_HOME": str(tmp_path)},
+    )
+    assert refused.code == 3
+    assert "no device authorization endpoint" in refused.stderr

@@ -46,6 +46,9 @@ class Profile:
     api_url: str = DEFAULT_API_URL
     oidc_issuer: str | None = None
     oidc_client_id: str | None = None
+    # The name of an environment variable (or NAME_FILE) with the client's secret, for a
+    # provider that registers the CLI as a confidential client; never the secret itself.
+    oidc_client_secret_env: str | None = None
     oidc_scopes: list[str] = field(default_factory=lambda: ["openid", "profile", "email", "groups"])
 
 

@@ -185,8 +185,7 @@ def _select(
         query["status"] = default_statuses
     matches = list(api.pages("/incidents", "incidents", {**query, "limit": 100}))
     if not matches:
-        note("no incidents match: nothing to do")
-        raise typer.Exit(0)
+        return []
     if not yes:
         out(render_table(matches, INCIDENT_COLUMNS, width=width()))
         typer.confirm(f"{verb} these {len(matches)} incident(s)?", abort=True, err=True)
@@ -226,6 +225,9 @@ def _act(
             out(render([result], output, OUTCOME_COLUMNS, width=width()))
             return
         targets = _select(api, ids, query, yes, action, default_statuses)
+        if not targets:
+            out(render([], output, OUTCOME_COLUMNS, empty="no incidents match: nothing to do"))
+            return
         incidents = [{k: v for k, v in t.items() if v} for t in targets]
         results: list[dict[str, Any]] = []
         for start in range(0, len(incidents), BULK_MAX):

@@ -100,6 +100,11 @@ def tail(
                     if response.status_code >= 500:
                         raise StreamDropped(message)
                     raise CliError(message, exit_for_status(response.status_code))
+                note(
+                    f"following {url} from event {resume_from}"
+                    if resume_from
+                    else f"following {url} (Ctrl-C to stop)"
+                )
                 yield from response.iter_lines()
         except httpx.HTTPError as exc:
             raise StreamDropped(str(exc) or type(exc).__name__) from None
