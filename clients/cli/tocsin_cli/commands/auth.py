@@ -85,7 +85,7 @@ def login(
     """Log in: store an API token (--token), or log in with OpenID Connect's device flow
     when the profile (or --issuer/--client-id) names a provider.
 
-    Example: tocsin login --api-url http://127.0.0.1:8090 --token tocsin_...
+    Example: tocsin login --api-url http://127.0.0.1:8082 --token tocsin_...
     """
     st = state(ctx)
     store = st.store()
