@@ -18,7 +18,7 @@ PACKAGES := libs/common/tocsin_common services/alert-ingest/tocsin_ingest servic
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv proto proto-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure fuzz
+.PHONY: help venv proto proto-check api-spec api-spec-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure fuzz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ proto: $(STAMP)  ## generate Python code from protos/ into libs/common/tocsin/v1
 proto-check: $(STAMP)  ## fail when the generated code is stale against protos/
 	$(PY) tools/genproto.py --check --out $(PROTO_OUT)
 
+api-spec: $(STAMP)  ## write the REST API's OpenAPI 3.1 document (docs/openapi.json) from the code
+	$(PY) tools/apispec.py
+
+api-spec-check: $(STAMP)  ## fail when docs/openapi.json is stale against services/api
+	$(PY) tools/apispec.py --check
+
 lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, clients/, tools/ and bench/
 	$(VENV)/bin/ruff check services libs clients tools tests bench
 	$(VENV)/bin/mypy $(PACKAGES) tools bench
@@ -46,7 +52,7 @@ lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, clients/,
 fetch: $(STAMP)  ## fetch the Kafka broker jars and install redis-server (done by up/test too)
 	$(PY) tools/devstack.py fetch
 
-up: $(STAMP)  ## run Kafka, Redis and the four services locally (stop with make down)
+up: $(STAMP)  ## run Kafka, Redis and the five services (the api too) locally (stop with make down)
 	$(PY) tools/devstack.py up --profile dev
 
 down:  ## stop exactly what make up started

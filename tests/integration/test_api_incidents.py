@@ -5,6 +5,8 @@ bulk; a stale ETag refused with 412; errors as problem+json."""
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 
 import httpx
 import pytest
@@ -197,3 +199,31 @@ async def test_health_and_the_openapi_document(stack: Stack) -> None:
         assert doc["openapi"].startswith("3.1")
         assert "/api/v1/incidents/{incident_id}/acknowledge" in doc["paths"]
         assert (await http.get("/api/v1/docs")).status_code == 200
+
+
+async def test_a_request_is_one_trace_from_the_caller_through_escalation(stack: Stack) -> None:
+    trace_id = uuid.uuid4().hex
+    parent = "00f067aa0ba902b7"
+    async with client(stack) as api:
+        reply = await api.get(
+            "/incidents", params={"limit": 1}, headers={"traceparent": f"00-{trace_id}-{parent}-01"}
+        )
+        assert reply.status_code == 200
+    deadline = time.monotonic() + 15
+    while True:
+        spans = stack.traces.trace(trace_id)
+        names = {(s.service, s.name) for s in spans}
+        if ("tocsin-escalation", "tocsin.v1.IncidentService/List") in names:
+            break
+        assert time.monotonic() < deadline, names
+        await asyncio.sleep(0.2)
+    servers = [s for s in spans if s.service == "tocsin-api" and s.kind == 2]
+    assert [(s.name, s.parent_span_id) for s in servers] == [("GET /api/v1/incidents", parent)]
+    by_id = {s.span_id: s for s in spans}
+    (listed,) = [s for s in spans if s.service == "tocsin-escalation"]
+    client_span = by_id[listed.parent_span_id]  # the api's gRPC call ...
+    assert client_span.service == "tocsin-api" and client_span.kind == 3
+    ancestor = client_span  # ... inside the api's request span
+    while ancestor.parent_span_id in by_id:
+        ancestor = by_id[ancestor.parent_span_id]
+    assert ancestor.span_id == servers[0].span_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tocsin_common.tracing import tracer
@@ -60,10 +62,6 @@ def validation_problem(error: RequestValidationError) -> Problem:
     return Problem(400, detail, errors)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """413 for a request body over ``max_bytes``: by its Content-Length before it is read,
     or as it streams in (chunked) before the handler sees more than that."""
@@ -91,33 +89,47 @@ class BodyLimit:
                     await self._too_large()(scope, receive, send)
                     return
         seen = 0
-        started = False
+        over = False
+        replaced = False
 
         async def counted() -> Message:
-            nonlocal seen
+            # Past the limit the app is told the body ended (FastAPI turns any error raised
+            # while it reads into a 400); its answer is then replaced by the 413 below.
+            nonlocal seen, over
+            if over:
+                return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    over = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        async def watched(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def answered(message: Message) -> None:
+            nonlocal replaced
+            if over:
+                if not replaced:
+                    replaced = True
+                    await self._too_large()(scope, receive, send)
+                return
             await send(message)
 
-        try:
-            await self.app(scope, counted, watched)
-        except BodyTooLarge:
-            if not started:
-                await self._too_large()(scope, receive, send)
+        await self.app(scope, counted, answered)
+
+
+REQUEST_SECONDS = Histogram(
+    "tocsin_api_request_seconds",
+    "Time to answer an API request (to its first byte for streams)",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 
 class Tracing:
     """A SERVER span per request, continuing the caller's trace (``traceparent``), named by
-    its route template (never the path: it may hold a calendar feed's secret)."""
+    its route template (never the path: it may hold a calendar feed's secret); and the
+    request's time in ``tocsin_api_request_seconds`` (/metrics on the metrics port)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -130,6 +142,8 @@ class Tracing:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
         ctx = propagate.extract(headers)
         method = scope.get("method", "GET")
+        began = time.perf_counter()
+        answered: list[tuple[int, float]] = []
         with self.tracer.start_as_current_span(
             method, context=ctx, kind=SpanKind.SERVER, attributes={"http.request.method": method}
         ) as span:
@@ -137,6 +151,7 @@ class Tracing:
             async def sending(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     status = int(message["status"])
+                    answered.append((status, time.perf_counter() - began))
                     span.set_attribute("http.response.status_code", status)
                     if status >= 500:
                         span.set_status(Status(StatusCode.ERROR))
@@ -150,6 +165,11 @@ class Tracing:
                 if template:
                     span.update_name(f"{method} {template}")
                     span.set_attribute("http.route", template)
+                if answered:
+                    status, seconds = answered[0]
+                    REQUEST_SECONDS.labels(method, template or "(no route)", str(status)).observe(
+                        seconds
+                    )
 
 
 # Answers every route may give, documented once for all (problem+json).
@@ -187,27 +207,25 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     doc.setdefault("components", {})["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer"}
     }
+    shared = doc["components"].setdefault("responses", {})
+    for code, description in {**COMMON_PROBLEMS, **EXTRA_PROBLEMS}.items():
+        shared[f"Problem{code}"] = {"description": description, "content": problem}
+    shared["Problem429"]["headers"] = {
+        "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
+    }
     for path, operations in doc.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
             public = path in ("/healthz", "/readyz") or path.startswith("/api/v1/calendars/")
-            codes = {"400": COMMON_PROBLEMS["400"], "503": COMMON_PROBLEMS["503"]}
+            codes = ["400", "503"]
             if path.startswith("/api/v1/calendars/"):
-                codes["404"] = COMMON_PROBLEMS["404"]
+                codes.append("404")
             if not public:
-                codes = {**COMMON_PROBLEMS, **EXTRA_PROBLEMS}
+                codes = [*COMMON_PROBLEMS, *EXTRA_PROBLEMS]
                 operation["security"] = [{"bearer": []}]
-            for code, description in codes.items():
-                responses.setdefault(code, {"description": description, "content": problem})
-            for answer in responses.values():
-                for media in answer.get("content", {}):
-                    if media == "application/json" and "schema" not in answer["content"][media]:
-                        answer["content"][media]["schema"] = {}
-            if "429" in responses:
-                responses["429"]["headers"] = {
-                    "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
-                }
+            for code in codes:
+                responses.setdefault(code, {"$ref": f"#/components/responses/Problem{code}"})
     return doc
 
 
@@ -221,6 +239,9 @@ def create_app(state: ApiState | None, lifespan: Any = None, max_body_bytes: int
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        # FastAPI's own telemetry would open a second SERVER span per request and record
+        # the raw path (a calendar feed's secret): the Tracing middleware does it instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     if state is not None:
         app.state.api = state

@@ -84,8 +84,11 @@ def service_resource(config: TocsinConfig, service_id: str) -> Resource:
 
 
 def user_resource(config: TocsinConfig, user_id: str) -> Resource:
-    """A person's profile belongs to their teams (as members) and to themselves."""
-    return Resource("user", user_id, user_teams(config, user_id), owner=user_id)
+    """A person's profile belongs to every team they hold a role on, and to themselves."""
+    teams = frozenset(
+        t.id for t in config.teams if user_id in (*t.members, *t.managers, *t.viewers)
+    )
+    return Resource("user", user_id, teams, owner=user_id)
 
 
 def incident_resource(config: TocsinConfig, incident_id: str, service_id: str) -> Resource:

@@ -60,10 +60,12 @@ async def service(service_id: str, request: Request, caller: Caller = CallerDep)
 async def heartbeats(
     service_id: str, request: Request, caller: Caller = CallerDep
 ) -> dict[str, Any]:
+    config = _config(request)
     try:
-        _config(request).service(service_id)
+        config.service(service_id)
     except KeyError:
         raise Problem(404, f"service_id: no service {service_id!r}") from None
+    await authorize(request, caller, "service.read", service_resource(config, service_id))
     found = await call(
         state_of(request).backends.heartbeats.ListHeartbeats,
         heartbeat_service_pb2.ListHeartbeatsRequest(service_id=service_id),
