@@ -538,3 +538,13 @@ def test_ids_are_never_folded_and_times_are_shown_to_the_second() -> None:
     assert text_of("2026-12-04T19:20:01.123456Z") == "2026-12-04T19:20:01Z"
     assert text_of("2026-12-04T19:20:01.5+01:00") == "2026-12-04T19:20:01+01:00"
     assert text_of("version 1.5Z") == "version 1.5Z"
+
+
+def test_an_error_event_ends_the_tail_with_its_problem() -> None:
+    from tocsin_cli.commands.live import stream_error
+
+    problem = {"title": "Unauthorized", "status": 401, "detail": "the token was revoked"}
+    error = stream_error(Event("5", "error", json.dumps(problem)))
+    assert error.code is Exit.AUTH
+    assert str(error) == "401: the token was revoked"
+    assert stream_error(Event(None, "error", "gone")).code is Exit.ERROR
