@@ -216,9 +216,21 @@ async def test_admin_lag_and_replay_of_a_group(tmp_path: Path) -> None:
     ] == 0
 
     done = await tocsin(
-        "admin", "replay", group, "--topic", topic, "--to-earliest", env=env, stdin="y\n"
+        "admin",
+        "replay",
+        group,
+        "--topic",
+        topic,
+        "--to-earliest",
+        "-o",
+        "json",
+        env=env,
+        stdin="y\n",
     )
     assert done.code == 0, done.stderr
+    # The plan was shown with the question (stderr); stdout is the result alone.
+    assert "committed before" in done.stderr
+    assert {r["after"] for r in done.json()} == {0}
     after = (await tocsin("admin", "lag", "--group", group, "-o", "json", env=env)).json()
     assert (after[0]["committed"], after[0]["lag"]) == (0, already + 6)
 
@@ -451,9 +463,20 @@ async def test_bulk_acknowledge_by_filter_asks_first(stack: Stack, tmp_path: Pat
         assert (await shown(env, iid))["status"] == "triggered"
 
     done = await tocsin(
-        "incidents", "ack", "--service", "cli-svc", "--status", "triggered", env=env, stdin="y\n"
+        "incidents",
+        "ack",
+        "--service",
+        "cli-svc",
+        "--status",
+        "triggered",
+        "-o",
+        "json",
+        env=env,
+        stdin="y\n",
     )
     assert done.code == 0, done.stderr
+    assert all(iid in done.stderr for iid in ids)  # the matches, shown with the question
+    assert ids <= {r["id"] for r in done.json()}
     for iid in ids:
         await until_shown(env, iid, "acknowledged")
 

@@ -7,7 +7,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -75,12 +75,3 @@ def note(text: str) -> None:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def dig(obj: Any, *keys: str) -> Any:
-    """The first of ``keys`` that ``obj`` has (a mapping), else ``obj`` itself."""
-    if isinstance(obj, dict):
-        for key in keys:
-            if key in obj:
-                return obj[key]
-    return obj

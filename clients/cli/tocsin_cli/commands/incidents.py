@@ -187,7 +187,8 @@ def _select(
     if not matches:
         return []
     if not yes:
-        out(render_table(matches, INCIDENT_COLUMNS, width=width()))
+        # The matches go with the question, on stderr: stdout is for the outcomes.
+        note(render_table(matches, INCIDENT_COLUMNS, width=width()).rstrip())
         typer.confirm(f"{verb} these {len(matches)} incident(s)?", abort=True, err=True)
     return [
         {"id": incident_id(m), "etag": m.get("etag") or _etag(api, incident_id(m))} for m in matches

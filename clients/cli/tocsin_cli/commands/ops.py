@@ -173,10 +173,8 @@ def replay(
             note("dry run: nothing changed")
             return
         if not yes:
-            out(render(rows, OutputFormat.table, REPLAY_COLUMNS, width=width()))
+            # The plan goes with the question, on stderr: stdout is for the result.
+            note(render(rows, OutputFormat.table, REPLAY_COLUMNS, width=width()).rstrip())
             typer.confirm(f"reset group {group} on {topic} to these offsets?", abort=True, err=True)
         admin.commit(group, after)
-    if output is OutputFormat.table and not yes:
-        note(f"group {group} will read {topic} from the offsets above")
-    else:
-        out(render(rows, output, REPLAY_COLUMNS, width=width()))
+    out(render(rows, output, REPLAY_COLUMNS, width=width()))
