@@ -426,11 +426,11 @@ async def test_incidents_list_show_and_act_one_by_one(stack: Stack, tmp_path: Pa
     assert resolved.code == 0, resolved.stderr
     await until_shown(env, iid, "resolved")
 
-    # Resolving it again is moot: the outcome says so and the exit code is a conflict's.
+    # Resolving it again is accepted as a no-op (the command is idempotent), not an error.
     again = await tocsin("incidents", "resolve", iid, "-o", "json", env=env)
-    assert again.code in (0, 5), again.stderr
-    if again.code == 5:
-        assert again.json()[0]["status"] == 409
+    assert again.code == 0, again.stderr
+    assert [(r["id"], r["status"]) for r in again.json()] == [(iid, 202)]
+    assert (await shown(env, iid))["status"] == "resolved"
 
     missing = await tocsin("incidents", "show", "no-such-incident", env=env)
     assert missing.code == 4
