@@ -269,3 +269,39 @@ async def test_tampered_and_expired_tokens_are_unauthenticated(
             )
         ).records
     assert any("OIDC token refused: the token has expired" in r.reason for r in records)
+
+
+async def test_an_oidc_token_works_through_the_rest_api_as_its_person(
+    stack: Stack, provider: str, settings: Oidc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The api authenticates the token itself, then forwards it: the services record the
+    mapped person (here, not in a module of its own: the services cache this provider's
+    keys, and a second provider process would have others)."""
+    import httpx
+
+    tokens = await login(
+        provider,
+        settings,
+        monkeypatch,
+        "rita-at-idp-api",
+        preferred_username="oidc-rita",
+        groups=["sre-leads"],
+    )
+    base = f"{stack.api_url}/api/v1"
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {tokens.id_token}"}
+    ) as api:
+        me = (await api.get("/users/me")).json()
+        assert me["id"] == "oidc-rita" and me["team_roles"] == {"auth-sre": "manager"}
+        body = {"service_id": "auth-sre-svc", "matchers": ["a=b"], "duration_seconds": 60}
+        made = await api.post("/silences", json=body)
+        assert made.status_code == 201, made.text
+        assert made.json()["created_by"] == "oidc-rita"  # the services saw the person
+        assert (await api.delete(f"/silences/{made.json()['id']}")).status_code == 204
+        other = await api.post("/silences", json={**body, "service_id": "auth-other-svc"})
+        assert other.status_code == 403, other.text
+    forged = tampered(tokens.id_token, preferred_username="auth-mgr")
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {forged}"}
+    ) as api:
+        assert (await api.get("/users/me")).status_code == 401

@@ -268,3 +268,19 @@ def test_one_server_span_per_request_named_by_its_route_with_grpc_calls_inside()
     assert span.name == "GET /api/v1/calendars/{feed_token}.ics"
     assert "secretvalue" not in str(dict(span.attributes or {}))
     assert inner and inner[0].span_id == span.context.span_id  # the handler ran inside it
+
+
+def test_audit_cursors_resume_within_an_instant() -> None:
+    from tocsin_api.problems import Problem
+    from tocsin_api.routes.admin import decode_cursor, encode_cursor
+
+    records = [
+        {"id": "a", "at": "2026-12-04T10:00:01.000002Z"},
+        {"id": "b", "at": "2026-12-04T10:00:00.000001Z"},
+        {"id": "c", "at": "2026-12-04T10:00:00.000001Z"},
+    ]
+    at, shown = decode_cursor(encode_cursor(records))
+    assert at.isoformat() == "2026-12-04T10:00:00.000001+00:00" and shown == {"b", "c"}
+    with pytest.raises(Problem) as bad:
+        decode_cursor("bm90IGpzb24")
+    assert bad.value.status == 400 and bad.value.errors[0].field == "cursor"

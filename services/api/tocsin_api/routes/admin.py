@@ -20,19 +20,27 @@ from tocsin_api.problems import invalid
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
 
-def encode_cursor(until: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"until": until}).encode()).decode()
+MAX_SKIP = 100
 
 
-def decode_cursor(cursor: str) -> datetime:
+def encode_cursor(records: list[dict[str, Any]]) -> str:
+    """After the page's last record: the records older than its instant, and those of its
+    instant not yet shown (``until`` is exclusive, and records can share an instant)."""
+    last = records[-1]["at"]
+    shown = [r["id"] for r in records if r["at"] == last][:MAX_SKIP]
+    return base64.urlsafe_b64encode(json.dumps({"at": last, "shown": shown}).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, set[str]]:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        value = datetime.fromisoformat(str(data["until"]).replace("Z", "+00:00"))
+        value = datetime.fromisoformat(str(data["at"]).replace("Z", "+00:00"))
+        shown = {str(i) for i in data["shown"]}
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise invalid("cursor", "not a cursor of this API") from None
-    if value.tzinfo is None:
+    if value.tzinfo is None or len(shown) > MAX_SKIP:
         raise invalid("cursor", "not a cursor of this API")
-    return value
+    return value, shown
 
 
 @router.get(
@@ -55,23 +63,25 @@ async def audit_records(
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise invalid(name, "needs a time zone offset (RFC 3339), e.g. 2026-01-01T00:00:00Z")
+    shown: set[str] = set()
     if cursor:
-        until = decode_cursor(cursor)
+        at, shown = decode_cursor(cursor)
+        until = at + timedelta(microseconds=1)  # the instant itself, less what was shown
     req = auth_service_pb2.ListAuditRequest(
         actor=actor or "",
         action=action or "",
         resource_id=resource_id or "",
         denied_only=denied_only,
-        limit=limit,
+        limit=limit + len(shown),
     )
     if since is not None:
         req.since.CopyFrom(to_timestamp(since))
     if until is not None:
         req.until.CopyFrom(to_timestamp(until))
     found = await call(state_of(request).backends.auth.ListAudit, req, caller.credential)
-    records = [convert.audit_record(r) for r in found.records]
-    last = records[-1]["at"] if len(records) == limit and records else None
-    return {"audit_records": records, "next_cursor": encode_cursor(last) if last else None}
+    records = [convert.audit_record(r) for r in found.records if r.audit_id not in shown][:limit]
+    full = len(records) == limit and records[-1]["at"] is not None
+    return {"audit_records": records, "next_cursor": encode_cursor(records) if full else None}
 
 
 @router.get("/tokens", response_model=models.Tokens, summary="API tokens (yours; admins: any)")

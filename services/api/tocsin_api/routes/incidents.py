@@ -111,7 +111,10 @@ async def _stream_events(
         watch.cancel()
         if isinstance(error, grpc.aio.AioRpcError):
             return problem_of(error, {"from_position": "Last-Event-ID"})
-        raise error  # type: ignore[misc]
+        # The stream ended at once (escalation shutting down): retry elsewhere.
+        return Problem(
+            503, "the incident stream ended at once; retry", headers={"Retry-After": "1"}
+        )
 
     async def body() -> AsyncIterator[bytes]:
         pending = first
