@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -29,7 +28,6 @@ from tocsin.v1 import incident_service_pb2, incident_service_pb2_grpc
 
 from tests.integration.api_client import client, incident_titled, trigger
 from tests.integration.harness import Stack, free_port, infra_from_env
-from tests.integration.test_oidc import provider  # noqa: F401 (the provider process, a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -819,98 +817,6 @@ async def test_the_readme_acknowledges_the_example_incident(stack: Stack, tmp_pa
     while (await shown(env, incident["id"]))["status"] != "acknowledged":
         assert time.monotonic() < deadline, "README's tocsin lines did not acknowledge it"
         await asyncio.sleep(0.3)
-
-
-# ---------------------------------------------------------------------------------------------
-# OpenID Connect login, against the real provider process of test_oidc.py
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.usefixtures("provider")
-async def test_login_with_openid_connect_in_a_browser(stack: Stack, tmp_path: Path) -> None:
-    """`tocsin login --browser`: authorization code + PKCE with a loopback redirect. The test
-    is the person's browser: it opens the URL tocsin prints, approves on the provider's form
-    and follows the redirect back to tocsin, which trades the code and keeps the ID token."""
-    issuer = stack.oidc_issuer
-    env = {
-        **os.environ,
-        "XDG_CONFIG_HOME": str(tmp_path),
-        # The mock provider takes confidential clients only (any secret will do).
-        "TOCSIN_OIDC_CLIENT_SECRET": uuid.uuid4().hex,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        TOCSIN,
-        "login",
-        "--api-url",
-        stack.api_url,
-        "--issuer",
-        issuer,
-        "--client-id",
-        "tocsin-tests",
-        "--client-secret-env",
-        "TOCSIN_OIDC_CLIENT_SECRET",
-        "--scopes",
-        "openid profile email",
-        "--browser",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-    assert "open this URL in a browser on this machine: " in line, line
-    url = line.split("on this machine: ", 1)[1].strip()
-    async with aiohttp.ClientSession() as browser:
-        async with browser.put(
-            f"{issuer}/users/cai-at-idp", json={"preferred_username": "cli-resp"}
-        ) as response:
-            assert response.status == 204, await response.text()
-        async with browser.post(url, data={"sub": "cai-at-idp"}, allow_redirects=False) as response:
-            assert response.status == 302, await response.text()
-            callback = response.headers["Location"]
-        assert callback.startswith("http://127.0.0.1:") and "/callback?" in callback
-        async with browser.get(callback) as response:  # back to tocsin's loopback listener
-            assert response.status == 200 and "Logged in" in await response.text()
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err.decode()
-    assert "as cli-resp" in err.decode()
-
-    stored = yaml.safe_load((tmp_path / "tocsin" / "credentials.yaml").read_text())["default"]
-    assert stored["kind"] == "oidc" and stored["token"].count(".") == 2  # a JWT
-    config = yaml.safe_load((tmp_path / "tocsin" / "config.yaml").read_text())["profiles"]
-    assert config["default"]["oidc_client_secret_env"] == "TOCSIN_OIDC_CLIENT_SECRET"
-    assert "secret" not in json.dumps(config).replace("client_secret_env", "")
-    # The provider's tokens live 12 s, so tocsin tries to renew this one at once (its
-    # refresh token, the client's secret from the variable the profile names). This provider
-    # answers a refresh with no ID token: tocsin says so and uses the token while it lasts...
-    secret_env = {k: env[k] for k in ("XDG_CONFIG_HOME", "TOCSIN_OIDC_CLIENT_SECRET")}
-    me = await tocsin("whoami", "-o", "json", env=secret_env)
-    assert me.code == 0, me.stderr
-    assert me.json()["id"] == "cli-resp"
-    assert "could not renew the login" in me.stderr
-    # ... and, once it has expired, asks for a new login.
-    await asyncio.sleep(max(0.0, stored["expires_at"] - time.time()) + 1)
-    expired = await tocsin("whoami", env=secret_env)
-    assert expired.code == 3
-    assert "the login expired and could not be renewed" in expired.stderr
-
-
-@pytest.mark.usefixtures("provider")
-async def test_a_provider_without_the_device_grant_is_named(stack: Stack, tmp_path: Path) -> None:
-    issuer = stack.oidc_issuer
-    refused = await tocsin(
-        "login",
-        "--api-url",
-        stack.api_url,
-        "--issuer",
-        issuer,
-        "--client-id",
-        "tocsin-tests",
-        "--device",
-        env={"XDG_CONFIG_HOME": str(tmp_path)},
-    )
-    assert refused.code == 3
-    assert "no device authorization endpoint" in refused.stderr
 
 
 # ---------------------------------------------------------------------------------------------
