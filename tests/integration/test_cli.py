@@ -885,3 +885,86 @@ async def test_report_asks_for_kpis_and_prints_them(tmp_path: Path) -> None:
         assert bad.code == 2
     finally:
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------
+# The device flow of `tocsin login`, against a provider stand-in that speaks RFC 8628 (the
+# provider process of test_oidc.py offers no device grant; the browser login is tested
+# there). The ID token is the stand-in's, so the login is saved without --verify.
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_login_with_the_device_flow(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    polls: list[dict[str, str]] = []
+    id_token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbm4ifQ.c2ln"
+
+    async def discovery(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "issuer": issuer,
+                "authorization_endpoint": f"{issuer}/authorize",
+                "token_endpoint": f"{issuer}/token",
+                "jwks_uri": f"{issuer}/jwks",
+                "device_authorization_endpoint": f"{issuer}/device",
+            }
+        )
+
+    async def device(request: web.Request) -> web.Response:
+        form = await request.post()
+        assert form["client_id"] == "tocsin-cli" and "openid" in str(form["scope"]).split()
+        return web.json_response(
+            {
+                "device_code": "dev-1",
+                "user_code": "WDJB-MJHT",
+                "verification_uri": f"{issuer}/activate",
+                "expires_in": 60,
+                "interval": 1,
+            }
+        )
+
+    async def token(request: web.Request) -> web.Response:
+        polls.append({k: str(v) for k, v in (await request.post()).items()})
+        if len(polls) < 2:  # the person has not approved yet
+            return web.json_response({"error": "authorization_pending"}, status=400)
+        return web.json_response(
+            {"id_token": id_token, "access_token": "at", "refresh_token": "rt", "expires_in": 3600}
+        )
+
+    app = web.Application()
+    app.router.add_get("/.well-known/openid-configuration", discovery)
+    app.router.add_post("/device", device)
+    app.router.add_post("/token", token)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    try:
+        login = await tocsin(
+            "login",
+            "--api-url",
+            "http://127.0.0.1:1",
+            "--issuer",
+            issuer,
+            "--client-id",
+            "tocsin-cli",
+            "--no-verify",
+            env=env,
+        )
+    finally:
+        await runner.cleanup()
+    assert login.code == 0, login.stderr
+    assert f"open {issuer}/activate and enter the code WDJB-MJHT" in login.stderr
+    assert [p["grant_type"] for p in polls] == ["urn:ietf:params:oauth:grant-type:device_code"] * 2
+    assert {p["device_code"] for p in polls} == {"dev-1"}
+    stored = yaml.safe_load((tmp_path / "tocsin" / "credentials.yaml").read_text())["default"]
+    assert (stored["token"], stored["kind"], stored["refresh_token"]) == (id_token, "oidc", "rt")
+    assert (tmp_path / "tocsin" / "credentials.yaml").stat().st_mode & 0o777 == 0o600
+    profile = yaml.safe_load((tmp_path / "tocsin" / "config.yaml").read_text())["profiles"]
+    assert (profile["default"]["oidc_issuer"], profile["default"]["oidc_client_id"]) == (
+        issuer,
+        "tocsin-cli",
+    )
