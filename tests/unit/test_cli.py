@@ -282,6 +282,7 @@ def test_problem_json_is_one_line_naming_the_field() -> None:
     assert problem_message(404, {"title": "Not Found", "detail": "no incident inc-9"}) == (
         "404: no incident inc-9"
     )
+    assert problem_message(404, {"detail": "Not Found"}, "Not Found") == "404 Not Found"
     assert problem_message(502, "<html>bad gateway</html>", "Bad Gateway") == (
         "502 Bad Gateway: <html>bad gateway</html>"
     )

@@ -36,7 +36,7 @@ def problem_message(status: int, body: Any, reason: str = "") -> str:
         line += ": " + "; ".join(fields)
         if detail and not any(detail in f for f in fields):
             line += f" ({detail})"
-    elif detail:
+    elif detail and detail.lower() != reason.lower():
         line += f": {detail}"
     return " ".join(line.split())  # one line, whatever the server put in
 
