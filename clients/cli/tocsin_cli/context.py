@@ -37,7 +37,7 @@ class State:
         resolved = self.resolved()
         token = resolved.credential.token if resolved.credential else None
         if resolved.credential and resolved.credential.kind == "oidc":
-            from tocsin_cli.commands.auth import fresh_oidc_token
+            from tocsin_cli.oidc import fresh_oidc_token
 
             token = fresh_oidc_token(self.store(), resolved)
         return ApiClient(resolved.api_url, token, timeout=self.timeout)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tocsin_common.kafka import client_options
 from tocsin_common.topics import ALL_TOPICS, CONSUMER_GROUPS, Topic
 from tocsin_common.transport import KafkaSecurity
 
@@ -127,6 +126,7 @@ class KafkaAdmin:
     def __init__(self, bootstrap: str, timeout_s: float = 15.0) -> None:
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
+        from tocsin_common.kafka import client_options
 
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s

@@ -7,10 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from pydantic import ValidationError
-from tocsin_common.config.durations import DurationError, parse_duration
-from tocsin_common.config.model import Matcher
-
 _OPERATORS = ("=~", "!~", "!=", "=")
 
 
@@ -26,6 +22,11 @@ def parse_matchers(args: Sequence[str]) -> list[str]:
     with no operator is the alertname (``tocsin silence add DiskFull ...``). Regexes are
     checked with RE2 here, as the services will check them.
     """
+    # The services' own matcher model (imported here: pydantic and RE2 cost every command's
+    # start otherwise).
+    from pydantic import ValidationError
+    from tocsin_common.config.model import Matcher
+
     if not args:
         raise ArgError('no matchers: give at least one, e.g. alertname=DiskFull or job=~"web.*"')
     out: list[str] = []
@@ -44,6 +45,8 @@ def parse_matchers(args: Sequence[str]) -> list[str]:
 
 def parse_duration_arg(value: str, name: str = "--duration") -> timedelta:
     """A duration such as ``2h``, ``90m``, ``1h30m`` or ``3600`` (seconds), more than zero."""
+    from tocsin_common.config.durations import DurationError, parse_duration
+
     try:
         duration = parse_duration(value.strip())
     except DurationError as exc:
@@ -56,6 +59,8 @@ def parse_duration_arg(value: str, name: str = "--duration") -> timedelta:
 def parse_time_arg(value: str, now: datetime, name: str = "--since") -> datetime:
     """A point in time: RFC 3339 (``2026-12-04T09:00:00Z``; without an offset it is UTC),
     ``now``, or a duration meaning that long ago (``24h``, ``7d``)."""
+    from tocsin_common.config.durations import DurationError, parse_duration
+
     text = value.strip()
     if text == "now":
         return now

@@ -6,7 +6,6 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
-from tocsin_common.config.loader import ConfigError, load_config
 
 from tocsin_cli.context import OutputOpt, note, now, out, width
 from tocsin_cli.exitcodes import CliError, Exit
@@ -29,6 +28,8 @@ def check(
 
     Example: tocsin config check config/tocsin.example.yaml
     """
+    from tocsin_common.config.loader import ConfigError, load_config
+
     try:
         config = load_config(file)
     except ConfigError as exc:
