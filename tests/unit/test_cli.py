@@ -549,3 +549,20 @@ def test_an_error_event_ends_the_tail_with_its_problem() -> None:
     assert error.code is Exit.AUTH
     assert str(error) == "401: the token was revoked"
     assert stream_error(Event(None, "error", "gone")).code is Exit.ERROR
+
+
+def test_profiles_are_chosen_by_flag_then_environment_then_file(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    store = Store(env)
+    store.set_profile("dev", Profile(api_url="http://dev:1"))
+    store.set_profile("prod", Profile(api_url="https://prod"), make_current=True)
+    store.store_credential("dev", Credential(token="dev-token"))
+    assert store.resolve().profile_name == "prod"
+    assert store.resolve().credential is None  # prod has no token
+    by_env = Store({**env, "TOCSIN_PROFILE": "dev"}).resolve()
+    assert (by_env.profile_name, by_env.api_url, by_env.credential) == (
+        "dev",
+        "http://dev:1",
+        Credential(token="dev-token"),
+    )
+    assert Store({**env, "TOCSIN_PROFILE": "dev"}).resolve(profile="prod").profile_name == "prod"
