@@ -213,7 +213,12 @@ async def test_a_request_is_one_trace_from_the_caller_through_escalation(stack: 
     while True:
         spans = stack.traces.trace(trace_id)
         names = {(s.service, s.name) for s in spans}
-        if ("tocsin-escalation", "tocsin.v1.IncidentService/List") in names:
+        # Each process exports in batches of its own: wait for both ends of the call.
+        if {
+            ("tocsin-escalation", "tocsin.v1.IncidentService/List"),
+            ("tocsin-api", "tocsin.v1.IncidentService/List"),
+            ("tocsin-api", "GET /api/v1/incidents"),
+        } <= names:
             break
         assert time.monotonic() < deadline, names
         await asyncio.sleep(0.2)
