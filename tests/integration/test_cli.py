@@ -258,6 +258,30 @@ async def test_admin_lag_and_replay_of_a_group(tmp_path: Path) -> None:
     assert unknown.code == 4
 
 
+async def test_admin_lag_shows_each_service_group_of_the_running_stack(stack: Stack) -> None:
+    from tocsin_common.topics import CONSUMER_GROUPS
+
+    await new_incident(stack)  # escalation and correlation have consumed and committed
+    deadline = time.monotonic() + 30
+    while True:
+        result = await tocsin("admin", "lag", "-o", "json", env=kafka_env())
+        assert result.code == 0, result.stderr
+        rows = {(r["group"], r["topic"]): r for r in result.json()}
+        escalation = rows[("tocsin-escalation", "incidents.events")]
+        if escalation["committed"] > 0:
+            break
+        assert time.monotonic() < deadline, escalation
+        await asyncio.sleep(0.5)
+    assert set(rows) == {(g.group_id, t) for g in CONSUMER_GROUPS for t in g.topics}
+    assert escalation["service"] == "escalation" and escalation["partitions"] == 12
+    assert 0 <= escalation["lag"] <= escalation["end"]
+    table = await tocsin("admin", "lag", env=kafka_env())
+    assert any(
+        line.split()[:3] == ["tocsin-escalation", "escalation", "incidents.events"]
+        for line in table.stdout.splitlines()
+    )
+
+
 async def test_shell_completion_completes_commands() -> None:
     words = await tocsin(
         env={
