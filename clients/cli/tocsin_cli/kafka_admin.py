@@ -130,6 +130,7 @@ class KafkaAdmin:
 
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
+        self.options: dict[str, Any] = {}
         try:
             self.options = client_options(KafkaSecurity.from_env())
             self.client: Any = KafkaAdminClient(
@@ -140,12 +141,18 @@ class KafkaAdmin:
                 **self.options,
             )
         except KafkaError as exc:
-            raise CliError(f"cannot reach Kafka at {bootstrap}: {exc}", Exit.UNREACHABLE) from None
+            raise CliError(self._unreachable(exc), Exit.UNREACHABLE) from None
         except ValueError as exc:  # the transport settings
             raise CliError(str(exc), Exit.USAGE) from None
 
     def close(self) -> None:
         self.client.close()
+
+    def _unreachable(self, exc: Exception) -> str:
+        # kafka-python reports a refused SASL login as a failed bootstrap: say it may be that.
+        login = self.options.get("sasl_plain_username")
+        hint = f" (or it refused the SASL login of user {login!r})" if login else ""
+        return f"cannot reach Kafka at {self.bootstrap}{hint}: {exc}"
 
     def call(self, method: str, *args: Any) -> Any:
         """``self.client.<method>(*args)``, retried while Kafka answers a retriable error
@@ -158,9 +165,7 @@ class KafkaAdmin:
             try:
                 return getattr(self.client, method)(*args)
             except KafkaConnectionError as exc:
-                raise CliError(
-                    f"cannot reach Kafka at {self.bootstrap}: {exc}", Exit.UNREACHABLE
-                ) from None
+                raise CliError(self._unreachable(exc), Exit.UNREACHABLE) from None
             except KafkaError as exc:
                 if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
                     raise CliError(f"Kafka: {method} failed: {exc}", Exit.ERROR) from None
