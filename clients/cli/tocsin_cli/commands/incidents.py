@@ -14,6 +14,12 @@ from tocsin_cli.output import Column, OutputFormat, render, render_data, render_
 from tocsin_cli.parsing import parse_duration_arg, parse_time_arg, rfc3339
 
 BULK_MAX = 100  # incidents per bulk request (the api's limit)
+PAST = {
+    "acknowledge": "acknowledged",
+    "resolve": "resolved",
+    "snooze": "snoozed",
+    "reassign": "reassigned",
+}
 
 app = typer.Typer(help="List, show and act on incidents.", no_args_is_help=True)
 
@@ -239,7 +245,7 @@ def _act(
     failed = [r for r in results if not 200 <= int(r.get("status") or 0) < 300]
     if failed:
         codes = {int(r.get("status") or 0) for r in failed}
-        note(f"{len(failed)} of {len(results)} incident(s) not {action}d")
+        note(f"{len(failed)} of {len(results)} incident(s) not {PAST[action]}")
         single = codes.pop() if len(codes) == 1 else 0
         raise typer.Exit(_exit_of(single))
 
