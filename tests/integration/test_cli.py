@@ -533,6 +533,48 @@ async def test_bulk_acknowledge_by_filter_asks_first(stack: Stack, tmp_path: Pat
     assert both.code == 2
 
 
+async def test_a_filter_action_refuses_an_incident_changed_after_the_list(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The person sees the matches and is asked; meanwhile someone acknowledges one of them.
+    Resolving "these" incidents then refuses that one (412), as the bulk endpoint checks the
+    ETag each had when listed: it is not resolved blind."""
+    token, _ = await stack.token_for("cli-resp")
+    env = api_env(stack, token, tmp_path)
+    incident = await new_incident(stack)
+    proc = await asyncio.create_subprocess_exec(
+        TOCSIN,
+        "incidents",
+        "resolve",
+        "--service",
+        "cli-svc",
+        "--status",
+        "triggered",
+        "-o",
+        "json",
+        env={**os.environ, **env},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    shown_before = b""
+    while b"resolve these" not in shown_before:
+        chunk = await asyncio.wait_for(proc.stderr.read(200), 30)
+        assert chunk, shown_before
+        shown_before += chunk
+    assert incident["id"].encode() in shown_before
+    async with client(stack, token) as api:
+        assert (await api.post(f"/incidents/{incident['id']}/acknowledge")).status_code == 202
+    await until_shown(env, incident["id"], "acknowledged")
+    out, err = await asyncio.wait_for(proc.communicate(b"y\n"), 30)
+    outcomes = {r["id"]: r for r in json.loads(out)}
+    assert outcomes[incident["id"]]["status"] == 412, outcomes
+    if len(outcomes) == 1:
+        assert proc.returncode == 5, err.decode()  # docs/cli.md: conflict
+    assert (await shown(env, incident["id"]))["status"] == "acknowledged"  # not resolved
+
+
 async def test_oncall_schedules_and_overrides(stack: Stack, tmp_path: Path) -> None:
     token, _ = await stack.token_for("cli-mgr")
     env = api_env(stack, token, tmp_path)

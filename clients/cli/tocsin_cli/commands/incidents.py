@@ -173,7 +173,7 @@ def _select(
     verb: str,
     default_statuses: list[str],
 ) -> list[dict[str, Any]]:
-    """The incidents to act on, each ``{"id", "etag"}``: the ids given, or the filter's
+    """The incidents to act on, each ``{"id", "etag"?}``: the ids given, or the filter's
     matches after asking (unless ``yes``)."""
     has_filter = any(v for v in query.values())
     if ids and has_filter:
@@ -181,7 +181,9 @@ def _select(
             "give incident ids or a filter (--service, --status, ...), not both", Exit.USAGE
         )
     if ids:
-        return [{"id": i, "etag": _etag(api, i)} for i in ids]
+        # Named incidents are acted on as they are now; only a filter's matches carry the
+        # ETag of the state the person confirmed (or the filter matched, with --yes).
+        return [{"id": i} for i in ids]
     if not has_filter:
         raise CliError(
             f"which incidents? give ids, or a filter such as --service ID (to {verb} every match)",
@@ -196,14 +198,8 @@ def _select(
         # The matches go with the question, on stderr: stdout is for the outcomes.
         note(render_table(matches, INCIDENT_COLUMNS, width=width()).rstrip())
         typer.confirm(f"{verb} these {len(matches)} incident(s)?", abort=True, err=True)
-    return [
-        {"id": incident_id(m), "etag": m.get("etag") or _etag(api, incident_id(m))} for m in matches
-    ]
-
-
-def _etag(api: ApiClient, id: str) -> str | None:
-    """The incident's current ETag: the bulk endpoint refuses (412) an incident changed since."""
-    return api.request("GET", f"/incidents/{id}").headers.get("etag")
+    # Each with the ETag of the state listed: the bulk endpoint refuses (412) one changed since.
+    return [{"id": incident_id(m), "etag": m.get("etag")} for m in matches]
 
 
 def _act(
@@ -219,14 +215,8 @@ def _act(
     with state(ctx).client() as api:
         if ids and len(ids) == 1 and not any(query.values()):
             # One incident: its own endpoint, so a refusal is the api's problem line naming
-            # the field (If-Match: the ETag just read, as the bulk endpoint checks it).
-            etag = _etag(api, ids[0])
-            answer = api.request(
-                "POST",
-                f"/incidents/{ids[0]}/{action}",
-                json=fields,
-                headers={"If-Match": etag} if etag else None,
-            )
+            # the field. No If-Match: the person named the incident, not a state of it.
+            answer = api.request("POST", f"/incidents/{ids[0]}/{action}", json=fields)
             body = answer.body if isinstance(answer.body, dict) else {}
             result = {"id": ids[0], "status": answer.status, "command_id": body.get("command_id")}
             out(render([result], output, OUTCOME_COLUMNS, width=width()))
