@@ -13,7 +13,8 @@ PROTO_SRC := $(wildcard protos/tocsin/v1/*.proto)
 PROTO_OUT := libs/common
 PYTEST_ARGS ?=
 PACKAGES := libs/common/tocsin_common services/alert-ingest/tocsin_ingest services/correlation/tocsin_correlation \
-  services/escalation/tocsin_escalation services/notification/tocsin_notification services/api/tocsin_api
+  services/escalation/tocsin_escalation services/notification/tocsin_notification services/api/tocsin_api \
+  clients/cli/tocsin_cli
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -22,11 +23,12 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt libs/common/pyproject.toml services/*/pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt libs/common/pyproject.toml services/*/pyproject.toml clients/*/pyproject.toml
 	@test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps -e libs/common -e services/alert-ingest -e services/correlation -e services/escalation -e services/notification -e services/api
+	$(PY) -m pip install -q --no-deps -e libs/common -e services/alert-ingest -e services/correlation -e services/escalation -e services/notification -e services/api \
+	  -e clients/cli
 	@touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv with the pinned dependencies and the packages (editable)
@@ -43,8 +45,8 @@ api-spec: $(STAMP)  ## write the REST API's OpenAPI 3.1 document (docs/openapi.j
 api-spec-check: $(STAMP)  ## fail when docs/openapi.json is stale against services/api
 	$(PY) tools/apispec.py --check
 
-lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, tools/ and bench/
-	$(VENV)/bin/ruff check services libs tools tests bench
+lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, clients/, tools/ and bench/
+	$(VENV)/bin/ruff check services libs clients tools tests bench
 	$(VENV)/bin/mypy $(PACKAGES) tools bench
 
 fetch: $(STAMP)  ## fetch the Kafka broker jars and install redis-server (done by up/test too)

@@ -15,14 +15,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
+import yaml
 from tocsin.v1 import (
     auth_pb2,
     auth_service_pb2,
@@ -45,6 +49,7 @@ from tocsin_common.secrets import generate_secret
 
 from tests.integration.harness import Stack
 from tests.integration.test_access import silence
+from tests.integration.test_cli import TOCSIN, tocsin
 
 pytestmark = pytest.mark.integration
 
@@ -305,3 +310,96 @@ async def test_an_oidc_token_works_through_the_rest_api_as_its_person(
         base_url=base, headers={"Authorization": f"Bearer {forged}"}
     ) as api:
         assert (await api.get("/users/me")).status_code == 401
+
+
+# ---------------------------------------------------------------------------------------------
+# The tocsin CLI's OpenID Connect login (docs/cli.md), here rather than in test_cli.py: the
+# services cache this provider's keys, and a second provider process would have others
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_the_cli_logs_in_in_a_browser(stack: Stack, provider: str, tmp_path: Path) -> None:
+    """`tocsin login --browser`: authorization code + PKCE with a loopback redirect. The test
+    is the person's browser: it opens the URL tocsin prints, approves on the provider's form
+    and follows the redirect back to tocsin, which trades the code and keeps the ID token."""
+    issuer = provider
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path),
+        # The mock provider takes confidential clients only (any secret will do).
+        "TOCSIN_OIDC_CLIENT_SECRET": uuid.uuid4().hex,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        TOCSIN,
+        "login",
+        "--api-url",
+        stack.api_url,
+        "--issuer",
+        issuer,
+        "--client-id",
+        "tocsin-tests",
+        "--client-secret-env",
+        "TOCSIN_OIDC_CLIENT_SECRET",
+        "--scopes",
+        "openid profile email",
+        "--browser",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+    assert "open this URL in a browser on this machine: " in line, line
+    url = line.split("on this machine: ", 1)[1].strip()
+    async with aiohttp.ClientSession() as browser:
+        async with browser.put(
+            f"{issuer}/users/cai-at-idp", json={"preferred_username": "cli-resp"}
+        ) as response:
+            assert response.status == 204, await response.text()
+        async with browser.post(url, data={"sub": "cai-at-idp"}, allow_redirects=False) as response:
+            assert response.status == 302, await response.text()
+            callback = response.headers["Location"]
+        assert callback.startswith("http://127.0.0.1:") and "/callback?" in callback
+        async with browser.get(callback) as response:  # back to tocsin's loopback listener
+            assert response.status == 200 and "Logged in" in await response.text()
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert "as cli-resp" in err.decode()
+
+    stored = yaml.safe_load((tmp_path / "tocsin" / "credentials.yaml").read_text())["default"]
+    assert stored["kind"] == "oidc" and stored["token"].count(".") == 2  # a JWT
+    config = yaml.safe_load((tmp_path / "tocsin" / "config.yaml").read_text())["profiles"]
+    assert config["default"]["oidc_client_secret_env"] == "TOCSIN_OIDC_CLIENT_SECRET"
+    assert "secret" not in json.dumps(config).replace("client_secret_env", "")
+    # The provider's tokens live 12 s, so tocsin tries to renew this one at once (its
+    # refresh token, the client's secret from the variable the profile names). This provider
+    # answers a refresh with no ID token: tocsin says so and uses the token while it lasts...
+    secret_env = {k: env[k] for k in ("XDG_CONFIG_HOME", "TOCSIN_OIDC_CLIENT_SECRET")}
+    me = await tocsin("whoami", "-o", "json", env=secret_env)
+    assert me.code == 0, me.stderr
+    assert me.json()["id"] == "cli-resp"
+    assert "could not renew the login" in me.stderr
+    # ... and, once it has expired, asks for a new login.
+    await asyncio.sleep(max(0.0, stored["expires_at"] - time.time()) + 1)
+    expired = await tocsin("whoami", env=secret_env)
+    assert expired.code == 3
+    assert "the login expired and could not be renewed" in expired.stderr
+
+
+async def test_the_cli_names_a_provider_without_the_device_grant(
+    stack: Stack, provider: str, tmp_path: Path
+) -> None:
+    issuer = provider
+    refused = await tocsin(
+        "login",
+        "--api-url",
+        stack.api_url,
+        "--issuer",
+        issuer,
+        "--client-id",
+        "tocsin-tests",
+        "--device",
+        env={"XDG_CONFIG_HOME": str(tmp_path)},
+    )
+    assert refused.code == 3
+    assert "no device authorization endpoint" in refused.stderr

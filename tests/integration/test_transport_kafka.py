@@ -156,3 +156,28 @@ async def test_plaintext_and_a_wrong_password_are_refused(
         await producer.stop()
     # ... having logged why: the broker refused the credentials.
     assert "SaslAuthenticationFailed" in caplog.text
+
+
+async def test_tocsin_admin_speaks_sasl_ssl(kafka: SecureKafka, tmp_path: Path) -> None:
+    """`tocsin admin` (kafka-python, not aiokafka) reads the same TOCSIN_KAFKA_* settings."""
+    from tocsin_common.topics import ALL_TOPICS
+
+    security = KafkaSecurity.from_env(security_env(kafka))
+    await ensure_topics(kafka.bootstrap, ALL_TOPICS, security)
+    tocsin = str(Path(sys.executable).parent / "tocsin")
+    env = {**os.environ, **security_env(kafka)}
+    checked = await asyncio.to_thread(
+        subprocess.run, [tocsin, "admin", "topics"], env=env, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert all(line.split()[-1] == "ok" for line in checked.stdout.splitlines()[2:])
+    wrong = {**env, "TOCSIN_KAFKA_SASL_PASSWORD": generate_secret()}
+    refused = await asyncio.to_thread(
+        subprocess.run,
+        [tocsin, "admin", "topics", "--kafka-timeout", "5"],
+        env=wrong,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 6, refused.stderr  # docs/cli.md: unreachable
+    assert f"or it refused the SASL login of user {kafka.username!r}" in refused.stderr

@@ -78,6 +78,36 @@ ALL_TOPICS: tuple[Topic, ...] = (
     AUDIT,
 )
 
+
+@dataclass(frozen=True)
+class ConsumerGroup:
+    """A service's Kafka consumer group and the topics it reads (`tocsin admin lag` shows
+    each one's lag; `tocsin admin replay` resets its offsets)."""
+
+    service: str
+    group_id: str
+    topics: tuple[str, ...]
+
+
+INGEST_RAW_GROUP = ConsumerGroup("alert-ingest", "tocsin-ingest-raw", (ALERTS_RAW.name,))
+# faust's consumer group is the app id (TOCSIN_CORRELATION_APP_ID may rename it).
+CORRELATION_GROUP = ConsumerGroup(
+    "correlation",
+    "tocsin-correlation",
+    (ALERTS_NORMALIZED.name, CHANGES.name, INCIDENTS_COMMANDS.name),
+)
+ESCALATION_GROUP = ConsumerGroup("escalation", "tocsin-escalation", (INCIDENTS_EVENTS.name,))
+NOTIFICATION_GROUP = ConsumerGroup(
+    "notification", "tocsin-notification", (NOTIFICATIONS_REQUESTS.name,)
+)
+
+CONSUMER_GROUPS: tuple[ConsumerGroup, ...] = (
+    INGEST_RAW_GROUP,
+    CORRELATION_GROUP,
+    ESCALATION_GROUP,
+    NOTIFICATION_GROUP,
+)
+
 # Header naming the wire format of a record on alerts.raw.
 FORMAT_HEADER = "tocsin-format"
 

@@ -32,7 +32,7 @@ from tocsin_common import metrics, validation
 from tocsin_common.clock import Clock
 from tocsin_common.config import ConfigStore, TocsinConfig
 from tocsin_common.kafka import EventProducer, group_consumer, undecodable_record_at
-from tocsin_common.topics import ALERTS_DEADLETTER, ALERTS_RAW, FORMAT_HEADER
+from tocsin_common.topics import ALERTS_DEADLETTER, ALERTS_RAW, FORMAT_HEADER, INGEST_RAW_GROUP
 from tocsin_common.tracing import (
     attach,
     context_from_kafka_headers,
@@ -48,7 +48,7 @@ from tocsin_ingest.publisher import AlertPublisher
 
 log = logging.getLogger("tocsin.ingest.raw")
 
-GROUP_ID = "tocsin-ingest-raw"
+GROUP_ID = INGEST_RAW_GROUP.group_id
 ROUTING_KEY_HEADER = "tocsin-routing-key"
 MAX_RECORD_BYTES = validation.MAX_REQUEST_BYTES
 

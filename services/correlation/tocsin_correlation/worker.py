@@ -44,6 +44,7 @@ from tocsin_common.topics import (
     ALERTS_DEADLETTER,
     ALERTS_NORMALIZED,
     CHANGES,
+    CORRELATION_GROUP,
     INCIDENTS_COMMANDS,
     INCIDENTS_EVENTS,
     Topic,
@@ -222,7 +223,7 @@ class CorrelationWorker:
             os.environ.get("TOCSIN_CHANGE_RETENTION_SECONDS", DEFAULT_CHANGE_RETENTION)
         )
         # The consumer group and the changelog topics are named after it.
-        app_id = os.environ.get("TOCSIN_CORRELATION_APP_ID", "tocsin-correlation")
+        app_id = os.environ.get("TOCSIN_CORRELATION_APP_ID", CORRELATION_GROUP.group_id)
         self.app = make_app(settings, app_id, **app_options)
         partitions = ALERTS_NORMALIZED.partitions
         self.tables = {

@@ -23,7 +23,7 @@ from tocsin_common.kafka import ConsumerLoop, EventProducer, ensure_topics, wait
 from tocsin_common.redis_durability import require_durable_redis
 from tocsin_common.redisclient import redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
-from tocsin_common.topics import INCIDENTS_DEADLETTER, INCIDENTS_EVENTS
+from tocsin_common.topics import ESCALATION_GROUP, INCIDENTS_DEADLETTER, INCIDENTS_EVENTS
 
 from tocsin_escalation.escalator import Escalator
 from tocsin_escalation.grpc_api import IncidentServicer, OnCallServicer
@@ -65,7 +65,7 @@ async def serve(stop: asyncio.Event) -> None:
     timer_loop = TimerLoop(timer_store, clock, escalator.fire)
     consumer = ConsumerLoop(
         bootstrap=settings.kafka_bootstrap,
-        group_id="tocsin-escalation",
+        group_id=ESCALATION_GROUP.group_id,
         topic=INCIDENTS_EVENTS,
         service=SERVICE,
         handler=escalator.handle,

@@ -24,7 +24,11 @@ from tocsin_common.redisclient import blocking_redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
 from tocsin_common.secrets import SecretError
 from tocsin_common.settings import Settings
-from tocsin_common.topics import NOTIFICATIONS_DEADLETTER, NOTIFICATIONS_REQUESTS
+from tocsin_common.topics import (
+    NOTIFICATION_GROUP,
+    NOTIFICATIONS_DEADLETTER,
+    NOTIFICATIONS_REQUESTS,
+)
 from tocsin_common.tracing import spans_exported
 
 from tocsin_notification.breaker import BreakerRegistry
@@ -180,7 +184,7 @@ async def serve(stop: asyncio.Event) -> None:
     deliverer = Deliverer(pipeline)
     consumer = ConcurrentConsumer(
         bootstrap=settings.kafka_bootstrap,
-        group_id="tocsin-notification",
+        group_id=NOTIFICATION_GROUP.group_id,
         topic=NOTIFICATIONS_REQUESTS,
         service=SERVICE,
         handler=deliverer.handle,

@@ -1,0 +1,3 @@
+from tocsin_cli.main import main
+
+main()

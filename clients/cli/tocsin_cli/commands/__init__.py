@@ -1,0 +1,1 @@
+"""The commands: each module one noun (``tocsin incidents ...``), thin over the pure parts."""
