@@ -13,7 +13,8 @@ PROTO_SRC := $(wildcard protos/tocsin/v1/*.proto)
 PROTO_OUT := libs/common
 PYTEST_ARGS ?=
 PACKAGES := libs/common/tocsin_common services/alert-ingest/tocsin_ingest services/correlation/tocsin_correlation \
-  services/escalation/tocsin_escalation services/notification/tocsin_notification
+  services/escalation/tocsin_escalation services/notification/tocsin_notification \
+  services/insight/tocsin_insight
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -26,7 +27,7 @@ $(STAMP): requirements.txt requirements-dev.txt libs/common/pyproject.toml servi
 	@test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps -e libs/common -e services/alert-ingest -e services/correlation -e services/escalation -e services/notification
+	$(PY) -m pip install -q --no-deps -e libs/common -e services/alert-ingest -e services/correlation -e services/escalation -e services/notification -e services/insight
 	@touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv with the pinned dependencies and the packages (editable)

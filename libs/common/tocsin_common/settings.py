@@ -35,6 +35,7 @@ DEFAULT_PORTS: dict[str, ServicePorts] = {
     "correlation": ServicePorts(grpc=50052, metrics=9102),
     "escalation": ServicePorts(grpc=50053, metrics=9103),
     "notification": ServicePorts(grpc=50054, metrics=9104, http=8081),
+    "insight": ServicePorts(grpc=50055, metrics=9105),
 }
 
 
