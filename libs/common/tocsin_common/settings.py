@@ -14,7 +14,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tocsin_common.transport import KafkaSecurity, RedisConnection, TlsSettings
+from tocsin_common.transport import (
+    KafkaSecurity,
+    PostgresConnection,
+    RedisConnection,
+    TlsSettings,
+)
 
 
 class SettingsError(ValueError):
@@ -67,6 +72,11 @@ class Settings:
     redis: RedisConnection = field(
         default_factory=lambda: RedisConnection("redis://127.0.0.1:6379/0")
     )
+    # insight's read model; only insight connects (parsed for every service all the same,
+    # so a bad TOCSIN_POSTGRES_* is reported at start wherever it is set)
+    postgres: PostgresConnection = field(
+        default_factory=lambda: PostgresConnection("postgresql://tocsin@127.0.0.1:5433/tocsin")
+    )
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +122,7 @@ class Settings:
             tls=tls,
             kafka_security=KafkaSecurity.from_env(env),
             redis=redis,
+            postgres=PostgresConnection.from_env(env),
         )
 
 

@@ -1,0 +1,188 @@
+"""gRPC InsightService: thin handlers over reports.py and the domain.
+
+Access: a team's figures need ``insight.read`` (viewer) on that team; a question not
+narrowed to one team (no team and no service in the filter) needs ``report.read``
+(manager) on every team of the config — or admin.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import psycopg
+from google.protobuf.timestamp_pb2 import Timestamp
+from tocsin.v1 import insight_service_pb2 as pb
+from tocsin.v1 import insight_service_pb2_grpc
+from tocsin_common.auth.access import AccessControl
+from tocsin_common.auth.directory import service_teams
+from tocsin_common.auth.policy import Resource
+from tocsin_common.config import ConfigStore
+
+from tocsin_insight import reports
+from tocsin_insight.reports import DistributionRow, Filter, QueryError
+
+log = logging.getLogger("tocsin.insight.grpc")
+
+Generation = Callable[[], Awaitable[str]]
+Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
+
+
+def _dt(ts: Timestamp, present: bool) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if present else None
+
+
+def filter_from(request_filter: pb.InsightFilter, present: bool) -> Filter:
+    f = request_filter if present else pb.InsightFilter()
+    return reports.make_filter(
+        team_id=f.team_id,
+        service_id=f.service_id,
+        urgency=f.urgency,
+        priority=f.priority,
+        since=_dt(f.since, f.HasField("since")),
+        until=_dt(f.until, f.HasField("until")),
+        time_zone=f.time_zone,
+    )
+
+
+def _distribution(d: DistributionRow) -> pb.Distribution:
+    return pb.Distribution(count=d.count, mean=d.mean, p50=d.p50, p90=d.p90, p95=d.p95, max=d.max)
+
+
+def _stamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+class InsightServicer(insight_service_pb2_grpc.InsightServiceServicer):
+    def __init__(
+        self,
+        pool: Any,
+        generation: Generation,
+        config: ConfigStore,
+        access: AccessControl,
+    ) -> None:
+        self._pool = pool  # psycopg_pool-like: async with pool.connection() as conn
+        self._generation = generation
+        self._config = config
+        self._access = access
+
+    async def _authorize(self, context: grpc.aio.ServicerContext, f: Filter) -> None:
+        config = self._config.current
+        teams: set[str] = set()
+        if f.team_id:
+            teams.add(f.team_id)
+        if f.service_id:
+            owners = service_teams(config, f.service_id)
+            # A service no team owns: only admins (decide's rule for team-less resources).
+            teams |= owners or {""}
+        if teams:
+            for team in sorted(teams):
+                await self._access.authorize(
+                    context,
+                    "insight.read",
+                    Resource("report", team, frozenset({team}) if team else frozenset()),
+                )
+            return
+        every = sorted(t.id for t in config.teams)
+        if not every:
+            await self._access.authorize(context, "report.read", Resource("report", "all"))
+        for team in every:
+            await self._access.authorize(
+                context, "report.read", Resource("report", "all teams", frozenset({team}))
+            )
+
+    async def _filter(self, request: Any, context: grpc.aio.ServicerContext) -> Filter:
+        try:
+            f = filter_from(request.filter, request.HasField("filter"))
+        except QueryError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        await self._authorize(context, f)
+        return f
+
+    async def Report(
+        self, request: pb.ReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportResponse:
+        f = await self._filter(request, context)
+        try:
+            query = reports.report_query(f, list(request.group_by), request.period)
+        except QueryError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        generation = await self._generation()
+        async with self._pool.connection() as conn:
+            rows = await reports.report(conn, generation, query)
+        reply = pb.ReportResponse(definition_version=generation)
+        for row in rows:
+            out = reply.rows.add(
+                total_incident_count=row.incidents,
+                seconds_to_first_ack=_distribution(row.seconds_to_first_ack),
+                seconds_to_resolve=_distribution(row.seconds_to_resolve),
+                seconds_to_engage=_distribution(row.seconds_to_engage),
+                escalation_rate=row.escalation_rate,
+                auto_resolved_share=row.auto_resolved_share,
+                alerts_per_incident=row.alerts_per_incident,
+                suppressed_share=row.suppressed_share,
+                total_notifications=row.notifications,
+                total_escalations=row.escalations,
+                total_reassignments=row.reassignments,
+                total_snoozed_seconds=row.snoozed_seconds,
+            )
+            out.group.update(row.group)
+            if row.period_start is not None:
+                out.period_start.CopyFrom(_stamp(row.period_start))
+        return reply
+
+    async def Timeseries(
+        self, request: pb.TimeseriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TimeseriesResponse:
+        f = await self._filter(request, context)
+        try:
+            metric = reports.check_metric(request.metric)
+            query = reports.report_query(f, [], request.period or "day")
+        except QueryError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        generation = await self._generation()
+        async with self._pool.connection() as conn:
+            points = await reports.timeseries(conn, generation, f, metric, query.period)
+        reply = pb.TimeseriesResponse(definition_version=generation)
+        for point in points:
+            reply.points.add(
+                period_start=_stamp(point.period_start), value=point.value, count=point.count
+            )
+        # The trend (bootstrap confidence interval) comes with the domain's trend module.
+        return reply
+
+    async def Breaches(
+        self, request: pb.BreachesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BreachesResponse:
+        await self._filter(request, context)
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "Breaches: the business-time SLA clocks (tocsin_insight.domain) have not landed yet",
+        )
+        raise AssertionError("abort raises")
+
+    async def Problems(
+        self, request: pb.ProblemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProblemsResponse:
+        await self._filter(request, context)
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "Problems: the recurrence rule (tocsin_insight.domain) has not landed yet",
+        )
+        raise AssertionError("abort raises")
+
+    async def ReviewDraft(
+        self, request: pb.ReviewDraftRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReviewDraftResponse:
+        if not request.incident_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incident_id: is required")
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "ReviewDraft: the review draft renderer (tocsin_insight.domain) has not landed yet",
+        )
+        raise AssertionError("abort raises")
