@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -251,7 +251,8 @@ def fold_incident(
     if impact in IMPACT_LEVELS and not current.impact:
         changes["impact"] = impact
         changes["impact_start"] = _label_time(incident.labels, "impact_start") or current.created_at
-    # A snooze that ends before its time: count what was used of it.
+    # A snooze ends at its snoozed_until (escalation then sends UNACKNOWLEDGED) or earlier,
+    # by an acknowledgement, a resolve, a reassign or another snooze: count what was used.
     if current.snoozed_since is not None and kind in _SNOOZE_ENDERS:
         end = min(at, current.snoozed_until or at)
         used = max(0.0, (end - current.snoozed_since).total_seconds())
@@ -282,17 +283,6 @@ def fold_incident(
         changes["snoozed_since"] = at
         changes["snoozed_until"] = until
     return replace(current, **changes)  # type: ignore[arg-type]
-
-
-def finish_snooze(fact: IncidentFact, now: datetime) -> IncidentFact:
-    """A snooze that ran its whole time (no event ended it): counted once ``now`` is past it
-    (the store calls this for facts it loads)."""
-    if fact.snoozed_since is None or fact.snoozed_until is None or now < fact.snoozed_until:
-        return fact
-    used = max(0.0, (fact.snoozed_until - fact.snoozed_since).total_seconds())
-    return replace(
-        fact, snoozed_seconds=fact.snoozed_seconds + used, snoozed_since=None, snoozed_until=None
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,5 +380,3 @@ def change_fact(change: alert_pb2.ChangeEvent, directory: Directory) -> ChangeFa
         received_at=received,
     )
 
-
-ZERO = timedelta(0)

@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS {schema}.incident_facts (
     suppression_kind   text NOT NULL DEFAULT '',
     held               boolean NOT NULL DEFAULT false,
     flapping           boolean NOT NULL DEFAULT false,
-    linked_changes     text[] NOT NULL DEFAULT '{}',
+    linked_changes     text[] NOT NULL DEFAULT ARRAY[]::text[],
     impact             text NOT NULL DEFAULT '',
     impact_start       timestamptz,
     impact_end         timestamptz,
@@ -103,7 +103,7 @@ CREATE INDEX IF NOT EXISTS notification_facts_incident ON {schema}.notification_
 CREATE TABLE IF NOT EXISTS {schema}.incident_notifications (
     incident_id  text PRIMARY KEY,
     delivered    integer NOT NULL DEFAULT 0,
-    users        text[] NOT NULL DEFAULT '{}'
+    users        text[] NOT NULL DEFAULT ARRAY[]::text[]
 );
 
 CREATE TABLE IF NOT EXISTS {schema}.change_facts (
