@@ -260,5 +260,29 @@ async def test_report_distributions_by_service_and_week_in_a_time_zone(
             ),
         )
         assert len(only) == 1 and only[0].incidents == 2 and only[0].period_start is None
+        # Open and unacknowledged: counted as an incident, not as a zero in the durations.
+        await store.write(
+            generation,
+            Batch(
+                events=[
+                    EventRecord(
+                        incident_event(
+                            "open", E.INCIDENT_EVENT_TYPE_TRIGGERED, 0, service="pay-open"
+                        ),
+                        "x",
+                        0,
+                        0,
+                    )
+                ]
+            ),
+        )
+        (open_row,) = await reports.report(
+            conn,
+            generation,
+            reports.report_query(reports.make_filter(service_id="pay-open"), [], ""),
+        )
+        assert open_row.incidents == 1
+        assert open_row.seconds_to_first_ack.count == open_row.seconds_to_resolve.count == 0
+        assert open_row.seconds_to_engage.count == 0
     finally:
         await conn.close()

@@ -158,9 +158,18 @@ class FactConsumer:
         return self._generation
 
     async def start(self, topics: Iterable[str] = TOPICS) -> None:
+        """Join the consumer group on ``topics`` (positions come with each assignment)."""
         self._generation = await self._generation_of()
         await self._consumer.start()
         self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
+
+    async def start_assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        """Read ``partitions`` without a group (a replay), from the generation's offsets."""
+        self._generation = await self._generation_of()
+        await self._consumer.start()
+        wanted = sorted(set(partitions))
+        self._consumer.assign(wanted)
+        await self.seek_to_stored(set(wanted))
 
     async def stop(self) -> None:
         await self._consumer.stop()

@@ -174,10 +174,17 @@ def _distribution(column: str) -> sql.Composable:
     ).format(c=c)
 
 
+# greatest() skips NULLs: an incident not acknowledged yet must stay NULL, not become 0.
 _DURATIONS_SQL = """
-    greatest(0, extract(epoch FROM first_ack_at - created_at))::float8 AS seconds_to_first_ack,
-    greatest(0, extract(epoch FROM resolved_at - created_at))::float8 AS seconds_to_resolve,
-    greatest(0, extract(epoch FROM first_engaged_at - created_at))::float8 AS seconds_to_engage
+    CASE WHEN first_ack_at IS NOT NULL
+         THEN greatest(0, extract(epoch FROM first_ack_at - created_at))::float8
+    END AS seconds_to_first_ack,
+    CASE WHEN resolved_at IS NOT NULL
+         THEN greatest(0, extract(epoch FROM resolved_at - created_at))::float8
+    END AS seconds_to_resolve,
+    CASE WHEN first_engaged_at IS NOT NULL
+         THEN greatest(0, extract(epoch FROM first_engaged_at - created_at))::float8
+    END AS seconds_to_engage
 """
 
 

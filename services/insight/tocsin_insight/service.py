@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from tocsin.v1 import insight_service_pb2, insight_service_pb2_grpc
 from tocsin_common.auth.access import access_control
 from tocsin_common.config import ConfigStore, TocsinConfig
@@ -71,15 +72,25 @@ async def end_offsets(
     bootstrap: str, security: KafkaSecurity, topics: Iterable[str] = TOPICS
 ) -> dict[tuple[str, int], int]:
     """Each partition's end offset now (what a new generation must reach)."""
+    wanted = list(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(wanted)
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(str(t["topic"]), int(p["partition"]))
+        for t in described
+        if t["topic"] in wanted
+        for p in t["partitions"]
+    ]
+    missing = set(wanted) - {tp.topic for tp in partitions}
+    if missing:
+        raise RuntimeError(f"topics without partitions (not created yet?): {sorted(missing)}")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **client_options(security))
     await consumer.start()
     try:
-        await consumer.topics()  # the cluster's metadata, every topic's partitions in it
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
         ends = await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
@@ -244,11 +255,8 @@ async def replay(*, serve_when_done: bool = True, idle_timeout: float = 30.0) ->
         None,
         max_records=5000,
     )
-    await kafka.start()
+    await consumer.start_assigned(TopicPartition(t, p) for t, p in ends)
     try:
-        partitions = {TopicPartition(t, p) for t, p in ends}
-        kafka.assign(sorted(partitions))
-        await consumer.seek_to_stored(partitions)
         completion = Completion(conn)
         started = time.monotonic()
         events = 0
@@ -273,6 +281,6 @@ async def replay(*, serve_when_done: bool = True, idle_timeout: float = 30.0) ->
         if serve_when_done:
             await schema.serve_generation(conn, generation)
     finally:
-        await kafka.stop()
+        await consumer.stop()
         await conn.close()
     return generation

@@ -362,17 +362,17 @@ async def set_targets(conn: Conn, generation: str, ends: dict[TopicPartition, in
 
 
 async def caught_up(conn: Conn, generation: str) -> bool:
-    """Whether every partition reached the end offset it had when the generation started."""
+    """Whether every partition reached the end offset it had when the generation started
+    (never, for a generation that has no targets yet)."""
     s = generation_schema(generation)
     cur = await conn.execute(
         sql.SQL(
-            "SELECT count(*) FROM {s}.targets t LEFT JOIN {s}.offsets o "
-            "USING (topic, partition) WHERE coalesce(o.next_offset, 0) < t.end_offset"
+            "SELECT count(*), count(*) FILTER (WHERE coalesce(o.next_offset, 0) < t.end_offset) "
+            "FROM {s}.targets t LEFT JOIN {s}.offsets o USING (topic, partition)"
         ).format(s=s)
     )
     row = await cur.fetchone()
-    await conn.commit()
-    return row is not None and int(row[0]) == 0
+    return row is not None and int(row[0]) > 0 and int(row[1]) == 0
 
 
 async def mark_complete(conn: Conn, generation: str, now: datetime) -> None:
