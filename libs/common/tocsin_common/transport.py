@@ -437,6 +437,8 @@ class PostgresConnection:
             options["password"] = self.password
         if self.ca_file:
             options["sslrootcert"] = self.ca_file
+        elif self.sslmode in ("verify-ca", "verify-full"):
+            options["sslrootcert"] = "system"  # the system's roots, as for Kafka and Redis
         return options
 
     @property
