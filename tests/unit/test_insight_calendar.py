@@ -36,7 +36,7 @@ NIGHTS = Calendar("Europe/Berlin", every_day(time(22), time(6)))
 
 
 def berlin(*args: int) -> datetime:
-    return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc]
+    return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc,arg-type]
 
 
 # 2026-12-04 is a Friday; 2026-12-25 a Friday (holiday); 2026-03-29 and 2026-10-25 are the
