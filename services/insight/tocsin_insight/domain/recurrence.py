@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-__all__ = ["Problem", "RecurrenceInput", "fingerprint_of", "find_problems"]
+__all__ = ["Problem", "RecurrenceInput", "find_problems", "fingerprint_of"]
 
 
 @dataclass(frozen=True)
