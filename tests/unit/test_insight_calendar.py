@@ -16,7 +16,14 @@ from tocsin_insight.domain.calendar import (
     business_seconds,
     calendar_from_config,
 )
-from tocsin_insight.domain.sla import SlaTargets, clock_outcome, sla_outcome, sla_targets
+from tocsin_insight.domain.sla import (
+    Attainment,
+    SlaTargets,
+    attainment,
+    clock_outcome,
+    sla_outcome,
+    sla_targets,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -291,3 +298,22 @@ insight:
     assert sla_targets(insight, "P9", "sre") is None
     outcome = sla_outcome(p3, CREATED, berlin(2026, 12, 7, 9, 20), None, CREATED)
     assert outcome.ack is not None and outcome.ack.elapsed_seconds == 50 * 60
+
+
+def test_attainment_rates_leave_pending_clocks_out() -> None:
+    now = berlin(2026, 12, 7, 9, 40)
+    outcomes = [
+        sla_outcome(P3, CREATED, berlin(2026, 12, 7, 9, 20), None, now),  # ack met (50 min)
+        sla_outcome(P3, CREATED, berlin(2026, 12, 7, 9, 45), None, now),  # breached by 15 min
+        sla_outcome(P3, CREATED, None, None, now),  # open past the deadline: breached by 10
+        sla_outcome(P3, berlin(2026, 12, 7, 9, 30), None, None, now),  # pending (10 min in)
+        sla_outcome(SlaTargets("P1", None, timedelta(hours=4), None), CREATED, None, None, now),
+    ]
+    ack, resolve = attainment(outcomes)
+    assert ack == Attainment(
+        met=1, breached=2, pending=1, rate=1 / 3, breached_by_seconds_total=1500
+    )
+    assert (resolve.met, resolve.breached, resolve.pending) == (0, 1, 4)
+    assert resolve.rate == 0
+    empty_ack, _ = attainment([])
+    assert empty_ack.rate is None

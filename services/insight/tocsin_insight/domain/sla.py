@@ -11,6 +11,7 @@ deadline passes and ``breached`` after, measured to ``now`` (passed in). Met mea
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -20,10 +21,12 @@ from tocsin_common.config import Insight
 from .calendar import Calendar, business_deadline, business_seconds, calendar_from_config
 
 __all__ = [
+    "Attainment",
     "ClockOutcome",
     "ClockStatus",
     "SlaOutcome",
     "SlaTargets",
+    "attainment",
     "clock_outcome",
     "sla_outcome",
     "sla_targets",
@@ -133,3 +136,35 @@ def sla_outcome(
     if targets.resolve_target is not None:
         resolve = clock_outcome(targets.calendar, targets.resolve_target, created, resolved, now)
     return SlaOutcome(targets.priority, targets.calendar_id, ack, resolve)
+
+
+@dataclass(frozen=True)
+class Attainment:
+    """SLA attainment of a group of incidents, for one clock (ack or resolve).
+
+    ``rate`` = met / (met + breached): the share of decided clocks that met the target;
+    pending clocks (still running, deadline not passed) are left out until they stop or
+    breach. None when nothing is decided yet.
+    """
+
+    met: int
+    breached: int
+    pending: int
+    rate: float | None
+    breached_by_seconds_total: float
+
+
+def attainment(outcomes: Iterable[SlaOutcome]) -> tuple[Attainment, Attainment]:
+    """Ack and resolve attainment of ``outcomes`` (incidents without that target skipped)."""
+    items = list(outcomes)
+    return _attain(o.ack for o in items), _attain(o.resolve for o in items)
+
+
+def _attain(clocks: Iterable[ClockOutcome | None]) -> Attainment:
+    decided = [c for c in clocks if c is not None]
+    met = sum(1 for c in decided if c.status == "met")
+    breached = sum(1 for c in decided if c.status == "breached")
+    pending = len(decided) - met - breached
+    total_over = sum(c.breached_by_seconds for c in decided)
+    rate = met / (met + breached) if met + breached else None
+    return Attainment(met, breached, pending, rate, total_over)
