@@ -197,6 +197,11 @@ def test_sla_calendar_resolution() -> None:
             "insight.interruptions.channels[0]",
             "invalid contact method type",
         ),
+        (
+            "priorities: [{id: P1, matchers: ['priority=~\"(\"']}]\n",
+            "insight.priorities[0].matchers[0].value",
+            "invalid regular expression",
+        ),
         ("slo: []\n", "insight.slo", "did you mean 'slos'"),
     ],
 )
@@ -235,7 +240,6 @@ def test_field_errors_name_the_field(body: str, path: str, words: str) -> None:
             "more than once",
         ),
         ("default_calendar: office\n", "insight.default_calendar", "unknown calendar"),
-        ("priorities: [{id: P1}, {id: P1}]\n", "insight.priorities[1].id", "duplicate priority"),
         (
             "priorities: [{id: P1, services: [checkot]}]\n",
             "insight.priorities[0].services[0]",
@@ -294,3 +298,20 @@ def test_business_calendar_satisfied_by_default_calendar() -> None:
     policy = insight.sla_policy("P1")
     assert policy is not None
     assert insight.sla_calendar(policy, "pay").id == "c"  # type: ignore[union-attr]
+
+
+def test_priority_from_labels_and_repeated_ids() -> None:
+    text = with_insight(
+        "priorities:\n"
+        "  - {id: P1, matchers: ['priority=\"P1\"']}\n"
+        "  - {id: P2, severities: [critical]}\n"
+        "  - {id: P1, services: [payments], urgencies: [high]}\n"
+        "  - {id: P3}\n"
+    )
+    insight = parse_config(text).insight
+    assert insight.priority_for("checkout", "info", "low", {"priority": "P1"}) == "P1"
+    assert insight.priority_for("checkout", "critical", "high", {"priority": "P4"}) == "P2"
+    assert insight.priority_for("payments", "warning", "high") == "P1"
+    assert insight.priority_for("checkout", "warning", "high") == "P3"
+    assert insight.priority_rank("P1") == 1 and insight.priority_rank("P2") == 2
+    assert insight.priority_rank("P3") == 3  # distinct priorities: P1, P2, P3

@@ -576,7 +576,6 @@ class _Checks:
         service_ids = [s.id for s in cfg.services]
         calendar_ids = [c.id for c in insight.calendars]
         self._unique_ids_at(("insight", "calendars"), "calendar", insight.calendars)
-        self._unique_ids_at(("insight", "priorities"), "priority", insight.priorities)
         calendar_of_team: dict[str, str] = {}
         for i, calendar in enumerate(insight.calendars):
             for j, team in enumerate(calendar.teams):

@@ -1006,19 +1006,29 @@ class BusinessCalendar(_Model):
 class PriorityRule(_Model):
     """Priority ``id`` for incidents that match every non-empty criterion. Rules are tried in
     order, first match wins, and the order is the ranking (the first rule is the highest
-    priority). An empty criterion matches anything."""
+    priority; several rules may give one priority, which ranks where its first rule is). An
+    empty criterion matches anything."""
 
     id: PriorityId
     severities: tuple[Severity, ...] = ()
     urgencies: tuple[Urgency, ...] = ()
     services: tuple[Ref, ...] = ()
+    matchers: tuple[Matcher, ...] = Field(default=(), max_length=32)
 
-    def matches(self, service_id: str, severity: str | None, urgency: str | None) -> bool:
-        """Whether an incident of ``service_id`` with this severity and urgency matches."""
+    def matches(
+        self,
+        service_id: str,
+        severity: str | None,
+        urgency: str | None,
+        labels: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Whether an incident of ``service_id`` with this severity, urgency and labels (of
+        the alert that opened it) matches."""
         return (
             (not self.severities or severity in self.severities)
             and (not self.urgencies or urgency in self.urgencies)
             and (not self.services or service_id in self.services)
+            and all(m.matches(labels or {}) for m in self.matchers)
         )
 
 
@@ -1109,20 +1119,23 @@ class Insight(_Model):
     interruptions: Interruptions = Field(default_factory=Interruptions)
 
     def priority_for(
-        self, service_id: str, severity: str | None, urgency: str | None
+        self,
+        service_id: str,
+        severity: str | None,
+        urgency: str | None,
+        labels: Mapping[str, str] | None = None,
     ) -> str | None:
         """The priority of an incident: the first matching rule's id, or None."""
         for rule in self.priorities:
-            if rule.matches(service_id, severity, urgency):
+            if rule.matches(service_id, severity, urgency, labels):
                 return rule.id
         return None
 
     def priority_rank(self, priority: str) -> int | None:
-        """1 for the highest priority (the first rule), 2 for the next...; None if unknown."""
-        for index, rule in enumerate(self.priorities):
-            if rule.id == priority:
-                return index + 1
-        return None
+        """1 for the highest priority (the first rule's), 2 for the next distinct one...;
+        None if unknown."""
+        order = list(dict.fromkeys(rule.id for rule in self.priorities))
+        return order.index(priority) + 1 if priority in order else None
 
     def sla_policy(self, priority: str | None) -> SlaPolicy | None:
         """The SLA policy of a priority, or None."""
