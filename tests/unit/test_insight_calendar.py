@@ -18,8 +18,10 @@ from tocsin_insight.domain.calendar import (
 )
 from tocsin_insight.domain.sla import (
     Attainment,
+    Breach,
     SlaTargets,
     attainment,
+    breaches,
     clock_outcome,
     sla_outcome,
     sla_targets,
@@ -317,3 +319,16 @@ def test_attainment_rates_leave_pending_clocks_out() -> None:
     assert resolve.rate == 0
     empty_ack, _ = attainment([])
     assert empty_ack.rate is None
+
+
+def test_breach_list_worst_first() -> None:
+    now = berlin(2026, 12, 7, 9, 40)
+    outcomes = [
+        ("inc-a", sla_outcome(P3, CREATED, berlin(2026, 12, 7, 9, 45), None, now)),
+        ("inc-b", sla_outcome(P3, CREATED, None, None, now)),
+        ("inc-c", sla_outcome(P3, CREATED, berlin(2026, 12, 7, 9, 20), None, now)),
+    ]
+    assert breaches(outcomes) == [
+        Breach("inc-a", "P3", "ack", berlin(2026, 12, 7, 9, 30), 900, pending=False),
+        Breach("inc-b", "P3", "ack", berlin(2026, 12, 7, 9, 30), 600, pending=True),
+    ]

@@ -22,11 +22,13 @@ from .calendar import Calendar, business_deadline, business_seconds, calendar_fr
 
 __all__ = [
     "Attainment",
+    "Breach",
     "ClockOutcome",
     "ClockStatus",
     "SlaOutcome",
     "SlaTargets",
     "attainment",
+    "breaches",
     "clock_outcome",
     "sla_outcome",
     "sla_targets",
@@ -168,3 +170,40 @@ def _attain(clocks: Iterable[ClockOutcome | None]) -> Attainment:
     total_over = sum(c.breached_by_seconds for c in decided)
     rate = met / (met + breached) if met + breached else None
     return Attainment(met, breached, pending, rate, total_over)
+
+
+@dataclass(frozen=True)
+class Breach:
+    """One breached clock, for the breach list of a report."""
+
+    incident_id: str
+    priority: str
+    clock: Literal["ack", "resolve"]
+    deadline: datetime
+    breached_by_seconds: float
+    pending: bool  # still running (not acknowledged / resolved yet)
+
+
+def breaches(outcomes: Iterable[tuple[str, SlaOutcome]]) -> list[Breach]:
+    """Every breached clock of ``(incident_id, outcome)`` pairs, worst first (ties: earlier
+    deadline, then incident id, then ack before resolve)."""
+    found: list[Breach] = []
+    for incident_id, outcome in outcomes:
+        clocks: tuple[tuple[Literal["ack", "resolve"], ClockOutcome | None], ...] = (
+            ("ack", outcome.ack),
+            ("resolve", outcome.resolve),
+        )
+        for name, clock in clocks:
+            if clock is not None and clock.status == "breached":
+                found.append(
+                    Breach(
+                        incident_id,
+                        outcome.priority,
+                        name,
+                        clock.deadline,
+                        clock.breached_by_seconds,
+                        clock.stopped_at is None,
+                    )
+                )
+    found.sort(key=lambda b: (-b.breached_by_seconds, b.deadline, b.incident_id, b.clock))
+    return found
