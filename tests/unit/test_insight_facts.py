@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka.structs import ConsumerRecord
 from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
+from tocsin_common.config import Insight
+from tocsin_insight.domain.interruptions import hour_class
 from tocsin_insight.facts import (
     Directory,
     FactError,
@@ -22,9 +24,22 @@ from tocsin_insight.ingest import decode
 
 E = incident_pb2
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+INSIGHT = Insight.model_validate(
+    {
+        "priorities": [
+            {"id": "P1", "matchers": ['priority="P1"']},
+            {"id": "P1", "severities": ["critical"], "urgencies": ["high"]},
+            {"id": "P2", "severities": ["error", "critical"]},
+            {"id": "P3", "services": ["checkout"]},
+        ]
+    }
+)
 DIRECTORY = Directory(
     team_of=lambda s: {"checkout": "payments"}.get(s, ""),
     zone_of=lambda u: {"ana": "Europe/Paris"}.get(u, "UTC"),
+    priority_of=lambda service, severity, urgency, labels: (
+        INSIGHT.priority_for(service, severity, urgency, labels) or ""
+    ),
 )
 
 
@@ -119,6 +134,7 @@ def test_a_story_acknowledged_after_90s_escalated_once_and_resolved_by_a_person(
     assert fact.seconds_to_resolve == 600 and fact.resolved_by == "bob"
     assert not fact.auto_resolved
     assert fact.first_engaged_at == T0 + timedelta(seconds=90)
+    assert fact.engaged_users == ("bob",) and fact.seconds_to_engage is None  # one person
     assert fact.escalation_count == 2 and fact.max_level == 2
     assert fact.alert_count == 2 and fact.event_count == 6
     assert fact.status == "resolved"
@@ -144,17 +160,22 @@ def test_only_the_first_ack_and_resolve_count() -> None:
         event(E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED, 400, actor="bob"),
     )
     assert fact.seconds_to_first_ack == 30 and fact.first_ack_by == "ana"
-    assert fact.first_engaged_by == "ana"
+    # Engagement: each person's first acknowledgement; engage = first person to last.
+    assert fact.engaged_users == ("ana", "bob")
+    assert fact.seconds_to_engage == 370
+    assert fact.last_engaged_at == T0 + timedelta(seconds=400)
 
 
-def test_a_note_engages_before_the_ack() -> None:
+def test_notes_and_a_person_acking_again_are_not_new_engagements() -> None:
     fact = fold_all(
         event(E.INCIDENT_EVENT_TYPE_TRIGGERED, 0),
         event(E.INCIDENT_EVENT_TYPE_NOTE_ADDED, 20, actor="ana"),
         event(E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED, 45, actor="bob"),
+        event(E.INCIDENT_EVENT_TYPE_UNACKNOWLEDGED, 100, actor="system"),
+        event(E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED, 120, actor="bob"),
     )
-    assert fact.first_engaged_at == T0 + timedelta(seconds=20)
-    assert fact.first_engaged_by == "ana"
+    assert fact.first_engaged_at == T0 + timedelta(seconds=45)
+    assert fact.engaged_users == ("bob",) and fact.last_engaged_at == fact.first_engaged_at
 
 
 def test_snooze_counts_its_used_time_when_ended_early_and_its_whole_time_otherwise() -> None:
@@ -180,7 +201,7 @@ def test_reassignments_are_counted() -> None:
         event(E.INCIDENT_EVENT_TYPE_REASSIGNED, 10, actor="ana"),
         event(E.INCIDENT_EVENT_TYPE_REASSIGNED, 20, actor="bob"),
     )
-    assert fact.reassignments == 2 and fact.first_engaged_by == "ana"
+    assert fact.reassignments == 2 and fact.engaged_users == ()
 
 
 def test_suppressed_incident_counts_its_alerts_and_the_kind() -> None:
@@ -214,21 +235,28 @@ def test_held_and_flapping_are_remembered() -> None:
 @pytest.mark.parametrize(
     ("labels", "severity", "priority"),
     [
-        ({}, alert_pb2.SEVERITY_CRITICAL, "P1"),
+        ({}, alert_pb2.SEVERITY_CRITICAL, "P1"),  # critical and high urgency
         ({}, alert_pb2.SEVERITY_ERROR, "P2"),
-        ({}, alert_pb2.SEVERITY_WARNING, "P3"),
-        ({}, alert_pb2.SEVERITY_INFO, "P4"),
-        ({}, alert_pb2.SEVERITY_UNSPECIFIED, "P3"),
-        ({"priority": "p2"}, alert_pb2.SEVERITY_CRITICAL, "P2"),
-        ({"priority": "5"}, alert_pb2.SEVERITY_CRITICAL, "P5"),
-        ({"priority": "urgent"}, alert_pb2.SEVERITY_INFO, "P4"),
+        ({}, alert_pb2.SEVERITY_WARNING, "P3"),  # the service's rule
+        ({"priority": "P1"}, alert_pb2.SEVERITY_INFO, "P1"),  # the label's matcher
     ],
 )
-def test_priority_from_the_label_else_the_severity(
+def test_priority_is_the_first_matching_rule_of_the_config(
     labels: dict[str, str], severity: int, priority: str
 ) -> None:
     fact = fold_all(event(E.INCIDENT_EVENT_TYPE_TRIGGERED, 0, labels=labels, severity=severity))
     assert fact.priority == priority
+
+
+def test_no_matching_rule_leaves_the_priority_empty() -> None:
+    e = event(E.INCIDENT_EVENT_TYPE_TRIGGERED, 0, severity=alert_pb2.SEVERITY_INFO)
+    e.incident.service_id = "web"
+    assert fold_incident(None, e, DIRECTORY).priority == ""
+
+
+def test_held_incidents_are_suppressed_by_dependency() -> None:
+    fact = fold_all(event(E.INCIDENT_EVENT_TYPE_HELD, 0, held_by="inc-up"))
+    assert fact.held and fact.suppression_kind == "dependency"
 
 
 def test_impact_from_the_label_runs_until_resolution() -> None:
@@ -284,10 +312,10 @@ def test_notification_fact_in_the_person_zone() -> None:
         attempt=1,
     )
     status.at.FromDatetime(datetime(2026, 7, 1, 21, 30, tzinfo=UTC))
-    fact = notification_fact(status, DIRECTORY, hour_class=lambda local: f"h{local.hour}")
+    fact = notification_fact(status, DIRECTORY, hour_class=hour_class)
     assert fact.delivered and fact.channel == "sms" and fact.time_zone == "Europe/Paris"
     assert fact.local_at == datetime(2026, 7, 1, 23, 30)  # CEST
-    assert fact.hour_class == "h23"
+    assert fact.hour_class == "sleep"  # 23:30 in Paris
     with pytest.raises(FactError, match="request_id"):
         notification_fact(notification_pb2.NotificationStatus(), DIRECTORY)
 

@@ -36,11 +36,6 @@ SEVERITY_NAMES = {
     alert_pb2.SEVERITY_ERROR: "error",
     alert_pb2.SEVERITY_CRITICAL: "critical",
 }
-# An incident's priority: its opening alert's `priority` label (P1..P5) when it has one,
-# else from its severity.
-PRIORITY_BY_SEVERITY = {"critical": "P1", "error": "P2", "warning": "P3", "info": "P4"}
-DEFAULT_PRIORITY = "P3"
-PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 # Impact levels an incident may carry in its `impact` label (availability weights).
 IMPACT_LEVELS = ("major", "partial", "degraded")
 
@@ -53,16 +48,6 @@ _SNOOZE_ENDERS = frozenset(
         E.INCIDENT_EVENT_TYPE_RESOLVED,
         E.INCIDENT_EVENT_TYPE_REASSIGNED,
         E.INCIDENT_EVENT_TYPE_SNOOZED,
-    }
-)
-# What a person does that counts as engaging with an incident (time to engage).
-_ENGAGING = frozenset(
-    {
-        E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED,
-        E.INCIDENT_EVENT_TYPE_RESOLVED,
-        E.INCIDENT_EVENT_TYPE_REASSIGNED,
-        E.INCIDENT_EVENT_TYPE_SNOOZED,
-        E.INCIDENT_EVENT_TYPE_NOTE_ADDED,
     }
 )
 
@@ -85,12 +70,18 @@ def _ts(value: Timestamp) -> datetime:
     return value.ToDatetime(tzinfo=UTC)
 
 
+PriorityOf = Callable[[str, str, str, Mapping[str, str]], str]
+
+
 @dataclass(frozen=True)
 class Directory:
-    """What the fold needs from the config: a service's team, a person's time zone."""
+    """What the fold needs from the config: a service's team, a person's time zone, and an
+    incident's priority (``insight.priorities``: service, severity, urgency, labels of the
+    alert that opened it -> the first matching rule's id, "" when none matches)."""
 
     team_of: Callable[[str], str] = lambda service_id: ""
     zone_of: Callable[[str], str] = lambda user_id: "UTC"
+    priority_of: PriorityOf = lambda service, severity, urgency, labels: ""
 
 
 @dataclass(frozen=True)
@@ -110,8 +101,9 @@ class IncidentFact:
     updated_at: datetime
     first_ack_at: datetime | None = None
     first_ack_by: str = ""
-    first_engaged_at: datetime | None = None
-    first_engaged_by: str = ""
+    first_engaged_at: datetime | None = None  # the first person's acknowledgement
+    last_engaged_at: datetime | None = None  # the first ack of the last person to engage
+    engaged_users: tuple[str, ...] = ()  # people who acknowledged, in order
     resolved_at: datetime | None = None
     resolved_by: str = ""
     auto_resolved: bool = False
@@ -140,6 +132,14 @@ class IncidentFact:
         return max(0.0, (self.first_ack_at - self.created_at).total_seconds())
 
     @property
+    def seconds_to_engage(self) -> float | None:
+        """First person's engagement to the last one's (two or more people)."""
+        if len(self.engaged_users) < 2 or self.first_engaged_at is None:
+            return None
+        assert self.last_engaged_at is not None
+        return (self.last_engaged_at - self.first_engaged_at).total_seconds()
+
+    @property
     def seconds_to_resolve(self) -> float | None:
         if self.resolved_at is None:
             return None
@@ -147,15 +147,6 @@ class IncidentFact:
 
 
 COLUMNS: tuple[str, ...] = tuple(IncidentFact.__dataclass_fields__)
-
-
-def _labels_priority(labels: Mapping[str, str], severity: str) -> str:
-    raw = (labels.get("priority") or "").strip().upper()
-    if raw.isdigit():
-        raw = f"P{raw}"
-    if raw in PRIORITIES:
-        return raw
-    return PRIORITY_BY_SEVERITY.get(severity, DEFAULT_PRIORITY)
 
 
 def _label_time(labels: Mapping[str, str], name: str) -> datetime | None:
@@ -201,7 +192,12 @@ def _new_fact(event: incident_pb2.IncidentEvent, directory: Directory) -> Incide
         title=incident.title,
         urgency="low" if incident.urgency == E.URGENCY_LOW else "high",
         severity=severity,
-        priority=_labels_priority(incident.labels, severity),
+        priority=directory.priority_of(
+            incident.service_id,
+            severity,
+            "low" if incident.urgency == E.URGENCY_LOW else "high",
+            incident.labels,
+        ),
         group_key=incident.group_key,
         dedup_key=event.alert.dedup_key or (incident.dedup_keys[0] if incident.dedup_keys else ""),
         source=event.alert.source,
@@ -243,6 +239,8 @@ def fold_incident(
     if incident.suppressed and not current.suppressed:
         changes["suppressed"] = True
         changes["suppression_kind"] = suppression_kind(incident.suppressed_reason)
+    elif incident.held_by_incident_id and not current.suppression_kind:
+        changes["suppression_kind"] = "dependency"  # held by an upstream incident
     if kind == E.INCIDENT_EVENT_TYPE_SUPPRESSED or (
         kind == E.INCIDENT_EVENT_TYPE_ALERT_ADDED and incident.suppressed
     ):
@@ -259,9 +257,17 @@ def fold_incident(
         changes["snoozed_seconds"] = current.snoozed_seconds + used
         changes["snoozed_since"] = None
         changes["snoozed_until"] = None
-    if kind in _ENGAGING and is_person(event.actor) and current.first_engaged_at is None:
-        changes["first_engaged_at"] = at
-        changes["first_engaged_by"] = event.actor
+    # A person's acknowledgement is their engagement (docs/insight.md#response): the
+    # first one of each person counts, in the order they came.
+    if (
+        kind == E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED
+        and is_person(event.actor)
+        and event.actor not in current.engaged_users
+    ):
+        changes["engaged_users"] = (*current.engaged_users, event.actor)
+        changes["last_engaged_at"] = at
+        if current.first_engaged_at is None:
+            changes["first_engaged_at"] = at
     if kind == E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED and current.first_ack_at is None:
         changes["first_ack_at"] = at
         changes["first_ack_by"] = event.actor
@@ -320,9 +326,9 @@ class NotificationFact:
 def notification_fact(
     status: notification_pb2.NotificationStatus,
     directory: Directory,
-    hour_class: Callable[[datetime], str] | None = None,
+    hour_class: Callable[[datetime, str], str] | None = None,
 ) -> NotificationFact:
-    """One delivery outcome; ``hour_class`` classes the local time (business/off/sleep)."""
+    """One delivery outcome; ``hour_class(at, zone)`` classes it (business/off/sleep)."""
     if not status.request_id:
         raise FactError("request_id: is empty")
     if not status.HasField("at"):
@@ -345,7 +351,7 @@ def notification_fact(
         at=at,
         time_zone=zone_name,
         local_at=local.replace(tzinfo=None),
-        hour_class=hour_class(local) if hour_class else "",
+        hour_class=hour_class(at, zone_name) if hour_class else "",
     )
 
 
@@ -379,4 +385,3 @@ def change_fact(change: alert_pb2.ChangeEvent, directory: Directory) -> ChangeFa
         at=at,
         received_at=received,
     )
-

@@ -22,7 +22,7 @@ from tocsin_common.auth.directory import service_teams
 from tocsin_common.auth.policy import Resource
 from tocsin_common.config import ConfigStore
 
-from tocsin_insight import reports
+from tocsin_insight import reports, views
 from tocsin_insight.reports import DistributionRow, Filter, QueryError
 
 log = logging.getLogger("tocsin.insight.grpc")
@@ -122,6 +122,7 @@ class InsightServicer(insight_service_pb2_grpc.InsightServiceServicer):
                 seconds_to_first_ack=_distribution(row.seconds_to_first_ack),
                 seconds_to_resolve=_distribution(row.seconds_to_resolve),
                 seconds_to_engage=_distribution(row.seconds_to_engage),
+                seconds_to_mobilize=_distribution(row.seconds_to_mobilize),
                 escalation_rate=row.escalation_rate,
                 auto_resolved_share=row.auto_resolved_share,
                 alerts_per_incident=row.alerts_per_incident,
@@ -153,36 +154,96 @@ class InsightServicer(insight_service_pb2_grpc.InsightServiceServicer):
             reply.points.add(
                 period_start=_stamp(point.period_start), value=point.value, count=point.count
             )
-        # The trend (bootstrap confidence interval) comes with the domain's trend module.
+        found = views.trend(points, metric)
+        if found is not None:
+            significant = found.verdict in ("increase", "decrease")
+            reply.trend.CopyFrom(
+                pb.Trend(
+                    current=found.current or 0.0,
+                    previous=found.previous or 0.0,
+                    difference=found.difference or 0.0,
+                    ci_low=found.ci_low or 0.0,
+                    ci_high=found.ci_high or 0.0,
+                    significant=significant,
+                    summary=found.verdict,
+                )
+            )
         return reply
 
     async def Breaches(
         self, request: pb.BreachesRequest, context: grpc.aio.ServicerContext
     ) -> pb.BreachesResponse:
-        await self._filter(request, context)
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "Breaches: the business-time SLA clocks (tocsin_insight.domain) have not landed yet",
+        f = await self._filter(request, context)
+        limit = request.limit or 100
+        if not 0 < limit <= 1000:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"limit: {limit} is not between 1 and 1000"
+            )
+        generation = await self._generation()
+        async with self._pool.connection() as conn:
+            found = await views.sla_breaches(
+                conn, generation, f, self._config.current, datetime.now(UTC)
+            )
+        reply = pb.BreachesResponse(
+            ack_within_target_rate=found.ack.rate if found.ack.rate is not None else 0.0,
+            resolve_within_target_rate=(
+                found.resolve.rate if found.resolve.rate is not None else 0.0
+            ),
         )
-        raise AssertionError("abort raises")
+        for item in found.breaches[:limit]:
+            reply.breaches.add(
+                incident_id=item.breach.incident_id,
+                service_id=item.incident["service_id"],
+                team_id=item.incident["team_id"],
+                priority=item.breach.priority,
+                kind=item.breach.clock,
+                target_seconds=item.clock.target_seconds,
+                business_seconds=item.clock.elapsed_seconds,
+                created_at=_stamp(item.incident["created_at"]),
+            )
+        return reply
 
     async def Problems(
         self, request: pb.ProblemsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ProblemsResponse:
-        await self._filter(request, context)
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "Problems: the recurrence rule (tocsin_insight.domain) has not landed yet",
-        )
-        raise AssertionError("abort raises")
+        f = await self._filter(request, context)
+        generation = await self._generation()
+        async with self._pool.connection() as conn:
+            found = await views.problems(conn, generation, f, self._config.current)
+        reply = pb.ProblemsResponse()
+        for problem in found:
+            reply.problems.add(
+                problem_id=problem.problem_id,
+                service_id=problem.service,
+                fingerprint=problem.fingerprint,
+                incident_count=problem.count,
+                incident_ids=list(problem.incident_ids),
+                first_seen=_stamp(problem.first_at),
+                last_seen=_stamp(problem.last_at),
+            )
+        return reply
 
     async def ReviewDraft(
         self, request: pb.ReviewDraftRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReviewDraftResponse:
         if not request.incident_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incident_id: is required")
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "ReviewDraft: the review draft renderer (tocsin_insight.domain) has not landed yet",
+        generation = await self._generation()
+        config = self._config.current
+        async with self._pool.connection() as conn:
+            found = await views.review(
+                conn, generation, request.incident_id, config, datetime.now(UTC)
+            )
+        resource = Resource(
+            "incident",
+            request.incident_id,
+            service_teams(config, found[0]) if found is not None else frozenset(),
         )
-        raise AssertionError("abort raises")
+        # Unknown, and not the caller's to read, answer alike: ids cannot be probed.
+        if found is None or not self._access.allows("insight.read", resource):
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"incident_id: no incident {request.incident_id!r}"
+            )
+        assert found is not None
+        await self._access.authorize(context, "insight.read", resource)
+        return pb.ReviewDraftResponse(markdown=found[1])

@@ -50,7 +50,7 @@ LAG_SECONDS = Gauge(
     "tocsin_insight_event_lag_seconds", "Age of the newest incident event of the last batch"
 )
 
-HourClass = Callable[[datetime], str]
+HourClass = Callable[[datetime, str], str]
 
 
 @dataclass

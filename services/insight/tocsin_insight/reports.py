@@ -8,6 +8,7 @@ parameters, identifiers through psycopg.sql.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from psycopg import sql
 
-from tocsin_insight.facts import PRIORITIES
 from tocsin_insight.schema import generation_schema
 
 # Report dimension -> incident fact column.
@@ -30,9 +30,17 @@ DIMENSIONS = {
 }
 PERIODS = ("day", "week", "month")
 URGENCIES = ("high", "low")
-DURATIONS = ("seconds_to_first_ack", "seconds_to_resolve", "seconds_to_engage")
+DURATIONS = (
+    "seconds_to_first_ack",
+    "seconds_to_resolve",
+    "seconds_to_engage",
+    "seconds_to_mobilize",
+)
 RATES = ("incident_count", "escalation_rate", "auto_resolved_share", "alerts_per_incident")
 METRICS = DURATIONS + RATES
+
+
+_PRIORITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 
 class QueryError(ValueError):
@@ -75,6 +83,7 @@ class ReportRow:
     seconds_to_first_ack: DistributionRow
     seconds_to_resolve: DistributionRow
     seconds_to_engage: DistributionRow
+    seconds_to_mobilize: DistributionRow
     escalation_rate: float
     auto_resolved_share: float
     alerts_per_incident: float
@@ -106,9 +115,11 @@ def make_filter(
     urgency = urgency.strip().lower()
     if urgency and urgency not in URGENCIES:
         raise QueryError(f"filter.urgency: {urgency!r} is not one of {', '.join(URGENCIES)}")
-    priority = priority.strip().upper()
-    if priority and priority not in PRIORITIES:
-        raise QueryError(f"filter.priority: {priority!r} is not one of {', '.join(PRIORITIES)}")
+    priority = priority.strip()
+    if priority and not _PRIORITY.match(priority):
+        raise QueryError(
+            f"filter.priority: {priority!r} is not a priority id (letters, digits, - and _)"
+        )
     zone = time_zone.strip() or "UTC"
     try:
         ZoneInfo(zone)
@@ -134,7 +145,7 @@ def report_query(filter: Filter, group_by: Sequence[str], period: str) -> Report
     return ReportQuery(filter, tuple(dims), period)
 
 
-def _where(f: Filter) -> tuple[sql.Composable, dict[str, Any]]:
+def where_clause(f: Filter) -> tuple[sql.Composable, dict[str, Any]]:
     clauses: list[sql.Composable] = []
     params: dict[str, Any] = {}
     for column, value in (
@@ -182,15 +193,18 @@ _DURATIONS_SQL = """
     CASE WHEN resolved_at IS NOT NULL
          THEN greatest(0, extract(epoch FROM resolved_at - created_at))::float8
     END AS seconds_to_resolve,
-    CASE WHEN first_engaged_at IS NOT NULL
-         THEN greatest(0, extract(epoch FROM first_engaged_at - created_at))::float8
-    END AS seconds_to_engage
+    CASE WHEN cardinality(engaged_users) >= 2
+         THEN greatest(0, extract(epoch FROM last_engaged_at - first_engaged_at))::float8
+    END AS seconds_to_engage,
+    CASE WHEN cardinality(engaged_users) >= 2
+         THEN greatest(0, extract(epoch FROM last_engaged_at - created_at))::float8
+    END AS seconds_to_mobilize
 """
 
 
 def build_report(generation: str, query: ReportQuery) -> tuple[sql.Composed, dict[str, Any]]:
     s = generation_schema(generation)
-    where, params = _where(query.filter)
+    where, params = where_clause(query.filter)
     params["tz"] = query.filter.time_zone
     keys: list[sql.Composable] = [
         sql.SQL("{} AS {}").format(sql.Identifier(DIMENSIONS[d]), sql.Identifier(f"g_{d}"))
@@ -205,7 +219,7 @@ def build_report(generation: str, query: ReportQuery) -> tuple[sql.Composed, dic
         """
         SELECT {keys},
                count(*),
-               {ack}, {resolve}, {engage},
+               {ack}, {resolve}, {engage}, {mobilize},
                avg((max_level >= 2)::int)::float8,
                coalesce(avg(auto_resolved::int) FILTER (WHERE resolved_at IS NOT NULL), 0)::float8,
                (sum(alert_count)::float8 / count(*)),
@@ -224,6 +238,7 @@ def build_report(generation: str, query: ReportQuery) -> tuple[sql.Composed, dic
         ack=_distribution("seconds_to_first_ack"),
         resolve=_distribution("seconds_to_resolve"),
         engage=_distribution("seconds_to_engage"),
+        mobilize=_distribution("seconds_to_mobilize"),
         durations=sql.SQL(_DURATIONS_SQL),
         s=s,
         where=where,
@@ -264,14 +279,15 @@ async def report(
                 seconds_to_first_ack=_dist(rest[2:6]),
                 seconds_to_resolve=_dist(rest[6:10]),
                 seconds_to_engage=_dist(rest[10:14]),
-                escalation_rate=float(rest[14] or 0.0),
-                auto_resolved_share=float(rest[15] or 0.0),
-                alerts_per_incident=float(rest[16] or 0.0),
-                suppressed_share=float(rest[17] or 0.0),
-                notifications=int(rest[18]),
-                escalations=int(rest[19]),
-                reassignments=int(rest[20]),
-                snoozed_seconds=float(rest[21] or 0.0),
+                seconds_to_mobilize=_dist(rest[14:18]),
+                escalation_rate=float(rest[18] or 0.0),
+                auto_resolved_share=float(rest[19] or 0.0),
+                alerts_per_incident=float(rest[20] or 0.0),
+                suppressed_share=float(rest[21] or 0.0),
+                notifications=int(rest[22]),
+                escalations=int(rest[23]),
+                reassignments=int(rest[24]),
+                snoozed_seconds=float(rest[25] or 0.0),
             )
         )
     return out
@@ -305,7 +321,7 @@ async def timeseries(
     """One value per period; with each, the period's samples (durations: the incidents'
     values; rates: one 0/1 or count per incident) for a trend's bootstrap."""
     s = generation_schema(generation)
-    where, params = _where(f)
+    where, params = where_clause(f)
     params["tz"] = f.time_zone
     sample: sql.Composable
     if metric in DURATIONS:

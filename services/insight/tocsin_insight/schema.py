@@ -133,3 +133,36 @@ async def serve_generation(conn: psycopg.AsyncConnection[object], name: str) -> 
         (name,),
     )
     log.info("generation %s serves", name)
+
+
+async def writer_generation(conn: psycopg.AsyncConnection[object], definition: int) -> str:
+    """The generation this build writes into: the serving one when it holds the same
+    definitions; else the newest generation of ``definition`` (created, empty, when there is
+    none: it fills from the topics' beginning while the serving one keeps answering, and
+    serves once complete). Replicas of one build agree on it (advisory lock)."""
+    current = await ensure_serving(conn, definition)
+    cur = await conn.execute(
+        "SELECT definition FROM insight_generations WHERE name = %s", (current,)
+    )
+    row = await cur.fetchone()
+    if row is not None and int(row[0]) == definition:  # type: ignore[index]
+        return current
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK + 2,))
+        cur = await conn.execute(
+            "SELECT name FROM insight_generations WHERE definition = %s "
+            "ORDER BY substring(name from 2)::int DESC LIMIT 1",
+            (definition,),
+        )
+        newest = await cur.fetchone()
+        if newest is not None:
+            return str(newest[0])  # type: ignore[index]
+        name = await create_generation(conn, definition)
+    log.warning(
+        "generation %s serves definitions of another version; filling %s (definitions v%d) "
+        "from the topics' beginning, it serves once complete",
+        current,
+        name,
+        definition,
+    )
+    return name

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from tocsin_common.transport import KafkaSecurity
 
 from tocsin_insight import schema, store
 from tocsin_insight.db import Conn, pool, wait_for_postgres
+from tocsin_insight.domain.interruptions import hour_class
 from tocsin_insight.facts import DEFINITION_VERSION, Directory
 from tocsin_insight.grpc_api import InsightServicer
 from tocsin_insight.ingest import TOPICS, FactConsumer
@@ -43,10 +44,20 @@ log = logging.getLogger("tocsin.insight")
 def directory_of(config: TocsinConfig) -> Directory:
     teams = {s.id: s.team or "" for s in config.services}
     zones = {u.id: u.time_zone for u in config.users}
+    insight = config.insight
+
+    def priority_of(service: str, severity: str, urgency: str, labels: Mapping[str, str]) -> str:
+        return insight.priority_for(service, severity, urgency, labels) or ""
+
     return Directory(
         team_of=lambda service_id: teams.get(service_id, ""),
         zone_of=lambda user_id: zones.get(user_id, "UTC"),
+        priority_of=priority_of,
     )
+
+
+def _number(generation: str) -> int:
+    return int(generation[1:])
 
 
 class ServingCache:
@@ -125,10 +136,11 @@ class Completion:
 
 
 async def open_database(settings: Settings) -> tuple[Conn, str]:
+    """A connection, the schema migrated, and the generation this build writes into."""
     conn = await wait_for_postgres(settings.postgres)
     applied = await schema.migrate(conn)
     log.info("schema: %s", f"applied {applied}" if applied else "up to date")
-    generation = await schema.ensure_serving(conn, DEFINITION_VERSION)
+    generation = await schema.writer_generation(conn, DEFINITION_VERSION)
     return conn, generation
 
 
@@ -157,17 +169,6 @@ async def serve(stop: asyncio.Event) -> None:
     await wait_for_kafka(settings.kafka_bootstrap, security=security)
     await ensure_topics(settings.kafka_bootstrap, security=security)
     await ensure_targets(conn, generation, settings)
-    with_definition = await conn.execute(
-        "SELECT definition FROM insight_generations WHERE name = %s", (generation,)
-    )
-    row = await with_definition.fetchone()
-    if row is not None and int(row[0]) != DEFINITION_VERSION:
-        log.warning(
-            "generation %s holds definitions v%s, this build has v%d: run `make insight-replay`",
-            generation,
-            row[0],
-            DEFINITION_VERSION,
-        )
     producer = EventProducer(settings.kafka_bootstrap, SERVICE, security=security)
     await producer.start()
     api_pool = pool(settings.postgres)
@@ -177,11 +178,19 @@ async def serve(stop: asyncio.Event) -> None:
     await completion.load()
 
     async def current_generation() -> str:
-        found: str | None = await schema.serving(conn)
-        return found or generation
+        # Follows a replay's new generation once it serves (make insight-replay).
+        return await schema.writer_generation(conn, DEFINITION_VERSION)
+
+    settled: set[str] = set()
 
     async def written(gen: str, result: Written) -> None:
-        await completion.check(gen, result)
+        # A generation of this build's definitions that caught up serves, if newer.
+        if gen in settled or not await completion.check(gen, result):
+            return
+        current = await schema.serving(conn)
+        if current != gen and _number(gen) > _number(current or "g0"):
+            await schema.serve_generation(conn, gen)
+        settled.add(gen)
 
     consumer = FactConsumer(
         group_consumer(settings.kafka_bootstrap, GROUP_ID, SERVICE, security),
@@ -190,6 +199,7 @@ async def serve(stop: asyncio.Event) -> None:
         lambda: directory_of(config.current),
         producer,
         on_written=written,
+        hour_class=hour_class,
     )
     grpc_server = GrpcServer(
         settings.grpc_host,
@@ -254,6 +264,7 @@ async def replay(*, serve_when_done: bool = True, idle_timeout: float = 30.0) ->
         lambda: directory_of(config.current),
         None,
         max_records=5000,
+        hour_class=hour_class,
     )
     await consumer.start_assigned(TopicPartition(t, p) for t, p in ends)
     try:

@@ -343,7 +343,8 @@ def _fact_row(fact: IncidentFact) -> tuple[Any, ...]:
 
 def _fact_from_row(row: Sequence[Any]) -> IncidentFact:
     values = dict(zip(_FACT_COLUMNS, row, strict=True))
-    values["linked_changes"] = tuple(values["linked_changes"] or ())
+    for name in ("linked_changes", "engaged_users"):
+        values[name] = tuple(values[name] or ())
     fact = IncidentFact(**values)
     return fact
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftocsin/v1/insight_service.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x01\n\rInsightFilter\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x0f\n\x07urgency\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x07 \x01(\t\"_\n\x0c\x44istribution\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0b\n\x03p50\x18\x03 \x01(\x01\x12\x0b\n\x03p90\x18\x04 \x01(\x01\x12\x0b\n\x03p95\x18\x05 \x01(\x01\x12\x0b\n\x03max\x18\x06 \x01(\x01\"[\n\rReportRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.InsightFilter\x12\x10\n\x08group_by\x18\x02 \x03(\t\x12\x0e\n\x06period\x18\x03 \x01(\t\"\xba\x04\n\tReportRow\x12.\n\x05group\x18\x01 \x03(\x0b\x32\x1f.tocsin.v1.ReportRow.GroupEntry\x12\x30\n\x0cperiod_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14total_incident_count\x18\x03 \x01(\x03\x12\x35\n\x14seconds_to_first_ack\x18\x04 \x01(\x0b\x32\x17.tocsin.v1.Distribution\x12\x33\n\x12seconds_to_resolve\x18\x05 \x01(\x0b\x32\x17.tocsin.v1.Distribution\x12\x32\n\x11seconds_to_engage\x18\x06 \x01(\x0b\x32\x17.tocsin.v1.Distribution\x12\x17\n\x0f\x65scalation_rate\x18\x07 \x01(\x01\x12\x1b\n\x13\x61uto_resolved_share\x18\x08 \x01(\x01\x12\x1b\n\x13\x61lerts_per_incident\x18\t \x01(\x01\x12\x18\n\x10suppressed_share\x18\n \x01(\x01\x12\x1b\n\x13total_notifications\x18\x0b \x01(\x03\x12\x19\n\x11total_escalations\x18\x0c \x01(\x03\x12\x1b\n\x13total_reassignments\x18\r \x01(\x03\x12\x1d\n\x15total_snoozed_seconds\x18\x0e \x01(\x01\x1a,\n\nGroupEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x0eReportResponse\x12\"\n\x04rows\x18\x01 \x03(\x0b\x32\x14.tocsin.v1.ReportRow\x12\x1a\n\x12\x64\x65\x66inition_version\x18\x02 \x01(\t\"]\n\x11TimeseriesRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.InsightFilter\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0e\n\x06period\x18\x03 \x01(\t\"a\n\x0fTimeseriesPoint\x12\x30\n\x0cperiod_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"\x85\x01\n\x05Trend\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x01\x12\x10\n\x08previous\x18\x02 \x01(\x01\x12\x12\n\ndifference\x18\x03 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x04 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x05 \x01(\x01\x12\x13\n\x0bsignificant\x18\x06 \x01(\x08\x12\x0f\n\x07summary\x18\x07 \x01(\t\"}\n\x12TimeseriesResponse\x12*\n\x06points\x18\x01 \x03(\x0b\x32\x1a.tocsin.v1.TimeseriesPoint\x12\x1f\n\x05trend\x18\x02 \x01(\x0b\x32\x10.tocsin.v1.Trend\x12\x1a\n\x12\x64\x65\x66inition_version\x18\x03 \x01(\t\"J\n\x0f\x42reachesRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.InsightFilter\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xc4\x01\n\x06\x42reach\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x0f\n\x07team_id\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x16\n\x0etarget_seconds\x18\x06 \x01(\x01\x12\x18\n\x10\x62usiness_seconds\x18\x07 \x01(\x01\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x10\x42reachesResponse\x12#\n\x08\x62reaches\x18\x01 \x03(\x0b\x32\x11.tocsin.v1.Breach\x12\x1e\n\x16\x61\x63k_within_target_rate\x18\x02 \x01(\x01\x12\"\n\x1aresolve_within_target_rate\x18\x03 \x01(\x01\";\n\x0fProblemsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.InsightFilter\"\xd3\x01\n\x07Problem\x12\x12\n\nproblem_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x16\n\x0eincident_count\x18\x04 \x01(\x05\x12\x14\n\x0cincident_ids\x18\x05 \x03(\t\x12.\n\nfirst_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x10ProblemsResponse\x12$\n\x08problems\x18\x01 \x03(\x0b\x32\x12.tocsin.v1.Problem\")\n\x12ReviewDraftRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\"\'\n\x13ReviewDraftResponse\x12\x10\n\x08markdown\x18\x01 \x01(\t2\xf2\x02\n\x0eInsightService\x12=\n\x06Report\x12\x18.tocsin.v1.ReportRequest\x1a\x19.tocsin.v1.ReportResponse\x12I\n\nTimeseries\x12\x1c.tocsin.v1.TimeseriesRequest\x1a\x1d.tocsin.v1.TimeseriesResponse\x12\x43\n\x08\x42reaches\x12\x1a.tocsin.v1.BreachesRequest\x1a\x1b.tocsin.v1.BreachesResponse\x12\x43\n\x08Problems\x12\x1a.tocsin.v1.ProblemsRequest\x1a\x1b.tocsin.v1.ProblemsResponse\x12L\n\x0bReviewDraft\x12\x1d.tocsin.v1.ReviewDraftRequest\x1a\x1e.tocsin.v1.ReviewDraftResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftocsin/v1/insight_service.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x01\n\rInsightFilter\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x0f\n\x07urgency\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x07 \x01(\t\"_\n\x0c\x44istribution\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0b\n\x03p50\x18\x03 \x01(\x01\x12\x0b\n\x03p90\x18\x04 \x01(\x01\x12\x0b\n\x03p95\x18\x05 \x01(\x01\x12\x0b\n\x03max\x18\x06 \x01(\x01\"[\n\rReportRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.InsightFilter\x12\x10\n\x08group_by\x18\x02 \x03(\t\x12\x0e\n\x06period\x18\x03 \x01(\t\"\xf0\x04\n\tReportRow\x12.\n\x05group\x18\x01 \x03(\x0b\x32\x1f.tocsin.v1.ReportRow.GroupEntry\x12\x30\n\x0cperiod_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14total_incident_count\x18\x03 \x01(\x03\x12\x35\n\x14seconds_to_first_ack\x18\x04 \x01(\x0b\x32\x17.tocsin.v1.Distribution\x12\x33\n\x12seconds_to_resolve\x18\x05 \x01(\x0b\x32\x17.tocsin.v1.Distribution\x12\x32\n\x11seconds_to_engage\x18\x06 \x01(\x0b\x32\x17.tocsin.v1.Distribution\x12\x17\n\x0f\x65scalation_rate\x18\x07 \x01(\x01\x12\x1b\n\x13\x61uto_resolved_share\x18\x08 \x01(\x01\x12\x1b\n\x13\x61lerts_per_incident\x18\t \x01(\x01\x12\x18\n\x10suppressed_share\x18\n \x01(\x01\x12\x1b\n\x13total_notifications\x18\x0b \x01(\x03\x12\x19\n\x11total_escalations\x18\x0c \x01(\x03\x12\x1b\n\x13total_reassignments\x18\r \x01(\x03\x12\x1d\n\x15total_snoozed_seconds\x18\x0e \x01(\x01\x12\x34\n\x13seconds_to_mobilize\x18\x0f \x01(\x0b\x32\x17.tocsin.v1.Distribution\x1a,\n\nGroupEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x0eReportResponse\x12\"\n\x04rows\x18\x01 \x03(\x0b\x32\x14.tocsin.v1.ReportRow\x12\x1a\n\x12\x64\x65\x66inition_version\x18\x02 \x01(\t\"]\n\x11TimeseriesRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.InsightFilter\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0e\n\x06period\x18\x03 \x01(\t\"a\n\x0fTimeseriesPoint\x12\x30\n\x0cperiod_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"\x85\x01\n\x05Trend\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x01\x12\x10\n\x08previous\x18\x02 \x01(\x01\x12\x12\n\ndifference\x18\x03 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x04 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x05 \x01(\x01\x12\x13\n\x0bsignificant\x18\x06 \x01(\x08\x12\x0f\n\x07summary\x18\x07 \x01(\t\"}\n\x12TimeseriesResponse\x12*\n\x06points\x18\x01 \x03(\x0b\x32\x1a.tocsin.v1.TimeseriesPoint\x12\x1f\n\x05trend\x18\x02 \x01(\x0b\x32\x10.tocsin.v1.Trend\x12\x1a\n\x12\x64\x65\x66inition_version\x18\x03 \x01(\t\"J\n\x0f\x42reachesRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.InsightFilter\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xc4\x01\n\x06\x42reach\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x0f\n\x07team_id\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x16\n\x0etarget_seconds\x18\x06 \x01(\x01\x12\x18\n\x10\x62usiness_seconds\x18\x07 \x01(\x01\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x10\x42reachesResponse\x12#\n\x08\x62reaches\x18\x01 \x03(\x0b\x32\x11.tocsin.v1.Breach\x12\x1e\n\x16\x61\x63k_within_target_rate\x18\x02 \x01(\x01\x12\"\n\x1aresolve_within_target_rate\x18\x03 \x01(\x01\";\n\x0fProblemsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.InsightFilter\"\xd3\x01\n\x07Problem\x12\x12\n\nproblem_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x16\n\x0eincident_count\x18\x04 \x01(\x05\x12\x14\n\x0cincident_ids\x18\x05 \x03(\t\x12.\n\nfirst_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x10ProblemsResponse\x12$\n\x08problems\x18\x01 \x03(\x0b\x32\x12.tocsin.v1.Problem\")\n\x12ReviewDraftRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\"\'\n\x13ReviewDraftResponse\x12\x10\n\x08markdown\x18\x01 \x01(\t2\xf2\x02\n\x0eInsightService\x12=\n\x06Report\x12\x18.tocsin.v1.ReportRequest\x1a\x19.tocsin.v1.ReportResponse\x12I\n\nTimeseries\x12\x1c.tocsin.v1.TimeseriesRequest\x1a\x1d.tocsin.v1.TimeseriesResponse\x12\x43\n\x08\x42reaches\x12\x1a.tocsin.v1.BreachesRequest\x1a\x1b.tocsin.v1.BreachesResponse\x12\x43\n\x08Problems\x12\x1a.tocsin.v1.ProblemsRequest\x1a\x1b.tocsin.v1.ProblemsResponse\x12L\n\x0bReviewDraft\x12\x1d.tocsin.v1.ReviewDraftRequest\x1a\x1e.tocsin.v1.ReviewDraftResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,35 +41,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTREQUEST']._serialized_start=371
   _globals['_REPORTREQUEST']._serialized_end=462
   _globals['_REPORTROW']._serialized_start=465
-  _globals['_REPORTROW']._serialized_end=1035
-  _globals['_REPORTROW_GROUPENTRY']._serialized_start=991
-  _globals['_REPORTROW_GROUPENTRY']._serialized_end=1035
-  _globals['_REPORTRESPONSE']._serialized_start=1037
-  _globals['_REPORTRESPONSE']._serialized_end=1117
-  _globals['_TIMESERIESREQUEST']._serialized_start=1119
-  _globals['_TIMESERIESREQUEST']._serialized_end=1212
-  _globals['_TIMESERIESPOINT']._serialized_start=1214
-  _globals['_TIMESERIESPOINT']._serialized_end=1311
-  _globals['_TREND']._serialized_start=1314
-  _globals['_TREND']._serialized_end=1447
-  _globals['_TIMESERIESRESPONSE']._serialized_start=1449
-  _globals['_TIMESERIESRESPONSE']._serialized_end=1574
-  _globals['_BREACHESREQUEST']._serialized_start=1576
-  _globals['_BREACHESREQUEST']._serialized_end=1650
-  _globals['_BREACH']._serialized_start=1653
-  _globals['_BREACH']._serialized_end=1849
-  _globals['_BREACHESRESPONSE']._serialized_start=1851
-  _globals['_BREACHESRESPONSE']._serialized_end=1974
-  _globals['_PROBLEMSREQUEST']._serialized_start=1976
-  _globals['_PROBLEMSREQUEST']._serialized_end=2035
-  _globals['_PROBLEM']._serialized_start=2038
-  _globals['_PROBLEM']._serialized_end=2249
-  _globals['_PROBLEMSRESPONSE']._serialized_start=2251
-  _globals['_PROBLEMSRESPONSE']._serialized_end=2307
-  _globals['_REVIEWDRAFTREQUEST']._serialized_start=2309
-  _globals['_REVIEWDRAFTREQUEST']._serialized_end=2350
-  _globals['_REVIEWDRAFTRESPONSE']._serialized_start=2352
-  _globals['_REVIEWDRAFTRESPONSE']._serialized_end=2391
-  _globals['_INSIGHTSERVICE']._serialized_start=2394
-  _globals['_INSIGHTSERVICE']._serialized_end=2764
+  _globals['_REPORTROW']._serialized_end=1089
+  _globals['_REPORTROW_GROUPENTRY']._serialized_start=1045
+  _globals['_REPORTROW_GROUPENTRY']._serialized_end=1089
+  _globals['_REPORTRESPONSE']._serialized_start=1091
+  _globals['_REPORTRESPONSE']._serialized_end=1171
+  _globals['_TIMESERIESREQUEST']._serialized_start=1173
+  _globals['_TIMESERIESREQUEST']._serialized_end=1266
+  _globals['_TIMESERIESPOINT']._serialized_start=1268
+  _globals['_TIMESERIESPOINT']._serialized_end=1365
+  _globals['_TREND']._serialized_start=1368
+  _globals['_TREND']._serialized_end=1501
+  _globals['_TIMESERIESRESPONSE']._serialized_start=1503
+  _globals['_TIMESERIESRESPONSE']._serialized_end=1628
+  _globals['_BREACHESREQUEST']._serialized_start=1630
+  _globals['_BREACHESREQUEST']._serialized_end=1704
+  _globals['_BREACH']._serialized_start=1707
+  _globals['_BREACH']._serialized_end=1903
+  _globals['_BREACHESRESPONSE']._serialized_start=1905
+  _globals['_BREACHESRESPONSE']._serialized_end=2028
+  _globals['_PROBLEMSREQUEST']._serialized_start=2030
+  _globals['_PROBLEMSREQUEST']._serialized_end=2089
+  _globals['_PROBLEM']._serialized_start=2092
+  _globals['_PROBLEM']._serialized_end=2303
+  _globals['_PROBLEMSRESPONSE']._serialized_start=2305
+  _globals['_PROBLEMSRESPONSE']._serialized_end=2361
+  _globals['_REVIEWDRAFTREQUEST']._serialized_start=2363
+  _globals['_REVIEWDRAFTREQUEST']._serialized_end=2404
+  _globals['_REVIEWDRAFTRESPONSE']._serialized_start=2406
+  _globals['_REVIEWDRAFTRESPONSE']._serialized_end=2445
+  _globals['_INSIGHTSERVICE']._serialized_start=2448
+  _globals['_INSIGHTSERVICE']._serialized_end=2818
 # @@protoc_insertion_point(module_scope)

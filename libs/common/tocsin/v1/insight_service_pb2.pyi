@@ -121,6 +121,7 @@ class ReportRequest(_message.Message):
     def group_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Dimensions to group by, in order: service, team, person, urgency, priority.
         person: who acknowledged first (incidents nobody acknowledged: "").
+        priority: the id of the first matching insight.priorities rule ("" when none matches).
         """
 
     def __init__(
@@ -176,6 +177,7 @@ class ReportRow(_message.Message):
     TOTAL_ESCALATIONS_FIELD_NUMBER: _builtins.int
     TOTAL_REASSIGNMENTS_FIELD_NUMBER: _builtins.int
     TOTAL_SNOOZED_SECONDS_FIELD_NUMBER: _builtins.int
+    SECONDS_TO_MOBILIZE_FIELD_NUMBER: _builtins.int
     total_incident_count: _builtins.int
     escalation_rate: _builtins.float
     """share of incidents that reached level 2 or beyond"""
@@ -209,7 +211,11 @@ class ReportRow(_message.Message):
 
     @_builtins.property
     def seconds_to_engage(self) -> Global___Distribution:
-        """PagerDuty: mean_seconds_to_engage"""
+        """PagerDuty: mean_seconds_to_engage (2+ people)"""
+
+    @_builtins.property
+    def seconds_to_mobilize(self) -> Global___Distribution:
+        """PagerDuty: mean_seconds_to_mobilize"""
 
     def __init__(
         self,
@@ -228,10 +234,11 @@ class ReportRow(_message.Message):
         total_escalations: _builtins.int = ...,
         total_reassignments: _builtins.int = ...,
         total_snoozed_seconds: _builtins.float = ...,
+        seconds_to_mobilize: Global___Distribution | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["period_start", b"period_start", "seconds_to_engage", b"seconds_to_engage", "seconds_to_first_ack", b"seconds_to_first_ack", "seconds_to_resolve", b"seconds_to_resolve"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_start", b"period_start", "seconds_to_engage", b"seconds_to_engage", "seconds_to_first_ack", b"seconds_to_first_ack", "seconds_to_mobilize", b"seconds_to_mobilize", "seconds_to_resolve", b"seconds_to_resolve"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts_per_incident", b"alerts_per_incident", "auto_resolved_share", b"auto_resolved_share", "escalation_rate", b"escalation_rate", "group", b"group", "period_start", b"period_start", "seconds_to_engage", b"seconds_to_engage", "seconds_to_first_ack", b"seconds_to_first_ack", "seconds_to_resolve", b"seconds_to_resolve", "suppressed_share", b"suppressed_share", "total_escalations", b"total_escalations", "total_incident_count", b"total_incident_count", "total_notifications", b"total_notifications", "total_reassignments", b"total_reassignments", "total_snoozed_seconds", b"total_snoozed_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts_per_incident", b"alerts_per_incident", "auto_resolved_share", b"auto_resolved_share", "escalation_rate", b"escalation_rate", "group", b"group", "period_start", b"period_start", "seconds_to_engage", b"seconds_to_engage", "seconds_to_first_ack", b"seconds_to_first_ack", "seconds_to_mobilize", b"seconds_to_mobilize", "seconds_to_resolve", b"seconds_to_resolve", "suppressed_share", b"suppressed_share", "total_escalations", b"total_escalations", "total_incident_count", b"total_incident_count", "total_notifications", b"total_notifications", "total_reassignments", b"total_reassignments", "total_snoozed_seconds", b"total_snoozed_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -269,7 +276,8 @@ class TimeseriesRequest(_message.Message):
     METRIC_FIELD_NUMBER: _builtins.int
     PERIOD_FIELD_NUMBER: _builtins.int
     metric: _builtins.str
-    """seconds_to_first_ack | seconds_to_resolve | seconds_to_engage (p50 per period), or
+    """seconds_to_first_ack | seconds_to_resolve | seconds_to_engage | seconds_to_mobilize
+    (p50 per period), or
     incident_count | escalation_rate | auto_resolved_share | alerts_per_incident
     """
     period: _builtins.str
