@@ -18,7 +18,7 @@ def test_report_requests_are_checked_field_by_field() -> None:
     with pytest.raises(reports.QueryError, match=r"filter\.time_zone"):
         reports.make_filter(time_zone="Mars/Olympus")
     with pytest.raises(reports.QueryError, match=r"filter\.priority"):
-        reports.make_filter(priority="P9")
+        reports.make_filter(priority="P 1; drop")
     with pytest.raises(reports.QueryError, match=r"filter\.until"):
         reports.make_filter(since=T0, until=T0)
 
