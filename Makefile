@@ -18,7 +18,7 @@ PACKAGES := libs/common/tocsin_common services/alert-ingest/tocsin_ingest servic
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv proto proto-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure fuzz
+.PHONY: help venv proto proto-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure fuzz insight-replay
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,10 +42,10 @@ lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, tools/ an
 	$(VENV)/bin/ruff check services libs tools tests bench
 	$(VENV)/bin/mypy $(PACKAGES) tools bench
 
-fetch: $(STAMP)  ## fetch the Kafka broker jars and install redis-server (done by up/test too)
+fetch: $(STAMP)  ## fetch the Kafka broker jars, install redis-server and postgresql (done by up/test too)
 	$(PY) tools/devstack.py fetch
 
-up: $(STAMP)  ## run Kafka, Redis and the four services locally (stop with make down)
+up: $(STAMP)  ## run Kafka, Redis, PostgreSQL and the five services locally (stop with make down)
 	$(PY) tools/devstack.py up --profile dev
 
 down:  ## stop exactly what make up started
@@ -61,13 +61,22 @@ infra-test-up: $(STAMP)
 infra-test-down:
 	@python3 tools/devstack.py down --profile test
 
+# insight's facts recomputed: a new generation filled by replaying incidents.events,
+# notifications.status and changes from their beginning while the current one keeps
+# serving; it serves once complete (docs/insight-service.md). Against `make up`'s stack, or
+# another's with PROFILE=...
+PROFILE ?= dev
+insight-replay: $(STAMP)  ## recompute insight's facts by replaying the topics into a new generation
+	@eval "$$($(PY) tools/devstack.py env --profile $(PROFILE))"; \
+	  TOCSIN_CONFIG=$${TOCSIN_CONFIG:-config/tocsin.example.yaml} $(PY) -m tocsin_insight replay
+
 test-unit: $(STAMP)  ## unit tests only (no Kafka, no Redis)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-# The whole suite against its own Kafka and Redis (ports and data apart from make up's),
+# The whole suite against its own Kafka, Redis and PostgreSQL (ports and data apart from make up's),
 # always torn down, exiting with pytest's status. The failure suite runs last (it crashes
 # the stack's Kafka and Redis), with a short load: 20 alerts/s, a crash every 3 s.
-test: $(STAMP)  ## run every test, bringing up and tearing down its own Kafka and Redis
+test: $(STAMP)  ## run every test, bringing up and tearing down its own Kafka, Redis and Postgres
 	$(MAKE) --no-print-directory infra-test-up
 	@status=0; \
 	  eval "$$($(PY) tools/devstack.py env --profile test)"; \
