@@ -109,6 +109,7 @@ class FactStore:
         self._conn = conn
         self._directory = directory
         self._temp_ready: set[str] = set()
+        self._session_ready = False
 
     @property
     def conn(self) -> Conn:
@@ -134,6 +135,13 @@ class FactStore:
         return {(str(t), int(p)): int(o) for t, p, o in rows}
 
     async def _temp_tables(self, generation: str) -> None:
+        if not self._session_ready:
+            # A batch's commit need not wait for its WAL flush: a crash of PostgreSQL loses
+            # whole transactions from the end (rows and offsets together, never one without
+            # the other), which the consumer then reads again. Exactly once holds; a batch
+            # no longer waits for an fsync.
+            await self._conn.execute("SET synchronous_commit = off")
+            self._session_ready = True
         # LIKE copies the generation's columns; one set per connection (and generation).
         if generation in self._temp_ready:
             return
