@@ -75,6 +75,24 @@ CREATE TABLE IF NOT EXISTS {schema}.incident_facts (
     impact_end         timestamptz,
     event_count        integer NOT NULL DEFAULT 0,
     updated_at         timestamptz NOT NULL,
+    -- The incident's measures (docs/insight.md#response), computed once when the row is
+    -- written: reports aggregate plain columns. NULL while they have no value.
+    seconds_to_first_ack double precision GENERATED ALWAYS AS (
+        CASE WHEN first_ack_at IS NOT NULL
+             THEN greatest(0, extract(epoch FROM first_ack_at - created_at))::float8 END
+    ) STORED,
+    seconds_to_resolve double precision GENERATED ALWAYS AS (
+        CASE WHEN resolved_at IS NOT NULL
+             THEN greatest(0, extract(epoch FROM resolved_at - created_at))::float8 END
+    ) STORED,
+    seconds_to_engage double precision GENERATED ALWAYS AS (
+        CASE WHEN cardinality(engaged_users) >= 2
+             THEN greatest(0, extract(epoch FROM last_engaged_at - first_engaged_at))::float8 END
+    ) STORED,
+    seconds_to_mobilize double precision GENERATED ALWAYS AS (
+        CASE WHEN cardinality(engaged_users) >= 2
+             THEN greatest(0, extract(epoch FROM last_engaged_at - created_at))::float8 END
+    ) STORED,
     CHECK (resolved_at IS NULL OR resolved_at >= created_at - interval '1 minute')
 );
 CREATE INDEX IF NOT EXISTS incident_facts_created ON {schema}.incident_facts (created_at);

@@ -185,21 +185,22 @@ def _distribution(column: str) -> sql.Composable:
     ).format(c=c)
 
 
-# greatest() skips NULLs: an incident not acknowledged yet must stay NULL, not become 0.
-_DURATIONS_SQL = """
-    CASE WHEN first_ack_at IS NOT NULL
-         THEN greatest(0, extract(epoch FROM first_ack_at - created_at))::float8
-    END AS seconds_to_first_ack,
-    CASE WHEN resolved_at IS NOT NULL
-         THEN greatest(0, extract(epoch FROM resolved_at - created_at))::float8
-    END AS seconds_to_resolve,
-    CASE WHEN cardinality(engaged_users) >= 2
-         THEN greatest(0, extract(epoch FROM last_engaged_at - first_engaged_at))::float8
-    END AS seconds_to_engage,
-    CASE WHEN cardinality(engaged_users) >= 2
-         THEN greatest(0, extract(epoch FROM last_engaged_at - created_at))::float8
-    END AS seconds_to_mobilize
-"""
+
+
+# What a report reads of a fact besides its dimensions: only these travel through the sort.
+_REPORT_COLUMNS = (
+    *DURATIONS,
+    "incident_id",
+    "created_at",
+    "max_level",
+    "auto_resolved",
+    "resolved_at",
+    "alert_count",
+    "suppressed_alerts",
+    "escalation_count",
+    "reassignments",
+    "snoozed_seconds",
+)
 
 
 def build_report(generation: str, query: ReportQuery) -> tuple[sql.Composed, dict[str, Any]]:
@@ -228,7 +229,7 @@ def build_report(generation: str, query: ReportQuery) -> tuple[sql.Composed, dic
                sum(escalation_count)::bigint,
                sum(reassignments)::bigint,
                sum(snoozed_seconds)::float8
-        FROM (SELECT f.*, {durations} FROM {s}.incident_facts f WHERE {where}) f
+        FROM (SELECT {needed} FROM {s}.incident_facts f WHERE {where}) f
         LEFT JOIN {s}.incident_notifications n USING (incident_id)
         GROUP BY {positions}
         ORDER BY {positions}
@@ -239,7 +240,10 @@ def build_report(generation: str, query: ReportQuery) -> tuple[sql.Composed, dic
         resolve=_distribution("seconds_to_resolve"),
         engage=_distribution("seconds_to_engage"),
         mobilize=_distribution("seconds_to_mobilize"),
-        durations=sql.SQL(_DURATIONS_SQL),
+        needed=sql.SQL(", ").join(
+            sql.Identifier(c)
+            for c in dict.fromkeys([*_REPORT_COLUMNS, *(DIMENSIONS[d] for d in query.group_by)])
+        ),
         s=s,
         where=where,
         positions=group_positions,
@@ -337,7 +341,7 @@ async def timeseries(
         """
         SELECT {period} AS period_start, {value}, count({count_col}),
                array_agg({sample}) FILTER (WHERE {sample} IS NOT NULL)
-        FROM (SELECT f.*, {durations} FROM {s}.incident_facts f WHERE {where}) f
+        FROM {s}.incident_facts f WHERE {where}
         GROUP BY 1 ORDER BY 1
         """
     ).format(
@@ -345,7 +349,6 @@ async def timeseries(
         value=timeseries_value(metric),
         count_col=sql.Identifier(metric) if metric in DURATIONS else sql.SQL("*"),
         sample=sample,
-        durations=sql.SQL(_DURATIONS_SQL),
         s=s,
         where=where,
     )
