@@ -29,8 +29,10 @@ from tocsin.v1 import (
     incident_service_pb2_grpc,
     insight_service_pb2,
     insight_service_pb2_grpc,
+    notification_pb2,
 )
 from tocsin_common.transport import PostgresConnection
+from tocsin_insight.domain.interruptions import hour_class
 
 from tests.integration.harness import ROOT, Stack
 
@@ -404,3 +406,90 @@ async def test_a_replay_fills_a_new_generation_that_then_serves_the_same_figures
         return (await sql(count_sql.format(after_gen), f"{service}-after"))[0][0] == 3
 
     await eventually(followed, "new records in the new generation")
+
+
+async def test_overview_availability_change_failure_interruptions_and_noise(stack: Stack) -> None:
+    """One partial outage of 600 s on ins-ladder (SLO 99.9 %), a deploy 60 s before it, a
+    page by SMS to ins-ana: over a 2-hour window, 300 impact seconds, one failed change
+    recovered in 600 s, one interruption classed in ana's zone, the alert source counted."""
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(
+        days=2, minutes=int.from_bytes(os.urandom(2)) % 600
+    )
+    incident_id = f"ins-ov-{os.urandom(3).hex()}"
+    events = []
+    for n, (kind, seconds, actor) in enumerate(
+        (
+            (E.INCIDENT_EVENT_TYPE_TRIGGERED, 0, "source"),
+            (E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED, 30, "ins-ana"),
+            (E.INCIDENT_EVENT_TYPE_RESOLVED, 600, "ins-ana"),
+        )
+    ):
+        e = incident_pb2.IncidentEvent(event_id=f"{incident_id}-{n}", type=kind, actor=actor)  # type: ignore[arg-type]
+        e.at.FromDatetime(t0 + timedelta(seconds=seconds))
+        e.incident.incident_id = incident_id
+        e.incident.service_id = "ins-ladder"
+        e.incident.alert_count = 2
+        e.incident.labels["impact"] = "partial"
+        e.incident.created_at.FromDatetime(t0)
+        e.alert.source = f"src-{incident_id}"
+        events.append(e)
+    change = alert_pb2.ChangeEvent(
+        event_id=f"chg-{incident_id}", service_id="ins-ladder", summary="deploy"
+    )
+    change.timestamp.FromDatetime(t0 - timedelta(seconds=60))
+    page = notification_pb2.NotificationStatus(
+        request_id=f"req-{incident_id}",
+        incident_id=incident_id,
+        user_id="ins-ana",
+        channel="sms",
+        outcome=notification_pb2.DELIVERY_OUTCOME_DELIVERED,
+        attempt=1,
+    )
+    page.at.FromDatetime(t0 + timedelta(seconds=5))
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for e in events:
+            await producer.send_and_wait(
+                "incidents.events", e.SerializeToString(), key=incident_id.encode()
+            )
+        await producer.send_and_wait("changes", change.SerializeToString(), key=b"ins-ladder")
+        await producer.send_and_wait(
+            "notifications.status", page.SerializeToString(), key=incident_id.encode()
+        )
+    finally:
+        await producer.stop()
+    window = insight_service_pb2.InsightFilter(service_id="ins-ladder")
+    window.since.FromDatetime(t0 - timedelta(hours=1))
+    window.until.FromDatetime(t0 + timedelta(hours=1))
+
+    async def complete() -> insight_service_pb2.OverviewResponse | None:
+        reply = await insight(stack).Overview(insight_service_pb2.OverviewRequest(filter=window))
+        ready = (
+            reply.change_failure.failed_changes == 1
+            and reply.interruptions
+            and reply.availability
+            and reply.availability[0].impact_seconds > 0
+        )
+        return reply if ready else None
+
+    reply = await eventually(complete, "the overview")
+    (avail,) = reply.availability
+    assert avail.service_id == "ins-ladder" and avail.target_percent == 99.9
+    assert avail.impact_seconds == pytest.approx(300)
+    assert avail.availability == pytest.approx(1 - 300 / 7200)
+    assert avail.error_budget_seconds == pytest.approx(7.2)
+    assert avail.burn_rate == pytest.approx((300 / 7200) / 0.001)
+    cf = reply.change_failure
+    assert (cf.total_changes, cf.failed_changes, cf.change_failure_rate) == (1, 1, 1.0)
+    assert cf.recovery_seconds.count == 1 and cf.recovery_seconds.p50 == pytest.approx(600)
+    (ana,) = reply.interruptions
+    assert ana.user_id == "ins-ana" and ana.total_interruptions == 1
+    expected = hour_class(t0 + timedelta(seconds=5), "Europe/Paris")
+    by_class = {
+        "business": ana.total_business_hour_interruptions,
+        "off": ana.total_off_hour_interruptions,
+        "sleep": ana.total_sleep_hour_interruptions,
+    }
+    assert by_class == {k: int(k == expected) for k in by_class}
+    assert [(s.source, s.alerts) for s in reply.top_sources] == [(f"src-{incident_id}", 2)]

@@ -223,6 +223,66 @@ class InsightServicer(insight_service_pb2_grpc.InsightServiceServicer):
             )
         return reply
 
+    async def Overview(
+        self, request: pb.OverviewRequest, context: grpc.aio.ServicerContext
+    ) -> pb.OverviewResponse:
+        f = await self._filter(request, context)
+        top = request.top_sources or 10
+        if not 0 < top <= 100:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"top_sources: {top} is not between 1 and 100"
+            )
+        generation = await self._generation()
+        async with self._pool.connection() as conn:
+            found = await views.overview(
+                conn, generation, f, self._config.current, datetime.now(UTC), top
+            )
+        reply = pb.OverviewResponse(definition_version=generation)
+        for a in found.availability:
+            reply.availability.add(
+                service_id=a.service,
+                target_percent=round(a.target * 100, 9),  # the domain keeps a fraction
+                window_start=_stamp(a.window_start),
+                window_end=_stamp(a.window_end),
+                availability=a.availability,
+                up_time_pct=a.up_time_pct,
+                impact_seconds=a.impact_seconds,
+                error_budget_seconds=a.error_budget_seconds,
+                budget_remaining_seconds=a.budget_remaining_seconds,
+                budget_remaining_ratio=a.budget_remaining_ratio,
+                burn_rate=a.burn_rate,
+            )
+        cf = found.change_failure
+        r = cf.recovery
+        reply.change_failure.CopyFrom(
+            pb.ChangeFailure(
+                total_changes=cf.total_changes,
+                failed_changes=cf.failed_changes,
+                change_failure_rate=cf.change_failure_rate or 0.0,
+                unrecovered=cf.unrecovered,
+                recovery_seconds=pb.Distribution(
+                    count=r.count,
+                    mean=r.mean or 0.0,
+                    p50=r.p50 or 0.0,
+                    p90=r.p90 or 0.0,
+                    p95=r.p95 or 0.0,
+                    max=r.max or 0.0,
+                ),
+            )
+        )
+        for person, counts in sorted(found.interruptions.items()):
+            reply.interruptions.add(
+                user_id=person,
+                total_notifications=counts.total_notifications,
+                total_interruptions=counts.total_interruptions,
+                total_business_hour_interruptions=counts.total_business_hour_interruptions,
+                total_off_hour_interruptions=counts.total_off_hour_interruptions,
+                total_sleep_hour_interruptions=counts.total_sleep_hour_interruptions,
+            )
+        for source, alerts in found.top_sources:
+            reply.top_sources.add(source=source, alerts=alerts)
+        return reply
+
     async def ReviewDraft(
         self, request: pb.ReviewDraftRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReviewDraftResponse:

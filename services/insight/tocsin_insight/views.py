@@ -5,15 +5,22 @@ The rows come from the serving generation; the domain decides, this module only 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from tocsin_common.config import TocsinConfig
 
-from tocsin_insight.domain.measures import Engagement
+from tocsin_insight.domain.availability import Availability, ImpactSlice, availability
+from tocsin_insight.domain.changes import Change, ChangeFailureReport, IncidentSpan, change_failures
+from tocsin_insight.domain.interruptions import (
+    InterruptionCounts,
+    Notification,
+    count_interruptions,
+)
+from tocsin_insight.domain.measures import Engagement, top_sources
 from tocsin_insight.domain.recurrence import Problem, RecurrenceInput, find_problems, fingerprint_of
 from tocsin_insight.domain.review import (
     ReviewAlert,
@@ -234,3 +241,114 @@ async def review(
         time_zone=config.insight.time_zone,
     )
     return service, review_draft(draft)
+
+
+DEFAULT_WINDOW = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Overview:
+    availability: list[Availability]
+    change_failure: ChangeFailureReport
+    interruptions: dict[str, InterruptionCounts]
+    top_sources: list[tuple[str, int]]
+
+
+def _window(f: Filter, now: datetime, default: timedelta) -> tuple[datetime, datetime]:
+    end = f.until or now
+    start = f.since or end - default
+    return start, end
+
+
+def _scoped(f: Filter, config: TocsinConfig) -> list[str]:
+    """The services of the config a filter covers."""
+    return [
+        s.id
+        for s in config.services
+        if (not f.service_id or s.id == f.service_id) and (not f.team_id or s.team == f.team_id)
+    ]
+
+
+async def overview(
+    conn: Conn, generation: str, f: Filter, config: TocsinConfig, now: datetime, top: int
+) -> Overview:
+    s = generation_schema(generation)
+    insight = config.insight
+    # Availability: each SLO'd service of the filter over its window (or the filter's).
+    found: list[Availability] = []
+    for service in _scoped(f, config):
+        slo = insight.slo(service)
+        if slo is None:
+            continue
+        start, end = _window(f, now, slo.window)
+        cur = await conn.execute(
+            sql.SQL(
+                "SELECT coalesce(impact_start, created_at), impact_end, impact "
+                "FROM {s}.incident_facts WHERE service_id = %s AND impact <> '' "
+                "AND coalesce(impact_start, created_at) < %s "
+                "AND (impact_end IS NULL OR impact_end > %s)"
+            ).format(s=s),
+            (service, end, start),
+        )
+        slices = [
+            ImpactSlice(service, begin, finish, level)
+            for begin, finish, level in await cur.fetchall()
+        ]
+        found.append(availability(service, slices, start, end, slo.availability_target))
+    # Change failure: the filter's changes, against incidents on every service (dependents).
+    rule = insight.change_failure
+    start, end = _window(f, now, DEFAULT_WINDOW)
+    scoped = set(_scoped(f, config)) if (f.service_id or f.team_id) else None
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT event_id, service_id, at FROM {s}.change_facts WHERE at >= %s AND at < %s"
+        ).format(s=s),
+        (start, end),
+    )
+    changes = [
+        Change(change_id, service, at)
+        for change_id, service, at in await cur.fetchall()
+        if scoped is None or service in scoped
+    ]
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT incident_id, service_id, created_at, resolved_at FROM {s}.incident_facts "
+            "WHERE created_at >= %s AND created_at < %s"
+        ).format(s=s),
+        (start, end + rule.window),
+    )
+    spans = [IncidentSpan(*row) for row in await cur.fetchall()]
+    depends_on = {sv.id: list(sv.depends_on) for sv in config.services}
+    failures = change_failures(
+        changes, spans, rule.window, depends_on if rule.include_dependents else None
+    )
+    # Interruptions: pages delivered in the window for the filter's incidents.
+    where, params = where_clause(replace(f, since=None, until=None))
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT n.user_id, n.channel, n.at, n.incident_id FROM {s}.notification_facts n "
+            "JOIN {s}.incident_facts f USING (incident_id) "
+            "WHERE n.outcome = 'delivered' AND n.at >= %(w_start)s AND n.at < %(w_end)s "
+            "AND {where}"
+        ).format(s=s, where=where),
+        {**params, "w_start": start, "w_end": end},
+    )
+    notes = [
+        Notification(person, channel, at, incident)
+        for person, channel, at, incident in await cur.fetchall()
+    ]
+    zones = {u.id: u.time_zone for u in config.users}
+    counts = count_interruptions(
+        notes, zones, insight.interruptions.channels, insight.interruptions.merge_window
+    )
+    # Noise: alerts per source of the filter's incidents in the window.
+    where, params = where_clause(replace(f, since=start, until=end))
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT source, sum(alert_count)::bigint FROM {s}.incident_facts f WHERE {where} "
+            "GROUP BY source"
+        ).format(s=s, where=where),
+        params,
+    )
+    sources = top_sources(((src, int(n)) for src, n in await cur.fetchall() if src), top)
+    return Overview(found, failures, counts, sources)

@@ -606,3 +606,211 @@ class ReviewDraftResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReviewDraftResponse: _TypeAlias = ReviewDraftResponse  # noqa: Y015
+
+@_typing.final
+class OverviewRequest(_message.Message):
+    """Availability and error budget per service (its SLO), DORA's change failure, interruptions
+    per person by hour class, and the noisiest alert sources, over the filter's window
+    (since/until; default: each SLO's window, else the last 30 days).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    TOP_SOURCES_FIELD_NUMBER: _builtins.int
+    top_sources: _builtins.int
+    """how many noisy sources (default 10, at most 100)"""
+    @_builtins.property
+    def filter(self) -> Global___InsightFilter: ...
+    def __init__(
+        self,
+        *,
+        filter: Global___InsightFilter | None = ...,
+        top_sources: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "top_sources", b"top_sources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OverviewRequest: _TypeAlias = OverviewRequest  # noqa: Y015
+
+@_typing.final
+class ServiceAvailability(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    TARGET_PERCENT_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    UP_TIME_PCT_FIELD_NUMBER: _builtins.int
+    IMPACT_SECONDS_FIELD_NUMBER: _builtins.int
+    ERROR_BUDGET_SECONDS_FIELD_NUMBER: _builtins.int
+    BUDGET_REMAINING_SECONDS_FIELD_NUMBER: _builtins.int
+    BUDGET_REMAINING_RATIO_FIELD_NUMBER: _builtins.int
+    BURN_RATE_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    target_percent: _builtins.float
+    availability: _builtins.float
+    """0..1, impact weighted (major 1, partial 0.5, degraded 0.25)"""
+    up_time_pct: _builtins.float
+    """PagerDuty: up_time_pct (major impact only)"""
+    impact_seconds: _builtins.float
+    error_budget_seconds: _builtins.float
+    budget_remaining_seconds: _builtins.float
+    budget_remaining_ratio: _builtins.float
+    burn_rate: _builtins.float
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        target_percent: _builtins.float = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+        availability: _builtins.float = ...,
+        up_time_pct: _builtins.float = ...,
+        impact_seconds: _builtins.float = ...,
+        error_budget_seconds: _builtins.float = ...,
+        budget_remaining_seconds: _builtins.float = ...,
+        budget_remaining_ratio: _builtins.float = ...,
+        burn_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "budget_remaining_ratio", b"budget_remaining_ratio", "budget_remaining_seconds", b"budget_remaining_seconds", "burn_rate", b"burn_rate", "error_budget_seconds", b"error_budget_seconds", "impact_seconds", b"impact_seconds", "service_id", b"service_id", "target_percent", b"target_percent", "up_time_pct", b"up_time_pct", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceAvailability: _TypeAlias = ServiceAvailability  # noqa: Y015
+
+@_typing.final
+class ChangeFailure(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_CHANGES_FIELD_NUMBER: _builtins.int
+    FAILED_CHANGES_FIELD_NUMBER: _builtins.int
+    CHANGE_FAILURE_RATE_FIELD_NUMBER: _builtins.int
+    UNRECOVERED_FIELD_NUMBER: _builtins.int
+    RECOVERY_SECONDS_FIELD_NUMBER: _builtins.int
+    total_changes: _builtins.int
+    failed_changes: _builtins.int
+    change_failure_rate: _builtins.float
+    """failed / changes (0 without changes)"""
+    unrecovered: _builtins.int
+    @_builtins.property
+    def recovery_seconds(self) -> Global___Distribution:
+        """failed-change recovery time (DORA)"""
+
+    def __init__(
+        self,
+        *,
+        total_changes: _builtins.int = ...,
+        failed_changes: _builtins.int = ...,
+        change_failure_rate: _builtins.float = ...,
+        unrecovered: _builtins.int = ...,
+        recovery_seconds: Global___Distribution | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recovery_seconds", b"recovery_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_failure_rate", b"change_failure_rate", "failed_changes", b"failed_changes", "recovery_seconds", b"recovery_seconds", "total_changes", b"total_changes", "unrecovered", b"unrecovered"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeFailure: _TypeAlias = ChangeFailure  # noqa: Y015
+
+@_typing.final
+class PersonInterruptions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_NOTIFICATIONS_FIELD_NUMBER: _builtins.int
+    TOTAL_INTERRUPTIONS_FIELD_NUMBER: _builtins.int
+    TOTAL_BUSINESS_HOUR_INTERRUPTIONS_FIELD_NUMBER: _builtins.int
+    TOTAL_OFF_HOUR_INTERRUPTIONS_FIELD_NUMBER: _builtins.int
+    TOTAL_SLEEP_HOUR_INTERRUPTIONS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    total_notifications: _builtins.int
+    total_interruptions: _builtins.int
+    total_business_hour_interruptions: _builtins.int
+    total_off_hour_interruptions: _builtins.int
+    total_sleep_hour_interruptions: _builtins.int
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        total_notifications: _builtins.int = ...,
+        total_interruptions: _builtins.int = ...,
+        total_business_hour_interruptions: _builtins.int = ...,
+        total_off_hour_interruptions: _builtins.int = ...,
+        total_sleep_hour_interruptions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["total_business_hour_interruptions", b"total_business_hour_interruptions", "total_interruptions", b"total_interruptions", "total_notifications", b"total_notifications", "total_off_hour_interruptions", b"total_off_hour_interruptions", "total_sleep_hour_interruptions", b"total_sleep_hour_interruptions", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonInterruptions: _TypeAlias = PersonInterruptions  # noqa: Y015
+
+@_typing.final
+class NoisySource(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    alerts: _builtins.int
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        alerts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoisySource: _TypeAlias = NoisySource  # noqa: Y015
+
+@_typing.final
+class OverviewResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    CHANGE_FAILURE_FIELD_NUMBER: _builtins.int
+    INTERRUPTIONS_FIELD_NUMBER: _builtins.int
+    TOP_SOURCES_FIELD_NUMBER: _builtins.int
+    DEFINITION_VERSION_FIELD_NUMBER: _builtins.int
+    definition_version: _builtins.str
+    @_builtins.property
+    def availability(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceAvailability]: ...
+    @_builtins.property
+    def change_failure(self) -> Global___ChangeFailure: ...
+    @_builtins.property
+    def interruptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PersonInterruptions]: ...
+    @_builtins.property
+    def top_sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoisySource]: ...
+    def __init__(
+        self,
+        *,
+        availability: _abc.Iterable[Global___ServiceAvailability] | None = ...,
+        change_failure: Global___ChangeFailure | None = ...,
+        interruptions: _abc.Iterable[Global___PersonInterruptions] | None = ...,
+        top_sources: _abc.Iterable[Global___NoisySource] | None = ...,
+        definition_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_failure", b"change_failure"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "change_failure", b"change_failure", "definition_version", b"definition_version", "interruptions", b"interruptions", "top_sources", b"top_sources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OverviewResponse: _TypeAlias = OverviewResponse  # noqa: Y015

@@ -59,6 +59,11 @@ class InsightServiceStub:
                 request_serializer=tocsin_dot_v1_dot_insight__service__pb2.ReviewDraftRequest.SerializeToString,
                 response_deserializer=tocsin_dot_v1_dot_insight__service__pb2.ReviewDraftResponse.FromString,
                 _registered_method=True)
+        self.Overview = channel.unary_unary(
+                '/tocsin.v1.InsightService/Overview',
+                request_serializer=tocsin_dot_v1_dot_insight__service__pb2.OverviewRequest.SerializeToString,
+                response_deserializer=tocsin_dot_v1_dot_insight__service__pb2.OverviewResponse.FromString,
+                _registered_method=True)
 
 
 class InsightServiceServicer:
@@ -94,6 +99,12 @@ class InsightServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Overview(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InsightServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_InsightServiceServicer_to_server(servicer, server):
                     servicer.ReviewDraft,
                     request_deserializer=tocsin_dot_v1_dot_insight__service__pb2.ReviewDraftRequest.FromString,
                     response_serializer=tocsin_dot_v1_dot_insight__service__pb2.ReviewDraftResponse.SerializeToString,
+            ),
+            'Overview': grpc.unary_unary_rpc_method_handler(
+                    servicer.Overview,
+                    request_deserializer=tocsin_dot_v1_dot_insight__service__pb2.OverviewRequest.FromString,
+                    response_serializer=tocsin_dot_v1_dot_insight__service__pb2.OverviewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class InsightService:
             '/tocsin.v1.InsightService/ReviewDraft',
             tocsin_dot_v1_dot_insight__service__pb2.ReviewDraftRequest.SerializeToString,
             tocsin_dot_v1_dot_insight__service__pb2.ReviewDraftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Overview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tocsin.v1.InsightService/Overview',
+            tocsin_dot_v1_dot_insight__service__pb2.OverviewRequest.SerializeToString,
+            tocsin_dot_v1_dot_insight__service__pb2.OverviewResponse.FromString,
             options,
             channel_credentials,
             insecure,

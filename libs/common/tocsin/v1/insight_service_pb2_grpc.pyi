@@ -39,6 +39,7 @@ class InsightServiceStub:
     Breaches: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.BreachesRequest, _insight_service_pb2.BreachesResponse]
     Problems: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.ProblemsRequest, _insight_service_pb2.ProblemsResponse]
     ReviewDraft: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.ReviewDraftRequest, _insight_service_pb2.ReviewDraftResponse]
+    Overview: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.OverviewRequest, _insight_service_pb2.OverviewResponse]
 
 @_typing.type_check_only
 class InsightServiceAsyncStub(InsightServiceStub):
@@ -48,6 +49,7 @@ class InsightServiceAsyncStub(InsightServiceStub):
     Breaches: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.BreachesRequest, _insight_service_pb2.BreachesResponse]  # type: ignore[assignment]
     Problems: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.ProblemsRequest, _insight_service_pb2.ProblemsResponse]  # type: ignore[assignment]
     ReviewDraft: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.ReviewDraftRequest, _insight_service_pb2.ReviewDraftResponse]  # type: ignore[assignment]
+    Overview: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.OverviewRequest, _insight_service_pb2.OverviewResponse]  # type: ignore[assignment]
 
 class InsightServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -84,5 +86,12 @@ class InsightServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _insight_service_pb2.ReviewDraftRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_insight_service_pb2.ReviewDraftResponse, _abc.Awaitable[_insight_service_pb2.ReviewDraftResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Overview(
+        self,
+        request: _insight_service_pb2.OverviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_insight_service_pb2.OverviewResponse, _abc.Awaitable[_insight_service_pb2.OverviewResponse]]: ...
 
 def add_InsightServiceServicer_to_server(servicer: InsightServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
