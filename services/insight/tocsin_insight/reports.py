@@ -178,13 +178,12 @@ def _period(period: str) -> sql.Composable:
 
 
 def _distribution(column: str) -> sql.Composable:
+    # The max is percentile_cont at 1.0: one aggregate fewer per row than max().
     c = sql.Identifier(column)
     return sql.SQL(
         "count({c}), avg({c}), "
-        "percentile_cont(ARRAY[0.5, 0.9, 0.95]) WITHIN GROUP (ORDER BY {c}), max({c})"
+        "percentile_cont(ARRAY[0.5, 0.9, 0.95, 1.0]) WITHIN GROUP (ORDER BY {c})"
     ).format(c=c)
-
-
 
 
 # What a report reads of a fact besides its dimensions: only these travel through the sort.
@@ -252,15 +251,15 @@ def build_report(generation: str, query: ReportQuery) -> tuple[sql.Composed, dic
 
 
 def _dist(values: Sequence[Any]) -> DistributionRow:
-    count, mean, percentiles, top = values
-    p = percentiles or [None, None, None]
+    count, mean, percentiles = values
+    p = percentiles or [None, None, None, None]
     return DistributionRow(
         int(count or 0),
         float(mean or 0.0),
         float(p[0] or 0.0),
         float(p[1] or 0.0),
         float(p[2] or 0.0),
-        float(top or 0.0),
+        float(p[3] or 0.0),
     )
 
 
@@ -280,18 +279,18 @@ async def report(
                 group=group,
                 period_start=rest[0],
                 incidents=int(rest[1]),
-                seconds_to_first_ack=_dist(rest[2:6]),
-                seconds_to_resolve=_dist(rest[6:10]),
-                seconds_to_engage=_dist(rest[10:14]),
-                seconds_to_mobilize=_dist(rest[14:18]),
-                escalation_rate=float(rest[18] or 0.0),
-                auto_resolved_share=float(rest[19] or 0.0),
-                alerts_per_incident=float(rest[20] or 0.0),
-                suppressed_share=float(rest[21] or 0.0),
-                notifications=int(rest[22]),
-                escalations=int(rest[23]),
-                reassignments=int(rest[24]),
-                snoozed_seconds=float(rest[25] or 0.0),
+                seconds_to_first_ack=_dist(rest[2:5]),
+                seconds_to_resolve=_dist(rest[5:8]),
+                seconds_to_engage=_dist(rest[8:11]),
+                seconds_to_mobilize=_dist(rest[11:14]),
+                escalation_rate=float(rest[14] or 0.0),
+                auto_resolved_share=float(rest[15] or 0.0),
+                alerts_per_incident=float(rest[16] or 0.0),
+                suppressed_share=float(rest[17] or 0.0),
+                notifications=int(rest[18]),
+                escalations=int(rest[19]),
+                reassignments=int(rest[20]),
+                snoozed_seconds=float(rest[21] or 0.0),
             )
         )
     return out
