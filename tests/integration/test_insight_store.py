@@ -286,3 +286,26 @@ async def test_report_distributions_by_service_and_week_in_a_time_zone(
         assert open_row.seconds_to_engage.count == 0
     finally:
         await conn.close()
+
+
+async def test_a_build_of_new_definitions_fills_a_generation_of_its_own(
+    database: PostgresConnection,
+) -> None:
+    conns = [await connect(database) for _ in range(3)]
+    try:
+        await schema.migrate(conns[0])
+        serving = await schema.ensure_serving(conns[0], 1)
+        assert await schema.writer_generation(conns[0], 1) == serving
+        # Replicas of a build with definitions v2 start together: one new generation.
+        names = await asyncio.gather(*(schema.writer_generation(c, 2) for c in conns))
+        assert len(set(names)) == 1 and names[0] != serving
+        assert await schema.serving(conns[0]) == serving  # the old one answers meanwhile
+        cur = await conns[0].execute(
+            "SELECT definition FROM insight_generations WHERE name = %s", (names[0],)
+        )
+        assert (await cur.fetchone()) == (2,)
+        await schema.serve_generation(conns[0], names[0])
+        assert await schema.writer_generation(conns[1], 2) == names[0]
+    finally:
+        for c in conns:
+            await c.close()
