@@ -278,7 +278,7 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--lag-rate", type=int, default=200)
     parser.add_argument("--lag-seconds", type=int, default=30)
     add_out_argument(parser)

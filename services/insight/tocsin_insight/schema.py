@@ -166,3 +166,20 @@ async def writer_generation(conn: psycopg.AsyncConnection[object], definition: i
         definition,
     )
     return name
+
+
+GENERATION_TABLES = (
+    "incident_events",
+    "incident_facts",
+    "notification_facts",
+    "incident_notifications",
+    "change_facts",
+)
+
+
+async def vacuum_generation(conn: psycopg.AsyncConnection[object], name: str) -> None:
+    """VACUUM (ANALYZE) a generation's tables (autocommit: VACUUM runs outside a transaction)."""
+    for table in GENERATION_TABLES:
+        await conn.execute(
+            sql.SQL("VACUUM (ANALYZE) {}.{}").format(generation_schema(name), sql.Identifier(table))
+        )

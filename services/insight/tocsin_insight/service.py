@@ -289,6 +289,9 @@ async def replay(*, serve_when_done: bool = True, idle_timeout: float = 30.0) ->
             events,
             time.monotonic() - started,
         )
+        # Freshly filled: statistics for the planner and the visibility map, before it serves
+        # (autovacuum would get there later, meanwhile the first reports pay for it).
+        await schema.vacuum_generation(conn, generation)
         if serve_when_done:
             await schema.serve_generation(conn, generation)
     finally:
