@@ -14,11 +14,11 @@ PROTO_OUT := libs/common
 PYTEST_ARGS ?=
 PACKAGES := libs/common/tocsin_common services/alert-ingest/tocsin_ingest services/correlation/tocsin_correlation \
   services/escalation/tocsin_escalation services/notification/tocsin_notification services/api/tocsin_api \
-  clients/cli/tocsin_cli
+  clients/cli/tocsin_cli services/insight/tocsin_insight
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv proto proto-check api-spec api-spec-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure fuzz
+.PHONY: help venv proto proto-check api-spec api-spec-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure fuzz insight-replay
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ $(STAMP): requirements.txt requirements-dev.txt libs/common/pyproject.toml servi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e libs/common -e services/alert-ingest -e services/correlation -e services/escalation -e services/notification -e services/api \
-	  -e clients/cli
+	  -e services/insight -e clients/cli
 	@touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv with the pinned dependencies and the packages (editable)
@@ -49,10 +49,10 @@ lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, clients/,
 	$(VENV)/bin/ruff check services libs clients tools tests bench
 	$(VENV)/bin/mypy $(PACKAGES) tools bench
 
-fetch: $(STAMP)  ## fetch the Kafka broker jars and install redis-server (done by up/test too)
+fetch: $(STAMP)  ## fetch the Kafka broker jars, install redis-server and postgresql (done by up/test too)
 	$(PY) tools/devstack.py fetch
 
-up: $(STAMP)  ## run Kafka, Redis and the five services (the api too) locally (stop with make down)
+up: $(STAMP)  ## run Kafka, Redis, PostgreSQL and the six services locally (stop with make down)
 	$(PY) tools/devstack.py up --profile dev
 
 down:  ## stop exactly what make up started
@@ -68,13 +68,22 @@ infra-test-up: $(STAMP)
 infra-test-down:
 	@python3 tools/devstack.py down --profile test
 
+# insight's facts recomputed: a new generation filled by replaying incidents.events,
+# notifications.status and changes from their beginning while the current one keeps
+# serving; it serves once complete (docs/insight-service.md). Against `make up`'s stack, or
+# another's with PROFILE=...
+PROFILE ?= dev
+insight-replay: $(STAMP)  ## recompute insight's facts by replaying the topics into a new generation
+	@eval "$$($(PY) tools/devstack.py env --profile $(PROFILE))"; \
+	  TOCSIN_CONFIG=$${TOCSIN_CONFIG:-config/tocsin.example.yaml} $(PY) -m tocsin_insight replay
+
 test-unit: $(STAMP)  ## unit tests only (no Kafka, no Redis)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-# The whole suite against its own Kafka and Redis (ports and data apart from make up's),
+# The whole suite against its own Kafka, Redis and PostgreSQL (ports and data apart from make up's),
 # always torn down, exiting with pytest's status. The failure suite runs last (it crashes
 # the stack's Kafka and Redis), with a short load: 20 alerts/s, a crash every 3 s.
-test: $(STAMP)  ## run every test, bringing up and tearing down its own Kafka and Redis
+test: $(STAMP)  ## run every test, bringing up and tearing down its own Kafka, Redis and Postgres
 	$(MAKE) --no-print-directory infra-test-up
 	@status=0; \
 	  eval "$$($(PY) tools/devstack.py env --profile test)"; \

@@ -1,13 +1,16 @@
-"""Local stack without Docker: real Apache Kafka (KRaft) and Redis, then Tocsin's services.
+"""Local stack without Docker: real Apache Kafka (KRaft), Redis and PostgreSQL, then Tocsin's
+services.
 
-    python tools/devstack.py infra-up   --profile test   # Kafka + Redis + topics
-    python tools/devstack.py up         --profile dev    # infra + the four services
+    python tools/devstack.py infra-up   --profile test   # Kafka + Redis + Postgres + topics
+    python tools/devstack.py up         --profile dev    # infra + the five services
     python tools/devstack.py down       --profile dev    # stops what `up` started, by pid
     python tools/devstack.py status     --profile dev
 
 Each profile has its own ports and run folder (.run/<profile>), so `make test` can run
 while `make up` is running. Kafka's jars come from Maven Central through the machine's
-Maven (fetched once into .cache/kafka), Redis from Debian's redis-server package.
+Maven (fetched once into .cache/kafka), Redis from Debian's redis-server package, PostgreSQL
+from Debian's postgresql package (run as the `postgres` user when this runs as root: it
+refuses to run as root).
 Only the Python standard library is used here: this runs before the venv exists too.
 """
 
@@ -47,6 +50,8 @@ class Profile:
     escalation: tuple[int, int, int]
     notification: tuple[int, int, int]
     recorder_port: int
+    postgres_port: int
+    insight: tuple[int, int, int]
     # The REST API (its gRPC port serves grpc.health.v1 only)
     api: tuple[int, int, int] = (50055, 9105, 8082)
 
@@ -62,6 +67,11 @@ class Profile:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
+    @property
+    def postgres_url(self) -> str:
+        """No password in it: the services read TOCSIN_POSTGRES_PASSWORD_FILE."""
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.postgres_port}/{PG_DATABASE}"
+
 
 PROFILES = {
     "dev": Profile(
@@ -74,6 +84,8 @@ PROFILES = {
         escalation=(50053, 9103, 0),
         notification=(50054, 9104, 8081),
         recorder_port=9999,
+        postgres_port=5433,  # beside a Postgres the machine may run on 5432
+        insight=(50056, 9106, 0),
     ),
     "test": Profile(
         "test",
@@ -86,6 +98,8 @@ PROFILES = {
         notification=(19054, 19104, 18081),
         recorder_port=19999,
         api=(19055, 19105, 18082),
+        postgres_port=19432,
+        insight=(19056, 19106, 0),
     ),
     "bench": Profile(
         "bench",
@@ -98,6 +112,8 @@ PROFILES = {
         notification=(29054, 29104, 28081),
         recorder_port=29999,
         api=(29055, 29105, 28082),
+        postgres_port=29432,
+        insight=(29056, 29106, 0),
     ),
 }
 # Extra isolated stacks (h1..h6) for engineers running suites side by side on one machine.
@@ -116,6 +132,8 @@ for _n in range(1, 7):
         notification=(_base + 54, _base + 104, _base + 81),
         recorder_port=_base + 99,
         api=(_base + 55, _base + 105, _base + 82),
+        postgres_port=_base + 32,
+        insight=(_base + 56, _base + 106, 0),
     )
 
 
@@ -172,6 +190,51 @@ def ensure_redis() -> str:
     if not found:
         sys.exit("devstack: redis-server still missing after apt-get install")
     return found
+
+
+PG_USER = "tocsin"
+PG_DATABASE = "tocsin"
+PG_BIN = Path("/usr/lib/postgresql")
+
+
+def ensure_postgres() -> Path:
+    """The directory of Debian's PostgreSQL server binaries (initdb, postgres, createdb),
+    installing the `postgresql` package when none is there."""
+    found = _postgres_bin()
+    if found:
+        return found
+    say("installing Debian's postgresql")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
+        check=True,
+        env=env,
+    )
+    # The package starts a system-wide cluster; the stacks run their own.
+    subprocess.run(["service", "postgresql", "stop"], check=False, capture_output=True)
+    found = _postgres_bin()
+    if not found:
+        sys.exit("devstack: PostgreSQL's initdb still missing after apt-get install")
+    return found
+
+
+def _postgres_bin() -> Path | None:
+    versions = sorted(
+        (p for p in PG_BIN.glob("*/bin") if (p / "initdb").exists()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    return versions[-1] if versions else None
+
+
+def _as_postgres() -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run its programs as `postgres`."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def _give_to_postgres(path: Path) -> None:
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
 
 
 def java() -> str:
@@ -267,6 +330,99 @@ def start_redis(profile: Profile) -> None:
     )
     wait_port(profile.redis_port, "redis-server", 20, proc, profile.run_dir / "logs" / "redis.log")
     say(f"redis on 127.0.0.1:{profile.redis_port}")
+
+
+def start_postgres(profile: Profile, fresh: bool) -> None:
+    """The profile's own PostgreSQL cluster under .run/<profile>/postgres, on its port,
+    password-authenticated (the password is a generated secret of the profile), with a
+    `tocsin` database. --fresh starts from an empty cluster: the offsets insight keeps
+    there belong to the Kafka data that --fresh wipes too."""
+    if port_open(profile.postgres_port):
+        sys.exit(f"devstack: port {profile.postgres_port} is taken; is another stack running?")
+    bindir = ensure_postgres()
+    pg = profile.run_dir / "postgres"
+    data = pg / "data"
+    if fresh and pg.exists():
+        shutil.rmtree(pg)
+    pg.mkdir(parents=True, exist_ok=True)
+    _give_to_postgres(pg)
+    password = secret_file(profile, "postgres-password").read_text().strip()
+    created = not (data / "PG_VERSION").exists()
+    if created:
+        pwfile = pg / "pwfile"
+        pwfile.write_text(password + "\n")
+        pwfile.chmod(0o600)
+        _give_to_postgres(pwfile)
+        try:
+            subprocess.run(
+                [
+                    *_as_postgres(),
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    PG_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                check=True,
+                capture_output=True,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+    proc = spawn(
+        profile,
+        "postgres",
+        [
+            *_as_postgres(),
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(profile.postgres_port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={pg}",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=128MB",
+        ],
+    )
+    log = profile.run_dir / "logs" / "postgres.log"
+    wait_port(profile.postgres_port, "postgres", 60, proc, log)
+    deadline = time.monotonic() + 60  # the port opens before recovery ends
+    while (
+        subprocess.run(
+            [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(profile.postgres_port)],
+            check=False,
+        ).returncode
+        != 0
+    ):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            sys.exit(f"devstack: postgres not ready\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    if created:
+        subprocess.run(
+            [
+                str(bindir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(profile.postgres_port),
+                "-U",
+                PG_USER,
+                PG_DATABASE,
+            ],
+            check=True,
+            env={**os.environ, "PGPASSWORD": password},
+        )
+    say(f"postgres on 127.0.0.1:{profile.postgres_port} (database {PG_DATABASE})")
 
 
 def start_kafka(profile: Profile, fresh: bool) -> None:
@@ -423,6 +579,8 @@ def service_env(
             "TOCSIN_PUBLIC_URL": f"http://127.0.0.1:{profile.notification[2]}",
             "TOCSIN_DATA_DIR": str(profile.run_dir / "data" / service),
             "TOCSIN_SERVICE_SECRET_FILE": str(secret_file(profile, "service-secret")),
+            "TOCSIN_POSTGRES_URL": profile.postgres_url,
+            "TOCSIN_POSTGRES_PASSWORD_FILE": str(secret_file(profile, "postgres-password")),
             "OTEL_SERVICE_NAME": f"tocsin-{service}",
             "OTEL_EXPORTER_OTLP_ENDPOINT": os.environ.get(
                 "OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{profile.recorder_port + 1}"
@@ -447,6 +605,7 @@ SERVICES = {
     "escalation": "tocsin_escalation",
     "notification": "tocsin_notification",
     "api": "tocsin_api",
+    "insight": "tocsin_insight",
 }
 
 
@@ -457,6 +616,7 @@ def start_services(profile: Profile, config: Path) -> None:
         "escalation": profile.escalation,
         "notification": profile.notification,
         "api": profile.api,
+        "insight": profile.insight,
     }
     # A recording peer for pages (webhooks) and traces (OTLP), so a newcomer sees both.
     spawn(
@@ -538,11 +698,13 @@ def stop_all(profile: Profile) -> None:
         say("nothing to stop")
         return
     # Services first, the broker and store last, so services can flush on SIGTERM.
-    order = sorted(pids.glob("*.pid"), key=lambda p: p.stem in ("kafka", "redis"))
+    order = sorted(pids.glob("*.pid"), key=lambda p: p.stem in ("kafka", "redis", "postgres"))
     for pidfile in order:
         pid = int(pidfile.read_text())
+        # PostgreSQL: SIGINT is its fast shutdown (SIGTERM waits for every client to leave).
+        stop_signal = signal.SIGINT if pidfile.stem == "postgres" else signal.SIGTERM
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, stop_signal)
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.1)
@@ -609,17 +771,21 @@ def main() -> None:
     )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="dev")
     parser.add_argument("--config", default=str(ROOT / "config" / "tocsin.example.yaml"))
-    parser.add_argument("--fresh", action="store_true", help="wipe Kafka and Redis data first")
+    parser.add_argument(
+        "--fresh", action="store_true", help="wipe Kafka, Redis and PostgreSQL data first"
+    )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     if args.command == "fetch":
         ensure_kafka_jars()
         ensure_redis()
+        ensure_postgres()
     elif args.command in ("infra-up", "up"):
         if args.fresh and (profile.run_dir / "redis").exists():
             shutil.rmtree(profile.run_dir / "redis")
         start_redis(profile)
         start_kafka(profile, fresh=args.fresh)
+        start_postgres(profile, fresh=args.fresh)
         create_topics(profile)
         if args.command == "up":
             start_services(profile, Path(args.config).resolve())
@@ -633,6 +799,9 @@ def main() -> None:
     elif args.command == "env":
         print(f"export TOCSIN_KAFKA_BOOTSTRAP={profile.bootstrap}")
         print(f"export TOCSIN_REDIS_URL={profile.redis_url}")
+        print(f"export TOCSIN_POSTGRES_URL={profile.postgres_url}")
+        pw = secret_file(profile, "postgres-password")
+        print(f"export TOCSIN_POSTGRES_PASSWORD_FILE={pw}")
         print(f"export TOCSIN_DEVSTACK_PROFILE={profile.name}")
     elif args.command == "crash":
         crash_and_restart(profile, args.component)

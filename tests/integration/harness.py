@@ -1,4 +1,4 @@
-"""The integration harness: Tocsin's four services as real processes against the real
+"""The integration harness: Tocsin's five services as real processes against the real
 Kafka and Redis that `make test` started, with peers that record what they receive.
 
 - a recording HTTP peer: every page delivered to a webhook lands in `pages.requests`;
@@ -44,6 +44,7 @@ SERVICES = {
     "escalation": "tocsin_escalation",
     "notification": "tocsin_notification",
     "api": "tocsin_api",
+    "insight": "tocsin_insight",
 }
 HTTP_SERVICES = ("alert-ingest", "notification", "api")
 
@@ -56,13 +57,16 @@ def free_port() -> int:
 
 
 def infra_from_env() -> tuple[str, str]:
-    """Kafka and Redis as `make test` exported them; a clear failure when run without."""
+    """Kafka and Redis as `make test` exported them (and PostgreSQL, which insight reads
+    from TOCSIN_POSTGRES_URL and its password file); a clear failure when run without."""
     bootstrap = os.environ.get("TOCSIN_KAFKA_BOOTSTRAP")
     redis_url = os.environ.get("TOCSIN_REDIS_URL")
-    if not bootstrap or not redis_url:
+    postgres_url = os.environ.get("TOCSIN_POSTGRES_URL")
+    if not bootstrap or not redis_url or not postgres_url:
         raise RuntimeError(
-            "integration tests need the real Kafka and Redis: run them with `make test`, "
-            "which starts both and exports TOCSIN_KAFKA_BOOTSTRAP and TOCSIN_REDIS_URL"
+            "integration tests need the real Kafka, Redis and PostgreSQL: run them with "
+            "`make test`, which starts them and exports TOCSIN_KAFKA_BOOTSTRAP, "
+            "TOCSIN_REDIS_URL and TOCSIN_POSTGRES_URL"
         )
     return bootstrap, redis_url
 
@@ -148,7 +152,7 @@ class ServiceProcess:
 
 @dataclass
 class Stack:
-    """Four services, a webhook peer and a trace receiver, for one test session."""
+    """Five services, a webhook peer and a trace receiver, for one test session."""
 
     bootstrap: str
     redis_url: str

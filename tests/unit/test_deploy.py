@@ -591,7 +591,8 @@ def test_k8s_render_is_valid_against_kubernetes_schemas(
 def test_k8s_every_service_is_deployed_and_labelled(rendered: Renders, target: str) -> None:
     docs = rendered[target]
     assert set(kinds(docs, "Deployment")) == set(service_dirs())
-    assert set(kinds(docs, "Service")) == set(service_dirs())
+    # Besides the services: the StatefulSets of dev-only infrastructure (postgres-dev).
+    assert set(kinds(docs, "Service")) == set(service_dirs()) | set(kinds(docs, "StatefulSet"))
     for doc in docs:
         labels = doc["metadata"].get("labels", {})
         assert labels.get("app.kubernetes.io/part-of") == "tocsin", (
@@ -695,13 +696,15 @@ def test_k8s_references_resolve_within_the_render(rendered: Renders, target: str
                 if "secretRef" in source:
                     assert source["secretRef"]["name"] in secrets, f"{where}: {source}"
 
+    # A Service fronts one workload: a Deployment, or a StatefulSet (components/postgres-dev).
+    workloads = [*deployments.values(), *kinds(docs, "StatefulSet").values()]
     for name, service in kinds(docs, "Service").items():
         matched = [
             d
-            for d in deployments.values()
+            for d in workloads
             if selects(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
         ]
-        assert len(matched) == 1, f"{target}: Service/{name} selects {len(matched)} Deployments"
+        assert len(matched) == 1, f"{target}: Service/{name} selects {len(matched)} workloads"
         (container,) = matched[0]["spec"]["template"]["spec"]["containers"]
         named = {p["name"] for p in container["ports"]}
         for port in service["spec"]["ports"]:

@@ -11,7 +11,13 @@ import pytest
 from faust.types.auth import AuthProtocol
 from tocsin_common.faustapp import broker_credentials
 from tocsin_common.settings import Settings
-from tocsin_common.transport import KafkaSecurity, RedisConnection, TlsSettings, TransportError
+from tocsin_common.transport import (
+    KafkaSecurity,
+    PostgresConnection,
+    RedisConnection,
+    TlsSettings,
+    TransportError,
+)
 
 from tests.pki import Pki, make_pki
 
@@ -320,3 +326,65 @@ def test_redis_errors_name_the_variable(
     env = {k: pem.get(v, v) for k, v in env.items()}
     with pytest.raises(TransportError, match=message):
         RedisConnection.from_env(env)
+
+
+# --- PostgreSQL (insight) -------------------------------------------------------------------
+
+
+def test_postgres_defaults_to_the_local_stack_without_a_password() -> None:
+    pg = PostgresConnection.from_env({})
+    assert pg.url == "postgresql://tocsin@127.0.0.1:5433/tocsin"
+    assert pg.client_options() == {"sslmode": "prefer"} and not pg.uses_tls
+
+
+def test_postgres_verified_tls_with_a_password_secret_and_a_ca(pem: dict[str, str]) -> None:
+    pg = PostgresConnection.from_env(
+        {
+            "TOCSIN_POSTGRES_URL": "postgresql://tocsin@pg.internal:5432/insight",
+            "TOCSIN_POSTGRES_PASSWORD": PASSWORD,
+            "TOCSIN_POSTGRES_SSLMODE": "verify-full",
+            "TOCSIN_POSTGRES_CA_FILE": pem["ca"],
+        }
+    )
+    assert pg.uses_tls and PASSWORD not in repr(pg) and PASSWORD not in pg.display
+    assert pg.client_options() == {
+        "sslmode": "verify-full",
+        "password": PASSWORD,
+        "sslrootcert": pem["ca"],
+    }
+    # Verified without a CA file: against the system's roots, as Kafka and Redis are.
+    system = PostgresConnection.from_env({"TOCSIN_POSTGRES_SSLMODE": "verify-ca"})
+    assert system.client_options()["sslrootcert"] == "system"
+
+
+def test_settings_carry_the_postgres_connection() -> None:
+    settings = Settings.from_env(
+        "insight", {"TOCSIN_POSTGRES_URL": "postgresql://tocsin@pg:5432/tocsin"}
+    )
+    assert settings.postgres.url == "postgresql://tocsin@pg:5432/tocsin"
+    assert settings.grpc_port == 50056
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TOCSIN_POSTGRES_URL": "postgresql://tocsin:hunter2@pg:5432/tocsin"},
+            "TOCSIN_POSTGRES_URL carries a password",
+        ),
+        ({"TOCSIN_POSTGRES_URL": "mysql://pg/x"}, "TOCSIN_POSTGRES_URL: scheme 'mysql'"),
+        ({"TOCSIN_POSTGRES_URL": "postgresql://pg:5432"}, "expected postgresql://USER@HOST"),
+        ({"TOCSIN_POSTGRES_SSLMODE": "allow-all"}, "TOCSIN_POSTGRES_SSLMODE='allow-all'"),
+        (
+            {"TOCSIN_POSTGRES_CA_FILE": "ca"},
+            "TOCSIN_POSTGRES_CA_FILE is set but TOCSIN_POSTGRES_SSLMODE=prefer",
+        ),
+        ({"TOCSIN_POSTGRES_PASSWORD": "changeme"}, "TOCSIN_POSTGRES_PASSWORD: a known placeholder"),
+    ],
+)
+def test_postgres_errors_name_the_variable(
+    pem: dict[str, str], env: dict[str, str], message: str
+) -> None:
+    env = {k: pem.get(v, v) for k, v in env.items()}
+    with pytest.raises(TransportError, match=message):
+        PostgresConnection.from_env(env)

@@ -14,7 +14,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tocsin_common.transport import KafkaSecurity, RedisConnection, TlsSettings
+from tocsin_common.transport import (
+    KafkaSecurity,
+    PostgresConnection,
+    RedisConnection,
+    TlsSettings,
+)
 
 
 class SettingsError(ValueError):
@@ -37,6 +42,7 @@ DEFAULT_PORTS: dict[str, ServicePorts] = {
     "notification": ServicePorts(grpc=50054, metrics=9104, http=8081),
     # The REST API: people call its HTTP port; its gRPC port serves grpc.health.v1 only.
     "api": ServicePorts(grpc=50055, metrics=9105, http=8082),
+    "insight": ServicePorts(grpc=50056, metrics=9106),
 }
 
 
@@ -67,6 +73,11 @@ class Settings:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     redis: RedisConnection = field(
         default_factory=lambda: RedisConnection("redis://127.0.0.1:6379/0")
+    )
+    # insight's read model; only insight connects (parsed for every service all the same,
+    # so a bad TOCSIN_POSTGRES_* is reported at start wherever it is set)
+    postgres: PostgresConnection = field(
+        default_factory=lambda: PostgresConnection("postgresql://tocsin@127.0.0.1:5433/tocsin")
     )
 
     @classmethod
@@ -113,6 +124,7 @@ class Settings:
             tls=tls,
             kafka_security=KafkaSecurity.from_env(env),
             redis=redis,
+            postgres=PostgresConnection.from_env(env),
         )
 
 

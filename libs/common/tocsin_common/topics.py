@@ -60,7 +60,10 @@ NOTIFICATIONS_DEADLETTER = Topic(
 
 # Every allowed or denied mutation, from every service; keyed by actor. Kept a year.
 AUDIT = Topic(
-    "audit", 3, "actor (principal id)", "tocsin.v1.AuditRecord",
+    "audit",
+    3,
+    "actor (principal id)",
+    "tocsin.v1.AuditRecord",
     retention_ms=366 * 24 * 3600 * 1000,
 )
 

@@ -368,3 +368,80 @@ class RedisConnection:
                 options["ssl_certfile"] = self.cert_file
                 options["ssl_keyfile"] = self.key_file
         return options
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------
+
+POSTGRES_SSL_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+
+
+@dataclass(frozen=True)
+class PostgresConnection:
+    """Where PostgreSQL is and how to log in: a ``postgresql://user@host:port/db`` URL (no
+    password in it), the password as a secret (TOCSIN_POSTGRES_PASSWORD or its _FILE), the
+    TLS mode (TOCSIN_POSTGRES_SSLMODE, libpq's names) and the CA that signs the server's
+    certificate (TOCSIN_POSTGRES_CA_FILE, for verify-ca / verify-full)."""
+
+    url: str
+    password: str | None = field(default=None, repr=False)
+    sslmode: str = "prefer"
+    ca_file: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PostgresConnection:
+        env = os.environ if env is None else env
+        url = env.get("TOCSIN_POSTGRES_URL", "").strip() or "postgresql://tocsin@127.0.0.1:5433/tocsin"
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise TransportError(
+                f"TOCSIN_POSTGRES_URL: scheme {parts.scheme!r}; expected postgresql://"
+            )
+        if parts.password is not None:
+            raise TransportError(
+                "TOCSIN_POSTGRES_URL carries a password: set TOCSIN_POSTGRES_PASSWORD or "
+                "TOCSIN_POSTGRES_PASSWORD_FILE instead (URLs end up in logs and process lists)"
+            )
+        if not parts.hostname or not parts.path.strip("/"):
+            raise TransportError(
+                f"TOCSIN_POSTGRES_URL={url!r}: expected postgresql://USER@HOST:PORT/DATABASE"
+            )
+        try:
+            password = read_secret("TOCSIN_POSTGRES_PASSWORD", env, required=False)
+        except SecretError as e:
+            raise TransportError(str(e)) from None
+        mode = env.get("TOCSIN_POSTGRES_SSLMODE", "").strip().lower() or "prefer"
+        if mode not in POSTGRES_SSL_MODES:
+            raise TransportError(
+                f"TOCSIN_POSTGRES_SSLMODE={mode!r}: expected one of {', '.join(POSTGRES_SSL_MODES)}"
+            )
+        ca = _read_file(env, "TOCSIN_POSTGRES_CA_FILE")
+        if ca and mode not in ("verify-ca", "verify-full"):
+            raise TransportError(
+                f"TOCSIN_POSTGRES_CA_FILE is set but TOCSIN_POSTGRES_SSLMODE={mode}: "
+                "set it to verify-ca or verify-full for the CA to be used"
+            )
+        if ca:
+            _check_ca("TOCSIN_POSTGRES_CA_FILE", ca[0])
+        return cls(url=url, password=password, sslmode=mode, ca_file=ca[0] if ca else None)
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.sslmode in ("require", "verify-ca", "verify-full")
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for psycopg's ``connect`` (libpq parameters) beside the URL."""
+        options: dict[str, Any] = {"sslmode": self.sslmode}
+        if self.password is not None:
+            options["password"] = self.password
+        if self.ca_file:
+            options["sslrootcert"] = self.ca_file
+        elif self.sslmode in ("verify-ca", "verify-full"):
+            options["sslrootcert"] = "system"  # the system's roots, as for Kafka and Redis
+        return options
+
+    @property
+    def display(self) -> str:
+        """The URL for logs (it never holds the password)."""
+        return self.url

@@ -189,7 +189,16 @@ RULES: dict[str, Rule] = {
         Role.ADMIN, own=Role.NONE, summary="revoke an API token (anyone: their own)"
     ),
     "audit.read": Rule(Role.ADMIN, mutation=False, summary="read the audit log"),
-    "report.read": Rule(Role.MANAGER, mutation=False, summary="read KPI and SLA reports"),
+    "insight.read": Rule(
+        Role.VIEWER,
+        mutation=False,
+        summary="read one team's KPIs, SLA breaches, problems and review drafts (InsightService)",
+    ),
+    "report.read": Rule(
+        Role.MANAGER,
+        mutation=False,
+        summary="read KPI and SLA reports across teams (needed on every team: its manager)",
+    ),
 }
 
 

@@ -344,6 +344,7 @@ class _Checks:
         self._schedules()
         self._policies()
         self._access()
+        self._insight()
         return self.found
 
     def _unique_ids(self, section: str, kind: str, items: Sequence[Any]) -> None:
@@ -620,6 +621,96 @@ class _Checks:
                         target.id,
                         known[target.type],
                     )
+
+    def _insight(self) -> None:
+        cfg = self.config
+        insight = cfg.insight
+        team_ids = [t.id for t in cfg.teams]
+        service_ids = [s.id for s in cfg.services]
+        calendar_ids = [c.id for c in insight.calendars]
+        self._unique_ids_at(("insight", "calendars"), "calendar", insight.calendars)
+        calendar_of_team: dict[str, str] = {}
+        for i, calendar in enumerate(insight.calendars):
+            for j, team in enumerate(calendar.teams):
+                path: PathKey = ("insight", "calendars", i, "teams", j)
+                if not self._ref(path, "team", team, team_ids):
+                    continue
+                if team in calendar_of_team:
+                    self.add(
+                        path,
+                        f"team {team!r} already has calendar {calendar_of_team[team]!r}; "
+                        "a team works on one calendar",
+                    )
+                else:
+                    calendar_of_team[team] = calendar.id
+            seen_days: set[object] = set()
+            for j, day in enumerate(calendar.holidays):
+                if day in seen_days:
+                    self.add(
+                        ("insight", "calendars", i, "holidays", j),
+                        f"{day.isoformat()} is listed more than once",
+                    )
+                seen_days.add(day)
+        if insight.default_calendar is not None:
+            self._ref(
+                ("insight", "default_calendar"), "calendar", insight.default_calendar, calendar_ids
+            )
+        priority_ids = [p.id for p in insight.priorities]
+        for i, rule in enumerate(insight.priorities):
+            for j, service in enumerate(rule.services):
+                self._ref(
+                    ("insight", "priorities", i, "services", j), "service", service, service_ids
+                )
+        policy_of: dict[str, int] = {}
+        for i, policy in enumerate(insight.sla_policies):
+            path = ("insight", "sla_policies", i, "priority")
+            if self._ref(path, "priority", policy.priority, priority_ids):
+                if policy.priority in policy_of:
+                    self.add(
+                        path,
+                        f"priority {policy.priority!r} already has an SLA policy (at "
+                        f"{self._where(('insight', 'sla_policies', policy_of[policy.priority]))})",
+                    )
+                else:
+                    policy_of[policy.priority] = i
+            cal_path: PathKey = ("insight", "sla_policies", i, "calendar")
+            if policy.calendar == "business":
+                if insight.default_calendar is None:
+                    owners = sorted({s.team or "" for s in cfg.services} - set(calendar_of_team))
+                    if owners:
+                        who = ", ".join(repr(o) if o else "services without a team" for o in owners)
+                        self.add(
+                            cal_path,
+                            f"'business' needs a calendar for every team that owns a service, "
+                            f"and {who} have none; list them in a calendar's teams or set "
+                            "insight.default_calendar",
+                        )
+            elif policy.calendar != "24x7":
+                self._ref(cal_path, "calendar", policy.calendar, calendar_ids)
+        slo_of: dict[str, int] = {}
+        for i, slo in enumerate(insight.slos):
+            path = ("insight", "slos", i, "service")
+            if self._ref(path, "service", slo.service, service_ids):
+                if slo.service in slo_of:
+                    self.add(
+                        path,
+                        f"service {slo.service!r} already has an SLO (at "
+                        f"{self._where(('insight', 'slos', slo_of[slo.service]))})",
+                    )
+                else:
+                    slo_of[slo.service] = i
+
+    def _unique_ids_at(self, section: PathKey, kind: str, items: Sequence[Any]) -> None:
+        first: dict[str, int] = {}
+        for index, item in enumerate(items):
+            if item.id in first:
+                self.add(
+                    (*section, index, "id"),
+                    f"duplicate {kind} id {item.id!r} (first defined at "
+                    f"{self._where((*section, first[item.id]))})",
+                )
+            else:
+                first[item.id] = index
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import difflib
 import functools
 import re
 from collections.abc import Mapping
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -38,6 +38,8 @@ from .durations import Duration, PositiveDuration
 
 __all__ = [
     "BUILTIN_CONTACT_METHOD_TYPES",
+    "BusinessCalendar",
+    "ChangeFailure",
     "ContactMethod",
     "ContactMethodType",
     "EmailSettings",
@@ -48,8 +50,10 @@ __all__ = [
     "Grouping",
     "Heartbeat",
     "InhibitRule",
+    "Insight",
     "Integration",
     "IntegrationType",
+    "Interruptions",
     "Layer",
     "Limits",
     "LinkSettings",
@@ -62,12 +66,16 @@ __all__ = [
     "OidcGroupRole",
     "OutgoingSettings",
     "Override",
+    "PriorityRule",
+    "Recurrence",
     "RegexError",
     "Restriction",
     "Schedule",
     "Service",
     "Severity",
     "SeverityUrgency",
+    "SlaPolicy",
+    "Slo",
     "Team",
     "TocsinConfig",
     "TwilioSettings",
@@ -76,6 +84,7 @@ __all__ = [
     "User",
     "WebhookSettings",
     "Weekday",
+    "WorkingHours",
     "compile_matcher_regex",
 ]
 
@@ -934,6 +943,235 @@ class Limits(_Model):
 
 
 # ---------------------------------------------------------------------------------------------
+# Insight: business calendars, priorities, SLAs, SLOs, recurrence (docs/insight.md)
+# ---------------------------------------------------------------------------------------------
+
+_PRIORITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _priority_id(value: str) -> str:
+    if not _PRIORITY_RE.match(value):
+        raise ValueError(
+            f"invalid priority id {value!r}: 1 to 32 letters, digits, '-' and '_', "
+            "starting with a letter or digit, e.g. 'P1'"
+        )
+    return value
+
+
+def _calendar_date(value: object) -> object:
+    # A holiday is a calendar date. YAML may hand over a date already; a string must be
+    # YYYY-MM-DD (pydantic alone would also take a number as a Unix timestamp).
+    if isinstance(value, datetime):
+        raise ValueError(
+            f"{value.isoformat()} is a date and time; a holiday is a date such as 2026-12-25"
+        )
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _DATE_RE.match(value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"invalid date {value!r}: expected YYYY-MM-DD, e.g. 2026-12-25")
+
+
+PriorityId = Annotated[str, AfterValidator(_priority_id)]
+CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
+
+
+class WorkingHours(_Model):
+    """Business hours on ``days``: from ``start`` to ``end`` in the calendar's time zone. An
+    ``end`` at or before ``start`` runs to that time of the next day (``22:00``-``06:00`` is a
+    night shift, ``00:00``-``00:00`` a whole day); the hours belong to the day they start on."""
+
+    days: NonEmpty[Day]
+    start: TimeOfDay
+    end: TimeOfDay
+
+
+class BusinessCalendar(_Model):
+    """When a team works: weekly hours in a time zone, minus holidays (whole local days: a
+    holiday cancels the working hours that start on it). SLA clocks in business time only
+    run inside these hours (see tocsin_insight.domain.calendar)."""
+
+    id: Slug
+    name: str = ""
+    time_zone: TimeZone
+    teams: tuple[Ref, ...] = ()
+    hours: NonEmpty[WorkingHours]
+    holidays: tuple[CalendarDate, ...] = Field(default=(), max_length=10_000)
+
+
+class PriorityRule(_Model):
+    """Priority ``id`` for incidents that match every non-empty criterion. Rules are tried in
+    order, first match wins, and the order is the ranking (the first rule is the highest
+    priority; several rules may give one priority, which ranks where its first rule is). An
+    empty criterion matches anything."""
+
+    id: PriorityId
+    severities: tuple[Severity, ...] = ()
+    urgencies: tuple[Urgency, ...] = ()
+    services: tuple[Ref, ...] = ()
+    matchers: tuple[Matcher, ...] = Field(default=(), max_length=32)
+
+    def matches(
+        self,
+        service_id: str,
+        severity: str | None,
+        urgency: str | None,
+        labels: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Whether an incident of ``service_id`` with this severity, urgency and labels (of
+        the alert that opened it) matches."""
+        return (
+            (not self.severities or severity in self.severities)
+            and (not self.urgencies or urgency in self.urgencies)
+            and (not self.services or service_id in self.services)
+            and all(m.matches(labels or {}) for m in self.matchers)
+        )
+
+
+def _sla_calendar(value: str) -> str:
+    if value in ("24x7", "business"):
+        return value
+    return _slug(value)
+
+
+class SlaPolicy(_Model):
+    """Targets for incidents of one priority: acknowledged within ``ack_target`` and resolved
+    within ``resolve_target`` of being created, counted on ``calendar``: ``24x7`` (wall
+    clock), ``business`` (the calendar of the team that owns the incident's service, else
+    ``insight.default_calendar``) or the id of a calendar."""
+
+    priority: PriorityId
+    ack_target: PositiveDuration | None = None
+    resolve_target: PositiveDuration | None = None
+    calendar: Annotated[str, AfterValidator(_sla_calendar)] = "24x7"
+
+    @model_validator(mode="after")
+    def _some_target(self) -> SlaPolicy:
+        if self.ack_target is None and self.resolve_target is None:
+            raise ValueError(
+                "ack_target, resolve_target: set at least one (a policy without targets "
+                "measures nothing)"
+            )
+        return self
+
+
+def _availability_target(value: float) -> float:
+    if not 0 < value < 100:
+        raise ValueError(f"{value!r} is not a percentage between 0 and 100 (exclusive), e.g. 99.9")
+    return value
+
+
+def _whole_days(value: timedelta) -> timedelta:
+    if value % timedelta(days=1) or value > timedelta(days=366):
+        raise ValueError(f"{value} is not a whole number of days from 1d to 366d, e.g. 30d")
+    return value
+
+
+class Slo(_Model):
+    """Service level objective of a service: ``availability_target`` percent of the rolling
+    ``window`` without impact (impact weighted: major 1, partial 0.5, degraded 0.25)."""
+
+    service: Ref
+    availability_target: Annotated[float, AfterValidator(_availability_target)]
+    window: Annotated[PositiveDuration, AfterValidator(_whole_days)] = timedelta(days=30)
+
+
+class Recurrence(_Model):
+    """A problem is opened when one service has ``min_incidents`` incidents of the same
+    fingerprint (group key, else dedup key) within ``window``."""
+
+    min_incidents: int = Field(default=3, ge=2, le=1000)
+    window: Annotated[PositiveDuration, AfterValidator(_whole_days)] = timedelta(days=30)
+
+
+class ChangeFailure(_Model):
+    """A change failed when an incident opens on its service (or, with
+    ``include_dependents``, on a service that depends on it) within ``window`` after it."""
+
+    window: PositiveDuration = timedelta(hours=1)
+    include_dependents: bool = True
+
+
+class Interruptions(_Model):
+    """What counts as an interruption (PagerDuty's definition): a notification on one of
+    ``channels``; those to one person less than ``merge_window`` after the first of a burst
+    count once."""
+
+    channels: tuple[ContactMethodType, ...] = ("sms", "voice", "slack", "teams")
+    merge_window: Duration = timedelta(seconds=60)
+
+
+class Insight(_Model):
+    """Settings of the insight service's reports: calendars, priorities, SLAs and SLOs."""
+
+    time_zone: TimeZone = "UTC"
+    calendars: tuple[BusinessCalendar, ...] = ()
+    default_calendar: Ref | None = None
+    priorities: tuple[PriorityRule, ...] = ()
+    sla_policies: tuple[SlaPolicy, ...] = ()
+    slos: tuple[Slo, ...] = ()
+    recurrence: Recurrence = Field(default_factory=Recurrence)
+    change_failure: ChangeFailure = Field(default_factory=ChangeFailure)
+    interruptions: Interruptions = Field(default_factory=Interruptions)
+
+    def priority_for(
+        self,
+        service_id: str,
+        severity: str | None,
+        urgency: str | None,
+        labels: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """The priority of an incident: the first matching rule's id, or None."""
+        for rule in self.priorities:
+            if rule.matches(service_id, severity, urgency, labels):
+                return rule.id
+        return None
+
+    def priority_rank(self, priority: str) -> int | None:
+        """1 for the highest priority (the first rule's), 2 for the next distinct one...;
+        None if unknown."""
+        order = list(dict.fromkeys(rule.id for rule in self.priorities))
+        return order.index(priority) + 1 if priority in order else None
+
+    def sla_policy(self, priority: str | None) -> SlaPolicy | None:
+        """The SLA policy of a priority, or None."""
+        return next((p for p in self.sla_policies if p.priority == priority), None)
+
+    def calendar(self, calendar_id: str) -> BusinessCalendar:
+        """The calendar with this id (KeyError when unknown)."""
+        for item in self.calendars:
+            if item.id == calendar_id:
+                return item
+        raise KeyError(f"unknown calendar {calendar_id!r}")
+
+    def team_calendar(self, team_id: str | None) -> BusinessCalendar | None:
+        """A team's business calendar: the one listing the team, else ``default_calendar``."""
+        if team_id is not None:
+            for item in self.calendars:
+                if team_id in item.teams:
+                    return item
+        if self.default_calendar is not None:
+            return self.calendar(self.default_calendar)
+        return None
+
+    def sla_calendar(self, policy: SlaPolicy, team_id: str | None) -> BusinessCalendar | None:
+        """The calendar a policy's clocks run on for a team's incident; None means 24x7."""
+        if policy.calendar == "24x7":
+            return None
+        if policy.calendar == "business":
+            return self.team_calendar(team_id)
+        return self.calendar(policy.calendar)
+
+    def slo(self, service_id: str) -> Slo | None:
+        """The SLO of a service, or None."""
+        return next((s for s in self.slos if s.service == service_id), None)
+
+
+# ---------------------------------------------------------------------------------------------
 # The whole file
 # ---------------------------------------------------------------------------------------------
 
@@ -1076,6 +1314,7 @@ class TocsinConfig(_Model):
     notification: NotificationSettings = Field(default_factory=NotificationSettings)
     access: Access = Field(default_factory=Access)
     limits: Limits = Field(default_factory=Limits)
+    insight: Insight = Field(default_factory=Insight)
 
     # Built once after validation; the model is frozen so they never go stale.
     _services: dict[str, Service] = PrivateAttr(default_factory=dict)
