@@ -232,3 +232,37 @@ async def test_a_request_is_one_trace_from_the_caller_through_escalation(stack: 
     while ancestor.parent_span_id in by_id:
         ancestor = by_id[ancestor.parent_span_id]
     assert ancestor.span_id == servers[0].span_id
+
+
+async def test_filters_by_team_urgency_and_creation_time(stack: Stack) -> None:
+    title = await trigger(stack)
+    async with client(stack) as api:
+        incident = await incident_titled(api, title)
+        created = incident["created_at"]
+
+        async def ids(**params: str) -> list[str]:
+            reply = await api.get("/incidents", params={"limit": 100, **params})
+            assert reply.status_code == 200, reply.text
+            return [i["id"] for i in reply.json()["incidents"]]
+
+        assert incident["id"] in await ids(team_id="api-team", urgency="high", since=created)
+        assert incident["id"] not in await ids(team_id="api-other")
+        assert incident["id"] not in await ids(urgency="low")
+        assert incident["id"] not in await ids(until=created)  # created before: exclusive
+        assert_problem(
+            await api.get("/incidents", params={"since": "2026-01-02T00:00:00"}), 400, "since"
+        )
+
+
+async def test_a_service_that_is_down_is_a_503_to_retry(stack: Stack) -> None:
+    async with client(stack) as api:
+        stack.services["notification"].kill()
+        try:
+            reply = await api.get("/incidents/any/deliveries")
+            assert_problem(reply, 503)
+            assert reply.headers["retry-after"] == "1"
+        finally:
+            stack.services["notification"].start()
+            await stack.services["notification"].wait_healthy()
+        recovered = await api.get("/incidents/any/deliveries")
+        assert_problem(recovered, 404)  # answered again: no such incident

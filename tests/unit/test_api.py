@@ -70,8 +70,13 @@ def test_an_incident_s_etag_changes_with_any_change() -> None:
     incident = incident_pb2.Incident(incident_id="i", status=incident_pb2.INCIDENT_STATUS_TRIGGERED)
     before = convert.etag(incident)
     assert convert.etag(incident) == before
+    incident.updated_at.FromSeconds(1_800_000_000)  # a timeline entry: a page delivered
+    assert convert.etag(incident) == before
     incident.status = incident_pb2.INCIDENT_STATUS_ACKNOWLEDGED
     assert convert.etag(incident) != before
+    acknowledged = convert.etag(incident)
+    incident.alert_count = 2  # another alert joined
+    assert convert.etag(incident) != acknowledged
 
 
 def test_sse_frames_round_trip() -> None:

@@ -93,8 +93,14 @@ def mask_key(key: str) -> str:
 
 
 def etag(incident: incident_pb2.Incident) -> str:
-    """A strong validator of the incident's state: any change to it changes the tag."""
-    digest = hashlib.sha256(incident.SerializeToString(deterministic=True)).hexdigest()
+    """A validator of the incident's state: any change to a field of it changes the tag
+    (status, urgency, assignment, snooze, alerts, suppression, ...). ``updated_at`` alone
+    does not count: it moves with timeline entries (a level reached, a page delivered),
+    which change nothing a person decides on."""
+    state = incident_pb2.Incident()
+    state.CopyFrom(incident)
+    state.ClearField("updated_at")
+    digest = hashlib.sha256(state.SerializeToString(deterministic=True)).hexdigest()
     return f'"{digest[:32]}"'
 
 

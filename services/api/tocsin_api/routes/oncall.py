@@ -23,6 +23,7 @@ router = APIRouter(prefix="/api/v1", tags=["on call"])
 DEFAULT_RANGE = timedelta(days=7)
 FEED_PAST = timedelta(days=7)
 FEED_AHEAD = timedelta(days=90)
+POLICY_LOOKUPS_AT_ONCE = 16  # GET /oncalls over every policy: calls in flight at most
 
 
 async def _who(
@@ -56,13 +57,16 @@ async def oncalls(
         config = state_of(request).config.current
         ids = [p.id for p in config.escalation_policies]
 
+        gate = asyncio.Semaphore(POLICY_LOOKUPS_AT_ONCE)
+
         async def one(policy_id: str) -> list[dict[str, Any]]:
-            try:
-                return await _who(request, caller, escalation_policy_id=policy_id)
-            except Problem as problem:
-                if problem.status in (403, 404):
-                    return []
-                raise
+            async with gate:
+                try:
+                    return await _who(request, caller, escalation_policy_id=policy_id)
+                except Problem as problem:
+                    if problem.status in (403, 404):
+                        return []
+                    raise
 
         found = [e for group in await asyncio.gather(*(one(i) for i in ids)) for e in group]
     if user_id:
