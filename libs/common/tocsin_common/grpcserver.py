@@ -77,6 +77,16 @@ def add_port(server: grpc.aio.Server, address: str, tls: TlsSettings | None) -> 
     return int(server.add_insecure_port(address))
 
 
+# A restarted service is dialled again within 2 s: gRPC's default back-off grows to 120 s,
+# so a caller (the api answering 503 with Retry-After: 1) kept failing long after the
+# service was back.
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
 def open_channel(
     target: str,
     tls: TlsSettings | None = None,
@@ -86,9 +96,14 @@ def open_channel(
     process's certificate with mTLS) when ``tls`` says so, plaintext otherwise."""
     if tls is not None and tls.dials_tls:
         return grpc.aio.secure_channel(
-            target, tls.channel_credentials(), interceptors=list(interceptors)
+            target,
+            tls.channel_credentials(),
+            options=CHANNEL_OPTIONS,
+            interceptors=list(interceptors),
         )
-    return grpc.aio.insecure_channel(target, interceptors=list(interceptors))
+    return grpc.aio.insecure_channel(
+        target, options=CHANNEL_OPTIONS, interceptors=list(interceptors)
+    )
 
 
 def client_channel(
