@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
 import httpx
@@ -195,6 +195,13 @@ def report_table_rows(answer: Any, kpis: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _duration_cell(stat: str) -> Callable[[Mapping[str, Any]], str]:
+    def cell(row: Mapping[str, Any]) -> str:
+        return seconds_text(row.get(stat))
+
+    return cell
+
+
 def report_columns(group_by: Sequence[str], period: str | None) -> list[Column]:
     """The groups' columns, the period's, then incidents, KPI and its distribution."""
     columns = [Column(REPORT_GROUPS[g], REPORT_GROUPS[g], wrap=False) for g in group_by]
@@ -203,7 +210,7 @@ def report_columns(group_by: Sequence[str], period: str | None) -> list[Column]:
     columns += [Column("incidents", "total_incident_count"), Column("kpi", "kpi")]
     columns.append(Column("count", "count"))
     for stat in STATS[1:]:
-        columns.append(Column(stat, lambda row, s=stat: seconds_text(row.get(s))))
+        columns.append(Column(stat, _duration_cell(stat)))
     return columns
 
 
