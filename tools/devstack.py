@@ -575,6 +575,7 @@ def service_env(
             "TOCSIN_CORRELATION_GRPC": f"127.0.0.1:{profile.correlation[0]}",
             "TOCSIN_NOTIFICATION_GRPC": f"127.0.0.1:{profile.notification[0]}",
             "TOCSIN_INGEST_GRPC": f"127.0.0.1:{profile.ingest[0]}",
+            "TOCSIN_INSIGHT_GRPC": f"127.0.0.1:{profile.insight[0]}",
             "TOCSIN_API_PUBLIC_URL": f"http://127.0.0.1:{profile.api[2]}",
             "TOCSIN_PUBLIC_URL": f"http://127.0.0.1:{profile.notification[2]}",
             "TOCSIN_DATA_DIR": str(profile.run_dir / "data" / service),

@@ -261,6 +261,7 @@ class Stack:
                 "TOCSIN_CORRELATION_GRPC": f"127.0.0.1:{ports['correlation'][0]}",
                 "TOCSIN_NOTIFICATION_GRPC": f"127.0.0.1:{ports['notification'][0]}",
                 "TOCSIN_INGEST_GRPC": f"127.0.0.1:{ports['alert-ingest'][0]}",
+                "TOCSIN_INSIGHT_GRPC": f"127.0.0.1:{ports['insight'][0]}",
                 "TOCSIN_API_PUBLIC_URL": f"http://127.0.0.1:{ports['api'][2]}",
                 # The suites share tokens: test_api_ratelimit.py runs replicas with a low one
                 "TOCSIN_API_RATE_LIMIT_PER_MINUTE": "100000",

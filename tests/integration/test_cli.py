@@ -886,71 +886,64 @@ async def test_the_readme_acknowledges_the_example_incident(stack: Stack, tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------
-# tocsin report: GET /analytics/incidents is the insight service's, which the api does not
-# serve yet (docs/api.md). Until it does, the command runs against a stand-in that answers
-# as the contract says, so the request it makes and the table it prints are checked.
+# tocsin report: GET /analytics/incidents, insight's figures through the api
 # ---------------------------------------------------------------------------------------------
 
 
-async def test_report_asks_for_kpis_and_prints_them(tmp_path: Path) -> None:
-    from aiohttp import web
+async def test_report_prints_the_kpis_of_a_driven_incident(stack: Stack, tmp_path: Path) -> None:
+    incident = await new_incident(stack)
+    created = datetime.fromisoformat(incident["created_at"].replace("Z", "+00:00"))
+    env = api_env(stack, (await stack.token_for("cli-resp"))[0], tmp_path)
+    await asyncio.sleep(max(0.0, 2.0 - (datetime.now(created.tzinfo) - created).total_seconds()))
+    assert (await tocsin("incidents", "ack", incident["id"], env=env)).code == 0
+    await until_shown(env, incident["id"], "acknowledged")
+    assert (await tocsin("incidents", "resolve", incident["id"], env=env)).code == 0
+    await until_shown(env, incident["id"], "resolved")
 
-    seen: list[web.Request] = []
+    # This incident alone (its service, the second it opened in), by service and person.
+    window = [
+        "--service", "cli-svc",
+        "--since", created.isoformat(),
+        "--until", (created + timedelta(seconds=1)).isoformat(),
+        "--group-by", "service", "--group-by", "user",
+    ]  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        as_json = await tocsin("report", *window, "-o", "json", env=env)
+        assert as_json.code == 0, as_json.stderr
+        rows = as_json.json()["data"]
+        if rows and rows[0]["seconds_to_resolve"]["count"] == 1:
+            break
+        assert time.monotonic() < deadline, f"not in the report: {as_json.stdout}"
+        await asyncio.sleep(0.3)
+    (row,) = rows
+    assert (row["service_id"], row["user_id"], row["total_incident_count"]) == (
+        "cli-svc",
+        "cli-resp",
+        1,
+    )
+    ack = row["seconds_to_first_ack"]["mean"]
+    assert 1.5 <= ack <= 6, row
 
-    async def analytics(request: web.Request) -> web.Response:
-        seen.append(request)
-        if request.headers.get("Authorization") != "Bearer tok":
-            return web.json_response(
-                {"title": "Unauthorized", "status": 401, "detail": "no"}, status=401
-            )
-        return web.json_response(
-            {
-                "data": [
-                    {
-                        "service_id": "checkout",
-                        "incidents": 4,
-                        "mtta_seconds": {"mean": 61, "p50": 50, "p90": 90},
-                    },
-                    {
-                        "service_id": "search",
-                        "incidents": 1,
-                        "mtta_seconds": {"mean": 30, "p50": 30, "p90": 30},
-                    },
-                ]
-            }
-        )
+    table = await tocsin("report", *window, "--kpi", "seconds_to_first_ack", env=env)
+    assert table.code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == [
+        "service_id", "user_id", "incidents", "kpi", "count", "mean", "p50", "p90", "p95", "max"
+    ]  # fmt: skip
+    cells = lines[2].split()
+    assert cells[:5] == ["cli-svc", "cli-resp", "1", "first_ack", "1"]
+    assert cells[5] == f"{round(ack)}s"  # a duration a person reads
 
-    app = web.Application()
-    app.router.add_get("/api/v1/analytics/incidents", analytics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    env = {
-        "XDG_CONFIG_HOME": str(tmp_path),
-        "TOCSIN_API_URL": f"http://127.0.0.1:{port}",
-        "TOCSIN_TOKEN": "tok",
-    }
-    try:
-        table = await tocsin("report", "--group-by", "service", "--since", "7d", env=env)
-        assert table.code == 0, table.stderr
-        lines = table.stdout.splitlines()
-        assert lines[0].split() == ["service_id", "incidents", "mtta_seconds"]
-        assert "checkout" in lines[2] and "mean 61, p50 50, p90 90" in lines[2]
-        query = seen[0].query
-        assert query["group_by"] == "service"
-        since = datetime.fromisoformat(query["since"].replace("Z", "+00:00"))
-        until = datetime.fromisoformat(query["until"].replace("Z", "+00:00"))
-        assert timedelta(days=7) - timedelta(seconds=5) < until - since <= timedelta(days=7)
-
-        as_json = await tocsin("report", "-o", "json", env=env)
-        assert as_json.json()["data"][0]["service_id"] == "checkout"
-        refused = await tocsin("report", env={**env, "TOCSIN_TOKEN": "other"})
-        assert refused.code == 3 and refused.stderr.startswith("tocsin: 401")
-        bad = await tocsin("report", "--group-by", "planet", env=env)
-        assert bad.code == 2
-    finally:
-        await runner.cleanup()
+    # A responder reads their team's figures, not every team's (a manager's question).
+    everyone = await tocsin("report", env=env)
+    assert everyone.code == 3 and everyone.stderr.startswith("tocsin: 403"), everyone.stderr
+    refused = await tocsin("report", "--service", "cli-svc", env={**env, "TOCSIN_TOKEN": "nope"})
+    assert refused.code == 3 and refused.stderr.startswith("tocsin: 401")
+    bad = await tocsin("report", "--group-by", "planet", env=env)
+    assert bad.code == 2 and "--group-by 'planet'" in bad.stderr
+    zone = await tocsin("report", "--service", "cli-svc", "--time-zone", "Mars/Base", env=env)
+    assert zone.code == 1 and "time_zone" in zone.stderr, zone.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,12 @@ import httpx
 import pytest
 import yaml
 from tocsin_cli.client import ApiClient, problem_message
-from tocsin_cli.commands.live import event_line, report_columns, report_rows
+from tocsin_cli.commands.live import (
+    event_line,
+    report_columns,
+    report_table_rows,
+    seconds_text,
+)
 from tocsin_cli.commands.people import schedule_entries
 from tocsin_cli.exitcodes import CliError, Exit, exit_for_status
 from tocsin_cli.kafka_admin import group_service, lag_rows, replay_rows, topic_rows
@@ -445,28 +450,74 @@ def test_event_line_names_the_incident() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_report_rows_and_columns() -> None:
+def _dist(mean: float, p90: float) -> dict[str, float]:
+    return {"count": 4, "mean": mean, "p50": mean, "p90": p90, "p95": p90, "max": p90 + 1}
+
+
+def test_report_prints_each_groups_kpis_as_distributions() -> None:
     answer = {
         "data": [
             {
                 "service_id": "checkout",
-                "incidents": 4,
-                "mtta_seconds": {"mean": 60, "p50": 50, "p90": 90},
+                "user_id": "ann",
+                "period_start": "2026-11-30T00:00:00Z",
+                "total_incident_count": 4,
+                "seconds_to_first_ack": _dist(61, 90),
+                "seconds_to_resolve": _dist(3725, 7300),
             },
-            {"service_id": "search", "incidents": 1, "escalation_rate": 0.5},
-        ]
+            {"service_id": "search", "user_id": "", "total_incident_count": 1},
+        ],
+        "group_by": ["service", "user"],
     }
-    rows = report_rows(answer)
-    columns = report_columns(rows)
+    rows = report_table_rows(answer, ["seconds_to_first_ack", "seconds_to_resolve"])
+    columns = report_columns(["service", "user"], "week")
     assert [c.header for c in columns] == [
         "service_id",
+        "user_id",
+        "week",
         "incidents",
-        "mtta_seconds",
-        "escalation_rate",
+        "kpi",
+        "count",
+        "mean",
+        "p50",
+        "p90",
+        "p95",
+        "max",
     ]
-    text = render(rows, OutputFormat.table, columns)
-    assert "mean 60, p50 50, p90 90" in text
-    assert report_rows({"incidents": 3}) == [{"incidents": 3}]
+    lines = render(rows, OutputFormat.table, columns).splitlines()
+    assert lines[2].split() == [
+        "checkout",
+        "ann",
+        "2026-11-30T00:00:00Z",
+        "4",
+        "first_ack",
+        "4",
+        "1m",
+        "01s",
+        "1m",
+        "01s",
+        "1m",
+        "30s",
+        "1m",
+        "30s",
+        "1m",
+        "31s",
+    ]
+    assert lines[3].split()[3:7] == ["4", "resolve", "4", "1h"]
+    # A group without a KPI value (nobody acknowledged): dashes, not zeros
+    assert lines[4].split() == ["search", "-", "-", "1", "first_ack", "-", "-", "-", "-", "-", "-"]
+    assert report_table_rows({"detail": "x"}, ["seconds_to_first_ack"]) == []
+
+
+def test_seconds_read_as_durations() -> None:
+    assert [seconds_text(v) for v in (None, 0, 42.4, 61, 3725, 90061)] == [
+        "-",
+        "0s",
+        "42s",
+        "1m 01s",
+        "1h 02m",
+        "1d 1h",
+    ]
 
 
 def test_schedule_entries_wherever_they_are() -> None:

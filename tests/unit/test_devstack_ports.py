@@ -53,4 +53,5 @@ def test_the_api_is_told_where_the_others_are(
     assert env["TOCSIN_CORRELATION_GRPC"] == f"127.0.0.1:{profile.correlation[0]}"
     assert env["TOCSIN_NOTIFICATION_GRPC"] == f"127.0.0.1:{profile.notification[0]}"
     assert env["TOCSIN_INGEST_GRPC"] == f"127.0.0.1:{profile.ingest[0]}"
+    assert env["TOCSIN_INSIGHT_GRPC"] == f"127.0.0.1:{profile.insight[0]}"
     assert env["TOCSIN_API_PUBLIC_URL"] == f"http://127.0.0.1:{profile.api[2]}"

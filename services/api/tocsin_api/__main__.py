@@ -54,6 +54,7 @@ def build() -> tuple[FastAPI, uvicorn.Config]:
                 correlation=api_settings.correlation_grpc,
                 notification=api_settings.notification_grpc,
                 ingest=api_settings.ingest_grpc,
+                insight=api_settings.insight_grpc,
                 tls=settings.tls,
             )
         )

@@ -22,7 +22,7 @@ from tocsin_common.tracing import tracer
 from tocsin_api import models
 from tocsin_api.deps import ApiState
 from tocsin_api.problems import PROBLEM_JSON, FieldProblem, Problem
-from tocsin_api.routes import admin, directory, health, incidents, oncall, silences
+from tocsin_api.routes import admin, analytics, directory, health, incidents, oncall, silences
 
 log = logging.getLogger("tocsin.api")
 
@@ -245,7 +245,7 @@ def create_app(state: ApiState | None, lifespan: Any = None, max_body_bytes: int
     )
     if state is not None:
         app.state.api = state
-    for module in (health, incidents, oncall, silences, directory, admin):
+    for module in (health, incidents, oncall, silences, directory, admin, analytics):
         app.include_router(module.router)
 
     @app.exception_handler(Problem)

@@ -16,6 +16,7 @@ from tocsin.v1 import (
     auth_service_pb2_grpc,
     heartbeat_service_pb2_grpc,
     incident_service_pb2_grpc,
+    insight_service_pb2_grpc,
     notification_service_pb2_grpc,
     oncall_service_pb2_grpc,
     silence_service_pb2_grpc,
@@ -40,6 +41,7 @@ class Backends:
     silences: silence_service_pb2_grpc.SilenceServiceStub
     notification: notification_service_pb2_grpc.NotificationServiceStub
     heartbeats: heartbeat_service_pb2_grpc.HeartbeatServiceStub
+    insight: insight_service_pb2_grpc.InsightServiceStub
     channels: list[grpc.aio.Channel]
 
     @classmethod
@@ -50,12 +52,14 @@ class Backends:
         correlation: str,
         notification: str,
         ingest: str,
+        insight: str,
         tls: TlsSettings | None = None,
     ) -> Backends:
         esc = client_channel(escalation, None, tls)
         cor = client_channel(correlation, None, tls)
         note = client_channel(notification, None, tls)
         ing = client_channel(ingest, None, tls)
+        ins = client_channel(insight, None, tls)
         return cls(
             incidents=incident_service_pb2_grpc.IncidentServiceStub(esc),
             oncall=oncall_service_pb2_grpc.OnCallServiceStub(esc),
@@ -63,7 +67,8 @@ class Backends:
             silences=silence_service_pb2_grpc.SilenceServiceStub(cor),
             notification=notification_service_pb2_grpc.NotificationServiceStub(note),
             heartbeats=heartbeat_service_pb2_grpc.HeartbeatServiceStub(ing),
-            channels=[esc, cor, note, ing],
+            insight=insight_service_pb2_grpc.InsightServiceStub(ins),
+            channels=[esc, cor, note, ing, ins],
         )
 
     async def close(self) -> None:

@@ -462,3 +462,123 @@ class CreatedToken(Token):
 
 class Health(BaseModel):
     status: str
+
+
+# --- analytics (insight) ------------------------------------------------------------------
+
+GroupName = Literal["service", "team", "user", "urgency", "priority"]
+PeriodName = Literal["day", "week", "month"]
+MetricName = Literal[
+    "seconds_to_first_ack",
+    "seconds_to_resolve",
+    "seconds_to_engage",
+    "seconds_to_mobilize",
+    "incident_count",
+    "escalation_rate",
+    "auto_resolved_share",
+    "alerts_per_incident",
+]
+
+
+class Distribution(BaseModel):
+    """A duration KPI over the group's incidents, in seconds; ``count`` is how many had a
+    value (an incident nobody acknowledged has no time to first ack)."""
+
+    count: int
+    mean: float
+    p50: float
+    p90: float
+    p95: float
+    max: float
+
+
+class ReportRow(BaseModel):
+    service_id: str | None = Field(None, description="with group_by=service")
+    team_id: str | None = Field(None, description="with group_by=team")
+    user_id: str | None = Field(
+        None, description="with group_by=user: who acknowledged first ('' for nobody)"
+    )
+    urgency: str | None = Field(None, description="with group_by=urgency")
+    priority: str | None = Field(
+        None, description="with group_by=priority: the matching insight.priorities rule's id"
+    )
+    period_start: str | None = Field(description="the period's start, with aggregate_unit")
+    total_incident_count: int
+    seconds_to_first_ack: Distribution = Field(description="PagerDuty: mean_seconds_to_first_ack")
+    seconds_to_resolve: Distribution = Field(description="PagerDuty: mean_seconds_to_resolve")
+    seconds_to_engage: Distribution = Field(description="PagerDuty: mean_seconds_to_engage")
+    seconds_to_mobilize: Distribution = Field(description="PagerDuty: mean_seconds_to_mobilize")
+    escalation_rate: float = Field(description="share of incidents that reached level 2+")
+    auto_resolved_share: float
+    alerts_per_incident: float
+    suppressed_share: float
+    total_notifications: int
+    total_escalations: int = Field(description="PagerDuty: total_escalation_count")
+    total_reassignments: int
+    total_snoozed_seconds: float
+
+
+class Report(BaseModel):
+    data: list[ReportRow]
+    group_by: list[GroupName]
+    aggregate_unit: PeriodName | None
+    time_zone: str
+    definition_version: str
+
+
+class TimeseriesPoint(BaseModel):
+    period_start: str | None
+    value: float
+    count: int
+
+
+class Trend(BaseModel):
+    """The last period against the one before, with a bootstrap confidence interval of
+    the difference; ``significant`` is false when the interval holds zero."""
+
+    current: float
+    previous: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    significant: bool
+    summary: str
+
+
+class Timeseries(BaseModel):
+    metric: MetricName
+    aggregate_unit: PeriodName
+    points: list[TimeseriesPoint]
+    trend: Trend | None
+    definition_version: str
+
+
+class Breach(BaseModel):
+    incident_id: str
+    service_id: str
+    team_id: str
+    priority: str
+    kind: str = Field(description="ack | resolve")
+    target_seconds: float = Field(description="in business time")
+    business_seconds: float = Field(description="how long it took, in business time")
+    created_at: str | None
+
+
+class Breaches(BaseModel):
+    breaches: list[Breach]
+    ack_within_target_rate: float
+    resolve_within_target_rate: float
+
+
+class RecurringProblem(BaseModel):
+    problem_id: str
+    service_id: str
+    fingerprint: str = Field(description="the group or dedup key the incidents share")
+    incident_count: int
+    incident_ids: list[str]
+    first_seen: str | None
+    last_seen: str | None
+
+
+class Problems(BaseModel):
+    problems: list[RecurringProblem]

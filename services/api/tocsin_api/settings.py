@@ -14,6 +14,8 @@ class ApiSettings:
     correlation_grpc: str
     notification_grpc: str
     ingest_grpc: str
+    # Where insight answers reports (GET /analytics/..., review drafts)
+    insight_grpc: str = f"127.0.0.1:{DEFAULT_PORTS['insight'].grpc}"
     # The most a request body may hold (413 beyond)
     max_body_bytes: int = 64 * 1024
     # Requests per token per minute (429 with Retry-After beyond), counted in Redis
@@ -33,6 +35,9 @@ class ApiSettings:
             ),
             ingest_grpc=env.get(
                 "TOCSIN_INGEST_GRPC", f"127.0.0.1:{DEFAULT_PORTS['alert-ingest'].grpc}"
+            ),
+            insight_grpc=env.get(
+                "TOCSIN_INSIGHT_GRPC", f"127.0.0.1:{DEFAULT_PORTS['insight'].grpc}"
             ),
             max_body_bytes=_positive(env, "TOCSIN_API_MAX_BODY_BYTES", 64 * 1024),
             rate_limit_per_minute=_positive(env, "TOCSIN_API_RATE_LIMIT_PER_MINUTE", 600),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
 import httpx
@@ -138,78 +138,143 @@ def tail(
         raise typer.Exit(130) from None
 
 
-REPORT_GROUPS = ("service", "team", "user", "urgency", "priority")
+# --group-by value -> the key its value has in a row of GET /analytics/incidents
+REPORT_GROUPS: dict[str, str] = {
+    "service": "service_id",
+    "team": "team_id",
+    "user": "user_id",
+    "urgency": "urgency",
+    "priority": "priority",
+}
+# The duration KPIs a row holds as distributions (docs/insight.md defines each)
+REPORT_KPIS = (
+    "seconds_to_first_ack",
+    "seconds_to_resolve",
+    "seconds_to_engage",
+    "seconds_to_mobilize",
+)
+PERIODS = ("day", "week", "month")
+STATS = ("count", "mean", "p50", "p90", "p95", "max")
 
 
-def report_rows(report: Any) -> list[dict[str, Any]]:
-    """The rows of an analytics answer: its list of groups (``data``, ``rows``, ``groups``
-    ...), each a mapping of KPI name to value; or the one object it is."""
-    if isinstance(report, list):
-        return [r for r in report if isinstance(r, dict)]
-    if isinstance(report, dict):
-        for key in ("data", "rows", "groups", "results", "kpis"):
-            value = report.get(key)
-            if isinstance(value, list):
-                return [r for r in value if isinstance(r, dict)]
-        return [report]
-    return []
+def seconds_text(value: Any) -> str:
+    """A duration as a person reads it: ``42s``, ``3m 05s``, ``2h 07m``, ``3d 4h``."""
+    if not isinstance(value, int | float):
+        return "-"
+    total = round(float(value))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
 
 
-def report_columns(rows: list[dict[str, Any]]) -> list[Column]:
-    """Every key any row has, in first-seen order (a KPI the api adds shows up by itself);
-    a distribution ({p50, p90, ...}) shows its mean and p90."""
-    keys: list[str] = []
-    for row in rows:
-        for key in row:
-            if key not in keys:
-                keys.append(key)
+def report_table_rows(answer: Any, kpis: Sequence[str]) -> list[dict[str, Any]]:
+    """One table row per group (and period) and KPI: the group's values, its incident count,
+    the KPI's name and its distribution (count, mean, p50, p90, p95, max)."""
+    data = answer.get("data") if isinstance(answer, dict) else None
+    out: list[dict[str, Any]] = []
+    for row in data if isinstance(data, list) else []:
+        if not isinstance(row, dict):
+            continue
+        for kpi in kpis:
+            dist = row.get(kpi)
+            dist = dist if isinstance(dist, dict) else {}
+            out.append(
+                {
+                    **row,
+                    "kpi": kpi.removeprefix("seconds_to_"),
+                    **{stat: dist.get(stat) for stat in STATS},
+                }
+            )
+    return out
 
-    def cell(key: str) -> Any:
-        def get(row: Any) -> Any:
-            value = row.get(key)
-            if isinstance(value, dict) and ("p50" in value or "mean" in value):
-                parts = [f"{k} {value[k]}" for k in ("mean", "p50", "p90") if k in value]
-                return ", ".join(parts)
-            return value
 
-        return get
+def _duration_cell(stat: str) -> Callable[[Mapping[str, Any]], str]:
+    def cell(row: Mapping[str, Any]) -> str:
+        return seconds_text(row.get(stat))
 
-    return [Column(key, cell(key)) for key in keys]
+    return cell
+
+
+def report_columns(group_by: Sequence[str], period: str | None) -> list[Column]:
+    """The groups' columns, the period's, then incidents, KPI and its distribution."""
+    columns = [Column(REPORT_GROUPS[g], REPORT_GROUPS[g], wrap=False) for g in group_by]
+    if period:
+        columns.append(Column(period, "period_start", wrap=False))
+    columns += [Column("incidents", "total_incident_count"), Column("kpi", "kpi")]
+    columns.append(Column("count", "count"))
+    for stat in STATS[1:]:
+        columns.append(Column(stat, _duration_cell(stat)))
+    return columns
 
 
 def report(
     ctx: typer.Context,
     group_by: Annotated[
-        str, typer.Option("--group-by", help=f"one of {', '.join(REPORT_GROUPS)}")
-    ] = "service",
+        list[str] | None,
+        typer.Option("--group-by", help=f"{', '.join(REPORT_GROUPS)}; repeat it to group by more"),
+    ] = None,
+    period: Annotated[str | None, typer.Option(help=f"a row per {', '.join(PERIODS)}")] = None,
     since: Annotated[str, typer.Option(help="from (RFC 3339 or a duration ago)")] = "30d",
     until: Annotated[str, typer.Option(help="until (RFC 3339 or now)")] = "now",
+    team: Annotated[str | None, typer.Option(help="only this team's incidents")] = None,
+    service: Annotated[str | None, typer.Option(help="only this service's incidents")] = None,
+    urgency: Annotated[str | None, typer.Option(help="high or low")] = None,
+    priority: Annotated[str | None, typer.Option(help="an insight.priorities id, e.g. P1")] = None,
+    time_zone: Annotated[
+        str | None, typer.Option("--time-zone", help="IANA zone periods are cut in (UTC)")
+    ] = None,
+    kpi: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"{', '.join(REPORT_KPIS)} (repeat it; default the first two)",
+        ),
+    ] = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Incident KPIs (MTTA, MTTR, counts, SLA rates ...) per service, team or person, from
-    the insight service (GET /analytics/incidents).
+    """Incident KPIs from insight (GET /analytics/incidents): per group, the number of
+    incidents and each KPI's distribution (count, mean, p50, p90, p95, max).
 
     Example: tocsin report --group-by team --since 7d
     """
-    if group_by not in REPORT_GROUPS:
-        raise CliError(
-            f"--group-by {group_by!r}: expected one of {', '.join(REPORT_GROUPS)}", Exit.USAGE
-        )
+    groups = group_by or ["service"]
+    for name in groups:
+        if name not in REPORT_GROUPS:
+            raise CliError(
+                f"--group-by {name!r}: expected one of {', '.join(REPORT_GROUPS)}", Exit.USAGE
+            )
+    if period is not None and period not in PERIODS:
+        raise CliError(f"--period {period!r}: expected one of {', '.join(PERIODS)}", Exit.USAGE)
+    kpis = kpi or list(REPORT_KPIS[:2])
+    for name in kpis:
+        if name not in REPORT_KPIS:
+            raise CliError(f"--kpi {name!r}: expected one of {', '.join(REPORT_KPIS)}", Exit.USAGE)
     moment = now()
-    query = {
-        "group_by": group_by,
+    query: dict[str, Any] = {
+        "group_by": groups,
+        "period": period,
         "since": rfc3339(parse_time_arg(since, moment, "--since")),
         "until": rfc3339(parse_time_arg(until, moment, "--until")),
+        "team_id": team,
+        "service_id": service,
+        "urgency": urgency,
+        "priority": priority,
+        "time_zone": time_zone,
     }
     with state(ctx).client() as api:
         answer = api.get("/analytics/incidents", query)
-    rows = report_rows(answer)
     if output is OutputFormat.table:
         out(
             render(
-                rows,
+                report_table_rows(answer, kpis),
                 output,
-                report_columns(rows),
+                report_columns(groups, period),
                 empty="no incidents in that range",
                 width=width(),
             )
