@@ -153,6 +153,26 @@ def ensure_kafka_jars() -> None:
     marker.write_text(json.dumps({"pom": pom_text}))
 
 
+def ensure_chromium() -> str:
+    """Debian's chromium and chromium-driver (the same version, so Selenium finds the driver
+    on PATH): the console's browser tests and `make screenshots` drive them."""
+    found = shutil.which("chromedriver")
+    if found and shutil.which("chromium"):
+        return found
+    say("installing Debian's chromium and chromium-driver")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", "chromium-driver"],
+        check=True,
+        env=env,
+    )
+    found = shutil.which("chromedriver")
+    if not found:
+        sys.exit("devstack: chromedriver still missing after apt-get install")
+    return found
+
+
 def ensure_redis() -> str:
     found = shutil.which("redis-server")
     if found:
@@ -615,6 +635,7 @@ def main() -> None:
     if args.command == "fetch":
         ensure_kafka_jars()
         ensure_redis()
+        ensure_chromium()
     elif args.command in ("infra-up", "up"):
         if args.fresh and (profile.run_dir / "redis").exists():
             shutil.rmtree(profile.run_dir / "redis")

@@ -87,9 +87,20 @@ function recount(before, after) {
   }
 }
 
+// The stream's state on <body data-live>: "open" while events can arrive.
+function watch() {
+  const source = new EventSource("/console/stream");
+  source.addEventListener("open", () => { document.body.dataset.live = "open"; });
+  source.addEventListener("error", () => {
+    document.body.dataset.live = source.readyState === EventSource.CLOSED ? "closed" : "retrying";
+    if (source.readyState === EventSource.CLOSED) announce("Live updates stopped; reload the page.");
+  });
+  return source;
+}
+
 function liveList(table) {
   const body = table.tBodies[0];
-  const source = new EventSource("/console/stream");
+  const source = watch();
   source.addEventListener("incident", (message) => {
     let event;
     try { event = JSON.parse(message.data); } catch { return; }
@@ -113,14 +124,11 @@ function liveList(table) {
     if (empty) empty.hidden = body.rows.length > 0;
     announce(`${incident.title}: ${incident.status}`);
   });
-  source.addEventListener("error", () => {
-    if (source.readyState === EventSource.CLOSED) announce("Live updates stopped; reload the page.");
-  });
 }
 
 function liveIncident(article) {
   const id = article.dataset.id;
-  const source = new EventSource("/console/stream");
+  const source = watch();
   source.addEventListener("incident", (message) => {
     let event;
     try { event = JSON.parse(message.data); } catch { return; }
