@@ -142,11 +142,16 @@ function liveIncident(article) {
   });
 }
 
+// "Select all" needs this script, so the page shows it only when the script runs.
 function selectAll() {
   const all = document.getElementById("select-all");
   if (!all) return;
-  all.addEventListener("change", () => {
-    for (const box of document.querySelectorAll("#incidents tbody input[type=checkbox]")) box.checked = all.checked;
+  all.hidden = false;
+  all.addEventListener("click", () => {
+    const boxes = [...document.querySelectorAll("#incidents tbody input[type=checkbox]")];
+    const check = boxes.some((box) => !box.checked);
+    for (const box of boxes) box.checked = check;
+    all.textContent = check ? "Select none" : "Select all";
   });
 }
 
