@@ -163,7 +163,15 @@ def ensure_chromium() -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", "chromium-driver"],
+        [
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+            "chromium-driver",
+        ],
         check=True,
         env=env,
     )
@@ -387,6 +395,7 @@ def bootstrap_admin(profile: Profile) -> None:
         check=True,
         cwd=ROOT,
     )
+
 
 def heartbeat_urls_dir(profile: Profile) -> Path:
     return profile.run_dir / "secrets" / "heartbeats"
@@ -680,6 +689,7 @@ Heartbeats are pinged at secret URLs, one per monitor, issued once and kept in
   {heartbeat_urls_dir(profile)}/<heartbeat id>.url
   e.g. curl -sS -X POST "$(cat {heartbeat_urls_dir(profile)}/nightly-backup.url)"
   (docs/ingest.md#heartbeats: issue or rotate one with python -m tocsin_ingest.issue_ping_url).
+The web console: http://127.0.0.1:{profile.api[2]}/console/ (sign in with that token; docs/console.md)
 The REST API (same tokens): http://127.0.0.1:{profile.api[2]}/api/v1/docs (docs/api.md), e.g.
   curl -sS -H "Authorization: Bearer $(cat {admin_token_file(profile)})" \\
     http://127.0.0.1:{profile.api[2]}/api/v1/incidents

@@ -43,7 +43,7 @@ WIDE_ELEMENTS = """
 const out = [];
 for (const e of document.querySelectorAll("body *")) {
   const r = e.getBoundingClientRect();
-  if (r.right > arguments[0]) out.push(`${e.tagName}.${e.className}#${e.id}: ${Math.round(r.right)}`);
+  if (r.right > arguments[0]) out.push(`${e.tagName}.${e.className}: ${Math.round(r.right)}`);
 }
 return out.slice(0, 10);
 """
