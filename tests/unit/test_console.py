@@ -251,3 +251,28 @@ def test_static_assets_are_served_and_the_js_is_small(web: TestClient) -> None:
     assert len(script.content) < 200 * 1024
     assert "innerHTML" not in script.text  # incident text never becomes markup
     assert web.get("/console/static/console.css").status_code == 200
+
+
+def test_oidc_sign_in_refuses_what_it_did_not_start(web: TestClient) -> None:
+    # No access.oidc in this config: no OIDC button, and its start is a 404.
+    assert 'id="oidc"' not in web.get("/console/login").text
+    assert web.get("/console/auth/oidc").status_code == 404
+    # A callback without this browser's sealed login (state, nonce, verifier) makes nothing.
+    answer = web.get("/console/auth/callback?code=stolen&state=guessed")
+    assert answer.status_code == 400 and "not started here" in answer.text
+    assert SESSION_COOKIE not in answer.headers.get("set-cookie", "")
+
+
+def test_signing_out_needs_the_csrf_token_and_messages_are_not_reflected(
+    web: TestClient,
+) -> None:
+    sign_in(web)
+    assert web.post("/console/logout", data={"csrf": "guess"}).status_code == 403
+    assert web.get("/console/policies").status_code == 200  # still signed in
+    page = web.get("/console/policies")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    out = web.post("/console/logout", data={"csrf": csrf.group(1)})
+    assert out.status_code == 303 and out.headers["location"] == "/console/login"
+    assert web.get("/console/policies").status_code == 303  # signed out
+    assert "HACKED" not in web.get("/console/login?message=HACKED&next=/console/").text
