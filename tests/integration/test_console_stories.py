@@ -7,6 +7,7 @@ People come from stack_config/70-api.yaml: Ana (api-resp) responds for api-svc, 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -114,6 +115,36 @@ async def test_a_triggered_incident_appears_live_is_acknowledged_then_resolved(
         await until_status(api, incident["id"], "acknowledged")
         entries = (await api.get(f"/incidents/{incident['id']}/log_entries")).json()["log_entries"]
         assert any(e["type"] == "acknowledged" and e["actor"] == "api-resp" for e in entries)
+
+    def reassigns_in_bulk() -> str:
+        browser.get(f"{stack.api_url}/console/")
+        row = wait(
+            browser,
+            lambda d: next(
+                (
+                    r
+                    for r in d.find_elements(By.CSS_SELECTOR, "#incidents tbody tr")
+                    if title in r.text
+                ),
+                False,
+            ),
+        )
+        row.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+        Select(browser.find_element(By.CSS_SELECTOR, ".bulk select[name=user_id]")).select_by_value(
+            "api-mgr"
+        )
+        post_form(browser, "button[value=reassign]")
+        return flash(browser)
+
+    shown = await run(reassigns_in_bulk)
+    assert "reassign: 1 of 1 accepted" in shown, shown
+    async with client(stack) as api:
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await api.get(f"/incidents/{incident['id']}")).json()[
+            "assigned_user_id"
+        ] != "api-mgr":
+            assert asyncio.get_running_loop().time() < deadline, "not reassigned to api-mgr"
+            await asyncio.sleep(0.2)
 
     def resolves_from_its_page() -> str:
         browser.get(f"{stack.api_url}/console/incidents/{incident['id']}")

@@ -413,7 +413,11 @@ async def incident_list(request: Request) -> Response:
         )
 
     try:
-        listed, everything = await asyncio.gather(fetch(list(chosen.statuses) or None), fetch(None))
+        listed, everything, people = await asyncio.gather(
+            fetch(list(chosen.statuses) or None),
+            fetch(None),
+            soft(directory.users(request, ctx.caller)),
+        )
     except Problem as problem:
         return page(
             request, ctx, "error.html", problem.status, title="Incidents", problem=problem.detail
@@ -426,6 +430,7 @@ async def incident_list(request: Request) -> Response:
         "incidents.html",
         incidents=views.sort_incidents(shown, sort),
         counts=views.status_counts(everything["incidents"]),
+        people=people,
         more=bool(everything["next_cursor"]),
         chosen=chosen,
         sort=sort,

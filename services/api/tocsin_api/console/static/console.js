@@ -155,6 +155,10 @@ function selectAll() {
   });
 }
 
+// On a phone the list matters first: the filters fold away (one tap opens them).
+const filters = document.getElementById("filters");
+if (filters && window.matchMedia("(max-width: 40rem)").matches) filters.open = false;
+
 const table = document.getElementById("incidents");
 if (table && table.dataset.live && "EventSource" in window) liveList(table);
 const article = document.getElementById("incident");
