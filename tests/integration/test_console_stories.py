@@ -156,6 +156,15 @@ async def test_a_triggered_incident_appears_live_is_acknowledged_then_resolved(
     assert "resolve: accepted" in shown, shown
     async with client(stack) as api:
         await until_status(api, incident["id"], "resolved")
+        entries = (await api.get(f"/incidents/{incident['id']}/log_entries")).json()["log_entries"]
+    acked_at = next(e["at"] for e in entries if e["type"] == "acknowledged")
+
+    def as_it_was_when_acknowledged() -> str:
+        browser.get(f"{stack.api_url}/console/incidents/{incident['id']}?at={acked_at}")
+        return str(visible(browser, "#as-of").text)
+
+    past = await run(as_it_was_when_acknowledged)
+    assert "acknowledged" in past and "resolved" not in past, past
 
     def audit_is_refused() -> str:
         browser.get(f"{stack.api_url}/console/audit")  # not in Ana's menu, and refused anyway

@@ -276,3 +276,21 @@ def test_signing_out_needs_the_csrf_token_and_messages_are_not_reflected(
     assert out.status_code == 303 and out.headers["location"] == "/console/login"
     assert web.get("/console/policies").status_code == 303  # signed out
     assert "HACKED" not in web.get("/console/login?message=HACKED&next=/console/").text
+
+
+def test_an_incident_as_it_was_at_a_time_from_its_timeline() -> None:
+    entries = [
+        {"at": "2026-12-04T09:00:00Z", "type": "triggered", "incident_status": "triggered"},
+        {"at": "2026-12-04T09:05:00Z", "type": "acknowledged", "incident_status": "acknowledged"},
+        {"at": "2026-12-04T09:30:00Z", "type": "resolved", "incident_status": "resolved"},
+    ]
+    at = views.parse_instant("at", "2026-12-04T09:10")
+    past = views.as_of(entries, at)
+    assert past.status == "acknowledged" and [e["type"] for e in past.entries] == [
+        "triggered",
+        "acknowledged",
+    ]
+    assert views.as_of(entries, views.parse_instant("at", "2026-12-04T08:59")).status == ""
+    assert views.as_of(entries, views.parse_instant("at", "2026-12-04T09:30")).status == (
+        "resolved"
+    )

@@ -506,10 +506,21 @@ async def incident_page(incident_id: str, request: Request) -> Response:
         soft(directory.users(request, ctx.caller)),
     )
     config = state_of(request).config.current
+    past = None
+    at_text = request.query_params.get("at", "").strip()
+    if at_text and isinstance(entries, dict):
+        try:
+            past = views.as_of(entries["log_entries"], views.parse_instant("at", at_text))
+        except views.FormProblem as problem:
+            return page(
+                request, ctx, "error.html", 400, title=incident["title"], problem=str(problem)
+            )
     return page(
         request,
         ctx,
         "incident.html",
+        past=past,
+        at_text=at_text,
         incident=incident,
         entries=entries,
         alerts=alerts,

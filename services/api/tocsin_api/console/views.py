@@ -231,3 +231,29 @@ def safe_url(url: str | None) -> str:
         return ""
     scheme = url.split(":", 1)[0].strip().lower() if ":" in url else ""
     return url if scheme in ("http", "https") else ""
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """An incident as it was at an instant, rebuilt from its timeline: each entry carries
+    the status the incident had once it was applied."""
+
+    at: datetime
+    status: str  # "" when the incident did not exist yet
+    entries: list[Mapping[str, Any]]
+
+
+def as_of(entries: Iterable[Mapping[str, Any]], at: datetime) -> AsOf:
+    """The entries applied at or before ``at`` (the timeline is oldest first) and the
+    status the last of them left."""
+    seen: list[Mapping[str, Any]] = []
+    for entry in entries:
+        raw = entry.get("at")
+        if not raw:
+            continue
+        when_applied = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+        if when_applied > at:
+            break
+        seen.append(entry)
+    status = str(seen[-1].get("incident_status", "")) if seen else ""
+    return AsOf(at, status, seen)
