@@ -175,19 +175,26 @@ async def test_a_triggered_incident_appears_live_is_acknowledged_then_resolved(
 
 async def test_a_manager_creates_and_expires_a_silence(stack: Stack, browser: WebDriver) -> None:
     token, _ = await stack.token_for("api-mgr")
-    matcher = f'alertname="ConsoleDisk{uuid.uuid4().hex[:6]}"'
+    title = await trigger(stack, f"Console disk {uuid.uuid4().hex[:6]}")
+    async with client(stack) as api:
+        await incident_titled(api, title)
+    matcher = f'summary="{title}"'
 
-    def creates() -> str:
+    def previews_then_creates() -> tuple[str, str]:
         sign_in_with_token(browser, stack.api_url, token, "/console/silences")
         visible(browser, "#matchers").send_keys(matcher)
         Select(browser.find_element(By.ID, "service")).select_by_visible_text("api-svc")
         minutes = browser.find_element(By.ID, "minutes")
         minutes.clear()
         minutes.send_keys("30")
+        post_form(browser, "#preview-silence")  # nothing made: the form comes back filled
+        preview = str(visible(browser, "#preview").text)
         post_form(browser, "#create-silence")
-        return flash(browser)
+        return preview, flash(browser)
 
-    assert "created" in await run(creates)
+    preview, shown = await run(previews_then_creates)
+    assert "It would mute 1 alert(s) now" in preview and title in preview, preview
+    assert "created" in shown
     async with client(stack) as api:
         active = (await api.get("/silences", params={"service_id": "api-svc"})).json()["silences"]
     (silence,) = [s for s in active if s["matchers"] == [matcher]]

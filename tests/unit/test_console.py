@@ -294,3 +294,27 @@ def test_an_incident_as_it_was_at_a_time_from_its_timeline() -> None:
     assert views.as_of(entries, views.parse_instant("at", "2026-12-04T09:30")).status == (
         "resolved"
     )
+
+
+def test_a_silence_preview_matches_as_correlation_does() -> None:
+    from tocsin.v1 import alert_pb2
+    from tocsin_common.alert_labels import alert_labels
+    from tocsin_common.config.model import Matcher
+
+    disk = alert_pb2.Alert(
+        service_id="db",
+        summary="Disk full",
+        severity=alert_pb2.SEVERITY_CRITICAL,
+        labels={"alertname": "DiskFull"},
+    )
+    cpu = alert_pb2.Alert(service_id="web", summary="CPU hot", labels={"alertname": "CpuHot"})
+    alerts = [
+        (INCIDENTS[0], "Disk full", alert_labels(disk)),
+        (INCIDENTS[1], "CPU hot", alert_labels(cpu)),
+    ]
+    by_name = [Matcher.model_validate('alertname=~"Disk.*"')]
+    assert [m.incident_id for m in views.preview_matches(by_name, "", alerts)] == ["i1"]
+    # Fields are labels too (an Events v2 alert has none), and the service narrows it.
+    critical = [Matcher.model_validate('severity="critical"')]
+    assert [m.alert for m in views.preview_matches(critical, "", alerts)] == ["Disk full"]
+    assert views.preview_matches(critical, "web", alerts) == []

@@ -24,6 +24,8 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from tocsin.v1 import incident_service_pb2
+from tocsin_common.alert_labels import alert_labels
 from tocsin_common.auth.oidc import OidcError, OidcVerifier
 from tocsin_common.auth.oidc_login import (
     AuthorizationRequest,
@@ -33,9 +35,10 @@ from tocsin_common.auth.oidc_login import (
     exchange_code,
     verified_identity,
 )
-from tocsin_common.config.model import TocsinConfig
+from tocsin_common.config.model import Matcher, TocsinConfig
 
 from tocsin_api import models
+from tocsin_api.backends import call
 from tocsin_api.console import views
 from tocsin_api.console.security import is_console
 from tocsin_api.console.session import (
@@ -718,10 +721,9 @@ async def service_list(request: Request) -> Response:
 # ---------------------------------------------------------------------------------------------
 
 
-@router.get("/silences")
-async def silence_list(request: Request) -> Response:
-    ctx = await context(request)
-    expired = request.query_params.get("expired") == "1"
+async def _silences_page(
+    request: Request, ctx: Ctx, expired: bool = False, **values: Any
+) -> Response:
     found = await soft(silences.list_silences(request, ctx.caller, include_expired=expired))
     config = state_of(request).config.current
     return page(
@@ -731,6 +733,67 @@ async def silence_list(request: Request) -> Response:
         silences=found,
         expired=expired,
         services=[s.id for s in config.services],
+        **values,
+    )
+
+
+@router.get("/silences")
+async def silence_list(request: Request) -> Response:
+    ctx = await context(request)
+    return await _silences_page(request, ctx, request.query_params.get("expired") == "1")
+
+
+PREVIEW_INCIDENTS = 50
+
+
+@router.post("/silences/preview")
+async def silence_preview(request: Request) -> Response:
+    """What a silence would mute now: the alerts of the newest open incidents (at most
+    50) that its matchers match, by the label sets correlation matches (nothing is made)."""
+    ctx = await context(request)
+    fields = await form_of(request, ctx)
+    typed = {k: one(fields, k) for k in ("matchers", "service_id", "minutes", "comment")}
+    try:
+        texts = views.parse_matcher_lines(typed["matchers"])
+        matchers = [Matcher.model_validate(t) for t in texts]
+    except views.FormProblem as problem:
+        return await _silences_page(request, ctx, typed=typed, preview_error=str(problem))
+    except ValidationError as error:
+        return await _silences_page(
+            request, ctx, typed=typed, preview_error=f"matchers: {pydantic_problem(error)}"
+        )
+    service_id = typed["service_id"]
+    open_now = await incidents.list_incidents(
+        request,
+        ctx.caller,
+        status=["triggered", "acknowledged"],
+        service_id=[service_id] if service_id else None,
+        limit=PREVIEW_INCIDENTS,
+    )
+    stub = state_of(request).backends.incidents
+
+    async def alerts_of(
+        incident: dict[str, Any],
+    ) -> list[tuple[dict[str, Any], str, dict[str, str]]]:
+        timeline = await call(
+            stub.Timeline,
+            incident_service_pb2.TimelineRequest(incident_id=incident["id"]),
+            ctx.caller.credential,
+        )
+        latest = {}
+        for event in timeline.events:
+            if event.HasField("alert") and event.alert.event_id:
+                latest[event.alert.dedup_key or event.alert.event_id] = event.alert
+        return [(incident, a.summary or a.dedup_key, alert_labels(a)) for a in latest.values()]
+
+    groups = await asyncio.gather(*(alerts_of(i) for i in open_now["incidents"]))
+    matched = views.preview_matches(matchers, service_id, [a for g in groups for a in g])
+    return await _silences_page(
+        request,
+        ctx,
+        typed=typed,
+        preview=matched,
+        preview_of=len(open_now["incidents"]),
     )
 
 

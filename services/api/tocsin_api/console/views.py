@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tocsin_common.config.model import Matcher
+
 STATUSES = ("triggered", "acknowledged", "resolved")
 URGENCIES = ("high", "low")
 TEXT_MAX = 200
@@ -257,3 +259,27 @@ def as_of(entries: Iterable[Mapping[str, Any]], at: datetime) -> AsOf:
         seen.append(entry)
     status = str(seen[-1].get("incident_status", "")) if seen else ""
     return AsOf(at, status, seen)
+
+
+@dataclass(frozen=True)
+class Match:
+    incident_id: str
+    incident_title: str
+    alert: str  # the alert's summary (or dedup key)
+
+
+def preview_matches(
+    matchers: Sequence[Matcher],
+    service_id: str,
+    alerts: Iterable[tuple[Mapping[str, Any], str, Mapping[str, str]]],
+) -> list[Match]:
+    """Which alerts a silence of ``matchers`` (of ``service_id``; "" every service) would
+    mute now: ``alerts`` are (incident, the alert's summary, its label set as correlation
+    matches it: tocsin_common.alert_labels)."""
+    out = []
+    for incident, summary, labels in alerts:
+        if service_id and labels.get("service", "") != service_id:
+            continue
+        if all(m.matches(labels) for m in matchers):
+            out.append(Match(str(incident.get("id", "")), str(incident.get("title", "")), summary))
+    return out
