@@ -8,15 +8,18 @@ else to the test's temporary folder.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.integration.api_client import client, incident_titled, trigger
+from tests.integration.api_client import API_KEY, client, incident_titled, trigger, until_status
 from tests.integration.console_browser import (
     DESKTOP,
     PHONE,
@@ -78,7 +81,33 @@ async def test_every_page_is_accessible_and_photographed(
     token, _ = await stack.token_for("auth-admin")
     title = await trigger(stack, "Checkout latency over SLO on api-svc")
     async with client(stack) as api:
-        incident = await incident_titled(api, title)
+        earlier = await incident_titled(api, title)
+        await api.post(f"/incidents/{earlier['id']}/resolve")
+        await until_status(api, earlier["id"], "resolved")
+    # The same problem again, as a new incident: the incident page shows it recurring.
+    async with httpx.AsyncClient() as http:
+        again = await http.post(
+            f"{stack.ingest_url}/v2/enqueue",
+            json={
+                "routing_key": API_KEY,
+                "event_action": "trigger",
+                "dedup_key": f"{title} again",
+                "payload": {"summary": title, "source": "checkout-7d9f", "severity": "critical"},
+            },
+        )
+        assert again.status_code == 202, again.text
+    async with client(stack) as api:
+        deadline = time.monotonic() + 60
+        while True:
+            listed = await api.get(
+                "/incidents", params={"service_id": "api-svc", "status": "triggered", "limit": 100}
+            )
+            found = [i for i in listed.json()["incidents"] if i["title"] == title]
+            if found:
+                incident = found[0]
+                break
+            assert time.monotonic() < deadline, "the second incident did not open"
+            await asyncio.sleep(0.2)
         note = await api.post(
             f"/incidents/{incident['id']}/notes", json={"content": "looking at the deploy"}
         )
@@ -127,7 +156,12 @@ async def test_every_page_is_accessible_and_photographed(
         emulate(browser, DESKTOP, dark=False)
         return found, shots
 
+    def recurring_shown() -> str:
+        browser.get(f"{stack.api_url}/console/incidents/{incident['id']}")
+        return str(visible(browser, "#recurring").text)
+
     violations, shots = await run(walk)
+    assert title in await run(recurring_shown)
     assert not violations, "\n\n".join(violations)
     assert len(shots) == 4 * (len(routes) + 1)
 

@@ -318,3 +318,38 @@ def test_a_silence_preview_matches_as_correlation_does() -> None:
     critical = [Matcher.model_validate('severity="critical"')]
     assert [m.alert for m in views.preview_matches(critical, "", alerts)] == ["Disk full"]
     assert views.preview_matches(critical, "web", alerts) == []
+
+
+def test_recurring_and_related_incidents() -> None:
+    this = {
+        "id": "n",
+        "title": "Disk full",
+        "service_id": "db",
+        "group_key": "g1",
+        "created_at": "2026-12-04T10:00:00Z",
+    }
+    others = [
+        this,
+        {"id": "a", "title": "Disk full", "service_id": "db", "created_at": "2026-11-01T10:00:00Z"},
+        {
+            "id": "b",
+            "title": "Other",
+            "service_id": "db",
+            "group_key": "g1",
+            "created_at": "2026-10-01T10:00:00Z",
+        },
+        {
+            "id": "c",
+            "title": "Disk full",
+            "service_id": "web",
+            "created_at": "2026-12-04T10:10:00Z",
+        },
+        {"id": "d", "title": "Latency", "service_id": "web", "created_at": "2026-12-04T10:30:00Z"},
+        {"id": "e", "title": "Latency", "service_id": "web", "created_at": "2026-12-04T12:00:00Z"},
+        {"id": "f", "title": "Queue", "service_id": "mq", "created_at": "2026-12-04T09:30:00Z"},
+        {"id": "g", "title": "Lock", "service_id": "db", "created_at": "2026-12-04T09:59:00Z"},
+    ]
+    again = views.recurring(this, others)
+    assert [o["id"] for o in again] == ["a", "b"]  # same service; same title or group key
+    # web depends on db: its incidents within the hour count; mq is unrelated.
+    assert [o["id"] for o in views.related(this, others, ["web"], again)] == ["c", "d", "g"]

@@ -385,6 +385,17 @@ async def logout(request: Request) -> Response:
 # ---------------------------------------------------------------------------------------------
 
 
+def _neighbours(config: TocsinConfig, service_id: str) -> list[str]:
+    """The services ``service_id`` depends on, and those that depend on it."""
+    out: list[str] = []
+    for s in config.services:
+        if s.id == service_id:
+            out.extend(s.depends_on)
+        elif service_id in s.depends_on:
+            out.append(s.id)
+    return sorted(set(out) - {service_id})
+
+
 def _names(config: TocsinConfig) -> dict[str, str]:
     return {u.id: u.name or u.id for u in config.users}
 
@@ -502,13 +513,24 @@ async def incident_page(incident_id: str, request: Request) -> Response:
         return page(
             request, ctx, "error.html", problem.status, title="Incident", problem=problem.detail
         )
-    entries, alerts, deliveries, people = await asyncio.gather(
+    config = state_of(request).config.current
+    neighbours = _neighbours(config, incident["service_id"])
+    entries, alerts, deliveries, people, nearby = await asyncio.gather(
         soft(incidents.log_entries(incident_id, request, ctx.caller)),
         soft(incidents.alerts(incident_id, request, ctx.caller)),
         soft(incidents.deliveries(incident_id, request, ctx.caller)),
         soft(directory.users(request, ctx.caller)),
+        soft(
+            incidents.list_incidents(
+                request, ctx.caller, service_id=[incident["service_id"], *neighbours], limit=100
+            )
+        ),
     )
-    config = state_of(request).config.current
+    again: list[Any] = []
+    around: list[Any] = []
+    if isinstance(nearby, dict):
+        again = views.recurring(incident, nearby["incidents"])
+        around = views.related(incident, nearby["incidents"], neighbours, again)
     past = None
     at_text = request.query_params.get("at", "").strip()
     if at_text and isinstance(entries, dict):
@@ -524,6 +546,8 @@ async def incident_page(incident_id: str, request: Request) -> Response:
         "incident.html",
         past=past,
         at_text=at_text,
+        recurring=again,
+        related=around,
         incident=incident,
         entries=entries,
         alerts=alerts,

@@ -283,3 +283,52 @@ def preview_matches(
         if all(m.matches(labels) for m in matchers):
             out.append(Match(str(incident.get("id", "")), str(incident.get("title", "")), summary))
     return out
+
+
+RELATED_WINDOW = timedelta(hours=1)
+
+
+def _created(incident: Mapping[str, Any]) -> datetime | None:
+    raw = incident.get("created_at")
+    if not raw:
+        return None
+    return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+
+
+def recurring(
+    incident: Mapping[str, Any], others: Iterable[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """Other incidents of the same service with the same title or group key: the same
+    problem again (newest first, as listed)."""
+    return [
+        o
+        for o in others
+        if o.get("id") != incident.get("id")
+        and o.get("service_id") == incident.get("service_id")
+        and (
+            o.get("title") == incident.get("title")
+            or (incident.get("group_key") and o.get("group_key") == incident.get("group_key"))
+        )
+    ]
+
+
+def related(
+    incident: Mapping[str, Any],
+    others: Iterable[Mapping[str, Any]],
+    neighbours: Iterable[str],
+    already: Iterable[Mapping[str, Any]] = (),
+) -> list[Mapping[str, Any]]:
+    """Other incidents of this service or of those it depends on or that depend on it
+    (``neighbours``), opened within an hour of this one (recurring ones excepted)."""
+    at = _created(incident)
+    services = {incident.get("service_id"), *neighbours}
+    skip = {o.get("id") for o in already} | {incident.get("id")}
+    out = []
+    for o in others:
+        when_opened = _created(o)
+        if o.get("id") in skip or o.get("service_id") not in services:
+            continue
+        if at is None or when_opened is None or abs(when_opened - at) > RELATED_WINDOW:
+            continue
+        out.append(o)
+    return out
