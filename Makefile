@@ -18,7 +18,7 @@ PACKAGES := libs/common/tocsin_common services/alert-ingest/tocsin_ingest servic
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv proto proto-check api-spec api-spec-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure fuzz insight-replay
+.PHONY: help venv proto proto-check api-spec api-spec-check lint up down status test test-unit test-integration infra-test-up infra-test-down fetch clean bench test-failure fuzz insight-replay screenshots
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ lint: $(STAMP)  ## ruff over all the code, mypy over services/, libs/, clients/,
 	$(VENV)/bin/ruff check services libs clients tools tests bench
 	$(VENV)/bin/mypy $(PACKAGES) tools bench
 
-fetch: $(STAMP)  ## fetch the Kafka broker jars, install redis-server and postgresql (done by up/test too)
+fetch: $(STAMP)  ## fetch the Kafka broker jars, install redis-server, postgresql, chromium and chromium-driver (done by up/test too)
 	$(PY) tools/devstack.py fetch
 
 up: $(STAMP)  ## run Kafka, Redis, PostgreSQL and the six services locally (stop with make down)
@@ -62,6 +62,7 @@ status:  ## what make up started, and whether it still runs
 	@python3 tools/devstack.py status --profile dev
 
 infra-test-up: $(STAMP)
+	$(PY) tools/devstack.py fetch
 	$(PY) tools/devstack.py down --profile test
 	$(PY) tools/devstack.py infra-up --profile test --fresh
 
@@ -88,6 +89,16 @@ test: $(STAMP)  ## run every test, bringing up and tearing down its own Kafka, R
 	@status=0; \
 	  eval "$$($(PY) tools/devstack.py env --profile test)"; \
 	  $(PY) -m pytest tests/unit tests/integration tests/failure -q -rfE $(PYTEST_ARGS) || status=$$?; \
+	  $(MAKE) --no-print-directory infra-test-down; \
+	  exit $$status
+
+# The console's screenshots (every page, light and dark, desktop and phone width) into
+# docs/images/, taken by its browser test against the test profile's own stack.
+screenshots: $(STAMP)  ## regenerate the console's screenshots in docs/images (chromium, headless)
+	$(MAKE) --no-print-directory infra-test-up
+	@status=0; \
+	  eval "$$($(PY) tools/devstack.py env --profile test)"; \
+	  TOCSIN_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(PY) -m pytest tests/integration/test_console_pages.py -q -rfE || status=$$?; \
 	  $(MAKE) --no-print-directory infra-test-down; \
 	  exit $$status
 

@@ -4,10 +4,14 @@ failure suite (which runs last, in the same session: it crashes the stack's Kafk
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from redis.asyncio import Redis
@@ -60,3 +64,46 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         raise
     yield stack
     await stack.stop()
+
+
+# The OpenID Connect provider's tokens live this long (its --token-max-age): test_oidc.py's
+# expiry test waits for one to expire.
+OIDC_TOKEN_LIFETIME = 12
+
+
+@pytest.fixture(scope="session")
+async def oidc_provider(stack: Stack) -> AsyncIterator[str]:
+    """The OpenID Connect provider (oidc-provider-mock), listening where the stack's config
+    says it is: one process per session, shared by test_oidc.py and the console's tests (a
+    second process would sign with other keys than those the services have cached)."""
+    log_path = stack.workdir / "oidc-provider.log"
+    with log_path.open("w") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "oidc_provider_mock",
+            "--port",
+            str(stack.oidc_port),
+            "--token-max-age",
+            str(OIDC_TOKEN_LIFETIME),
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as session:
+            while True:
+                assert proc.returncode is None, log_path.read_text()
+                try:
+                    url = f"{stack.oidc_issuer}/.well-known/openid-configuration"
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline, "the OIDC provider did not start"
+                await asyncio.sleep(0.2)
+        yield stack.oidc_issuer
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)

@@ -171,6 +171,34 @@ def ensure_kafka_jars() -> None:
     marker.write_text(json.dumps({"pom": pom_text}))
 
 
+def ensure_chromium() -> str:
+    """Debian's chromium and chromium-driver (the same version, so Selenium finds the driver
+    on PATH): the console's browser tests and `make screenshots` drive them."""
+    found = shutil.which("chromedriver")
+    if found and shutil.which("chromium"):
+        return found
+    say("installing Debian's chromium and chromium-driver")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        [
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+            "chromium-driver",
+        ],
+        check=True,
+        env=env,
+    )
+    found = shutil.which("chromedriver")
+    if not found:
+        sys.exit("devstack: chromedriver still missing after apt-get install")
+    return found
+
+
 def ensure_redis() -> str:
     found = shutil.which("redis-server")
     if found:
@@ -524,6 +552,7 @@ def bootstrap_admin(profile: Profile) -> None:
         cwd=ROOT,
     )
 
+
 def heartbeat_urls_dir(profile: Profile) -> Path:
     return profile.run_dir / "secrets" / "heartbeats"
 
@@ -781,6 +810,7 @@ def main() -> None:
         ensure_kafka_jars()
         ensure_redis()
         ensure_postgres()
+        ensure_chromium()
     elif args.command in ("infra-up", "up"):
         if args.fresh and (profile.run_dir / "redis").exists():
             shutil.rmtree(profile.run_dir / "redis")
@@ -829,6 +859,7 @@ Heartbeats are pinged at secret URLs, one per monitor, issued once and kept in
   {heartbeat_urls_dir(profile)}/<heartbeat id>.url
   e.g. curl -sS -X POST "$(cat {heartbeat_urls_dir(profile)}/nightly-backup.url)"
   (docs/ingest.md#heartbeats: issue or rotate one with python -m tocsin_ingest.issue_ping_url).
+The web console: http://127.0.0.1:{profile.api[2]}/console/ (sign in with that token; docs/console.md)
 The REST API (same tokens): http://127.0.0.1:{profile.api[2]}/api/v1/docs (docs/api.md), e.g.
   curl -sS -H "Authorization: Bearer $(cat {admin_token_file(profile)})" \\
     http://127.0.0.1:{profile.api[2]}/api/v1/incidents

@@ -176,6 +176,9 @@ class Stack:
         # the services discover it lazily, on the first OIDC token, so it may start later.
         self.oidc_port = free_port()
         self.oidc_issuer = f"http://127.0.0.1:{self.oidc_port}"
+        # The api's client secret at that provider, for the console's code exchange (the
+        # provider takes any secret of a confidential client).
+        self.oidc_client_secret = generate_secret()
 
         # Generated per session, handed over as a file (the *_FILE way a deployment does).
         self.webhook_secret = generate_secret()
@@ -268,6 +271,7 @@ class Stack:
                 "TOCSIN_DATA_DIR": str(self.workdir / "data" / name),
                 "TOCSIN_CONFIG_RELOAD_SECONDS": "0.5",
                 "TOCSIN_SERVICE_SECRET": self.service_secret,
+                "TOCSIN_OIDC_CLIENT_SECRET": self.oidc_client_secret,
                 "TOCSIN_WEBHOOK_SECRET_FILE": str(self.webhook_secret_file),
                 "TOCSIN_LINK_SECRET_FILE": str(self.link_secret_file),
                 "TOCSIN_PUBLIC_URL": f"http://127.0.0.1:{ports['notification'][2]}",

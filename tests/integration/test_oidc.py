@@ -16,10 +16,8 @@ import asyncio
 import base64
 import json
 import os
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,50 +45,21 @@ from tocsin_common.config import load_config
 from tocsin_common.config.model import Oidc
 from tocsin_common.secrets import generate_secret
 
+from tests.conftest import OIDC_TOKEN_LIFETIME
 from tests.integration.harness import Stack
 from tests.integration.test_access import silence
 from tests.integration.test_cli import TOCSIN, tocsin
 
 pytestmark = pytest.mark.integration
 
-TOKEN_LIFETIME = 12  # seconds: the provider's --token-max-age
+TOKEN_LIFETIME = OIDC_TOKEN_LIFETIME  # seconds: the provider's --token-max-age
 REDIRECT_URI = "http://127.0.0.1:9/callback"  # never reached: the redirect is read, not followed
 
 
 @pytest.fixture(scope="module")
-async def provider(stack: Stack) -> AsyncIterator[str]:
-    """The OpenID Connect provider, listening where the stack's config says it is."""
-    log_path = stack.workdir / "oidc-provider.log"
-    with log_path.open("w") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "oidc_provider_mock",
-            "--port",
-            str(stack.oidc_port),
-            "--token-max-age",
-            str(TOKEN_LIFETIME),
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as session:
-            while True:
-                assert proc.returncode is None, log_path.read_text()
-                try:
-                    url = f"{stack.oidc_issuer}/.well-known/openid-configuration"
-                    async with session.get(url) as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, "the OIDC provider did not start"
-                await asyncio.sleep(0.2)
-        yield stack.oidc_issuer
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
+def provider(oidc_provider: str) -> str:
+    """The session's OpenID Connect provider (tests/conftest.py)."""
+    return oidc_provider
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,11 @@ import uvicorn
 from fastapi import FastAPI
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tocsin_common.auth.access import access_control
+from tocsin_common.auth.service_credentials import SERVICE_SECRET_ENV
 from tocsin_common.config import ConfigStore
 from tocsin_common.grpcserver import GrpcServer
 from tocsin_common.runtime import bootstrap
+from tocsin_common.secrets import read_secret
 from tocsin_common.tracing import shutdown_tracing
 
 from tocsin_api.app import create_app
@@ -27,6 +29,16 @@ from tocsin_api.settings import ApiSettings
 SERVICE = "api"
 
 log = logging.getLogger("tocsin.api")
+
+
+def console_secret() -> str:
+    """The console's cookie secret: TOCSIN_CONSOLE_SECRET (or its _FILE), else the service
+    secret every replica already shares (the cookie key is derived from it, never it)."""
+    return (
+        read_secret("TOCSIN_CONSOLE_SECRET", required=False)
+        or read_secret(SERVICE_SECRET_ENV)
+        or ""
+    )
 
 
 def build() -> tuple[FastAPI, uvicorn.Config]:
@@ -76,6 +88,7 @@ def build() -> tuple[FastAPI, uvicorn.Config]:
             audit=access.audit,
             service_credential=access.credential,
             ready=ready,
+            console_secret=console_secret(),
         )
         app.state.api = state
         # grpc.health.v1 only, like every service's port: Kubernetes' and compose's probes.

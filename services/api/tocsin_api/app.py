@@ -3,7 +3,6 @@ limit, tracing, and the OpenAPI 3.1 document (docs/api.md)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -19,9 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tocsin_common.tracing import tracer
 
-from tocsin_api import models
+from tocsin_api import console, models
+from tocsin_api.console.security import ConsoleHeaders
 from tocsin_api.deps import ApiState
-from tocsin_api.problems import PROBLEM_JSON, FieldProblem, Problem
+from tocsin_api.problems import PROBLEM_JSON, FieldProblem, Problem, problem_response
 from tocsin_api.routes import admin, analytics, directory, health, incidents, oncall, silences
 
 log = logging.getLogger("tocsin.api")
@@ -31,15 +31,6 @@ DEFAULT_MAX_BODY = 64 * 1024
 DESCRIPTION = """Tocsin's REST API: incidents, on-call, schedules, silences, services, users,
 audit and tokens. Authenticate with `Authorization: Bearer <token>` (an API token or an OIDC
 access token); errors are RFC 9457 `application/problem+json`. See docs/api.md."""
-
-
-def problem_response(problem: Problem) -> Response:
-    return Response(
-        json.dumps(problem.body()),
-        status_code=problem.status,
-        media_type=PROBLEM_JSON,
-        headers=problem.headers,
-    )
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -272,6 +263,10 @@ def create_app(state: ApiState | None, lifespan: Any = None, max_body_bytes: int
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # The web console (docs/console.md): its pages, static files and "/" leading to it; its
+    # Problem handler answers HTML under /console and problem+json elsewhere, as above.
+    console.install(app)
+    app.add_middleware(ConsoleHeaders)
     limit = max_body_bytes or (state.settings.max_body_bytes if state else DEFAULT_MAX_BODY)
     app.add_middleware(BodyLimit, max_bytes=limit)
     app.add_middleware(Tracing)

@@ -49,6 +49,8 @@ class ApiState:
     audit: AuditLog | None = None
     service_credential: Callable[[], str] = lambda: ""
     ready: Callable[[], Any] | None = None  # an awaitable check for /readyz
+    # The web console's cookie secret (docs/console.md); "" turns the console off
+    console_secret: str = ""
     clock: Callable[[], float] = time.time
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -94,8 +96,13 @@ async def audit(
 
 
 async def caller(request: Request) -> Caller:
+    return await caller_for(request, request.headers.get("authorization"))
+
+
+async def caller_for(request: Request, header: str | None) -> Caller:
+    """The caller a bearer ``header`` authenticates (401 and 429 as Problems); the console
+    authenticates its session's credential with it, exactly as a bearer request."""
     state = state_of(request)
-    header = request.headers.get("authorization")
     outcome = await state.authenticator.authenticate(header)
     if isinstance(outcome, AuthFailure):
         await audit(

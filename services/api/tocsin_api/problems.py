@@ -9,6 +9,7 @@ the API's field where the two differ.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from http import HTTPStatus
 from typing import Any
 
 import grpc
+from starlette.responses import Response
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://tocsin.dev/problems/"
@@ -110,3 +112,13 @@ def from_grpc(
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     return Problem(status, detail, errors, headers)
+
+
+def problem_response(problem: Problem) -> Response:
+    """The problem as an RFC 9457 ``application/problem+json`` answer."""
+    return Response(
+        json.dumps(problem.body()),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )

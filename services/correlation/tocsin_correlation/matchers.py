@@ -11,17 +11,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from pydantic import ValidationError
-from tocsin.v1 import alert_pb2
+from tocsin_common.alert_labels import SEVERITY_NAMES, alert_labels
 from tocsin_common.config.model import Matcher
 from tocsin_common.validation import clip
 
-SEVERITY_NAMES = {
-    alert_pb2.SEVERITY_CRITICAL: "critical",
-    alert_pb2.SEVERITY_ERROR: "error",
-    alert_pb2.SEVERITY_WARNING: "warning",
-    alert_pb2.SEVERITY_INFO: "info",
-}
-
+__all__ = [
+    "SEVERITY_NAMES",
+    "MatcherError",
+    "alert_labels",
+    "matches_all",
+    "parse_matcher",
+    "parse_matchers",
+    "split_matchers",
+]
 
 class MatcherError(ValueError):
     """A matcher that cannot be parsed; the message names it and says what was expected."""
@@ -84,21 +86,3 @@ def parse_matchers(spec: str | Iterable[str]) -> tuple[Matcher, ...]:
 
 def matches_all(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:
     return all(m.matches(labels) for m in matchers)
-
-
-def alert_labels(alert: alert_pb2.Alert) -> dict[str, str]:
-    """The label set matchers see: the alert's labels, plus its fields under their own names
-    (service, severity, summary, source, component, group, class, dedup_key) where the
-    alert has no label of that name — so Events v2 alerts, which have no labels, can be
-    silenced and inhibited too."""
-    fields = {
-        "service": alert.service_id,
-        "severity": SEVERITY_NAMES.get(alert.severity, ""),
-        "summary": alert.summary,
-        "source": alert.source,
-        "component": alert.component,
-        "group": alert.group,
-        "class": getattr(alert, "class"),
-        "dedup_key": alert.dedup_key,
-    }
-    return {**{k: v for k, v in fields.items() if v}, **dict(alert.labels)}

@@ -1,0 +1,266 @@
+"""The web console in a real headless browser (chromium), as people use it; each story then
+checks the backend through the REST API, not only what the page says.
+
+People come from stack_config/70-api.yaml: Ana (api-resp) responds for api-svc, Mo
+(api-mgr) manages its team. Mo signs in through the real OpenID Connect provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
+
+from tests.integration.api_client import client, incident_titled, trigger, until_status
+from tests.integration.console_browser import (
+    flash,
+    open_browser,
+    post_form,
+    run,
+    sign_in_with_token,
+    visible,
+    wait,
+)
+from tests.integration.harness import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    yield from open_browser()
+
+
+async def test_a_manager_signs_in_through_the_oidc_provider_and_silences(
+    stack: Stack, oidc_provider: str, browser: WebDriver
+) -> None:
+    sub = f"console-{uuid.uuid4().hex[:6]}"
+    async with httpx.AsyncClient() as http:
+        made = await http.put(
+            f"{oidc_provider}/users/{sub}", json={"preferred_username": "api-mgr"}
+        )
+        assert made.status_code == 204, made.text
+    matcher = f'alertname="ConsoleOidc{uuid.uuid4().hex[:6]}"'
+
+    def story() -> str:
+        browser.delete_all_cookies()
+        browser.get(f"{stack.api_url}/console/silences")
+        visible(browser, "#oidc").click()  # to the provider: code + PKCE
+        field = visible(browser, "input[name=sub][placeholder=sub]")
+        field.send_keys(sub)
+        field.submit()  # the provider redirects to the console's callback
+        wait(browser, lambda d: d.current_url.startswith(f"{stack.api_url}/console/silences"))
+        assert "Mo Manager" in visible(browser, ".who").text
+        visible(browser, "#matchers").send_keys(matcher)
+        Select(browser.find_element(By.ID, "service")).select_by_visible_text("api-svc")
+        browser.find_element(By.ID, "comment").send_keys("signed in with OIDC")
+        post_form(browser, "#create-silence")
+        return flash(browser)
+
+    shown = await run(story)
+    assert "created" in shown, shown
+    async with client(stack) as api:
+        found = (await api.get("/silences", params={"service_id": "api-svc"})).json()["silences"]
+    (silence,) = [s for s in found if s["matchers"] == [matcher]]
+    assert silence["created_by"] == "api-mgr"  # the services saw the person, not the api
+
+
+async def test_a_triggered_incident_appears_live_is_acknowledged_then_resolved(
+    stack: Stack, browser: WebDriver
+) -> None:
+    token, _ = await stack.token_for("api-resp")
+    await run(sign_in_with_token, browser, stack.api_url, token, "/console/")
+
+    def listening() -> None:
+        wait(
+            browser,
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-live") == "open",
+        )
+        browser.execute_script("window.tocsinMarker = 'same page';")
+
+    await run(listening)
+    title = await trigger(stack)
+
+    def appears_and_is_acknowledged() -> str:
+        row = wait(
+            browser,
+            lambda d: next(
+                (
+                    r
+                    for r in d.find_elements(By.CSS_SELECTOR, "#incidents tbody tr")
+                    if title in r.text
+                ),
+                False,
+            ),
+            timeout=60,
+        )
+        # It arrived without a reload: the page's own state is still there.
+        assert browser.execute_script("return window.tocsinMarker") == "same page"
+        row.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+        post_form(browser, "button[value=acknowledge]")
+        return flash(browser)
+
+    shown = await run(appears_and_is_acknowledged)
+    assert "acknowledge: 1 of 1 accepted" in shown, shown
+    async with client(stack) as api:
+        incident = await incident_titled(api, title)
+        await until_status(api, incident["id"], "acknowledged")
+        entries = (await api.get(f"/incidents/{incident['id']}/log_entries")).json()["log_entries"]
+        assert any(e["type"] == "acknowledged" and e["actor"] == "api-resp" for e in entries)
+
+    def reassigns_in_bulk() -> str:
+        browser.get(f"{stack.api_url}/console/")
+        row = wait(
+            browser,
+            lambda d: next(
+                (
+                    r
+                    for r in d.find_elements(By.CSS_SELECTOR, "#incidents tbody tr")
+                    if title in r.text
+                ),
+                False,
+            ),
+        )
+        row.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+        Select(browser.find_element(By.CSS_SELECTOR, ".bulk select[name=user_id]")).select_by_value(
+            "api-mgr"
+        )
+        post_form(browser, "button[value=reassign]")
+        return flash(browser)
+
+    shown = await run(reassigns_in_bulk)
+    assert "reassign: 1 of 1 accepted" in shown, shown
+    async with client(stack) as api:
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await api.get(f"/incidents/{incident['id']}")).json()[
+            "assigned_user_id"
+        ] != "api-mgr":
+            assert asyncio.get_running_loop().time() < deadline, "not reassigned to api-mgr"
+            await asyncio.sleep(0.2)
+
+    def resolves_from_its_page() -> str:
+        browser.get(f"{stack.api_url}/console/incidents/{incident['id']}")
+        assert title in visible(browser, "h1").text
+        post_form(browser, "#resolve")
+        return flash(browser)
+
+    shown = await run(resolves_from_its_page)
+    assert "resolve: accepted" in shown, shown
+    async with client(stack) as api:
+        await until_status(api, incident["id"], "resolved")
+        entries = (await api.get(f"/incidents/{incident['id']}/log_entries")).json()["log_entries"]
+    acked_at = next(e["at"] for e in entries if e["type"] == "acknowledged")
+
+    def as_it_was_when_acknowledged() -> str:
+        browser.get(f"{stack.api_url}/console/incidents/{incident['id']}?at={acked_at}")
+        return str(visible(browser, "#as-of").text)
+
+    past = await run(as_it_was_when_acknowledged)
+    assert "acknowledged" in past and "resolved" not in past, past
+
+    def audit_is_refused() -> str:
+        browser.get(f"{stack.api_url}/console/audit")  # not in Ana's menu, and refused anyway
+        return str(visible(browser, ".problem").text)
+
+    assert "admin" in await run(audit_is_refused)
+
+
+async def test_a_manager_creates_and_expires_a_silence(stack: Stack, browser: WebDriver) -> None:
+    token, _ = await stack.token_for("api-mgr")
+    title = await trigger(stack, f"Console disk {uuid.uuid4().hex[:6]}")
+    async with client(stack) as api:
+        await incident_titled(api, title)
+    matcher = f'summary="{title}"'
+
+    def previews_then_creates() -> tuple[str, str]:
+        sign_in_with_token(browser, stack.api_url, token, "/console/silences")
+        visible(browser, "#matchers").send_keys(matcher)
+        Select(browser.find_element(By.ID, "service")).select_by_visible_text("api-svc")
+        minutes = browser.find_element(By.ID, "minutes")
+        minutes.clear()
+        minutes.send_keys("30")
+        post_form(browser, "#preview-silence")  # nothing made: the form comes back filled
+        preview = str(visible(browser, "#preview").text)
+        post_form(browser, "#create-silence")
+        return preview, flash(browser)
+
+    preview, shown = await run(previews_then_creates)
+    assert "It would mute 1 alert(s) now" in preview and title in preview, preview
+    assert "created" in shown
+    async with client(stack) as api:
+        active = (await api.get("/silences", params={"service_id": "api-svc"})).json()["silences"]
+    (silence,) = [s for s in active if s["matchers"] == [matcher]]
+    ends = datetime.fromisoformat(silence["ends_at"].replace("Z", "+00:00"))
+    assert timedelta(minutes=29) < ends - datetime.now(UTC) <= timedelta(minutes=30)
+
+    def expires() -> str:
+        row = visible(browser, f"#silences tr[data-id='{silence['id']}']")
+        post_form(browser, f"#silences tr[data-id='{silence['id']}'] button")
+        assert row is not None
+        return flash(browser)
+
+    assert "expired" in await run(expires)
+    async with client(stack) as api:
+        active = (await api.get("/silences", params={"service_id": "api-svc"})).json()["silences"]
+    assert silence["id"] not in [s["id"] for s in active]
+
+
+def _mo_s_next_day() -> date:
+    """The next day (from tomorrow) the API rota (daily from 2026-01-05, Ana then Mo) gives
+    to Mo: an override there visibly changes who is on call."""
+    day = datetime.now(UTC).date() + timedelta(days=1)
+    while (day - date(2026, 1, 5)).days % 2 != 1:
+        day += timedelta(days=1)
+    return day
+
+
+async def _on_call(stack: Stack, since: datetime, until: datetime) -> list[Any]:
+    async with client(stack) as api:
+        reply = await api.get(
+            "/schedules/api-rota",
+            params={"since": since.isoformat(), "until": until.isoformat()},
+        )
+    assert reply.status_code == 200, reply.text
+    return [span["user_ids"] for span in reply.json()["final_schedule"]]
+
+
+async def test_a_responder_adds_an_override_for_herself(stack: Stack, browser: WebDriver) -> None:
+    token, _ = await stack.token_for("api-resp")
+    day = _mo_s_next_day()
+    start = datetime(day.year, day.month, day.day, 2, tzinfo=UTC)
+    end = start + timedelta(hours=2)
+    assert await _on_call(stack, start, end) == [["api-mgr"]]
+
+    def adds() -> str:
+        sign_in_with_token(browser, stack.api_url, token, "/console/schedules")
+        visible(browser, "a[href='/console/schedules/api-rota']").click()
+        for name, at in (("start", start), ("end", end)):
+            field = visible(browser, f"input[name={name}]")
+            browser.execute_script(
+                "arguments[0].value = arguments[1]", field, at.strftime("%Y-%m-%dT%H:%M")
+            )
+        Select(browser.find_element(By.NAME, "user_id")).select_by_value("api-resp")
+        post_form(browser, "#add-override")
+        shown = flash(browser)
+        override = browser.find_element(By.CSS_SELECTOR, "input[data-flash=override]")
+        return f"{shown}|{override.get_attribute('value')}"
+
+    shown, override_id = (await run(adds)).split("|")
+    assert "added" in shown and override_id
+    assert await _on_call(stack, start, end) == [["api-resp"]]
+
+    def deletes() -> str:
+        # The delete form is filled with the override just made.
+        post_form(browser, "form[action$='/overrides/delete'] button")
+        return flash(browser)
+
+    assert "deleted" in await run(deletes)
+    assert await _on_call(stack, start, end) == [["api-mgr"]]

@@ -1,0 +1,355 @@
+"""The web console's pure parts (the sealed session, CSRF, forms, view models) and its
+HTTP edge without the other services: sign-in redirects, the token sign-in, the cookie's
+flags, the security headers, CSRF refusal before any call, server-side authorisation."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from tocsin_api.app import create_app
+from tocsin_api.console import views
+from tocsin_api.console.security import CSP
+from tocsin_api.console.session import (
+    SESSION_COOKIE,
+    FormError,
+    Sealer,
+    csrf_ok,
+    derive_key,
+    looks_like_token,
+    new_session,
+    open_session,
+    parse_form,
+    safe_next,
+    seal_session,
+)
+from tocsin_api.deps import ApiState
+from tocsin_api.settings import ApiSettings
+from tocsin_common.auth.access import AuthFailure
+from tocsin_common.auth.policy import Principal, PrincipalKind, Role
+
+from tests.unit.test_api import FakeConfig, NoBackends
+
+KEY = derive_key("a-console-secret-of-some-length")
+
+
+def test_a_sealed_session_opens_only_unchanged_with_its_key_and_purpose() -> None:
+    sealer = Sealer(KEY)
+    session = new_session("tocsin_abc", "token", now=1000.0, lifetime_s=60)
+    sealed = seal_session(sealer, session)
+    assert "tocsin_abc" not in sealed  # the credential is encrypted, not just signed
+    assert open_session(sealer, sealed, now=1010.0) == session
+    assert open_session(sealer, sealed, now=1060.0) is None  # expired
+    flipped = sealed[:-3] + ("A" if sealed[-3] != "A" else "B") + sealed[-2:]
+    assert open_session(sealer, flipped, now=1010.0) is None
+    assert open_session(Sealer(derive_key("another-secret-entirely!")), sealed, 1010.0) is None
+    assert sealer.open("tocsin_login", sealed) is None  # a session is no login cookie
+    assert open_session(sealer, "", 1010.0) is None and open_session(sealer, "!!", 1.0) is None
+    with pytest.raises(ValueError, match="16 characters"):
+        derive_key("short")
+
+
+def test_csrf_tokens_compare_exactly() -> None:
+    assert csrf_ok("abc", "abc")
+    assert not csrf_ok("abc", "abd") and not csrf_ok("abc", None) and not csrf_ok("", "")
+
+
+def test_forms_parse_only_as_urlencoded() -> None:
+    fields = parse_form(b"id=a&id=b&csrf=x&q=", "application/x-www-form-urlencoded; charset=utf-8")
+    assert fields == {"id": ["a", "b"], "csrf": ["x"], "q": [""]}
+    with pytest.raises(FormError, match="application/x-www-form-urlencoded"):
+        parse_form(b"{}", "application/json")
+    with pytest.raises(FormError, match="UTF-8"):
+        parse_form(b"a=\xff\xfe", "application/x-www-form-urlencoded")
+
+
+def test_after_sign_in_only_console_paths() -> None:
+    assert safe_next("/console/incidents/x") == "/console/incidents/x"
+    for bad in ("https://evil.example/", "//evil.example/console/", "/api/v1/tokens", None, ""):
+        assert safe_next(bad) == "/console/"
+    assert looks_like_token("tocsin_abc") and not looks_like_token("tocsin_")
+    assert not looks_like_token("eyJhbGciOi")
+
+
+def test_the_incident_filter_names_a_bad_field() -> None:
+    chosen = views.parse_filter(
+        {"status": ["triggered"], "urgency": ["high"], "q": [" disk "], "since_hours": ["24"]}
+    )
+    assert chosen.statuses == ("triggered",) and chosen.text == "disk"
+    assert ("since_hours", "24") in chosen.query()
+    for params, field in (
+        ({"status": ["open"]}, "status"),
+        ({"urgency": ["urgent"]}, "urgency"),
+        ({"q": ["x" * 201]}, "q"),
+        ({"since_hours": ["-1"]}, "since_hours"),
+    ):
+        with pytest.raises(views.FormProblem) as caught:
+            views.parse_filter(params)
+        assert caught.value.field == field
+
+
+INCIDENTS: list[dict[str, Any]] = [
+    {
+        "id": "i1",
+        "title": "Disk full",
+        "status": "triggered",
+        "urgency": "low",
+        "service_id": "db",
+        "created_at": "2026-12-04T09:00:00Z",
+        "labels": {"host": "db-1"},
+    },
+    {
+        "id": "i2",
+        "title": "API down",
+        "status": "acknowledged",
+        "urgency": "high",
+        "service_id": "web",
+        "created_at": "2026-12-04T10:00:00Z",
+        "labels": {},
+    },
+    {
+        "id": "i3",
+        "title": "Old",
+        "status": "resolved",
+        "urgency": "high",
+        "service_id": "web",
+        "created_at": "2026-12-03T10:00:00Z",
+        "labels": {},
+    },
+]
+
+
+def test_text_search_counts_and_sorting() -> None:
+    assert [i["id"] for i in INCIDENTS if views.matches_text(i, "DB-1")] == ["i1"]
+    assert [i["id"] for i in INCIDENTS if views.matches_text(i, "web")] == ["i2", "i3"]
+    assert views.status_counts(INCIDENTS) == {"triggered": 1, "acknowledged": 1, "resolved": 1}
+    assert [i["id"] for i in views.sort_incidents(INCIDENTS, "newest")] == ["i2", "i1", "i3"]
+    assert [i["id"] for i in views.sort_incidents(INCIDENTS, "urgency")] == ["i3", "i2", "i1"]
+    assert [i["id"] for i in views.sort_incidents(INCIDENTS, "status")] == ["i1", "i2", "i3"]
+    with pytest.raises(views.FormProblem, match="sort"):
+        views.sort_incidents(INCIDENTS, "random")
+
+
+def test_schedule_rows_show_gaps_and_names() -> None:
+    spans = views.schedule_spans(
+        [
+            {"start": "2026-12-04T00:00:00Z", "end": "2026-12-04T08:00:00Z", "user_ids": ["rita"]},
+            {"start": "2026-12-04T08:00:00Z", "end": None, "user_ids": []},
+        ],
+        {"rita": "Rita"},
+    )
+    assert spans[0] == views.Span("2026-12-04 00:00 UTC", "2026-12-04 08:00 UTC", "Rita", False)
+    assert spans[1].gap and spans[1].end == "open"
+
+
+def test_form_values_parse_or_name_their_field() -> None:
+    assert views.parse_instant("start", "2026-12-04T09:30").isoformat() == (
+        "2026-12-04T09:30:00+00:00"
+    )
+    with pytest.raises(views.FormProblem, match=r"^end: "):
+        views.parse_instant("end", "tomorrow")
+    assert views.parse_minutes("minutes", "90", 100) == 5400
+    with pytest.raises(views.FormProblem, match="minutes: a whole number"):
+        views.parse_minutes("minutes", "0", 100)
+    assert views.parse_matcher_lines('a="b"\n\n c!=d ') == ['a="b"', "c!=d"]
+    with pytest.raises(views.FormProblem, match="matchers"):
+        views.parse_matcher_lines("  \n")
+    with pytest.raises(views.FormProblem, match="days"):
+        views.schedule_range("", "40", views.datetime(2026, 12, 4, tzinfo=views.UTC))
+
+
+def test_links_and_bulk_outcomes() -> None:
+    assert views.safe_url("https://runbook/x") == "https://runbook/x"
+    assert views.safe_url("javascript:alert(1)") == "" and views.safe_url("/relative") == ""
+    ok = views.bulk_summary("resolve", [{"id": "a", "status": 202}])
+    assert ok.kind == "ok" and ok.text == "resolve: 1 of 1 accepted"
+    mixed = views.bulk_summary(
+        "acknowledge", [{"id": "a", "status": 202}, {"id": "b", "status": 412, "detail": "stale"}]
+    )
+    assert mixed.kind == "error" and "b: stale" in mixed.text
+
+
+class TokenAuthenticator:
+    """'Bearer tocsin_rita' is Rita (responder on sre); anything else fails."""
+
+    async def authenticate(self, authorization: str | None) -> Principal | AuthFailure:
+        if authorization == "Bearer tocsin_rita":
+            return Principal("rita", PrincipalKind.USER, team_roles={"sre": Role.RESPONDER})
+        return AuthFailure("unknown, revoked or expired token")
+
+
+@pytest.fixture
+def web() -> TestClient:
+    state = ApiState(
+        config=FakeConfig(),
+        authenticator=TokenAuthenticator(),
+        backends=NoBackends(),  # type: ignore[arg-type]
+        settings=ApiSettings.from_env({}),
+        feeds=lambda: None,  # type: ignore[arg-type,return-value]
+        console_secret="a-console-secret-of-some-length",
+    )
+    return TestClient(create_app(state), raise_server_exceptions=False, follow_redirects=False)
+
+
+def sign_in(web: TestClient, token: str = "tocsin_rita") -> Any:
+    page = web.get("/console/login?next=/console/policies")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    return web.post(
+        "/console/login",
+        data={"csrf": csrf.group(1), "token": token, "next": "/console/policies"},
+    )
+
+
+def test_pages_need_a_session_and_carry_strict_headers(web: TestClient) -> None:
+    assert web.get("/").headers["location"] == "/console/"
+    answer = web.get("/console/silences")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/login?next=%2Fconsole%2Fsilences"
+    login = web.get("/console/login")
+    assert login.headers["content-security-policy"] == CSP
+    assert "'unsafe-inline'" not in CSP and "frame-ancestors 'none'" in CSP
+    assert login.headers["x-frame-options"] == "DENY"
+    assert login.headers["referrer-policy"] == "same-origin"
+    assert "<script>" not in login.text and " style=" not in login.text
+    assert "content-security-policy" not in web.get("/healthz").headers  # the API's own
+
+
+def test_token_sign_in_sets_a_sealed_http_only_lax_cookie(web: TestClient) -> None:
+    refused = sign_in(web, "tocsin_nobody")
+    assert refused.status_code == 401 and "unknown, revoked or expired" in refused.text
+    answer = sign_in(web)
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/policies"
+    cookie = next(
+        c for c in answer.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE + "=")
+    )
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie
+    assert "tocsin_rita" not in cookie
+    page = web.get("/console/policies")  # config-owned: no gRPC call
+    assert page.status_code == 200 and "After 5.0 min" in page.text and "Rita" in page.text
+
+
+def test_a_form_without_the_session_s_csrf_token_does_nothing(web: TestClient) -> None:
+    sign_in(web)
+    for data in ({"matchers": 'a="b"', "minutes": "5"}, {"csrf": "forged", "minutes": "5"}):
+        refused = web.post("/console/silences", data=data)
+        # NoBackends fails the request (500) if a gRPC call were made.
+        assert refused.status_code == 403 and "CSRF" in refused.text
+
+
+def test_a_login_without_its_form_token_is_refused(web: TestClient) -> None:
+    web.get("/console/login")
+    answer = web.post("/console/login", data={"csrf": "guess", "token": "tocsin_rita"})
+    assert answer.status_code == 403 and SESSION_COOKIE not in answer.headers.get("set-cookie", "")
+
+
+def test_static_assets_are_served_and_the_js_is_small(web: TestClient) -> None:
+    script = web.get("/console/static/console.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert len(script.content) < 200 * 1024
+    assert "innerHTML" not in script.text  # incident text never becomes markup
+    assert web.get("/console/static/console.css").status_code == 200
+
+
+def test_oidc_sign_in_refuses_what_it_did_not_start(web: TestClient) -> None:
+    # No access.oidc in this config: no OIDC button, and its start is a 404.
+    assert 'id="oidc"' not in web.get("/console/login").text
+    assert web.get("/console/auth/oidc").status_code == 404
+    # A callback without this browser's sealed login (state, nonce, verifier) makes nothing.
+    answer = web.get("/console/auth/callback?code=stolen&state=guessed")
+    assert answer.status_code == 400 and "not started here" in answer.text
+    assert SESSION_COOKIE not in answer.headers.get("set-cookie", "")
+
+
+def test_signing_out_needs_the_csrf_token_and_messages_are_not_reflected(
+    web: TestClient,
+) -> None:
+    sign_in(web)
+    assert web.post("/console/logout", data={"csrf": "guess"}).status_code == 403
+    assert web.get("/console/policies").status_code == 200  # still signed in
+    page = web.get("/console/policies")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    out = web.post("/console/logout", data={"csrf": csrf.group(1)})
+    assert out.status_code == 303 and out.headers["location"] == "/console/login"
+    assert web.get("/console/policies").status_code == 303  # signed out
+    assert "HACKED" not in web.get("/console/login?message=HACKED&next=/console/").text
+
+
+def test_an_incident_as_it_was_at_a_time_from_its_timeline() -> None:
+    entries = [
+        {"at": "2026-12-04T09:00:00Z", "type": "triggered", "incident_status": "triggered"},
+        {"at": "2026-12-04T09:05:00Z", "type": "acknowledged", "incident_status": "acknowledged"},
+        {"at": "2026-12-04T09:30:00Z", "type": "resolved", "incident_status": "resolved"},
+    ]
+    at = views.parse_instant("at", "2026-12-04T09:10")
+    past = views.as_of(entries, at)
+    assert past.status == "acknowledged" and [e["type"] for e in past.entries] == [
+        "triggered",
+        "acknowledged",
+    ]
+    assert views.as_of(entries, views.parse_instant("at", "2026-12-04T08:59")).status == ""
+    assert views.as_of(entries, views.parse_instant("at", "2026-12-04T09:30")).status == (
+        "resolved"
+    )
+
+
+def test_a_silence_preview_matches_as_correlation_does() -> None:
+    from tocsin.v1 import alert_pb2
+    from tocsin_common.alert_labels import alert_labels
+    from tocsin_common.config.model import Matcher
+
+    disk = alert_pb2.Alert(
+        service_id="db",
+        summary="Disk full",
+        severity=alert_pb2.SEVERITY_CRITICAL,
+        labels={"alertname": "DiskFull"},
+    )
+    cpu = alert_pb2.Alert(service_id="web", summary="CPU hot", labels={"alertname": "CpuHot"})
+    alerts = [
+        (INCIDENTS[0], "Disk full", alert_labels(disk)),
+        (INCIDENTS[1], "CPU hot", alert_labels(cpu)),
+    ]
+    by_name = [Matcher.model_validate('alertname=~"Disk.*"')]
+    assert [m.incident_id for m in views.preview_matches(by_name, "", alerts)] == ["i1"]
+    # Fields are labels too (an Events v2 alert has none), and the service narrows it.
+    critical = [Matcher.model_validate('severity="critical"')]
+    assert [m.alert for m in views.preview_matches(critical, "", alerts)] == ["Disk full"]
+    assert views.preview_matches(critical, "web", alerts) == []
+
+
+def test_recurring_and_related_incidents() -> None:
+    this = {
+        "id": "n",
+        "title": "Disk full",
+        "service_id": "db",
+        "group_key": "g1",
+        "created_at": "2026-12-04T10:00:00Z",
+    }
+    others = [
+        this,
+        {"id": "a", "title": "Disk full", "service_id": "db", "created_at": "2026-11-01T10:00:00Z"},
+        {
+            "id": "b",
+            "title": "Other",
+            "service_id": "db",
+            "group_key": "g1",
+            "created_at": "2026-10-01T10:00:00Z",
+        },
+        {
+            "id": "c",
+            "title": "Disk full",
+            "service_id": "web",
+            "created_at": "2026-12-04T10:10:00Z",
+        },
+        {"id": "d", "title": "Latency", "service_id": "web", "created_at": "2026-12-04T10:30:00Z"},
+        {"id": "e", "title": "Latency", "service_id": "web", "created_at": "2026-12-04T12:00:00Z"},
+        {"id": "f", "title": "Queue", "service_id": "mq", "created_at": "2026-12-04T09:30:00Z"},
+        {"id": "g", "title": "Lock", "service_id": "db", "created_at": "2026-12-04T09:59:00Z"},
+    ]
+    again = views.recurring(this, others)
+    assert [o["id"] for o in again] == ["a", "b"]  # same service; same title or group key
+    # web depends on db: its incidents within the hour count; mq is unrelated.
+    assert [o["id"] for o in views.related(this, others, ["web"], again)] == ["c", "d", "g"]
