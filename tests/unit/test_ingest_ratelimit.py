@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from tocsin_ingest import ratelimit
 from tocsin_ingest.ratelimit import decide, estimate, retry_after, window_at, window_keys
@@ -60,6 +60,7 @@ def test_remaining_counts_down() -> None:
     limit=st.integers(1, 10_000),
     elapsed=st.floats(0, 59.999),
 )
+@example(previous=0, current=171, cost=1, limit=58, elapsed=0.0)  # found: float rounding
 def test_waiting_retry_after_seconds_makes_room(
     previous: int, current: int, cost: int, limit: int, elapsed: float
 ) -> None:

@@ -53,6 +53,9 @@ def window_at(now_s: float, window_s: float = WINDOW_SECONDS) -> Window:
     return Window(index, now_s - index * window_s)
 
 
+FLOAT_SLACK = 1e-9
+
+
 def estimate(previous: float, current: float, elapsed: float, window_s: float) -> float:
     """Events in the sliding window ending now."""
     weight = max(0.0, 1.0 - elapsed / window_s)
@@ -63,7 +66,9 @@ def allows(
     previous: float, current: float, cost: int, limit: int, elapsed: float, window_s: float
 ) -> bool:
     rate = estimate(previous, current, elapsed, window_s)
-    return rate + cost <= limit or rate <= 0
+    # The weighted count is a float: at the instant retry_after names, it is the limit up
+    # to rounding (171 x (1 - 40/60) = 57.00000000000001), which must not refuse again.
+    return rate + cost <= limit + FLOAT_SLACK or rate <= 0
 
 
 def retry_after(
