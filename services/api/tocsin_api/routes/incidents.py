@@ -97,6 +97,16 @@ async def _stream_events(
 ) -> AsyncIterator[bytes] | Problem:
     """The SSE body, or the Problem Watch answered at once (a position it cannot resume)."""
     backends = state_of(request).backends
+    if not position:
+        # Anchor "now" before answering 200: Watch takes its own "now" only once escalation
+        # gets the call, so an event applied in between (a client acting right after the
+        # 200, escalation busy) was missed.
+        listed = await call(
+            backends.incidents.List,
+            incident_service_pb2.ListIncidentsRequest(service_ids=service_ids, limit=1),
+            caller.credential,
+        )
+        position = listed.watch_position
     watch = backends.incidents.Watch(
         incident_service_pb2.WatchRequest(service_ids=service_ids, from_position=position),
         metadata=bearer_metadata(caller.credential),
