@@ -450,6 +450,7 @@ def test_a_report_group_shows_readable_figures_and_its_label() -> None:
         "max": "2 min",
     }
     assert "<svg" in mtta.chart
+    assert {text for _, text in group.kpis[2].figures} == {"—"}  # nobody engaged: no value
     whole = views.InsightGroup.of(_row(period_start="2026-12-01T00:00:00Z"), "", {})
     assert whole.label == "All incidents from 2026-12-01 00:00 UTC"
     assert views.InsightGroup.of(_row(service_id=""), "service", {}).label == "(no service)"
@@ -481,14 +482,14 @@ def test_the_trend_says_when_there_is_no_significant_change() -> None:
         "ci_low": -10.0,
         "ci_high": 130.0,
         "significant": False,
-        "summary": "",
+        "summary": "no significant change",
     }
-    assert views.trend_text({"trend": trend}) == "No significant change."
-    assert views.trend_text({"trend": {**trend, "summary": "up 60 s"}}) == (
-        "No significant change (up 60 s)"
-    )
-    assert views.trend_text({"trend": {**trend, "significant": True}}) == "1 min → 2 min"
-    assert views.trend_text({"trend": None}) == "Not enough periods for a trend."
+    assert views.trend_text({"trend": trend}) == "No significant change (1 min → 2 min)."
+    rise = {**trend, "significant": True, "summary": "increase", "ci_low": 5.0}
+    assert views.trend_text({"trend": rise}) == "Increase: 1 min → 2 min."
+    few = {**trend, "summary": "insufficient data"}
+    for series in ({"trend": few}, {"trend": None}, None):
+        assert views.trend_text(series) == "Not enough data for a trend."
 
 
 def test_a_bad_insight_filter_is_answered_before_any_call(web: TestClient) -> None:

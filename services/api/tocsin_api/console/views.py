@@ -504,15 +504,16 @@ def csv_text(rows: Iterable[Sequence[str]]) -> str:
 
 
 def trend_text(series: Mapping[str, Any] | None) -> str:
-    """insight's trend of the last period against the one before, as a sentence."""
+    """insight's trend of a duration KPI (the last period against the one before) as a
+    sentence; its verdict is "increase", "decrease", "no significant change" (the
+    difference's confidence interval holds zero) or "insufficient data"."""
     trend = (series or {}).get("trend")
-    if not trend:
-        return "Not enough periods for a trend."
+    if not trend or trend["summary"] == "insufficient data":
+        return "Not enough data for a trend."
+    change = f"{duration(trend['previous'])} → {duration(trend['current'])}"
     if not trend["significant"]:
-        return "No significant change" + (f" ({trend['summary']})" if trend["summary"] else ".")
-    return str(trend["summary"]) or (
-        f"{duration(trend['previous'])} → {duration(trend['current'])}"
-    )
+        return f"No significant change ({change})."
+    return f"{str(trend['summary']).capitalize()}: {change}."
 
 
 @dataclass(frozen=True)
@@ -540,7 +541,8 @@ class InsightGroup:
                 Kpi(
                     title,
                     int(d["count"]),
-                    tuple((stat, duration(d[stat])) for stat in STATS[1:]),
+                    # No incident with a value: "—", not a misleading 0 s.
+                    tuple((stat, duration(d[stat]) if d["count"] else "—") for stat in STATS[1:]),
                     distribution_svg(d, f"{title}, {label}"),
                 )
             )
