@@ -34,10 +34,10 @@ def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-async def _resolved_incident(stack: Stack) -> dict[str, Any]:
+async def _resolved_incident(stack: Stack, title: str = "") -> dict[str, Any]:
     """An anl-svc incident acknowledged by anl-resp ACK_DELAY_S after it opened, then
     resolved; as the api shows it once resolved."""
-    title = await trigger(stack, f"analytics test {uuid.uuid4().hex[:8]}", key=KEY)
+    title = await trigger(stack, title or f"analytics test {uuid.uuid4().hex[:8]}", key=KEY)
     async with await user_client(stack, "anl-resp") as api:
         incident = await incident_titled(api, title, "anl-svc")
         created = _time(incident["created_at"])

@@ -69,6 +69,8 @@ def pages(incident_id: str) -> dict[str, str]:
         "silences": "/console/silences",
         "me": "/console/me",
         "audit": "/console/audit",
+        "insight": "/console/insight",
+        "review draft": f"/console/incidents/{incident_id}/review",
     }
 
 

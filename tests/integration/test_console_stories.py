@@ -18,8 +18,16 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
+from tocsin_api.console.session import SESSION_COOKIE
+from tocsin_api.console.views import duration, trend_text
 
-from tests.integration.api_client import client, incident_titled, trigger, until_status
+from tests.integration.api_client import (
+    client,
+    incident_titled,
+    trigger,
+    until_status,
+    user_client,
+)
 from tests.integration.console_browser import (
     flash,
     open_browser,
@@ -30,6 +38,7 @@ from tests.integration.console_browser import (
     wait,
 )
 from tests.integration.harness import Stack
+from tests.integration.test_api_analytics import _report, _resolved_incident, _time
 
 pytestmark = pytest.mark.integration
 
@@ -264,3 +273,82 @@ async def test_a_responder_adds_an_override_for_herself(stack: Stack, browser: W
 
     assert "deleted" in await run(deletes)
     assert await _on_call(stack, start, end) == [["api-mgr"]]
+
+
+async def test_the_insight_page_and_csv_show_what_the_api_reports(
+    stack: Stack, browser: WebDriver
+) -> None:
+    # An anl-svc incident acknowledged after a known delay, then resolved; its title would
+    # be markup if the review draft were not escaped.
+    title = f"<script>window.pwned = 1</script> insight {uuid.uuid4().hex[:6]}"
+    incident = await _resolved_incident(stack, title)
+    created = _time(incident["created_at"])
+    params = {
+        "service_id": "anl-svc",
+        "since": created.isoformat(),
+        "until": (created + timedelta(seconds=1)).isoformat(),
+    }
+    async with await user_client(stack, "anl-viewer") as api:
+        (row,) = await _report(api, {**params, "group_by": "service"})
+        draft = (await api.get(f"/incidents/{incident['id']}/review_draft")).text
+        series = await api.get(
+            "/analytics/timeseries", params={**params, "metric": "seconds_to_first_ack"}
+        )
+    token, _ = await stack.token_for("anl-viewer")
+    query = httpx.QueryParams({**params, "group": "service"})
+
+    def dashboard() -> tuple[str, str, str, str, str | None]:
+        sign_in_with_token(browser, stack.api_url, token, f"/console/insight?{query}")
+        group = visible(browser, ".kpi-group")
+        mtta = group.find_element(By.CSS_SELECTOR, "[data-kpi='0'] [data-stat=mean]").text
+        trend = browser.find_element(By.ID, "trends").text
+        total = str(group.get_attribute("data-total"))
+        browser.get(f"{stack.api_url}/console/incidents/{incident['id']}/review")
+        shown = browser.execute_script("return document.getElementById('review-draft').textContent")
+        scripts = browser.execute_script(
+            "return [document.querySelectorAll('main script').length, window.pwned]"
+        )
+        assert scripts == [0, None], scripts
+        assert "<script>window.pwned" not in browser.page_source
+        cookie = browser.get_cookie(SESSION_COOKIE)
+        return (
+            total,
+            mtta,
+            trend,
+            str(shown),
+            (cookie or {}).get("value"),
+        )
+
+    total, mtta, trend, shown, session = await run(dashboard)
+    assert total == str(row["total_incident_count"]) == "1"
+    assert mtta == duration(row["seconds_to_first_ack"]["mean"]), (mtta, row)
+    assert f"Time to acknowledge: {trend_text(series.json())}" in trend, trend
+    # The Markdown shown as text, exactly (insight writes the title's markup as entities,
+    # and the page escapes them again); no script element came of it.
+    assert shown == draft and "window.pwned = 1" in shown
+    assert session
+    async with httpx.AsyncClient(cookies={SESSION_COOKIE: session}) as http:
+        csv = await http.get(f"{stack.api_url}/console/insight.csv?{query}")
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    header, line = (r.split(",") for r in csv.text.splitlines())
+    cells = dict(zip(header, line, strict=True))
+    assert cells["service_id"] == "anl-svc" and cells["total_incident_count"] == "1"
+    assert float(cells["seconds_to_first_ack_mean"]) == pytest.approx(
+        row["seconds_to_first_ack"]["mean"], abs=0.001
+    )
+
+
+async def test_another_teams_viewer_sees_insight_s_refusal_as_a_message(
+    stack: Stack, browser: WebDriver
+) -> None:
+    async with await user_client(stack, "api-viewer") as api:
+        refused = await api.get("/analytics/incidents", params={"team_id": "anl-team"})
+    assert refused.status_code == 403
+    token, _ = await stack.token_for("api-viewer")
+
+    def refusal() -> str:
+        sign_in_with_token(browser, stack.api_url, token, "/console/insight?team_id=anl-team")
+        assert visible(browser, "main h1").text == "Insight"
+        return str(visible(browser, "#insight-problem").text)
+
+    assert await run(refusal) == refused.json()["detail"]

@@ -134,15 +134,16 @@ def test_decision_table(
 
 
 def test_denials_say_what_is_needed() -> None:
-    assert "needs responder on team 'sre'; 'vic' holds viewer" in decide(
-        viewer, "incident.acknowledge", SRE_INCIDENT
-    ).reason
-    assert "token's scope is viewer" in decide(
-        read_only_manager, "silence.create", SRE_SILENCE
-    ).reason
-    assert "which no team owns, needs admin" in decide(
-        max_, "silence.create", GLOBAL_SILENCE
-    ).reason
+    assert (
+        "needs responder on team 'sre'; 'vic' holds viewer"
+        in decide(viewer, "incident.acknowledge", SRE_INCIDENT).reason
+    )
+    assert (
+        "token's scope is viewer" in decide(read_only_manager, "silence.create", SRE_SILENCE).reason
+    )
+    assert (
+        "which no team owns, needs admin" in decide(max_, "silence.create", GLOBAL_SILENCE).reason
+    )
 
 
 def test_every_rule_is_documented_in_security_md() -> None:

@@ -147,7 +147,7 @@ CASES = [
     ),
     (
         "change_control:\n",
-        "change_control:\n  sleep_hours: {start: \"07:00\", end: \"07:00\"}\n",
+        'change_control:\n  sleep_hours: {start: "07:00", end: "07:00"}\n',
         "change_control.sleep_hours",
         "start, end: equal",
     ),

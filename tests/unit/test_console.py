@@ -353,3 +353,150 @@ def test_recurring_and_related_incidents() -> None:
     assert [o["id"] for o in again] == ["a", "b"]  # same service; same title or group key
     # web depends on db: its incidents within the hour count; mq is unrelated.
     assert [o["id"] for o in views.related(this, others, ["web"], again)] == ["c", "d", "g"]
+
+
+# --- Insight ----------------------------------------------------------------------------------
+
+
+def _distribution(**values: float) -> dict[str, Any]:
+    base = {"count": 0, "mean": 0.0, "p50": 0.0, "p90": 0.0, "p95": 0.0, "max": 0.0}
+    return {**base, **values}
+
+
+def _row(**extra: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "period_start": None,
+        "total_incident_count": 3,
+        "seconds_to_first_ack": _distribution(count=2, mean=90, p50=60, p90=114, p95=117, max=120),
+        "seconds_to_resolve": _distribution(count=3, mean=4000, p50=3725, p90=7200, max=7260),
+        "seconds_to_engage": _distribution(),
+        "seconds_to_mobilize": _distribution(),
+        "escalation_rate": 0.5,
+        "auto_resolved_share": 0.0,
+        "alerts_per_incident": 1.25,
+        "suppressed_share": 0.0,
+        "total_notifications": 4,
+        "total_escalations": 1,
+        "total_reassignments": 0,
+        "total_snoozed_seconds": 0.0,
+    }
+    return {**row, **extra}
+
+
+def test_durations_read_as_people_read_them() -> None:
+    assert [views.duration(s) for s in (0, 44.6, 60, 125, 3725, 90000, -3)] == [
+        "0 s",
+        "45 s",
+        "1 min",
+        "2 min 05 s",
+        "1 h 02 min",
+        "1 d 1 h",
+        "0 s",
+    ]
+
+
+def test_the_insight_query_names_a_bad_field() -> None:
+    q = views.parse_insight_query(
+        {"team_id": ["api"], "period": ["week"], "since": ["2026-12-01T00:00"], "group": [""]}
+    )
+    assert (q.team_id, q.period, q.group) == ("api", "week", "")
+    assert q.since_at is not None and q.since_at.tzinfo is not None
+    assert q.query() == [
+        ("group", ""),
+        ("team_id", "api"),
+        ("period", "week"),
+        ("since", "2026-12-01T00:00"),
+    ]
+    assert views.parse_insight_query({}).group == "team"
+    for params, field in (
+        ({"period": ["year"]}, "period"),
+        ({"group": ["user"]}, "group"),
+        ({"since": ["yesterday"]}, "since"),
+        ({"since": ["2026-12-02T00:00"], "until": ["2026-12-01T00:00"]}, "until"),
+    ):
+        with pytest.raises(views.FormProblem) as caught:
+            views.parse_insight_query(params)
+        assert caught.value.field == field
+
+
+def test_a_distribution_chart_is_inline_svg_scaled_to_its_max_without_style() -> None:
+    svg = views.distribution_svg(_distribution(p50=60, p90=120, p95=180, max=240), 'MTTA <"x">')
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert "style" not in svg  # the CSP allows no inline style: colours are classes
+    widths = [
+        float(w)
+        for w in re.findall(r'<rect class="chart-bar [^"]+" x="\d+" y="\d+" width="([\d.]+)"', svg)
+    ]
+    track = views.CHART_W - views.CHART_LABEL
+    assert widths == [track / 4, track / 2, track * 3 / 4, track]
+    assert (
+        'aria-label="MTTA &lt;&quot;x&quot;&gt;: p50 1 min, p90 2 min, p95 3 min, max 4 min"' in svg
+    )
+    assert '<"x">' not in svg
+    empty = views.distribution_svg(_distribution(), "nothing")
+    assert re.findall(r'<rect [^>]*width="([\d.]+)"', empty) == ["0.0"] * 4
+
+
+def test_a_report_group_shows_readable_figures_and_its_label() -> None:
+    group = views.InsightGroup.of(_row(team_id="api"), "team", {"api": "API team"})
+    assert (group.label, group.total) == ("API team", 3)
+    mtta = group.kpis[0]
+    assert mtta.title.startswith("Time to acknowledge") and mtta.count == 2
+    assert dict(mtta.figures) == {
+        "mean": "1 min 30 s",
+        "p50": "1 min",
+        "p90": "1 min 54 s",
+        "p95": "1 min 57 s",
+        "max": "2 min",
+    }
+    assert "<svg" in mtta.chart
+    assert {text for _, text in group.kpis[2].figures} == {"—"}  # nobody engaged: no value
+    whole = views.InsightGroup.of(_row(period_start="2026-12-01T00:00:00Z"), "", {})
+    assert whole.label == "All incidents from 2026-12-01 00:00 UTC"
+    assert views.InsightGroup.of(_row(service_id=""), "service", {}).label == "(no service)"
+
+
+def test_report_rows_as_csv_with_formulas_defused() -> None:
+    report = {"group_by": ["service"], "data": [_row(service_id="=HYPERLINK(1)")]}
+    rows = views.report_csv_rows(report)
+    header, row = rows
+    assert header[:3] == ["service_id", "period_start", "total_incident_count"]
+    assert len(header) == len(row) == 3 + 3 * 6 + len(views.RATES)
+    cells = dict(zip(header, row, strict=True))
+    assert cells["service_id"] == "'=HYPERLINK(1)"
+    assert cells["total_incident_count"] == "3"
+    assert cells["seconds_to_first_ack_count"] == "2"
+    assert cells["seconds_to_first_ack_p50"] == "60"
+    assert cells["seconds_to_resolve_mean"] == "4000"
+    assert cells["alerts_per_incident"] == "1.25"
+    text = views.csv_text(rows)
+    assert text.splitlines()[0].startswith("service_id,period_start,total_incident_count,")
+    assert text.endswith("\r\n") and len(text.splitlines()) == 2
+
+
+def test_the_trend_says_when_there_is_no_significant_change() -> None:
+    trend = {
+        "current": 120.0,
+        "previous": 60.0,
+        "difference": 60.0,
+        "ci_low": -10.0,
+        "ci_high": 130.0,
+        "significant": False,
+        "summary": "no significant change",
+    }
+    assert views.trend_text({"trend": trend}) == "No significant change (1 min → 2 min)."
+    rise = {**trend, "significant": True, "summary": "increase", "ci_low": 5.0}
+    assert views.trend_text({"trend": rise}) == "Increase: 1 min → 2 min."
+    few = {**trend, "summary": "insufficient data"}
+    for series in ({"trend": few}, {"trend": None}, None):
+        assert views.trend_text(series) == "Not enough data for a trend."
+
+
+def test_a_bad_insight_filter_is_answered_before_any_call(web: TestClient) -> None:
+    sign_in(web)
+    page = web.get("/console/insight?period=year")
+    assert page.status_code == 400
+    assert "period: &#39;year&#39; is not one of day, week, month" in page.text
+    assert "<option selected>" not in page.text or "year" not in page.text
+    csv = web.get("/console/insight.csv?since=soon")
+    assert csv.status_code == 400 and "since:" in csv.text

@@ -94,9 +94,7 @@ def test_nothing_readable_or_disjoint_filters_plan_no_query() -> None:
     disjoint = Filters(service_ids=frozenset({"db"}), teams=frozenset({"web"}))
     assert plan(disjoint, TEAMS, lambda s: True, reads_everything=True).empty
     # asked for a service the caller may not read: nothing, not an error
-    assert plan(
-        Filters(service_ids=frozenset({"db"})), TEAMS, lambda s: s == "api", False
-    ).empty
+    assert plan(Filters(service_ids=frozenset({"db"})), TEAMS, lambda s: s == "api", False).empty
     # an admin may list a service the config no longer has
     gone = plan(Filters(service_ids=frozenset({"gone"})), TEAMS, lambda s: True, True)
     assert gone.groups == ((service_key("gone"),),)

@@ -45,9 +45,12 @@ def test_the_stored_record_round_trips_through_redis_fields() -> None:
     first = ping_urls.rotated(None, ping_urls.new_secret(), NOW, "max")
     record = ping_urls.rotated(first, ping_urls.new_secret(), NOW, "ann", timedelta(hours=1))
     raw = {k.encode() if isinstance(k, str) else k: v for k, v in record.to_redis().items()}
-    assert ping_urls.PingSecret.from_redis(
-        {k: v.encode() if isinstance(v, str) else v for k, v in raw.items()}
-    ) == record
+    assert (
+        ping_urls.PingSecret.from_redis(
+            {k: v.encode() if isinstance(v, str) else v for k, v in raw.items()}
+        )
+        == record
+    )
     assert record.previous_digest == first.digest
     assert record.previous_until == NOW + timedelta(hours=1)
 

@@ -60,13 +60,14 @@ from tocsin_api.console.session import (
 )
 from tocsin_api.deps import Caller, caller_for, state_of
 from tocsin_api.problems import Problem, problem_response
-from tocsin_api.routes import admin, directory, incidents, oncall, silences
+from tocsin_api.routes import admin, analytics, directory, incidents, oncall, silences
 
 log = logging.getLogger("tocsin.api.console")
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["when"] = views.when
 templates.env.filters["safe_url"] = views.safe_url
+templates.env.filters["duration"] = views.duration
 router = APIRouter(prefix="/console", include_in_schema=False)
 FLASH_COOKIE = "tocsin_flash"
 T = TypeVar("T")
@@ -952,6 +953,120 @@ async def audit_page(request: Request) -> Response:
         actor=actor or "",
         denied=denied,
         next_query=next_query,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Insight (the KPI dashboard) and the post-incident review draft
+# ---------------------------------------------------------------------------------------------
+
+
+def _insight_query(request: Request) -> views.InsightQuery:
+    return views.parse_insight_query(
+        {k: request.query_params.getlist(k) for k in request.query_params}
+    )
+
+
+def _insight_filters(q: views.InsightQuery) -> analytics.Filters:
+    return analytics.Filters(q.team_id, q.service_id, "", "", q.since_at, q.until_at, q.time_zone)
+
+
+async def _report(request: Request, ctx: Ctx, q: views.InsightQuery) -> dict[str, Any]:
+    return await analytics.incident_report(
+        request,
+        ctx.caller,
+        _insight_filters(q),
+        group_by=[q.group] if q.group else None,  # type: ignore[list-item]
+        period=q.period or None,  # type: ignore[arg-type]
+    )
+
+
+@router.get("/insight")
+async def insight_page(request: Request) -> Response:
+    """The KPI dashboard: insight's report per group, its SLA breaches, recurring problems
+    and the trend of MTTA and MTTR, for what the person may read (insight decides)."""
+    ctx = await context(request)
+    config = state_of(request).config.current
+    form: dict[str, Any] = {
+        "teams": [t.id for t in config.teams],
+        "services": [s.id for s in config.services],
+        "periods": views.PERIODS,
+    }
+    try:
+        q = _insight_query(request)
+    except views.FormProblem as problem:
+        return page(
+            request, ctx, "insight.html", 400, q=views.InsightQuery(), problem=str(problem), **form
+        )
+    f = _insight_filters(q)
+    period = q.period or "day"
+    try:
+        report, breaches, problems, mtta, mttr = await asyncio.gather(
+            _report(request, ctx, q),
+            soft(analytics.breaches(request, ctx.caller, f, limit=50)),
+            soft(analytics.recurring_problems(request, ctx.caller, f)),
+            soft(analytics.timeseries(request, "seconds_to_first_ack", ctx.caller, f, period)),  # type: ignore[arg-type]
+            soft(analytics.timeseries(request, "seconds_to_resolve", ctx.caller, f, period)),  # type: ignore[arg-type]
+        )
+    except Problem as problem:
+        return page(
+            request, ctx, "insight.html", problem.status, q=q, problem=problem.detail, **form
+        )
+    names = {**_names(config), **{t.id: t.name or t.id for t in config.teams}}
+    groups = [views.InsightGroup.of(row, q.group, names) for row in report["data"]]
+    trends = [
+        (label, series, views.trend_text(series if isinstance(series, dict) else None))
+        for label, series in (("Time to acknowledge", mtta), ("Time to resolve", mttr))
+    ]
+    return page(
+        request,
+        ctx,
+        "insight.html",
+        q=q,
+        report=report,
+        groups=groups,
+        breaches=breaches,
+        problems=problems,
+        trends=trends,
+        period=period,
+        csv_query=urlencode(q.query()),
+        **form,
+    )
+
+
+@router.get("/insight.csv")
+async def insight_csv(request: Request) -> Response:
+    """The Insight page's report rows as CSV (same filters, same authorisation)."""
+    ctx = await context(request)
+    try:
+        q = _insight_query(request)
+    except views.FormProblem as problem:
+        raise Problem(400, str(problem)) from None
+    report = await _report(request, ctx, q)
+    return Response(
+        views.csv_text(views.report_csv_rows(report)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="tocsin-incident-report.csv"'},
+    )
+
+
+@router.get("/incidents/{incident_id}/review")
+async def review_page(incident_id: str, request: Request) -> Response:
+    """insight's post-incident review draft, shown as its Markdown text (escaped)."""
+    ctx = await context(request)
+    try:
+        incident = await incidents.get_incident(incident_id, request, Response(), ctx.caller)
+        draft = await analytics.review_draft(incident_id, request, ctx.caller)
+    except Problem as problem:
+        return page(
+            request, ctx, "error.html", problem.status, title="Review draft", problem=problem.detail
+        )
+    return page(
+        request,
+        ctx,
+        "review.html",
+        incident=incident,
+        markdown=bytes(draft.body).decode("utf-8"),
     )
 
 

@@ -7,10 +7,13 @@ its field.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from html import escape
 from typing import Any
 
 from tocsin_common.config.model import Matcher
@@ -332,3 +335,215 @@ def related(
             continue
         out.append(o)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Insight (the KPI dashboard) and its CSV export
+# ---------------------------------------------------------------------------------------------
+
+PERIODS = ("day", "week", "month")
+GROUPINGS = ("team", "service", "")  # "" : every incident the person may see, as one group
+KPIS = (
+    ("seconds_to_first_ack", "Time to acknowledge (MTTA)"),
+    ("seconds_to_resolve", "Time to resolve (MTTR)"),
+    ("seconds_to_engage", "Time to engage"),
+)
+STATS = ("count", "mean", "p50", "p90", "p95", "max")
+RATES = (
+    "escalation_rate",
+    "auto_resolved_share",
+    "alerts_per_incident",
+    "suppressed_share",
+    "total_notifications",
+    "total_escalations",
+    "total_reassignments",
+    "total_snoozed_seconds",
+)
+
+
+@dataclass(frozen=True)
+class InsightQuery:
+    """The Insight page's filters, checked; ``since``/``until`` as typed (for the form)."""
+
+    team_id: str = ""
+    service_id: str = ""
+    group: str = "team"
+    period: str = ""
+    since: str = ""
+    until: str = ""
+    time_zone: str = ""
+    since_at: datetime | None = None
+    until_at: datetime | None = None
+
+    def query(self) -> list[tuple[str, str]]:
+        """As query parameters: the CSV link carries the page's filters."""
+        out = [("group", self.group)]
+        for name in ("team_id", "service_id", "period", "since", "until", "time_zone"):
+            value = getattr(self, name)
+            if value:
+                out.append((name, value))
+        return out
+
+
+def parse_insight_query(params: Mapping[str, Sequence[str]]) -> InsightQuery:
+    """The Insight page's query; FormProblem naming a bad field."""
+    values = {
+        name: _one(params, name)[:TEXT_MAX]
+        for name in ("team_id", "service_id", "period", "since", "until", "time_zone")
+    }
+    group = _one(params, "group") if "group" in params else "team"
+    if group not in GROUPINGS:
+        raise FormProblem("group", f"{group!r} is not one of team, service or (all)")
+    if values["period"] and values["period"] not in PERIODS:
+        raise FormProblem("period", f"{values['period']!r} is not one of {', '.join(PERIODS)}")
+    since_at = parse_instant("since", values["since"]) if values["since"] else None
+    until_at = parse_instant("until", values["until"]) if values["until"] else None
+    if since_at is not None and until_at is not None and until_at <= since_at:
+        raise FormProblem("until", "must be after since")
+    return InsightQuery(group=group, since_at=since_at, until_at=until_at, **values)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as people read them: ``45 s``, ``3 min 20 s``, ``2 h 05 min``, ``3 d 4 h``."""
+    s = round(max(seconds, 0.0))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        m, rest = divmod(s, 60)
+        return f"{m} min {rest:02d} s" if rest else f"{m} min"
+    if s < 86400:
+        h, rest = divmod(s, 3600)
+        return f"{h} h {rest // 60:02d} min"
+    d, rest = divmod(s, 86400)
+    return f"{d} d {rest // 3600} h"
+
+
+def group_label(row: Mapping[str, Any], group: str, names: Mapping[str, str]) -> str:
+    """A report row's group and period as a heading."""
+    parts = []
+    if group:
+        key = f"{group}_id"
+        value = str(row.get(key) or "")
+        parts.append(names.get(value, value) or f"(no {group})")
+    else:
+        parts.append("All incidents")
+    if row.get("period_start"):
+        parts.append(f"from {when(row['period_start'])}")
+    return " ".join(parts)
+
+
+CHART_W = 320
+CHART_BAR = 16
+CHART_GAP = 6
+CHART_LABEL = 40
+
+
+def distribution_svg(distribution: Mapping[str, Any], title: str) -> str:
+    """A distribution (p50, p90, p95, max) as an inline SVG bar chart, escaped markup.
+
+    Bars are scaled to the maximum; colours come from classes (the CSP allows no inline
+    style), and the chart is one image with its figures in its accessible name.
+    """
+    rows = [(name, float(distribution.get(name) or 0.0)) for name in ("p50", "p90", "p95", "max")]
+    scale = max((v for _, v in rows), default=0.0)
+    label = f"{title}: " + ", ".join(f"{n} {duration(v)}" for n, v in rows)
+    height = len(rows) * (CHART_BAR + CHART_GAP)
+    track = CHART_W - CHART_LABEL
+    out = [
+        f'<svg class="chart" role="img" aria-label="{_attr(label)}" '
+        f'viewBox="0 0 {CHART_W} {height}" width="{CHART_W}" height="{height}" '
+        'xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{_attr(label)}</title>",
+    ]
+    for i, (name, value) in enumerate(rows):
+        y = i * (CHART_BAR + CHART_GAP)
+        width = 0.0 if scale <= 0 else round(track * value / scale, 1)
+        out.append(
+            f'<text class="chart-label" x="0" y="{y + CHART_BAR - 4}">{name}</text>'
+            f'<rect class="chart-bar chart-{name}" x="{CHART_LABEL}" y="{y}" '
+            f'width="{width}" height="{CHART_BAR}"/>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _attr(text: str) -> str:
+    return escape(text, quote=True)
+
+
+def report_csv_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    """The incident report as CSV rows (a header, then one row per group and period)."""
+    groups = [f"{g}_id" if g != "urgency" and g != "priority" else g for g in report["group_by"]]
+    header = [*groups, "period_start", "total_incident_count"]
+    header += [f"{kpi}_{stat}" for kpi, _ in KPIS for stat in STATS]
+    header += list(RATES)
+    out = [header]
+    for row in report["data"]:
+        cells: list[str] = [_cell(row.get(g)) for g in groups]
+        cells += [_cell(row.get("period_start")), str(row["total_incident_count"])]
+        cells += [_number(row[kpi][stat]) for kpi, _ in KPIS for stat in STATS]
+        cells += [_number(row[name]) for name in RATES]
+        out.append(cells)
+    return out
+
+
+def _number(value: Any) -> str:
+    return str(value) if isinstance(value, int) else f"{float(value):.3f}".rstrip("0").rstrip(".")
+
+
+def _cell(value: Any) -> str:
+    """Text in a CSV cell; a leading = + - @ is quoted so a spreadsheet doesn't run it."""
+    text = "" if value is None else str(value)
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def csv_text(rows: Iterable[Sequence[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def trend_text(series: Mapping[str, Any] | None) -> str:
+    """insight's trend of a duration KPI (the last period against the one before) as a
+    sentence; its verdict is "increase", "decrease", "no significant change" (the
+    difference's confidence interval holds zero) or "insufficient data"."""
+    trend = (series or {}).get("trend")
+    if not trend or trend["summary"] == "insufficient data":
+        return "Not enough data for a trend."
+    change = f"{duration(trend['previous'])} → {duration(trend['current'])}"
+    if not trend["significant"]:
+        return f"No significant change ({change})."
+    return f"{str(trend['summary']).capitalize()}: {change}."
+
+
+@dataclass(frozen=True)
+class Kpi:
+    title: str
+    count: int
+    figures: tuple[tuple[str, str], ...]  # (mean, 2 min 05 s) ... readable
+    chart: str  # inline SVG markup (escaped where it holds text)
+
+
+@dataclass(frozen=True)
+class InsightGroup:
+    label: str
+    total: int
+    kpis: tuple[Kpi, ...]
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any], group: str, names: Mapping[str, str]) -> InsightGroup:
+        """A report row as the page shows it: its distributions readable, and charted."""
+        label = group_label(row, group, names)
+        kpis = []
+        for key, title in KPIS:
+            d = row[key]
+            kpis.append(
+                Kpi(
+                    title,
+                    int(d["count"]),
+                    # No incident with a value: "—", not a misleading 0 s.
+                    tuple((stat, duration(d[stat]) if d["count"] else "—") for stat in STATS[1:]),
+                    distribution_svg(d, f"{title}, {label}"),
+                )
+            )
+        return cls(label, int(row["total_incident_count"]), tuple(kpis))
