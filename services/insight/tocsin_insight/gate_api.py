@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -122,7 +123,12 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
         return Resource("service", service, service_teams(config, service))
 
     async def _audit(
-        self, context: grpc.aio.ServicerContext, action: str, resource: Resource, reason: str
+        self,
+        context: grpc.aio.ServicerContext,
+        rpc: str,
+        action: str,
+        resource: Resource,
+        reason: str,
     ) -> None:
         await self._access.audit.record(
             principal=self._access.principal(),
@@ -130,7 +136,7 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
             resource=resource,
             decision=PolicyDecision(True, reason),
             peer=context.peer() or "",
-            method=f"/tocsin.v1.DeployGateService/{action}",
+            method=f"/tocsin.v1.DeployGateService/{rpc}",
         )
 
     async def _budgets(
@@ -238,6 +244,7 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
         decision = await self._decide(gate_request)
         await self._audit(
             context,
+            "Evaluate",
             "gate.evaluate",
             Resource("deploy_gate", decision.evaluation_id, resource.teams),
             f"gate {decision.outcome} (rules: {decision.evaluated_outcome}"
@@ -285,6 +292,10 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
         principal = await self._access.authorize(context, "gate.override", resource)
         try:
             decision = await self._decide(GateRequest(service, environment, version, change_id))
+            if request.evaluation_id:
+                # The override names the evaluation it was asked for (re-evaluated now, so a
+                # failure that has since cleared is refused as moot).
+                decision = replace(decision, evaluation_id=request.evaluation_id)
             override = make_override(
                 decision,
                 principal.id,
@@ -313,6 +324,7 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
             )
         await self._audit(
             context,
+            "Override",
             "gate.override",
             Resource("deploy_gate", override.evaluation_id, resource.teams),
             f"override of {override.overridden_outcome} for {service}/{environment} {version} "
