@@ -22,7 +22,16 @@ from tocsin_api import console, models
 from tocsin_api.console.security import ConsoleHeaders
 from tocsin_api.deps import ApiState
 from tocsin_api.problems import PROBLEM_JSON, FieldProblem, Problem, problem_response
-from tocsin_api.routes import admin, analytics, directory, health, incidents, oncall, silences
+from tocsin_api.routes import (
+    admin,
+    analytics,
+    deploy_gates,
+    directory,
+    health,
+    incidents,
+    oncall,
+    silences,
+)
 
 log = logging.getLogger("tocsin.api")
 
@@ -236,7 +245,7 @@ def create_app(state: ApiState | None, lifespan: Any = None, max_body_bytes: int
     )
     if state is not None:
         app.state.api = state
-    for module in (health, incidents, oncall, silences, directory, admin, analytics):
+    for module in (health, incidents, oncall, silences, directory, admin, analytics, deploy_gates):
         app.include_router(module.router)
 
     @app.exception_handler(Problem)

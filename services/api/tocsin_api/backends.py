@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import grpc
 from tocsin.v1 import (
     auth_service_pb2_grpc,
+    deploy_gate_service_pb2_grpc,
     heartbeat_service_pb2_grpc,
     incident_service_pb2_grpc,
     insight_service_pb2_grpc,
@@ -42,6 +43,7 @@ class Backends:
     notification: notification_service_pb2_grpc.NotificationServiceStub
     heartbeats: heartbeat_service_pb2_grpc.HeartbeatServiceStub
     insight: insight_service_pb2_grpc.InsightServiceStub
+    gate: deploy_gate_service_pb2_grpc.DeployGateServiceStub
     channels: list[grpc.aio.Channel]
 
     @classmethod
@@ -68,6 +70,7 @@ class Backends:
             notification=notification_service_pb2_grpc.NotificationServiceStub(note),
             heartbeats=heartbeat_service_pb2_grpc.HeartbeatServiceStub(ing),
             insight=insight_service_pb2_grpc.InsightServiceStub(ins),
+            gate=deploy_gate_service_pb2_grpc.DeployGateServiceStub(ins),
             channels=[esc, cor, note, ing, ins],
         )
 

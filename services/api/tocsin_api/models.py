@@ -582,3 +582,85 @@ class RecurringProblem(BaseModel):
 
 class Problems(BaseModel):
     problems: list[RecurringProblem]
+
+
+# --- deploy gate (docs/change-control.md) ------------------------------------------------
+
+GateOutcomeName = Literal["pass", "warn", "fail"]
+
+
+class GateEvaluateBody(Strict):
+    service: str = Field(min_length=1, max_length=255)
+    environment: str = Field(min_length=1, max_length=255)
+    version: str = Field(default="", max_length=255)
+    change_id: str = Field(default="", max_length=255)
+    dry_run: bool = False
+
+
+class GateRuleResult(BaseModel):
+    rule: str
+    outcome: GateOutcomeName
+    reason: str
+
+
+class GateOverrideInfo(BaseModel):
+    actor: str
+    reason: str
+    created_at: str
+    expires_at: str
+    overridden_outcome: GateOutcomeName
+
+
+class GateDecision(BaseModel):
+    """The gate's answer; an Argo Rollouts ``web`` metric reads ``jsonPath: "{$.outcome}"``."""
+
+    evaluation_id: str
+    service: str
+    environment: str
+    version: str
+    change_id: str
+    outcome: GateOutcomeName
+    passed: bool
+    evaluated_outcome: GateOutcomeName
+    dry_run: bool
+    rules: list[GateRuleResult]
+    evaluated_at: str
+    valid_until: str
+    override: GateOverrideInfo | None
+
+
+class GateOverrideBody(Strict):
+    """Either ``evaluation_id`` (of a failed or warned decision), or ``service`` and
+    ``environment`` (and ``version``): evaluated now, then overridden."""
+
+    evaluation_id: str = Field(default="", max_length=255)
+    service: str = Field(default="", max_length=255)
+    environment: str = Field(default="", max_length=255)
+    version: str = Field(default="", max_length=255)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class GateFreezeBody(Strict):
+    ends_at: AwareDatetime
+    starts_at: AwareDatetime | None = Field(default=None, description="default: now")
+    reason: str = Field(min_length=1, max_length=1000)
+    services: list[str] = Field(
+        default_factory=list, max_length=100, description="empty: every service (admin only)"
+    )
+    environments: list[str] = Field(
+        default_factory=list, max_length=100, description="empty: every environment"
+    )
+
+
+class GateFreeze(BaseModel):
+    id: str
+    starts_at: str
+    ends_at: str
+    author: str
+    reason: str
+    services: list[str]
+    environments: list[str]
+
+
+class GateFreezes(BaseModel):
+    freezes: list[GateFreeze]

@@ -12,7 +12,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from tocsin.v1 import insight_service_pb2, insight_service_pb2_grpc
+from tocsin.v1 import (
+    deploy_gate_service_pb2,
+    deploy_gate_service_pb2_grpc,
+    insight_service_pb2,
+    insight_service_pb2_grpc,
+)
 from tocsin_common.auth.access import access_control
 from tocsin_common.config import ConfigStore, TocsinConfig
 from tocsin_common.grpcserver import GrpcServer
@@ -31,6 +36,7 @@ from tocsin_insight import schema, store
 from tocsin_insight.db import Conn, pool, wait_for_postgres
 from tocsin_insight.domain.interruptions import hour_class
 from tocsin_insight.facts import DEFINITION_VERSION, Directory
+from tocsin_insight.gate_api import DeployGateServicer
 from tocsin_insight.grpc_api import InsightServicer
 from tocsin_insight.ingest import TOPICS, FactConsumer
 from tocsin_insight.store import FactStore, Written
@@ -204,12 +210,18 @@ async def serve(stop: asyncio.Event) -> None:
     grpc_server = GrpcServer(
         settings.grpc_host,
         settings.grpc_port,
-        [insight_service_pb2.DESCRIPTOR.services_by_name["InsightService"].full_name],
+        [
+            insight_service_pb2.DESCRIPTOR.services_by_name["InsightService"].full_name,
+            deploy_gate_service_pb2.DESCRIPTOR.services_by_name["DeployGateService"].full_name,
+        ],
         access,
         settings.tls,
     )
     insight_service_pb2_grpc.add_InsightServiceServicer_to_server(
         InsightServicer(api_pool, serving, config, access), grpc_server.server
+    )
+    deploy_gate_service_pb2_grpc.add_DeployGateServiceServicer_to_server(
+        DeployGateServicer(api_pool, serving, config, access), grpc_server.server
     )
     await grpc_server.start()
     await consumer.start()

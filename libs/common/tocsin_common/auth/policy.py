@@ -199,6 +199,18 @@ RULES: dict[str, Rule] = {
         mutation=False,
         summary="read KPI and SLA reports across teams (needed on every team: its manager)",
     ),
+    "gate.evaluate": Rule(
+        Role.RESPONDER,
+        summary="ask the deploy gate whether a service may be deployed now (audited)",
+    ),
+    "gate.override": Rule(
+        Role.MANAGER,
+        summary="override a failed or warned deploy-gate decision, with a reason",
+    ),
+    "gate.freeze": Rule(
+        Role.MANAGER,
+        summary="create or delete an ad-hoc deploy freeze (of every service: admin)",
+    ),
 }
 
 

@@ -1,0 +1,164 @@
+"""The deploy gate's evaluation under load, over REST, on the real services (the
+integration harness's stack): ``POST /api/v1/deploy-gates/evaluate`` sent open-loop at a
+steady rate (default 200/s: each request leaves on its schedule, whether or not the earlier
+ones answered), latency from send to answer; p50/p99 (target: p99 <= 20 ms at 200/s).
+Beside it, the same evaluations over gRPC straight to insight (the api's share is the
+difference). The gate evaluated has a freeze window (not covering now) and an open-incident
+rule; insight reads its open incidents, freezes and overrides from PostgreSQL on each call,
+and every decision is an audit record (acks=all on Kafka) before it answers.
+
+    TOCSIN_KAFKA_BOOTSTRAP=... TOCSIN_REDIS_URL=... TOCSIN_POSTGRES_...=... \
+        python -m bench.gate_bench [--rate 200] [--seconds 10] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from redis.asyncio import Redis
+from tocsin.v1 import deploy_gate_service_pb2, deploy_gate_service_pb2_grpc
+
+from bench.api_bench import summary
+from bench.results_io import add_out_argument, report
+from tests.integration.harness import Stack, infra_from_env
+
+SERVICE = "bench-gate"
+BODY = {"service": SERVICE, "environment": "production", "version": "1.0.0"}
+
+
+def config() -> str:
+    policy = {
+        "id": "bench-policy",
+        "name": "Bench",
+        "levels": [{"delay": "1h", "targets": [{"type": "user", "id": "bench-user"}]}],
+    }
+    gate = {
+        "id": "bench-prod",
+        "services": [SERVICE],
+        "environments": ["production"],
+        "freeze_windows": [
+            {"name": "new-year", "cron": "0 0 1 1 *", "duration": "1h", "reason": "new year"}
+        ],
+        "open_incidents": {"fail_at": {"urgency": "high"}},
+    }
+    return yaml.safe_dump(
+        {
+            "version": 1,
+            "services": [
+                {
+                    "id": SERVICE,
+                    "name": "Bench gate",
+                    "team": "bench",
+                    "escalation_policy": "bench-policy",
+                }
+            ],
+            "teams": [{"id": "bench", "name": "Bench", "members": ["bench-user"]}],
+            "users": [{"id": "bench-user", "name": "Bench", "email": "bench@example.com"}],
+            "escalation_policies": [policy],
+            "change_control": {"gates": [gate]},
+        }
+    )
+
+
+async def open_loop(send: Any, rate: float, count: int) -> tuple[list[float], int, float]:
+    """``count`` calls of ``send()`` started every 1/rate s; latencies (ms), errors, and the
+    rate actually reached."""
+    times: list[float] = []
+    errors = 0
+
+    async def one() -> None:
+        nonlocal errors
+        began = time.perf_counter()
+        try:
+            await send()
+        except Exception:  # counted; the run goes on
+            errors += 1
+            return
+        times.append((time.perf_counter() - began) * 1000)
+
+    tasks = []
+    start = time.perf_counter()
+    for n in range(count):
+        delay = start + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    sent_in = time.perf_counter() - start
+    await asyncio.gather(*tasks)
+    return times, errors, count / sent_in if sent_in else 0.0
+
+
+async def measure(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
+    count = int(rate * seconds)
+    headers = {"Authorization": f"Bearer {stack.admin_token}"}
+    out: dict[str, Any] = {}
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(
+        base_url=f"{stack.api_url}/api/v1", headers=headers, timeout=30, limits=limits
+    ) as http:
+
+        async def rest() -> None:
+            reply = await http.post("/deploy-gates/evaluate", json=BODY)
+            if reply.status_code != 200 or reply.json()["outcome"] != "pass":
+                raise RuntimeError(reply.text)
+
+        for _ in range(50):  # warm-up
+            await rest()
+        times, errors, reached = await open_loop(rest, rate, count)
+        out["rest"] = {**summary(times), "errors": errors, "rate_per_s": round(reached, 1)}
+    async with stack.channel("insight") as channel:
+        stub = deploy_gate_service_pb2_grpc.DeployGateServiceStub(channel)
+        request = deploy_gate_service_pb2.EvaluateGateRequest(
+            service=BODY["service"], environment=BODY["environment"], version=BODY["version"]
+        )
+
+        async def grpc_call() -> None:
+            await stub.Evaluate(request, timeout=30)
+
+        times, errors, reached = await open_loop(grpc_call, rate, count)
+        out["grpc_direct"] = {**summary(times), "errors": errors, "rate_per_s": round(reached, 1)}
+    return out
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    add_out_argument(parser)
+    args = parser.parse_args()
+    bootstrap, redis_url = infra_from_env()
+    redis = Redis.from_url(redis_url)
+    await redis.flushdb()
+    await redis.aclose()
+    with tempfile.TemporaryDirectory() as workdir:
+        stack = Stack(bootstrap, redis_url, Path(workdir), config())
+        stack.extra_env = {"OTEL_TRACES_EXPORTER": "none", "TOCSIN_LOG_LEVEL": "WARNING"}
+        await stack.start()
+        try:
+            found = await measure(stack, args.rate, args.seconds)
+        finally:
+            await stack.stop()
+    result = {
+        "bench": "gate",
+        # Other work on the machine skews every number: the 1-minute load when it ended.
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "rate_per_s": args.rate,
+        "evaluations": int(args.rate * args.seconds),
+        "evaluate": found,
+        "targets": {"rest_p99_ms": 20, "rate_per_s": 200},
+        "met": {"rest_p99": found["rest"]["p99_ms"] <= 20 and found["rest"]["errors"] == 0},
+    }
+    report(result, args.out)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,165 @@
+"""The deploy gate through the whole stack (api -> insight's DeployGateService, insight's
+facts fed by ingest -> correlation -> escalation): a config freeze window fails the gate
+with its reason; an open high-urgency incident on the service fails it with that reason;
+a manager's override then passes it, audited with the manager's name; a responder's
+override is 403; an ad-hoc freeze made over REST fails the gate until it is deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from tocsin.v1 import auth_service_pb2, auth_service_pb2_grpc
+
+from tests.integration.api_client import (
+    assert_problem,
+    incident_titled,
+    trigger,
+    until_status,
+    user_client,
+)
+from tests.integration.harness import Stack
+
+pytestmark = pytest.mark.integration
+
+KEY = "itgatesvc00000000000000000000001"  # stack_config/80-gate.yaml's gate-svc
+
+
+async def _evaluate(api: httpx.AsyncClient, service: str, version: str) -> dict[str, Any]:
+    reply = await api.post(
+        "/deploy-gates/evaluate",
+        json={"service": service, "environment": "production", "version": version},
+    )
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def _failing(decision: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in decision["rules"] if r["outcome"] == "fail"]
+
+
+async def _until(api: httpx.AsyncClient, service: str, version: str, fragment: str) -> Any:
+    """The decision once a failing rule's reason has ``fragment`` (insight follows the event
+    log: a moment behind)."""
+    deadline = time.monotonic() + 30
+    while True:
+        decision = await _evaluate(api, service, version)
+        if any(fragment in r["reason"] for r in _failing(decision)):
+            return decision
+        assert time.monotonic() < deadline, f"no {fragment!r} after 30 s: {decision}"
+        await asyncio.sleep(0.3)
+
+
+async def _audit(stack: Stack, evaluation_id: str) -> list[Any]:
+    deadline = time.monotonic() + 15
+    async with stack.channel("escalation") as channel:
+        auth = auth_service_pb2_grpc.AuthServiceStub(channel)
+        while True:
+            records = (
+                await auth.ListAudit(
+                    auth_service_pb2.ListAuditRequest(resource_id=evaluation_id, limit=100)
+                )
+            ).records
+            if any(r.action == "gate.override" for r in records):
+                return list(records)
+            assert time.monotonic() < deadline, f"no override audited: {records}"
+            await asyncio.sleep(0.3)
+
+
+async def test_a_config_freeze_window_fails_the_gate_with_its_reason(stack: Stack) -> None:
+    async with await user_client(stack, "gate-resp") as api:
+        decision = await _evaluate(api, "gate-frozen", "1.0")
+    assert decision["outcome"] == "fail" and decision["passed"] is False
+    (rule,) = _failing(decision)
+    assert rule["rule"] == "gate-freeze.freeze_window:always"
+    assert "in freeze window 'always'" in rule["reason"] and "release train" in rule["reason"]
+    assert decision["evaluation_id"].startswith("gate-") and decision["valid_until"]
+
+
+async def test_an_open_incident_fails_it_until_a_manager_overrides(stack: Stack) -> None:
+    version = f"2.{uuid.uuid4().hex[:6]}"
+    async with await user_client(stack, "gate-resp") as api:
+        title = await trigger(stack, f"gate test {uuid.uuid4().hex[:8]}", key=KEY)
+        incident = await incident_titled(api, title, "gate-svc")
+        reason = f"incident {incident['id']} (urgency high) is open on the service"
+        failed = await _until(api, "gate-svc", version, reason)
+        assert failed["outcome"] == "fail"
+        (rule,) = _failing(failed)
+        assert rule["rule"] == "gate-prod.open_incidents"
+        # A responder may not override.
+        refused = await api.post(
+            "/deploy-gates/overrides",
+            json={"evaluation_id": failed["evaluation_id"], "reason": "hotfix"},
+        )
+        assert_problem(refused, 403)
+    async with await user_client(stack, "gate-mgr") as api:
+        assert_problem(
+            await api.post(
+                "/deploy-gates/overrides", json={"evaluation_id": failed["evaluation_id"]}
+            ),
+            400,
+            "reason",
+        )
+        overridden = await api.post(
+            "/deploy-gates/overrides",
+            json={"evaluation_id": failed["evaluation_id"], "reason": "hotfix for the outage"},
+        )
+        assert overridden.status_code == 201, overridden.text
+        body = overridden.json()
+        assert body["outcome"] == "pass" and body["evaluated_outcome"] == "fail"
+        assert body["override"]["actor"] == "gate-mgr"
+        # Later evaluations of that version pass (the rules still listed), others still fail.
+        later = await _evaluate(api, "gate-svc", version)
+        assert later["outcome"] == "pass" and later["override"]["actor"] == "gate-mgr"
+        assert _failing(later) and (await _evaluate(api, "gate-svc", "other"))["outcome"] == "fail"
+    records = await _audit(stack, failed["evaluation_id"])
+    override = next(r for r in records if r.action == "gate.override")
+    assert override.actor == "gate-mgr" and override.allowed and override.service == "insight"
+    assert "hotfix for the outage" in override.reason
+    async with await user_client(stack, "gate-resp") as api:
+        resolved = await api.post(f"/incidents/{incident['id']}/resolve")
+        assert resolved.status_code == 202, resolved.text
+        await until_status(api, incident["id"], "resolved")
+
+
+async def test_an_adhoc_freeze_fails_the_gate_until_deleted(stack: Stack) -> None:
+    version = f"3.{uuid.uuid4().hex[:6]}"
+    ends = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    async with await user_client(stack, "gate-resp") as api:
+        refused = await api.post(
+            "/deploy-gates/freezes",
+            json={"ends_at": ends, "reason": "no", "services": ["gate-svc"]},
+        )
+        assert_problem(refused, 403)
+    async with await user_client(stack, "gate-mgr") as api:
+        assert_problem(
+            await api.post(
+                "/deploy-gates/freezes",
+                json={"ends_at": "2020-01-01T00:00:00Z", "reason": "x", "services": ["gate-svc"]},
+            ),
+            400,
+            "ends_at",
+        )
+        created = await api.post(
+            "/deploy-gates/freezes",
+            json={"ends_at": ends, "reason": "Black Friday", "services": ["gate-svc"]},
+        )
+        assert created.status_code == 201, created.text
+        freeze = created.json()
+        assert freeze["author"] == "gate-mgr"
+        listed = (await api.get("/deploy-gates/freezes")).json()["freezes"]
+        assert freeze["id"] in [f["id"] for f in listed]
+        decision = await _evaluate(api, "gate-svc", version)
+        assert decision["outcome"] == "fail"
+        rule = next(r for r in _failing(decision) if r["rule"] == f"adhoc_freeze:{freeze['id']}")
+        assert "frozen by gate-mgr" in rule["reason"] and "Black Friday" in rule["reason"]
+        deleted = await api.delete(f"/deploy-gates/freezes/{freeze['id']}")
+        assert deleted.status_code == 204, deleted.text
+        after = await _evaluate(api, "gate-svc", version)
+        assert not any(r["rule"].startswith("adhoc_freeze:") for r in after["rules"])
