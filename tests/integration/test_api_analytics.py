@@ -117,6 +117,18 @@ async def test_a_driven_incident_shows_up_with_its_time_to_acknowledge(stack: St
         problems = await api.get("/analytics/problems", params={"team_id": "anl-team"})
         assert problems.status_code == 200 and "problems" in problems.json()
 
+        # The overview of this incident alone: its alert is the service's noise; its policy
+        # paged nobody (level one waits an hour), so nobody was interrupted.
+        overview = await api.get(
+            "/analytics/overview", params={**params, "group_by": []}
+        )  # not Overview's
+        assert overview.status_code == 200, overview.text
+        body = overview.json()
+        assert sum(n["alerts"] for n in body["top_sources"]) == 1, body
+        assert body["interruptions"] == [] and body["definition_version"]
+        assert body["change_failure"]["total_changes"] == 0
+        assert_problem(await api.get("/analytics/overview", params={"top_sources": 101}), 400)
+
 
 async def test_another_teams_viewer_cannot_read_this_teams_report(stack: Stack) -> None:
     async with await user_client(stack, "api-viewer") as api:  # viewer of api-team only
@@ -124,6 +136,8 @@ async def test_another_teams_viewer_cannot_read_this_teams_report(stack: Stack) 
             reply = await api.get("/analytics/incidents", params=params)
             assert_problem(reply, 403)
         assert_problem(await api.get("/analytics/problems", params={"team_id": "anl-team"}), 403)
+        for params in ({"team_id": "anl-team"}, {"service_id": "anl-svc"}):
+            assert_problem(await api.get("/analytics/overview", params=params), 403)
         # Their own team's figures they may read.
         own = await api.get("/analytics/incidents", params={"team_id": "api-team"})
         assert own.status_code == 200, own.text

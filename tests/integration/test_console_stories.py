@@ -294,12 +294,17 @@ async def test_the_insight_page_and_csv_show_what_the_api_reports(
         series = await api.get(
             "/analytics/timeseries", params={**params, "metric": "seconds_to_first_ack"}
         )
+        overview = (await api.get("/analytics/overview", params=params)).json()
     token, _ = await stack.token_for("anl-viewer")
     query = httpx.QueryParams({**params, "group": "service"})
 
-    def dashboard() -> tuple[str, str, str, str, str | None]:
+    def dashboard() -> tuple[str, str, str, list[list[str]], str, str | None]:
         sign_in_with_token(browser, stack.api_url, token, f"/console/insight?{query}")
         group = visible(browser, ".kpi-group")
+        noisy = [
+            [cell.text for cell in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in browser.find_elements(By.CSS_SELECTOR, "#noisy tbody tr")
+        ]
         mtta = group.find_element(By.CSS_SELECTOR, "[data-kpi='0'] [data-stat=mean]").text
         trend = browser.find_element(By.ID, "trends").text
         total = str(group.get_attribute("data-total"))
@@ -315,12 +320,16 @@ async def test_the_insight_page_and_csv_show_what_the_api_reports(
             total,
             mtta,
             trend,
+            noisy,
             str(shown),
             (cookie or {}).get("value"),
         )
 
-    total, mtta, trend, shown, session = await run(dashboard)
+    total, mtta, trend, noisy, shown, session = await run(dashboard)
     assert total == str(row["total_incident_count"]) == "1"
+    # The overview's noise: the page's table is the api's noisiest sources (this one alert).
+    sources = [[n["source"], str(n["alerts"])] for n in overview["top_sources"]]
+    assert noisy == sources and len(sources) == 1, (noisy, overview)
     assert mtta == duration(row["seconds_to_first_ack"]["mean"]), (mtta, row)
     assert f"Time to acknowledge: {trend_text(series.json())}" in trend, trend
     # The Markdown shown as text, exactly (insight writes the title's markup as entities,

@@ -55,6 +55,41 @@ class FakeInsight:
         )
         return await self._answer("Timeseries", request, metadata, reply)
 
+    async def Overview(self, request: Any, metadata: Any, timeout: float) -> Any:
+        start = Timestamp()
+        start.FromDatetime(datetime(2026, 11, 4, tzinfo=UTC))
+        reply = pb.OverviewResponse(
+            availability=[
+                pb.ServiceAvailability(
+                    service_id="web",
+                    target_percent=99.9,
+                    window_start=start,
+                    availability=0.9995,
+                    budget_remaining_ratio=0.5,
+                    burn_rate=2.0,
+                )
+            ],
+            change_failure=pb.ChangeFailure(
+                total_changes=4,
+                failed_changes=1,
+                change_failure_rate=0.25,
+                recovery_seconds=pb.Distribution(count=1, mean=600, max=600),
+            ),
+            interruptions=[
+                pb.PersonInterruptions(
+                    user_id="rita",
+                    total_notifications=5,
+                    total_interruptions=3,
+                    total_business_hour_interruptions=1,
+                    total_off_hour_interruptions=1,
+                    total_sleep_hour_interruptions=1,
+                )
+            ],
+            top_sources=[pb.NoisySource(source="prometheus", alerts=7)],
+            definition_version="v2",
+        )
+        return await self._answer("Overview", request, metadata, reply)
+
     async def ReviewDraft(self, request: Any, metadata: Any, timeout: float) -> Any:
         reply = pb.ReviewDraftResponse(markdown="# Disk full\n")
         return await self._answer("ReviewDraft", request, metadata, reply)
@@ -171,3 +206,47 @@ def test_timeseries_and_review_draft(http: TestClient, backends: Backends) -> No
     assert reply.status_code == 200 and reply.text == "# Disk full\n"
     assert reply.headers["content-type"].startswith("text/markdown")
     assert backends.insight.requests[-1][1].incident_id == "inc-1"
+
+
+def test_the_overview_forwards_filters_and_names_every_figure(
+    http: TestClient, backends: Backends
+) -> None:
+    reply = http.get(
+        "/api/v1/analytics/overview?team_id=sre&service_id=web&top_sources=3", headers=RITA
+    )
+    assert reply.status_code == 200, reply.text
+    ((name, request, metadata),) = backends.insight.requests
+    assert name == "Overview" and ("authorization", "Bearer rita") in list(metadata)
+    assert (request.filter.team_id, request.filter.service_id) == ("sre", "web")
+    assert request.top_sources == 3
+    body = reply.json()
+    (a,) = body["availability"]
+    assert (a["service_id"], a["target_percent"], a["availability"]) == ("web", 99.9, 0.9995)
+    assert a["window_start"] == "2026-11-04T00:00:00Z" and a["window_end"] is None
+    assert (a["budget_remaining_ratio"], a["burn_rate"]) == (0.5, 2.0)
+    cf = body["change_failure"]
+    assert (cf["total_changes"], cf["failed_changes"], cf["change_failure_rate"]) == (4, 1, 0.25)
+    assert cf["recovery_seconds"]["mean"] == 600.0 and cf["recovery_seconds"]["count"] == 1
+    assert body["interruptions"] == [
+        {
+            "user_id": "rita",
+            "total_notifications": 5,
+            "total_interruptions": 3,
+            "total_business_hour_interruptions": 1,
+            "total_off_hour_interruptions": 1,
+            "total_sleep_hour_interruptions": 1,
+        }
+    ]
+    assert body["top_sources"] == [{"source": "prometheus", "alerts": 7}]
+    assert body["definition_version"] == "v2"
+
+
+def test_bad_overview_queries_name_the_field(http: TestClient, backends: Backends) -> None:
+    body = problem(http.get("/api/v1/analytics/overview?top_sources=0", headers=RITA), 400)
+    assert body["errors"][0]["field"] == "top_sources"
+    body = problem(http.get("/api/v1/analytics/overview?since=2026-01-01T00:00", headers=RITA), 400)
+    assert body["errors"][0]["field"] == "since"
+    assert backends.insight.requests == []
+    backends.insight.fail = Refused(grpc.StatusCode.PERMISSION_DENIED, "needs viewer on dba")
+    body = problem(http.get("/api/v1/analytics/overview?team_id=dba", headers=RITA), 403)
+    assert body["detail"] == "needs viewer on dba"

@@ -500,3 +500,38 @@ def test_a_bad_insight_filter_is_answered_before_any_call(web: TestClient) -> No
     assert "<option selected>" not in page.text or "year" not in page.text
     csv = web.get("/console/insight.csv?since=soon")
     assert csv.status_code == 400 and "since:" in csv.text
+
+
+def test_a_persons_interruptions_are_counted_and_charted_by_hour_class() -> None:
+    row = {
+        "user_id": "rita",
+        "total_notifications": 9,
+        "total_interruptions": 6,
+        "total_business_hour_interruptions": 1,
+        "total_off_hour_interruptions": 2,
+        "total_sleep_hour_interruptions": 4,
+    }
+    p = views.Interruptions.of(row, {"rita": "Rita <R>"})
+    assert (p.label, p.total) == ("Rita <R>", 6)
+    assert p.counts == (("business", 1), ("off", 2), ("sleep", 4))
+    assert "style" not in p.chart and "<R>" not in p.chart
+    assert 'aria-label="Interruptions of Rita &lt;R&gt;: business 1, off 2, sleep 4"' in p.chart
+    bar = r'<rect class="chart-bar chart-(\w+)" x="64" y="\d+" width="([\d.]+)"'
+    widths = re.findall(bar, p.chart)
+    track = views.CHART_W - 64
+    assert widths == [
+        ("business", str(track / 4)),
+        ("off", str(track / 2)),
+        ("sleep", str(float(track))),
+    ]
+    assert views.Interruptions.of({**row, "user_id": ""}, {}).label == "(nobody)"
+
+
+def test_ratios_read_as_percentages() -> None:
+    assert [views.percent(r) for r in (0.25, 0.0, 1.0, 0.12345)] == [
+        "25 %",
+        "0 %",
+        "100 %",
+        "12.3 %",
+    ]
+    assert views.percent(0.9995, 3) == "99.95 %"

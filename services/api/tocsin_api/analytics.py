@@ -33,6 +33,7 @@ RENAME: dict[str, str] = {
     "filter.since": "since",
     "filter.until": "until",
     "filter.time_zone": "time_zone",
+    "top_sources": "top_sources",
     **{f"group_by[{i}]": f"group_by[{i}]" for i in range(len(GROUPS))},
 }
 
@@ -153,4 +154,48 @@ def problems(reply: pb.ProblemsResponse) -> dict[str, Any]:
             }
             for p in reply.problems
         ]
+    }
+
+
+def overview(reply: pb.OverviewResponse) -> dict[str, Any]:
+    """Availability and error budget per service, change failure rate and recovery time,
+    interruptions per person by hour class, and the noisiest alert sources."""
+    cf = reply.change_failure
+    return {
+        "availability": [
+            {
+                "service_id": a.service_id,
+                "target_percent": a.target_percent,
+                "window_start": ts(a.window_start, a.HasField("window_start")),
+                "window_end": ts(a.window_end, a.HasField("window_end")),
+                "availability": a.availability,
+                "up_time_pct": a.up_time_pct,
+                "impact_seconds": a.impact_seconds,
+                "error_budget_seconds": a.error_budget_seconds,
+                "budget_remaining_seconds": a.budget_remaining_seconds,
+                "budget_remaining_ratio": a.budget_remaining_ratio,
+                "burn_rate": a.burn_rate,
+            }
+            for a in reply.availability
+        ],
+        "change_failure": {
+            "total_changes": cf.total_changes,
+            "failed_changes": cf.failed_changes,
+            "change_failure_rate": cf.change_failure_rate,
+            "unrecovered": cf.unrecovered,
+            "recovery_seconds": distribution(cf.recovery_seconds),
+        },
+        "interruptions": [
+            {
+                "user_id": p.user_id,
+                "total_notifications": p.total_notifications,
+                "total_interruptions": p.total_interruptions,
+                "total_business_hour_interruptions": p.total_business_hour_interruptions,
+                "total_off_hour_interruptions": p.total_off_hour_interruptions,
+                "total_sleep_hour_interruptions": p.total_sleep_hour_interruptions,
+            }
+            for p in reply.interruptions
+        ],
+        "top_sources": [{"source": n.source, "alerts": n.alerts} for n in reply.top_sources],
+        "definition_version": reply.definition_version,
     }

@@ -664,3 +664,50 @@ class GateFreeze(BaseModel):
 
 class GateFreezes(BaseModel):
     freezes: list[GateFreeze]
+
+
+class ServiceAvailability(BaseModel):
+    """Over the service's SLO window: availability (0..1, impact weighted: major 1, partial
+    0.5, degraded 0.25), its error budget, what is left of it and how fast it burns."""
+
+    service_id: str
+    target_percent: float
+    window_start: str | None
+    window_end: str | None
+    availability: float
+    up_time_pct: float = Field(description="major impact only (PagerDuty's up_time_pct)")
+    impact_seconds: float
+    error_budget_seconds: float
+    budget_remaining_seconds: float
+    budget_remaining_ratio: float
+    burn_rate: float
+
+
+class ChangeFailure(BaseModel):
+    total_changes: int
+    failed_changes: int
+    change_failure_rate: float = Field(description="failed / changes (0 without changes)")
+    unrecovered: int
+    recovery_seconds: Distribution = Field(description="failed-change recovery time (DORA)")
+
+
+class PersonInterruptions(BaseModel):
+    user_id: str
+    total_notifications: int
+    total_interruptions: int
+    total_business_hour_interruptions: int
+    total_off_hour_interruptions: int
+    total_sleep_hour_interruptions: int
+
+
+class NoisySource(BaseModel):
+    source: str
+    alerts: int
+
+
+class Overview(BaseModel):
+    availability: list[ServiceAvailability]
+    change_failure: ChangeFailure
+    interruptions: list[PersonInterruptions]
+    top_sources: list[NoisySource]
+    definition_version: str

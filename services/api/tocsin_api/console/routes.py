@@ -68,6 +68,7 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["when"] = views.when
 templates.env.filters["safe_url"] = views.safe_url
 templates.env.filters["duration"] = views.duration
+templates.env.filters["percent"] = views.percent
 router = APIRouter(prefix="/console", include_in_schema=False)
 FLASH_COOKIE = "tocsin_flash"
 T = TypeVar("T")
@@ -983,8 +984,9 @@ async def _report(request: Request, ctx: Ctx, q: views.InsightQuery) -> dict[str
 
 @router.get("/insight")
 async def insight_page(request: Request) -> Response:
-    """The KPI dashboard: insight's report per group, its SLA breaches, recurring problems
-    and the trend of MTTA and MTTR, for what the person may read (insight decides)."""
+    """The KPI dashboard: insight's report per group, its SLA breaches, recurring problems,
+    the trend of MTTA and MTTR, and its overview (interruptions by hour class, noisy sources,
+    change failure, error budget), for what the person may read (insight decides)."""
     ctx = await context(request)
     config = state_of(request).config.current
     form: dict[str, Any] = {
@@ -1001,12 +1003,13 @@ async def insight_page(request: Request) -> Response:
     f = _insight_filters(q)
     period = q.period or "day"
     try:
-        report, breaches, problems, mtta, mttr = await asyncio.gather(
+        report, breaches, problems, mtta, mttr, overview = await asyncio.gather(
             _report(request, ctx, q),
             soft(analytics.breaches(request, ctx.caller, f, limit=50)),
             soft(analytics.recurring_problems(request, ctx.caller, f)),
             soft(analytics.timeseries(request, "seconds_to_first_ack", ctx.caller, f, period)),  # type: ignore[arg-type]
             soft(analytics.timeseries(request, "seconds_to_resolve", ctx.caller, f, period)),  # type: ignore[arg-type]
+            soft(analytics.overview(request, ctx.caller, f, top_sources=10)),
         )
     except Problem as problem:
         return page(
@@ -1028,6 +1031,12 @@ async def insight_page(request: Request) -> Response:
         breaches=breaches,
         problems=problems,
         trends=trends,
+        overview=overview,
+        interruptions=[
+            views.Interruptions.of(row, names) for row in overview["interruptions"]
+        ]
+        if isinstance(overview, dict)
+        else [],
         period=period,
         csv_query=urlencode(q.query()),
         **form,

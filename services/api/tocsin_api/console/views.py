@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -439,16 +439,27 @@ CHART_LABEL = 40
 
 
 def distribution_svg(distribution: Mapping[str, Any], title: str) -> str:
-    """A distribution (p50, p90, p95, max) as an inline SVG bar chart, escaped markup.
-
-    Bars are scaled to the maximum; colours come from classes (the CSP allows no inline
-    style), and the chart is one image with its figures in its accessible name.
-    """
+    """A distribution (p50, p90, p95, max) as an inline SVG bar chart of durations."""
     rows = [(name, float(distribution.get(name) or 0.0)) for name in ("p50", "p90", "p95", "max")]
+    return bars_svg(rows, title, duration)
+
+
+def bars_svg(
+    rows: Sequence[tuple[str, float]],
+    title: str,
+    fmt: Callable[[float], str],
+    label_width: int = CHART_LABEL,
+) -> str:
+    """Named values as an inline SVG bar chart, escaped markup.
+
+    Bars are scaled to the largest; colours come from classes (``chart-<name>``: the CSP
+    allows no inline style), and the chart is one image with its figures (``fmt``) in its
+    accessible name.
+    """
     scale = max((v for _, v in rows), default=0.0)
-    label = f"{title}: " + ", ".join(f"{n} {duration(v)}" for n, v in rows)
+    label = f"{title}: " + ", ".join(f"{n} {fmt(v)}" for n, v in rows)
     height = len(rows) * (CHART_BAR + CHART_GAP)
-    track = CHART_W - CHART_LABEL
+    track = CHART_W - label_width
     out = [
         f'<svg class="chart" role="img" aria-label="{_attr(label)}" '
         f'viewBox="0 0 {CHART_W} {height}" width="{CHART_W}" height="{height}" '
@@ -459,8 +470,8 @@ def distribution_svg(distribution: Mapping[str, Any], title: str) -> str:
         y = i * (CHART_BAR + CHART_GAP)
         width = 0.0 if scale <= 0 else round(track * value / scale, 1)
         out.append(
-            f'<text class="chart-label" x="0" y="{y + CHART_BAR - 4}">{name}</text>'
-            f'<rect class="chart-bar chart-{name}" x="{CHART_LABEL}" y="{y}" '
+            f'<text class="chart-label" x="0" y="{y + CHART_BAR - 4}">{_attr(name)}</text>'
+            f'<rect class="chart-bar chart-{_attr(name)}" x="{label_width}" y="{y}" '
             f'width="{width}" height="{CHART_BAR}"/>'
         )
     out.append("</svg>")
@@ -547,3 +558,38 @@ class InsightGroup:
                 )
             )
         return cls(label, int(row["total_incident_count"]), tuple(kpis))
+
+
+HOUR_CLASSES = (
+    ("business", "total_business_hour_interruptions"),
+    ("off", "total_off_hour_interruptions"),
+    ("sleep", "total_sleep_hour_interruptions"),
+)
+
+
+@dataclass(frozen=True)
+class Interruptions:
+    label: str
+    total: int
+    counts: tuple[tuple[str, int], ...]  # (business, 3), (off, 1), (sleep, 0)
+    chart: str
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any], names: Mapping[str, str]) -> Interruptions:
+        """A person's interruptions from the overview, by hour class, charted."""
+        who = str(row["user_id"])
+        label = names.get(who, who) or "(nobody)"
+        counts = tuple((hours, int(row[key])) for hours, key in HOUR_CLASSES)
+        chart = bars_svg(
+            [(h, float(n)) for h, n in counts],
+            f"Interruptions of {label}",
+            lambda v: f"{v:.0f}",
+            label_width=64,
+        )
+        return cls(label, int(row["total_interruptions"]), counts, chart)
+
+
+def percent(ratio: float, digits: int = 1) -> str:
+    """A 0..1 ratio as a percentage: ``99.95 %`` (up to ``digits`` decimals, no trailing 0)."""
+    text = f"{ratio * 100:.{digits}f}".rstrip("0").rstrip(".")
+    return f"{text} %"

@@ -1,5 +1,6 @@
 """Reports from insight: incident KPIs, a KPI's time series with its trend, SLA breaches,
-recurring problems, and an incident's post-incident review draft (Markdown).
+recurring problems, the overview (availability, change failure, interruptions, noise), and
+an incident's post-incident review draft (Markdown).
 
 Every call goes to insight's InsightService with the caller's credential; insight decides
 who may read what (a team's figures: a viewer of that team; across teams: a manager of
@@ -169,6 +170,28 @@ async def recurring_problems(
         analytics.RENAME,
     )
     return analytics.problems(reply)
+
+
+@router.get(
+    "/analytics/overview",
+    response_model=models.Overview,
+    summary="Availability and error budget, change failure, interruptions, noisy sources",
+)
+async def overview(
+    request: Request,
+    caller: Caller = CallerDep,
+    f: Filters = FiltersDep,
+    top_sources: Annotated[
+        int, Query(ge=1, le=100, description="how many noisy sources (default 10)")
+    ] = 10,
+) -> dict[str, Any]:
+    reply = await call(
+        state_of(request).backends.insight.Overview,
+        pb.OverviewRequest(filter=f.message(), top_sources=top_sources),
+        caller.credential,
+        analytics.RENAME,
+    )
+    return analytics.overview(reply)
 
 
 @router.get(
