@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from axe_selenium_python import Axe
 from PIL import Image
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -90,7 +91,18 @@ def post_form(driver: WebDriver, button_css: str) -> None:
     """Click a form's button and wait for the page it leads to (303 back)."""
     old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, button_css).click()
-    wait(driver, expected_conditions.staleness_of(old))
+    wait(driver, lambda _: _replaced(old))
+
+
+def _replaced(element: Any) -> bool:
+    """The page ``element`` belonged to is gone: selenium's staleness_of knows only the
+    stale-reference error, and chromium may instead answer "Node with given id does not
+    belong to the document" while the new page replaces the old (met once in CI)."""
+    try:
+        element.is_enabled()
+    except WebDriverException:  # stale, or detached mid-navigation
+        return True
+    return False
 
 
 def flash(driver: WebDriver) -> str:
