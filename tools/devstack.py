@@ -2,7 +2,7 @@
 services.
 
     python tools/devstack.py infra-up   --profile test   # Kafka + Redis + Postgres + topics
-    python tools/devstack.py up         --profile dev    # infra + the five services
+    python tools/devstack.py up         --profile dev    # infra + the six services
     python tools/devstack.py down       --profile dev    # stops what `up` started, by pid
     python tools/devstack.py status     --profile dev
 
