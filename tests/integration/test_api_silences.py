@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.api_client import assert_problem, client, user_client
+from tests.integration.api_client import (
+    assert_problem,
+    client,
+    incident_titled,
+    trigger,
+    user_client,
+)
 from tests.integration.harness import Stack
 
 pytestmark = pytest.mark.integration
@@ -105,5 +112,12 @@ async def test_maintenance_windows_planned_and_on_the_spot(stack: Stack) -> None
         assert (await mo.delete(f"/maintenance_windows/{window['id']}")).status_code == 204
         after = (await mo.get("/maintenance_windows")).json()["maintenance_windows"]
         assert window["id"] not in [w["id"] for w in after]
+        # Ended, it stops suppressing once correlation reloads silences (every second): an
+        # alert after that opens a paging incident. (Before this check, the next test's
+        # alert on api-svc could land in that second, suppressed, and never trigger.)
+        await asyncio.sleep(2)
+        title = await trigger(stack)
+        opened = await incident_titled(mo, title)
+        assert opened["suppressed"] is False, opened
     async with client(stack) as admin:
         assert (await admin.get("/maintenance_windows")).status_code == 200
