@@ -46,10 +46,11 @@ from tests.integration.harness import Stack
 
 pytestmark = pytest.mark.integration
 
-FAILING_PEER_PORT = 38931  # fixed: written into stack_config/30-notification.yaml
+FAILING_PEER_PORT = 31931  # fixed: written into stack_config/30-notification.yaml; below
+# Linux's ephemeral range (32768+), where an outgoing connection may hold it (met in CI)
 # The healthy endpoint of the same peer (dora-burst), on a port of its own: circuit
 # breakers are per endpoint (host and port), and the failing tests open the first one's.
-HEALTHY_PEER_PORT = 38932
+HEALTHY_PEER_PORT = 31932
 
 
 class FailingPeer:
@@ -463,7 +464,7 @@ async def test_escalation_answers_a_batch_of_contact_look_ups_one_result_each(
             "Nina",
             "webhook",
         )
-        assert results[2].contact_method.address == "http://127.0.0.1:38931/always-400"
+        assert results[2].contact_method.address == "http://127.0.0.1:31931/always-400"
         # Each error is the one the single look-up answers.
         for result, (user, method) in [(results[1], asked[1]), (results[3], asked[3])]:
             with pytest.raises(grpc.aio.AioRpcError) as single:
