@@ -8,6 +8,7 @@ keys are secrets: they are masked wherever they appear (services, alerts).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -233,7 +234,19 @@ def override(message: oncall_service_pb2.Override) -> dict[str, Any]:
         "start": ts(message.start, message.HasField("start")),
         "end": ts(message.end, message.HasField("end")),
         "created_by": opt(message.created_by),
+        "from_config": message.from_config,
     }
+
+
+def spans(messages: Iterable[oncall_service_pb2.ScheduleSpan]) -> list[dict[str, Any]]:
+    return [
+        {
+            "start": ts(span.start, span.HasField("start")),
+            "end": ts(span.end, span.HasField("end")),
+            "user_ids": list(span.user_ids),
+        }
+        for span in messages
+    ]
 
 
 def matcher_text(message: silence_service_pb2.Matcher) -> str:

@@ -336,12 +336,6 @@ class Span(BaseModel):
     user_ids: list[str] = Field(description="empty: nobody is on call (a gap)")
 
 
-class RenderedSchedule(ScheduleSummary):
-    since: str
-    until: str
-    final_schedule: list[Span]
-
-
 class OverrideBody(Strict):
     user_id: str = Field(min_length=1)
     start: AwareDatetime
@@ -355,6 +349,22 @@ class Override(BaseModel):
     start: str | None
     end: str | None
     created_by: str | None
+    from_config: bool = Field(
+        False, description="set in the config file (id config:N); only runtime ones are deletable"
+    )
+
+
+class RenderedLayer(BaseModel):
+    name: str = Field(description="may be empty: the layer is then known by its place")
+    spans: list[Span] = Field(description="where this layer alone puts someone on call")
+
+
+class RenderedSchedule(ScheduleSummary):
+    since: str
+    until: str
+    final_schedule: list[Span]
+    layers: list[RenderedLayer] = Field(description="each layer alone, in order (later win)")
+    overrides: list[Override] = Field(description="overrides touching the range, by start")
 
 
 class IcalUrl(BaseModel):

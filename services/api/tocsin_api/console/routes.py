@@ -658,9 +658,13 @@ async def schedule_page(schedule_id: str, request: Request) -> Response:
         ctx,
         "schedule.html",
         schedule=rendered,
-        spans=views.schedule_spans(rendered["final_schedule"], _names(config)),
+        days_shown=views.calendar(rendered, _names(config), since, until),
+        overrides=views.override_rows(rendered, _names(config)),
+        hours=range(0, 24, 3),
         since=since.date().isoformat(),
         days=(until - since).days,
+        prev=(since - (until - since)).date().isoformat(),
+        next=until.date().isoformat(),
         people=people,
         now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M"),
         later=(datetime.now(UTC) + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M"),
@@ -1032,9 +1036,7 @@ async def insight_page(request: Request) -> Response:
         problems=problems,
         trends=trends,
         overview=overview,
-        interruptions=[
-            views.Interruptions.of(row, names) for row in overview["interruptions"]
-        ]
+        interruptions=[views.Interruptions.of(row, names) for row in overview["interruptions"]]
         if isinstance(overview, dict)
         else [],
         period=period,
