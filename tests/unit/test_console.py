@@ -174,7 +174,9 @@ RENDERED = {
         {"start": "2026-12-07T02:00:00Z", "end": "2026-12-07T04:10:00Z", "user_ids": ["dan"]},
         {"start": "2026-12-07T04:10:00Z", "end": "2026-12-07T08:00:00Z", "user_ids": ["rita"]},
         {"start": "2026-12-07T08:00:00Z", "end": "2026-12-08T08:00:00Z", "user_ids": ["dan"]},
-        {"start": "2026-12-08T08:00:00Z", "end": "2026-12-09T00:00:00Z", "user_ids": []},
+        {"start": "2026-12-08T08:00:00Z", "end": "2026-12-08T12:00:00Z", "user_ids": []},
+        {"start": "2026-12-08T12:00:00Z", "end": "2026-12-08T13:00:00Z", "user_ids": ["rita"]},
+        {"start": "2026-12-08T13:00:00Z", "end": "2026-12-09T00:00:00Z", "user_ids": []},
     ],
 }
 NAMES = {"rita": "Rita", "dan": "Dan"}
@@ -216,12 +218,28 @@ def test_the_calendar_has_a_row_per_layer_the_overrides_and_the_final_schedule()
     assert final.blocks[1].classes == "blk s8 e17 p1 ovr"
     # People keep their colour in every row.
     assert {b.colour for b in final.blocks if b.who == "Rita"} == {layer.blocks[0].colour}
-    next_final = days[1].rows[-1]
-    assert [(b.who, b.gap, b.first, b.last) for b in next_final.blocks] == [
-        ("Dan", False, 0, 32),
-        ("Gap: nobody on call", True, 32, 96),
+    # A person's shift that an override only begins is cut where the override ends.
+    merged = {
+        "overrides": [RENDERED["overrides"][0]],
+        "final_schedule": [
+            {"start": "2026-12-07T00:00:00Z", "end": "2026-12-07T02:00:00Z", "user_ids": []},
+            {"start": "2026-12-07T02:00:00Z", "end": "2026-12-07T08:00:00Z", "user_ids": ["dan"]},
+        ],
+    }
+    (day,) = views.calendar(merged, NAMES, since, since + views.timedelta(days=1))
+    assert [(b.first, b.last, b.override) for b in day.rows[-1].blocks] == [
+        (0, 8, False),
+        (8, 17, True),
+        (16, 32, False),  # 04:10 to 08:00: not the override's
     ]
-    assert next_final.blocks[1].classes == "blk s32 e96 gap"
+    next_final = days[1].rows[-1]
+    assert [(b.who, b.gap, b.first, b.last, b.override) for b in next_final.blocks] == [
+        ("Dan", False, 0, 32, False),
+        ("Gap: nobody on call", True, 32, 48, False),
+        ("Rita", False, 48, 52, True),  # the config file's override
+        ("Gap: nobody on call", True, 52, 96, False),
+    ]
+    assert next_final.blocks[1].classes == "blk s32 e48 gap"
     assert [b.from_config for b in days[1].rows[2].blocks] == [True]
 
 

@@ -671,11 +671,17 @@ async def schedule_page(schedule_id: str, request: Request) -> Response:
     )
 
 
+def _schedule_back(schedule_id: str, fields: Mapping[str, list[str]]) -> str:
+    """The schedule page showing the range the form was sent from."""
+    shown = {k: one(fields, k) for k in ("since", "days") if one(fields, k)}
+    return f"/console/schedules/{schedule_id}" + (f"?{urlencode(shown)}" if shown else "")
+
+
 @router.post("/schedules/{schedule_id}/overrides")
 async def override_create(schedule_id: str, request: Request) -> Response:
     ctx = await context(request)
     fields = await form_of(request, ctx)
-    back = f"/console/schedules/{schedule_id}"
+    back = _schedule_back(schedule_id, fields)
 
     async def run() -> views.Flash:
         body = models.OverrideBody(
@@ -704,7 +710,7 @@ async def override_delete(schedule_id: str, request: Request) -> Response:
             raise views.FormProblem("override_id", "is required")
         await oncall.delete_override(schedule_id, override_id, request, ctx.caller)
 
-    return await attempt(request, f"/console/schedules/{schedule_id}", "Override deleted", run)
+    return await attempt(request, _schedule_back(schedule_id, fields), "Override deleted", run)
 
 
 @router.post("/schedules/{schedule_id}/ical")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -254,7 +255,16 @@ def calendar(
         )
         for o in rendered.get("overrides") or ()
     ]
-    final = _shifts(rendered.get("final_schedule") or (), since, until)
+    # The final schedule merges a person's adjacent shifts: cut them where an override
+    # begins or ends, so that only what an override makes is marked as one.
+    cuts = sorted({t for o in overrides for t in (o.start, o.end)})
+    final = [
+        _Shift(a, b, shift.users)
+        for shift in _shifts(rendered.get("final_schedule") or (), since, until)
+        for a, b in itertools.pairwise(
+            [shift.start, *(t for t in cuts if shift.start < t < shift.end), shift.end]
+        )
+    ]
     # Colours follow people in order of appearance, the same in every row.
     seen: dict[str, int] = {}
     for shift in [s for _, spans in layers for s in spans] + overrides + final:
