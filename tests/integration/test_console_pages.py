@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,6 +83,25 @@ async def test_every_page_is_accessible_and_photographed(
     # A person who is an admin (stack_config/50-access.yaml), so that Audit is there too,
     # and an incident of a service everyone here can see.
     token, _ = await stack.token_for("auth-admin")
+    # A deploy of api-svc that failed, just before: the incident's probable cause.
+    version = f"1.4.{uuid.uuid4().int % 1000}"
+    async with httpx.AsyncClient() as http:
+        deployed = await http.post(
+            f"{stack.ingest_url}/v2/change/enqueue",
+            json={
+                "routing_key": API_KEY,
+                "payload": {
+                    "summary": f"Deploy checkout {version}",
+                    "source": "argo",
+                    "change_id": f"deploy-{version}",
+                    "kind": "deploy",
+                    "status": "failed",
+                    "version": version,
+                    "environment": "production",
+                },
+            },
+        )
+        assert deployed.status_code == 202, deployed.text
     title = await trigger(stack, "Checkout latency over SLO on api-svc")
     async with client(stack) as api:
         earlier = await incident_titled(api, title)
@@ -176,12 +196,36 @@ async def test_every_page_is_accessible_and_photographed(
         emulate(browser, DESKTOP, dark=False)
         return found, shots
 
-    def recurring_shown() -> str:
+    def recurring_shown() -> tuple[str, str]:
         browser.get(f"{stack.api_url}/console/incidents/{incident['id']}")
-        return str(visible(browser, "#recurring").text)
+        cause = browser.find_element(By.CSS_SELECTOR, f"#causes li[data-change='deploy-{version}']")
+        facts = [
+            f"{dt.text}: {dd.text}"
+            for dt, dd in zip(
+                cause.find_elements(By.CSS_SELECTOR, "dl.change dt"),
+                cause.find_elements(By.CSS_SELECTOR, "dl.change dd"),
+                strict=True,
+            )
+        ]
+        return str(visible(browser, "#recurring").text), "; ".join(facts)
 
     violations, shots = await run(walk)
-    assert title in await run(recurring_shown)
+    recurring, cause = await run(recurring_shown)
+    assert title in recurring
+    # The probable cause says what its change event said: kind, status, version (the
+    # incident as the api has it carries the same).
+    assert cause == (
+        f"Kind: deploy; Status: failed; Version: {version}; Environment: production; "
+        "Service: api-svc"
+    ), cause
+    (change,) = [
+        c["change"] for c in incident["probable_causes"] if c["change"]["version"] == version
+    ]
+    assert (change["kind"], change["status"], change["change_id"]) == (
+        "deploy",
+        "failed",
+        f"deploy-{version}",
+    )
     assert not violations, "\n\n".join(violations)
     assert len(shots) == 4 * (len(routes) + 1)
 

@@ -40,6 +40,17 @@ class Change(BaseModel):
     summary: str
     source: str
     timestamp: str | None
+    service_id: str | None = None
+    change_id: str | None = Field(None, description="the change this event is about")
+    kind: Literal["deploy", "rollback", "config", "feature_flag"] | None = Field(
+        None, description="none: not said (a plain change event)"
+    )
+    status: Literal["started", "succeeded", "failed", "rolled_back"] | None = Field(
+        None, description="as this event said; none: a point-in-time change"
+    )
+    version: str | None = None
+    environment: str | None = None
+    rollback_of: str | None = Field(None, description="kind rollback: the change_id it undoes")
 
 
 class ProbableCause(BaseModel):
