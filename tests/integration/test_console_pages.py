@@ -108,13 +108,14 @@ async def test_every_page_is_accessible_and_photographed(
         await api.post(f"/incidents/{earlier['id']}/resolve")
         await until_status(api, earlier["id"], "resolved")
     # The same problem again, as a new incident: the incident page shows it recurring.
+    again_key = f"{title} again {uuid.uuid4().hex[:6]}"  # new in every run on one stack
     async with httpx.AsyncClient() as http:
         again = await http.post(
             f"{stack.ingest_url}/v2/enqueue",
             json={
                 "routing_key": API_KEY,
                 "event_action": "trigger",
-                "dedup_key": f"{title} again",
+                "dedup_key": again_key,
                 "payload": {"summary": title, "source": "checkout-7d9f", "severity": "critical"},
             },
         )
@@ -125,7 +126,7 @@ async def test_every_page_is_accessible_and_photographed(
             listed = await api.get(
                 "/incidents", params={"service_id": "api-svc", "status": "triggered", "limit": 100}
             )
-            found = [i for i in listed.json()["incidents"] if i["title"] == title]
+            found = [i for i in listed.json()["incidents"] if again_key in i["dedup_keys"]]
             if found:
                 incident = found[0]
                 break
