@@ -811,6 +811,8 @@ def main() -> None:
         ensure_redis()
         ensure_postgres()
         ensure_chromium()
+        # axe-core for the console's accessibility check (npm pack, pinned, checksummed).
+        subprocess.run([sys.executable, str(ROOT / "tools" / "axe_core.py")], check=True)
     elif args.command in ("infra-up", "up"):
         if args.fresh and (profile.run_dir / "redis").exists():
             shutil.rmtree(profile.run_dir / "redis")

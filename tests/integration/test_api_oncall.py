@@ -55,6 +55,9 @@ async def test_schedules_render_and_overrides(stack: Stack) -> None:
         assert rendered["time_zone"] == "UTC"
         spans = rendered["final_schedule"]
         assert len(spans) == 2 and spans[0]["user_ids"] != spans[1]["user_ids"]
+        # Its one layer (unnamed, unrestricted) alone is the final schedule; no override yet.
+        assert rendered["layers"] == [{"name": "", "spans": spans}]
+        assert rendered["overrides"] == []
 
         # Ana takes the second day herself: a responder may override for herself.
         body = {
@@ -66,13 +69,24 @@ async def test_schedules_render_and_overrides(stack: Stack) -> None:
         assert created.status_code == 201, created.text
         override = created.json()
         assert override["created_by"] == "api-resp" and override["id"]
-        after = (
+        shown = (
             await ana.get(
                 "/schedules/api-rota",
                 params={"since": iso(start), "until": iso(start + timedelta(days=2))},
             )
-        ).json()["final_schedule"]
+        ).json()
+        after = shown["final_schedule"]
         assert after[-1]["user_ids"] == ["api-resp"]
+        # escalation lists the override with the range; the layer is unchanged by it.
+        assert shown["overrides"] == [override] and not override["from_config"]
+        assert shown["layers"] == rendered["layers"]
+        outside = (
+            await ana.get(
+                "/schedules/api-rota",
+                params={"since": iso(start), "until": iso(start + timedelta(days=1))},
+            )
+        ).json()
+        assert outside["overrides"] == []  # it starts where this range ends
         # ... but not for someone else, nor with the end first.
         assert_problem(
             await ana.post("/schedules/api-rota/overrides", json={**body, "user_id": "api-mgr"}),
@@ -124,3 +138,15 @@ async def test_a_calendar_feed_needs_only_its_secret_url(stack: Stack) -> None:
 async def test_admin_reads_every_schedule(stack: Stack) -> None:
     async with client(stack) as admin:
         assert "api-rota" in [s["id"] for s in (await admin.get("/schedules")).json()["schedules"]]
+
+
+async def test_a_schedule_s_layers_and_overrides_are_read_only_by_who_may_read_it(
+    stack: Stack,
+) -> None:
+    # api-out is on another team: escalation refuses the render (policy: schedule.read),
+    # so neither its layers nor its overrides leave it.
+    async with await user_client(stack, "api-out") as outsider:
+        assert_problem(await outsider.get("/schedules/api-rota"), 403)
+        assert "api-rota" not in [
+            s["id"] for s in (await outsider.get("/schedules")).json()["schedules"]
+        ]

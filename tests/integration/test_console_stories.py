@@ -15,11 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
+from tocsin.v1 import oncall_service_pb2, oncall_service_pb2_grpc
 from tocsin_api.console.session import SESSION_COOKIE
 from tocsin_api.console.views import duration, trend_text
+from tocsin_common.timeutil import to_timestamp
 
 from tests.integration.api_client import (
     client,
@@ -241,37 +244,80 @@ async def _on_call(stack: Stack, since: datetime, until: datetime) -> list[Any]:
     return [span["user_ids"] for span in reply.json()["final_schedule"]]
 
 
-async def test_a_responder_adds_an_override_for_herself(stack: Stack, browser: WebDriver) -> None:
+async def _escalation_overrides(stack: Stack, since: datetime, until: datetime) -> list[Any]:
+    """The overrides escalation itself holds over a range (its gRPC answer, not the api's)."""
+    async with stack.channel("escalation") as channel:
+        reply = await oncall_service_pb2_grpc.OnCallServiceStub(channel).RenderSchedule(
+            oncall_service_pb2.RenderScheduleRequest(
+                schedule_id="api-rota", since=to_timestamp(since), until=to_timestamp(until)
+            )
+        )
+    return [(o.override_id, o.user_id, o.created_by) for o in reply.overrides]
+
+
+def _final_row(browser: WebDriver, day: date) -> Any:
+    return browser.find_element(By.CSS_SELECTOR, f".final .track[data-day='{day.isoformat()}']")
+
+
+async def test_a_responder_drags_and_adds_an_override_on_the_calendar_then_deletes_it(
+    stack: Stack, browser: WebDriver
+) -> None:
     token, _ = await stack.token_for("api-resp")
     day = _mo_s_next_day()
     start = datetime(day.year, day.month, day.day, 2, tzinfo=UTC)
     end = start + timedelta(hours=2)
     assert await _on_call(stack, start, end) == [["api-mgr"]]
 
-    def adds() -> str:
+    def drags_and_adds() -> str:
         sign_in_with_token(browser, stack.api_url, token, "/console/schedules")
         visible(browser, "a[href='/console/schedules/api-rota']").click()
-        for name, at in (("start", start), ("end", end)):
-            field = visible(browser, f"input[name={name}]")
-            browser.execute_script(
-                "arguments[0].value = arguments[1]", field, at.strftime("%Y-%m-%dT%H:%M")
-            )
+        since = visible(browser, "input[name=since]")
+        browser.execute_script("arguments[0].value = arguments[1]", since, day.isoformat())
+        post_form(browser, "form[aria-label=Range] button")
+        row = _final_row(browser, day)
+        assert [b.text for b in row.find_elements(By.CSS_SELECTOR, ".blk .who")] == ["Mo Manager"]
+        # A drag over the day's Final row from 02:00 to 04:00 fills the form's times.
+        width = row.size["width"]
+
+        def at(slot: float) -> int:  # an x offset from the row's centre
+            return round(width * (slot + 0.3) / 96 - width / 2)
+
+        ActionChains(browser).move_to_element_with_offset(
+            row, at(8), 0
+        ).click_and_hold().move_by_offset(at(16) - at(8), 0).release().perform()
+        form = browser.find_element(By.ID, "override-form")
+        filled = (
+            form.find_element(By.NAME, "start").get_attribute("value"),
+            form.find_element(By.NAME, "end").get_attribute("value"),
+        )
+        assert filled == (start.strftime("%Y-%m-%dT%H:%M"), end.strftime("%Y-%m-%dT%H:%M")), filled
+        assert "Override form filled" in browser.find_element(By.ID, "live").text
         Select(browser.find_element(By.NAME, "user_id")).select_by_value("api-resp")
         post_form(browser, "#add-override")
         shown = flash(browser)
-        override = browser.find_element(By.CSS_SELECTOR, "input[data-flash=override]")
-        return f"{shown}|{override.get_attribute('value')}"
+        override_id = browser.find_element(By.CSS_SELECTOR, "input[data-flash=override]")
+        # The calendar shows the same day again, the override's shift marked on the Final row.
+        row = _final_row(browser, day)
+        marked = [b.text for b in row.find_elements(By.CSS_SELECTOR, ".blk.ovr .who")]
+        assert marked == ["Ana Responder"], marked
+        hidden = row.find_element(By.CSS_SELECTOR, ".blk.ovr .when").get_attribute("textContent")
+        assert start.strftime("%H:%M") in hidden and end.strftime("%H:%M") in hidden
+        return f"{shown}|{override_id.get_attribute('value')}"
 
-    shown, override_id = (await run(adds)).split("|")
+    shown, override_id = (await run(drags_and_adds)).split("|")
     assert "added" in shown and override_id
     assert await _on_call(stack, start, end) == [["api-resp"]]
+    assert await _escalation_overrides(stack, start, end) == [(override_id, "api-resp", "api-resp")]
 
     def deletes() -> str:
-        # The delete form is filled with the override just made.
-        post_form(browser, "form[action$='/overrides/delete'] button")
-        return flash(browser)
+        post_form(browser, f"#overrides tr[data-id='{override_id}'] button")
+        text = flash(browser)
+        assert not browser.find_elements(By.CSS_SELECTOR, f"#overrides tr[data-id='{override_id}']")
+        assert not _final_row(browser, day).find_elements(By.CSS_SELECTOR, ".blk.ovr")
+        return text
 
     assert "deleted" in await run(deletes)
+    assert await _escalation_overrides(stack, start, end) == []
     assert await _on_call(stack, start, end) == [["api-mgr"]]
 
 

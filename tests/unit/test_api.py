@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from fastapi.testclient import TestClient
-from tocsin.v1 import incident_pb2
+from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_api import convert, sse
 from tocsin_api.app import create_app
 from tocsin_api.deps import ApiState
@@ -289,3 +289,34 @@ def test_audit_cursors_resume_within_an_instant() -> None:
     with pytest.raises(Problem) as bad:
         decode_cursor("bm90IGpzb24")
     assert bad.value.status == 400 and bad.value.errors[0].field == "cursor"
+
+
+def test_a_probable_cause_s_change_says_its_kind_status_and_version() -> None:
+    event = alert_pb2.ChangeEvent(
+        event_id="e1",
+        service_id="web",
+        summary="Deploy web 1.4.2",
+        source="argo",
+        change_id="deploy-42",
+        kind=alert_pb2.CHANGE_KIND_FEATURE_FLAG,
+        status=alert_pb2.CHANGE_STATUS_ROLLED_BACK,
+        version="1.4.2",
+        environment="production",
+    )
+    shown = convert.change(event)
+    assert shown == {
+        "id": "e1",
+        "summary": "Deploy web 1.4.2",
+        "source": "argo",
+        "timestamp": None,
+        "service_id": "web",
+        "change_id": "deploy-42",
+        "kind": "feature_flag",
+        "status": "rolled_back",
+        "version": "1.4.2",
+        "environment": "production",
+        "rollback_of": None,
+    }
+    # A plain PagerDuty change event says none of it.
+    plain = convert.change(alert_pb2.ChangeEvent(event_id="e2", summary="x"))
+    assert plain["kind"] is None and plain["status"] is None and plain["version"] is None

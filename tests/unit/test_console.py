@@ -132,16 +132,141 @@ def test_text_search_counts_and_sorting() -> None:
         views.sort_incidents(INCIDENTS, "random")
 
 
-def test_schedule_rows_show_gaps_and_names() -> None:
-    spans = views.schedule_spans(
-        [
-            {"start": "2026-12-04T00:00:00Z", "end": "2026-12-04T08:00:00Z", "user_ids": ["rita"]},
-            {"start": "2026-12-04T08:00:00Z", "end": None, "user_ids": []},
-        ],
-        {"rita": "Rita"},
+RENDERED = {
+    "layers": [
+        {
+            "name": "Days",
+            "spans": [
+                {
+                    "start": "2026-12-06T22:00:00Z",
+                    "end": "2026-12-07T08:00:00Z",
+                    "user_ids": ["rita"],
+                },
+                {
+                    "start": "2026-12-07T08:00:00Z",
+                    "end": "2026-12-08T08:00:00Z",
+                    "user_ids": ["dan"],
+                },
+            ],
+        },
+        {"name": "", "spans": []},
+    ],
+    "overrides": [
+        {
+            "id": "o-1",
+            "user_id": "dan",
+            "start": "2026-12-07T02:00:00Z",
+            "end": "2026-12-07T04:10:00Z",
+            "created_by": "rita",
+            "from_config": False,
+        },
+        {
+            "id": "config:0",
+            "user_id": "rita",
+            "start": "2026-12-08T12:00:00Z",
+            "end": "2026-12-08T13:00:00Z",
+            "created_by": None,
+            "from_config": True,
+        },
+    ],
+    "final_schedule": [
+        {"start": "2026-12-07T00:00:00Z", "end": "2026-12-07T02:00:00Z", "user_ids": ["rita"]},
+        {"start": "2026-12-07T02:00:00Z", "end": "2026-12-07T04:10:00Z", "user_ids": ["dan"]},
+        {"start": "2026-12-07T04:10:00Z", "end": "2026-12-07T08:00:00Z", "user_ids": ["rita"]},
+        {"start": "2026-12-07T08:00:00Z", "end": "2026-12-08T08:00:00Z", "user_ids": ["dan"]},
+        {"start": "2026-12-08T08:00:00Z", "end": "2026-12-08T12:00:00Z", "user_ids": []},
+        {"start": "2026-12-08T12:00:00Z", "end": "2026-12-08T13:00:00Z", "user_ids": ["rita"]},
+        {"start": "2026-12-08T13:00:00Z", "end": "2026-12-09T00:00:00Z", "user_ids": []},
+    ],
+}
+NAMES = {"rita": "Rita", "dan": "Dan"}
+
+
+def test_the_calendar_has_a_row_per_layer_the_overrides_and_the_final_schedule() -> None:
+    since = views.datetime(2026, 12, 7, tzinfo=views.UTC)
+    days = views.calendar(RENDERED, NAMES, since, since + views.timedelta(days=2))
+    assert [d.iso for d in days] == ["2026-12-07", "2026-12-08"]
+    assert days[0].title == "Monday 7 December 2026"
+    assert [(r.name, r.kind) for r in days[0].rows] == [
+        ("Days", "layer"),
+        ("Layer 2", "layer"),  # an unnamed layer is known by its place
+        ("Overrides", "overrides"),
+        ("Final", "final"),
+    ]
+    layer, unnamed, overrides, final = days[0].rows
+    # A shift from the day before starts at the day's first quarter hour; its own times
+    # (what a screen reader hears) stay the whole shift's.
+    assert [(b.who, b.first, b.last) for b in layer.blocks] == [("Rita", 0, 32), ("Dan", 32, 96)]
+    assert layer.blocks[0].when == "from Sun 6 Dec 22:00 to Mon 7 Dec 08:00 UTC"
+    assert layer.blocks[1].when == "from Mon 7 Dec 08:00 to Tue 8 Dec 08:00 UTC"
+    assert unnamed.blocks == []
+    # 04:10 ends inside the 17th quarter hour: the block covers it (rounded up).
+    (override,) = overrides.blocks
+    assert (override.who, override.first, override.last, override.override_id) == (
+        "Dan",
+        8,
+        17,
+        "o-1",
     )
-    assert spans[0] == views.Span("2026-12-04 00:00 UTC", "2026-12-04 08:00 UTC", "Rita", False)
-    assert spans[1].gap and spans[1].end == "open"
+    assert override.when == "from Mon 7 Dec 02:00 to 04:10 UTC"
+    assert [(b.who, b.override) for b in final.blocks] == [
+        ("Rita", False),
+        ("Dan", True),  # the override's shift is marked in the final row
+        ("Rita", False),
+        ("Dan", False),
+    ]
+    assert final.blocks[1].classes == "blk s8 e17 p1 ovr"
+    # People keep their colour in every row.
+    assert {b.colour for b in final.blocks if b.who == "Rita"} == {layer.blocks[0].colour}
+    # A person's shift that an override only begins is cut where the override ends.
+    merged = {
+        "overrides": [RENDERED["overrides"][0]],
+        "final_schedule": [
+            {"start": "2026-12-07T00:00:00Z", "end": "2026-12-07T02:00:00Z", "user_ids": []},
+            {"start": "2026-12-07T02:00:00Z", "end": "2026-12-07T08:00:00Z", "user_ids": ["dan"]},
+        ],
+    }
+    (day,) = views.calendar(merged, NAMES, since, since + views.timedelta(days=1))
+    assert [(b.first, b.last, b.override) for b in day.rows[-1].blocks] == [
+        (0, 8, False),
+        (8, 17, True),
+        (16, 32, False),  # 04:10 to 08:00: not the override's
+    ]
+    next_final = days[1].rows[-1]
+    assert [(b.who, b.gap, b.first, b.last, b.override) for b in next_final.blocks] == [
+        ("Dan", False, 0, 32, False),
+        ("Gap: nobody on call", True, 32, 48, False),
+        ("Rita", False, 48, 52, True),  # the config file's override
+        ("Gap: nobody on call", True, 52, 96, False),
+    ]
+    assert next_final.blocks[1].classes == "blk s32 e48 gap"
+    assert [b.from_config for b in days[1].rows[2].blocks] == [True]
+
+
+def test_the_calendar_shows_only_the_days_asked_and_a_short_shift_one_quarter() -> None:
+    since = views.datetime(2026, 12, 8, tzinfo=views.UTC)
+    rendered = {
+        "final_schedule": [
+            {"start": "2026-12-08T10:00:00Z", "end": "2026-12-08T10:05:00Z", "user_ids": ["rita"]}
+        ]
+    }
+    (day,) = views.calendar(rendered, NAMES, since, since + views.timedelta(days=1))
+    assert [r.kind for r in day.rows] == ["overrides", "final"]
+    (block,) = day.rows[-1].blocks
+    assert (block.first, block.last) == (40, 41)
+
+
+def test_override_rows_name_people_and_say_which_come_from_the_file() -> None:
+    rows = views.override_rows(RENDERED, NAMES)
+    assert rows[0] == {
+        "id": "o-1",
+        "who": "Dan",
+        "start": "Mon 7 Dec 02:00",
+        "end": "Mon 7 Dec 04:10",
+        "created_by": "rita",
+        "from_config": False,
+    }
+    assert rows[1]["from_config"] and rows[1]["created_by"] == ""
 
 
 def test_form_values_parse_or_name_their_field() -> None:

@@ -16,7 +16,9 @@ from tocsin_escalation.schedule import (
     coverage_gaps,
     handoff,
     ical,
+    overrides_in,
     render,
+    render_layers,
     turn_index,
     who_is_on_call,
 )
@@ -254,6 +256,55 @@ def test_runtime_overrides_win_over_all_and_can_overlap_other_users(
         S(utc(2026, 1, 5, 9), utc(2026, 1, 5, 10), "a", "b"),
     ]
     assert who_is_on_call(schedule, utc(2026, 1, 5, 8, 30), runtime) == ["c"]
+
+
+def test_each_layer_rendered_alone_is_what_the_final_schedule_is_made_of(
+    config: TocsinConfig,
+) -> None:
+    schedule = config.schedule("weekends")
+    since, until = utc(2026, 1, 9, 11), utc(2026, 1, 12, 11)
+    week, weekend = render_layers(schedule, since, until)
+    assert week == [S(since, until, "a")]  # the first layer alone covers all of it
+    assert weekend == [S(utc(2026, 1, 9, 16), utc(2026, 1, 12, 8), "b")]  # no gaps listed
+    # A restricted layer alone: only its windows; before the layer's start: nothing.
+    (nights,) = render_layers(config.schedule("nights"), utc(2026, 1, 4, 0), utc(2026, 1, 6, 12))
+    assert nights == [
+        S(utc(2026, 1, 5, 0), utc(2026, 1, 5, 6), "a"),
+        S(utc(2026, 1, 5, 22), utc(2026, 1, 6, 6), "a"),
+    ]
+    # Overrides are not part of any layer.
+    (pairs,) = render_layers(config.schedule("pairs"), utc(2026, 1, 5, 0), utc(2026, 1, 6, 0))
+    assert pairs == [
+        S(utc(2026, 1, 5, 0), utc(2026, 1, 5, 12), "a", "b"),
+        S(utc(2026, 1, 5, 12), utc(2026, 1, 6, 0), "b", "c"),
+    ]
+    assert render_layers(schedule, until, since) == [[], []]
+
+
+def test_a_layer_s_handoff_stays_at_the_wall_clock_across_dst(config: TocsinConfig) -> None:
+    (layer,) = render_layers(
+        config.schedule("berlin-weekly"), utc(2026, 3, 23, 8), utc(2026, 4, 6, 7)
+    )
+    assert layer == spans(config, "berlin-weekly", utc(2026, 3, 23, 8), utc(2026, 4, 6, 7))
+
+
+def test_overrides_in_a_range_from_the_file_and_at_runtime_by_start(config: TocsinConfig) -> None:
+    schedule = config.schedule("pairs")
+    early = OverrideSpan("c", utc(2026, 1, 5, 1), utc(2026, 1, 5, 2), "o-early", "rita")
+    later = OverrideSpan("a", utc(2026, 1, 5, 7), utc(2026, 1, 5, 9), "o-later")
+    outside = OverrideSpan("b", utc(2026, 1, 6, 0), utc(2026, 1, 6, 1), "o-outside")
+    found = overrides_in(schedule, utc(2026, 1, 5, 0), utc(2026, 1, 6, 0), [later, outside, early])
+    assert [(o.override_id, fixed) for o, fixed in found] == [
+        ("o-early", False),
+        ("config:0", True),  # d, 06:00-08:00, from the file
+        ("o-later", False),
+    ]
+    assert found[0][0].created_by == "rita"
+    # Touching the range is enough; ending at its start is not.
+    assert [
+        o.override_id for o, _ in overrides_in(schedule, utc(2026, 1, 5, 7), utc(2026, 1, 5, 8))
+    ] == ["config:0"]
+    assert overrides_in(schedule, utc(2026, 1, 5, 8), utc(2026, 1, 5, 9)) == []
 
 
 def test_before_every_layer_starts_is_a_gap(config: TocsinConfig) -> None:

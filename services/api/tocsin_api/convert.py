@@ -8,6 +8,7 @@ keys are secrets: they are masked wherever they appear (services, alerts).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -131,12 +132,7 @@ def incident(message: incident_pb2.Incident) -> dict[str, Any]:
             {
                 "rank": cause.rank,
                 "reason": cause.reason,
-                "change": {
-                    "id": cause.change.event_id,
-                    "summary": cause.change.summary,
-                    "source": cause.change.source,
-                    "timestamp": ts(cause.change.timestamp, cause.change.HasField("timestamp")),
-                },
+                "change": change(cause.change),
             }
             for cause in message.probable_causes
         ],
@@ -233,7 +229,42 @@ def override(message: oncall_service_pb2.Override) -> dict[str, Any]:
         "start": ts(message.start, message.HasField("start")),
         "end": ts(message.end, message.HasField("end")),
         "created_by": opt(message.created_by),
+        "from_config": message.from_config,
     }
+
+
+def _enum_name(name: str, prefix: str) -> str | None:
+    """``CHANGE_KIND_FEATURE_FLAG`` as ``feature_flag``; None for ``..._UNSPECIFIED``."""
+    short = name.removeprefix(prefix).lower()
+    return None if short == "unspecified" else short
+
+
+def change(message: alert_pb2.ChangeEvent) -> dict[str, Any]:
+    """A change event as the API shows it, with what it says of its change's life."""
+    return {
+        "id": message.event_id,
+        "summary": message.summary,
+        "source": message.source,
+        "timestamp": ts(message.timestamp, message.HasField("timestamp")),
+        "service_id": opt(message.service_id),
+        "change_id": opt(message.change_id),
+        "kind": _enum_name(alert_pb2.ChangeKind.Name(message.kind), "CHANGE_KIND_"),
+        "status": _enum_name(alert_pb2.ChangeStatus.Name(message.status), "CHANGE_STATUS_"),
+        "version": opt(message.version),
+        "environment": opt(message.environment),
+        "rollback_of": opt(message.rollback_of),
+    }
+
+
+def spans(messages: Iterable[oncall_service_pb2.ScheduleSpan]) -> list[dict[str, Any]]:
+    return [
+        {
+            "start": ts(span.start, span.HasField("start")),
+            "end": ts(span.end, span.HasField("end")),
+            "user_ids": list(span.user_ids),
+        }
+        for span in messages
+    ]
 
 
 def matcher_text(message: silence_service_pb2.Matcher) -> str:

@@ -40,6 +40,17 @@ class Change(BaseModel):
     summary: str
     source: str
     timestamp: str | None
+    service_id: str | None = None
+    change_id: str | None = Field(None, description="the change this event is about")
+    kind: Literal["deploy", "rollback", "config", "feature_flag"] | None = Field(
+        None, description="none: not said (a plain change event)"
+    )
+    status: Literal["started", "succeeded", "failed", "rolled_back"] | None = Field(
+        None, description="as this event said; none: a point-in-time change"
+    )
+    version: str | None = None
+    environment: str | None = None
+    rollback_of: str | None = Field(None, description="kind rollback: the change_id it undoes")
 
 
 class ProbableCause(BaseModel):
@@ -336,12 +347,6 @@ class Span(BaseModel):
     user_ids: list[str] = Field(description="empty: nobody is on call (a gap)")
 
 
-class RenderedSchedule(ScheduleSummary):
-    since: str
-    until: str
-    final_schedule: list[Span]
-
-
 class OverrideBody(Strict):
     user_id: str = Field(min_length=1)
     start: AwareDatetime
@@ -355,6 +360,22 @@ class Override(BaseModel):
     start: str | None
     end: str | None
     created_by: str | None
+    from_config: bool = Field(
+        False, description="set in the config file (id config:N); only runtime ones are deletable"
+    )
+
+
+class RenderedLayer(BaseModel):
+    name: str = Field(description="may be empty: the layer is then known by its place")
+    spans: list[Span] = Field(description="where this layer alone puts someone on call")
+
+
+class RenderedSchedule(ScheduleSummary):
+    since: str
+    until: str
+    final_schedule: list[Span]
+    layers: list[RenderedLayer] = Field(description="each layer alone, in order (later win)")
+    overrides: list[Override] = Field(description="overrides touching the range, by start")
 
 
 class IcalUrl(BaseModel):

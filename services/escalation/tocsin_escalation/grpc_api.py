@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from tocsin.v1 import (
     incident_pb2,
     incident_service_pb2,
@@ -44,7 +45,9 @@ from tocsin_escalation.schedule import (
     RangeTooLong,
     Span,
     ical,
+    overrides_in,
     render,
+    render_layers,
     who_is_on_call,
 )
 from tocsin_escalation.stores import OverlapError, OverrideStore
@@ -270,6 +273,15 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
         )
 
 
+def _add_spans(
+    into: RepeatedCompositeFieldContainer[oncall_service_pb2.ScheduleSpan], spans: list[Span]
+) -> None:
+    for span in spans:
+        out = into.add(user_ids=list(span.user_ids))
+        set_timestamp(out.start, span.start)
+        set_timestamp(out.end, span.end)
+
+
 class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
     """Who is on call, rendered schedules (with iCal), runtime overrides, contact look-ups."""
 
@@ -385,10 +397,21 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
         response = oncall_service_pb2.RenderScheduleResponse(
             ical=ical(schedule, spans, datetime.now(UTC), names)
         )
-        for span in spans:
-            out = response.spans.add(user_ids=list(span.user_ids))
-            set_timestamp(out.start, span.start)
-            set_timestamp(out.end, span.end)
+        _add_spans(response.spans, spans)
+        for layer, layer_spans in zip(
+            schedule.layers, render_layers(schedule, since, until), strict=True
+        ):
+            _add_spans(response.layers.add(name=layer.name).spans, layer_spans)
+        for o, fixed in overrides_in(schedule, since, until, runtime):
+            out = response.overrides.add(
+                override_id=o.override_id,
+                schedule_id=schedule.id,
+                user_id=o.user_id,
+                created_by=o.created_by,
+                from_config=fixed,
+            )
+            set_timestamp(out.start, o.start)
+            set_timestamp(out.end, o.end)
         return response
 
     async def CreateOverride(

@@ -33,7 +33,9 @@ __all__ = [
     "handoff",
     "ical",
     "layer_users",
+    "overrides_in",
     "render",
+    "render_layers",
     "resolve_targets",
     "turn_index",
     "who_is_on_call",
@@ -290,6 +292,48 @@ def render(
         else:
             spans.append(Span(start, end, users))
     return spans
+
+
+def render_layers(schedule: Schedule, since: datetime, until: datetime) -> list[list[Span]]:
+    """Each layer rendered alone over [since, until), in the schedule's order: the spans in
+    which it puts someone on call (none where it does not cover), adjacent spans differing
+    in who. What the final schedule is made of, to be shown beside it."""
+    since, until = since.astimezone(UTC), until.astimezone(UTC)
+    if until <= since:
+        return [[] for _ in schedule.layers]
+    zone_changes = _zone_changes(schedule.zone, since, until)
+    out: list[list[Span]] = []
+    for layer in schedule.layers:
+        view = _LayerView(layer, schedule, since, until)
+        points = {since, until, *zone_changes, *view.boundaries(since, until)}
+        spans: list[Span] = []
+        for start, end in itertools.pairwise(sorted(p for p in points if since <= p <= until)):
+            users = tuple(view.users_at(start))
+            if spans and spans[-1].user_ids == users and spans[-1].end == start:
+                spans[-1] = Span(spans[-1].start, end, users)
+            else:
+                spans.append(Span(start, end, users))
+        out.append([s for s in spans if s.user_ids])
+    return out
+
+
+def overrides_in(
+    schedule: Schedule,
+    since: datetime,
+    until: datetime,
+    runtime_overrides: Iterable[OverrideSpan] = (),
+) -> list[tuple[OverrideSpan, bool]]:
+    """The overrides touching [since, until), by start: each with whether it comes from the
+    config file (id ``config:N``, its place there) rather than from the runtime store."""
+    since, until = since.astimezone(UTC), until.astimezone(UTC)
+    found = [
+        (OverrideSpan(o.user, o.start.astimezone(UTC), o.end.astimezone(UTC), f"config:{i}"), True)
+        for i, o in enumerate(schedule.overrides)
+    ] + [(o, False) for o in runtime_overrides]
+    return sorted(
+        ((o, fixed) for o, fixed in found if o.start < until and o.end > since),
+        key=lambda pair: (pair[0].start.astimezone(UTC), pair[0].override_id),
+    )
 
 
 def coverage_gaps(spans: Sequence[Span]) -> list[Span]:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etocsin/v1/oncall_service.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x12WhoIsOnCallRequest\x12\x15\n\x0bschedule_id\x18\x01 \x01(\tH\x00\x12\x1e\n\x14\x65scalation_policy_id\x18\x02 \x01(\tH\x00\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06target\"\xa1\x01\n\x0bOnCallEntry\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0bschedule_id\x18\x02 \x01(\t\x12\x18\n\x10\x65scalation_level\x18\x03 \x01(\x05\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x13WhoIsOnCallResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.tocsin.v1.OnCallEntry\"\x82\x01\n\x15RenderScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x0cScheduleSpan\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08user_ids\x18\x03 \x03(\t\"N\n\x16RenderScheduleResponse\x12&\n\x05spans\x18\x01 \x03(\x0b\x32\x17.tocsin.v1.ScheduleSpan\x12\x0c\n\x04ical\x18\x02 \x01(\t\"\xad\x01\n\x08Override\x12\x13\n\x0boverride_id\x18\x01 \x01(\t\x12\x13\n\x0bschedule_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x06 \x01(\t\">\n\x15\x43reateOverrideRequest\x12%\n\x08override\x18\x01 \x01(\x0b\x32\x13.tocsin.v1.Override\"A\n\x15\x44\x65leteOverrideRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x13\n\x0boverride_id\x18\x02 \x01(\t\"\x18\n\x16\x44\x65leteOverrideResponse\"E\n\x17GetContactMethodRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ontact_method_id\x18\x02 \x01(\t\"O\n\x18GetContactMethodsRequest\x12\x33\n\x07lookups\x18\x01 \x03(\x0b\x32\".tocsin.v1.GetContactMethodRequest\"3\n\x12\x43ontactLookupError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x83\x01\n\x13\x43ontactMethodResult\x12\x32\n\x0e\x63ontact_method\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.ContactMethodH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.tocsin.v1.ContactLookupErrorH\x00\x42\x08\n\x06result\"L\n\x19GetContactMethodsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.tocsin.v1.ContactMethodResult\"\x92\x01\n\rContactMethod\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ontact_method_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x11\n\tuser_name\x18\x05 \x01(\t\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12\x10\n\x08unsigned\x18\x07 \x01(\x08\x32\x86\x04\n\rOnCallService\x12L\n\x0bWhoIsOnCall\x12\x1d.tocsin.v1.WhoIsOnCallRequest\x1a\x1e.tocsin.v1.WhoIsOnCallResponse\x12U\n\x0eRenderSchedule\x12 .tocsin.v1.RenderScheduleRequest\x1a!.tocsin.v1.RenderScheduleResponse\x12G\n\x0e\x43reateOverride\x12 .tocsin.v1.CreateOverrideRequest\x1a\x13.tocsin.v1.Override\x12U\n\x0e\x44\x65leteOverride\x12 .tocsin.v1.DeleteOverrideRequest\x1a!.tocsin.v1.DeleteOverrideResponse\x12P\n\x10GetContactMethod\x12\".tocsin.v1.GetContactMethodRequest\x1a\x18.tocsin.v1.ContactMethod\x12^\n\x11GetContactMethods\x12#.tocsin.v1.GetContactMethodsRequest\x1a$.tocsin.v1.GetContactMethodsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etocsin/v1/oncall_service.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x12WhoIsOnCallRequest\x12\x15\n\x0bschedule_id\x18\x01 \x01(\tH\x00\x12\x1e\n\x14\x65scalation_policy_id\x18\x02 \x01(\tH\x00\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06target\"\xa1\x01\n\x0bOnCallEntry\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0bschedule_id\x18\x02 \x01(\t\x12\x18\n\x10\x65scalation_level\x18\x03 \x01(\x05\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x13WhoIsOnCallResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.tocsin.v1.OnCallEntry\"\x82\x01\n\x15RenderScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x0cScheduleSpan\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08user_ids\x18\x03 \x03(\t\"E\n\rRenderedLayer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x05spans\x18\x02 \x03(\x0b\x32\x17.tocsin.v1.ScheduleSpan\"\xa0\x01\n\x16RenderScheduleResponse\x12&\n\x05spans\x18\x01 \x03(\x0b\x32\x17.tocsin.v1.ScheduleSpan\x12\x0c\n\x04ical\x18\x02 \x01(\t\x12(\n\x06layers\x18\x03 \x03(\x0b\x32\x18.tocsin.v1.RenderedLayer\x12&\n\toverrides\x18\x04 \x03(\x0b\x32\x13.tocsin.v1.Override\"\xc2\x01\n\x08Override\x12\x13\n\x0boverride_id\x18\x01 \x01(\t\x12\x13\n\x0bschedule_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12\x13\n\x0b\x66rom_config\x18\x07 \x01(\x08\">\n\x15\x43reateOverrideRequest\x12%\n\x08override\x18\x01 \x01(\x0b\x32\x13.tocsin.v1.Override\"A\n\x15\x44\x65leteOverrideRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x13\n\x0boverride_id\x18\x02 \x01(\t\"\x18\n\x16\x44\x65leteOverrideResponse\"E\n\x17GetContactMethodRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ontact_method_id\x18\x02 \x01(\t\"O\n\x18GetContactMethodsRequest\x12\x33\n\x07lookups\x18\x01 \x03(\x0b\x32\".tocsin.v1.GetContactMethodRequest\"3\n\x12\x43ontactLookupError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x83\x01\n\x13\x43ontactMethodResult\x12\x32\n\x0e\x63ontact_method\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.ContactMethodH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.tocsin.v1.ContactLookupErrorH\x00\x42\x08\n\x06result\"L\n\x19GetContactMethodsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.tocsin.v1.ContactMethodResult\"\x92\x01\n\rContactMethod\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ontact_method_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x11\n\tuser_name\x18\x05 \x01(\t\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12\x10\n\x08unsigned\x18\x07 \x01(\x08\x32\x86\x04\n\rOnCallService\x12L\n\x0bWhoIsOnCall\x12\x1d.tocsin.v1.WhoIsOnCallRequest\x1a\x1e.tocsin.v1.WhoIsOnCallResponse\x12U\n\x0eRenderSchedule\x12 .tocsin.v1.RenderScheduleRequest\x1a!.tocsin.v1.RenderScheduleResponse\x12G\n\x0e\x43reateOverride\x12 .tocsin.v1.CreateOverrideRequest\x1a\x13.tocsin.v1.Override\x12U\n\x0e\x44\x65leteOverride\x12 .tocsin.v1.DeleteOverrideRequest\x1a!.tocsin.v1.DeleteOverrideResponse\x12P\n\x10GetContactMethod\x12\".tocsin.v1.GetContactMethodRequest\x1a\x18.tocsin.v1.ContactMethod\x12^\n\x11GetContactMethods\x12#.tocsin.v1.GetContactMethodsRequest\x1a$.tocsin.v1.GetContactMethodsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,28 +42,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RENDERSCHEDULEREQUEST']._serialized_end=564
   _globals['_SCHEDULESPAN']._serialized_start=566
   _globals['_SCHEDULESPAN']._serialized_end=682
-  _globals['_RENDERSCHEDULERESPONSE']._serialized_start=684
-  _globals['_RENDERSCHEDULERESPONSE']._serialized_end=762
-  _globals['_OVERRIDE']._serialized_start=765
-  _globals['_OVERRIDE']._serialized_end=938
-  _globals['_CREATEOVERRIDEREQUEST']._serialized_start=940
-  _globals['_CREATEOVERRIDEREQUEST']._serialized_end=1002
-  _globals['_DELETEOVERRIDEREQUEST']._serialized_start=1004
-  _globals['_DELETEOVERRIDEREQUEST']._serialized_end=1069
-  _globals['_DELETEOVERRIDERESPONSE']._serialized_start=1071
-  _globals['_DELETEOVERRIDERESPONSE']._serialized_end=1095
-  _globals['_GETCONTACTMETHODREQUEST']._serialized_start=1097
-  _globals['_GETCONTACTMETHODREQUEST']._serialized_end=1166
-  _globals['_GETCONTACTMETHODSREQUEST']._serialized_start=1168
-  _globals['_GETCONTACTMETHODSREQUEST']._serialized_end=1247
-  _globals['_CONTACTLOOKUPERROR']._serialized_start=1249
-  _globals['_CONTACTLOOKUPERROR']._serialized_end=1300
-  _globals['_CONTACTMETHODRESULT']._serialized_start=1303
-  _globals['_CONTACTMETHODRESULT']._serialized_end=1434
-  _globals['_GETCONTACTMETHODSRESPONSE']._serialized_start=1436
-  _globals['_GETCONTACTMETHODSRESPONSE']._serialized_end=1512
-  _globals['_CONTACTMETHOD']._serialized_start=1515
-  _globals['_CONTACTMETHOD']._serialized_end=1661
-  _globals['_ONCALLSERVICE']._serialized_start=1664
-  _globals['_ONCALLSERVICE']._serialized_end=2182
+  _globals['_RENDEREDLAYER']._serialized_start=684
+  _globals['_RENDEREDLAYER']._serialized_end=753
+  _globals['_RENDERSCHEDULERESPONSE']._serialized_start=756
+  _globals['_RENDERSCHEDULERESPONSE']._serialized_end=916
+  _globals['_OVERRIDE']._serialized_start=919
+  _globals['_OVERRIDE']._serialized_end=1113
+  _globals['_CREATEOVERRIDEREQUEST']._serialized_start=1115
+  _globals['_CREATEOVERRIDEREQUEST']._serialized_end=1177
+  _globals['_DELETEOVERRIDEREQUEST']._serialized_start=1179
+  _globals['_DELETEOVERRIDEREQUEST']._serialized_end=1244
+  _globals['_DELETEOVERRIDERESPONSE']._serialized_start=1246
+  _globals['_DELETEOVERRIDERESPONSE']._serialized_end=1270
+  _globals['_GETCONTACTMETHODREQUEST']._serialized_start=1272
+  _globals['_GETCONTACTMETHODREQUEST']._serialized_end=1341
+  _globals['_GETCONTACTMETHODSREQUEST']._serialized_start=1343
+  _globals['_GETCONTACTMETHODSREQUEST']._serialized_end=1422
+  _globals['_CONTACTLOOKUPERROR']._serialized_start=1424
+  _globals['_CONTACTLOOKUPERROR']._serialized_end=1475
+  _globals['_CONTACTMETHODRESULT']._serialized_start=1478
+  _globals['_CONTACTMETHODRESULT']._serialized_end=1609
+  _globals['_GETCONTACTMETHODSRESPONSE']._serialized_start=1611
+  _globals['_GETCONTACTMETHODSRESPONSE']._serialized_end=1687
+  _globals['_CONTACTMETHOD']._serialized_start=1690
+  _globals['_CONTACTMETHOD']._serialized_end=1836
+  _globals['_ONCALLSERVICE']._serialized_start=1839
+  _globals['_ONCALLSERVICE']._serialized_end=2357
 # @@protoc_insertion_point(module_scope)

@@ -163,23 +163,65 @@ class ScheduleSpan(_message.Message):
 Global___ScheduleSpan: _TypeAlias = ScheduleSpan  # noqa: Y015
 
 @_typing.final
-class RenderScheduleResponse(_message.Message):
+class RenderedLayer(_message.Message):
+    """One layer of a schedule rendered alone over the range: who it puts on call (no spans
+    where it does not cover: before its start, outside its restrictions).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    NAME_FIELD_NUMBER: _builtins.int
     SPANS_FIELD_NUMBER: _builtins.int
-    ICAL_FIELD_NUMBER: _builtins.int
-    ical: _builtins.str
+    name: _builtins.str
+    """may be empty: the layer is then named by its place"""
     @_builtins.property
     def spans(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScheduleSpan]: ...
     def __init__(
         self,
         *,
+        name: _builtins.str = ...,
         spans: _abc.Iterable[Global___ScheduleSpan] | None = ...,
-        ical: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ical", b"ical", "spans", b"spans"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "spans", b"spans"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenderedLayer: _TypeAlias = RenderedLayer  # noqa: Y015
+
+@_typing.final
+class RenderScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPANS_FIELD_NUMBER: _builtins.int
+    ICAL_FIELD_NUMBER: _builtins.int
+    LAYERS_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    ical: _builtins.str
+    @_builtins.property
+    def spans(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScheduleSpan]:
+        """the final schedule"""
+
+    @_builtins.property
+    def layers(self) -> _containers.RepeatedCompositeFieldContainer[Global___RenderedLayer]:
+        """in the schedule's order (later layers win)"""
+
+    @_builtins.property
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___Override]:
+        """those touching the range, config and runtime, by start"""
+
+    def __init__(
+        self,
+        *,
+        spans: _abc.Iterable[Global___ScheduleSpan] | None = ...,
+        ical: _builtins.str = ...,
+        layers: _abc.Iterable[Global___RenderedLayer] | None = ...,
+        overrides: _abc.Iterable[Global___Override] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ical", b"ical", "layers", b"layers", "overrides", b"overrides", "spans", b"spans"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -195,11 +237,14 @@ class Override(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    FROM_CONFIG_FIELD_NUMBER: _builtins.int
     override_id: _builtins.str
     schedule_id: _builtins.str
     user_id: _builtins.str
     created_by: _builtins.str
     """output only: the principal that created it"""
+    from_config: _builtins.bool
+    """output only: set in the config file (not deletable here)"""
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -213,10 +258,11 @@ class Override(_message.Message):
         start: _timestamp_pb2.Timestamp | None = ...,
         end: _timestamp_pb2.Timestamp | None = ...,
         created_by: _builtins.str = ...,
+        from_config: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_by", b"created_by", "end", b"end", "override_id", b"override_id", "schedule_id", b"schedule_id", "start", b"start", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_by", b"created_by", "end", b"end", "from_config", b"from_config", "override_id", b"override_id", "schedule_id", b"schedule_id", "start", b"start", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

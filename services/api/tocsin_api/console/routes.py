@@ -658,20 +658,30 @@ async def schedule_page(schedule_id: str, request: Request) -> Response:
         ctx,
         "schedule.html",
         schedule=rendered,
-        spans=views.schedule_spans(rendered["final_schedule"], _names(config)),
+        days_shown=views.calendar(rendered, _names(config), since, until),
+        overrides=views.override_rows(rendered, _names(config)),
+        hours=range(0, 24, 3),
         since=since.date().isoformat(),
         days=(until - since).days,
+        prev=(since - (until - since)).date().isoformat(),
+        next=until.date().isoformat(),
         people=people,
         now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M"),
         later=(datetime.now(UTC) + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M"),
     )
 
 
+def _schedule_back(schedule_id: str, fields: Mapping[str, list[str]]) -> str:
+    """The schedule page showing the range the form was sent from."""
+    shown = {k: one(fields, k) for k in ("since", "days") if one(fields, k)}
+    return f"/console/schedules/{schedule_id}" + (f"?{urlencode(shown)}" if shown else "")
+
+
 @router.post("/schedules/{schedule_id}/overrides")
 async def override_create(schedule_id: str, request: Request) -> Response:
     ctx = await context(request)
     fields = await form_of(request, ctx)
-    back = f"/console/schedules/{schedule_id}"
+    back = _schedule_back(schedule_id, fields)
 
     async def run() -> views.Flash:
         body = models.OverrideBody(
@@ -700,7 +710,7 @@ async def override_delete(schedule_id: str, request: Request) -> Response:
             raise views.FormProblem("override_id", "is required")
         await oncall.delete_override(schedule_id, override_id, request, ctx.caller)
 
-    return await attempt(request, f"/console/schedules/{schedule_id}", "Override deleted", run)
+    return await attempt(request, _schedule_back(schedule_id, fields), "Override deleted", run)
 
 
 @router.post("/schedules/{schedule_id}/ical")
@@ -1032,9 +1042,7 @@ async def insight_page(request: Request) -> Response:
         problems=problems,
         trends=trends,
         overview=overview,
-        interruptions=[
-            views.Interruptions.of(row, names) for row in overview["interruptions"]
-        ]
+        interruptions=[views.Interruptions.of(row, names) for row in overview["interruptions"]]
         if isinstance(overview, dict)
         else [],
         period=period,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,26 +138,190 @@ def when(value: str | None) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+# --- the schedule as a calendar --------------------------------------------------------------
+
+SLOT = timedelta(minutes=15)
+SLOTS_PER_DAY = 96  # the calendar's columns: quarter hours of a UTC day
+PALETTE = 6  # colour classes p0..p5 (the CSP allows no inline style)
+
+
+def _instant(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _moment(at: datetime) -> str:
+    return at.strftime("%a %-d %b %H:%M")
+
+
 @dataclass(frozen=True)
-class Span:
-    start: str
-    end: str
-    people: str  # names, or "" for a gap
-    gap: bool
+class Block:
+    """One shift as shown in one day of the calendar: ``first``..``last`` are the quarter
+    hours of that day it covers (0..96), ``start``/``end`` the whole shift's."""
+
+    who: str  # names, or "Gap: nobody on call"
+    start: datetime
+    end: datetime
+    first: int
+    last: int
+    colour: int = 0  # p0..p5 by person; a gap has none
+    gap: bool = False
+    override: bool = False  # the final row: an override puts them on call
+    override_id: str = ""  # the overrides row: which one
+    from_config: bool = False
+
+    @property
+    def when(self) -> str:
+        """From and to, as a screen reader reads them with the name: the whole shift."""
+        end = _moment(self.end)
+        if self.end.date() == self.start.date():
+            end = self.end.strftime("%H:%M")
+        return f"from {_moment(self.start)} to {end} UTC"
+
+    @property
+    def classes(self) -> str:
+        kind = " gap" if self.gap else f" p{self.colour}"
+        return f"blk s{self.first} e{self.last}{kind}{' ovr' if self.override else ''}"
 
 
-def schedule_spans(final: Iterable[Mapping[str, Any]], names: Mapping[str, str]) -> list[Span]:
-    """The rendered final schedule as rows; an empty ``user_ids`` is a coverage gap."""
+@dataclass(frozen=True)
+class CalendarRow:
+    name: str
+    kind: str  # "layer", "overrides" or "final"
+    blocks: list[Block]
+
+
+@dataclass(frozen=True)
+class CalendarDay:
+    day: datetime  # 00:00 UTC
+    rows: list[CalendarRow]
+
+    @property
+    def iso(self) -> str:
+        return self.day.date().isoformat()
+
+    @property
+    def title(self) -> str:
+        return self.day.strftime("%A %-d %B %Y")
+
+
+@dataclass(frozen=True)
+class _Shift:
+    start: datetime
+    end: datetime
+    users: tuple[str, ...]
+    override_id: str = ""
+    from_config: bool = False
+
+
+def _shifts(spans: Iterable[Mapping[str, Any]], since: datetime, until: datetime) -> list[_Shift]:
     out = []
-    for span in final:
-        ids = list(span.get("user_ids") or [])
-        out.append(
-            Span(
-                when(span.get("start")),
-                when(span.get("end")) or "open",
-                ", ".join(names.get(i, i) for i in ids),
-                not ids,
+    for span in spans:
+        start = _instant(span.get("start")) or since
+        end = _instant(span.get("end")) or until
+        if end > start:
+            out.append(_Shift(start, end, tuple(span.get("user_ids") or ())))
+    return out
+
+
+def _clip(shift: _Shift, day: datetime) -> tuple[int, int] | None:
+    """The quarter hours of ``day`` the shift covers (at least one), or None."""
+    day_end = day + timedelta(days=1)
+    if shift.end <= day or shift.start >= day_end:
+        return None
+    first = (max(shift.start, day) - day) // SLOT
+    last = -((day - min(shift.end, day_end)) // SLOT)  # ceiling
+    return first, max(last, first + 1)
+
+
+def calendar(
+    rendered: Mapping[str, Any], names: Mapping[str, str], since: datetime, until: datetime
+) -> list[CalendarDay]:
+    """The rendered schedule (the api's ``RenderedSchedule``) as days of rows: one per
+    layer, the overrides, and the final schedule (its gaps marked, the shifts an override
+    makes marked); each shift cut to the days it touches. Days are UTC, from ``since``."""
+    layers = [
+        (layer.get("name") or f"Layer {i}", _shifts(layer.get("spans") or (), since, until))
+        for i, layer in enumerate(rendered.get("layers") or (), start=1)
+    ]
+    overrides = [
+        _Shift(
+            _instant(o.get("start")) or since,
+            _instant(o.get("end")) or until,
+            (str(o.get("user_id")),),
+            str(o.get("id") or ""),
+            bool(o.get("from_config")),
+        )
+        for o in rendered.get("overrides") or ()
+    ]
+    # The final schedule merges a person's adjacent shifts: cut them where an override
+    # begins or ends, so that only what an override makes is marked as one.
+    cuts = sorted({t for o in overrides for t in (o.start, o.end)})
+    final = [
+        _Shift(a, b, shift.users)
+        for shift in _shifts(rendered.get("final_schedule") or (), since, until)
+        for a, b in itertools.pairwise(
+            [shift.start, *(t for t in cuts if shift.start < t < shift.end), shift.end]
+        )
+    ]
+    # Colours follow people in order of appearance, the same in every row.
+    seen: dict[str, int] = {}
+    for shift in [s for _, spans in layers for s in spans] + overrides + final:
+        for user in shift.users:
+            seen.setdefault(user, len(seen) % PALETTE)
+
+    def overridden(shift: _Shift) -> bool:
+        return any(o.start <= shift.start < o.end and o.users[0] in shift.users for o in overrides)
+
+    def blocks(shifts: Iterable[_Shift], day: datetime, final_row: bool = False) -> list[Block]:
+        out = []
+        for shift in shifts:
+            cut = _clip(shift, day)
+            if cut is None:
+                continue
+            who = ", ".join(names.get(u, u) for u in shift.users) or "Gap: nobody on call"
+            out.append(
+                Block(
+                    who,
+                    shift.start,
+                    shift.end,
+                    *cut,
+                    colour=seen.get(shift.users[0], 0) if shift.users else 0,
+                    gap=not shift.users,
+                    override=final_row and bool(shift.users) and overridden(shift),
+                    override_id=shift.override_id,
+                    from_config=shift.from_config,
+                )
             )
+        return out
+
+    days = []
+    day = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < until:
+        rows = [CalendarRow(name, "layer", blocks(spans, day)) for name, spans in layers]
+        rows.append(CalendarRow("Overrides", "overrides", blocks(overrides, day)))
+        rows.append(CalendarRow("Final", "final", blocks(final, day, final_row=True)))
+        days.append(CalendarDay(day, rows))
+        day += timedelta(days=1)
+    return days
+
+
+def override_rows(rendered: Mapping[str, Any], names: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The overrides of the range as a list to read and delete from."""
+    out = []
+    for o in rendered.get("overrides") or ():
+        start, end = _instant(o.get("start")), _instant(o.get("end"))
+        user = str(o.get("user_id"))
+        out.append(
+            {
+                "id": o.get("id"),
+                "who": names.get(user, user),
+                "start": _moment(start) if start else "",
+                "end": _moment(end) if end else "",
+                "created_by": o.get("created_by") or "",
+                "from_config": bool(o.get("from_config")),
+            }
         )
     return out
 

@@ -133,14 +133,11 @@ async def schedule(
         **summary,
         "since": convert.iso(start),
         "until": convert.iso(end),
-        "final_schedule": [
-            {
-                "start": convert.ts(span.start, span.HasField("start")),
-                "end": convert.ts(span.end, span.HasField("end")),
-                "user_ids": list(span.user_ids),
-            }
-            for span in rendered.spans
+        "final_schedule": convert.spans(rendered.spans),
+        "layers": [
+            {"name": layer.name, "spans": convert.spans(layer.spans)} for layer in rendered.layers
         ],
+        "overrides": [convert.override(o) for o in rendered.overrides],
     }
 
 

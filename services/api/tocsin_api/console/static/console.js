@@ -1,6 +1,7 @@
 // Tocsin console: progressive enhancement only. Every page works without this file;
 // with it, the incident list and the incident page update live (Server-Sent Events),
-// and "select all" works. No framework, no build step.
+// "select all" works, and a drag over a schedule's Final row fills the override form.
+// No framework, no build step.
 
 const announce = (text) => {
   const live = document.getElementById("live");
@@ -165,3 +166,68 @@ const article = document.getElementById("incident");
 if (article && "EventSource" in window) liveIncident(article);
 selectAll();
 for (const input of document.querySelectorAll("input.copy")) input.addEventListener("focus", () => input.select());
+
+// Schedule calendar: a drag over a day's Final row (96 quarter hours, UTC) fills the
+// override form's times; the form is still what adds the override (and works without this).
+const SLOTS = 96;
+
+function slotAt(track, x) {
+  const box = track.getBoundingClientRect();
+  return Math.max(0, Math.min(SLOTS, Math.round(((x - box.left) / box.width) * SLOTS)));
+}
+
+function localInput(day, slot) {
+  const at = new Date(`${day}T00:00:00Z`);
+  at.setUTCMinutes(slot * 15);
+  return at.toISOString().slice(0, 16);
+}
+
+function calendarDrag(cal) {
+  const form = document.getElementById("override-form");
+  if (!form) return;
+  let from = null; // {track, slot}
+  let mark = null;
+  const show = (track, a, b) => {
+    if (!mark) {
+      mark = document.createElement("li");
+      mark.setAttribute("aria-hidden", "true");
+    }
+    mark.className = `sel s${Math.min(a, b, SLOTS - 1)} e${Math.max(Math.max(a, b), Math.min(a, b) + 1)}`;
+    if (mark.parentNode !== track) track.append(mark);
+  };
+  const trackAt = (x, y) => document.elementFromPoint(x, y)?.closest(".final .track[data-day]");
+  cal.addEventListener("pointerdown", (event) => {
+    const track = event.target.closest(".final .track[data-day]");
+    if (!track || event.button !== 0 || getComputedStyle(track).display !== "grid") return;
+    event.preventDefault();
+    from = { track, slot: Math.min(slotAt(track, event.clientX), SLOTS - 1) };
+    cal.classList.add("dragging");
+    show(track, from.slot, from.slot + 1);
+  });
+  cal.addEventListener("pointermove", (event) => {
+    if (!from) return;
+    const track = trackAt(event.clientX, event.clientY);
+    if (track === from.track) show(track, from.slot, slotAt(track, event.clientX));
+  });
+  window.addEventListener("pointerup", (event) => {
+    if (!from) return;
+    const start = from;
+    from = null;
+    cal.classList.remove("dragging");
+    mark?.remove();
+    const track = trackAt(event.clientX, event.clientY) || start.track;
+    let a = { day: start.track.dataset.day, slot: start.slot };
+    let b = { day: track.dataset.day, slot: slotAt(track, event.clientX) };
+    const key = (p) => `${p.day}:${String(p.slot).padStart(2, "0")}`;
+    if (key(b) < key(a)) [a, b] = [b, a];
+    if (key(b) <= key(a)) b = { day: a.day, slot: a.slot + 4 }; // a click: one hour
+    form.elements.start.value = localInput(a.day, a.slot);
+    form.elements.end.value = localInput(b.day, b.slot);
+    form.scrollIntoView({ block: "center" });
+    form.elements.user_id.focus();
+    announce(`Override form filled: from ${form.elements.start.value.replace("T", " ")} to ${form.elements.end.value.replace("T", " ")} UTC. Choose who, then Add override.`);
+  });
+}
+
+const cal = document.getElementById("calendar");
+if (cal) calendarDrag(cal);
