@@ -162,6 +162,33 @@ class NoteBody(Strict):
     content: str = Field(min_length=1)
 
 
+class StatusUpdateBody(Strict):
+    status: Literal["investigating", "identified", "monitoring", "resolved"] = Field(
+        description="Statuspage's incident status"
+    )
+    message: str = Field(
+        min_length=1,
+        max_length=400_000,
+        description="for the public (cleaned; e-mail addresses, private IP addresses and "
+        "secret-like words redacted; at most status_page.message_max_chars)",
+    )
+    public_title: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=800,
+        description="the incident's title on the status page: required on its first update",
+    )
+
+
+class StatusUpdatePosted(BaseModel):
+    incident_id: str
+    command_id: str
+    status: str
+    message: str = Field(description="as the public will read it")
+    public_title: str
+    redactions: list[str] = Field(description="what was redacted: email, address, secret")
+
+
 class BulkItem(Strict):
     id: str = Field(min_length=1)
     etag: str | None = None
