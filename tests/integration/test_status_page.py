@@ -19,9 +19,19 @@ import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
 
 from tests.integration.api_client import assert_problem, incident_titled, trigger, user_client
-from tests.integration.console_browser import open_browser, run, visible
+from tests.integration.console_browser import (
+    axe_violations,
+    describe,
+    flash,
+    open_browser,
+    post_form,
+    run,
+    sign_in_with_token,
+    visible,
+)
 from tests.integration.harness import Stack
 
 pytestmark = pytest.mark.integration
@@ -160,10 +170,34 @@ async def test_a_status_update_is_on_the_timeline_and_on_the_public_page(
             ),
         }
 
+    # A third update through the console's form on the incident's page.
+    def post_in_console() -> str:
+        sign_in_with_token(browser, stack.api_url, token, f"/console/incidents/{incident['id']}")
+        visible(browser, "#status-update-form")
+        Select(browser.find_element(By.ID, "status-update-status")).select_by_visible_text(
+            "monitoring"
+        )
+        browser.find_element(By.ID, "status-update-message").send_keys(
+            "A fix is out; we are watching checkout."
+        )
+        post_form(browser, "#status-update-form button[type=submit]")
+        return flash(browser)
+
+    assert "status update posted (monitoring)" in await run(post_in_console)
+
+    def monitored(body: dict[str, Any]) -> bool:
+        return any(
+            i["name"] == public_title and i["status"] == "monitoring" for i in body["incidents"]
+        )
+
+    await summary_when(stack, monitored)
+
     seen = await run(read_page)
     assert seen["title"] == public_title
-    assert seen["messages"][0] == "A <b>fix</b> <script>x()</script> is out."
-    assert "[redacted]" in seen["messages"][1]
+    assert seen["messages"][0] == "A fix is out; we are watching checkout."
+    assert seen["messages"][1] == "A <b>fix</b> <script>x()</script> is out."
+    assert "[redacted]" in seen["messages"][2]
+    assert not await run(axe_violations, browser), describe(await run(axe_violations, browser))
     assert seen["scripts"] == 0  # shown as text, not markup
     assert seen["overall"] == "partial_outage"
     async with httpx.AsyncClient(base_url=stack.api_url) as http:

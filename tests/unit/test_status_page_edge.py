@@ -36,6 +36,13 @@ services:
         description: Database upgrade
   - {id: payments-svc, name: Payments, escalation_policy: p}
   - {id: search-svc, name: Search, escalation_policy: p}
+  - id: internal-svc
+    name: Internal
+    escalation_policy: p
+    maintenance_windows:
+      - start: "2026-06-01T11:00:00Z"
+        end: "2026-06-01T13:00:00Z"
+        description: reboot k8s-namespace-prod nodes
 users:
   - {id: mia, name: Mia, email: mia@example.com}
 escalation_policies:
@@ -172,7 +179,7 @@ def test_the_summary_is_statuspage_shaped_and_holds_nothing_internal() -> None:
 def test_uptime_of_components_and_maintenance_of_the_config() -> None:
     assert component_uptime(CONFIG, {}) == {}
     assert component_uptime(CONFIG, {"search-svc": 0.5}) == {"cmp-shop": 50.0}
-    (window,) = maintenances_of(CONFIG)
+    (window,) = maintenances_of(CONFIG)  # internal-svc is on no component: not shown
     assert window.services == frozenset({"checkout-svc"})
 
 

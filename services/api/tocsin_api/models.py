@@ -79,6 +79,12 @@ class IncidentList(BaseModel):
     next_cursor: str | None = Field(description="give it back as `cursor`; null on the last page")
 
 
+class PublicStatusUpdate(BaseModel):
+    status: str
+    message: str
+    public_title: str
+
+
 class LogEntry(BaseModel):
     id: str
     type: str
@@ -88,6 +94,9 @@ class LogEntry(BaseModel):
     command_id: str | None
     incident_status: Status
     alert_id: str | None
+    status_update: PublicStatusUpdate | None = Field(
+        default=None, description="on a status_updated entry: what the public page shows"
+    )
 
 
 class LogEntries(BaseModel):

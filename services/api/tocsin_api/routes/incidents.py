@@ -420,6 +420,13 @@ async def status_update(
     request: Request,
     caller: Caller = CallerDep,
 ) -> dict[str, Any]:
+    return await post_status_update(request, caller, incident_id, body)
+
+
+async def post_status_update(
+    request: Request, caller: Caller, incident_id: str, body: models.StatusUpdateBody
+) -> dict[str, Any]:
+    """A status update, as the caller; what the public will read (a Problem when refused)."""
     posted = await call(
         state_of(request).backends.incidents.PostStatusUpdate,
         incident_service_pb2.PostStatusUpdateRequest(

@@ -31,10 +31,13 @@ INDICATORS = {
 
 
 def maintenances_of(config: TocsinConfig) -> list[Maintenance]:
-    """The config's planned maintenance windows, one per window (its description is its
-    public title)."""
+    """The config's planned maintenance windows of services on the page (a component's),
+    one per window (its description is its public title)."""
+    shown = {s for c in config.status_page.components for s in c.services}
     found = []
     for service in config.services:
+        if service.id not in shown:
+            continue  # not on the page: its windows are nobody's business outside
         for n, window in enumerate(service.maintenance_windows):
             found.append(
                 Maintenance(
