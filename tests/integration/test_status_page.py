@@ -204,3 +204,41 @@ async def test_a_status_update_is_on_the_timeline_and_on_the_public_page(
         page = await http.get("/status")
     assert "default-src 'none'" in page.headers["content-security-policy"]
     assert page.headers["cache-control"] == "public, max-age=10"
+    async with await user_client(stack, "sp-resp") as api:
+        assert (await api.post(f"/incidents/{incident['id']}/resolve")).status_code == 202
+
+
+async def entries_of(api: httpx.AsyncClient, incident_id: str, kind: str) -> list[dict[str, Any]]:
+    reply = await api.get(f"/incidents/{incident_id}/log_entries")
+    assert reply.status_code == 200, reply.text
+    return [e for e in reply.json()["log_entries"] if e["type"] == kind]
+
+
+async def test_a_high_urgency_incident_without_public_update_reminds_its_responders(
+    stack: Stack,
+) -> None:
+    """status_page.update_reminders.high is 4 s in this stack."""
+    title = f"sp reminder {uuid.uuid4().hex[:8]}"
+    await trigger(stack, title, key=KEY)
+    async with await user_client(stack, "sp-resp") as api:
+        incident = await incident_titled(api, title, service_id="sp-svc")
+        deadline = time.monotonic() + 30
+        while not (due := await entries_of(api, incident["id"], "status_update_due")):
+            assert time.monotonic() < deadline, "no reminder within 30 s"
+            await asyncio.sleep(0.5)
+        assert due[0]["actor"] == "escalation" and "no public status update" in due[0]["message"]
+        # Resolved on the page: no more reminders.
+        posted = await api.post(
+            f"/incidents/{incident['id']}/status_updates",
+            json={"status": "resolved", "message": "All good.", "public_title": "Blip"},
+        )
+        assert posted.status_code == 202, posted.text
+        deadline = time.monotonic() + 30
+        while not await entries_of(api, incident["id"], "status_updated"):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1)  # a reminder already in flight may still land
+        settled = len(await entries_of(api, incident["id"], "status_update_due"))
+        await asyncio.sleep(10)  # two and a half cadences
+        assert len(await entries_of(api, incident["id"], "status_update_due")) == settled
+        assert (await api.post(f"/incidents/{incident['id']}/resolve")).status_code == 202

@@ -93,6 +93,8 @@ class _IncidentEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inc
     """flapping started or stopped"""
     INCIDENT_EVENT_TYPE_STATUS_UPDATED: _IncidentEventType.ValueType  # 16
     """a status update for the public was posted"""
+    INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE: _IncidentEventType.ValueType  # 17
+    """no public update for the cadence: post one"""
 
 class IncidentEventType(_IncidentEventType, metaclass=_IncidentEventTypeEnumTypeWrapper): ...
 
@@ -124,6 +126,8 @@ INCIDENT_EVENT_TYPE_FLAPPING: IncidentEventType.ValueType  # 15
 """flapping started or stopped"""
 INCIDENT_EVENT_TYPE_STATUS_UPDATED: IncidentEventType.ValueType  # 16
 """a status update for the public was posted"""
+INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE: IncidentEventType.ValueType  # 17
+"""no public update for the cadence: post one"""
 Global___IncidentEventType: _TypeAlias = IncidentEventType  # noqa: Y015
 
 @_typing.final
