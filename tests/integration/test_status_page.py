@@ -207,7 +207,23 @@ async def test_a_status_update_is_on_the_timeline_and_on_the_public_page(
         page = await http.get("/status")
     assert "default-src 'none'" in page.headers["content-security-policy"]
     assert page.headers["cache-control"] == "public, max-age=10"
+    # A responder overrides the component (kept in Redis); removing it derives it again.
     async with await user_client(stack, "sp-resp") as api:
+        override = "/status_page/components/sp-web/override"
+        put = await api.put(override, json={"state": "major_outage"})
+        assert put.status_code == 200, put.text
+        assert put.json()["actor"] == "sp-resp"
+        async with await user_client(stack, "sp-viewer") as viewer:
+            assert_problem(await viewer.put(override, json={"state": "operational"}), 403)
+
+        def storefront(state: str) -> Any:
+            return lambda body: any(
+                c["name"] == "Storefront" and c["status"] == state for c in body["components"]
+            )
+
+        await summary_when(stack, storefront("major_outage"))
+        assert (await api.delete(override)).status_code == 204
+        await summary_when(stack, storefront("partial_outage"))
         assert (await api.post(f"/incidents/{incident['id']}/resolve")).status_code == 202
 
 

@@ -20,6 +20,7 @@ from tocsin_api.status.assemble import assemble, component_uptime, maintenances_
 from tocsin_common.auth.access import AuthFailure
 from tocsin_common.auth.policy import Principal, PrincipalKind, Role
 from tocsin_common.config.loader import parse_config
+from tocsin_common.statuspage.components import ComponentOverride
 from tocsin_common.statuspage.events import public_id, updates_of
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -29,6 +30,7 @@ version: 1
 services:
   - id: checkout-svc
     name: Checkout
+    team: shop
     escalation_policy: p
     maintenance_windows:
       - start: "2026-06-01T11:00:00Z"
@@ -43,8 +45,11 @@ services:
       - start: "2026-06-01T11:00:00Z"
         end: "2026-06-01T13:00:00Z"
         description: reboot k8s-namespace-prod nodes
+teams:
+  - {id: shop, name: Shop, members: [mia], viewers: [val]}
 users:
   - {id: mia, name: Mia, email: mia@example.com}
+  - {id: val, name: Val, email: val@example.com}
 escalation_policies:
   - {id: p, name: P, levels: [{delay: 5m, targets: [{type: user, id: mia}]}]}
 status_page:
@@ -194,8 +199,24 @@ class FakeConfig:
 class FakeAuthenticator:
     async def authenticate(self, authorization: str | None) -> Principal | AuthFailure:
         if authorization == "Bearer mia":
-            return Principal("mia", PrincipalKind.USER, team_roles={"sre": Role.RESPONDER})
+            return Principal("mia", PrincipalKind.USER, team_roles={"shop": Role.RESPONDER})
+        if authorization == "Bearer val":
+            return Principal("val", PrincipalKind.USER, team_roles={"shop": Role.VIEWER})
         return AuthFailure("unknown, revoked or expired token")
+
+
+class MemoryOverrides:
+    def __init__(self) -> None:
+        self.kept: dict[str, ComponentOverride] = {}
+
+    async def all(self) -> dict[str, ComponentOverride]:
+        return dict(self.kept)
+
+    async def set(self, override: ComponentOverride, now: datetime) -> None:
+        self.kept[override.component_id] = override
+
+    async def remove(self, component_id: str) -> bool:
+        return self.kept.pop(component_id, None) is not None
 
 
 @dataclass
@@ -247,8 +268,11 @@ class FakeBackends:
     insight: FakeInsight
 
 
-def client(calls: Calls, config: Any = CONFIG) -> tuple[TestClient, list[float]]:
+def client(
+    calls: Calls, config: Any = CONFIG, overrides: MemoryOverrides | None = None
+) -> tuple[TestClient, list[float]]:
     clock = [NOW.timestamp()]
+    store = overrides or MemoryOverrides()
     state = ApiState(
         config=FakeConfig(config),
         authenticator=FakeAuthenticator(),
@@ -258,6 +282,7 @@ def client(calls: Calls, config: Any = CONFIG) -> tuple[TestClient, list[float]]
         service_credential=lambda: "svc-cred",
         console_secret="s" * 32,
         clock=lambda: clock[0],
+        status_overrides=lambda: store,
     )
     return TestClient(create_app(state), raise_server_exceptions=False), clock
 
@@ -353,3 +378,53 @@ def test_a_status_update_over_rest() -> None:
 def test_the_page_is_served_without_credentials(path: str) -> None:
     http, _ = client(Calls())
     assert http.get(path).status_code == 200
+
+
+def test_a_responder_overrides_a_component_until_a_time_then_it_is_derived_again() -> None:
+    store = MemoryOverrides()
+    http, clock = client(Calls(), overrides=store)
+    mia, val = {"Authorization": "Bearer mia"}, {"Authorization": "Bearer val"}
+    route = "/api/v1/status_page/components/cmp-shop/override"
+    until = (NOW + timedelta(minutes=30)).isoformat()
+    shop = lambda: http.get("/status/api/v2/summary.json").json()["components"][0]  # noqa: E731
+    assert shop()["status"] == "degraded_performance"  # derived (and now cached)
+
+    assert http.put(route, json={"state": "major_outage"}, headers=val).status_code == 403
+    reply = http.put(route, json={"state": "major_outage", "until": until}, headers=mia)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {
+        "component_id": "cmp-shop",
+        "state": "major_outage",
+        "actor": "mia",
+        "until": "2026-06-01T12:30:00Z",
+    }
+    assert shop()["status"] == "major_outage"  # the cache was dropped for it
+    clock[0] += 31 * 60  # past its until (and the cache's 10 s)
+    assert shop()["status"] == "degraded_performance"
+
+    assert http.put(route, json={"state": "operational"}, headers=mia).status_code == 200
+    assert shop()["status"] == "operational"
+    assert http.delete(route, headers=mia).status_code == 204
+    assert shop()["status"] == "degraded_performance"
+    assert http.delete(route, headers=mia).status_code == 404  # nothing left to remove
+
+
+def test_override_requests_are_checked() -> None:
+    http, _ = client(Calls())
+    mia = {"Authorization": "Bearer mia"}
+    base = "/api/v1/status_page/components"
+    unknown = http.put(f"{base}/nope/override", json={"state": "major_outage"}, headers=mia)
+    assert unknown.status_code == 404 and "component_id" in unknown.json()["detail"]
+    bad = http.put(f"{base}/cmp-shop/override", json={"state": "on_fire"}, headers=mia)
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "state"
+    past = http.put(
+        f"{base}/cmp-shop/override",
+        json={"state": "major_outage", "until": "2026-06-01T11:00:00Z"},
+        headers=mia,
+    )
+    assert past.status_code == 400 and past.json()["errors"][0]["field"] == "until"
+    # cmp-pay's service belongs to no team: only admins may override it
+    assert (
+        http.put(f"{base}/cmp-pay/override", json={"state": "operational"}, headers=mia)
+    ).status_code == 403
+    assert http.put(f"{base}/cmp-shop/override", json={"state": "operational"}).status_code == 401

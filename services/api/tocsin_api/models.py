@@ -198,6 +198,22 @@ class StatusUpdatePosted(BaseModel):
     redactions: list[str] = Field(description="what was redacted: email, address, secret")
 
 
+class ComponentOverrideBody(Strict):
+    state: Literal[
+        "operational", "under_maintenance", "degraded_performance", "partial_outage", "major_outage"
+    ] = Field(description="Statuspage's component state shown while the override lasts")
+    until: AwareDatetime | None = Field(
+        default=None, description="when the override ends (RFC 3339); none: until removed"
+    )
+
+
+class ComponentOverrideOut(BaseModel):
+    component_id: str
+    state: str
+    actor: str
+    until: str | None
+
+
 class BulkItem(Strict):
     id: str = Field(min_length=1)
     etag: str | None = None

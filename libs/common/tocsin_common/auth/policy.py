@@ -127,6 +127,10 @@ RULES: dict[str, Rule] = {
     "incident.status_update": Rule(
         Role.RESPONDER, summary="post a status update for the public on an incident"
     ),
+    "status_page.override": Rule(
+        Role.RESPONDER,
+        summary="override a public component's state (on a team of one of its services)",
+    ),
     "status_page.read": Rule(
         Role.VIEWER,
         mutation=False,

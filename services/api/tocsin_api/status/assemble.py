@@ -14,7 +14,11 @@ from typing import Any
 
 from tocsin.v1 import incident_service_pb2
 from tocsin_common.config import TocsinConfig
-from tocsin_common.statuspage.components import Maintenance, component_states
+from tocsin_common.statuspage.components import (
+    ComponentOverride,
+    Maintenance,
+    component_states,
+)
 from tocsin_common.statuspage.events import impact_of, status_incident_of
 from tocsin_common.statuspage.public import PublicPage, build_public_page
 
@@ -68,11 +72,15 @@ def assemble(
     uptime: Mapping[str, float],
     now: datetime,
     secret: bytes,
+    overrides: Mapping[str, ComponentOverride] | None = None,
 ) -> PublicPage:
-    """The page at ``now``; ``uptime``: availability 0..1 per service id."""
+    """The page at ``now``; ``uptime``: availability 0..1 per service id; ``overrides``:
+    responders' overrides by component id (they win while they last)."""
     page = config.status_page
     maintenances = maintenances_of(config)
-    states = component_states(page, (impact_of(i) for i in facts.open), maintenances, {}, now)
+    states = component_states(
+        page, (impact_of(i) for i in facts.open), maintenances, overrides or {}, now
+    )
     incidents = [status_incident_of(u.incident, u.updates, secret) for u in facts.updated]
     return build_public_page(
         page, states, incidents, maintenances, component_uptime(config, uptime), now

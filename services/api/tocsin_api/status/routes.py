@@ -12,20 +12,26 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from tocsin.v1 import incident_service_pb2, insight_service_pb2
+from tocsin_common.auth.directory import service_teams
+from tocsin_common.auth.policy import Resource
+from tocsin_common.config.status_page import PublicComponent
+from tocsin_common.statuspage.components import ComponentOverride
 from tocsin_common.statuspage.public import PublicPage
 from tocsin_common.timeutil import to_timestamp
 
+from tocsin_api import models
 from tocsin_api.backends import call
-from tocsin_api.deps import state_of
-from tocsin_api.problems import Problem
+from tocsin_api.deps import Caller, CallerDep, authorize, state_of
+from tocsin_api.problems import Problem, invalid
 from tocsin_api.status.assemble import INDICATORS, assemble, summary
+from tocsin_api.status.overrides import Overrides
 
 log = logging.getLogger("tocsin.api.status")
 HERE = Path(__file__).resolve().parent
@@ -106,7 +112,9 @@ async def build(request: Request) -> PublicPage:
     )
     services = sorted({s for c in config.status_page.components for s in c.services})
     uptime = await _uptime(request, services, now)
-    return assemble(config, facts, uptime, now, page_secret(request))
+    store = state.status_overrides()
+    overrides = await store.all() if store is not None else {}
+    return assemble(config, facts, uptime, now, page_secret(request), overrides)
 
 
 async def current(request: Request) -> PublicPage:
@@ -143,6 +151,84 @@ async def status_json(request: Request) -> Response:
     return JSONResponse(body, headers=HEADERS)
 
 
+# --- responders' overrides of a component's state (authenticated, /api/v1) ---------------
+
+api_router = APIRouter(prefix="/api/v1", tags=["status page"])
+
+
+def _component(request: Request, component_id: str) -> PublicComponent:
+    config = state_of(request).config.current
+    if not config.status_page.enabled:
+        raise Problem(409, "status_page: the status page is not enabled in the config")
+    for component in config.status_page.components:
+        if component.id == component_id:
+            return component
+    raise Problem(404, f"component_id: no component {component_id!r}", kind="not-found")
+
+
+def _resource(request: Request, component: PublicComponent) -> Resource:
+    config = state_of(request).config.current
+    teams = frozenset(t for s in component.services for t in service_teams(config, s))
+    return Resource("status_component", component.id, teams)
+
+
+def _store(request: Request) -> Overrides:
+    store = state_of(request).status_overrides()
+    if store is None:
+        raise Problem(503, "the override store is not available")
+    return cast(Overrides, store)
+
+
+def _override_body(component_id: str, override: ComponentOverride) -> dict[str, Any]:
+    return {
+        "component_id": component_id,
+        "state": override.state,
+        "actor": override.actor,
+        "until": override.until.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        if override.until
+        else None,
+    }
+
+
+@api_router.put(
+    "/status_page/components/{component_id}/override",
+    response_model=models.ComponentOverrideOut,
+    summary="Override a public component's state (until a time, or until removed)",
+)
+async def set_override(
+    component_id: str,
+    body: models.ComponentOverrideBody,
+    request: Request,
+    caller: Caller = CallerDep,
+) -> dict[str, Any]:
+    component = _component(request, component_id)
+    await authorize(request, caller, "status_page.override", _resource(request, component))
+    now = datetime.fromtimestamp(state_of(request).clock(), UTC)
+    if body.until is not None and body.until <= now:
+        raise invalid("until", "must be in the future")
+    override = ComponentOverride(component_id, body.state, caller.principal.id, body.until)
+    await _store(request).set(override, now)
+    _cache(request).cached = None  # this replica shows it at once; others within 10 s
+    return _override_body(component_id, override)
+
+
+@api_router.delete(
+    "/status_page/components/{component_id}/override",
+    status_code=204,
+    summary="Remove a component's override: its state is derived again",
+)
+async def remove_override(
+    component_id: str, request: Request, caller: Caller = CallerDep
+) -> Response:
+    component = _component(request, component_id)
+    await authorize(request, caller, "status_page.override", _resource(request, component))
+    if not await _store(request).remove(component_id):
+        raise Problem(404, f"component_id: {component_id!r} has no override", kind="not-found")
+    _cache(request).cached = None
+    return Response(status_code=204)
+
+
 def install(app: FastAPI) -> None:
     app.include_router(router)
+    app.include_router(api_router)
     app.mount("/status/static", StaticFiles(directory=str(HERE / "static")), name="status-static")
