@@ -116,7 +116,7 @@ PROFILES = {
         insight=(29056, 29106, 0),
     ),
 }
-# Extra isolated stacks (h1..h6) for engineers running suites side by side on one machine.
+# Extra isolated stacks (h1..h7) for engineers running suites side by side on one machine.
 # Below Linux's ephemeral range (32768+): a client's outgoing connection can hold a port
 # there, and the broker then fails to bind it.
 for _n in range(1, 7):
@@ -135,6 +135,21 @@ for _n in range(1, 7):
         postgres_port=_base + 32,
         insight=(_base + 56, _base + 106, 0),
     )
+# h7 takes the 10000 block: 11000 + 7 * 1000 would meet the test profile's 18080..18082.
+PROFILES["h7"] = Profile(
+    "h7",
+    10092,
+    10093,
+    10079,
+    ingest=(10051, 10101, 10080),
+    correlation=(10052, 10102, 0),
+    escalation=(10053, 10103, 0),
+    notification=(10054, 10104, 10081),
+    recorder_port=10099,
+    api=(10055, 10105, 10082),
+    postgres_port=10032,
+    insight=(10056, 10106, 0),
+)
 
 
 def say(message: str) -> None:

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from tocsin.v1 import incident_pb2, notification_pb2
 from tocsin_common.transport import PostgresConnection
-from tocsin_insight import reports, schema
+from tocsin_insight import reports, schema, views
 from tocsin_insight.facts import Directory, notification_fact
 from tocsin_insight.store import Batch, DeadRecord, EventRecord, FactStore
 
@@ -309,3 +309,33 @@ async def test_a_build_of_new_definitions_fills_a_generation_of_its_own(
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_uptime_over_a_window_from_the_incidents_impact(
+    database: PostgresConnection,
+) -> None:
+    """The status page's uptime (views.uptime) over a 10-hour window: pay-api's 1-hour
+    major outage inside it and the one straddling its start (only its hour inside counts)
+    make 80 %; web, whose incident had no impact, and a service without any are 100 %."""
+    conn = await connect(database)
+    try:
+        await schema.migrate(conn)
+        generation = await schema.create_generation(conn, 1)
+        store = FactStore(conn, DIRECTORY)
+        events = story("up-a", 60, 3600, created=T0 + timedelta(hours=2))
+        events += story("up-b", 60, 7200, created=T0 - timedelta(hours=1))
+        events += story("up-c", 60, 3600, service="web")
+        for e in events:
+            if e.incident.incident_id in ("up-a", "up-b"):
+                e.incident.labels["impact"] = "major"
+        await store.write(generation, batch_of(events))
+        found = await views.uptime(
+            conn, generation, ["pay-api", "web", "quiet"], T0, T0 + timedelta(hours=10)
+        )
+        by = {a.service: a for a in found}
+        # up-a: 1 h inside; up-b: the hour after T0 (it ran from T0-1h to T0+1h)
+        assert by["pay-api"].availability == pytest.approx(0.8)
+        assert by["pay-api"].up_time_pct == pytest.approx(80.0)
+        assert by["web"].availability == 1.0 and by["quiet"].availability == 1.0
+    finally:
+        await conn.close()

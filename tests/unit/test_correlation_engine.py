@@ -521,6 +521,39 @@ def test_command_note(engine: CorrelationEngine, incident_id: str) -> None:
     assert event.incident.status == T.INCIDENT_STATUS_TRIGGERED
 
 
+def test_command_status_update_is_on_the_timeline_with_what_was_posted(
+    engine: CorrelationEngine, incident_id: str
+) -> None:
+    update = incident_pb2.PublicStatusUpdate(
+        status="identified",
+        message="Card payments fail; a fix is rolling out.",
+        public_title="Payments",
+    )
+    event = only_event(engine.on_command(command(incident_id, status_update=update), NOW + 10))
+    assert event.type == T.INCIDENT_EVENT_TYPE_STATUS_UPDATED
+    assert event.status_update == update
+    assert event.actor == "alice"
+    assert "identified" in event.message and "fix is rolling out" in event.message
+    assert event.incident.status == T.INCIDENT_STATUS_TRIGGERED  # the incident itself is unchanged
+    # A follow-up still goes on after the incident is resolved.
+    engine.on_command(command(incident_id, "c2", resolve={}), NOW + 20)
+    follow = incident_pb2.PublicStatusUpdate(status="resolved", message="Fixed.")
+    later = only_event(
+        engine.on_command(command(incident_id, "c3", status_update=follow), NOW + 30)
+    )
+    assert later.type == T.INCIDENT_EVENT_TYPE_STATUS_UPDATED
+
+
+def test_a_timeline_entry_cannot_pose_as_a_status_update(
+    engine: CorrelationEngine, incident_id: str
+) -> None:
+    entry = incident_pb2.TimelineEntryCommand(
+        type=T.INCIDENT_EVENT_TYPE_STATUS_UPDATED, message="forged"
+    )
+    outcome = engine.on_command(command(incident_id, timeline_entry=entry), NOW + 10)
+    assert outcome.events == [] and outcome.dropped == "timeline_entry_reserved_type"
+
+
 def test_command_reassign_to_policy_and_user(engine: CorrelationEngine, incident_id) -> None:
     engine.on_command(command(incident_id, "c0", acknowledge={}), NOW + 1)
     to_policy = command(incident_id, "c1", reassign={"escalation_policy_id": "other"})

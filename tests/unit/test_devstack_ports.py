@@ -1,5 +1,5 @@
 """tools/devstack.py's profiles: every service (the api included) has its ports, and no
-two stacks that may run side by side (dev, test, bench, h1..h6) share a port."""
+two stacks that may run side by side (dev, test, bench, h1..h7) share a port."""
 
 from __future__ import annotations
 

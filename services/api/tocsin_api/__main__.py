@@ -25,6 +25,7 @@ from tocsin_api.deps import ApiState
 from tocsin_api.feeds import FeedStore
 from tocsin_api.ratelimit import RateLimiter
 from tocsin_api.settings import ApiSettings
+from tocsin_api.status.overrides import RedisOverrides
 
 SERVICE = "api"
 
@@ -84,6 +85,7 @@ def build() -> tuple[FastAPI, uvicorn.Config]:
             backends=backends_box[0],
             settings=api_settings,
             feeds=lambda: FeedStore(access.redis()),
+            status_overrides=lambda: RedisOverrides(access.redis()),
             limiter=limiter,
             audit=access.audit,
             service_credential=access.credential,

@@ -32,6 +32,7 @@ from tocsin_api.routes import (
     oncall,
     silences,
 )
+from tocsin_api.status import routes as status_routes
 
 log = logging.getLogger("tocsin.api")
 
@@ -275,6 +276,7 @@ def create_app(state: ApiState | None, lifespan: Any = None, max_body_bytes: int
     # The web console (docs/console.md): its pages, static files and "/" leading to it; its
     # Problem handler answers HTML under /console and problem+json elsewhere, as above.
     console.install(app)
+    status_routes.install(app)  # the public status page (docs/status-page.md)
     app.add_middleware(ConsoleHeaders)
     limit = max_body_bytes or (state.settings.max_body_bytes if state else DEFAULT_MAX_BODY)
     app.add_middleware(BodyLimit, max_bytes=limit)

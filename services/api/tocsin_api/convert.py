@@ -178,6 +178,15 @@ def log_entry(event: incident_pb2.IncidentEvent) -> dict[str, Any]:
         "command_id": opt(event.command_id),
         "incident_status": STATUSES.get(event.incident.status, "triggered"),
         "alert_id": opt(event.alert.event_id) if event.HasField("alert") else None,
+        "status_update": (
+            {
+                "status": event.status_update.status,
+                "message": event.status_update.message,
+                "public_title": event.status_update.public_title,
+            }
+            if event.HasField("status_update")
+            else None
+        ),
     }
 
 

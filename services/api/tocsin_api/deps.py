@@ -52,6 +52,8 @@ class ApiState:
     # The web console's cookie secret (docs/console.md); "" turns the console off
     console_secret: str = ""
     clock: Callable[[], float] = time.time
+    # Responders' overrides of the status page's components (status/overrides.py)
+    status_overrides: Callable[[], Any] = lambda: None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

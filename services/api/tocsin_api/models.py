@@ -90,6 +90,12 @@ class IncidentList(BaseModel):
     next_cursor: str | None = Field(description="give it back as `cursor`; null on the last page")
 
 
+class PublicStatusUpdate(BaseModel):
+    status: str
+    message: str
+    public_title: str
+
+
 class LogEntry(BaseModel):
     id: str
     type: str
@@ -99,6 +105,9 @@ class LogEntry(BaseModel):
     command_id: str | None
     incident_status: Status
     alert_id: str | None
+    status_update: PublicStatusUpdate | None = Field(
+        default=None, description="on a status_updated entry: what the public page shows"
+    )
 
 
 class LogEntries(BaseModel):
@@ -171,6 +180,49 @@ class ReassignBody(Strict):
 
 class NoteBody(Strict):
     content: str = Field(min_length=1)
+
+
+class StatusUpdateBody(Strict):
+    status: Literal["investigating", "identified", "monitoring", "resolved"] = Field(
+        description="Statuspage's incident status"
+    )
+    message: str = Field(
+        min_length=1,
+        max_length=400_000,
+        description="for the public (cleaned; e-mail addresses, private IP addresses and "
+        "secret-like words redacted; at most status_page.message_max_chars)",
+    )
+    public_title: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=800,
+        description="the incident's title on the status page: required on its first update",
+    )
+
+
+class StatusUpdatePosted(BaseModel):
+    incident_id: str
+    command_id: str
+    status: str
+    message: str = Field(description="as the public will read it")
+    public_title: str
+    redactions: list[str] = Field(description="what was redacted: email, address, secret")
+
+
+class ComponentOverrideBody(Strict):
+    state: Literal[
+        "operational", "under_maintenance", "degraded_performance", "partial_outage", "major_outage"
+    ] = Field(description="Statuspage's component state shown while the override lasts")
+    until: AwareDatetime | None = Field(
+        default=None, description="when the override ends (RFC 3339); none: until removed"
+    )
+
+
+class ComponentOverrideOut(BaseModel):
+    component_id: str
+    state: str
+    actor: str
+    until: str | None
 
 
 class BulkItem(Strict):

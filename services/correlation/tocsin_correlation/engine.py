@@ -131,6 +131,7 @@ _RESERVED_TIMELINE_TYPES = frozenset(
         incident_pb2.INCIDENT_EVENT_TYPE_RELEASED,
         incident_pb2.INCIDENT_EVENT_TYPE_FLAPPING,
         incident_pb2.INCIDENT_EVENT_TYPE_SUPPRESSED,
+        incident_pb2.INCIDENT_EVENT_TYPE_STATUS_UPDATED,
     }
 )
 
@@ -701,7 +702,7 @@ class CorrelationEngine:
             return Outcome(dropped="unknown_incident")
         incident = IncidentState.from_json(raw)
         kind = command.WhichOneof("command")
-        if not incident.is_open and kind not in ("note", "timeline_entry"):
+        if not incident.is_open and kind not in ("note", "timeline_entry", "status_update"):
             return Outcome(dropped="incident_resolved")
         by = {"actor": command.actor, "command_id": command.command_id}
         if kind == "acknowledge":
@@ -740,6 +741,18 @@ class CorrelationEngine:
                 command.note.text,
                 **by,
             )
+        if kind == "status_update":
+            update = command.status_update
+            outcome = self._emit(
+                incident,
+                incident_pb2.INCIDENT_EVENT_TYPE_STATUS_UPDATED,
+                None,
+                now,
+                f"status update ({update.status}): {update.message}",
+                **by,
+            )
+            outcome.events[0].status_update.CopyFrom(update)
+            return outcome
         if kind == "timeline_entry":
             entry = command.timeline_entry
             if entry.type == incident_pb2.INCIDENT_EVENT_TYPE_RELEASED and (

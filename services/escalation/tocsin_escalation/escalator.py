@@ -40,7 +40,13 @@ from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import INCIDENTS_COMMANDS, NOTIFICATIONS_REQUESTS
 
 from tocsin_escalation import lifecycle
-from tocsin_escalation.lifecycle import CommandSpec, Effects, EscalationState, TimerSpec
+from tocsin_escalation.lifecycle import (
+    CommandSpec,
+    Effects,
+    EscalationState,
+    TimerSpec,
+    reminder_group,
+)
 from tocsin_escalation.policy import PlannedPage
 from tocsin_escalation.projection import IncidentProjection
 from tocsin_escalation.stores import EscalationStateStore, OverrideStore
@@ -71,6 +77,8 @@ class StagedWrites:
             self.timer_ops.append(incident_id)
         if effects.cancel_auto_resolve:
             self.timer_ops.append(f"{incident_id}:auto")
+        if effects.cancel_reminder:
+            self.timer_ops.append(reminder_group(incident_id))
         if effects.timers:
             self.timer_ops.append(_timers(effects))
         if effects.state is not None:
@@ -259,6 +267,8 @@ class Escalator:
                 self._timers.queue_cancel_group(pipe, incident_id)
             if effects.cancel_auto_resolve:
                 self._timers.queue_cancel_group(pipe, f"{incident_id}:auto")
+            if effects.cancel_reminder:
+                self._timers.queue_cancel_group(pipe, reminder_group(incident_id))
             self._timers.queue_schedule(pipe, _timers(effects))
             if effects.state is not None:
                 self._states.queue_put(pipe, incident_id, effects.state)

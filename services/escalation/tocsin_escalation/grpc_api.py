@@ -24,14 +24,18 @@ from tocsin_common.auth.directory import (
     policy_resource,
     schedule_resource,
 )
+from tocsin_common.auth.policy import Resource
 from tocsin_common.commands import incident_command, send_command
 from tocsin_common.config import ConfigStore, Schedule, TocsinConfig
 from tocsin_common.kafka import EventProducer
 from tocsin_common.limits import note_problem, snooze_problem
+from tocsin_common.statuspage.events import updates_of
+from tocsin_common.statuspage.updates import UpdateError, post_update
 from tocsin_common.timeutil import from_timestamp, set_timestamp
 
 from tocsin_escalation.incident_query import (
     BadRequest,
+    Filters,
     decode_cursor,
     encode_cursor,
     filters_of,
@@ -51,6 +55,10 @@ from tocsin_escalation.schedule import (
     who_is_on_call,
 )
 from tocsin_escalation.stores import OverlapError, OverrideStore
+
+# The most incidents the status page is built from (open ones, and ones with updates).
+STATUS_PAGE_MAX_INCIDENTS = 500
+OPEN_STATUSES = (incident_pb2.INCIDENT_STATUS_TRIGGERED, incident_pb2.INCIDENT_STATUS_ACKNOWLEDGED)
 
 
 class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
@@ -138,6 +146,77 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
             context,
             note=incident_pb2.NoteCommand(text=request.text),
         )
+
+    async def PostStatusUpdate(
+        self,
+        request: incident_service_pb2.PostStatusUpdateRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> incident_service_pb2.PostStatusUpdateResponse:
+        page = self._config.current.status_page
+        if not page.enabled:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "status_page: the status page is not enabled in the config",
+            )
+        incident = await self._incident(request.incident_id, context, "incident.status_update")
+        previous = updates_of(await self._projection.timeline(request.incident_id))
+        principal = self._access.principal()
+        now = datetime.now(UTC)
+        try:
+            update, cleaned = post_update(
+                previous,
+                incident_id=request.incident_id,
+                status=request.status,
+                message=request.message,
+                posted_by=principal.id,
+                now=now,
+                max_chars=page.message_max_chars,
+                public_title=request.public_title,
+            )
+        except UpdateError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise AssertionError("unreachable") from None
+        posted = incident_pb2.PublicStatusUpdate(
+            status=update.status, message=update.message, public_title=update.public_title
+        )
+        command = incident_command(
+            request.incident_id, incident.service_id, principal.id, now, status_update=posted
+        )
+        await send_command(self._producer, command)
+        return incident_service_pb2.PostStatusUpdateResponse(
+            command_id=command.command_id, update=posted, redactions=list(cleaned.redactions)
+        )
+
+    async def StatusPage(
+        self,
+        request: incident_service_pb2.StatusPageRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> incident_service_pb2.StatusPageResponse:
+        await self._access.authorize(context, "status_page.read", Resource("status_page"))
+        since = (
+            request.since.ToNanoseconds() / 1e9
+            if request.HasField("since")
+            else time.time() - 7 * 24 * 3600
+        )
+        open_query = plan(
+            Filters(statuses=frozenset(OPEN_STATUSES)), {}, lambda _: True, reads_everything=True
+        )
+        found = await self._projection.page(open_query, STATUS_PAGE_MAX_INCIDENTS, None)
+        reply = incident_service_pb2.StatusPageResponse(open=found.incidents)
+        for incident_id in await self._projection.status_updated_since(
+            since, STATUS_PAGE_MAX_INCIDENTS
+        ):
+            incident = await self._projection.get(incident_id)
+            if incident is None:
+                continue  # expired with the resolved incident's retention
+            events = await self._projection.timeline(incident_id)
+            reply.updated.add(
+                incident=incident,
+                updates=[
+                    e for e in events if e.type == incident_pb2.INCIDENT_EVENT_TYPE_STATUS_UPDATED
+                ],
+            )
+        return reply
 
     async def Reassign(
         self, request: incident_service_pb2.ReassignRequest, context: grpc.aio.ServicerContext

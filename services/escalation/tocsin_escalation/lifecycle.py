@@ -21,6 +21,13 @@ repeat), a new run yields new ones (the person is paged again).
 | RESOLVED | stop; cancel everything, auto-resolve included |
 | SNOOZED | stop; at snoozed_until, a new run from level 1 (whoever is on call then) |
 | REASSIGNED | new run on the new policy, or on the one assigned user |
+| STATUS_UPDATED | the public-update reminder again a cadence later (none after "resolved") |
+
+A high-urgency incident on a service of the public status page is reminded of
+(``status_page.update_reminders``) when it has had no public status update for its
+urgency's cadence: a timer of its own group (it outlives acknowledgements), rescheduled by
+each update, firing a STATUS_UPDATE_DUE timeline entry and then again a cadence later,
+until the incident is resolved or its page status is.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import incident_pb2
 from tocsin_common.config import EscalationLevel, EscalationTarget, Service, TocsinConfig
 
@@ -44,6 +52,7 @@ RULE = "rule"
 ACK_TIMEOUT = "ack_timeout"
 SNOOZE_END = "snooze_end"
 AUTO_RESOLVE = "auto_resolve"
+UPDATE_REMINDER = "update_reminder"
 
 ESCALATING = "escalating"
 ACKNOWLEDGED = "acknowledged"
@@ -65,6 +74,7 @@ ESCALATION_EVENTS = frozenset(
         E.INCIDENT_EVENT_TYPE_RESOLVED,
         E.INCIDENT_EVENT_TYPE_SNOOZED,
         E.INCIDENT_EVENT_TYPE_REASSIGNED,
+        E.INCIDENT_EVENT_TYPE_STATUS_UPDATED,
     }
 )
 
@@ -113,13 +123,17 @@ class TimerSpec:
 
     @property
     def group(self) -> str:
-        # The auto-resolve timer outlives acknowledgements: a group of its own.
-        return f"{self.incident_id}:auto" if self.kind == AUTO_RESOLVE else self.incident_id
+        # The auto-resolve and reminder timers outlive acknowledgements: groups of their own.
+        if self.kind == AUTO_RESOLVE:
+            return f"{self.incident_id}:auto"
+        if self.kind == UPDATE_REMINDER:
+            return reminder_group(self.incident_id)
+        return self.incident_id
 
     @property
     def timer_id(self) -> str:
-        if self.kind == AUTO_RESOLVE:
-            return f"{self.group}|{AUTO_RESOLVE}"
+        if self.kind in (AUTO_RESOLVE, UPDATE_REMINDER):
+            return f"{self.group}|{self.kind}"  # one per incident: rescheduling replaces it
         return (
             f"{self.group}|{self.kind}|{self.run}|{self.level}|{self.pass_}|"
             f"{self.user_id}|{self.rule_index}"
@@ -135,6 +149,10 @@ class TimerSpec:
         data = json.loads(raw)
         data["due"] = datetime.fromtimestamp(float(data["due"]), UTC)
         return cls(**data)
+
+
+def reminder_group(incident_id: str) -> str:
+    return f"{incident_id}:remind"
 
 
 @dataclass(frozen=True)
@@ -153,6 +171,7 @@ class Effects:
     state: EscalationState | None = None  # None: unchanged
     cancel_escalation: bool = False
     cancel_auto_resolve: bool = False
+    cancel_reminder: bool = False
     pages: list[PlannedPage] = field(default_factory=list)
     timers: list[TimerSpec] = field(default_factory=list)
     commands: list[CommandSpec] = field(default_factory=list)
@@ -310,7 +329,17 @@ def on_event(
         else:
             effects = _start_run(config, incident, event.event_id, 0, now, overrides)
         effects.timers += _auto_resolve(service, incident, now)
+        if not incident.suppressed:
+            created = _at(incident.created_at) if incident.HasField("created_at") else now
+            effects.timers += _reminder(config, incident, created)
         return effects
+    if kind == E.INCIDENT_EVENT_TYPE_STATUS_UPDATED:
+        if event.status_update.status == "resolved":
+            return Effects(cancel_reminder=True, dropped="resolved on the status page")
+        if incident.status == E.INCIDENT_STATUS_RESOLVED:
+            return Effects(dropped="incident resolved")
+        posted = _at(event.at) if event.HasField("at") else now
+        return Effects(timers=_reminder(config, incident, posted))
     if kind == E.INCIDENT_EVENT_TYPE_HELD:
         # Held from paging by an upstream incident: RELEASED starts escalation.
         return Effects(
@@ -360,6 +389,7 @@ def on_event(
             state=replace(state, run="", phase=STOPPED, quiet_unack=""),
             cancel_escalation=True,
             cancel_auto_resolve=True,
+            cancel_reminder=True,
         )
     if kind == E.INCIDENT_EVENT_TYPE_SNOOZED:
         until = (
@@ -395,6 +425,30 @@ def _auto_resolve(
     return [TimerSpec(AUTO_RESOLVE, incident.incident_id, created + service.auto_resolve_timeout)]
 
 
+def _at(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _cadence(config: TocsinConfig, incident: incident_pb2.Incident) -> timedelta | None:
+    """How long the incident may go without a public update: none unless the status page
+    is on, the incident's service is on one of its components and its urgency has one."""
+    page = config.status_page
+    if not page.enabled or not any(incident.service_id in c.services for c in page.components):
+        return None
+    every: timedelta | None = getattr(page.update_reminders, _urgency(incident))
+    return every
+
+
+def _reminder(
+    config: TocsinConfig, incident: incident_pb2.Incident, since: datetime
+) -> list[TimerSpec]:
+    """The reminder timer a cadence after ``since`` (the opening, an update, a reminder)."""
+    every = _cadence(config, incident)
+    if every is None:
+        return []
+    return [TimerSpec(UPDATE_REMINDER, incident.incident_id, since + every)]
+
+
 def _service(config: TocsinConfig, service_id: str) -> Service | None:
     try:
         return config.service(service_id)
@@ -424,6 +478,26 @@ def on_timer(
                     message="auto-resolved after the service's auto_resolve_timeout",
                 )
             ]
+        )
+    if timer.kind == UPDATE_REMINDER:
+        every = _cadence(config, incident)
+        if every is None:
+            return Effects(dropped="no reminder cadence (any longer)")
+        minutes = round(every.total_seconds() / 60, 1)
+        return Effects(
+            timers=_reminder(config, incident, now),
+            commands=[
+                CommandSpec(
+                    "timeline_entry",
+                    derived_id(incident.incident_id, "update-reminder", timer.due.isoformat()),
+                    actor="escalation",
+                    message=(
+                        f"no public status update for {minutes:g} min "
+                        "(status_page.update_reminders): post one for the status page"
+                    ),
+                    event_type=E.INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE,
+                )
+            ],
         )
     if timer.run != state.run:
         return Effects(dropped="stale timer (escalation moved on)")

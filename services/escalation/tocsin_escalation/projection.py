@@ -10,6 +10,8 @@
 - tocsin:incident-event-seen:<event id>  marks an applied event (replays apply once)
 - tocsin:incident-stream         every applied event (a stream, capped): Watch's source;
                                  an entry's id is its Watch position
+- tocsin:incidents:status-updated  incidents with a public status update, by the time of
+                                 their latest (sorted set): the status page's source
 
 Everything an event changes is written by one script queued on escalation's batch
 pipeline (one round trip per batch). A resolved incident's keys expire after
@@ -46,6 +48,8 @@ from tocsin_escalation.pipelining import queue_script
 
 _SEEN_TTL = 7 * 24 * 3600
 STREAM_KEY = "tocsin:incident-stream"
+STATUS_UPDATED_KEY = "tocsin:incidents:status-updated"
+STATUS_UPDATED_KEEP_S = 30 * 24 * 3600  # the page shows 7 days of resolved incidents
 _INCIDENT_PREFIX = "tocsin:incident:"
 _STATUS_KEYS = [status_key(s) for s in STATUSES]
 _URGENCY_KEYS = [urgency_key(u) for u in URGENCIES]
@@ -261,6 +265,18 @@ class IncidentProjection:
                 incident.service_id,
             ],
         )
+
+        if event.type == incident_pb2.INCIDENT_EVENT_TYPE_STATUS_UPDATED:
+            pipe.zadd(STATUS_UPDATED_KEY, {incident.incident_id: event.at.ToNanoseconds() / 1e9})
+
+    async def status_updated_since(self, since_s: float, limit: int) -> list[str]:
+        """Incidents whose latest status update is at or after ``since_s``, newest first
+        (entries older than a month are dropped on the way)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(STATUS_UPDATED_KEY, "-inf", since_s - STATUS_UPDATED_KEEP_S)
+            pipe.zrevrangebyscore(STATUS_UPDATED_KEY, "+inf", since_s, start=0, num=limit)
+            _, found = await pipe.execute()
+        return [_text(i) for i in found]
 
     def queue_prune(self, pipe: Pipeline) -> None:
         """Queue the removal of expired incidents from the indexes (a bounded number)."""

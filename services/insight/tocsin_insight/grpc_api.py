@@ -28,6 +28,7 @@ from tocsin_insight.reports import DistributionRow, Filter, QueryError
 log = logging.getLogger("tocsin.insight.grpc")
 
 Generation = Callable[[], Awaitable[str]]
+MAX_UPTIME_SERVICES = 1000
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
 
 
@@ -282,6 +283,36 @@ class InsightServicer(insight_service_pb2_grpc.InsightServiceServicer):
         for source, alerts in found.top_sources:
             reply.top_sources.add(source=source, alerts=alerts)
         return reply
+
+    async def Uptime(
+        self, request: pb.UptimeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UptimeResponse:
+        await self._access.authorize(context, "status_page.read", Resource("status_page"))
+        services = list(dict.fromkeys(request.service_ids))
+        if len(services) > MAX_UPTIME_SERVICES:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"service_ids: {len(services)} given, at most {MAX_UPTIME_SERVICES}",
+            )
+        if not request.HasField("since"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since: is required")
+        start = request.since.ToDatetime(tzinfo=UTC)
+        end = (
+            request.until.ToDatetime(tzinfo=UTC) if request.HasField("until") else datetime.now(UTC)
+        )
+        if end <= start:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "until: must be after since")
+        generation = await self._generation()
+        async with self._pool.connection() as conn:
+            found = await views.uptime(conn, generation, services, start, end)
+        return pb.UptimeResponse(
+            services=[
+                pb.ServiceUptime(
+                    service_id=a.service, availability=a.availability, up_time_pct=a.up_time_pct
+                )
+                for a in found
+            ]
+        )
 
     async def ReviewDraft(
         self, request: pb.ReviewDraftRequest, context: grpc.aio.ServicerContext

@@ -269,6 +269,41 @@ def _scoped(f: Filter, config: TocsinConfig) -> list[str]:
     ]
 
 
+async def _impact_slices(
+    conn: Conn, s: sql.Identifier, service: str, start: datetime, end: datetime
+) -> list[ImpactSlice]:
+    """The service's impact slices that overlap [start, end)."""
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT coalesce(impact_start, created_at), impact_end, impact "
+            "FROM {s}.incident_facts WHERE service_id = %s AND impact <> '' "
+            "AND coalesce(impact_start, created_at) < %s "
+            "AND (impact_end IS NULL OR impact_end > %s)"
+        ).format(s=s),
+        (service, end, start),
+    )
+    return [
+        ImpactSlice(service, begin, finish, level) for begin, finish, level in await cur.fetchall()
+    ]
+
+
+# availability() wants a target; uptime reads only the availability and up_time_pct.
+_ANY_TARGET = 99.9
+
+
+async def uptime(
+    conn: Conn, generation: str, services: list[str], start: datetime, end: datetime
+) -> list[Availability]:
+    """Each service's availability over [start, end) from its incidents' impact (the
+    status page's 90-day uptime); a service with no incident is 100 %."""
+    s = generation_schema(generation)
+    found = []
+    for service in services:
+        slices = await _impact_slices(conn, s, service, start, end)
+        found.append(availability(service, slices, start, end, _ANY_TARGET))
+    return found
+
+
 async def overview(
     conn: Conn, generation: str, f: Filter, config: TocsinConfig, now: datetime, top: int
 ) -> Overview:
@@ -281,19 +316,7 @@ async def overview(
         if slo is None:
             continue
         start, end = _window(f, now, slo.window)
-        cur = await conn.execute(
-            sql.SQL(
-                "SELECT coalesce(impact_start, created_at), impact_end, impact "
-                "FROM {s}.incident_facts WHERE service_id = %s AND impact <> '' "
-                "AND coalesce(impact_start, created_at) < %s "
-                "AND (impact_end IS NULL OR impact_end > %s)"
-            ).format(s=s),
-            (service, end, start),
-        )
-        slices = [
-            ImpactSlice(service, begin, finish, level)
-            for begin, finish, level in await cur.fetchall()
-        ]
+        slices = await _impact_slices(conn, s, service, start, end)
         found.append(availability(service, slices, start, end, slo.availability_target))
     # Change failure: the filter's changes, against incidents on every service (dependents).
     rule = insight.change_failure

@@ -1,4 +1,4 @@
-"""``tocsin incidents list|show|ack|resolve|snooze|reassign|note``."""
+"""``tocsin incidents list|show|ack|resolve|snooze|reassign|note|status-update``."""
 
 from __future__ import annotations
 
@@ -350,3 +350,40 @@ def note_(
         out(f"note added to {id}\n")
     else:
         out(render_data(answer, output))
+
+
+class PublicStatus(StrEnum):
+    investigating = "investigating"
+    identified = "identified"
+    monitoring = "monitoring"
+    resolved = "resolved"
+
+
+@app.command("status-update")
+def status_update(
+    ctx: typer.Context,
+    id: Annotated[str, typer.Argument(help="incident id")],
+    status: Annotated[PublicStatus, typer.Option("--status", help="Statuspage's incident status")],
+    message: Annotated[str, typer.Option("--message", "-m", help="the message for the public")],
+    title: Annotated[
+        str | None,
+        typer.Option("--title", help="the public title (required on the first update)"),
+    ] = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Post a status update for the public status page (docs/status-page.md).
+
+    Example: tocsin incidents status-update INCIDENT_ID --status identified
+    --title "Checkout is slow" -m "We found the cause and are rolling out a fix."
+    """
+    body: dict[str, Any] = {"status": status.value, "message": message}
+    if title:
+        body["public_title"] = title
+    with state(ctx).client() as api:
+        answer = api.post(f"/incidents/{id}/status_updates", body)
+    if output is not OutputFormat.table:
+        out(render_data(answer, output))
+        return
+    out(f"status update posted on {id} ({answer.get('status')}): {answer.get('message')}\n")
+    if answer.get("redactions"):
+        note(f"redacted before posting: {', '.join(answer['redactions'])}")

@@ -91,6 +91,10 @@ class _IncidentEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inc
     """no longer held: pages now"""
     INCIDENT_EVENT_TYPE_FLAPPING: _IncidentEventType.ValueType  # 15
     """flapping started or stopped"""
+    INCIDENT_EVENT_TYPE_STATUS_UPDATED: _IncidentEventType.ValueType  # 16
+    """a status update for the public was posted"""
+    INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE: _IncidentEventType.ValueType  # 17
+    """no public update for the cadence: post one"""
 
 class IncidentEventType(_IncidentEventType, metaclass=_IncidentEventTypeEnumTypeWrapper): ...
 
@@ -120,6 +124,10 @@ INCIDENT_EVENT_TYPE_RELEASED: IncidentEventType.ValueType  # 14
 """no longer held: pages now"""
 INCIDENT_EVENT_TYPE_FLAPPING: IncidentEventType.ValueType  # 15
 """flapping started or stopped"""
+INCIDENT_EVENT_TYPE_STATUS_UPDATED: IncidentEventType.ValueType  # 16
+"""a status update for the public was posted"""
+INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE: IncidentEventType.ValueType  # 17
+"""no public update for the cadence: post one"""
 Global___IncidentEventType: _TypeAlias = IncidentEventType  # noqa: Y015
 
 @_typing.final
@@ -283,6 +291,7 @@ class IncidentEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
     COMMAND_ID_FIELD_NUMBER: _builtins.int
+    STATUS_UPDATE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     type: Global___IncidentEventType.ValueType
     actor: _builtins.str
@@ -301,6 +310,10 @@ class IncidentEvent(_message.Message):
 
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def status_update(self) -> Global___PublicStatusUpdate:
+        """on STATUS_UPDATED: what was posted"""
+
     def __init__(
         self,
         *,
@@ -312,10 +325,11 @@ class IncidentEvent(_message.Message):
         message: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
         command_id: _builtins.str = ...,
+        status_update: Global___PublicStatusUpdate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "at", b"at", "incident", b"incident"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "at", b"at", "incident", b"incident", "status_update", b"status_update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alert", b"alert", "at", b"at", "command_id", b"command_id", "event_id", b"event_id", "incident", b"incident", "message", b"message", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alert", b"alert", "at", b"at", "command_id", b"command_id", "event_id", b"event_id", "incident", b"incident", "message", b"message", "status_update", b"status_update", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -413,6 +427,38 @@ class NoteCommand(_message.Message):
 Global___NoteCommand: _TypeAlias = NoteCommand  # noqa: Y015
 
 @_typing.final
+class PublicStatusUpdate(_message.Message):
+    """A status update for the public status page (docs/status-page.md), already cleaned by
+    tocsin_common.statuspage.updates.post_update when the command is made.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    PUBLIC_TITLE_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """investigating | identified | monitoring | resolved"""
+    message: _builtins.str
+    """for the public"""
+    public_title: _builtins.str
+    """the incident's public title as of this update"""
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        message: _builtins.str = ...,
+        public_title: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "public_title", b"public_title", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublicStatusUpdate: _TypeAlias = PublicStatusUpdate  # noqa: Y015
+
+@_typing.final
 class UnacknowledgeCommand(_message.Message):
     """The acknowledgement timed out (sent by escalation): back to triggered, pages again."""
 
@@ -475,6 +521,7 @@ class IncidentCommand(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     UNACKNOWLEDGE_FIELD_NUMBER: _builtins.int
     TIMELINE_ENTRY_FIELD_NUMBER: _builtins.int
+    STATUS_UPDATE_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     incident_id: _builtins.str
     service_id: _builtins.str
@@ -495,6 +542,8 @@ class IncidentCommand(_message.Message):
     def unacknowledge(self) -> Global___UnacknowledgeCommand: ...
     @_builtins.property
     def timeline_entry(self) -> Global___TimelineEntryCommand: ...
+    @_builtins.property
+    def status_update(self) -> Global___PublicStatusUpdate: ...
     def __init__(
         self,
         *,
@@ -510,12 +559,13 @@ class IncidentCommand(_message.Message):
         note: Global___NoteCommand | None = ...,
         unacknowledge: Global___UnacknowledgeCommand | None = ...,
         timeline_entry: Global___TimelineEntryCommand | None = ...,
+        status_update: Global___PublicStatusUpdate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "command", b"command", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "snooze", b"snooze", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "command", b"command", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "snooze", b"snooze", "status_update", b"status_update", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "actor", b"actor", "command", b"command", "command_id", b"command_id", "incident_id", b"incident_id", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "service_id", b"service_id", "snooze", b"snooze", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "actor", b"actor", "command", b"command", "command_id", b"command_id", "incident_id", b"incident_id", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "service_id", b"service_id", "snooze", b"snooze", "status_update", b"status_update", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["acknowledge", "resolve", "reassign", "snooze", "note", "unacknowledge", "timeline_entry"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["acknowledge", "resolve", "reassign", "snooze", "note", "unacknowledge", "timeline_entry", "status_update"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 

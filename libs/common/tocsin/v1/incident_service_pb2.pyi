@@ -184,6 +184,144 @@ class AddNoteRequest(_message.Message):
 Global___AddNoteRequest: _TypeAlias = AddNoteRequest  # noqa: Y015
 
 @_typing.final
+class PostStatusUpdateRequest(_message.Message):
+    """A status update for the public (docs/status-page.md); authorised as incident.status_update."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    PUBLIC_TITLE_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    status: _builtins.str
+    """investigating | identified | monitoring | resolved"""
+    message: _builtins.str
+    """for the public: cleaned and redacted before it is kept"""
+    public_title: _builtins.str
+    """required on the first update; then kept unless given"""
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        message: _builtins.str = ...,
+        public_title: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_id", b"incident_id", "message", b"message", "public_title", b"public_title", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostStatusUpdateRequest: _TypeAlias = PostStatusUpdateRequest  # noqa: Y015
+
+@_typing.final
+class PostStatusUpdateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELD_NUMBER: _builtins.int
+    REDACTIONS_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    @_builtins.property
+    def update(self) -> _incident_pb2.PublicStatusUpdate:
+        """as it will appear on the page"""
+
+    @_builtins.property
+    def redactions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """what was redacted, by kind: email, address, secret"""
+
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+        update: _incident_pb2.PublicStatusUpdate | None = ...,
+        redactions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "redactions", b"redactions", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostStatusUpdateResponse: _TypeAlias = PostStatusUpdateResponse  # noqa: Y015
+
+@_typing.final
+class StatusPageRequest(_message.Message):
+    """What the public status page is built from (authorised as status_page.read): every open
+    incident, and the incidents with a status update posted at or after `since`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusPageRequest: _TypeAlias = StatusPageRequest  # noqa: Y015
+
+@_typing.final
+class StatusPageIncident(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_FIELD_NUMBER: _builtins.int
+    UPDATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def incident(self) -> _incident_pb2.Incident: ...
+    @_builtins.property
+    def updates(self) -> _containers.RepeatedCompositeFieldContainer[_incident_pb2.IncidentEvent]:
+        """its STATUS_UPDATED events, oldest first"""
+
+    def __init__(
+        self,
+        *,
+        incident: _incident_pb2.Incident | None = ...,
+        updates: _abc.Iterable[_incident_pb2.IncidentEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident", "updates", b"updates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusPageIncident: _TypeAlias = StatusPageIncident  # noqa: Y015
+
+@_typing.final
+class StatusPageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def open(self) -> _containers.RepeatedCompositeFieldContainer[_incident_pb2.Incident]: ...
+    @_builtins.property
+    def updated(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusPageIncident]: ...
+    def __init__(
+        self,
+        *,
+        open: _abc.Iterable[_incident_pb2.Incident] | None = ...,
+        updated: _abc.Iterable[Global___StatusPageIncident] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["open", b"open", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusPageResponse: _TypeAlias = StatusPageResponse  # noqa: Y015
+
+@_typing.final
 class GetIncidentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

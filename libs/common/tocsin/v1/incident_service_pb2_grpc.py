@@ -80,6 +80,16 @@ class IncidentServiceStub:
                 request_serializer=tocsin_dot_v1_dot_incident__service__pb2.WatchRequest.SerializeToString,
                 response_deserializer=tocsin_dot_v1_dot_incident__service__pb2.WatchEvent.FromString,
                 _registered_method=True)
+        self.PostStatusUpdate = channel.unary_unary(
+                '/tocsin.v1.IncidentService/PostStatusUpdate',
+                request_serializer=tocsin_dot_v1_dot_incident__service__pb2.PostStatusUpdateRequest.SerializeToString,
+                response_deserializer=tocsin_dot_v1_dot_incident__service__pb2.PostStatusUpdateResponse.FromString,
+                _registered_method=True)
+        self.StatusPage = channel.unary_unary(
+                '/tocsin.v1.IncidentService/StatusPage',
+                request_serializer=tocsin_dot_v1_dot_incident__service__pb2.StatusPageRequest.SerializeToString,
+                response_deserializer=tocsin_dot_v1_dot_incident__service__pb2.StatusPageResponse.FromString,
+                _registered_method=True)
 
 
 class IncidentServiceServicer:
@@ -139,6 +149,18 @@ class IncidentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PostStatusUpdate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StatusPage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IncidentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +208,16 @@ def add_IncidentServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=tocsin_dot_v1_dot_incident__service__pb2.WatchRequest.FromString,
                     response_serializer=tocsin_dot_v1_dot_incident__service__pb2.WatchEvent.SerializeToString,
+            ),
+            'PostStatusUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostStatusUpdate,
+                    request_deserializer=tocsin_dot_v1_dot_incident__service__pb2.PostStatusUpdateRequest.FromString,
+                    response_serializer=tocsin_dot_v1_dot_incident__service__pb2.PostStatusUpdateResponse.SerializeToString,
+            ),
+            'StatusPage': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatusPage,
+                    request_deserializer=tocsin_dot_v1_dot_incident__service__pb2.StatusPageRequest.FromString,
+                    response_serializer=tocsin_dot_v1_dot_incident__service__pb2.StatusPageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -431,6 +463,60 @@ class IncidentService:
             '/tocsin.v1.IncidentService/Watch',
             tocsin_dot_v1_dot_incident__service__pb2.WatchRequest.SerializeToString,
             tocsin_dot_v1_dot_incident__service__pb2.WatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostStatusUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tocsin.v1.IncidentService/PostStatusUpdate',
+            tocsin_dot_v1_dot_incident__service__pb2.PostStatusUpdateRequest.SerializeToString,
+            tocsin_dot_v1_dot_incident__service__pb2.PostStatusUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatusPage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tocsin.v1.IncidentService/StatusPage',
+            tocsin_dot_v1_dot_incident__service__pb2.StatusPageRequest.SerializeToString,
+            tocsin_dot_v1_dot_incident__service__pb2.StatusPageResponse.FromString,
             options,
             channel_credentials,
             insecure,

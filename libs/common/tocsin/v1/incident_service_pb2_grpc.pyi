@@ -43,6 +43,8 @@ class IncidentServiceStub:
     List: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.ListIncidentsRequest, _incident_service_pb2.ListIncidentsResponse]
     Timeline: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.TimelineRequest, _incident_service_pb2.TimelineResponse]
     Watch: _grpc.UnaryStreamMultiCallable[_incident_service_pb2.WatchRequest, _incident_service_pb2.WatchEvent]
+    PostStatusUpdate: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.PostStatusUpdateRequest, _incident_service_pb2.PostStatusUpdateResponse]
+    StatusPage: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.StatusPageRequest, _incident_service_pb2.StatusPageResponse]
 
 @_typing.type_check_only
 class IncidentServiceAsyncStub(IncidentServiceStub):
@@ -56,6 +58,8 @@ class IncidentServiceAsyncStub(IncidentServiceStub):
     List: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.ListIncidentsRequest, _incident_service_pb2.ListIncidentsResponse]  # type: ignore[assignment]
     Timeline: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.TimelineRequest, _incident_service_pb2.TimelineResponse]  # type: ignore[assignment]
     Watch: _aio.UnaryStreamMultiCallable[_incident_service_pb2.WatchRequest, _incident_service_pb2.WatchEvent]  # type: ignore[assignment]
+    PostStatusUpdate: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.PostStatusUpdateRequest, _incident_service_pb2.PostStatusUpdateResponse]  # type: ignore[assignment]
+    StatusPage: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.StatusPageRequest, _incident_service_pb2.StatusPageResponse]  # type: ignore[assignment]
 
 class IncidentServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -120,5 +124,19 @@ class IncidentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _incident_service_pb2.WatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_incident_service_pb2.WatchEvent], _abc.AsyncIterator[_incident_service_pb2.WatchEvent]]: ...
+
+    @_abc_1.abstractmethod
+    def PostStatusUpdate(
+        self,
+        request: _incident_service_pb2.PostStatusUpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_incident_service_pb2.PostStatusUpdateResponse, _abc.Awaitable[_incident_service_pb2.PostStatusUpdateResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StatusPage(
+        self,
+        request: _incident_service_pb2.StatusPageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_incident_service_pb2.StatusPageResponse, _abc.Awaitable[_incident_service_pb2.StatusPageResponse]]: ...
 
 def add_IncidentServiceServicer_to_server(servicer: IncidentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -814,3 +814,86 @@ class OverviewResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OverviewResponse: _TypeAlias = OverviewResponse  # noqa: Y015
+
+@_typing.final
+class UptimeRequest(_message.Message):
+    """Uptime per service over [since, until) from the incidents' impact (the status page's
+    90-day uptime; authorised as status_page.read). Impact weighted as in ServiceAvailability.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_IDS_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def service_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """at most 1000; unknown ones answer 100 %"""
+
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """default: now"""
+
+    def __init__(
+        self,
+        *,
+        service_ids: _abc.Iterable[_builtins.str] | None = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_ids", b"service_ids", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UptimeRequest: _TypeAlias = UptimeRequest  # noqa: Y015
+
+@_typing.final
+class ServiceUptime(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    UP_TIME_PCT_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    availability: _builtins.float
+    """0..1, impact weighted (major 1, partial 0.5, degraded 0.25)"""
+    up_time_pct: _builtins.float
+    """major impact only"""
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        availability: _builtins.float = ...,
+        up_time_pct: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "service_id", b"service_id", "up_time_pct", b"up_time_pct"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceUptime: _TypeAlias = ServiceUptime  # noqa: Y015
+
+@_typing.final
+class UptimeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceUptime]: ...
+    def __init__(
+        self,
+        *,
+        services: _abc.Iterable[Global___ServiceUptime] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["services", b"services"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UptimeResponse: _TypeAlias = UptimeResponse  # noqa: Y015

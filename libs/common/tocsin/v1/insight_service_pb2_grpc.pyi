@@ -40,6 +40,7 @@ class InsightServiceStub:
     Problems: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.ProblemsRequest, _insight_service_pb2.ProblemsResponse]
     ReviewDraft: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.ReviewDraftRequest, _insight_service_pb2.ReviewDraftResponse]
     Overview: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.OverviewRequest, _insight_service_pb2.OverviewResponse]
+    Uptime: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.UptimeRequest, _insight_service_pb2.UptimeResponse]
 
 @_typing.type_check_only
 class InsightServiceAsyncStub(InsightServiceStub):
@@ -50,6 +51,7 @@ class InsightServiceAsyncStub(InsightServiceStub):
     Problems: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.ProblemsRequest, _insight_service_pb2.ProblemsResponse]  # type: ignore[assignment]
     ReviewDraft: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.ReviewDraftRequest, _insight_service_pb2.ReviewDraftResponse]  # type: ignore[assignment]
     Overview: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.OverviewRequest, _insight_service_pb2.OverviewResponse]  # type: ignore[assignment]
+    Uptime: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.UptimeRequest, _insight_service_pb2.UptimeResponse]  # type: ignore[assignment]
 
 class InsightServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -93,5 +95,12 @@ class InsightServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _insight_service_pb2.OverviewRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_insight_service_pb2.OverviewResponse, _abc.Awaitable[_insight_service_pb2.OverviewResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Uptime(
+        self,
+        request: _insight_service_pb2.UptimeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_insight_service_pb2.UptimeResponse, _abc.Awaitable[_insight_service_pb2.UptimeResponse]]: ...
 
 def add_InsightServiceServicer_to_server(servicer: InsightServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

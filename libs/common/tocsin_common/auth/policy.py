@@ -124,6 +124,19 @@ RULES: dict[str, Rule] = {
     "incident.snooze": Rule(Role.RESPONDER, summary="snooze an incident"),
     "incident.reassign": Rule(Role.RESPONDER, summary="reassign an incident"),
     "incident.note": Rule(Role.RESPONDER, summary="add a note to an incident"),
+    "incident.status_update": Rule(
+        Role.RESPONDER, summary="post a status update for the public on an incident"
+    ),
+    "status_page.override": Rule(
+        Role.RESPONDER,
+        summary="override a public component's state (on a team of one of its services)",
+    ),
+    "status_page.read": Rule(
+        Role.VIEWER,
+        mutation=False,
+        services=frozenset({"api"}),
+        summary="read what the public status page is built from (api: to serve the page)",
+    ),
     "schedule.read": Rule(
         Role.VIEWER,
         mutation=False,

@@ -557,10 +557,12 @@ async def incident_page(incident_id: str, request: Request) -> Response:
         people=people,
         policies=[p.id for p in config.escalation_policies],
         names=_names(config),
+        status_page=config.status_page if config.status_page.enabled else None,
+        public_updates=views.public_updates(entries),
     )
 
 
-ACTIONS = ("acknowledge", "resolve", "snooze", "reassign", "note")
+ACTIONS = ("acknowledge", "resolve", "snooze", "reassign", "note", "status_update")
 
 
 @router.post("/incidents/{incident_id}/{action}")
@@ -598,6 +600,23 @@ async def incident_action(incident_id: str, action: str, request: Request) -> Re
                 if_match=if_match,
                 user_ids=body.user_ids,
                 escalation_policy_id=body.escalation_policy_id,
+            )
+        if action == "status_update":
+            body_update = models.StatusUpdateBody.model_validate(
+                {
+                    "status": one(fields, "status"),
+                    "message": one(fields, "message"),
+                    "public_title": one(fields, "public_title") or None,
+                }
+            )
+            posted = await incidents.post_status_update(
+                request, ctx.caller, incident_id, body_update
+            )
+            redacted = posted["redactions"]
+            return views.Flash(
+                "ok",
+                f"status update posted ({posted['status']})"
+                + (f"; redacted before posting: {', '.join(redacted)}" if redacted else ""),
             )
         if action == "note":
             body_note = models.NoteBody(content=one(fields, "content"))

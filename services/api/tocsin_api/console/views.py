@@ -758,3 +758,11 @@ def percent(ratio: float, digits: int = 1) -> str:
     """A 0..1 ratio as a percentage: ``99.95 %`` (up to ``digits`` decimals, no trailing 0)."""
     text = f"{ratio * 100:.{digits}f}".rstrip("0").rstrip(".")
     return f"{text} %"
+
+
+def public_updates(entries: Any) -> list[dict[str, Any]]:
+    """The incident's status updates for the public, oldest first (none when its timeline
+    could not be read)."""
+    if not isinstance(entries, dict):
+        return []
+    return [e["status_update"] for e in entries["log_entries"] if e.get("status_update")]

@@ -408,6 +408,45 @@ async def note(
     return await act(request, caller, incident_id, "note", if_match=if_match, content=body.content)
 
 
+@router.post(
+    "/incidents/{incident_id}/status_updates",
+    status_code=202,
+    response_model=models.StatusUpdatePosted,
+    summary="Post a status update for the public status page (docs/status-page.md)",
+)
+async def status_update(
+    incident_id: str,
+    body: models.StatusUpdateBody,
+    request: Request,
+    caller: Caller = CallerDep,
+) -> dict[str, Any]:
+    return await post_status_update(request, caller, incident_id, body)
+
+
+async def post_status_update(
+    request: Request, caller: Caller, incident_id: str, body: models.StatusUpdateBody
+) -> dict[str, Any]:
+    """A status update, as the caller; what the public will read (a Problem when refused)."""
+    posted = await call(
+        state_of(request).backends.incidents.PostStatusUpdate,
+        incident_service_pb2.PostStatusUpdateRequest(
+            incident_id=incident_id,
+            status=body.status,
+            message=body.message,
+            public_title=body.public_title or "",
+        ),
+        caller.credential,
+    )
+    return {
+        "incident_id": incident_id,
+        "command_id": posted.command_id,
+        "status": posted.update.status,
+        "message": posted.update.message,
+        "public_title": posted.update.public_title,
+        "redactions": list(posted.redactions),
+    }
+
+
 BULK_CONCURRENCY = 8
 
 
