@@ -30,6 +30,14 @@ answer to the webhook's receipt.
    notification joins (ingest's load split over both), and --two-worker-rates run again
    --reps times; "scale_out" sets their CPU per page beside one worker's.
 
+4. **Before/after** (--baseline GIT_REV): the services of that revision (libs/common and
+   services/ from git, first on PYTHONPATH) take turns with the working tree's on the same
+   warm broker, a stack each, every repetition (which goes first alternates; Alertmanager
+   runs between them); "baseline" in the JSON sets the medians side by side. Both share
+   the consumer groups, topics and correlation's changelogs: they must agree on topic
+   partitions (a revision before TOCSIN_KAFKA_PARTITIONS has 12: run with
+   TOCSIN_KAFKA_PARTITIONS=12 on a stack created so) and on table formats.
+
 Runs against the Kafka, Redis and PostgreSQL of the devstack profile in the environment
 (`make bench` starts a stack of its own on the bench profile).
 """
@@ -43,6 +51,7 @@ import itertools
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -393,6 +402,84 @@ class Probes:
 
 
 CpuSources = dict[str, Callable[[], float]]
+CURRENT = "current"
+
+
+def baseline_pythonpath(rev: str, workdir: Path) -> str:
+    """libs/common and services/ as they were at git revision ``rev``, unpacked under
+    workdir: first on PYTHONPATH, they replace the working tree's packages."""
+    target = workdir / "baseline-code"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", rev, "libs/common", "services"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    dirs = [target / "libs" / "common", *sorted(p for p in (target / "services").iterdir())]
+    return os.pathsep.join(str(d) for d in dirs if d.is_dir())
+
+
+class StackHolder:
+    """The running stack of one code variant (the working tree's, or a baseline
+    revision's); `switch` stops it and starts the other's on the same broker, Redis and
+    consumer groups (so the two must agree on topics, partitions and table formats)."""
+
+    def __init__(
+        self, bootstrap: str, redis_url: str, workdir: Path, config: str, code: dict[str, str]
+    ) -> None:
+        self.bootstrap, self.redis_url, self.workdir = bootstrap, redis_url, workdir
+        self.config, self.code = config, code
+        self.variant = ""
+        self._stack: Stack | None = None
+        self.ingest_urls: list[str] = []
+        self.starts = 0
+
+    @property
+    def stack(self) -> Stack:
+        assert self._stack is not None
+        return self._stack
+
+    async def switch(
+        self,
+        variant: str,
+        session: aiohttp.ClientSession | None = None,
+        make: MakeRequest | None = None,
+        peer: TimingPeer | None = None,
+    ) -> Stack:
+        """The stack of ``variant``, started if another runs; after a switch, 10 s of load
+        (not measured) while the consumer groups settle."""
+        if self._stack is not None and self.variant == variant:
+            return self._stack
+        await self.stop()
+        self.starts += 1
+        extra = {
+            "OTEL_TRACES_EXPORTER": "none",
+            "TOCSIN_LOG_LEVEL": "WARNING",
+            # Like Alertmanager here (grouping off): one message per page, no per-person
+            # rate limit or bundling window.
+            "TOCSIN_NOTIFY_BUNDLE_WINDOW_S": "0",
+            "TOCSIN_NOTIFY_RATE_LIMIT": "1000000",
+        }
+        if self.code[variant]:
+            inherited = os.environ.get("PYTHONPATH", "")
+            extra["PYTHONPATH"] = os.pathsep.join(p for p in (self.code[variant], inherited) if p)
+        workdir = self.workdir / f"stack-{self.starts}"
+        workdir.mkdir()
+        self._stack = Stack(self.bootstrap, self.redis_url, workdir, self.config, extra_env=extra)
+        self.variant = variant
+        await self._stack.start()
+        self.ingest_urls[:] = [self._stack.ingest_url]
+        if session is not None and make is not None and peer is not None:
+            settle = await send_load(session, make, 1000, 100.0, 16)
+            await wait_delivered(peer, set(settle.accepted), 60)
+        return self._stack
+
+    async def stop(self) -> None:
+        if self._stack is not None:
+            await self._stack.stop()
+            self._stack = None
 
 
 def tocsin_cpu_sources(stack: Stack, infra: Mapping[str, int]) -> CpuSources:
@@ -512,31 +599,70 @@ def phase_plan(args: argparse.Namespace, rates: list[float]) -> list[tuple[float
     return plan
 
 
+KEYS = ("system", "variant", "workers", "rate")
+
+
 def summarize_phases(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
     for run in runs:
-        groups.setdefault((run["system"], run["workers"], str(run["rate"])), []).append(run)
+        key = (run["system"], run["variant"], run["workers"], str(run["rate"]))
+        groups.setdefault(key, []).append(run)
     return [
         {
-            "system": system,
-            "workers": workers,
-            "rate": reps[0]["rate"],
+            **{k: reps[0][k] for k in KEYS},
             **summarize_repetitions(
-                [
-                    {k: v for k, v in r.items() if k not in ("system", "workers", "rate", "rep")}
-                    for r in reps
-                ]
+                [{k: v for k, v in r.items() if k not in (*KEYS, "rep")} for r in reps]
             ),
         }
-        for (system, workers, _), reps in groups.items()
+        for reps in groups.values()
     ]
 
 
-def find_phase(phases: list[dict[str, Any]], system: str, workers: int, rate: Any) -> Any:
-    return next(
-        (p for p in phases if (p["system"], p["workers"], p["rate"]) == (system, workers, rate)),
-        None,
-    )
+def find_phase(
+    phases: list[dict[str, Any]],
+    system: str,
+    workers: int,
+    rate: Any,
+    variant: str = "current",
+) -> Any:
+    wanted = (system, variant, workers, rate)
+    return next((p for p in phases if tuple(p[k] for k in KEYS) == wanted), None)
+
+
+# What the baseline comparison sets side by side (paths into a phase's medians).
+VERSUS = {
+    "pages_per_s": ("delivered_per_s",),
+    "p50_ms": ("latency_ms", "p50"),
+    "p99_ms": ("latency_ms", "p99"),
+    "tocsin_and_broker_cpu_ms_per_page": ("cpu_ms_per_page", "tocsin_and_broker"),
+    "records_per_alert": ("records_per_alert", "total"),
+    "broker_requests_per_alert": ("broker_requests_per_alert", "total"),
+}
+
+
+def vs_baseline(
+    phases: list[dict[str, Any]], plan: list[tuple[float | None, int]], baseline: str
+) -> list[dict[str, Any]]:
+    """Per rate, the current code's medians beside the baseline's, and their ratio."""
+    rows = []
+    for rate, _ in plan:
+        label = rate if rate is not None else "max"
+        now = find_phase(phases, "tocsin", 1, label)
+        before = find_phase(phases, "tocsin", 1, label, variant=baseline)
+        if now is None or before is None:
+            continue
+        row: dict[str, Any] = {"rate": label}
+        for name, path in VERSUS.items():
+            a, b = now["median"], before["median"]
+            for key in path:
+                a, b = (a or {}).get(key), (b or {}).get(key)
+            row[name] = {
+                "baseline": b,
+                "current": a,
+                "ratio": round(a / b, 2) if isinstance(a, float | int) and b else None,
+            }
+        rows.append(row)
+    return rows
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -549,21 +675,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await peer.start()
     peer_url = f"http://127.0.0.1:{peer.port}"
     workdir = Path(tempfile.mkdtemp(prefix="tocsin-bench-"))
-    stack = Stack(
-        bootstrap,
-        redis_url,
-        workdir,
-        bench_config(peer_url),
-        extra_env={
-            "OTEL_TRACES_EXPORTER": "none",
-            "TOCSIN_LOG_LEVEL": "WARNING",
-            # Like Alertmanager here (grouping off): one message per page, no per-person
-            # rate limit or bundling window.
-            "TOCSIN_NOTIFY_BUNDLE_WINDOW_S": "0",
-            "TOCSIN_NOTIFY_RATE_LIMIT": "1000000",
-        },
-    )
-    await stack.start()
+    code = {CURRENT: ""}
+    if args.baseline:
+        code[args.baseline] = baseline_pythonpath(args.baseline, workdir)
+    holder = StackHolder(bootstrap, redis_url, workdir, bench_config(peer_url), code)
+    stack = await holder.switch(CURRENT)
     alertmanager = Alertmanager(free_port(), f"{peer_url}/alertmanager")
     alertmanager.start()
     infra = infra_process_groups(INFRA)
@@ -578,7 +694,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         requests_error = "no devstack broker pid (TOCSIN_DEVSTACK_PROFILE unset)"
     probes = Probes(TopicCounter(bootstrap), requests, HopReader(bootstrap))
     await probes.counter.start()
-    ingest_urls = [stack.ingest_url]
+    ingest_urls = holder.ingest_urls
 
     def tocsin_request(key: str, i: int) -> tuple[str, dict[str, Any]]:
         team = int(key[1:], 16) % TEAMS
@@ -619,48 +735,70 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             await wait_delivered(peer, set(am_warm.accepted), args.drain_seconds)
 
-            tocsin_cpu = tocsin_cpu_sources(stack, infra)
             am_cpu: CpuSources = {
                 "alertmanager": lambda: tree_cpu_seconds(alertmanager.pid or 0),
             }
-            systems = {
-                "tocsin": (tocsin_request, tocsin_cpu, probes),
-                "alertmanager": (alertmanager_request, am_cpu, None),
-            }
+
+            async def phase(system: str, rate: float | None, count: int, rep: int) -> None:
+                make: MakeRequest = tocsin_request
+                cpu, phase_probes = am_cpu, None
+                if system == "alertmanager":
+                    make = alertmanager_request
+                else:
+                    cpu, phase_probes = tocsin_cpu_sources(holder.stack, infra), probes
+                result = await run_phase(
+                    system, rate, count, 1, make, session, peer, cpu, phase_probes, args
+                )
+                result["variant"] = holder.variant if system == "tocsin" else ""
+                result["rep"] = rep
+                runs.append(result)
+
             pids = {n: s.proc.pid for n, s in stack.services.items() if s.proc}
             memory_before = {n: rss_bytes(p) for n, p in pids.items()}
             redis_before = int((await redis.info("memory"))["used_memory"])
             am_before = alertmanager.rss_bytes()
-            tocsin_alerts = 0
             for rep in range(args.reps):
-                order = ("tocsin", "alertmanager") if rep % 2 == 0 else ("alertmanager", "tocsin")
-                for (rate, count), system in itertools.product(plan, order):
-                    make, cpu, phase_probes = systems[system]
-                    result = await run_phase(
-                        system, rate, count, 1, make, session, peer, cpu, phase_probes, args
-                    )
-                    result["rep"] = rep
-                    runs.append(result)
-                    if system == "tocsin":
-                        tocsin_alerts += result["accepted"]
-            memory_after = {n: rss_bytes(p) for n, p in pids.items()}
-            redis_after = int((await redis.info("memory"))["used_memory"])
-            state_bytes = sum(
-                memory_after[n] - memory_before[n] for n in ("correlation", "escalation")
-            )
-            memory = {
-                "open_incidents": tocsin_alerts,
-                "bytes_per_open_incident": {
-                    "redis": round((redis_after - redis_before) / max(tocsin_alerts, 1)),
-                    "services_rss": round(state_bytes / max(tocsin_alerts, 1)),
-                },
-                "alertmanager_rss_growth_per_alert": round(
-                    (alertmanager.rss_bytes() - am_before) / max(tocsin_alerts, 1)
-                ),
-            }
+                if not args.baseline:
+                    # Phase by phase; which system goes first alternates by repetition.
+                    order = ("tocsin", "alertmanager")[:: 1 if rep % 2 == 0 else -1]
+                    for (rate, count), system in itertools.product(plan, order):
+                        await phase(system, rate, count, rep)
+                    continue
+                # Baseline and current code, one after the other on the same warm broker
+                # (their stacks take turns), Alertmanager between them.
+                first, second = (CURRENT, args.baseline)[:: 1 if rep % 2 == 0 else -1]
+                for variant in (first, "alertmanager", second):
+                    if variant != "alertmanager":
+                        await holder.switch(variant, session, make=tocsin_request, peer=peer)
+                    for rate, count in plan:
+                        await phase(
+                            "alertmanager" if variant == "alertmanager" else "tocsin",
+                            rate,
+                            count,
+                            rep,
+                        )
+            memory: dict[str, Any] = {"skipped": "with --baseline (two stacks took turns)"}
+            tocsin_alerts = sum(r["accepted"] for r in runs if r["system"] == "tocsin")
+            if not args.baseline:
+                memory_after = {n: rss_bytes(p) for n, p in pids.items()}
+                redis_after = int((await redis.info("memory"))["used_memory"])
+                state_bytes = sum(
+                    memory_after[n] - memory_before[n] for n in ("correlation", "escalation")
+                )
+                memory = {
+                    "open_incidents": tocsin_alerts,
+                    "bytes_per_open_incident": {
+                        "redis": round((redis_after - redis_before) / max(tocsin_alerts, 1)),
+                        "services_rss": round(state_bytes / max(tocsin_alerts, 1)),
+                    },
+                    "alertmanager_rss_growth_per_alert": round(
+                        (alertmanager.rss_bytes() - am_before) / max(tocsin_alerts, 1)
+                    ),
+                }
 
             scale_out: dict[str, Any] = {}
             if args.two_worker_rates:
+                stack = await holder.switch(CURRENT, session, make=tocsin_request, peer=peer)
                 scale_out = await two_workers(
                     stack, session, peer, infra, probes, tocsin_request, ingest_urls, runs, args
                 )
@@ -669,7 +807,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if requests is not None:
             requests.stop()
         await probes.counter.stop()
-        await stack.stop()
+        await holder.stop()
         await peer.stop()
         await redis.aclose()
 
@@ -678,7 +816,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for rate, _ in plan:
         label = rate if rate is not None else "max"
         t = find_phase(phases, "tocsin", 1, label)
-        a = find_phase(phases, "alertmanager", 1, label)
+        a = find_phase(phases, "alertmanager", 1, label, variant="")
         if t is None or a is None:
             continue
         tm, am = t["median"], a["median"]
@@ -693,6 +831,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     if scale_out:
         scale_out["by_rate"] = scale_out_table(phases, args.two_worker_rates)
+    versus = vs_baseline(phases, plan, args.baseline) if args.baseline else []
     return {
         "bench": "pipeline",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -715,10 +854,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "reps": args.reps,
             "concurrency": args.concurrency,
             "two_worker_rates": args.two_worker_rates,
+            "baseline": args.baseline,
         },
         "warmup": warmup,
         "phases": phases,
         "ratios_tocsin_over_alertmanager": ratios,
+        "baseline": {"revision": args.baseline, "current_over_baseline": versus}
+        if args.baseline
+        else None,
         "scale_out": scale_out,
         "memory": memory,
         "runs": runs,
@@ -752,6 +895,7 @@ async def two_workers(
             result = await run_phase(
                 "tocsin", rate, count, 2, make, session, peer, cpu, probes, args
             )
+            result["variant"] = CURRENT
             result["rep"] = rep
             runs.append(result)
     return {
@@ -856,6 +1000,13 @@ def main() -> None:
         "--two-worker-rates",
         default="200,max",
         help="phases run again with two processes of each service ('' for none)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REV",
+        help="also run the services of this revision (libs/common and services/ from git), "
+        "taking turns with the working tree's on the same warm broker; 'baseline' in the JSON "
+        "sets the two side by side",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline.json")
     parser.add_argument("--chart", type=Path)
