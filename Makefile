@@ -104,6 +104,10 @@ screenshots: $(STAMP)  ## regenerate the console's screenshots in docs/images (c
 
 # Benchmarks on a stack of their own (bench profile): JSON (and a PNG chart) under
 # bench/results/. Numbers depend on the machine: compare ratios measured in one run.
+# The pipeline bench alone takes about 8 minutes: a warm-up until the broker is steady, 3
+# repetitions of every rate for Tocsin and Alertmanager, a two-worker phase; e.g.
+# BENCH_ARGS="--reps 1 --two-worker-rates ''" for a quicker look, "--baseline REV" to set
+# another revision's services beside these (bench/results/README.md).
 BENCH_ARGS ?=
 bench: $(STAMP)  ## run the benchmarks (pipeline vs Alertmanager 0.25, and per stage); JSON in bench/results
 	$(PY) tools/devstack.py down --profile bench

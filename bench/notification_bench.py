@@ -56,6 +56,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from tocsin.v1 import incident_pb2, notification_pb2
 from tocsin_common.secrets import generate_secret
+from tocsin_common.settings import kafka_partitions
 from tocsin_common.topics import INCIDENTS_EVENTS, NOTIFICATIONS_REQUESTS, Topic
 
 from bench.procstat import cpu_seconds, group_cpu_seconds, infra_process_groups
@@ -257,7 +258,8 @@ async def phase(
 
 
 def partitions_of(topic: Topic) -> list[TopicPartition]:
-    return [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+    count = topic.partition_count(kafka_partitions())
+    return [TopicPartition(topic.name, p) for p in range(count)]
 
 
 async def skip_backlog(bootstrap: str, group_id: str, topic: Topic) -> None:

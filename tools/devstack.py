@@ -54,6 +54,9 @@ class Profile:
     insight: tuple[int, int, int]
     # The REST API (its gRPC port serves grpc.health.v1 only)
     api: tuple[int, int, int] = (50055, 9105, 8082)
+    # TOCSIN_KAFKA_PARTITIONS of its topics and services (None: the services' default, 48).
+    # The caller's own TOCSIN_KAFKA_PARTITIONS wins over it.
+    partitions: int | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -64,6 +67,14 @@ class Profile:
         return f"127.0.0.1:{self.kafka_port}"
 
     @property
+    def partition_env(self) -> dict[str, str]:
+        """TOCSIN_KAFKA_PARTITIONS as this profile's topics and services use it."""
+        chosen = os.environ.get("TOCSIN_KAFKA_PARTITIONS") or (
+            str(self.partitions) if self.partitions is not None else ""
+        )
+        return {"TOCSIN_KAFKA_PARTITIONS": chosen} if chosen else {}
+
+    @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
@@ -72,6 +83,9 @@ class Profile:
         """No password in it: the services read TOCSIN_POSTGRES_PASSWORD_FILE."""
         return f"postgresql://{PG_USER}@127.0.0.1:{self.postgres_port}/{PG_DATABASE}"
 
+
+# The test profiles' partitions per pipeline topic; dev and bench have the default (48).
+TEST_PARTITIONS = 12
 
 PROFILES = {
     "dev": Profile(
@@ -100,6 +114,9 @@ PROFILES = {
         api=(19055, 19105, 18082),
         postgres_port=19432,
         insight=(19056, 19106, 0),
+        # The suites restart services and consumer groups hundreds of times: fewer
+        # partitions keep that quick (docs/deployment.md#partitions).
+        partitions=TEST_PARTITIONS,
     ),
     "bench": Profile(
         "bench",
@@ -134,6 +151,7 @@ for _n in range(1, 7):
         api=(_base + 55, _base + 105, _base + 82),
         postgres_port=_base + 32,
         insight=(_base + 56, _base + 106, 0),
+        partitions=TEST_PARTITIONS,
     )
 # h7 takes the 10000 block: 11000 + 7 * 1000 would meet the test profile's 18080..18082.
 PROFILES["h7"] = Profile(
@@ -523,13 +541,15 @@ def create_topics(profile: Profile) -> None:
     code = (
         "import asyncio, sys\n"
         "from tocsin_common.kafka import ensure_topics, wait_for_kafka\n"
+        "from tocsin_common.settings import kafka_partitions\n"
         "async def main():\n"
         f"    await wait_for_kafka({profile.bootstrap!r})\n"
-        f"    await ensure_topics({profile.bootstrap!r})\n"
+        f"    await ensure_topics({profile.bootstrap!r}, partitions=kafka_partitions())\n"
         "asyncio.run(main())\n"
     )
-    subprocess.run([str(VENV_PYTHON), "-c", code], check=True, cwd=ROOT)
-    say("topics created")
+    env = {**os.environ, **profile.partition_env}
+    subprocess.run([str(VENV_PYTHON), "-c", code], check=True, cwd=ROOT, env=env)
+    say(f"topics created ({env.get('TOCSIN_KAFKA_PARTITIONS', 'default')} partitions)")
 
 
 def secret_file(profile: Profile, name: str) -> Path:
@@ -631,6 +651,7 @@ def service_env(
                 "OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{profile.recorder_port + 1}"
             ),
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            **profile.partition_env,
         }
     )
     env["TOCSIN_GRPC_PORT"] = str(grpc_port)
@@ -851,6 +872,8 @@ def main() -> None:
         pw = secret_file(profile, "postgres-password")
         print(f"export TOCSIN_POSTGRES_PASSWORD_FILE={pw}")
         print(f"export TOCSIN_DEVSTACK_PROFILE={profile.name}")
+        for name, value in profile.partition_env.items():
+            print(f"export {name}={value}")
     elif args.command == "crash":
         crash_and_restart(profile, args.component)
 

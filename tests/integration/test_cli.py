@@ -109,19 +109,33 @@ async def test_config_check_accepts_the_example_and_names_the_problem_of_a_bad_f
 
 
 async def test_admin_topics_checks_every_topic_and_its_partitions() -> None:
+    from tocsin_common.settings import kafka_partitions
     from tocsin_common.topics import ALL_TOPICS
 
+    # The stack's topics have the profile's TOCSIN_KAFKA_PARTITIONS, which the CLI reads too.
+    configured = kafka_partitions()
     result = await tocsin("admin", "topics", "-o", "json", env=kafka_env())
     assert result.code == 0, result.stderr
     rows = {r["topic"]: r for r in result.json()}
     assert set(rows) == {t.name for t in ALL_TOPICS}
     for topic in ALL_TOPICS:
         assert (rows[topic.name]["partitions"], rows[topic.name]["status"]) == (
-            topic.partitions,
+            topic.partition_count(configured),
             "ok",
         )
     table = await tocsin("admin", "topics", env=kafka_env())
     assert table.stdout.splitlines()[0].split()[:2] == ["topic", "expected"]
+    # Another setting than the topics were created with: every pipeline topic is reported.
+    other = await tocsin(
+        "admin", "topics", "-o", "json", "--partitions", str(configured + 1), env=kafka_env()
+    )
+    assert other.code == 1
+    wrong = {r["topic"]: r["status"] for r in other.json() if r["status"] != "ok"}
+    assert wrong == {
+        t.name: f"has {configured} partitions, expected {configured + 1}"
+        for t in ALL_TOPICS
+        if t.partitions is None
+    }
     unreachable = await tocsin(
         "admin", "topics", "--bootstrap", "127.0.0.1:1", "--kafka-timeout", "2", timeout=30
     )

@@ -160,10 +160,12 @@ async def test_plaintext_and_a_wrong_password_are_refused(
 
 async def test_tocsin_admin_speaks_sasl_ssl(kafka: SecureKafka, tmp_path: Path) -> None:
     """`tocsin admin` (kafka-python, not aiokafka) reads the same TOCSIN_KAFKA_* settings."""
+    from tocsin_common.settings import kafka_partitions
     from tocsin_common.topics import ALL_TOPICS
 
     security = KafkaSecurity.from_env(security_env(kafka))
-    await ensure_topics(kafka.bootstrap, ALL_TOPICS, security)
+    # With the partitions `tocsin admin topics` expects (TOCSIN_KAFKA_PARTITIONS, as here).
+    await ensure_topics(kafka.bootstrap, ALL_TOPICS, security, kafka_partitions())
     tocsin = str(Path(sys.executable).parent / "tocsin")
     env = {**os.environ, **security_env(kafka)}
     checked = await asyncio.to_thread(

@@ -533,12 +533,18 @@ def test_schedule_entries_wherever_they_are() -> None:
 
 
 def test_topic_rows() -> None:
-    expected = [Topic("a", 12, "k", "m"), Topic("b", 3, "k", "m"), Topic("c", 1, "k", "m")]
-    rows = topic_rows(expected, {"a": 12, "b": 6})
-    assert [(r.topic, r.status, r.ok) for r in rows] == [
-        ("a", "ok", True),
-        ("b", "has 6 partitions, expected 3", False),
-        ("c", "missing", False),
+    expected = [Topic("a", None, "k", "m"), Topic("b", 3, "k", "m"), Topic("c", 1, "k", "m")]
+    rows = topic_rows(expected, {"a": 12, "b": 6}, configured=12)
+    assert [(r.topic, r.expected_partitions, r.status, r.ok) for r in rows] == [
+        ("a", 12, "ok", True),
+        ("b", 3, "has 6 partitions, expected 3", False),
+        ("c", 1, "missing", False),
+    ]
+    # The pipeline's topics follow the setting; fixed ones do not.
+    rows = topic_rows(expected, {"a": 12, "b": 3}, configured=48)
+    assert [(r.topic, r.status) for r in rows[:2]] == [
+        ("a", "has 12 partitions, expected 48"),
+        ("b", "ok"),
     ]
 
 

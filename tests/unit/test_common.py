@@ -133,7 +133,8 @@ def test_topic_names_unique_and_found_by_name() -> None:
     assert len(names) == len(set(names))
     for topic in topics.ALL_TOPICS:
         assert topics.by_name(topic.name) is topic
-        assert topic.partitions >= 1
+        assert topic.partitions is None or topic.partitions >= 1
+        assert topic.partition_count(7) == (topic.partitions or 7)
         assert topic.retention_ms > 0
     with pytest.raises(KeyError, match="unknown topic 'alerts'"):
         topics.by_name("alerts")
@@ -155,10 +156,66 @@ def test_spec_topics_exist() -> None:
 
 def test_correlation_inputs_are_co_partitioned() -> None:
     # One correlation worker must own a service's alerts, commands and changes together:
-    # same key and the same partition count as the tables (ALERTS_NORMALIZED.partitions).
+    # same key and the same partition count as the tables (the setting, whatever it is).
     inputs = (topics.ALERTS_NORMALIZED, topics.INCIDENTS_COMMANDS, topics.CHANGES)
-    assert {t.partitions for t in inputs} == {topics.ALERTS_NORMALIZED.partitions}
+    assert set(topics.CO_PARTITIONED) == set(inputs)
+    assert set(topics.CORRELATION_GROUP.topics) == {t.name for t in inputs}
+    for configured in (1, 12, 48, 1000):
+        assert {t.partition_count(configured) for t in inputs} == {configured}
     assert {t.key for t in inputs} == {"service id"}
+
+
+def test_pipeline_topics_follow_the_setting_small_ones_stay_fixed() -> None:
+    scaled = {t.name for t in topics.ALL_TOPICS if t.partitions is None}
+    assert scaled == {
+        "alerts.raw",
+        "alerts.normalized",
+        "changes",
+        "incidents.commands",
+        "incidents.events",
+        "notifications.requests",
+        "notifications.status",
+    }
+    assert topics.AUDIT.partition_count(48) == 3
+    assert topics.DEFAULT_PARTITIONS == 48
+
+
+def test_partition_problems_name_the_topic_and_the_counts() -> None:
+    every = {t.name: t.partition_count(48) for t in topics.ALL_TOPICS}
+    assert topics.partition_problems(every, 48) == []
+    # Created with 12, the setting now 48: every pipeline topic is reported, not the fixed.
+    old = {t.name: t.partition_count(12) for t in topics.ALL_TOPICS}
+    problems = topics.partition_problems(old, 48)
+    assert len(problems) == 7
+    assert "topic alerts.normalized has 12 partitions, TOCSIN_KAFKA_PARTITIONS=48 expects 48" in (
+        problems
+    )
+    # Topics the broker lacks are not a problem (they are about to be created).
+    assert topics.partition_problems({}, 48) == []
+    # Co-partitioned topics with unequal counts: correlation cannot run.
+    uneven = {**every, "incidents.commands": 12}
+    assert topics.partition_problems(uneven, 48, topics.CO_PARTITIONED) == [
+        "topic incidents.commands has 12 partitions, TOCSIN_KAFKA_PARTITIONS=48 expects 48",
+        "co-partitioned topics have unequal partition counts: "
+        "alerts.normalized 48, incidents.commands 12, changes 48",
+    ]
+    # Fixed topics are checked against their own count.
+    assert topics.partition_problems({"audit": 5}, 48) == [
+        "topic audit has 5 partitions, TOCSIN_KAFKA_PARTITIONS=48 expects 3"
+    ]
+
+
+def test_kafka_partitions_setting() -> None:
+    assert Settings.from_env("correlation", {}).kafka_partitions == topics.DEFAULT_PARTITIONS
+    settings = Settings.from_env("correlation", {"TOCSIN_KAFKA_PARTITIONS": "12"})
+    assert settings.kafka_partitions == 12
+    for bad, problem in (
+        ("0", "expected a whole number from 1 to 1000"),
+        ("1001", "expected a whole number from 1 to 1000"),
+        ("many", "expected a whole number"),
+    ):
+        with pytest.raises(SettingsError, match=f"TOCSIN_KAFKA_PARTITIONS='{bad}': {problem}"):
+            Settings.from_env("escalation", {"TOCSIN_KAFKA_PARTITIONS": bad})
 
 
 def test_topic_messages_are_protobuf_types() -> None:
@@ -436,3 +493,31 @@ def test_key_partitioner_follows_a_change_in_partition_count_and_bounds_its_tabl
         partitioner(f"key-{n}".encode(), list(range(12)), [])
     assert len(partitioner._known) <= 4
     assert partitioner(None, [0, 1, 2], [1]) == 1  # no key: an available partition
+
+
+async def test_ensure_pipeline_topics_warns_or_refuses_on_other_counts(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tocsin_common import kafka
+
+    created_with: list[int] = []
+    broker = {t.name: t.partition_count(12) for t in topics.ALL_TOPICS}
+
+    async def fake_ensure_topics(
+        bootstrap: str, wanted: object, security: object, partitions: int
+    ) -> dict[str, int]:
+        created_with.append(partitions)
+        return broker
+
+    monkeypatch.setattr(kafka, "ensure_topics", fake_ensure_topics)
+    settings = Settings.from_env("escalation", {"TOCSIN_KAFKA_PARTITIONS": "48"})
+    # escalation: the broker's topics (12) stay as they are; warned, not refused.
+    with caplog.at_level(logging.WARNING, logger="tocsin.kafka"):
+        assert await kafka.ensure_pipeline_topics(settings) == broker
+    assert created_with == [48]
+    assert "topic incidents.events has 12 partitions, TOCSIN_KAFKA_PARTITIONS=48" in caplog.text
+    # correlation: its co-partitioned inputs must match its tables.
+    with pytest.raises(kafka.PartitionMismatch, match=r"alerts\.normalized has 12 partitions"):
+        await kafka.ensure_pipeline_topics(settings, strict=topics.CO_PARTITIONED)
+    same = Settings.from_env("correlation", {"TOCSIN_KAFKA_PARTITIONS": "12"})
+    assert await kafka.ensure_pipeline_topics(same, strict=topics.CO_PARTITIONED) == broker

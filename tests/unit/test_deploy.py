@@ -455,11 +455,16 @@ def test_compose_kafka_is_a_single_kraft_node() -> None:
 def test_compose_kafka_init_creates_every_topic_with_its_partitions() -> None:
     init = compose_services()["kafka-init"]
     script = "\n".join(init["command"]) if isinstance(init["command"], list) else init["command"]
-    created = {
-        name: int(n) for name, n in re.findall(r"^\s*create\s+(\S+)\s+(\d+)\s*$", script, re.M)
+    created = dict(re.findall(r"^\s*create\s+(\S+)\s+(\S+)\s*$", script, re.M))
+    # The pipeline's topics take TOCSIN_KAFKA_PARTITIONS, with the services' default.
+    expected = {
+        topic.name: "$$P" if topic.partitions is None else str(topic.partitions)
+        for topic in tocsin_topics.ALL_TOPICS
     }
-    expected = {topic.name: topic.partitions for topic in tocsin_topics.ALL_TOPICS}
     assert created == expected, "kafka-init and tocsin_common.topics disagree on the topics"
+    default = f"${{TOCSIN_KAFKA_PARTITIONS:-{tocsin_topics.DEFAULT_PARTITIONS}}}"
+    assert re.search(rf"^\s*P={re.escape(default)}\s*$", script, re.M), script
+    assert compose()["x-tocsin-env"]["TOCSIN_KAFKA_PARTITIONS"] == default
 
 
 def test_compose_otel_collector_forwards_to_jaeger() -> None:

@@ -55,3 +55,18 @@ def test_the_api_is_told_where_the_others_are(
     assert env["TOCSIN_INGEST_GRPC"] == f"127.0.0.1:{profile.ingest[0]}"
     assert env["TOCSIN_INSIGHT_GRPC"] == f"127.0.0.1:{profile.insight[0]}"
     assert env["TOCSIN_API_PUBLIC_URL"] == f"http://127.0.0.1:{profile.api[2]}"
+
+
+def test_test_profiles_keep_few_partitions_dev_and_bench_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TOCSIN_KAFKA_PARTITIONS", raising=False)
+    small = {"TOCSIN_KAFKA_PARTITIONS": str(devstack.TEST_PARTITIONS)}
+    for name in ("test", *(f"h{n}" for n in range(1, 7))):
+        assert devstack.PROFILES[name].partition_env == small, name
+    for name in ("dev", "bench"):  # the services' default (48): nothing exported
+        assert devstack.PROFILES[name].partition_env == {}, name
+    # The caller's setting wins, for every profile.
+    monkeypatch.setenv("TOCSIN_KAFKA_PARTITIONS", "24")
+    assert devstack.PROFILES["test"].partition_env == {"TOCSIN_KAFKA_PARTITIONS": "24"}
+    assert devstack.PROFILES["dev"].partition_env == {"TOCSIN_KAFKA_PARTITIONS": "24"}

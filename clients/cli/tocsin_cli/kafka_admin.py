@@ -36,18 +36,22 @@ class TopicRow:
         return self.status == "ok"
 
 
-def topic_rows(expected: Iterable[Topic], actual: Mapping[str, int]) -> list[TopicRow]:
-    """Each of Tocsin's topics against what the broker has (topic name → partitions)."""
+def topic_rows(
+    expected: Iterable[Topic], actual: Mapping[str, int], configured: int
+) -> list[TopicRow]:
+    """Each of Tocsin's topics against what the broker has (topic name → partitions), the
+    pipeline's topics expected with ``configured`` partitions (TOCSIN_KAFKA_PARTITIONS)."""
     rows = []
     for topic in expected:
         found = actual.get(topic.name)
+        wanted = topic.partition_count(configured)
         if found is None:
             status = "missing"
-        elif found != topic.partitions:
-            status = f"has {found} partitions, expected {topic.partitions}"
+        elif found != wanted:
+            status = f"has {found} partitions, expected {wanted}"
         else:
             status = "ok"
-        rows.append(TopicRow(topic.name, topic.partitions, found, status))
+        rows.append(TopicRow(topic.name, wanted, found, status))
     return rows
 
 
@@ -191,8 +195,10 @@ class KafkaAdmin:
                 out[str(name)] = len(topic.get("partitions") or [])
         return out
 
-    def topics(self) -> list[TopicRow]:
-        return topic_rows(ALL_TOPICS, self.partition_counts([t.name for t in ALL_TOPICS]))
+    def topics(self, configured: int) -> list[TopicRow]:
+        return topic_rows(
+            ALL_TOPICS, self.partition_counts([t.name for t in ALL_TOPICS]), configured
+        )
 
     def _offsets(
         self, partitions: Sequence[tuple[str, int]], spec: Any

@@ -33,7 +33,8 @@ from prometheus_client import Counter
 
 from tocsin_common import metrics
 from tocsin_common.deadletter import dead_letter as build_dead_letter
-from tocsin_common.topics import ALL_TOPICS, Topic
+from tocsin_common.settings import Settings
+from tocsin_common.topics import ALL_TOPICS, DEFAULT_PARTITIONS, Topic, partition_problems
 from tocsin_common.tracing import kafka_headers, produce_span, record_error, record_span, tracer
 from tocsin_common.transport import KafkaSecurity
 
@@ -52,9 +53,16 @@ class BadRecord(Exception):
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Iterable[Topic] = ALL_TOPICS, security: KafkaSecurity | None = None
-) -> None:
-    """Create the topics that do not exist yet (idempotent; safe with several replicas)."""
+    bootstrap: str,
+    topics: Iterable[Topic] = ALL_TOPICS,
+    security: KafkaSecurity | None = None,
+    partitions: int = DEFAULT_PARTITIONS,
+) -> dict[str, int]:
+    """Create the topics that do not exist yet (idempotent; safe with several replicas),
+    the pipeline's with ``partitions`` partitions (Settings.kafka_partitions). Returns the
+    partition count of each of ``topics`` as the broker has it, for
+    tocsin_common.topics.partition_problems: an existing topic keeps its count."""
+    topics = list(topics)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, client_id="tocsin-admin", **client_options(security)
     )
@@ -64,7 +72,7 @@ async def ensure_topics(
         missing = [
             NewTopic(
                 t.name,
-                t.partitions,
+                t.partition_count(partitions),
                 1 if _single_broker(bootstrap) else 3,
                 topic_configs={
                     "retention.ms": str(t.retention_ms),
@@ -78,8 +86,41 @@ async def ensure_topics(
             # Another replica may create one between our list and our create.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
+        described = await admin.describe_topics([t.name for t in topics])
     finally:
         await admin.close()
+    return {
+        str(t["topic"]): len(t["partitions"])
+        for t in described
+        if not t.get("error_code") and t["partitions"]
+    }
+
+
+class PartitionMismatch(RuntimeError):
+    """Topics whose partition counts a service cannot run with (correlation's co-partitioned
+    inputs and changelogs against TOCSIN_KAFKA_PARTITIONS)."""
+
+
+async def ensure_pipeline_topics(
+    settings: Settings, topics: Iterable[Topic] = ALL_TOPICS, strict: Iterable[Topic] = ()
+) -> dict[str, int]:
+    """ensure_topics with the process's settings; every disagreement between the broker's
+    partition counts and TOCSIN_KAFKA_PARTITIONS is logged as a warning, and one about a
+    topic of ``strict`` raises PartitionMismatch. Returns the broker's counts."""
+    topics = list(topics)
+    configured = settings.kafka_partitions
+    actual = await ensure_topics(
+        settings.kafka_bootstrap, topics, settings.kafka_security, configured
+    )
+    for problem in partition_problems(actual, configured, topics):
+        log.warning("%s (docs/deployment.md#partitions)", problem)
+    fatal = partition_problems(actual, configured, list(strict))
+    if fatal:
+        raise PartitionMismatch(
+            "; ".join(fatal) + ": the topics were created with another count than this "
+            "process's TOCSIN_KAFKA_PARTITIONS, see docs/deployment.md#partitions"
+        )
+    return actual
 
 
 def _single_broker(bootstrap: str) -> bool:

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tocsin_common.topics import DEFAULT_PARTITIONS, MAX_PARTITIONS
 from tocsin_common.transport import (
     KafkaSecurity,
     PostgresConnection,
@@ -65,6 +66,8 @@ class Settings:
     ingest_consume_raw: bool  # alert-ingest consumes alerts.raw
     heartbeat_check_seconds: float  # how often alert-ingest looks for missed heartbeats
     ingest_workers: int = 1  # alert-ingest HTTP worker processes sharing its port
+    # partitions of the pipeline's topics when they are created (tocsin_common.topics)
+    kafka_partitions: int = DEFAULT_PARTITIONS
     # alert-ingest HTTP: the most a request's headers, and then its body, may take to arrive
     ingest_read_timeout_seconds: float = 15.0
     # alert-ingest's HTTP base as monitored jobs reach it: heartbeat ping URLs start with it
@@ -114,6 +117,7 @@ class Settings:
             ingest_consume_raw=_flag(env, "TOCSIN_INGEST_CONSUME_RAW", True),
             heartbeat_check_seconds=_float(env, "TOCSIN_INGEST_HEARTBEAT_CHECK_SECONDS", 1.0),
             ingest_workers=_int(env, "TOCSIN_INGEST_WORKERS", 1),
+            kafka_partitions=kafka_partitions(env),
             ingest_read_timeout_seconds=_float(env, "TOCSIN_INGEST_READ_TIMEOUT_SECONDS", 15.0),
             ingest_public_url=_base_url(
                 env,
@@ -126,6 +130,19 @@ class Settings:
             redis=redis,
             postgres=PostgresConnection.from_env(env),
         )
+
+
+def kafka_partitions(env: Mapping[str, str] | None = None) -> int:
+    """TOCSIN_KAFKA_PARTITIONS: the partitions of the pipeline's topics when they are
+    created (every service, the CLI and the devstack read the same variable)."""
+    env = os.environ if env is None else env
+    value = _int(env, "TOCSIN_KAFKA_PARTITIONS", DEFAULT_PARTITIONS)
+    if not 1 <= value <= MAX_PARTITIONS:
+        raise SettingsError(
+            f"TOCSIN_KAFKA_PARTITIONS={env['TOCSIN_KAFKA_PARTITIONS']!r}: expected a whole "
+            f"number from 1 to {MAX_PARTITIONS}"
+        )
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -24,7 +24,7 @@ from tocsin_common.auth.access import access_control
 from tocsin_common.clock import SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.grpcserver import GrpcServer
-from tocsin_common.kafka import ensure_topics, wait_for_kafka
+from tocsin_common.kafka import ensure_pipeline_topics, wait_for_kafka
 from tocsin_common.logs import setup_logging
 from tocsin_common.metrics import serve_metrics
 from tocsin_common.redisclient import redis_client
@@ -75,7 +75,7 @@ async def serve(stop: asyncio.Event) -> None:
     await redis.ping()  # fail fast with a clear error when Redis is not there
     await wait_for_kafka(settings.kafka_bootstrap, security=settings.kafka_security)
     if role.primary:
-        await ensure_topics(settings.kafka_bootstrap, security=settings.kafka_security)
+        await ensure_pipeline_topics(settings)
     producer = IngestProducer(settings.kafka_bootstrap, SERVICE, traced=traced)
     await producer.start()
     publisher = AlertPublisher(producer)

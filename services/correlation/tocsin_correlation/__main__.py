@@ -14,9 +14,10 @@ from tocsin_common.auth.access import access_control
 from tocsin_common.config import ConfigStore
 from tocsin_common.faustapp import worker_event_loop
 from tocsin_common.grpcserver import ThreadedGrpcServer
-from tocsin_common.kafka import ensure_topics, wait_for_kafka
+from tocsin_common.kafka import ensure_pipeline_topics, wait_for_kafka
 from tocsin_common.logs import setup_logging
 from tocsin_common.runtime import bootstrap
+from tocsin_common.topics import CO_PARTITIONED
 from tocsin_common.tracing import shutdown_tracing
 
 from tocsin_correlation.silence_api import registrar
@@ -77,8 +78,11 @@ def main() -> None:
     async def prepare_topics() -> None:
         security = settings.kafka_security
         await wait_for_kafka(settings.kafka_bootstrap, security=security)
-        await ensure_topics(settings.kafka_bootstrap, security=security)
-        await ensure_topics(settings.kafka_bootstrap, worker.changelog_topics(), security)
+        # Its tables have TOCSIN_KAFKA_PARTITIONS partitions: its inputs and changelogs
+        # must have as many, or it refuses to start (PartitionMismatch).
+        await ensure_pipeline_topics(settings, strict=CO_PARTITIONED)
+        changelogs = worker.changelog_topics()
+        await ensure_pipeline_topics(settings, changelogs, strict=changelogs)
 
     loop = worker_event_loop(os.environ)
     loop.run_until_complete(prepare_topics())

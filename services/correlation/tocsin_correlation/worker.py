@@ -225,7 +225,9 @@ class CorrelationWorker:
         # The consumer group and the changelog topics are named after it.
         app_id = os.environ.get("TOCSIN_CORRELATION_APP_ID", CORRELATION_GROUP.group_id)
         self.app = make_app(settings, app_id, **app_options)
-        partitions = ALERTS_NORMALIZED.partitions
+        # Co-partitioned with its inputs (tocsin_common.topics.CO_PARTITIONED), which the
+        # same setting sized; __main__ refuses to start when the broker's counts differ.
+        self.partition_count = partitions = settings.kafka_partitions
         self.tables = {
             name: self.app.Table(name, default=None, partitions=partitions) for name in TABLES
         }
@@ -270,7 +272,7 @@ class CorrelationWorker:
         return [
             Topic(
                 f"{self.app.conf.id}-{name}-changelog",
-                ALERTS_NORMALIZED.partitions,
+                self.partition_count,
                 "table key",
                 "faust table entry",
                 compacted=True,

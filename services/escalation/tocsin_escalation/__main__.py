@@ -19,7 +19,7 @@ from tocsin_common.clock import SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer
-from tocsin_common.kafka import ConsumerLoop, EventProducer, ensure_topics, wait_for_kafka
+from tocsin_common.kafka import ConsumerLoop, EventProducer, ensure_pipeline_topics, wait_for_kafka
 from tocsin_common.redis_durability import require_durable_redis
 from tocsin_common.redisclient import redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
@@ -45,7 +45,7 @@ async def serve(stop: asyncio.Event) -> None:
     )
     security = settings.kafka_security
     await wait_for_kafka(settings.kafka_bootstrap, security=security)
-    await ensure_topics(settings.kafka_bootstrap, security=security)
+    await ensure_pipeline_topics(settings)
     producer = EventProducer(settings.kafka_bootstrap, SERVICE, security=security)
     await producer.start()
     projection = IncidentProjection(redis, lambda: retention_of(config.current.limits))

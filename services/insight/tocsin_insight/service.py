@@ -24,7 +24,7 @@ from tocsin_common.grpcserver import GrpcServer
 from tocsin_common.kafka import (
     EventProducer,
     client_options,
-    ensure_topics,
+    ensure_pipeline_topics,
     group_consumer,
     wait_for_kafka,
 )
@@ -173,7 +173,7 @@ async def serve(stop: asyncio.Event) -> None:
     security = settings.kafka_security
     conn, generation = await open_database(settings)
     await wait_for_kafka(settings.kafka_bootstrap, security=security)
-    await ensure_topics(settings.kafka_bootstrap, security=security)
+    await ensure_pipeline_topics(settings)
     await ensure_targets(conn, generation, settings)
     producer = EventProducer(settings.kafka_bootstrap, SERVICE, security=security)
     await producer.start()

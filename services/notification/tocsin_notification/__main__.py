@@ -18,7 +18,7 @@ from tocsin_common.clock import Clock, SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer, client_channel, open_channel
-from tocsin_common.kafka import EventProducer, ensure_topics, wait_for_kafka
+from tocsin_common.kafka import EventProducer, ensure_pipeline_topics, wait_for_kafka
 from tocsin_common.redis_durability import require_durable_redis
 from tocsin_common.redisclient import blocking_redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
@@ -159,7 +159,7 @@ async def serve(stop: asyncio.Event) -> None:
     )
     security = settings.kafka_security
     await wait_for_kafka(settings.kafka_bootstrap, security=security)
-    await ensure_topics(settings.kafka_bootstrap, security=security)
+    await ensure_pipeline_topics(settings)
     producer = EventProducer(settings.kafka_bootstrap, SERVICE, security=security)
     await producer.start()
     channel = client_channel(settings.escalation_grpc, access.credential(), settings.tls)

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
+from tocsin_common.topics import DEFAULT_PARTITIONS, MAX_PARTITIONS
 
 from tocsin_cli.context import OutputOpt, note, now, out, width
 from tocsin_cli.exitcodes import CliError, Exit
@@ -102,6 +103,17 @@ REPLAY_COLUMNS = [
 @admin_app.command()
 def topics(
     bootstrap: BootstrapOpt = "127.0.0.1:9092",
+    partitions: Annotated[
+        int,
+        typer.Option(
+            "--partitions",
+            envvar="TOCSIN_KAFKA_PARTITIONS",
+            min=1,
+            max=MAX_PARTITIONS,
+            help="partitions the pipeline's topics should have (TOCSIN_KAFKA_PARTITIONS, "
+            "as the services)",
+        ),
+    ] = DEFAULT_PARTITIONS,
     kafka_timeout: TimeoutOpt = 15.0,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
@@ -110,7 +122,7 @@ def topics(
     Example: tocsin admin topics
     """
     with KafkaAdmin(bootstrap, kafka_timeout) as admin:
-        rows = [asdict(r) | {"ok": r.ok} for r in admin.topics()]
+        rows = [asdict(r) | {"ok": r.ok} for r in admin.topics(partitions)]
     out(render(rows, output, TOPIC_COLUMNS, width=width()))
     bad = [r for r in rows if not r["ok"]]
     if bad:

@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 from tocsin.v1 import auth_pb2
 
 from tocsin_common.kafka import client_options
+from tocsin_common.settings import kafka_partitions
 from tocsin_common.timeutil import from_timestamp
 from tocsin_common.topics import AUDIT
 from tocsin_common.transport import KafkaSecurity
@@ -55,7 +56,8 @@ async def read_audit(
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(AUDIT.name, p) for p in range(AUDIT.partitions)]
+        count = AUDIT.partition_count(kafka_partitions())
+        partitions = [TopicPartition(AUDIT.name, p) for p in range(count)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         starts = await consumer.offsets_for_times(
