@@ -167,6 +167,7 @@ PROFILES["h7"] = Profile(
     api=(10055, 10105, 10082),
     postgres_port=10032,
     insight=(10056, 10106, 0),
+    partitions=TEST_PARTITIONS,
 )
 
 
