@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -35,7 +36,7 @@ from tocsin_common.topics import (
 from tocsin_notification.breaker import BreakerRegistry
 from tocsin_notification.bundling import BundlePolicy
 from tocsin_notification.contacts import ContactDirectory, ContactsUnavailable, LookupResult, Ref
-from tocsin_notification.idempotency import Claim, IdempotencyStore
+from tocsin_notification.idempotency import Claim, IdempotencyStore, LeaseLost
 from tocsin_notification.links import KeyRing, LinkSigner
 from tocsin_notification.pipeline import Job, Pipeline
 from tocsin_notification.pipeline.bundle_stage import BundleStage
@@ -157,6 +158,58 @@ async def test_a_lease_left_behind_by_an_error_is_taken_back_at_once_by_its_owne
     assert a.held(page)
 
 
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_lease_that_ran_out_and_was_claimed_elsewhere_is_not_renewed(
+    redis: Redis,
+) -> None:
+    """A page held here past its lease (in a bundle, behind a rate limit) that another
+    worker claimed and sent after a rebalance: renewing must not write this process's
+    lease over the other's "delivered" mark (the failure suite saw 118 pages sent twice)."""
+    batcher = CommandBatcher(redis)
+    clock = Monotonic()
+    a = IdempotencyStore(batcher, owner=f"a-{uuid.uuid4()}", monotonic=clock)
+    b = IdempotencyStore(batcher, owner=f"b-{uuid.uuid4()}")
+    sent, sending = str(uuid.uuid4()), str(uuid.uuid4())
+    for page in (sent, sending):
+        assert await a.claim(page) is Claim.ACQUIRED
+        await redis.delete(f"tocsin:page:{page}")  # its lease ran out
+        assert await b.claim(page) is Claim.ACQUIRED
+    await b.delivered(sent)
+    clock.now = 31.0
+    assert await a.renew(sent) is False
+    assert await redis.get(f"tocsin:page:{sent}") == b"delivered"
+    assert await a.renew(sending) is False
+    await a.release(sending)  # not its lease: b's stays
+    assert await a.claim(sending) is Claim.IN_FLIGHT
+    assert await b.claim(sending) is Claim.IN_FLIGHT  # b's own page still works on it
+    b.forget(sending)
+    assert await b.claim(sending) is Claim.ACQUIRED
+
+
+async def test_a_lease_renewed_in_time_or_run_out_unclaimed_stays_ours(redis: Redis) -> None:
+    batcher = CommandBatcher(redis)
+    clock = Monotonic()
+    a = IdempotencyStore(batcher, owner=f"a-{uuid.uuid4()}", monotonic=clock)
+    b = IdempotencyStore(batcher, owner=f"b-{uuid.uuid4()}")
+    page = str(uuid.uuid4())
+    assert await a.claim(page) is Claim.ACQUIRED
+    clock.now = 11.0
+    await redis.expire(f"tocsin:page:{page}", 5)
+    assert await a.renew(page) is True
+    assert await redis.ttl(f"tocsin:page:{page}") > 25  # extended to a full lease
+    clock.now = 22.0
+    await redis.delete(f"tocsin:page:{page}")  # ran out, nobody claimed it
+    assert await a.renew(page) is True
+    assert await b.claim(page) is Claim.IN_FLIGHT
+
+
 async def test_many_claims_of_one_key_at_once_acquire_exactly_one(redis: Redis) -> None:
     batcher = CommandBatcher(redis)
     stores = [IdempotencyStore(batcher, owner=f"w{n}-{uuid.uuid4()}") for n in range(20)]
@@ -258,11 +311,12 @@ def build(
     clock: FakeClock,
     *,
     batched: bool = False,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Pipeline:
     policy = BundlePolicy(SlidingWindowLimit(20, 60), 2.0)
     batcher = CommandBatcher(redis)
     return Pipeline(
-        idempotency=IdempotencyStage(IdempotencyStore(batcher)),
+        idempotency=IdempotencyStage(IdempotencyStore(batcher, monotonic=monotonic)),
         ratelimit=RateLimitStage(policy),
         bundle=BundleStage(policy, clock),
         render=RenderStage(
@@ -357,6 +411,48 @@ async def test_a_burst_for_one_person_is_one_message_and_every_job_gets_its_outc
     assert {s.outcome for s in statuses} == {Outcome.DELIVERY_OUTCOME_DELIVERED}
     assert len(hook.pages) == 2 and len(hook.pages[1].incidents) == 3
     assert all("one message for 3 incidents" in s.detail for s in statuses)
+
+
+async def test_a_bundled_page_another_worker_claimed_meanwhile_leaves_the_message(
+    redis: Redis,
+) -> None:
+    """Pages held in a bundle past their lease: one was claimed and sent by another worker
+    meanwhile (a rebalance). The message goes out without it, and its retry here finds the
+    other worker's outcome: paged once."""
+    producer, hook, escalation, clock = Producer(), Hook(), Escalation(), FakeClock()
+    monotonic = Monotonic()
+    pipeline = build(redis, producer, hook, escalation, clock, monotonic=monotonic)
+    other = IdempotencyStore(CommandBatcher(redis), owner=f"other-{uuid.uuid4()}")
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    assert (await pipeline.handle(Job(request(user)))).outcome == (
+        Outcome.DELIVERY_OUTCOME_DELIVERED
+    )
+    jobs = [Job(request(user)) for _ in range(3)]
+    held = [asyncio.create_task(pipeline.handle(job)) for job in jobs]
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if pipeline.bundle.held(f"{user}/hook") == 3:
+            break
+    assert pipeline.bundle.held(f"{user}/hook") == 3
+    taken = jobs[1].request.idempotency_key
+    await redis.delete(f"tocsin:page:{taken}")  # its lease ran out while held
+    assert await other.claim(taken) is Claim.ACQUIRED
+    await other.delivered(taken)
+    monotonic.now = 31.0
+    clock.advance(2.0)
+    outcomes = await asyncio.gather(*held, return_exceptions=True)
+    assert isinstance(outcomes[1], LeaseLost)
+    assert [o.outcome for o in (outcomes[0], outcomes[2])] == [  # type: ignore[union-attr]
+        Outcome.DELIVERY_OUTCOME_DELIVERED
+    ] * 2
+    assert len(hook.pages) == 2
+    assert {i.incident_id for i in hook.pages[1].incidents} == {
+        jobs[0].request.incident.incident_id,
+        jobs[2].request.incident.incident_id,
+    }
+    retried = await pipeline.handle(Job(jobs[1].request))
+    assert retried.outcome == Outcome.DELIVERY_OUTCOME_DUPLICATE
+    assert len(hook.pages) == 2
 
 
 async def with_clock_running(work: Awaitable[T], clock: FakeClock) -> T:

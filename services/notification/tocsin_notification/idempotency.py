@@ -7,6 +7,12 @@ The lease's value names the process that holds it. A page this process claimed a
 dropped with an error (Redis or Kafka failed under it) is taken back at once when its
 record is retried, instead of waiting for its own lease to run out.
 
+Renewing and releasing compare the lease first (one Lua script each): a page held here
+longer than its lease (in a bundle, behind a rate limit) may have been claimed and sent by
+another worker after a rebalance, and a blind SET XX would have written this process's
+lease over that worker's lease or over its "delivered" mark, and sent the page again (the
+failure suite caught a bundle of 118 pages sent twice that way).
+
 Commands go through a `CommandBatcher`, so the claims of many pages share one round trip.
 """
 
@@ -27,6 +33,31 @@ DELIVERED_TTL_S = 30 * 24 * 3600
 LEASE_TTL_S = 30
 DELIVERED = b"delivered"
 _SENDING = b"sending"
+
+# KEYS[1] the page's key; ARGV[1] this process's lease, ARGV[2] the lease's TTL.
+# 1: the lease is this process's (extended, or taken again after it ran out with nobody
+# else claiming it); 0: another worker holds it or the page is delivered.
+_RENEW = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] or not held then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+return 0
+"""
+# Deletes the key only while it holds this process's lease.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class LeaseLost(Exception):
+    """A page's lease ran out while this process held it and another worker claimed or
+    sent it: this process must not send it. Its record is retried, and finds the other
+    worker's outcome."""
 
 
 class Claim(StrEnum):
@@ -86,20 +117,30 @@ class IdempotencyStore:
         claim = classify(previous, lease, idempotency_key in self._held)
         if claim is Claim.ACQUIRED:
             self._held[idempotency_key] = self._monotonic()
-            if previous is not None:  # taken back: a full lease again
-                await self._batcher.run(lambda pipe: pipe.set(key, lease, ex=LEASE_TTL_S, xx=True))
+            if previous is not None and not await self._extend(key):  # taken back
+                self._held.pop(idempotency_key, None)
+                return Claim.IN_FLIGHT
         return claim
 
-    async def renew(self, idempotency_key: str) -> None:
+    async def _extend(self, key: str) -> bool:
+        lease = self._lease
+        (ours,) = await self._batcher.run(
+            lambda pipe: pipe.eval(_RENEW, 1, key, lease, LEASE_TTL_S)
+        )
+        return bool(ours)
+
+    async def renew(self, idempotency_key: str) -> bool:
         """Extend the lease while a held or retried page is still ours to send (a lease
-        taken less than a third of its time ago is left as it is)."""
+        taken less than a third of its time ago is left as it is). False: the lease ran
+        out and another worker claimed the page, or sent it — this process must not."""
         now = self._monotonic()
         if not lease_due(self._held.get(idempotency_key), now):
-            return
-        key = self._key(idempotency_key)
-        lease = self._lease
-        await self._batcher.run(lambda pipe: pipe.set(key, lease, ex=LEASE_TTL_S, xx=True))
+            return True
+        if not await self._extend(self._key(idempotency_key)):
+            self._held.pop(idempotency_key, None)
+            return False
         self._held[idempotency_key] = now
+        return True
 
     async def delivered(self, idempotency_key: str) -> None:
         key = self._key(idempotency_key)
@@ -109,7 +150,8 @@ class IdempotencyStore:
     async def release(self, idempotency_key: str) -> None:
         """Give the claim back after a failed delivery, so a later replay may send."""
         key = self._key(idempotency_key)
-        await self._batcher.run(lambda pipe: pipe.delete(key))
+        lease = self._lease
+        await self._batcher.run(lambda pipe: pipe.eval(_RELEASE, 1, key, lease))
         self._held.pop(idempotency_key, None)
 
     def forget(self, idempotency_key: str) -> None:

@@ -16,7 +16,7 @@ from tocsin.v1 import notification_pb2, oncall_service_pb2
 from tocsin_common.clock import Clock
 
 from tocsin_notification.contacts import ContactDirectory, ContactsUnavailable
-from tocsin_notification.idempotency import Claim
+from tocsin_notification.idempotency import Claim, LeaseLost
 from tocsin_notification.pipeline.bundle_stage import BundleStage
 from tocsin_notification.pipeline.idempotency_stage import IdempotencyStage
 from tocsin_notification.pipeline.job import Attempt, Job, Source, each
@@ -157,14 +157,30 @@ class Pipeline:
             await self._clock.sleep(backoff)
             waited += backoff
             backoff = min(backoff * 2, 5.0)
-            await self.idempotency.renew(jobs)
+            await self._keep_leases(jobs)
+
+    async def _keep_leases(self, jobs: list[Job]) -> None:
+        """Renew the pages' leases before an attempt; a page whose lease another worker
+        took (it waited here past its lease, and the other worker claimed it after a
+        rebalance) leaves the batch with LeaseLost, so its record is retried and finds that
+        worker's outcome. `jobs` is changed in place: the message goes out without it."""
+        lost = await self.idempotency.renew(jobs)
+        if not lost:
+            return
+        error = LeaseLost(f"{len(lost)} page(s) claimed by another worker")
+        for job in lost:
+            jobs.remove(job)
+            if job.done is not None and not job.done.done():
+                job.done.set_exception(error)
+        if not jobs:
+            raise error
 
     async def _deliver_batch(self, jobs: list[Job]) -> None:
         first = jobs[0].request
         state: dict[str, str] = {"channel": "", "who": first.user_id}
 
         async def attempt(number: int) -> str:
-            await self.idempotency.renew(jobs)
+            await self._keep_leases(jobs)
             # A retried attempt asks escalation again: the address may have been fixed.
             contact = await self._contact(jobs, fresh=number > 1)
             state["channel"] = contact.type

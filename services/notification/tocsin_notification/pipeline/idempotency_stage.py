@@ -14,8 +14,11 @@ class IdempotencyStage:
     async def admit(self, job: Job) -> Claim:
         return await self.store.claim(job.request.idempotency_key)
 
-    async def renew(self, jobs: list[Job]) -> None:
-        await each(jobs, lambda job: self.store.renew(job.request.idempotency_key))
+    async def renew(self, jobs: list[Job]) -> list[Job]:
+        """Renew the jobs' leases; the jobs whose lease another worker holds now (or whose
+        page it delivered), which this process must not send."""
+        ours = await each(jobs, lambda job: self.store.renew(job.request.idempotency_key))
+        return [job for job, still in zip(jobs, ours, strict=True) if not still]
 
     async def delivered(self, jobs: list[Job]) -> None:
         await each(jobs, lambda job: self.store.delivered(job.request.idempotency_key))
