@@ -436,3 +436,16 @@ def test_key_partitioner_follows_a_change_in_partition_count_and_bounds_its_tabl
         partitioner(f"key-{n}".encode(), list(range(12)), [])
     assert len(partitioner._known) <= 4
     assert partitioner(None, [0, 1, 2], [1]) == 1  # no key: an available partition
+
+
+async def test_producers_send_a_lone_record_without_lingering() -> None:
+    from tocsin_common.kafka import EventProducer
+    from tocsin_ingest.publisher import IngestProducer
+
+    for producer in (
+        EventProducer("127.0.0.1:1", "test"),
+        IngestProducer("127.0.0.1:1", "test", traced=False),
+    ):
+        client = producer._producer
+        assert client._message_accumulator._linger_time == 0
+        await producer.stop()

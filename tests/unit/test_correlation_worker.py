@@ -242,6 +242,37 @@ async def test_a_batch_waits_for_its_first_event_only(monkeypatch: pytest.Monkey
     assert [r.offset for r in await asyncio.wait_for(taking, 1)] == [7]
 
 
+def test_a_batch_lingers_only_under_load() -> None:
+    linger = worker.batch_linger
+    assert linger(previous=1, taken=1, within_s=0.005, linger_from=50, batch_max=500) == 0.0
+    assert linger(previous=49, taken=3, within_s=0.005, linger_from=50, batch_max=500) == 0.0
+    assert linger(previous=50, taken=3, within_s=0.005, linger_from=50, batch_max=500) == 0.005
+    # full already, or lingering turned off
+    assert linger(previous=500, taken=500, within_s=0.005, linger_from=50, batch_max=500) == 0
+    assert linger(previous=500, taken=3, within_s=0.0, linger_from=50, batch_max=500) == 0
+
+
+async def test_at_a_low_rate_a_batch_is_taken_without_waiting_under_load_it_lingers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker, "BATCH_WITHIN_S", 0.05)
+    monkeypatch.setattr(worker, "BATCH_LINGER_FROM", 3)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    taker = _taker()
+    queue.put_nowait(_record(0))
+    late = asyncio.get_running_loop().call_later(0.02, queue.put_nowait, _record(1))
+    assert [r.offset for r in await taker._take(queue)] == [0]  # did not wait for 1
+    assert [r.offset for r in await taker._take(queue)] == [1]
+    late.cancel()
+    # a backlog: the batch before had 3 inputs, so this one waits for the late one
+    for offset in (2, 3, 4):
+        queue.put_nowait(_record(offset))
+    assert [r.offset for r in await taker._take(queue)] == [2, 3, 4]
+    queue.put_nowait(_record(5))
+    asyncio.get_running_loop().call_later(0.01, queue.put_nowait, _record(6))
+    assert [r.offset for r in await taker._take(queue)] == [5, 6]
+
+
 async def test_events_of_an_old_generation_or_a_stopped_flow_are_left_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

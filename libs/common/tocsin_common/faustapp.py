@@ -8,7 +8,7 @@ state to lose or to carry across pods).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,66 @@ def _verify_event_path(self: AIOKafkaConsumerThread, now: float, tp: Any) -> Non
 
 
 AIOKafkaConsumerThread.verify_event_path = _verify_event_path  # type: ignore[method-assign]
+
+
+def fetch_pauses(
+    assigned: Set[Any], paused: Set[Any], active: Set[Any]
+) -> tuple[list[Any], list[Any]]:
+    """(partitions to pause, partitions to resume) so that the client fetches exactly the
+    assigned partitions faust counts as active (pure; elements of `assigned` and `paused`
+    are returned, never those of `active`, which may be faust's own TP type)."""
+    to_pause = [tp for tp in assigned if tp not in active and tp not in paused]
+    to_resume = [tp for tp in paused if tp in active]
+    return to_pause, to_resume
+
+
+def _pause_inactive(consumer: Any, active: Set[Any]) -> None:
+    """Pause at the aiokafka client the assigned partitions faust does not read now (on the
+    consumer's thread: the client's state belongs to that thread's loop)."""
+    to_pause, to_resume = fetch_pauses(consumer.assignment(), consumer.paused(), active)
+    if to_pause:
+        consumer.pause(*to_pause)
+    if to_resume:
+        consumer.resume(*to_resume)
+
+
+_faust_fetch_records = AIOKafkaConsumerThread._fetch_records
+
+
+async def _fetch_records(
+    self: AIOKafkaConsumerThread,
+    consumer: Any,
+    active_partitions: Set[Any] | None,
+    timeout: float | None = None,  # noqa: ASYNC109 - faust's signature
+    max_records: int | None = None,
+) -> Any:
+    """faust's fetch of the records of its active partitions, except that the partitions
+    it does not read are first paused in the aiokafka client, so that they are not fetched
+    either.
+
+    faust "pauses" a partition only in its own bookkeeping (``Consumer.pause_partitions``:
+    the set of active partitions); aiokafka's fetcher still puts every assigned partition
+    in every fetch request, and faust then leaves their records unread. For a correlation
+    worker that is every changelog partition of its tables (6 tables x 12), paused once
+    recovery is done, beside its 36 input partitions: most of each fetch request, on the
+    client and on the broker, was for records nobody reads. The client's pause state
+    follows faust's active set at each fetch (recovery resumes the changelog partitions,
+    then pauses them again; a rebalance makes every partition active-or-paused anew), so
+    what faust reads is what is fetched. A record already fetched for a partition paused
+    here is not returned and its position not moved: it is fetched again on resume.
+    """
+    if active_partitions is not None and self.consumer.flow_active:
+        _pause_inactive(consumer, active_partitions)
+    return await _faust_fetch_records(
+        self,
+        consumer,
+        active_partitions,  # type: ignore[arg-type]  # faust passes None too
+        timeout=timeout,
+        max_records=max_records,
+    )
+
+
+AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign,assignment]
 
 
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - a loop
@@ -250,6 +310,11 @@ def make_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
         "broker_heartbeat_interval": 1.0,
         "stream_wait_empty": False,
         "topic_allow_declare": True,
+        # No standby replicas: the memory store keeps no offset (faust's memory store's
+        # persisted_offset is always None), so a worker taking over a partition recovers
+        # its tables from the changelog's start whatever a standby read before. A standby
+        # would only make every worker fetch the others' changelogs all the time.
+        "table_standby_replicas": 0,
     }
     credentials = broker_credentials(settings.kafka_security)
     if credentials is not None:

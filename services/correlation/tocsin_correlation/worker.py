@@ -113,10 +113,13 @@ CHANGES_KEY = "tocsin:correlation:changes:"
 REFRESH_SECONDS = 1.0
 DEFAULT_CHANGE_RETENTION = 24 * 3600.0
 TABLES = ("alerts", "incidents", "groups", "held", "sources", "changes")
-# A batch is what the agent takes at once: up to BATCH_MAX inputs, or what arrived within
-# BATCH_WITHIN_S. One Kafka acknowledgement wait per batch instead of per input.
+# A batch is what the agent takes at once: what the consumer has delivered, up to
+# BATCH_MAX inputs. One Kafka acknowledgement wait per batch instead of per input. Under
+# load (the batch before had BATCH_LINGER_FROM inputs or more) a batch that is not full
+# lingers BATCH_WITHIN_S for more; at a low rate no input waits for company.
 BATCH_MAX = int(os.environ.get("TOCSIN_CORRELATION_BATCH_MAX", "500"))
 BATCH_WITHIN_S = float(os.environ.get("TOCSIN_CORRELATION_BATCH_WITHIN_S", "0.005"))
+BATCH_LINGER_FROM = int(os.environ.get("TOCSIN_CORRELATION_BATCH_LINGER_FROM", "50"))
 BATCH_FINISH_ON_STOP_S = 10.0
 REREAD_AGAIN_S = 5.0
 RETRY_FIRST_S = 0.1
@@ -213,7 +216,21 @@ class Pending:
     done: asyncio.Future[None]
 
 
+def batch_linger(
+    previous: int, taken: int, within_s: float, linger_from: int, batch_max: int
+) -> float:
+    """How long a batch of `taken` inputs waits for more (pure): `within_s` when the batch
+    before had at least `linger_from` inputs (a backlog, or a rate where waiting a little
+    fills a batch and saves acknowledgement waits) and this one is not full; otherwise
+    not at all, so that at a low rate an input is processed as soon as it arrives."""
+    if within_s <= 0 or taken >= batch_max or previous < linger_from:
+        return 0.0
+    return within_s
+
+
 class CorrelationWorker:
+    _last_batch = 0  # inputs in the batch taken before (batch_linger)
+
     def __init__(self, settings: Settings, config: ConfigStore, **app_options: Any) -> None:
         self.config = config
         self.redis_url = settings.redis_url
@@ -372,8 +389,8 @@ class CorrelationWorker:
 
     async def _take(self, queue: Any) -> list[Any]:
         """The next batch of records (faust Messages): wait for one, then take every one
-        already delivered (lingering BATCH_WITHIN_S for more when that is set), up to
-        BATCH_MAX.
+        already delivered, up to BATCH_MAX — lingering BATCH_WITHIN_S for more only under
+        load (batch_linger).
 
         Records the consumer hands over from before the last rebalance, or while the flow
         is suspended (rebalancing, recovering tables), are left out and never acked, as
@@ -383,9 +400,13 @@ class CorrelationWorker:
         first = await queue.get()
         self._take_into(records, first)
         self._drain(queue, records)
-        if BATCH_WITHIN_S > 0 and len(records) < BATCH_MAX:
-            await asyncio.sleep(BATCH_WITHIN_S)
+        linger = batch_linger(
+            self._last_batch, len(records), BATCH_WITHIN_S, BATCH_LINGER_FROM, BATCH_MAX
+        )
+        if linger > 0:
+            await asyncio.sleep(linger)
             self._drain(queue, records)
+        self._last_batch = len(records)
         # faust's consumer warns that a stream stalled when this is not kept up.
         monitor = self.app.monitor
         if monitor is not None and records:
