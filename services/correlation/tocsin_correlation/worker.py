@@ -13,6 +13,7 @@ What crosses partitions goes through Redis:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -213,7 +214,23 @@ class Pending:
     """A batch whose events and state are being made durable (then its inputs acked)."""
 
     batch: Batch
-    done: asyncio.Future[None]
+    # its events are durable and its writes in the tables; its changelog records handed
+    # over (with the next batch's events when those were waiting: `follower`)
+    kept: asyncio.Future[None] = field(default_factory=lambda: _future())
+    # its changelog records are durable too, and its inputs acked
+    done: asyncio.Future[None] = field(default_factory=lambda: _future())
+    # the next batch's records, waiting to be handed over with this batch's changelog
+    # records (one produce request), and where their sends are given back
+    follower: list[Output] | None = None
+    follower_sent: asyncio.Future[Submitted | None] | None = None
+    finishing: asyncio.Future[None] | None = None  # its _finish (referenced while it runs)
+
+
+def _future() -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    # a failure is raised to whoever waits on it; nobody may (the agent is stopping)
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
 
 
 def batch_linger(
@@ -364,14 +381,21 @@ class CorrelationWorker:
 
     async def _step(self, records: Sequence[Any], previous: Pending | None) -> Pending:
         """Run the engine over a batch on staged state — over the previous batch's writes
-        while that one is still being made durable — then, once the previous one is done,
-        send this one's events and start making it durable (returned, running).
+        while that one is still being made durable — then, once the previous batch's
+        events are durable and its writes kept, send this one's events and start making it
+        durable (returned, running).
 
-        Nothing of a batch is sent before the previous batch is durable and kept: Kafka
-        receives every record in the order of the inputs, as without the overlap, and a
-        batch whose events must be sent again (broker failure) is never overtaken.
+        This batch's events go out in the same produce request as the previous batch's
+        changelog records when they are ready before those are handed over (one round
+        trip for both, not one after the other's acknowledgement): a changelog record is
+        still sent only once the events of the inputs that wrote it are durable, events
+        are never overtaken (a batch's events go out once the previous batch's are
+        acknowledged), and a batch's changelog records go out only once the previous
+        batch's are durable (_finish), so every topic receives its records in the order of
+        the inputs.
         """
-        over = previous.batch if previous is not None and not previous.done.done() else None
+        ahead = previous is not None and not previous.kept.done()
+        over = previous.batch if previous is not None and ahead else None
         batch = Batch(self.tables, over)
         config = self.config.current
         inputs = await self._in_order(records)
@@ -380,12 +404,25 @@ class CorrelationWorker:
             await self._process_input(batch, record, config)
         for topic, count in batch.consumed.items():
             self._consumed(topic).inc(count)
-        if previous is not None:
-            await previous.done  # its failure is this batch's: nothing further is sent
-            if over is not None:
-                batch.read_tables()
-        submitted = await self._submit(batch.outputs)
-        return Pending(batch, asyncio.ensure_future(self._finish(batch, records, submitted)))
+        submitted: Submitted | None
+        if previous is not None and not previous.kept.done():
+            # handed over by the previous batch's _finish, with its changelog records;
+            # its failure is this batch's: nothing further is sent
+            sent: asyncio.Future[Submitted | None] = asyncio.get_running_loop().create_future()
+            previous.follower, previous.follower_sent = batch.outputs, sent
+            submitted = await sent
+        else:
+            if previous is not None:
+                previous.kept.result()  # its failure is this batch's (raised)
+            submitted = await self._submit(batch.outputs)
+        if over is not None:
+            batch.read_tables()
+        pending = Pending(batch)
+        pending.finishing = asyncio.ensure_future(
+            self._finish(pending, records, submitted, previous)
+        )
+        pending.finishing.add_done_callback(functools.partial(_settle, pending))
+        return pending
 
     async def _take(self, queue: Any) -> list[Any]:
         """The next batch of records (faust Messages): wait for one, then take every one
@@ -438,15 +475,32 @@ class CorrelationWorker:
             ack(record)
 
     async def _finish(
-        self, batch: Batch, records: Sequence[Any], submitted: Submitted | None
+        self,
+        pending: Pending,
+        records: Sequence[Any],
+        submitted: Submitted | None,
+        previous: Pending | None,
     ) -> None:
         """Make a batch durable: its events acknowledged by Kafka (acks=all), then its state
-        kept (see staging.py for why in this order), then its inputs acked. A re-send
-        repeats event ids, which every consumer of incidents.events applies once."""
+        kept (see staging.py for why in this order) — its changelog records sent once the
+        previous batch's are durable, with the next batch's events if those wait — then
+        its inputs acked. A re-send repeats event ids, which every consumer of
+        incidents.events applies once."""
+        batch = pending.batch
         # Prepared while the batch's events are on their way: nothing is applied or sent.
         changelogs = self._changelog_records(batch)
         await self._send_durably(batch.outputs, "the batch's events", submitted)
-        await self._keep(batch, changelogs)
+        if previous is not None:
+            await previous.done  # its changelog records first (a compacted topic's order)
+        self._apply(batch)
+        # Handed over together, with no await that yields in between: one produce request.
+        sending = await self._submit(changelogs)
+        follower, follower_sent = pending.follower, pending.follower_sent
+        if follower is not None and follower_sent is not None:
+            pending.follower = pending.follower_sent = None
+            follower_sent.set_result(await self._submit(follower))
+        pending.kept.set_result(None)
+        await self._send_durably(changelogs, "the changelogs", sending)
         self._ack(records)
 
     async def _in_order(self, records: Sequence[Any]) -> list[Any]:
@@ -831,14 +885,12 @@ class CorrelationWorker:
                 records.append(Output(topic, dump_key(key), raw_value, [], partitions[key]))
         return records
 
-    async def _keep(self, batch: Batch, records: list[Output]) -> None:
-        """Apply a published batch's writes to the tables and send them to the changelogs
-        (`records`), durably before the batch's inputs are acked (and so committable).
-
-        Sent by our producer rather than faust's send_soon queue, which takes one record at
-        a time (100 deep; it overflowed at every batch), with faust's own serialization so
-        that its recovery reads them back.
-        """
+    def _apply(self, batch: Batch) -> None:
+        """Apply a batch's writes (its events durable) to the tables; their changelog
+        records (_changelog_records) are sent by the worker's batch sender rather than
+        faust's send_soon queue, which takes one record at a time (100 deep; it overflowed
+        at every batch), with faust's own serialization so that its recovery reads them
+        back."""
         for name, view in batch.views.items():
             table: Any = self.tables[name]  # a faust Table (TableT lacks its store)
             data = table.data
@@ -847,7 +899,6 @@ class CorrelationWorker:
                     data.pop(key, None)
                 else:
                     data[key] = value
-        await self._send_durably(records, "the changelogs")
 
     async def _send_durably(
         self, records: list[Output], what: str, submitted: Submitted | None = None
@@ -888,6 +939,24 @@ class CorrelationWorker:
                 else:
                     pipe.hset(key, incident.incident_id, incident.created_at.ToNanoseconds() / 1e9)
             await pipe.execute()
+
+
+def _settle(pending: Pending, finishing: asyncio.Future[None]) -> None:
+    """The batch's _finish ended: its outcome is the batch's `done`, and a failure before
+    its writes were kept is `kept`'s, and its follower's, so that nothing further is
+    sent."""
+    waiting = [pending.kept, pending.follower_sent, pending.done]
+    for future in waiting:
+        if future is None or future.done():
+            continue
+        if finishing.cancelled():
+            future.cancel()
+        elif finishing.exception() is not None:
+            future.set_exception(finishing.exception())  # type: ignore[arg-type]
+        elif future is pending.done:
+            future.set_result(None)
+        else:  # finished without handing them over: cannot be
+            future.set_exception(RuntimeError("the batch finished without its changelogs"))
 
 
 Dump = Callable[[Any], bytes]
