@@ -2,7 +2,21 @@
 
 State lives in faust tables backed by compacted changelog topics, so a restarted worker
 recovers it; the in-memory store is rebuilt from the changelog at start (no local disk
-state to lose or to carry across pods).
+state to lose or to carry across pods). No standby tables: with the memory store a standby
+saves no recovery (see make_app).
+
+Importing this module patches faust-streaming 0.15's consumer (private methods; each
+patch's docstring says why, docs/correlation.md lists them):
+- ``Consumer.ack``: a record from before the last rebalance, or handed over while the flow
+  is stopped, is not acked (faust's stream skips such records and acked them anyway);
+- ``AIOKafkaConsumerThread.verify_event_path``: a partition whose position aiokafka is
+  resetting is not checked (the check crashed the consumer);
+- ``AIOKafkaConsumerThread._fetch_records``: the aiokafka client fetches only the
+  partitions faust reads (faust's own pause only filtered the records fetched: every
+  changelog partition was in every fetch request);
+- ``Consumer._drain_messages``: records are handed over without faust's per-record
+  ``wait_first`` while the flow is active, and straight into the queue of a channel
+  registered with :func:`deliver_directly`.
 """
 
 from __future__ import annotations
