@@ -6,7 +6,8 @@ partitions of each fetch request of its group consumer) against the Kafka and Re
 by TOCSIN_KAFKA_BOOTSTRAP / TOCSIN_REDIS_URL (a devstack profile), sends alerts on
 alerts.normalized at --rate per second for --seconds over 12 services (every partition),
 and reads incidents.events. Prints one JSON object per worker count: fetch requests per
-second, partitions per request (all, and changelog partitions), and the alert → incident
+second, partitions per request (all, and changelog partitions), the worker's produce
+requests per alert (and how many carried events and changelog records together), and the alert → incident
 event latency (p50/p99, alert handed to the producer → its event read here: the produce
 to alerts.normalized, the hop, and one fetch of this bench's consumer).
 
@@ -49,7 +50,7 @@ def probe_totals(path: Path) -> dict[str, int]:
     try:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
-        return {"requests": 0, "partitions": 0, "changelog_partitions": 0}
+        return {}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -121,12 +122,13 @@ async def run(
     reader.cancel()
     await producer.stop()
     await consumer.stop()
-    requests = sum(a["requests"] - b["requests"] for a, b in zip(after, before, strict=True))
-    partitions = sum(a["partitions"] - b["partitions"] for a, b in zip(after, before, strict=True))
-    changelog = sum(
-        a["changelog_partitions"] - b["changelog_partitions"]
-        for a, b in zip(after, before, strict=True)
-    )
+
+    def grown(name: str) -> int:
+        return sum(a.get(name, 0) - b.get(name, 0) for a, b in zip(after, before, strict=True))
+
+    requests = grown("requests")
+    partitions = grown("partitions")
+    changelog = grown("changelog_partitions")
     return {
         "workers": len(workers),
         "alerts": n,
@@ -135,6 +137,8 @@ async def run(
         "fetch_requests_per_second": round(requests / elapsed, 1),
         "partitions_per_fetch": round(partitions / requests, 1) if requests else 0.0,
         "changelog_partitions_per_fetch": round(changelog / requests, 1) if requests else 0.0,
+        "produce_requests_per_alert": round(grown("produce_requests") / n, 2) if n else 0.0,
+        "produce_requests_with_events_and_changelogs": grown("produce_requests_mixed"),
         "latency_ms_p50": round(statistics.median(latencies) * 1000, 1) if latencies else None,
         "latency_ms_p99": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
         "workers_cpu_ms_per_alert": round((cpu1 - cpu0) * 1000 / n, 2) if n else 0.0,

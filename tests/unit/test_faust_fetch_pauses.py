@@ -38,6 +38,20 @@ async def test_the_client_pause_state_follows_fausts_active_set() -> None:
     # a stream's buffer is full: faust stops reading that partition, so does the client
     faustapp._pause_inactive(consumer, {TP("in", 0)})
     assert consumer.paused() == set(parts) - {TopicPartition("in", 0)}
+    # faust changes its active set in place
+    active = set(inputs)
+    faustapp._pause_inactive(consumer, active)
+    active.discard(TP("in", 2))
+    faustapp._pause_inactive(consumer, active)
+    assert TopicPartition("in", 2) in consumer.paused()
+    # a rebalance: a new assignment, every partition unpaused; the same active set pauses
+    # the changelogs again
+    consumer.assign(parts)
+    assert consumer.paused() == set()
+    faustapp._pause_inactive(consumer, active)
+    assert consumer.paused() == {TopicPartition("in-changelog", p) for p in range(3)} | {
+        TopicPartition("in", 2)
+    }
     await consumer.stop()
 
 

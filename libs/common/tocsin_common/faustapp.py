@@ -91,14 +91,26 @@ def fetch_pauses(
     return to_pause, to_resume
 
 
+_PAUSED_FOR = "_tocsin_paused_for"  # consumer attribute: (assignment, active set) last applied
+
+
 def _pause_inactive(consumer: Any, active: Set[Any]) -> None:
     """Pause at the aiokafka client the assigned partitions faust does not read now (on the
-    consumer's thread: the client's state belongs to that thread's loop)."""
+    consumer's thread: the client's state belongs to that thread's loop). Done again only
+    when the assignment (a rebalance makes a new one, every partition unpaused) or faust's
+    active set changed: reading the client's pause state costs ~0.3 ms a fetch with 109
+    partitions, the comparison a microsecond."""
+    subscription = consumer._subscription.subscription
+    assignment = subscription.assignment if subscription is not None else None
+    applied = consumer.__dict__.get(_PAUSED_FOR)
+    if applied is not None and applied[0] is assignment and applied[1] == active:
+        return
     to_pause, to_resume = fetch_pauses(consumer.assignment(), consumer.paused(), active)
     if to_pause:
         consumer.pause(*to_pause)
     if to_resume:
         consumer.resume(*to_resume)
+    consumer.__dict__[_PAUSED_FOR] = (assignment, frozenset(active))
 
 
 _faust_fetch_records = AIOKafkaConsumerThread._fetch_records
