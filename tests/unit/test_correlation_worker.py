@@ -624,6 +624,41 @@ async def test_a_batch_whose_events_failed_sends_nothing_further(
     assert len(sender.sent) == 1 and acked == [] and processor.tables["alerts"] == {}
 
 
+async def test_a_batch_whose_changelogs_cannot_be_handed_over_sends_nothing_further() -> None:
+    from tocsin_common.config import parse_config
+
+    processor = _processor()
+    processor.tables = {name: _Store() for name in TABLES}
+    processor.config = SimpleNamespace(current=parse_config(GROUPED_CONFIG, "tocsin.yaml"))
+    processor._next_offset = {}
+    processor._rereading = {}
+    processor._changelog_codecs = {
+        name: (f"{name}-changelog", worker._json_dumps, worker._json_dumps) for name in TABLES
+    }
+    processor.app = SimpleNamespace(consumer=SimpleNamespace(ack=lambda r: None))
+
+    class RefusingChangelogs(_HeldSender):
+        async def submit(self, records: Any) -> Any:
+            if any(r.topic.endswith("-changelog") for r in records):
+                raise ValueError("not a broker failure")
+            return await super().submit(records)
+
+    sender = processor._batch_sender = RefusingChangelogs()
+
+    def record(event_id: str, offset: int) -> Any:
+        record = _alert_input(event_id, "h1", offset)
+        record.tp = ("alerts.normalized", 3)
+        return record
+
+    first = await processor._step([record("e1", 0)], None)
+    second_step = asyncio.ensure_future(processor._step([record("e2", 1)], first))
+    await asyncio.sleep(0.01)
+    sender.acknowledge(0)
+    with pytest.raises(ValueError):
+        await asyncio.wait_for(second_step, 1)
+    assert len(sender.sent) == 1  # the second batch's events were not sent
+
+
 # --- records handed over directly ------------------------------------------------------
 
 

@@ -497,8 +497,9 @@ class CorrelationWorker:
         sending = await self._submit(changelogs)
         follower, follower_sent = pending.follower, pending.follower_sent
         if follower is not None and follower_sent is not None:
+            handed = await self._submit(follower)  # raising: _settle fails follower_sent
             pending.follower = pending.follower_sent = None
-            follower_sent.set_result(await self._submit(follower))
+            follower_sent.set_result(handed)
         pending.kept.set_result(None)
         await self._send_durably(changelogs, "the changelogs", sending)
         self._ack(records)
