@@ -521,3 +521,16 @@ async def test_ensure_pipeline_topics_warns_or_refuses_on_other_counts(
         await kafka.ensure_pipeline_topics(settings, strict=topics.CO_PARTITIONED)
     same = Settings.from_env("correlation", {"TOCSIN_KAFKA_PARTITIONS": "12"})
     assert await kafka.ensure_pipeline_topics(same, strict=topics.CO_PARTITIONED) == broker
+
+
+async def test_producers_send_a_lone_record_without_lingering() -> None:
+    from tocsin_common.kafka import EventProducer
+    from tocsin_ingest.publisher import IngestProducer
+
+    for producer in (
+        EventProducer("127.0.0.1:1", "test"),
+        IngestProducer("127.0.0.1:1", "test", traced=False),
+    ):
+        client = producer._producer
+        assert client._message_accumulator._linger_time == 0
+        await producer.stop()

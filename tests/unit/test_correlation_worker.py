@@ -242,6 +242,37 @@ async def test_a_batch_waits_for_its_first_event_only(monkeypatch: pytest.Monkey
     assert [r.offset for r in await asyncio.wait_for(taking, 1)] == [7]
 
 
+def test_a_batch_lingers_only_under_load() -> None:
+    linger = worker.batch_linger
+    assert linger(previous=1, taken=1, within_s=0.005, linger_from=50, batch_max=500) == 0.0
+    assert linger(previous=49, taken=3, within_s=0.005, linger_from=50, batch_max=500) == 0.0
+    assert linger(previous=50, taken=3, within_s=0.005, linger_from=50, batch_max=500) == 0.005
+    # full already, or lingering turned off
+    assert linger(previous=500, taken=500, within_s=0.005, linger_from=50, batch_max=500) == 0
+    assert linger(previous=500, taken=3, within_s=0.0, linger_from=50, batch_max=500) == 0
+
+
+async def test_at_a_low_rate_a_batch_is_taken_without_waiting_under_load_it_lingers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker, "BATCH_WITHIN_S", 0.05)
+    monkeypatch.setattr(worker, "BATCH_LINGER_FROM", 3)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    taker = _taker()
+    queue.put_nowait(_record(0))
+    late = asyncio.get_running_loop().call_later(0.02, queue.put_nowait, _record(1))
+    assert [r.offset for r in await taker._take(queue)] == [0]  # did not wait for 1
+    assert [r.offset for r in await taker._take(queue)] == [1]
+    late.cancel()
+    # a backlog: the batch before had 3 inputs, so this one waits for the late one
+    for offset in (2, 3, 4):
+        queue.put_nowait(_record(offset))
+    assert [r.offset for r in await taker._take(queue)] == [2, 3, 4]
+    queue.put_nowait(_record(5))
+    asyncio.get_running_loop().call_later(0.01, queue.put_nowait, _record(6))
+    assert [r.offset for r in await taker._take(queue)] == [5, 6]
+
+
 async def test_events_of_an_old_generation_or_a_stopped_flow_are_left_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -458,7 +489,7 @@ async def test_an_input_that_fails_half_way_leaves_nothing_in_the_batch(
     # every kept write goes to the changelog partition of the input that made it
     assert set(batch.partitions["alerts"]) == {"db\x1fh1", "db\x1fh3"}
     assert set(batch.partitions["alerts"].values()) == {3}
-    assert processor.tables["alerts"] == {}  # nothing reaches the tables before _keep
+    assert processor.tables["alerts"] == {}  # nothing reaches the tables before _apply
 
 
 class _Store(dict[str, Any]):
@@ -523,31 +554,109 @@ async def test_a_batch_is_computed_over_the_one_before_but_sent_after_it_is_dura
     await asyncio.sleep(0.01)
 
     # The second batch is computed (over the first's staged writes), but nothing of it is
-    # sent, and nothing of either is kept or acked, before the first batch is durable.
+    # sent, and nothing of either is kept or acked, before the first batch's events are
+    # durable.
     assert len(sender.sent) == 1 and not second_step.done()
     assert processor.tables["alerts"] == {} and acked == []
 
-    sender.acknowledge(0)  # the first batch's events: its state goes to the changelogs
-    await asyncio.sleep(0.01)
-    changelogs = ["alerts-changelog", "incidents-changelog", "groups-changelog"]
-    assert [topics for topics, _ in sender.sent][1:] == [changelogs]
-    assert processor.tables["alerts"]["db\x1fh1"]["count"] == 1  # kept, going to changelog
-    assert acked == [] and not second_step.done()
-    sender.acknowledge(1)  # its changelogs: it is acked, and the second batch goes out
+    # The first batch's events are durable: its state is kept and goes to the changelogs,
+    # handed over with the second batch's events (one produce request), before anything
+    # is handed over for the first batch's changelogs alone.
+    sender.acknowledge(0)
     second = await asyncio.wait_for(second_step, 1)
-
-    assert acked == [0]
-    assert processor.tables["alerts"]["db\x1fh1"]["count"] == 1
-    assert [topics for topics, _ in sender.sent][2] == ["incidents.events"]
+    changelogs = ["alerts-changelog", "incidents-changelog", "groups-changelog"]
+    assert [topics for topics, _ in sender.sent][1:] == [changelogs, ["incidents.events"]]
+    assert processor.tables["alerts"]["db\x1fh1"]["count"] == 1  # kept, going to changelog
+    assert acked == []
     (output,) = second.batch.outputs
     repeated = incident_pb2.IncidentEvent.FromString(output.value)
     assert repeated.type == incident_pb2.INCIDENT_EVENT_TYPE_ALERT_UPDATED  # a duplicate
 
+    # The second batch's events are durable, but its state waits for the first batch's
+    # changelogs: a compacted topic receives each key's values in order.
     sender.acknowledge(2)
     await asyncio.sleep(0.01)
+    assert len(sender.sent) == 3 and acked == []
+    assert processor.tables["alerts"]["db\x1fh1"]["count"] == 1
+    sender.acknowledge(1)  # the first batch's changelogs: it is acked, the second kept
+    await asyncio.wait_for(first.done, 1)
+    await asyncio.sleep(0.01)
+    assert acked == [0]
+    assert [topics for topics, _ in sender.sent][3] == changelogs[:2]  # the group is as it was
+    assert processor.tables["alerts"]["db\x1fh1"]["count"] == 2
+
     sender.acknowledge(3)
     await asyncio.wait_for(second.done, 1)
-    assert acked == [0, 1] and processor.tables["alerts"]["db\x1fh1"]["count"] == 2
+    assert acked == [0, 1]
+
+
+async def test_a_batch_whose_events_failed_sends_nothing_further(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tocsin_common.config import parse_config
+
+    processor = _processor()
+    processor.tables = {name: _Store() for name in TABLES}
+    processor.config = SimpleNamespace(current=parse_config(GROUPED_CONFIG, "tocsin.yaml"))
+    processor._next_offset = {}
+    processor._rereading = {}
+    processor._changelog_codecs = {
+        name: (f"{name}-changelog", worker._json_dumps, worker._json_dumps) for name in TABLES
+    }
+    acked: list[int] = []
+    processor.app = SimpleNamespace(consumer=SimpleNamespace(ack=lambda r: acked.append(r.offset)))
+    sender = processor._batch_sender = _HeldSender()
+
+    def record(event_id: str, offset: int) -> Any:
+        record = _alert_input(event_id, "h1", offset)
+        record.tp = ("alerts.normalized", 3)
+        return record
+
+    first = await processor._step([record("e1", 0)], None)
+    second_step = asyncio.ensure_future(processor._step([record("e2", 1)], first))
+    await asyncio.sleep(0.01)
+    sender.sent[0][1].set_exception(ValueError("not a broker failure"))  # not retried
+    with pytest.raises(ValueError):
+        await asyncio.wait_for(second_step, 1)
+    with pytest.raises(ValueError):
+        await asyncio.wait_for(first.done, 1)
+    # nothing kept, nothing of the second batch sent, nothing acked
+    assert len(sender.sent) == 1 and acked == [] and processor.tables["alerts"] == {}
+
+
+async def test_a_batch_whose_changelogs_cannot_be_handed_over_sends_nothing_further() -> None:
+    from tocsin_common.config import parse_config
+
+    processor = _processor()
+    processor.tables = {name: _Store() for name in TABLES}
+    processor.config = SimpleNamespace(current=parse_config(GROUPED_CONFIG, "tocsin.yaml"))
+    processor._next_offset = {}
+    processor._rereading = {}
+    processor._changelog_codecs = {
+        name: (f"{name}-changelog", worker._json_dumps, worker._json_dumps) for name in TABLES
+    }
+    processor.app = SimpleNamespace(consumer=SimpleNamespace(ack=lambda r: None))
+
+    class RefusingChangelogs(_HeldSender):
+        async def submit(self, records: Any) -> Any:
+            if any(r.topic.endswith("-changelog") for r in records):
+                raise ValueError("not a broker failure")
+            return await super().submit(records)
+
+    sender = processor._batch_sender = RefusingChangelogs()
+
+    def record(event_id: str, offset: int) -> Any:
+        record = _alert_input(event_id, "h1", offset)
+        record.tp = ("alerts.normalized", 3)
+        return record
+
+    first = await processor._step([record("e1", 0)], None)
+    second_step = asyncio.ensure_future(processor._step([record("e2", 1)], first))
+    await asyncio.sleep(0.01)
+    sender.acknowledge(0)
+    with pytest.raises(ValueError):
+        await asyncio.wait_for(second_step, 1)
+    assert len(sender.sent) == 1  # the second batch's events were not sent
 
 
 # --- records handed over directly ------------------------------------------------------

@@ -191,14 +191,19 @@ class KeyPartitioner:
 
 
 class EventProducer:
-    """Sends protobuf messages to Tocsin topics, durably (idempotent, acks=all)."""
+    """Sends protobuf messages to Tocsin topics, durably (idempotent, acks=all).
+
+    No linger by default: a record goes out as soon as the connection to its broker is
+    free, and records handed over while a request is in flight (aiokafka keeps one per
+    broker) go together in the next one — batches as big as the load makes them, and no
+    fixed wait for a lone record (a page, an accepted alert) at a low rate."""
 
     def __init__(
         self,
         bootstrap: str,
         service: str,
         *,
-        linger_ms: int = 2,
+        linger_ms: int = 0,
         security: KafkaSecurity | None = None,
     ) -> None:
         self._service = service

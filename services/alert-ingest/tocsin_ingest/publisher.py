@@ -23,7 +23,7 @@ class IngestProducer(EventProducer):
     than the send. The current trace context (a sender's ``traceparent``) still goes into
     the record headers."""
 
-    def __init__(self, bootstrap: str, service: str, *, traced: bool, linger_ms: int = 2) -> None:
+    def __init__(self, bootstrap: str, service: str, *, traced: bool, linger_ms: int = 0) -> None:
         super().__init__(bootstrap, service, linger_ms=linger_ms)
         self._traced = traced
 

@@ -13,6 +13,7 @@ What crosses partitions goes through Redis:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -113,10 +114,13 @@ CHANGES_KEY = "tocsin:correlation:changes:"
 REFRESH_SECONDS = 1.0
 DEFAULT_CHANGE_RETENTION = 24 * 3600.0
 TABLES = ("alerts", "incidents", "groups", "held", "sources", "changes")
-# A batch is what the agent takes at once: up to BATCH_MAX inputs, or what arrived within
-# BATCH_WITHIN_S. One Kafka acknowledgement wait per batch instead of per input.
+# A batch is what the agent takes at once: what the consumer has delivered, up to
+# BATCH_MAX inputs. One Kafka acknowledgement wait per batch instead of per input. Under
+# load (the batch before had BATCH_LINGER_FROM inputs or more) a batch that is not full
+# lingers BATCH_WITHIN_S for more; at a low rate no input waits for company.
 BATCH_MAX = int(os.environ.get("TOCSIN_CORRELATION_BATCH_MAX", "500"))
 BATCH_WITHIN_S = float(os.environ.get("TOCSIN_CORRELATION_BATCH_WITHIN_S", "0.005"))
+BATCH_LINGER_FROM = int(os.environ.get("TOCSIN_CORRELATION_BATCH_LINGER_FROM", "50"))
 BATCH_FINISH_ON_STOP_S = 10.0
 REREAD_AGAIN_S = 5.0
 RETRY_FIRST_S = 0.1
@@ -210,10 +214,40 @@ class Pending:
     """A batch whose events and state are being made durable (then its inputs acked)."""
 
     batch: Batch
-    done: asyncio.Future[None]
+    # its events are durable and its writes in the tables; its changelog records handed
+    # over (with the next batch's events when those were waiting: `follower`)
+    kept: asyncio.Future[None] = field(default_factory=lambda: _future())
+    # its changelog records are durable too, and its inputs acked
+    done: asyncio.Future[None] = field(default_factory=lambda: _future())
+    # the next batch's records, waiting to be handed over with this batch's changelog
+    # records (one produce request), and where their sends are given back
+    follower: list[Output] | None = None
+    follower_sent: asyncio.Future[Submitted | None] | None = None
+    finishing: asyncio.Future[None] | None = None  # its _finish (referenced while it runs)
+
+
+def _future() -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    # a failure is raised to whoever waits on it; nobody may (the agent is stopping)
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
+
+
+def batch_linger(
+    previous: int, taken: int, within_s: float, linger_from: int, batch_max: int
+) -> float:
+    """How long a batch of `taken` inputs waits for more (pure): `within_s` when the batch
+    before had at least `linger_from` inputs (a backlog, or a rate where waiting a little
+    fills a batch and saves acknowledgement waits) and this one is not full; otherwise
+    not at all, so that at a low rate an input is processed as soon as it arrives."""
+    if within_s <= 0 or taken >= batch_max or previous < linger_from:
+        return 0.0
+    return within_s
 
 
 class CorrelationWorker:
+    _last_batch = 0  # inputs in the batch taken before (batch_linger)
+
     def __init__(self, settings: Settings, config: ConfigStore, **app_options: Any) -> None:
         self.config = config
         self.redis_url = settings.redis_url
@@ -349,14 +383,21 @@ class CorrelationWorker:
 
     async def _step(self, records: Sequence[Any], previous: Pending | None) -> Pending:
         """Run the engine over a batch on staged state — over the previous batch's writes
-        while that one is still being made durable — then, once the previous one is done,
-        send this one's events and start making it durable (returned, running).
+        while that one is still being made durable — then, once the previous batch's
+        events are durable and its writes kept, send this one's events and start making it
+        durable (returned, running).
 
-        Nothing of a batch is sent before the previous batch is durable and kept: Kafka
-        receives every record in the order of the inputs, as without the overlap, and a
-        batch whose events must be sent again (broker failure) is never overtaken.
+        This batch's events go out in the same produce request as the previous batch's
+        changelog records when they are ready before those are handed over (one round
+        trip for both, not one after the other's acknowledgement): a changelog record is
+        still sent only once the events of the inputs that wrote it are durable, events
+        are never overtaken (a batch's events go out once the previous batch's are
+        acknowledged), and a batch's changelog records go out only once the previous
+        batch's are durable (_finish), so every topic receives its records in the order of
+        the inputs.
         """
-        over = previous.batch if previous is not None and not previous.done.done() else None
+        ahead = previous is not None and not previous.kept.done()
+        over = previous.batch if previous is not None and ahead else None
         batch = Batch(self.tables, over)
         config = self.config.current
         inputs = await self._in_order(records)
@@ -365,17 +406,30 @@ class CorrelationWorker:
             await self._process_input(batch, record, config)
         for topic, count in batch.consumed.items():
             self._consumed(topic).inc(count)
-        if previous is not None:
-            await previous.done  # its failure is this batch's: nothing further is sent
-            if over is not None:
-                batch.read_tables()
-        submitted = await self._submit(batch.outputs)
-        return Pending(batch, asyncio.ensure_future(self._finish(batch, records, submitted)))
+        submitted: Submitted | None
+        if previous is not None and not previous.kept.done():
+            # handed over by the previous batch's _finish, with its changelog records;
+            # its failure is this batch's: nothing further is sent
+            sent: asyncio.Future[Submitted | None] = asyncio.get_running_loop().create_future()
+            previous.follower, previous.follower_sent = batch.outputs, sent
+            submitted = await sent
+        else:
+            if previous is not None:
+                previous.kept.result()  # its failure is this batch's (raised)
+            submitted = await self._submit(batch.outputs)
+        if over is not None:
+            batch.read_tables()
+        pending = Pending(batch)
+        pending.finishing = asyncio.ensure_future(
+            self._finish(pending, records, submitted, previous)
+        )
+        pending.finishing.add_done_callback(functools.partial(_settle, pending))
+        return pending
 
     async def _take(self, queue: Any) -> list[Any]:
         """The next batch of records (faust Messages): wait for one, then take every one
-        already delivered (lingering BATCH_WITHIN_S for more when that is set), up to
-        BATCH_MAX.
+        already delivered, up to BATCH_MAX — lingering BATCH_WITHIN_S for more only under
+        load (batch_linger).
 
         Records the consumer hands over from before the last rebalance, or while the flow
         is suspended (rebalancing, recovering tables), are left out and never acked, as
@@ -385,9 +439,13 @@ class CorrelationWorker:
         first = await queue.get()
         self._take_into(records, first)
         self._drain(queue, records)
-        if BATCH_WITHIN_S > 0 and len(records) < BATCH_MAX:
-            await asyncio.sleep(BATCH_WITHIN_S)
+        linger = batch_linger(
+            self._last_batch, len(records), BATCH_WITHIN_S, BATCH_LINGER_FROM, BATCH_MAX
+        )
+        if linger > 0:
+            await asyncio.sleep(linger)
             self._drain(queue, records)
+        self._last_batch = len(records)
         # faust's consumer warns that a stream stalled when this is not kept up.
         monitor = self.app.monitor
         if monitor is not None and records:
@@ -419,15 +477,33 @@ class CorrelationWorker:
             ack(record)
 
     async def _finish(
-        self, batch: Batch, records: Sequence[Any], submitted: Submitted | None
+        self,
+        pending: Pending,
+        records: Sequence[Any],
+        submitted: Submitted | None,
+        previous: Pending | None,
     ) -> None:
         """Make a batch durable: its events acknowledged by Kafka (acks=all), then its state
-        kept (see staging.py for why in this order), then its inputs acked. A re-send
-        repeats event ids, which every consumer of incidents.events applies once."""
+        kept (see staging.py for why in this order) — its changelog records sent once the
+        previous batch's are durable, with the next batch's events if those wait — then
+        its inputs acked. A re-send repeats event ids, which every consumer of
+        incidents.events applies once."""
+        batch = pending.batch
         # Prepared while the batch's events are on their way: nothing is applied or sent.
         changelogs = self._changelog_records(batch)
         await self._send_durably(batch.outputs, "the batch's events", submitted)
-        await self._keep(batch, changelogs)
+        if previous is not None:
+            await previous.done  # its changelog records first (a compacted topic's order)
+        self._apply(batch)
+        # Handed over together, with no await that yields in between: one produce request.
+        sending = await self._submit(changelogs)
+        follower, follower_sent = pending.follower, pending.follower_sent
+        if follower is not None and follower_sent is not None:
+            handed = await self._submit(follower)  # raising: _settle fails follower_sent
+            pending.follower = pending.follower_sent = None
+            follower_sent.set_result(handed)
+        pending.kept.set_result(None)
+        await self._send_durably(changelogs, "the changelogs", sending)
         self._ack(records)
 
     async def _in_order(self, records: Sequence[Any]) -> list[Any]:
@@ -812,14 +888,12 @@ class CorrelationWorker:
                 records.append(Output(topic, dump_key(key), raw_value, [], partitions[key]))
         return records
 
-    async def _keep(self, batch: Batch, records: list[Output]) -> None:
-        """Apply a published batch's writes to the tables and send them to the changelogs
-        (`records`), durably before the batch's inputs are acked (and so committable).
-
-        Sent by our producer rather than faust's send_soon queue, which takes one record at
-        a time (100 deep; it overflowed at every batch), with faust's own serialization so
-        that its recovery reads them back.
-        """
+    def _apply(self, batch: Batch) -> None:
+        """Apply a batch's writes (its events durable) to the tables; their changelog
+        records (_changelog_records) are sent by the worker's batch sender rather than
+        faust's send_soon queue, which takes one record at a time (100 deep; it overflowed
+        at every batch), with faust's own serialization so that its recovery reads them
+        back."""
         for name, view in batch.views.items():
             table: Any = self.tables[name]  # a faust Table (TableT lacks its store)
             data = table.data
@@ -828,7 +902,6 @@ class CorrelationWorker:
                     data.pop(key, None)
                 else:
                     data[key] = value
-        await self._send_durably(records, "the changelogs")
 
     async def _send_durably(
         self, records: list[Output], what: str, submitted: Submitted | None = None
@@ -869,6 +942,24 @@ class CorrelationWorker:
                 else:
                     pipe.hset(key, incident.incident_id, incident.created_at.ToNanoseconds() / 1e9)
             await pipe.execute()
+
+
+def _settle(pending: Pending, finishing: asyncio.Future[None]) -> None:
+    """The batch's _finish ended: its outcome is the batch's `done`, and a failure before
+    its writes were kept is `kept`'s, and its follower's, so that nothing further is
+    sent."""
+    waiting = [pending.kept, pending.follower_sent, pending.done]
+    for future in waiting:
+        if future is None or future.done():
+            continue
+        if finishing.cancelled():
+            future.cancel()
+        elif finishing.exception() is not None:
+            future.set_exception(finishing.exception())  # type: ignore[arg-type]
+        elif future is pending.done:
+            future.set_result(None)
+        else:  # finished without handing them over: cannot be
+            future.set_exception(RuntimeError("the batch finished without its changelogs"))
 
 
 Dump = Callable[[Any], bytes]
