@@ -132,6 +132,13 @@ CREATE TABLE IF NOT EXISTS {schema}.change_facts (
     summary      text NOT NULL DEFAULT '',
     source       text NOT NULL DEFAULT '',
     at           timestamptz NOT NULL,
-    received_at  timestamptz
+    received_at  timestamptz,
+    change_id    text NOT NULL DEFAULT '',
+    kind         text NOT NULL DEFAULT 'unspecified',
+    status       text NOT NULL DEFAULT 'unspecified',
+    version      text NOT NULL DEFAULT '',
+    environment  text NOT NULL DEFAULT '',
+    rollback_of  text NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS change_facts_service ON {schema}.change_facts (service_id, at);
+CREATE INDEX IF NOT EXISTS change_facts_change ON {schema}.change_facts (change_id) WHERE change_id <> '';
