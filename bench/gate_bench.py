@@ -3,7 +3,9 @@ integration harness's stack): ``POST /api/v1/deploy-gates/evaluate`` sent open-l
 steady rate (default 200/s: each request leaves on its schedule, whether or not the earlier
 ones answered), latency from send to answer; p50/p99 (target: p99 <= 20 ms at 200/s).
 Beside it, the same evaluations over gRPC straight to insight (the api's share is the
-difference). The gate evaluated has a freeze window (not covering now) and an open-incident
+difference). On a shared machine latency follows the other load; the CPU time the api and
+insight processes spend per evaluation (``cpu_ms_per_evaluation``, from /proc) does much
+less, so it is reported too. The gate evaluated has a freeze window (not covering now) and an open-incident
 rule; insight reads its open incidents, freezes and overrides from PostgreSQL on each call,
 and every decision is an audit record (acks=all on Kafka) before it answers.
 
@@ -96,6 +98,21 @@ async def open_loop(send: Any, rate: float, count: int) -> tuple[list[float], in
     return times, errors, count / sent_in if sent_in else 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(stack: Stack) -> dict[str, int]:
+    out = {}
+    for name in ("api", "insight"):
+        proc = stack.services[name].proc
+        assert proc is not None
+        out[name] = proc.pid
+    return out
+
+
 async def measure(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
     count = int(rate * seconds)
     headers = {"Authorization": f"Bearer {stack.admin_token}"}
@@ -112,8 +129,18 @@ async def measure(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
 
         for _ in range(50):  # warm-up
             await rest()
+        pids = _pids(stack)
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         times, errors, reached = await open_loop(rest, rate, count)
-        out["rest"] = {**summary(times), "errors": errors, "rate_per_s": round(reached, 1)}
+        out["rest"] = {
+            **summary(times),
+            "errors": errors,
+            "rate_per_s": round(reached, 1),
+            "cpu_ms_per_evaluation": {
+                name: round((cpu_seconds(pid) - before[name]) * 1000 / count, 3)
+                for name, pid in pids.items()
+            },
+        }
     async with stack.channel("insight") as channel:
         stub = deploy_gate_service_pb2_grpc.DeployGateServiceStub(channel)
         request = deploy_gate_service_pb2.EvaluateGateRequest(
@@ -123,8 +150,18 @@ async def measure(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
         async def grpc_call() -> None:
             await stub.Evaluate(request, timeout=30)
 
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         times, errors, reached = await open_loop(grpc_call, rate, count)
-        out["grpc_direct"] = {**summary(times), "errors": errors, "rate_per_s": round(reached, 1)}
+        out["grpc_direct"] = {
+            **summary(times),
+            "errors": errors,
+            "rate_per_s": round(reached, 1),
+            "cpu_ms_per_evaluation": {
+                "insight": round(
+                    (cpu_seconds(pids["insight"]) - before["insight"]) * 1000 / count, 3
+                )
+            },
+        }
     return out
 
 

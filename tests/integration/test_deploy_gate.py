@@ -56,7 +56,7 @@ async def _until_rule(
         await asyncio.sleep(0.5)
 
 
-async def _change(stack: Stack, change_id: str, status: str) -> None:
+async def _change(stack: Stack, change_id: str, status: str, environment: str) -> None:
     body = {
         "routing_key": BUSY_KEY,
         "payload": {
@@ -66,7 +66,7 @@ async def _change(stack: Stack, change_id: str, status: str) -> None:
             "kind": "deploy",
             "status": status,
             "version": "9.9",
-            "environment": "production",
+            "environment": environment,
         },
     }
     async with httpx.AsyncClient(timeout=10) as http:
@@ -243,21 +243,17 @@ async def test_changes_in_flight_fail_it_until_the_other_change_succeeded_and_sh
     stack: Stack,
 ) -> None:
     other, mine = f"deploy-{uuid.uuid4().hex[:8]}", f"deploy-{uuid.uuid4().hex[:8]}"
-    body = {
-        "service": "gate-busy",
-        "environment": "production",
-        "version": "10.0",
-        "change_id": mine,
-    }
-    await _change(stack, other, "started")
+    env = f"prod-{uuid.uuid4().hex[:6]}"  # only changes to this environment count
+    body = {"service": "gate-busy", "environment": env, "version": "10.0", "change_id": mine}
+    await _change(stack, other, "started", env)
     async with await user_client(stack, "gate-resp") as api:
         busy = await _until_rule(api, body, "gate-busy.changes_in_flight", "fail")
         assert busy["outcome"] == "fail" and busy["change_id"] == mine
         reason = _rule(busy, "gate-busy.changes_in_flight")["reason"]
         assert reason.startswith(f"another change is in flight: {other} (started "), reason
         # The request's own change, once started, is not "another" change.
-        await _change(stack, mine, "started")
-        await _change(stack, other, "succeeded")
+        await _change(stack, mine, "started", env)
+        await _change(stack, other, "succeeded", env)
         free = await _until_rule(api, body, "gate-busy.changes_in_flight", "pass")
         assert free["outcome"] == "pass"
         assert _rule(free, "gate-busy.changes_in_flight")["reason"] == "no other change in flight"

@@ -113,6 +113,7 @@ def build() -> tuple[FastAPI, uvicorn.Config]:
         host=settings.http_host,
         port=settings.http_port or 8082,
         loop="uvloop" if os.environ.get("TOCSIN_EVENT_LOOP", "uvloop") == "uvloop" else "asyncio",
+        http="httptools",  # a C parser: less CPU per request than h11 (pure Python)
         log_config=None,
         access_log=False,
         lifespan="on",

@@ -12,6 +12,7 @@ its change id) and every override is an entry of the change's timeline.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ from tocsin_common.change.gate import (
     GateError,
     GateRequest,
     GateRules,
+    OnCallPerson,
     evaluate,
     make_override,
     with_override,
@@ -45,6 +47,7 @@ from tocsin_insight.domain.availability import Availability, ImpactSlice, availa
 from tocsin_insight.gate_state import (
     CHANGE_COLUMNS,
     changes_in_flight_of,
+    dependencies_of,
     freeze_of,
     override_of,
     state_of,
@@ -152,13 +155,14 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
 
     async def _changes_in_flight(
         self, conn: Any, generation: str, rules: GateRules, service: str, now: datetime
-    ) -> tuple[list[Any] | None, str]:
-        """The change events of ``service`` that may still be in flight (rows), or None and
-        why they are unknown."""
+    ) -> tuple[Any, str]:
+        """A cursor over the change events of ``service`` that may still be in flight (None:
+        no rule asks), and why they are unknown ("" when known). ``generation``: "" when the
+        serving generation's change facts lack the lifecycle's fields."""
         stale = [g.changes_in_flight.stale_after for g in rules.gates if g.changes_in_flight]
         if not stale:
-            return [], ""
-        if not generation or not await self._has_lifecycle(conn, generation):
+            return None, ""
+        if not generation:
             return None, "insight's change facts do not carry change statuses yet (replaying)"
         # Twice the longest stale_after: a change started that long ago is reported stale.
         since = now - 2 * max(stale)
@@ -170,7 +174,7 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
             ).format(s=generation_schema(generation), cols=sql.SQL(CHANGE_COLUMNS)),
             (service, since),
         )
-        return list(await cur.fetchall()), ""
+        return cur, ""
 
     def _resource(self, config: TocsinConfig, service: str) -> Resource:
         return Resource("service", service, service_teams(config, service))
@@ -214,6 +218,19 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
         slices = [ImpactSlice(svc, b, f, level) for b, f, level in await cur.fetchall()]
         return {svc: availability(svc, slices, start, end, slo.availability_target)}
 
+    async def _who_is_on_call(
+        self, config: TocsinConfig, rules: GateRules, service: str, unknown: dict[str, str]
+    ) -> tuple[OnCallPerson, ...] | None:
+        if not any(g.on_call is not None for g in rules.gates):
+            return None
+        try:
+            if self._on_call is None:
+                raise OnCallUnknown("insight has no on-call source")
+            return await self._on_call.on_call(config, service)
+        except OnCallUnknown as e:
+            unknown["on_call"] = str(e)
+            return None
+
     async def _decide(self, request: GateRequest, actor: str) -> Decision:
         config = self._config.current
         now = self._now()
@@ -221,47 +238,77 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
             config.change_control, request, [p.id for p in config.insight.priorities]
         )
         generation = await self._generation()
+        unknown: dict[str, str] = {}
+        # escalation is asked (or its answer read from the cache) while PostgreSQL answers.
+        on_call_task = asyncio.ensure_future(
+            self._who_is_on_call(config, rules, request.service, unknown)
+        )
+        watched = [request.service]
+        if any(g.open_incidents and g.open_incidents.include_dependencies for g in rules.gates):
+            watched += dependencies_of(config, request.service)
+        try:
+            return await self._decide_with(
+                request, actor, config, rules, generation, now, watched, unknown, on_call_task
+            )
+        finally:
+            if not on_call_task.done():  # PostgreSQL failed first
+                on_call_task.cancel()
+
+    async def _decide_with(
+        self,
+        request: GateRequest,
+        actor: str,
+        config: TocsinConfig,
+        rules: GateRules,
+        generation: str,
+        now: datetime,
+        watched: list[str],
+        unknown: dict[str, str],
+        on_call_task: asyncio.Future[tuple[OnCallPerson, ...] | None],
+    ) -> Decision:
         async with self._pool.connection() as conn:
-            incidents: list[Any] = []
+            lifecycle = bool(generation) and await self._has_lifecycle(conn, generation)
+            # One round trip for the reads (psycopg's pipeline mode).
+            async with conn.pipeline():
+                incidents_cur = None
+                if generation and any(g.open_incidents for g in rules.gates):
+                    incidents_cur = await conn.execute(
+                        sql.SQL(
+                            "SELECT incident_id, service_id, urgency, priority, title, status "
+                            "FROM {s}.incident_facts WHERE status <> 'resolved' "
+                            "AND service_id = ANY(%s)"
+                        ).format(s=generation_schema(generation)),
+                        (watched,),
+                    )
+                freezes_cur = await conn.execute(
+                    f"SELECT {_FREEZE_COLUMNS} FROM gate_freezes WHERE end_at > %s "
+                    "AND (services = '{}' OR %s = ANY(services))",
+                    (now, request.service),
+                )
+                overrides_cur = await conn.execute(
+                    f"SELECT {_OVERRIDE_COLUMNS} FROM gate_overrides WHERE service = %s "
+                    "AND environment = %s AND version = %s AND expires_at > %s",
+                    (request.service, request.environment, request.version, now),
+                )
+                changes_cur, why = await self._changes_in_flight(
+                    conn, generation if lifecycle else "", rules, request.service, now
+                )
+                incidents = list(await incidents_cur.fetchall()) if incidents_cur else []
+                freezes = [freeze_of(row) for row in await freezes_cur.fetchall()]
+                overrides = [override_of(row) for row in await overrides_cur.fetchall()]
+                change_rows = list(await changes_cur.fetchall()) if changes_cur else []
+            if why:
+                unknown["changes_in_flight"] = why
             budgets: dict[str, Availability | None] = {}
             if generation:
-                schema = generation_schema(generation)
-                cur = await conn.execute(
-                    sql.SQL(
-                        "SELECT incident_id, service_id, urgency, priority, title, status "
-                        "FROM {s}.incident_facts WHERE status <> 'resolved'"
-                    ).format(s=schema)
+                budgets = await self._budgets(
+                    conn, generation_schema(generation), config, rules, request.service
                 )
-                incidents = list(await cur.fetchall())
-                budgets = await self._budgets(conn, schema, config, rules, request.service)
-            cur = await conn.execute(
-                f"SELECT {_FREEZE_COLUMNS} FROM gate_freezes WHERE end_at > %s", (now,)
-            )
-            freezes = [freeze_of(row) for row in await cur.fetchall()]
-            cur = await conn.execute(
-                f"SELECT {_OVERRIDE_COLUMNS} FROM gate_overrides WHERE service = %s "
-                "AND environment = %s AND version = %s AND expires_at > %s",
-                (request.service, request.environment, request.version, now),
-            )
-            overrides = [override_of(row) for row in await cur.fetchall()]
-            unknown: dict[str, str] = {}
-            change_rows, why = await self._changes_in_flight(
-                conn, generation, rules, request.service, now
-            )
-            if change_rows is None:
-                unknown["changes_in_flight"] = why
             window = 2 * max(
                 (g.changes_in_flight.stale_after for g in rules.gates if g.changes_in_flight),
                 default=timedelta(0),
             )
-            on_call = None
-            if any(g.on_call is not None for g in rules.gates):
-                try:
-                    if self._on_call is None:
-                        raise OnCallUnknown("insight has no on-call source")
-                    on_call = await self._on_call.on_call(config, request.service)
-                except OnCallUnknown as e:
-                    unknown["on_call"] = str(e)
+            on_call = await on_call_task
             state = state_of(
                 config,
                 request.service,
@@ -270,7 +317,7 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
                 freezes,
                 overrides,
                 on_call=on_call,
-                changes=changes_in_flight_of(change_rows or [], now, window),
+                changes=changes_in_flight_of(change_rows, now, window),
                 unknown=unknown,
             )
             evaluation_id = "gate-" + uuid.uuid4().hex

@@ -98,6 +98,9 @@ CREATE TABLE IF NOT EXISTS {schema}.incident_facts (
 CREATE INDEX IF NOT EXISTS incident_facts_created ON {schema}.incident_facts (created_at);
 CREATE INDEX IF NOT EXISTS incident_facts_service ON {schema}.incident_facts (service_id, created_at);
 CREATE INDEX IF NOT EXISTS incident_facts_team ON {schema}.incident_facts (team_id, created_at);
+-- The deploy gate's open incidents of a service and its dependencies.
+CREATE INDEX IF NOT EXISTS incident_facts_open ON {schema}.incident_facts (service_id)
+    WHERE status <> 'resolved';
 
 -- One row per delivery outcome of a page (request, attempt, outcome).
 CREATE TABLE IF NOT EXISTS {schema}.notification_facts (
