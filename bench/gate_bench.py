@@ -72,6 +72,9 @@ def config() -> str:
     )
 
 
+FIRST_ERRORS: dict[str, str] = {}  # the first error of each kind of call, for the report
+
+
 async def open_loop(send: Any, rate: float, count: int) -> tuple[list[float], int, float]:
     """``count`` calls of ``send()`` started every 1/rate s; latencies (ms), errors, and the
     rate actually reached."""
@@ -83,8 +86,9 @@ async def open_loop(send: Any, rate: float, count: int) -> tuple[list[float], in
         began = time.perf_counter()
         try:
             await send()
-        except Exception:  # counted; the run goes on
+        except Exception as e:  # counted (the first one kept); the run goes on
             errors += 1
+            FIRST_ERRORS.setdefault(getattr(send, "__name__", "call"), repr(e)[:300])
             return
         times.append((time.perf_counter() - began) * 1000)
 
@@ -243,6 +247,7 @@ async def main() -> None:
         "evaluate": found,
         "targets": {"rest_p99_ms": 20, "rate_per_s": 200},
         "met": {"rest_p99": found["rest"]["p99_ms"] <= 20 and found["rest"]["errors"] == 0},
+        "first_errors": FIRST_ERRORS,
     }
     report(result, args.out)
 
