@@ -74,10 +74,17 @@ async def _change(stack: Stack, change_id: str, status: str, environment: str) -
     assert reply.status_code == 202, reply.text
 
 
-async def _evaluate(api: httpx.AsyncClient, service: str, version: str) -> dict[str, Any]:
+async def _evaluate(
+    api: httpx.AsyncClient, service: str, version: str, change_id: str = ""
+) -> dict[str, Any]:
     reply = await api.post(
         "/deploy-gates/evaluate",
-        json={"service": service, "environment": "production", "version": version},
+        json={
+            "service": service,
+            "environment": "production",
+            "version": version,
+            "change_id": change_id,
+        },
     )
     assert reply.status_code == 200, reply.text
     body: dict[str, Any] = reply.json()
@@ -88,12 +95,14 @@ def _failing(decision: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in decision["rules"] if r["outcome"] == "fail"]
 
 
-async def _until(api: httpx.AsyncClient, service: str, version: str, fragment: str) -> Any:
+async def _until(
+    api: httpx.AsyncClient, service: str, version: str, fragment: str, change_id: str = ""
+) -> Any:
     """The decision once a failing rule's reason has ``fragment`` (insight follows the event
     log: a moment behind)."""
     deadline = time.monotonic() + 30
     while True:
-        decision = await _evaluate(api, service, version)
+        decision = await _evaluate(api, service, version, change_id)
         if any(fragment in r["reason"] for r in _failing(decision)):
             return decision
         assert time.monotonic() < deadline, f"no {fragment!r} after 30 s: {decision}"
@@ -128,11 +137,12 @@ async def test_a_config_freeze_window_fails_the_gate_with_its_reason(stack: Stac
 
 async def test_an_open_incident_fails_it_until_a_manager_overrides(stack: Stack) -> None:
     version = f"2.{uuid.uuid4().hex[:6]}"
+    change = f"deploy-{uuid.uuid4().hex[:8]}"
     async with await user_client(stack, "gate-resp") as api:
         title = await trigger(stack, f"gate test {uuid.uuid4().hex[:8]}", key=KEY)
         incident = await incident_titled(api, title, "gate-svc")
         reason = f"incident {incident['id']} (urgency high) is open on the service"
-        failed = await _until(api, "gate-svc", version, reason)
+        failed = await _until(api, "gate-svc", version, reason, change)
         assert failed["outcome"] == "fail"
         (rule,) = _failing(failed)
         assert rule["rule"] == "gate-prod.open_incidents"
@@ -162,6 +172,18 @@ async def test_an_open_incident_fails_it_until_a_manager_overrides(stack: Stack)
         later = await _evaluate(api, "gate-svc", version)
         assert later["outcome"] == "pass" and later["override"]["actor"] == "gate-mgr"
         assert _failing(later) and (await _evaluate(api, "gate-svc", "other"))["outcome"] == "fail"
+    # The failed decision and the override are on the change's timeline.
+    async with await user_client(stack, "gate-resp") as api:
+        reply = await api.get(f"/changes/{change}/timeline")
+        assert reply.status_code == 200, reply.text
+        entries = reply.json()["entries"]
+        mine = [e for e in entries if e["evaluation_id"] == failed["evaluation_id"]]
+        assert [(e["kind"], e["actor"], e["outcome"]) for e in mine] == [
+            ("gate_decision", "gate-resp", "fail"),
+            ("gate_override", "gate-mgr", "pass"),
+        ]
+        assert reason in mine[0]["summary"]
+        assert "hotfix for the outage" in mine[1]["summary"]
     records = await _audit(stack, failed["evaluation_id"])
     override = next(r for r in records if r.action == "gate.override")
     assert override.actor == "gate-mgr" and override.allowed and override.service == "insight"
