@@ -1,5 +1,6 @@
 """The api's verified-token cache: a revoked token stops working within the TTL (at once on
-the replica that revoked it), never past its expiry nor a config reload; off by default."""
+the replica that revoked it), never past its expiry nor a config reload; off by default.
+And the access control's Redis pool, which waits for a connection under a burst."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tocsin_common.auth.access import Authenticator, AuthFailure
+from redis.asyncio import BlockingConnectionPool
+from tocsin_common.auth.access import (
+    REDIS_CONNECTIONS,
+    REDIS_WAIT_S,
+    AccessControl,
+    Authenticator,
+    AuthFailure,
+)
 from tocsin_common.auth.policy import PrincipalKind, Role
 from tocsin_common.auth.tokens import TokenRecord, new_token
 from tocsin_common.clock import FakeClock
 from tocsin_common.config import TocsinConfig, parse_config
+from tocsin_common.transport import RedisConnection
 
 CONFIG = """
 version: 1
@@ -150,3 +159,19 @@ async def test_failures_are_not_cached() -> None:
 def test_the_ttl_is_bounded() -> None:
     with pytest.raises(ValueError, match="cache_seconds: 6, expected 0 to 5"):
         setup(6)
+
+
+async def test_the_access_controls_redis_pool_waits_for_a_connection_when_busy() -> None:
+    """redis-py's default pool raises "Too many connections" past 100: under a burst every
+    call beyond would fail authentication; the blocking pool makes it wait instead."""
+    access = AccessControl(
+        service="api",
+        config=Store(parse_config(CONFIG, "tocsin.yaml")),  # type: ignore[arg-type]
+        redis=RedisConnection("redis://127.0.0.1:1/0"),
+        kafka_bootstrap="127.0.0.1:1",
+        service_secret=b"s" * 32,
+    )
+    pool = access.redis().connection_pool
+    assert isinstance(pool, BlockingConnectionPool)
+    assert pool.max_connections == REDIS_CONNECTIONS and pool.timeout == REDIS_WAIT_S
+    await access.redis().aclose()

@@ -48,7 +48,7 @@ from tocsin_common.auth.tokens import TokenStore, token_hash
 from tocsin_common.clock import Clock, SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.kafka import EventProducer
-from tocsin_common.redisclient import redis_client
+from tocsin_common.redisclient import blocking_redis_client
 from tocsin_common.settings import Settings
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import AUDIT
@@ -78,6 +78,8 @@ class AuthFailure:
     reason: str
 
 
+REDIS_CONNECTIONS = 100  # redis-py's default pool size, which raises when exhausted
+REDIS_WAIT_S = 10.0  # as long as the api waits for a service's answer
 MAX_TOKEN_CACHE_SECONDS = 5.0
 TOKEN_CACHE_ENTRIES = 10_000
 
@@ -278,8 +280,13 @@ class AccessControl:
         self._open = (*ALWAYS_OPEN, *open_methods)
 
     def redis(self) -> Redis:
+        """The process's Redis client for tokens (and the api's rate limits and feeds): a
+        blocking pool, so that a burst of calls past its connections waits for one (up to
+        REDIS_WAIT_S) instead of failing with redis-py's "Too many connections"."""
         if self._redis is None:  # created on the loop that serves the calls
-            self._redis = redis_client(self._redis_connection)
+            self._redis = blocking_redis_client(
+                self._redis_connection, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S
+            )
         return self._redis
 
     def tokens(self) -> TokenStore:
