@@ -3,7 +3,10 @@ integration harness's stack): ``POST /api/v1/deploy-gates/evaluate`` sent open-l
 steady rate (default 200/s: each request leaves on its schedule, whether or not the earlier
 ones answered), latency from send to answer; p50/p99 (target: p99 <= 20 ms at 200/s).
 Beside it, the same evaluations over gRPC straight to insight (the api's share is the
-difference). The gate evaluated has a freeze window (not covering now) and an open-incident
+difference). On a shared machine latency follows the other load; the CPU time the api and
+insight processes spend per evaluation (``cpu_ms_per_evaluation``, from /proc) does much
+less, so it is reported too (and the load generator's own: its REST client is a lean
+keep-alive HTTP/1.1 client, not httpx, to leave the cores to the stack). The gate evaluated has a freeze window (not covering now) and an open-incident
 rule; insight reads its open incidents, freezes and overrides from PostgreSQL on each call,
 and every decision is an audit record (acks=all on Kafka) before it answers.
 
@@ -15,18 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from redis.asyncio import Redis
 from tocsin.v1 import deploy_gate_service_pb2, deploy_gate_service_pb2_grpc
 
 from bench.api_bench import summary
+from bench.ingest_bench import _HttpConnection
 from bench.results_io import add_out_argument, report
 from tests.integration.harness import Stack, infra_from_env
 
@@ -68,6 +72,9 @@ def config() -> str:
     )
 
 
+FIRST_ERRORS: dict[str, str] = {}  # the first error of each kind of call, for the report
+
+
 async def open_loop(send: Any, rate: float, count: int) -> tuple[list[float], int, float]:
     """``count`` calls of ``send()`` started every 1/rate s; latencies (ms), errors, and the
     rate actually reached."""
@@ -79,8 +86,9 @@ async def open_loop(send: Any, rate: float, count: int) -> tuple[list[float], in
         began = time.perf_counter()
         try:
             await send()
-        except Exception:  # counted; the run goes on
+        except Exception as e:  # counted (the first one kept); the run goes on
             errors += 1
+            FIRST_ERRORS.setdefault(getattr(send, "__name__", "call"), repr(e)[:300])
             return
         times.append((time.perf_counter() - began) * 1000)
 
@@ -96,24 +104,97 @@ async def open_loop(send: Any, rate: float, count: int) -> tuple[list[float], in
     return times, errors, count / sent_in if sent_in else 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(stack: Stack) -> dict[str, int]:
+    out = {}
+    for name in ("api", "insight"):
+        proc = stack.services[name].proc
+        assert proc is not None
+        out[name] = proc.pid
+    return out
+
+
+class LeanClient:
+    """Keep-alive HTTP/1.1 connections to the api, one request outstanding on each, a new one
+    opened when every open one is busy, up to ``max_connections`` (then a request waits for
+    one, as httpx's pool does): the load generator shares the two cores with the stack, and
+    httpx's client costs about as much CPU per request as the api does."""
+
+    def __init__(self, url: str, token: str, max_connections: int = 200) -> None:
+        host_port = url.split("://", 1)[1]
+        self._host, port = host_port.rsplit(":", 1)
+        self._port = int(port)
+        self._token = token
+        self._max = max_connections
+        self._idle: asyncio.Queue[_HttpConnection] = asyncio.Queue()
+        self._all: list[_HttpConnection] = []
+
+    async def _connection(self) -> _HttpConnection:
+        if self._idle.empty() and len(self._all) < self._max:
+            loop = asyncio.get_running_loop()
+            _, connection = await loop.create_connection(_HttpConnection, self._host, self._port)
+            self._all.append(connection)
+            return connection
+        return await self._idle.get()
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        connection = await self._connection()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\n"
+            f"Authorization: Bearer {self._token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        try:
+            answer = await connection.request(head + body)
+        except Exception:  # a broken connection is dropped, not reused
+            self._all.remove(connection)
+            connection.close()
+            raise
+        self._idle.put_nowait(connection)
+        return answer
+
+    def close(self) -> None:
+        for connection in self._all:
+            connection.close()
+
+
 async def measure(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
     count = int(rate * seconds)
-    headers = {"Authorization": f"Bearer {stack.admin_token}"}
     out: dict[str, Any] = {}
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(
-        base_url=f"{stack.api_url}/api/v1", headers=headers, timeout=30, limits=limits
-    ) as http:
+    http = LeanClient(stack.api_url, stack.admin_token)
+    payload = json.dumps(BODY).encode()
 
-        async def rest() -> None:
-            reply = await http.post("/deploy-gates/evaluate", json=BODY)
-            if reply.status_code != 200 or reply.json()["outcome"] != "pass":
-                raise RuntimeError(reply.text)
+    async def rest() -> None:
+        status, body = await http.post("/api/v1/deploy-gates/evaluate", payload)
+        if status != 200 or json.loads(body)["outcome"] != "pass":
+            raise RuntimeError(body.decode(errors="replace"))
 
+    try:
         for _ in range(50):  # warm-up
             await rest()
+        pids = _pids(stack)
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        client_before = time.process_time()
         times, errors, reached = await open_loop(rest, rate, count)
-        out["rest"] = {**summary(times), "errors": errors, "rate_per_s": round(reached, 1)}
+        out["rest"] = {
+            **summary(times),
+            "errors": errors,
+            "rate_per_s": round(reached, 1),
+            "cpu_ms_per_evaluation": {
+                **{
+                    name: round((cpu_seconds(pid) - before[name]) * 1000 / count, 3)
+                    for name, pid in pids.items()
+                },
+                "load_generator": round((time.process_time() - client_before) * 1000 / count, 3),
+            },
+        }
+    finally:
+        http.close()
     async with stack.channel("insight") as channel:
         stub = deploy_gate_service_pb2_grpc.DeployGateServiceStub(channel)
         request = deploy_gate_service_pb2.EvaluateGateRequest(
@@ -123,8 +204,18 @@ async def measure(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
         async def grpc_call() -> None:
             await stub.Evaluate(request, timeout=30)
 
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         times, errors, reached = await open_loop(grpc_call, rate, count)
-        out["grpc_direct"] = {**summary(times), "errors": errors, "rate_per_s": round(reached, 1)}
+        out["grpc_direct"] = {
+            **summary(times),
+            "errors": errors,
+            "rate_per_s": round(reached, 1),
+            "cpu_ms_per_evaluation": {
+                "insight": round(
+                    (cpu_seconds(pids["insight"]) - before["insight"]) * 1000 / count, 3
+                )
+            },
+        }
     return out
 
 
@@ -156,6 +247,7 @@ async def main() -> None:
         "evaluate": found,
         "targets": {"rest_p99_ms": 20, "rate_per_s": 200},
         "met": {"rest_p99": found["rest"]["p99_ms"] <= 20 and found["rest"]["errors"] == 0},
+        "first_errors": FIRST_ERRORS,
     }
     report(result, args.out)
 

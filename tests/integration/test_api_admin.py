@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pytest
+from tocsin.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 from tests.integration.api_client import assert_problem, client, user_client
 from tests.integration.harness import Stack
@@ -91,3 +92,24 @@ async def test_the_rate_limit_is_per_token_and_shared_by_replicas(stack: Stack) 
         assert fresh.status_code == 200
     for replica in (one, two):
         replica.kill()
+
+
+async def test_a_token_revoked_elsewhere_stops_working_at_the_api_within_its_cache_ttl(
+    stack: Stack,
+) -> None:
+    """The api keeps a verified token up to TOCSIN_API_TOKEN_CACHE_SECONDS (5 s): revoked
+    over gRPC (as another api replica would), it fails there within that time; a route that
+    reaches a service fails at once, since the service checks the token in Redis itself."""
+    token, token_id = await stack.token_for("api-resp")
+    async with client(stack, token) as api:
+        assert (await api.get("/users/me")).status_code == 200  # verified, now cached
+        async with stack.channel("escalation") as channel:
+            await auth_service_pb2_grpc.AuthServiceStub(channel).RevokeToken(
+                auth_service_pb2.RevokeTokenRequest(token_id=token_id)
+            )
+        revoked_at = time.monotonic()
+        assert_problem(await api.get("/incidents"), 401)  # escalation refuses it at once
+        while (await api.get("/users/me")).status_code == 200:
+            assert time.monotonic() - revoked_at < 5.5, "still accepted past the 5 s TTL"
+            await asyncio.sleep(0.2)
+        assert_problem(await api.get("/users/me"), 401)

@@ -98,6 +98,12 @@ def test_settings_from_the_environment() -> None:
         ApiSettings.from_env({"TOCSIN_API_MAX_BODY_BYTES": "lots"})
     with pytest.raises(SettingsError, match="TOCSIN_API_PUBLIC_URL"):
         ApiSettings.from_env({"TOCSIN_API_PUBLIC_URL": "ftp://x"})
+    assert settings.token_cache_seconds == 5.0
+    assert ApiSettings.from_env({"TOCSIN_API_TOKEN_CACHE_SECONDS": "0"}).token_cache_seconds == 0
+    with pytest.raises(SettingsError, match="TOCSIN_API_TOKEN_CACHE_SECONDS='6': expected 0 to 5"):
+        ApiSettings.from_env({"TOCSIN_API_TOKEN_CACHE_SECONDS": "6"})
+    with pytest.raises(SettingsError, match="TOCSIN_API_TOKEN_CACHE_SECONDS='soon'"):
+        ApiSettings.from_env({"TOCSIN_API_TOKEN_CACHE_SECONDS": "soon"})
 
 
 CONFIG = parse_config(

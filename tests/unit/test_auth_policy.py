@@ -45,6 +45,7 @@ SRE_SCHEDULE_OTHER = Resource("override", "o2", frozenset({"sre"}), owner="max")
 RITA_CONTACT = Resource("contact", "rita/hook", frozenset({"sre"}), owner="rita")
 TOKEN_OF_RITA = Resource("token", "rita", owner="rita")
 SRE_HEARTBEAT = Resource("heartbeat", "nightly", frozenset({"sre"}))
+SRE_POLICY = Resource("escalation_policy", "sre-policy", frozenset({"sre"}))
 UNOWNED_HEARTBEAT = Resource("heartbeat", "cron")  # its service has no team
 
 viewer = user("vic", sre=Role.VIEWER)
@@ -55,6 +56,7 @@ admin = user("ann", admin=True)
 read_only_manager = user("max", scope=Role.VIEWER, sre=Role.MANAGER)
 notification = Principal("service:notification", PrincipalKind.SERVICE)
 ingest = Principal("service:alert-ingest", PrincipalKind.SERVICE)
+insight = Principal("service:insight", PrincipalKind.SERVICE)
 
 TABLE = [
     # incidents: read for viewers, work for responders, on the owning team only
@@ -117,6 +119,14 @@ TABLE = [
     (max_, "report.read", Resource("report", "", frozenset({"sre"})), True),
     (rita, "report.read", Resource("report", "", frozenset({"sre"})), False),
     (admin, "no.such.action", SRE_INCIDENT, False),
+    # insight asks who a policy pages now (the deploy gate's on-call rule), and no more
+    (insight, "oncall.read", SRE_POLICY, True),
+    (insight, "schedule.read", SRE_POLICY, False),
+    (insight, "contact.read", Resource("contact", "rita", frozenset({"sre"}), "rita"), False),
+    (insight, "incident.read", SRE_INCIDENT, False),
+    (notification, "oncall.read", SRE_POLICY, False),
+    (viewer, "oncall.read", SRE_POLICY, True),
+    (outsider, "oncall.read", SRE_POLICY, False),
 ]
 
 

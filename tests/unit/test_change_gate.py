@@ -265,6 +265,22 @@ CASES: list[tuple[str, dict[str, Any], GateState, str, str, str]] = [
         "pass",
         "no other change in flight",
     ),
+    (
+        "on call unknown (escalation did not answer) warns, never 'nobody on call'",
+        {"on_call": {"nobody_on_call": "fail"}},
+        GateState(unknown={"on_call": "escalation did not say (UNAVAILABLE)"}),
+        "prod.on_call",
+        "warn",
+        "who is on call is unknown: escalation did not say (UNAVAILABLE)",
+    ),
+    (
+        "changes in flight unknown warns",
+        {"changes_in_flight": {}},
+        GateState(unknown={"changes_in_flight": "insight is replaying its facts"}),
+        "prod.changes_in_flight",
+        "warn",
+        "changes in flight are unknown: insight is replaying its facts",
+    ),
 ]
 
 

@@ -206,6 +206,20 @@ class FakeGate:
     async def DeleteFreeze(self, request: Any, metadata: Any, timeout: float) -> Any:
         return await self._answer("DeleteFreeze", request, metadata, pb.DeleteFreezeResponse())
 
+    async def ChangeTimeline(self, request: Any, metadata: Any, timeout: float) -> Any:
+        reply = pb.ChangeTimelineResponse(change_id=request.change_id, service="web")
+        reply.entries.add(
+            at=_ts(NOW),
+            kind="gate_decision",
+            actor="rita",
+            summary="deploy gate: fail for production 1.0: prod.on_call: nobody",
+            outcome="fail",
+            evaluation_id="gate-1",
+            environment="production",
+            version="1.0",
+        )
+        return await self._answer("ChangeTimeline", request, metadata, reply)
+
 
 class Backends:
     def __init__(self) -> None:
@@ -318,3 +332,31 @@ def test_an_insight_field_error_is_renamed_to_the_apis_field(
         400,
     )
     assert body["errors"][0]["field"] == "ends_at"
+
+
+def test_a_changes_timeline_over_rest(http: TestClient, backends: Backends) -> None:
+    reply = http.get("/api/v1/changes/deploy-7/timeline", headers=RITA)
+    assert reply.status_code == 200, reply.text
+    ((name, request, metadata),) = backends.gate.requests
+    assert name == "ChangeTimeline" and request.change_id == "deploy-7"
+    assert ("authorization", "Bearer rita") in list(metadata)
+    assert reply.json() == {
+        "change_id": "deploy-7",
+        "service": "web",
+        "entries": [
+            {
+                "at": "2026-03-25T12:00:00Z",
+                "kind": "gate_decision",
+                "actor": "rita",
+                "summary": "deploy gate: fail for production 1.0: prod.on_call: nobody",
+                "status": "",
+                "outcome": "fail",
+                "evaluation_id": "gate-1",
+                "environment": "production",
+                "version": "1.0",
+                "event_id": "",
+            }
+        ],
+    }
+    backends.gate.fail = Refused(grpc.StatusCode.NOT_FOUND, "change_id: no change 'nope'")
+    problem(http.get("/api/v1/changes/nope/timeline", headers=RITA), 404)

@@ -327,6 +327,35 @@ def test_change_fact() -> None:
     assert fact.team_id == "payments" and fact.at == T0
     with pytest.raises(FactError, match="timestamp"):
         change_fact(alert_pb2.ChangeEvent(event_id="c2"), DIRECTORY)
+    assert (fact.change_id, fact.kind, fact.status, fact.version) == (
+        "",
+        "unspecified",
+        "unspecified",
+        "",
+    )
+
+
+def test_change_fact_keeps_the_lifecycle_fields() -> None:
+    change = alert_pb2.ChangeEvent(
+        event_id="c3",
+        service_id="checkout",
+        change_id="deploy-7",
+        kind=alert_pb2.CHANGE_KIND_ROLLBACK,
+        status=alert_pb2.CHANGE_STATUS_STARTED,
+        version="1.4.2",
+        environment="production",
+        rollback_of="deploy-6",
+    )
+    change.timestamp.FromDatetime(T0)
+    fact = change_fact(change, DIRECTORY)
+    assert (fact.change_id, fact.kind, fact.status, fact.version, fact.environment) == (
+        "deploy-7",
+        "rollback",
+        "started",
+        "1.4.2",
+        "production",
+    )
+    assert fact.rollback_of == "deploy-6"
 
 
 def record(topic: str, offset: int, value: bytes | None, partition: int = 0) -> ConsumerRecord:  # type: ignore[type-arg]

@@ -25,6 +25,7 @@ from tocsin_api.problems import PROBLEM_JSON, FieldProblem, Problem, problem_res
 from tocsin_api.routes import (
     admin,
     analytics,
+    changes,
     deploy_gates,
     directory,
     health,
@@ -246,7 +247,17 @@ def create_app(state: ApiState | None, lifespan: Any = None, max_body_bytes: int
     )
     if state is not None:
         app.state.api = state
-    for module in (health, incidents, oncall, silences, directory, admin, analytics, deploy_gates):
+    for module in (
+        health,
+        incidents,
+        oncall,
+        silences,
+        directory,
+        admin,
+        analytics,
+        deploy_gates,
+        changes,
+    ):
         app.include_router(module.router)
 
     @app.exception_handler(Problem)

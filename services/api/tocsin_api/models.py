@@ -739,6 +739,28 @@ class GateFreezes(BaseModel):
     freezes: list[GateFreeze]
 
 
+class ChangeTimelineEntry(BaseModel):
+    at: str
+    kind: Literal["change_event", "gate_decision", "gate_override"]
+    actor: str = Field(description="who asked the gate, who overrode; a change event's source")
+    summary: str
+    status: str = Field(description="change_event: the status it reported")
+    outcome: str = Field(description="gate_decision: what the caller got; gate_override: pass")
+    evaluation_id: str
+    environment: str
+    version: str
+    event_id: str
+
+
+class ChangeTimeline(BaseModel):
+    """A change's history, oldest first: its change events (and its rollbacks'), and every
+    deploy-gate decision asked with its change id and every override of one."""
+
+    change_id: str
+    service: str
+    entries: list[ChangeTimelineEntry]
+
+
 class ServiceAvailability(BaseModel):
     """Over the service's SLO window: availability (0..1, impact weighted: major 1, partial
     0.5, degraded 0.25), its error budget, what is left of it and how fast it burns."""

@@ -22,6 +22,9 @@ class ApiSettings:
     rate_limit_per_minute: int = 600
     # The api's base URL as people reach it: calendar feed URLs start with it
     public_url: str = "http://127.0.0.1:8082"
+    # How long a verified API token is kept (0: verified in Redis on every request; at most
+    # 5 s: a revocation on another replica is honoured within this time)
+    token_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, http_port: int = 8082) -> ApiSettings:
@@ -42,6 +45,7 @@ class ApiSettings:
             max_body_bytes=_positive(env, "TOCSIN_API_MAX_BODY_BYTES", 64 * 1024),
             rate_limit_per_minute=_positive(env, "TOCSIN_API_RATE_LIMIT_PER_MINUTE", 600),
             public_url=_url(env, "TOCSIN_API_PUBLIC_URL", f"http://127.0.0.1:{http_port}"),
+            token_cache_seconds=_seconds(env, "TOCSIN_API_TOKEN_CACHE_SECONDS", 5.0, 5.0),
         )
 
 
@@ -55,6 +59,19 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
     if value < 1:
         raise SettingsError(f"{name}={raw!r}: expected a number above 0")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, most: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds") from None
+    if not 0 <= value <= most:
+        raise SettingsError(f"{name}={raw!r}: expected 0 to {most:g} seconds")
     return value
 
 

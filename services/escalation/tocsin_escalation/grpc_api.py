@@ -425,9 +425,7 @@ class OnCallServicer(oncall_service_pb2_grpc.OnCallServiceServicer):
                     grpc.StatusCode.NOT_FOUND,
                     f"escalation_policy_id: no policy {request.escalation_policy_id!r}",
                 )
-            await self._access.authorize(
-                context, "schedule.read", policy_resource(config, policy.id)
-            )
+            await self._access.authorize(context, "oncall.read", policy_resource(config, policy.id))
             for level, step in enumerate(policy.levels, start=1):
                 for t in step.targets:
                     if t.type == "schedule":

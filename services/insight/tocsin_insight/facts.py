@@ -20,8 +20,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
+from tocsin_common.change import lifecycle
 
-DEFINITION_VERSION = 1
+# 2: change facts carry their change id, kind, status, version, environment and rollback_of
+# (the deploy gate's changes in flight and a change's timeline read them).
+DEFINITION_VERSION = 2
 
 E = incident_pb2
 
@@ -364,6 +367,14 @@ class ChangeFact:
     source: str
     at: datetime
     received_at: datetime | None = field(default=None)
+    # The change lifecycle's fields (tocsin_common/change/lifecycle.py): kind and status as
+    # its names ("unspecified" when not reported), the rest "" when not reported.
+    change_id: str = ""
+    kind: str = "unspecified"
+    status: str = "unspecified"
+    version: str = ""
+    environment: str = ""
+    rollback_of: str = ""
 
 
 def change_fact(change: alert_pb2.ChangeEvent, directory: Directory) -> ChangeFact:
@@ -384,4 +395,10 @@ def change_fact(change: alert_pb2.ChangeEvent, directory: Directory) -> ChangeFa
         source=change.source,
         at=at,
         received_at=received,
+        change_id=change.change_id,
+        kind=lifecycle.kind_name(change.kind),
+        status=lifecycle.status_name(change.status),
+        version=change.version,
+        environment=change.environment,
+        rollback_of=change.rollback_of,
     )

@@ -1,20 +1,23 @@
 """gRPC DeployGateService: thin handlers over the pure gate (tocsin_common/change/gate.py).
 
-State: open incidents from the serving generation's incident facts, dependencies from the
-config, error budget and burn rate from insight's availability computation, ad-hoc freezes
-and overrides from PostgreSQL (tables of migration 0002, shared by every replica).
+State: open incidents and changes in flight from the serving generation's incident and
+change facts, dependencies from the config, error budget and burn rate from insight's
+availability computation, who is on call from escalation (``oncall_source``), ad-hoc freezes
+and overrides from PostgreSQL (tables of migrations 0002/0003, shared by every replica).
 Access: ``gate.evaluate`` (responder) and ``gate.override`` / ``gate.freeze`` (manager) on
-the service's team; a freeze of every service: admin. Every decision and override is an
-audit record.
+the service's team; a freeze of every service: admin; a change's timeline: ``insight.read``.
+Every decision and override is an audit record; every decision about a change (asked with
+its change id) and every override is an entry of the change's timeline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -32,14 +35,24 @@ from tocsin_common.change.gate import (
     GateError,
     GateRequest,
     GateRules,
+    OnCallPerson,
     evaluate,
     make_override,
     with_override,
 )
 from tocsin_common.config import ConfigStore, TocsinConfig
 
+from tocsin_insight.change_timeline import DECISION_COLUMNS, OVERRIDE_COLUMNS, timeline
 from tocsin_insight.domain.availability import Availability, ImpactSlice, availability
-from tocsin_insight.gate_state import freeze_of, override_of, state_of
+from tocsin_insight.gate_state import (
+    CHANGE_COLUMNS,
+    changes_in_flight_of,
+    dependencies_of,
+    freeze_of,
+    override_of,
+    state_of,
+)
+from tocsin_insight.oncall_source import OnCallSource, OnCallUnknown
 from tocsin_insight.schema import generation_schema
 
 log = logging.getLogger("tocsin.insight.gate")
@@ -97,6 +110,13 @@ def freeze_message(row: Any) -> pb.GateFreeze:
     )
 
 
+def decision_reason(decision: Decision) -> str:
+    """What a decision's rules said, in a line: the reasons of the rules that did not pass
+    (a timeline entry's text)."""
+    said = [f"{r.rule}: {r.reason}" for r in decision.results if r.outcome != "pass"]
+    return "; ".join(said)[:1000] if said else "every rule passed"
+
+
 _FREEZE_COLUMNS = "freeze_id, start_at, end_at, author, reason, services, environments"
 _OVERRIDE_COLUMNS = (
     "evaluation_id, service, environment, version, actor, reason, created_at, expires_at, "
@@ -112,12 +132,49 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
         config: ConfigStore,
         access: AccessControl,
         now: Callable[[], datetime] | None = None,
+        on_call: OnCallSource | None = None,
     ) -> None:
         self._pool = pool
         self._generation = generation
         self._config = config
         self._access = access
         self._now = now or (lambda: datetime.now(UTC))
+        self._on_call = on_call
+        self._lifecycle_columns: dict[str, bool] = {}  # generation -> change facts have them
+
+    async def _has_lifecycle(self, conn: Any, generation: str) -> bool:
+        """Whether ``generation``'s change facts carry the change lifecycle's fields (those
+        of definition version 2 on; an older generation serves until the new one caught up)."""
+        if generation not in self._lifecycle_columns:
+            cur = await conn.execute(
+                "SELECT definition FROM insight_generations WHERE name = %s", (generation,)
+            )
+            row = await cur.fetchone()
+            self._lifecycle_columns[generation] = row is not None and int(row[0]) >= 2
+        return self._lifecycle_columns[generation]
+
+    async def _changes_in_flight(
+        self, conn: Any, generation: str, rules: GateRules, service: str, now: datetime
+    ) -> tuple[Any, str]:
+        """A cursor over the change events of ``service`` that may still be in flight (None:
+        no rule asks), and why they are unknown ("" when known). ``generation``: "" when the
+        serving generation's change facts lack the lifecycle's fields."""
+        stale = [g.changes_in_flight.stale_after for g in rules.gates if g.changes_in_flight]
+        if not stale:
+            return None, ""
+        if not generation:
+            return None, "insight's change facts do not carry change statuses yet (replaying)"
+        # Twice the longest stale_after: a change started that long ago is reported stale.
+        since = now - 2 * max(stale)
+        cur = await conn.execute(
+            sql.SQL(
+                "SELECT {cols} FROM {s}.change_facts WHERE change_id IN ("
+                "SELECT change_id FROM {s}.change_facts WHERE service_id = %s "
+                "AND change_id <> '' AND status = 'started' AND at >= %s)"
+            ).format(s=generation_schema(generation), cols=sql.SQL(CHANGE_COLUMNS)),
+            (service, since),
+        )
+        return cur, ""
 
     def _resource(self, config: TocsinConfig, service: str) -> Resource:
         return Resource("service", service, service_teams(config, service))
@@ -161,37 +218,108 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
         slices = [ImpactSlice(svc, b, f, level) for b, f, level in await cur.fetchall()]
         return {svc: availability(svc, slices, start, end, slo.availability_target)}
 
-    async def _decide(self, request: GateRequest) -> Decision:
+    async def _who_is_on_call(
+        self, config: TocsinConfig, rules: GateRules, service: str, unknown: dict[str, str]
+    ) -> tuple[OnCallPerson, ...] | None:
+        if not any(g.on_call is not None for g in rules.gates):
+            return None
+        try:
+            if self._on_call is None:
+                raise OnCallUnknown("insight has no on-call source")
+            return await self._on_call.on_call(config, service)
+        except OnCallUnknown as e:
+            unknown["on_call"] = str(e)
+            return None
+
+    async def _decide(self, request: GateRequest, actor: str) -> Decision:
         config = self._config.current
         now = self._now()
         rules = GateRules.for_request(
             config.change_control, request, [p.id for p in config.insight.priorities]
         )
         generation = await self._generation()
+        unknown: dict[str, str] = {}
+        # escalation is asked (or its answer read from the cache) while PostgreSQL answers.
+        on_call_task = asyncio.ensure_future(
+            self._who_is_on_call(config, rules, request.service, unknown)
+        )
+        watched = [request.service]
+        if any(g.open_incidents and g.open_incidents.include_dependencies for g in rules.gates):
+            watched += dependencies_of(config, request.service)
+        try:
+            return await self._decide_with(
+                request, actor, config, rules, generation, now, watched, unknown, on_call_task
+            )
+        finally:
+            if not on_call_task.done():  # PostgreSQL failed first
+                on_call_task.cancel()
+
+    async def _decide_with(
+        self,
+        request: GateRequest,
+        actor: str,
+        config: TocsinConfig,
+        rules: GateRules,
+        generation: str,
+        now: datetime,
+        watched: list[str],
+        unknown: dict[str, str],
+        on_call_task: asyncio.Future[tuple[OnCallPerson, ...] | None],
+    ) -> Decision:
         async with self._pool.connection() as conn:
-            incidents: list[Any] = []
+            lifecycle = bool(generation) and await self._has_lifecycle(conn, generation)
+            # One round trip for the reads (psycopg's pipeline mode).
+            async with conn.pipeline():
+                incidents_cur = None
+                if generation and any(g.open_incidents for g in rules.gates):
+                    incidents_cur = await conn.execute(
+                        sql.SQL(
+                            "SELECT incident_id, service_id, urgency, priority, title, status "
+                            "FROM {s}.incident_facts WHERE status <> 'resolved' "
+                            "AND service_id = ANY(%s)"
+                        ).format(s=generation_schema(generation)),
+                        (watched,),
+                    )
+                freezes_cur = await conn.execute(
+                    f"SELECT {_FREEZE_COLUMNS} FROM gate_freezes WHERE end_at > %s "
+                    "AND (services = '{}' OR %s = ANY(services))",
+                    (now, request.service),
+                )
+                overrides_cur = await conn.execute(
+                    f"SELECT {_OVERRIDE_COLUMNS} FROM gate_overrides WHERE service = %s "
+                    "AND environment = %s AND version = %s AND expires_at > %s",
+                    (request.service, request.environment, request.version, now),
+                )
+                changes_cur, why = await self._changes_in_flight(
+                    conn, generation if lifecycle else "", rules, request.service, now
+                )
+                incidents = list(await incidents_cur.fetchall()) if incidents_cur else []
+                freezes = [freeze_of(row) for row in await freezes_cur.fetchall()]
+                overrides = [override_of(row) for row in await overrides_cur.fetchall()]
+                change_rows = list(await changes_cur.fetchall()) if changes_cur else []
+            if why:
+                unknown["changes_in_flight"] = why
             budgets: dict[str, Availability | None] = {}
             if generation:
-                schema = generation_schema(generation)
-                cur = await conn.execute(
-                    sql.SQL(
-                        "SELECT incident_id, service_id, urgency, priority, title, status "
-                        "FROM {s}.incident_facts WHERE status <> 'resolved'"
-                    ).format(s=schema)
+                budgets = await self._budgets(
+                    conn, generation_schema(generation), config, rules, request.service
                 )
-                incidents = list(await cur.fetchall())
-                budgets = await self._budgets(conn, schema, config, rules, request.service)
-            cur = await conn.execute(
-                f"SELECT {_FREEZE_COLUMNS} FROM gate_freezes WHERE end_at > %s", (now,)
+            window = 2 * max(
+                (g.changes_in_flight.stale_after for g in rules.gates if g.changes_in_flight),
+                default=timedelta(0),
             )
-            freezes = [freeze_of(row) for row in await cur.fetchall()]
-            cur = await conn.execute(
-                f"SELECT {_OVERRIDE_COLUMNS} FROM gate_overrides WHERE service = %s "
-                "AND environment = %s AND version = %s AND expires_at > %s",
-                (request.service, request.environment, request.version, now),
+            on_call = await on_call_task
+            state = state_of(
+                config,
+                request.service,
+                incidents,
+                budgets,
+                freezes,
+                overrides,
+                on_call=on_call,
+                changes=changes_in_flight_of(change_rows, now, window),
+                unknown=unknown,
             )
-            overrides = [override_of(row) for row in await cur.fetchall()]
-            state = state_of(config, request.service, incidents, budgets, freezes, overrides)
             evaluation_id = "gate-" + uuid.uuid4().hex
             decision = evaluate(
                 GateRequest(
@@ -206,11 +334,14 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
                 rules,
                 now,
             )
-            if decision.evaluated_outcome != "pass":
+            if decision.evaluated_outcome != "pass" or decision.change_id:
+                # Failed and warned decisions (what an override by evaluation id reads), and
+                # every decision about a change (its timeline).
                 await conn.execute(
                     "INSERT INTO gate_decisions (evaluation_id, service, environment, version, "
-                    "change_id, evaluated_outcome, dry_run, evaluated_at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    "change_id, evaluated_outcome, dry_run, evaluated_at, actor, outcome, "
+                    "reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
                     (
                         decision.evaluation_id,
                         decision.service,
@@ -220,6 +351,9 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
                         decision.evaluated_outcome,
                         decision.dry_run,
                         decision.evaluated_at,
+                        actor,
+                        decision.outcome,
+                        decision_reason(decision),
                     ),
                 )
         return decision
@@ -241,7 +375,7 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
         resource = self._resource(config, request.service)
         if not self._access.allows("gate.evaluate", resource):
             await self._access.authorize(context, "gate.evaluate", resource)  # audited denial
-        decision = await self._decide(gate_request)
+        decision = await self._decide(gate_request, self._access.principal().id)
         await self._audit(
             context,
             "Evaluate",
@@ -291,7 +425,9 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
         resource = self._resource(config, service)
         principal = await self._access.authorize(context, "gate.override", resource)
         try:
-            decision = await self._decide(GateRequest(service, environment, version, change_id))
+            decision = await self._decide(
+                GateRequest(service, environment, version, change_id), principal.id
+            )
             if request.evaluation_id:
                 # The override names the evaluation it was asked for (re-evaluated now, so a
                 # failure that has since cleared is refused as moot).
@@ -307,8 +443,8 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         async with self._pool.connection() as conn:
             await conn.execute(
-                f"INSERT INTO gate_overrides ({_OVERRIDE_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                f"INSERT INTO gate_overrides ({_OVERRIDE_COLUMNS}, change_id) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (evaluation_id) DO NOTHING",
                 (
                     override.evaluation_id,
@@ -320,6 +456,7 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
                     override.created_at,
                     override.expires_at,
                     override.overridden_outcome,
+                    change_id,
                 ),
             )
         await self._audit(
@@ -435,3 +572,62 @@ class DeployGateServicer(deploy_gate_service_pb2_grpc.DeployGateServiceServicer)
                 "DELETE FROM gate_freezes WHERE freeze_id = %s", (request.freeze_id,)
             )
         return pb.DeleteFreezeResponse()
+
+    async def ChangeTimeline(
+        self, request: pb.ChangeTimelineRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangeTimelineResponse:
+        change_id = request.change_id
+        if not change_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "change_id: is required")
+        if len(change_id) > 255:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "change_id: longer than 255 characters"
+            )
+        generation = await self._generation()
+        async with self._pool.connection() as conn:
+            changes: list[Any] = []
+            if generation and await self._has_lifecycle(conn, generation):
+                cur = await conn.execute(
+                    sql.SQL(
+                        "SELECT {cols}, source FROM {s}.change_facts "
+                        "WHERE change_id = %s OR rollback_of = %s ORDER BY at LIMIT 1000"
+                    ).format(s=generation_schema(generation), cols=sql.SQL(CHANGE_COLUMNS)),
+                    (change_id, change_id),
+                )
+                changes = [(row[:-1], str(row[-1])) for row in await cur.fetchall()]
+            cur = await conn.execute(
+                f"SELECT {DECISION_COLUMNS} FROM gate_decisions WHERE change_id = %s "
+                "ORDER BY evaluated_at LIMIT 1000",
+                (change_id,),
+            )
+            decisions = list(await cur.fetchall())
+            cur = await conn.execute(
+                f"SELECT {OVERRIDE_COLUMNS} FROM gate_overrides WHERE change_id = %s "
+                "ORDER BY created_at LIMIT 1000",
+                (change_id,),
+            )
+            overrides = list(await cur.fetchall())
+        entries = timeline(change_id, changes, decisions, overrides)
+        service = next((e.service for e in entries if e.service), "")
+        config = self._config.current
+        resource = self._resource(config, service)
+        if entries and not self._access.allows("insight.read", resource):
+            await self._access.check(context, "insight.read", resource)  # an audited denial
+            entries = []
+        if not entries:  # an unknown change and one the caller may not read answer alike
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"change_id: no change {change_id!r}")
+        reply = pb.ChangeTimelineResponse(change_id=change_id, service=service)
+        for e in entries:
+            reply.entries.add(
+                at=_stamp(e.at),
+                kind=e.kind,
+                actor=e.actor,
+                summary=e.summary,
+                status=e.status,
+                outcome=e.outcome,
+                evaluation_id=e.evaluation_id,
+                environment=e.environment,
+                version=e.version,
+                event_id=e.event_id,
+            )
+        return reply

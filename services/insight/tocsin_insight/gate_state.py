@@ -7,21 +7,45 @@ The servicer (gate_api.py) reads the rows; this module turns them into the
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import cast
 
 from tocsin_common.change.gate import (
     AdHocFreeze,
     ErrorBudget,
     GateOverride,
     GateState,
+    InFlightChange,
+    OnCallPerson,
     OpenIncident,
     Outcome,
+)
+from tocsin_common.change.lifecycle import (
+    ChangeKind,
+    ChangeRecord,
+    ChangeStatus,
+    fold,
+    in_flight,
 )
 from tocsin_common.config import TocsinConfig
 
 from tocsin_insight.domain.availability import Availability
 
-__all__ = ["dependencies_of", "error_budget_of", "freeze_of", "override_of", "state_of"]
+__all__ = [
+    "CHANGE_COLUMNS",
+    "change_record_of",
+    "changes_in_flight_of",
+    "dependencies_of",
+    "error_budget_of",
+    "freeze_of",
+    "override_of",
+    "state_of",
+]
+
+# The change_facts columns change_record_of reads, in its order.
+CHANGE_COLUMNS = (
+    "event_id, service_id, at, change_id, kind, status, version, rollback_of, environment, summary"
+)
 
 OPEN_STATUSES = frozenset({"triggered", "acknowledged"})
 
@@ -85,6 +109,34 @@ def override_of(row: Sequence[object]) -> GateOverride:
     )
 
 
+def change_record_of(row: Sequence[object]) -> ChangeRecord:
+    """A ``change_facts`` row (:data:`CHANGE_COLUMNS`) as the lifecycle's record."""
+    event_id, service_id, at, change_id, kind, status, version, rollback_of, env, summary = row
+    assert isinstance(at, datetime)
+    return ChangeRecord(
+        event_id=str(event_id),
+        service_id=str(service_id),
+        at=at,
+        change_id=str(change_id),
+        kind=cast(ChangeKind, str(kind) or "unspecified"),
+        status=cast(ChangeStatus, str(status) or "unspecified"),
+        version=str(version),
+        rollback_of=str(rollback_of),
+        environment=str(env),
+        summary=str(summary),
+    )
+
+
+def changes_in_flight_of(
+    rows: Iterable[Sequence[object]], now: datetime, within: timedelta
+) -> tuple[InFlightChange, ...]:
+    """The changes still ``started`` among the events of ``rows`` (folded per change, in any
+    order), started at most ``within`` ago. Events without a change id are point-in-time
+    changes: never in flight."""
+    records = [change_record_of(r) for r in rows]
+    return in_flight(fold(r for r in records if r.change_id), now, within)
+
+
 def state_of(
     config: TocsinConfig,
     service: str,
@@ -92,9 +144,13 @@ def state_of(
     budgets: Mapping[str, Availability | None],
     freezes: Iterable[AdHocFreeze],
     overrides: Iterable[GateOverride],
+    on_call: Sequence[OnCallPerson] | None = None,
+    changes: Sequence[InFlightChange] = (),
+    unknown: Mapping[str, str] | None = None,
 ) -> GateState:
     """``incidents``: ``incident_facts`` rows (incident_id, service_id, urgency, priority,
-    title, status); only open ones count."""
+    title, status); only open ones count. ``on_call``: who is on call for ``service`` (None:
+    not asked); ``unknown``: inputs that could not be read, and why."""
     return GateState(
         open_incidents=tuple(
             OpenIncident(
@@ -111,4 +167,7 @@ def state_of(
         error_budgets={s: error_budget_of(a) for s, a in budgets.items()},
         freezes=tuple(freezes),
         overrides=tuple(overrides),
+        on_call={} if on_call is None else {service: tuple(on_call)},
+        changes_in_flight=tuple(changes),
+        unknown=dict(unknown or {}),
     )

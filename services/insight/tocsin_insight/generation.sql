@@ -98,6 +98,9 @@ CREATE TABLE IF NOT EXISTS {schema}.incident_facts (
 CREATE INDEX IF NOT EXISTS incident_facts_created ON {schema}.incident_facts (created_at);
 CREATE INDEX IF NOT EXISTS incident_facts_service ON {schema}.incident_facts (service_id, created_at);
 CREATE INDEX IF NOT EXISTS incident_facts_team ON {schema}.incident_facts (team_id, created_at);
+-- The deploy gate's open incidents of a service and its dependencies.
+CREATE INDEX IF NOT EXISTS incident_facts_open ON {schema}.incident_facts (service_id)
+    WHERE status <> 'resolved';
 
 -- One row per delivery outcome of a page (request, attempt, outcome).
 CREATE TABLE IF NOT EXISTS {schema}.notification_facts (
@@ -132,6 +135,13 @@ CREATE TABLE IF NOT EXISTS {schema}.change_facts (
     summary      text NOT NULL DEFAULT '',
     source       text NOT NULL DEFAULT '',
     at           timestamptz NOT NULL,
-    received_at  timestamptz
+    received_at  timestamptz,
+    change_id    text NOT NULL DEFAULT '',
+    kind         text NOT NULL DEFAULT 'unspecified',
+    status       text NOT NULL DEFAULT 'unspecified',
+    version      text NOT NULL DEFAULT '',
+    environment  text NOT NULL DEFAULT '',
+    rollback_of  text NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS change_facts_service ON {schema}.change_facts (service_id, at);
+CREATE INDEX IF NOT EXISTS change_facts_change ON {schema}.change_facts (change_id) WHERE change_id <> '';

@@ -20,7 +20,7 @@ from tocsin.v1 import (
 )
 from tocsin_common.auth.access import access_control
 from tocsin_common.config import ConfigStore, TocsinConfig
-from tocsin_common.grpcserver import GrpcServer
+from tocsin_common.grpcserver import GrpcServer, client_channel
 from tocsin_common.kafka import (
     EventProducer,
     client_options,
@@ -39,6 +39,7 @@ from tocsin_insight.facts import DEFINITION_VERSION, Directory
 from tocsin_insight.gate_api import DeployGateServicer
 from tocsin_insight.grpc_api import InsightServicer
 from tocsin_insight.ingest import TOPICS, FactConsumer
+from tocsin_insight.oncall_source import OnCallSource
 from tocsin_insight.store import FactStore, Written
 
 SERVICE = "insight"
@@ -220,8 +221,13 @@ async def serve(stop: asyncio.Event) -> None:
     insight_service_pb2_grpc.add_InsightServiceServicer_to_server(
         InsightServicer(api_pool, serving, config, access), grpc_server.server
     )
+    # Who is on call, for the gate's on_call rule: escalation, with insight's credential.
+    escalation = client_channel(settings.escalation_grpc, access.credential(), settings.tls)
     deploy_gate_service_pb2_grpc.add_DeployGateServiceServicer_to_server(
-        DeployGateServicer(api_pool, serving, config, access), grpc_server.server
+        DeployGateServicer(
+            api_pool, serving, config, access, on_call=OnCallSource.over(escalation)
+        ),
+        grpc_server.server,
     )
     await grpc_server.start()
     await consumer.start()
@@ -235,6 +241,7 @@ async def serve(stop: asyncio.Event) -> None:
         await until_stopped(stop, tasks)
     finally:
         await grpc_server.stop()
+        await escalation.close()
         for task in tasks:
             task.cancel()
         await consumer.stop()

@@ -366,3 +366,108 @@ class OverrideGateRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OverrideGateRequest: _TypeAlias = OverrideGateRequest  # noqa: Y015
+
+@_typing.final
+class ChangeTimelineRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeTimelineRequest: _TypeAlias = ChangeTimelineRequest  # noqa: Y015
+
+@_typing.final
+class ChangeTimelineEntry(_message.Message):
+    """One entry of a change's history: one of its change events (and its rollbacks'), or a gate
+    decision or override about it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    EVALUATION_ID_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """change_event | gate_decision | gate_override"""
+    actor: _builtins.str
+    """who asked the gate, who overrode; a change event's source"""
+    summary: _builtins.str
+    """what happened, in a sentence"""
+    status: _builtins.str
+    """change_event: started | succeeded | failed | rolled_back | unspecified"""
+    outcome: _builtins.str
+    """gate_decision: what the caller got; gate_override: pass"""
+    evaluation_id: _builtins.str
+    """gate_decision, gate_override"""
+    environment: _builtins.str
+    version: _builtins.str
+    event_id: _builtins.str
+    """change_event"""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        kind: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        status: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        evaluation_id: _builtins.str = ...,
+        environment: _builtins.str = ...,
+        version: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "environment", b"environment", "evaluation_id", b"evaluation_id", "event_id", b"event_id", "kind", b"kind", "outcome", b"outcome", "status", b"status", "summary", b"summary", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeTimelineEntry: _TypeAlias = ChangeTimelineEntry  # noqa: Y015
+
+@_typing.final
+class ChangeTimelineResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    service: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChangeTimelineEntry]:
+        """oldest first"""
+
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+        service: _builtins.str = ...,
+        entries: _abc.Iterable[Global___ChangeTimelineEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "entries", b"entries", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeTimelineResponse: _TypeAlias = ChangeTimelineResponse  # noqa: Y015

@@ -59,6 +59,11 @@ class DeployGateServiceStub:
                 request_serializer=tocsin_dot_v1_dot_deploy__gate__service__pb2.OverrideGateRequest.SerializeToString,
                 response_deserializer=tocsin_dot_v1_dot_deploy__gate__service__pb2.GateDecision.FromString,
                 _registered_method=True)
+        self.ChangeTimeline = channel.unary_unary(
+                '/tocsin.v1.DeployGateService/ChangeTimeline',
+                request_serializer=tocsin_dot_v1_dot_deploy__gate__service__pb2.ChangeTimelineRequest.SerializeToString,
+                response_deserializer=tocsin_dot_v1_dot_deploy__gate__service__pb2.ChangeTimelineResponse.FromString,
+                _registered_method=True)
 
 
 class DeployGateServiceServicer:
@@ -94,6 +99,13 @@ class DeployGateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeTimeline(self, request, context):
+        """A change's history: its events, and every gate decision and override about it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeployGateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +133,11 @@ def add_DeployGateServiceServicer_to_server(servicer, server):
                     servicer.Override,
                     request_deserializer=tocsin_dot_v1_dot_deploy__gate__service__pb2.OverrideGateRequest.FromString,
                     response_serializer=tocsin_dot_v1_dot_deploy__gate__service__pb2.GateDecision.SerializeToString,
+            ),
+            'ChangeTimeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeTimeline,
+                    request_deserializer=tocsin_dot_v1_dot_deploy__gate__service__pb2.ChangeTimelineRequest.FromString,
+                    response_serializer=tocsin_dot_v1_dot_deploy__gate__service__pb2.ChangeTimelineResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +275,33 @@ class DeployGateService:
             '/tocsin.v1.DeployGateService/Override',
             tocsin_dot_v1_dot_deploy__gate__service__pb2.OverrideGateRequest.SerializeToString,
             tocsin_dot_v1_dot_deploy__gate__service__pb2.GateDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeTimeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tocsin.v1.DeployGateService/ChangeTimeline',
+            tocsin_dot_v1_dot_deploy__gate__service__pb2.ChangeTimelineRequest.SerializeToString,
+            tocsin_dot_v1_dot_deploy__gate__service__pb2.ChangeTimelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,8 @@ class DeployGateServiceStub:
     ListFreezes: _grpc.UnaryUnaryMultiCallable[_deploy_gate_service_pb2.ListFreezesRequest, _deploy_gate_service_pb2.ListFreezesResponse]
     DeleteFreeze: _grpc.UnaryUnaryMultiCallable[_deploy_gate_service_pb2.DeleteFreezeRequest, _deploy_gate_service_pb2.DeleteFreezeResponse]
     Override: _grpc.UnaryUnaryMultiCallable[_deploy_gate_service_pb2.OverrideGateRequest, _deploy_gate_service_pb2.GateDecision]
+    ChangeTimeline: _grpc.UnaryUnaryMultiCallable[_deploy_gate_service_pb2.ChangeTimelineRequest, _deploy_gate_service_pb2.ChangeTimelineResponse]
+    """A change's history: its events, and every gate decision and override about it."""
 
 @_typing.type_check_only
 class DeployGateServiceAsyncStub(DeployGateServiceStub):
@@ -48,6 +50,8 @@ class DeployGateServiceAsyncStub(DeployGateServiceStub):
     ListFreezes: _aio.UnaryUnaryMultiCallable[_deploy_gate_service_pb2.ListFreezesRequest, _deploy_gate_service_pb2.ListFreezesResponse]  # type: ignore[assignment]
     DeleteFreeze: _aio.UnaryUnaryMultiCallable[_deploy_gate_service_pb2.DeleteFreezeRequest, _deploy_gate_service_pb2.DeleteFreezeResponse]  # type: ignore[assignment]
     Override: _aio.UnaryUnaryMultiCallable[_deploy_gate_service_pb2.OverrideGateRequest, _deploy_gate_service_pb2.GateDecision]  # type: ignore[assignment]
+    ChangeTimeline: _aio.UnaryUnaryMultiCallable[_deploy_gate_service_pb2.ChangeTimelineRequest, _deploy_gate_service_pb2.ChangeTimelineResponse]  # type: ignore[assignment]
+    """A change's history: its events, and every gate decision and override about it."""
 
 class DeployGateServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -84,5 +88,13 @@ class DeployGateServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _deploy_gate_service_pb2.OverrideGateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_deploy_gate_service_pb2.GateDecision, _abc.Awaitable[_deploy_gate_service_pb2.GateDecision]]: ...
+
+    @_abc_1.abstractmethod
+    def ChangeTimeline(
+        self,
+        request: _deploy_gate_service_pb2.ChangeTimelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_deploy_gate_service_pb2.ChangeTimelineResponse, _abc.Awaitable[_deploy_gate_service_pb2.ChangeTimelineResponse]]:
+        """A change's history: its events, and every gate decision and override about it."""
 
 def add_DeployGateServiceServicer_to_server(servicer: DeployGateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

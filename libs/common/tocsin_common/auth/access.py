@@ -18,6 +18,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -43,11 +44,11 @@ from tocsin_common.auth.service_credentials import (
     service_credential,
     verify_service_credential,
 )
-from tocsin_common.auth.tokens import TokenStore
+from tocsin_common.auth.tokens import TokenStore, token_hash
 from tocsin_common.clock import Clock, SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.kafka import EventProducer
-from tocsin_common.redisclient import redis_client
+from tocsin_common.redisclient import blocking_redis_client
 from tocsin_common.settings import Settings
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import AUDIT
@@ -77,10 +78,26 @@ class AuthFailure:
     reason: str
 
 
+REDIS_CONNECTIONS = 100  # redis-py's default pool size, which raises when exhausted
+REDIS_WAIT_S = 10.0  # as long as the api waits for a service's answer
+MAX_TOKEN_CACHE_SECONDS = 5.0
+TOKEN_CACHE_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class _Verified:
+    principal: Principal
+    until: datetime  # the cache entry's end: at most the TTL, never past the token's expiry
+    config: object  # the configuration the principal was built from
+
+
 class Authenticator:
-    """Credential -> principal. Tokens are read from Redis on every call (no cache), so a
-    revoked token stops working on the next call; service credentials are checked by MAC;
-    a JWT is an OIDC token, checked against the provider of ``access.oidc``."""
+    """Credential -> principal. By default API tokens are read from Redis on every call (no
+    cache), so a revoked token stops working on the next call; with ``cache_seconds`` (at
+    most :data:`MAX_TOKEN_CACHE_SECONDS`: the api's) a verified API token is kept that long
+    (never past its expiry, nor past a config reload), so a revocation is honoured within
+    that time, and at once by :meth:`forget`. Service credentials are checked by MAC; a JWT
+    is an OIDC token, checked against the provider of ``access.oidc``."""
 
     def __init__(
         self,
@@ -89,12 +106,44 @@ class Authenticator:
         service_secret: bytes,
         clock: Clock,
         oidc: OidcAuthenticator | None = None,
+        cache_seconds: float = 0.0,
     ) -> None:
+        if not 0 <= cache_seconds <= MAX_TOKEN_CACHE_SECONDS:
+            raise ValueError(
+                f"cache_seconds: {cache_seconds:g}, expected 0 to {MAX_TOKEN_CACHE_SECONDS:g}"
+            )
         self._tokens = tokens
         self._config = config
         self._service_secret = service_secret
         self._clock = clock
         self._oidc = oidc or OidcAuthenticator()
+        self._cache_ttl = timedelta(seconds=cache_seconds)
+        self._cache: dict[str, _Verified] = {}  # token hash -> verified principal
+
+    def forget(self, token_id: str) -> None:
+        """Drops every cached verification of the token ``token_id`` (revoked here)."""
+        for key in [k for k, v in self._cache.items() if v.principal.token_id == token_id]:
+            del self._cache[key]
+
+    def _cached(self, credential: str) -> Principal | None:
+        if not self._cache_ttl:
+            return None
+        key = token_hash(credential)
+        found = self._cache.get(key)
+        if found is None:
+            return None
+        if found.until <= self._clock.now() or found.config is not self._config.current:
+            del self._cache[key]
+            return None
+        return found.principal
+
+    def _remember(self, credential: str, principal: Principal, expires_at: datetime) -> None:
+        if not self._cache_ttl:
+            return
+        if len(self._cache) >= TOKEN_CACHE_ENTRIES:  # the oldest entry goes (insertion order)
+            del self._cache[next(iter(self._cache))]
+        until = min(self._clock.now() + self._cache_ttl, expires_at)
+        self._cache[token_hash(credential)] = _Verified(principal, until, self._config.current)
 
     async def authenticate(self, authorization: str | None) -> Principal | AuthFailure:
         if not authorization:
@@ -116,11 +165,15 @@ class Authenticator:
                 return await self._oidc.authenticate(self._config.current, credential)
             except OidcError as e:
                 return AuthFailure(f"OIDC token refused: {e}")
+        cached = self._cached(credential)
+        if cached is not None:
+            return cached
+        config = self._config.current
         record = await self._tokens().verify(credential, self._clock.now())
         if record is None:
             return AuthFailure("unknown, revoked or expired token")
         principal = principal_for(
-            self._config.current,
+            config,
             record.subject_id,
             record.subject_kind,
             scope=record.scope,
@@ -130,6 +183,8 @@ class Authenticator:
             return AuthFailure(
                 f"the token's subject {record.subject_id!r} is no longer in the configuration"
             )
+        if config is self._config.current:
+            self._remember(credential, principal, record.expires_at)
         return principal
 
 
@@ -208,6 +263,7 @@ class AccessControl:
         kafka_security: KafkaSecurity | None = None,
         clock: Clock | None = None,
         open_methods: Iterable[str] = (),
+        token_cache_seconds: float = 0.0,
     ) -> None:
         self.service = service
         self.config = config
@@ -217,13 +273,20 @@ class AccessControl:
         self._redis_connection = redis
         self._redis: Redis | None = None
         self._service_secret = service_secret
-        self.authenticator = Authenticator(self.tokens, config, service_secret, self.clock)
+        self.authenticator = Authenticator(
+            self.tokens, config, service_secret, self.clock, cache_seconds=token_cache_seconds
+        )
         self.audit = AuditLog(kafka_bootstrap, service, self.clock, kafka_security)
         self._open = (*ALWAYS_OPEN, *open_methods)
 
     def redis(self) -> Redis:
+        """The process's Redis client for tokens (and the api's rate limits and feeds): a
+        blocking pool, so that a burst of calls past its connections waits for one (up to
+        REDIS_WAIT_S) instead of failing with redis-py's "Too many connections"."""
         if self._redis is None:  # created on the loop that serves the calls
-            self._redis = redis_client(self._redis_connection)
+            self._redis = blocking_redis_client(
+                self._redis_connection, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S
+            )
         return self._redis
 
     def tokens(self) -> TokenStore:
@@ -442,10 +505,15 @@ def bearer_metadata(credential: str) -> tuple[tuple[str, str], ...]:
 
 
 def access_control(
-    settings: Settings, config: ConfigStore, *, open_methods: Iterable[str] = ()
+    settings: Settings,
+    config: ConfigStore,
+    *,
+    open_methods: Iterable[str] = (),
+    token_cache_seconds: float = 0.0,
 ) -> AccessControl:
     """The process's AccessControl from its settings; the service secret is required
-    (SecretError naming the variable otherwise)."""
+    (SecretError naming the variable otherwise). ``token_cache_seconds``: see
+    :class:`Authenticator` (the api's HTTP edge only)."""
     return AccessControl(
         service=settings.service,
         config=config,
@@ -454,4 +522,5 @@ def access_control(
         kafka_security=settings.kafka_security,
         service_secret=read_service_secret(),
         open_methods=open_methods,
+        token_cache_seconds=token_cache_seconds,
     )

@@ -143,6 +143,12 @@ RULES: dict[str, Rule] = {
         services=frozenset({"api"}),
         summary="see schedules and who is on call (api: a calendar feed, once its owner may)",
     ),
+    "oncall.read": Rule(
+        Role.VIEWER,
+        mutation=False,
+        services=frozenset({"insight"}),
+        summary="see who an escalation policy pages now (insight: the deploy gate's on-call rule)",
+    ),
     "service.read": Rule(
         Role.VIEWER, mutation=False, summary="see a service (its integration keys masked)"
     ),

@@ -163,6 +163,9 @@ class GateState:
     changes_in_flight: tuple[InFlightChange, ...] = ()
     freezes: tuple[AdHocFreeze, ...] = ()
     overrides: tuple[GateOverride, ...] = ()
+    # Inputs the caller could not read, and why ("on_call", "changes_in_flight"): their
+    # rules warn instead of deciding on nothing.
+    unknown: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -453,6 +456,9 @@ def _on_call(
     if rule is None:
         return
     name = f"{gate.id}.on_call"
+    if "on_call" in state.unknown:
+        ev.add(name, "warn", f"who is on call is unknown: {state.unknown['on_call']}")
+        return
     people = state.on_call.get(request.service, ())
     if not people:
         ev.add(name, _as(rule.nobody_on_call), f"nobody is on call for {request.service!r}")
@@ -474,6 +480,10 @@ def _changes_in_flight(
     if rule is None:
         return
     name = f"{gate.id}.changes_in_flight"
+    if "changes_in_flight" in state.unknown:
+        why = state.unknown["changes_in_flight"]
+        ev.add(name, "warn", f"changes in flight are unknown: {why}")
+        return
     busy: list[str] = []
     stale: list[str] = []
     for change in sorted(state.changes_in_flight, key=lambda c: (c.started_at, c.change_id)):

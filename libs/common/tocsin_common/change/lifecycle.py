@@ -30,6 +30,8 @@ __all__ = [
     "apply",
     "fold",
     "in_flight",
+    "kind_name",
+    "status_name",
 ]
 
 ChangeKind = Literal["unspecified", "deploy", "rollback", "config", "feature_flag"]
@@ -49,6 +51,18 @@ _STATUSES: dict[int, ChangeStatus] = {
     alert_pb2.CHANGE_STATUS_FAILED: "failed",
     alert_pb2.CHANGE_STATUS_ROLLED_BACK: "rolled_back",
 }
+
+
+def kind_name(value: int) -> ChangeKind:
+    """A ``tocsin.v1.ChangeKind`` as its name here (unknown values: ``unspecified``)."""
+    return _KINDS.get(value, "unspecified")
+
+
+def status_name(value: int) -> ChangeStatus:
+    """A ``tocsin.v1.ChangeStatus`` as its name here (unknown values: ``unspecified``)."""
+    return _STATUSES.get(value, "unspecified")
+
+
 _STAGE = {"unspecified": 0, "started": 1, "succeeded": 2, "failed": 2, "rolled_back": 3}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -81,8 +95,8 @@ class ChangeRecord:
             service_id=event.service_id,
             at=at.ToDatetime(tzinfo=UTC),
             change_id=event.change_id,
-            kind=_KINDS.get(event.kind, "unspecified"),
-            status=_STATUSES.get(event.status, "unspecified"),
+            kind=kind_name(event.kind),
+            status=status_name(event.status),
             version=event.version,
             rollback_of=event.rollback_of,
             environment=event.environment,

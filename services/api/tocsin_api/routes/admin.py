@@ -136,4 +136,8 @@ async def revoke_token(token_id: str, request: Request, caller: Caller = CallerD
         auth_service_pb2.RevokeTokenRequest(token_id=token_id),
         caller.credential,
     )
+    # This replica stops accepting it at once; the others within their token cache's TTL.
+    forget = getattr(state_of(request).authenticator, "forget", None)
+    if forget is not None:
+        forget(token_id)
     return Response(status_code=204)
