@@ -303,13 +303,21 @@ async def test_pages_are_delivered_once_and_a_replay_pages_nobody(redis: Redis) 
     statuses = await asyncio.gather(*(pipeline.handle(j) for j in jobs))
     assert {s.outcome for s in statuses} == {Outcome.DELIVERY_OUTCOME_DELIVERED}
     assert sorted(p.user_id for p in hook.pages) == sorted(users)
-    # Handed to Kafka (status and timeline entry per page), not awaited by the pipeline.
-    assert all(len(j.produced) == 2 and not any(f.done() for f in j.produced) for j in jobs)
+    # Handed to Kafka (one status per page: its timeline entry goes to Redis, not through
+    # correlation), not awaited by the pipeline.
+    assert all(len(j.produced) == 1 and not any(f.done() for f in j.produced) for j in jobs)
     assert len(producer.on(NOTIFICATIONS_STATUS)) == 50
-    assert len(producer.on(INCIDENTS_COMMANDS)) == 50
-    rows = await redis.lrange(f"tocsin:deliveries:{jobs[0].request.incident.incident_id}", 0, -1)
+    assert producer.on(INCIDENTS_COMMANDS) == []
+    first = jobs[0].request.incident.incident_id
+    rows = await redis.lrange(f"tocsin:deliveries:{first}", 0, -1)
     assert [notification_pb2.NotificationStatus.FromString(r).outcome for r in rows] == [
         Outcome.DELIVERY_OUTCOME_DELIVERED
+    ]
+    # The timeline entry, in the same pipeline as the row; parked: these incidents never
+    # reached escalation's projection.
+    parked = await redis.lrange(f"tocsin:incident:{first}:parked", 0, -1)
+    assert [incident_pb2.IncidentEvent.FromString(p).type for p in parked] == [
+        incident_pb2.INCIDENT_EVENT_TYPE_NOTIFIED
     ]
     producer.acknowledge()
     assert all(f.done() for j in jobs for f in j.produced)
@@ -443,14 +451,14 @@ async def test_without_exported_spans_records_are_handed_over_prepared_with_the_
         context.detach(token)
     assert producer.records == []  # nothing through enqueue (and its span)
     topics = [topic for topic, _, _, _ in producer.prepared]
-    assert topics == [NOTIFICATIONS_STATUS.name, INCIDENTS_COMMANDS.name]
+    assert topics == [NOTIFICATIONS_STATUS.name]
     _, key, value, headers = producer.prepared[0]
     assert key == status.incident_id.encode()
     assert value is not None
     assert notification_pb2.NotificationStatus.FromString(value) == status
     traceparent = dict(headers)["traceparent"].decode()
     assert traceparent.split("-")[1] == format(trace_id, "032x")
-    assert len(job.produced) == 2
+    assert len(job.produced) == 1
 
 
 async def test_a_page_waits_for_a_restarting_escalation_without_spending_its_attempts(
