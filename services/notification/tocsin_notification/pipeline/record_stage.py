@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 
 from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
+from redis.exceptions import RedisError
 from tocsin.v1 import alert_pb2, notification_pb2
 from tocsin_common import timeline
 from tocsin_common.clock import Clock
@@ -123,7 +124,7 @@ class RecordStage:
             if entry is not None:
                 timeline.queue_append(pipe, entry, status.incident_id, service_id, backlog)
 
-        await self._batcher.run(row_commands)
+        await self._write(row_commands)
         log.info(
             "page %s",
             notification_pb2.DeliveryOutcome.Name(outcome).lower(),
@@ -136,6 +137,22 @@ class RecordStage:
             },
         )
         return status
+
+    async def _write(self, commands: Callable[[Any], None]) -> None:
+        """The row and the timeline entry, retried until Redis takes them. Raising would
+        end the page without an outcome, and its retry would find it delivered (a
+        duplicate): the row and the entry of what happened would never be written. A
+        retry after an answer lost on the way may add the row twice; the entry is
+        appended once (its seen mark)."""
+        backoff = 0.1
+        while True:
+            try:
+                await self._batcher.run(commands)
+                return
+            except (RedisError, OSError):
+                log.warning("writing a page's outcome to Redis failed; retrying", exc_info=True)
+            await self._clock.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def dead_letter(self, job: Job, reason: str, history: list[Attempt]) -> None:
         source = job.source
