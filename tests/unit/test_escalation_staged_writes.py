@@ -65,3 +65,14 @@ def test_an_event_without_effects_is_still_applied_and_its_incident_is_the_lates
     assert staged.timer_ops == [] and staged.states == {}
     assert staged.event_ids == {"a", "b"}
     assert staged.incidents["inc-1"].title == "newer"
+
+
+def test_a_level_entry_is_applied_right_after_the_event_that_reached_it() -> None:
+    staged = StagedWrites()
+    first, second = event("e1"), event("e2")
+    entry = incident_pb2.IncidentEvent(event_id="level-1")
+    staged.add_event(first)
+    staged.add_entries(first.incident, [entry])
+    staged.add_event(second)
+    assert staged.projection == [first, (entry, "inc-1", first.incident.service_id), second]
+    assert staged.event_ids == {"e1", "e2"}  # an entry is not an event of the batch

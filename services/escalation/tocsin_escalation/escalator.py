@@ -4,9 +4,10 @@ pure decisions of lifecycle.py into pages, commands and timers. Thin on purpose.
 Incident events are handled a consumer batch at a time. Each event's pages, commands and
 timeline entries (the levels reached, on incidents.timeline) are handed to the producer at
 once, while its Redis writes (escalation state, timers, the projection's "applied" mark and
-the entries on the projection's timeline) are staged in a :class:`StagedWrites`; once every record
-of the batch is acknowledged by the broker, the consumer calls :meth:`Escalator.write_batch`
-and they are written in one atomic round trip, before the offsets are committed. So:
+the entries on the projection's timeline) are staged in a :class:`StagedWrites`; once
+every record of the batch is acknowledged by the broker, the consumer calls
+:meth:`Escalator.write_batch` and they are written in one atomic round trip, before the
+offsets are committed. So:
 
 - an event is marked applied only after its effects are durable: a crash before that
   replays it, and its effects are idempotent (timer ids, command ids, entry ids and page
