@@ -367,7 +367,13 @@ def _command(
         command.unacknowledge.SetInParent()
     elif spec.kind == "resolve":
         command.resolve.SetInParent()
+    elif spec.kind == "timeline_entry":
+        # An entry correlation must apply itself (levels reached are EntrySpecs instead).
+        command.timeline_entry.type = spec.event_type  # type: ignore[assignment]
+        command.timeline_entry.message = spec.message
     else:
-        raise ValueError(f"command kind: {spec.kind!r} is not unacknowledge or resolve")
+        raise ValueError(
+            f"command kind: {spec.kind!r} is not unacknowledge, resolve or timeline_entry"
+        )
     set_timestamp(command.requested_at, now)
     return command

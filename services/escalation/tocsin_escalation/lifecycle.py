@@ -142,10 +142,11 @@ class CommandSpec:
     """An IncidentCommand to send on incidents.commands: a change of the incident's state,
     which correlation (its one writer) applies."""
 
-    kind: str  # unacknowledge | resolve
+    kind: str  # unacknowledge | resolve | timeline_entry (an entry correlation applies)
     command_id: str
     actor: str = "system"
     message: str = ""
+    event_type: int = E.INCIDENT_EVENT_TYPE_UNSPECIFIED  # of a timeline_entry
 
 
 @dataclass(frozen=True)
