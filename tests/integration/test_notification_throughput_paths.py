@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Sequence
 from datetime import timedelta
@@ -479,3 +480,47 @@ async def test_a_page_waits_for_a_restarting_escalation_without_spending_its_att
     assert status.attempt == 1
     assert [p.user_id for p in hook.pages] == [job.request.user_id]
     assert escalation.calls == 9
+
+
+class BlockingHook(Hook):
+    """Holds every send until released: a page being sent (its outcome not known yet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.sending = asyncio.Event()
+
+    async def send(self, page: Page) -> str:
+        self.sending.set()
+        await self.release.wait()
+        return await super().send(page)
+
+
+async def test_a_redelivered_copy_that_gives_up_leaves_the_sending_page_its_key(
+    redis: Redis,
+) -> None:
+    # A rebalance hands this process the same request again while its first copy is being
+    # sent (or waits in a bundle): the copy waits (IN_FLIGHT). If the copy then fails
+    # (cancelled, a store error), it must not free the key the first copy holds: the
+    # copy's retry would take it and page the person a second time.
+    producer, hook, escalation, clock = Producer(), BlockingHook(), Escalation(), FakeClock()
+    pipeline = build(redis, producer, hook, escalation, clock)
+    req = request(f"user-{uuid.uuid4().hex[:6]}")
+    first = asyncio.create_task(pipeline.handle(Job(req)))
+    await asyncio.wait_for(hook.sending.wait(), 5)
+    copy = asyncio.create_task(pipeline.handle(Job(req)))
+    for _ in range(20):  # let the copy claim (IN_FLIGHT) and go to sleep on the clock
+        await asyncio.sleep(0.01)
+    copy.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await copy
+    assert pipeline.idempotency.store.held(req.idempotency_key)
+    retry = asyncio.create_task(pipeline.handle(Job(req)))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert not retry.done()  # waiting for the first copy's outcome, not sending
+    hook.release.set()
+    assert (await first).outcome == Outcome.DELIVERY_OUTCOME_DELIVERED
+    clock.advance(timedelta(seconds=1))
+    assert (await asyncio.wait_for(retry, 5)).outcome == Outcome.DELIVERY_OUTCOME_DUPLICATE
+    assert len(hook.pages) == 1
