@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer
 from google.protobuf.message import DecodeError
+from redis.asyncio import Redis
 from tocsin.v1 import alert_pb2, incident_pb2
 
 from tests.integration.harness import ROOT, Stack
@@ -165,6 +166,37 @@ async def keys_in_incidents(bootstrap: str) -> set[str]:
     return keys
 
 
+async def guarded_incidents(bootstrap: str, keys: set[str]) -> set[str]:
+    """The ids of the incidents of these alerts (from their TRIGGERED events)."""
+    ids: set[str] = set()
+    for value in await read_topic(bootstrap, "incidents.events"):
+        event = incident_pb2.IncidentEvent()
+        try:
+            event.ParseFromString(value)
+        except DecodeError:
+            continue
+        if event.type == incident_pb2.INCIDENT_EVENT_TYPE_TRIGGERED and any(
+            k in keys for k in event.incident.dedup_keys
+        ):
+            ids.add(event.incident.incident_id)
+    return ids
+
+
+async def timelines(
+    redis_url: str, incident_ids: list[str]
+) -> list[list[incident_pb2.IncidentEvent]]:
+    """Each incident's timeline as escalation's projection holds it."""
+    redis = Redis.from_url(redis_url)
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for incident_id in incident_ids:
+                pipe.lrange(f"tocsin:incident:{incident_id}:timeline", 0, -1)
+            found = await pipe.execute()
+    finally:
+        await redis.aclose()
+    return [[incident_pb2.IncidentEvent.FromString(raw) for raw in raws] for raws in found]
+
+
 async def keys_in_dead_letters(bootstrap: str) -> set[str]:
     keys: set[str] = set()
     for value in await read_topic(bootstrap, "alerts.deadletter"):
@@ -268,3 +300,30 @@ async def test_no_accepted_alert_is_lost_and_nobody_is_paged_twice_across_crashe
                     keys_of[alert].append(request.headers.get("Idempotency-Key", "?"))
         report(f"crashes at {crash_times}; paged twice, by Idempotency-Key: {dict(keys_of)}")
     assert repeats == {}, f"alerts paged more than once: {repeats}"
+
+    # The timeline across the crashes: escalation's level entry and notification's outcome
+    # entries reach it without correlation, each once whatever was replayed or redelivered.
+    ids = sorted(await guarded_incidents(stack.bootstrap, accepted))
+    found = await timelines(stack.redis_url, ids)
+    E = incident_pb2
+    escalated = [sum(e.type == E.INCIDENT_EVENT_TYPE_ESCALATED for e in t) for t in found]
+    delivered = sum(
+        any(
+            e.type == E.INCIDENT_EVENT_TYPE_NOTIFIED and e.message.startswith("Notified") for e in t
+        )
+        for t in found
+    )
+    repeated = {
+        ids[n]: [e.event_id for e in t if [x.event_id for x in t].count(e.event_id) > 1]
+        for n, t in enumerate(found)
+        if len({e.event_id for e in t}) != len(t)
+    }
+    report(
+        f"timelines: {len(ids)} incidents, with their level entry {escalated.count(1)}, "
+        f"with a delivered entry {delivered}, with an entry twice {len(repeated)}"
+    )
+    assert repeated == {}, f"timeline entries applied twice: {repeated}"
+    wrong = {ids[n]: c for n, c in enumerate(escalated) if c != 1}
+    assert wrong == {}, f"incidents without exactly one level entry: {wrong}"
+    # Every entry carries the incident as it was once applied.
+    assert all(e.incident.incident_id == ids[n] for n, t in enumerate(found) for e in t)

@@ -277,7 +277,9 @@ async def test_an_incident_open_too_long_is_resolved_automatically(stack: Stack)
 
 
 async def test_every_level_reached_is_on_the_timeline(stack: Stack) -> None:
-    # Needs correlation to apply TimelineEntryCommand (emit an ESCALATED event).
+    # Escalation records the levels itself and notification the pages' outcomes: neither
+    # goes through correlation (no timeline_entry command), and each entry carries the
+    # incident as the projection held it.
     title = await trigger(stack, "ladder")
     [alice] = await wait_pages(stack, title, "esc-alice")
     await wait_pages(stack, title, "esc-bob")
@@ -292,13 +294,28 @@ async def test_every_level_reached_is_on_the_timeline(stack: Stack) -> None:
             for e in timeline.events
             if e.type == incident_pb2.INCIDENT_EVENT_TYPE_ESCALATED
         ]
-        if len(escalated) >= 2 or time.monotonic() > deadline:
+        notified = [
+            e for e in timeline.events if e.type == incident_pb2.INCIDENT_EVENT_TYPE_NOTIFIED
+        ]
+        if (len(escalated) >= 2 and len(notified) >= 2) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
     assert escalated == [
         "escalated to level 1: paged esc-alice",
         "escalated to level 2: paged esc-bob",
     ]
+    kinds = [e.type for e in timeline.events]
+    assert kinds[0] == incident_pb2.INCIDENT_EVENT_TYPE_TRIGGERED
+    # Level 1 was decided on the trigger, in the same batch: it follows it at once.
+    assert kinds[1] == incident_pb2.INCIDENT_EVENT_TYPE_ESCALATED
+    assert [n.message.split(" by ")[0] for n in notified] == [
+        "Notified esc-alice",
+        "Notified esc-bob",
+    ]
+    for entry in timeline.events:
+        assert entry.incident.incident_id == incident_id_of(alice)
+        assert entry.incident.status == incident_pb2.INCIDENT_STATUS_TRIGGERED
+        assert entry.HasField("at")
 
 
 # --- a crash mid-wait -------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -357,13 +358,21 @@ async def test_pages_are_delivered_once_and_a_replay_pages_nobody(redis: Redis) 
     statuses = await asyncio.gather(*(pipeline.handle(j) for j in jobs))
     assert {s.outcome for s in statuses} == {Outcome.DELIVERY_OUTCOME_DELIVERED}
     assert sorted(p.user_id for p in hook.pages) == sorted(users)
-    # Handed to Kafka (status and timeline entry per page), not awaited by the pipeline.
-    assert all(len(j.produced) == 2 and not any(f.done() for f in j.produced) for j in jobs)
+    # Handed to Kafka (one status per page: its timeline entry goes to Redis, not through
+    # correlation), not awaited by the pipeline.
+    assert all(len(j.produced) == 1 and not any(f.done() for f in j.produced) for j in jobs)
     assert len(producer.on(NOTIFICATIONS_STATUS)) == 50
-    assert len(producer.on(INCIDENTS_COMMANDS)) == 50
-    rows = await redis.lrange(f"tocsin:deliveries:{jobs[0].request.incident.incident_id}", 0, -1)
+    assert producer.on(INCIDENTS_COMMANDS) == []
+    first = jobs[0].request.incident.incident_id
+    rows = await redis.lrange(f"tocsin:deliveries:{first}", 0, -1)
     assert [notification_pb2.NotificationStatus.FromString(r).outcome for r in rows] == [
         Outcome.DELIVERY_OUTCOME_DELIVERED
+    ]
+    # The timeline entry, in the same pipeline as the row; parked: these incidents never
+    # reached escalation's projection.
+    parked = await redis.lrange(f"tocsin:incident:{first}:parked", 0, -1)
+    assert [incident_pb2.IncidentEvent.FromString(p).type for p in parked] == [
+        incident_pb2.INCIDENT_EVENT_TYPE_NOTIFIED
     ]
     producer.acknowledge()
     assert all(f.done() for j in jobs for f in j.produced)
@@ -539,14 +548,14 @@ async def test_without_exported_spans_records_are_handed_over_prepared_with_the_
         context.detach(token)
     assert producer.records == []  # nothing through enqueue (and its span)
     topics = [topic for topic, _, _, _ in producer.prepared]
-    assert topics == [NOTIFICATIONS_STATUS.name, INCIDENTS_COMMANDS.name]
+    assert topics == [NOTIFICATIONS_STATUS.name]
     _, key, value, headers = producer.prepared[0]
     assert key == status.incident_id.encode()
     assert value is not None
     assert notification_pb2.NotificationStatus.FromString(value) == status
     traceparent = dict(headers)["traceparent"].decode()
     assert traceparent.split("-")[1] == format(trace_id, "032x")
-    assert len(job.produced) == 2
+    assert len(job.produced) == 1
 
 
 async def test_a_page_waits_for_a_restarting_escalation_without_spending_its_attempts(
@@ -567,3 +576,47 @@ async def test_a_page_waits_for_a_restarting_escalation_without_spending_its_att
     assert status.attempt == 1
     assert [p.user_id for p in hook.pages] == [job.request.user_id]
     assert escalation.calls == 9
+
+
+class BlockingHook(Hook):
+    """Holds every send until released: a page being sent (its outcome not known yet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.sending = asyncio.Event()
+
+    async def send(self, page: Page) -> str:
+        self.sending.set()
+        await self.release.wait()
+        return await super().send(page)
+
+
+async def test_a_redelivered_copy_that_gives_up_leaves_the_sending_page_its_key(
+    redis: Redis,
+) -> None:
+    # A rebalance hands this process the same request again while its first copy is being
+    # sent (or waits in a bundle): the copy waits (IN_FLIGHT). If the copy then fails
+    # (cancelled, a store error), it must not free the key the first copy holds: the
+    # copy's retry would take it and page the person a second time.
+    producer, hook, escalation, clock = Producer(), BlockingHook(), Escalation(), FakeClock()
+    pipeline = build(redis, producer, hook, escalation, clock)
+    req = request(f"user-{uuid.uuid4().hex[:6]}")
+    first = asyncio.create_task(pipeline.handle(Job(req)))
+    await asyncio.wait_for(hook.sending.wait(), 5)
+    copy = asyncio.create_task(pipeline.handle(Job(req)))
+    for _ in range(20):  # let the copy claim (IN_FLIGHT) and go to sleep on the clock
+        await asyncio.sleep(0.01)
+    copy.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await copy
+    assert pipeline.idempotency.store.held(req.idempotency_key)
+    retry = asyncio.create_task(pipeline.handle(Job(req)))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert not retry.done()  # waiting for the first copy's outcome, not sending
+    hook.release.set()
+    assert (await first).outcome == Outcome.DELIVERY_OUTCOME_DELIVERED
+    clock.advance(timedelta(seconds=1))
+    assert (await asyncio.wait_for(retry, 5)).outcome == Outcome.DELIVERY_OUTCOME_DUPLICATE
+    assert len(hook.pages) == 1

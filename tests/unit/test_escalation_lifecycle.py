@@ -116,8 +116,7 @@ class Sim:
                 (at, f"page {page.user_id}/{page.contact_method_id} L{page.level} loop{page.loop}")
             )
         for command in effects.commands:
-            if command.kind != "timeline_entry":
-                self.log.append((at, command.kind))
+            self.log.append((at, command.kind))
         for timer in effects.timers:
             self.timers[timer.timer_id] = timer
         if effects.state is not None:
@@ -164,7 +163,10 @@ def test_level_one_at_once_level_two_after_its_delay_then_one_repeat(
 ) -> None:
     sim = Sim(config)
     effects = sim.event(E.INCIDENT_EVENT_TYPE_TRIGGERED, "ev-trigger")
-    assert [c.message for c in effects.commands] == ["escalated to level 1: paged alice"]
+    # The level reached is a timeline entry escalation records itself, not a command for
+    # correlation (only state changes go there).
+    assert [e.message for e in effects.entries] == ["escalated to level 1: paged alice"]
+    assert effects.commands == []
     sim.run_until(3600)
     assert sim.log == [
         (0, "page alice/hook L1 loop0"),
@@ -293,7 +295,8 @@ def test_a_replayed_event_decides_the_same(config: TocsinConfig) -> None:
     two = lifecycle.on_event(config, ev, EscalationState(), T0, {})
     assert [t.timer_id for t in one.timers] == [t.timer_id for t in two.timers]
     assert [c.command_id for c in one.commands] == [c.command_id for c in two.commands]
-    assert one.pages == two.pages
+    assert [e.entry_id for e in one.entries] == [e.entry_id for e in two.entries]
+    assert one.entries and one.pages == two.pages
 
 
 def test_a_suppressed_incident_does_not_page(config: TocsinConfig) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from tocsin.v1 import incident_pb2
 from tocsin_escalation.escalator import StagedWrites
 from tocsin_escalation.lifecycle import (
@@ -65,3 +66,35 @@ def test_an_event_without_effects_is_still_applied_and_its_incident_is_the_lates
     assert staged.timer_ops == [] and staged.states == {}
     assert staged.event_ids == {"a", "b"}
     assert staged.incidents["inc-1"].title == "newer"
+
+
+def test_a_level_entry_is_applied_right_after_the_event_that_reached_it() -> None:
+    staged = StagedWrites()
+    first, second = event("e1"), event("e2")
+    entry = incident_pb2.IncidentEvent(event_id="level-1")
+    staged.add_event(first)
+    staged.add_entries(first.incident, [entry])
+    staged.add_event(second)
+    assert staged.projection == [first, (entry, "inc-1", first.incident.service_id), second]
+    assert staged.event_ids == {"e1", "e2"}  # an entry is not an event of the batch
+
+
+def test_commands_are_state_changes_or_entries_correlation_applies() -> None:
+    from tocsin_escalation.escalator import _command
+    from tocsin_escalation.lifecycle import CommandSpec
+
+    inc = incident_pb2.Incident(incident_id="inc-1", service_id="svc")
+    assert _command(inc, CommandSpec("resolve", "c1"), T0).WhichOneof("command") == "resolve"
+    entry = _command(
+        inc,
+        CommandSpec(
+            "timeline_entry",
+            "c2",
+            message="m",
+            event_type=incident_pb2.INCIDENT_EVENT_TYPE_NOTE_ADDED,
+        ),
+        T0,
+    )
+    assert entry.timeline_entry.type == incident_pb2.INCIDENT_EVENT_TYPE_NOTE_ADDED
+    with pytest.raises(ValueError, match="command kind: 'escalated' is not"):
+        _command(inc, CommandSpec("escalated", "c3"), T0)

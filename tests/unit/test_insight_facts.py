@@ -411,3 +411,46 @@ def test_decode_makes_one_batch_and_dead_letters_what_it_cannot_read() -> None:
         ("changes", 0): 4,
     }
     assert len(decoded.dead_records) == 3
+
+
+def _entry(kind: int, seconds: float, message: str, **kw: object) -> incident_pb2.IncidentEvent:
+    """An entry as escalation puts it on incidents.timeline: no alert, its incident as
+    escalation saw it."""
+    e = event(kind, seconds, actor="system", message=message, **kw)  # type: ignore[arg-type]
+    e.ClearField("alert")
+    return e
+
+
+def test_a_level_reached_folded_before_the_trigger_still_gives_the_opening_alert() -> None:
+    # incidents.timeline and incidents.events are read in no order relative to each other.
+    fact = fold_all(
+        _entry(E.INCIDENT_EVENT_TYPE_ESCALATED, 1, "escalated to level 1: paged ana"),
+        event(E.INCIDENT_EVENT_TYPE_TRIGGERED, 0),
+    )
+    assert fact.source == "prometheus" and fact.dedup_key == "disk-full"
+    assert fact.created_at == T0 and fact.status == "triggered"
+    assert fact.escalation_count == 1 and fact.max_level == 1
+
+
+def test_a_level_reached_folded_after_an_acknowledgement_leaves_the_status() -> None:
+    # Escalation decided level 2 on a triggered incident; correlation's acknowledgement was
+    # folded first: the entry's older snapshot must not make it triggered again.
+    fact = fold_all(
+        event(E.INCIDENT_EVENT_TYPE_TRIGGERED, 0),
+        event(
+            E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED,
+            50,
+            actor="ana",
+            status=E.INCIDENT_STATUS_ACKNOWLEDGED,
+        ),
+        _entry(E.INCIDENT_EVENT_TYPE_ESCALATED, 49, "escalated to level 2: paged bob"),
+    )
+    assert fact.status == "acknowledged" and fact.max_level == 2
+    assert fact.updated_at == T0 + timedelta(seconds=50)
+
+
+def test_decode_reads_incidents_timeline_as_incident_events() -> None:
+    entry = _entry(E.INCIDENT_EVENT_TYPE_ESCALATED, 1, "escalated to level 1: paged ana")
+    decoded = decode([record("incidents.timeline", 5, entry.SerializeToString())], DIRECTORY)
+    assert [r.event.event_id for r in decoded.batch.events] == [entry.event_id]
+    assert decoded.batch.offsets == {("incidents.timeline", 0): 6} and not decoded.batch.dead

@@ -413,6 +413,7 @@ class ConsumerLoop:
         self._finished: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._committed_at = time.monotonic()
         self._tracer = tracer(f"tocsin.{service}.consumer")
+        self._batches = metrics.CONSUMER_BATCHES.labels(service)
         self._stopping = asyncio.Event()
         self.joined = asyncio.Event()  # set once the group gave this member its partitions
         self._consumer = group_consumer(bootstrap, group_id, service, security)
@@ -453,6 +454,7 @@ class ConsumerLoop:
             if not batches:
                 await self._commit()
                 continue
+            self._batches.inc()
             done = await asyncio.gather(
                 *(self._process_partition(records) for records in batches.values())
             )

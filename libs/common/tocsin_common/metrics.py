@@ -15,6 +15,11 @@ DEAD_LETTERS = Counter(
     "Records sent to a dead-letter topic",
     ["service", "topic", "reason"],
 )
+CONSUMER_BATCHES = Counter(
+    "tocsin_consumer_batches_total",
+    "Batches a ConsumerLoop processed (one poll's records, one producer flush each)",
+    ["service"],
+)
 PROCESSING_SECONDS = Histogram(
     "tocsin_processing_seconds", "Time to process one record", ["service", "topic"]
 )

@@ -58,6 +58,11 @@ CHANGES = Topic("changes", None, "service id", "tocsin.v1.ChangeEvent")
 # (CO_PARTITIONED).
 INCIDENTS_COMMANDS = Topic("incidents.commands", None, "service id", "tocsin.v1.IncidentCommand")
 INCIDENTS_EVENTS = Topic("incidents.events", None, "incident id", "tocsin.v1.IncidentEvent")
+# Timeline entries that change no incident state, from the services that decide them
+# (escalation's levels reached): written to the timeline by their producer itself, not
+# looped through correlation; kept here for insight and replays. Pages' outcomes are on
+# notifications.status. Same key as incidents.events.
+INCIDENTS_TIMELINE = Topic("incidents.timeline", None, "incident id", "tocsin.v1.IncidentEvent")
 # Keyed by user so one notification worker sees all of a person's pages (bundling, limits).
 INCIDENTS_DEADLETTER = Topic(
     "incidents.deadletter",
@@ -96,6 +101,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     CHANGES,
     INCIDENTS_COMMANDS,
     INCIDENTS_EVENTS,
+    INCIDENTS_TIMELINE,
     INCIDENTS_DEADLETTER,
     NOTIFICATIONS_REQUESTS,
     NOTIFICATIONS_STATUS,

@@ -96,8 +96,8 @@ def mask_key(key: str) -> str:
 def etag(incident: incident_pb2.Incident) -> str:
     """A validator of the incident's state: any change to a field of it changes the tag
     (status, urgency, assignment, snooze, alerts, suppression, ...). ``updated_at`` alone
-    does not count: it moves with timeline entries (a level reached, a page delivered),
-    which change nothing a person decides on."""
+    does not count: it moves with a note (and, applied by correlation for older builds,
+    with levels reached and pages' outcomes), which change nothing a person decides on."""
     state = incident_pb2.Incident()
     state.CopyFrom(incident)
     state.ClearField("updated_at")

@@ -1,15 +1,20 @@
 """Applies escalation decisions: reacts to incident events and fired timers, and turns the
 pure decisions of lifecycle.py into pages, commands and timers. Thin on purpose.
 
-Incident events are handled a consumer batch at a time. Each event's pages and commands
-are handed to the producer at once, while its Redis writes (escalation state, timers, and
-the projection's "applied" mark) are staged in a :class:`StagedWrites`; once every record
-of the batch is acknowledged by the broker, the consumer calls :meth:`Escalator.write_batch`
-and they are written in one atomic round trip, before the offsets are committed. So:
+Incident events are handled a consumer batch at a time. Each event's pages, commands and
+timeline entries (the levels reached, on incidents.timeline) are handed to the producer at
+once, while its Redis writes (escalation state, timers, the projection's "applied" mark and
+the entries on the projection's timeline) are staged in a :class:`StagedWrites`; once
+every record of the batch is acknowledged by the broker, the consumer calls
+:meth:`Escalator.write_batch` and they are written in one atomic round trip, before the
+offsets are committed. So:
 
 - an event is marked applied only after its effects are durable: a crash before that
-  replays it, and its effects are idempotent (timer ids, command ids and page idempotency
-  keys derive from the event), so the replay redoes them harmlessly;
+  replays it, and its effects are idempotent (timer ids, command ids, entry ids and page
+  idempotency keys derive from the event), so the replay redoes them harmlessly;
+- a level reached reaches the timeline here, in the batch that decided it: it does not go
+  through correlation as a command to come back as another event (only state changes —
+  unacknowledge, resolve — are commands);
 - later events of a batch, and timers firing meanwhile, read the staged state and
   incident, not Redis's older ones;
 - an event that cannot change escalation (an alert joined, a note, a page's outcome) costs
@@ -37,12 +42,13 @@ from tocsin_common.clock import Clock
 from tocsin_common.config import ConfigStore
 from tocsin_common.kafka import BadRecord, EventProducer
 from tocsin_common.timeutil import set_timestamp
-from tocsin_common.topics import INCIDENTS_COMMANDS, NOTIFICATIONS_REQUESTS
+from tocsin_common.topics import INCIDENTS_COMMANDS, INCIDENTS_TIMELINE, NOTIFICATIONS_REQUESTS
 
 from tocsin_escalation import lifecycle
 from tocsin_escalation.lifecycle import (
     CommandSpec,
     Effects,
+    EntrySpec,
     EscalationState,
     TimerSpec,
     reminder_group,
@@ -61,6 +67,11 @@ class StagedWrites:
 
     events: list[incident_pb2.IncidentEvent] = field(default_factory=list)
     event_ids: set[str] = field(default_factory=set)
+    # What the projection applies, in order: an event, or an entry (of which incident, on
+    # which service) that follows the event that decided it.
+    projection: list[incident_pb2.IncidentEvent | tuple[incident_pb2.IncidentEvent, str, str]] = (
+        field(default_factory=list)
+    )
     incidents: dict[str, incident_pb2.Incident] = field(default_factory=dict)  # the latest
     states: dict[str, EscalationState] = field(default_factory=dict)
     # Cancels (a timer group) and schedules, in the order they were decided: a cancel must
@@ -69,8 +80,15 @@ class StagedWrites:
 
     def add_event(self, event: incident_pb2.IncidentEvent) -> None:
         self.events.append(event)
+        self.projection.append(event)
         self.event_ids.add(event.event_id)
         self.incidents[event.incident.incident_id] = event.incident
+
+    def add_entries(
+        self, incident: incident_pb2.Incident, entries: list[incident_pb2.IncidentEvent]
+    ) -> None:
+        for entry in entries:
+            self.projection.append((entry, incident.incident_id, incident.service_id))
 
     def add_effects(self, incident_id: str, effects: Effects) -> None:
         if effects.cancel_escalation:
@@ -135,9 +153,10 @@ class Escalator:
                 if seen:
                     return
                 effects = lifecycle.on_event(config, event, state, self._clock.now(), overrides)
-                await self._produce(event.incident, effects)
+                _, entries = await self._produce(event.incident, effects)
                 self._staged.add_effects(incident_id, effects)
                 self._staged.add_event(event)
+                self._staged.add_entries(event.incident, entries)
         finally:
             self._release(incident_id)
         _log_effects(incident_id, effects)
@@ -182,8 +201,11 @@ class Escalator:
                         self._timers.queue_schedule(pipe, op)
                 for incident_id, state in staged.states.items():
                     self._states.queue_put(pipe, incident_id, state)
-                for event in staged.events:
-                    self._projection.queue_apply(pipe, event)
+                for applied in staged.projection:
+                    if isinstance(applied, tuple):
+                        self._projection.queue_append(pipe, *applied)
+                    else:
+                        self._projection.queue_apply(pipe, applied)
                 self._projection.queue_prune(pipe)
                 await pipe.execute()
             self._staged = StagedWrites()
@@ -239,8 +261,9 @@ class Escalator:
 
     async def _produce(
         self, incident: incident_pb2.Incident, effects: Effects
-    ) -> list[asyncio.Future[Any]]:
-        """Hand the pages and commands to the producer; their futures say when durable."""
+    ) -> tuple[list[asyncio.Future[Any]], list[incident_pb2.IncidentEvent]]:
+        """Hand the pages, commands and timeline entries to the producer: their futures
+        say when durable; the entries go to the projection's timeline too."""
         now = self._clock.now()
         futures = []
         for page in effects.pages:
@@ -255,14 +278,22 @@ class Escalator:
                     INCIDENTS_COMMANDS, incident.service_id, _command(incident, command, now)
                 )
             )
-        return futures
+        entries = [_entry(incident, spec, now) for spec in effects.entries]
+        for entry in entries:
+            futures.append(
+                await self._producer.enqueue(INCIDENTS_TIMELINE, incident.incident_id, entry)
+            )
+        return futures, entries
 
     async def _apply_now(self, incident: incident_pb2.Incident, effects: Effects) -> None:
         """A timer's effects: its records durable first, then its Redis writes."""
-        for future in await self._produce(incident, effects):
+        futures, entries = await self._produce(incident, effects)
+        for future in futures:
             await future
         incident_id = incident.incident_id
         async with self._redis.pipeline(transaction=True) as pipe:
+            for entry in entries:
+                self._projection.queue_append(pipe, entry, incident_id, incident.service_id)
             if effects.cancel_escalation:
                 self._timers.queue_cancel_group(pipe, incident_id)
             if effects.cancel_auto_resolve:
@@ -311,6 +342,23 @@ def _request(
     return request
 
 
+def _entry(
+    incident: incident_pb2.Incident, spec: EntrySpec, now: datetime
+) -> incident_pb2.IncidentEvent:
+    """The entry as incidents.timeline carries it: with the incident as escalation saw it
+    (insight makes an incident's fact from any of its records; the projection's timeline
+    gets the projection's own incident instead: tocsin_common.timeline)."""
+    entry = incident_pb2.IncidentEvent(
+        event_id=spec.entry_id,
+        type=spec.event_type,  # type: ignore[arg-type]
+        incident=incident,
+        actor=spec.actor,
+        message=spec.message,
+    )
+    set_timestamp(entry.at, now)
+    return entry
+
+
 def _command(
     incident: incident_pb2.Incident, spec: CommandSpec, now: datetime
 ) -> incident_pb2.IncidentCommand:
@@ -324,8 +372,13 @@ def _command(
         command.unacknowledge.SetInParent()
     elif spec.kind == "resolve":
         command.resolve.SetInParent()
-    else:
+    elif spec.kind == "timeline_entry":
+        # An entry correlation must apply itself (levels reached are EntrySpecs instead).
         command.timeline_entry.type = spec.event_type  # type: ignore[assignment]
         command.timeline_entry.message = spec.message
+    else:
+        raise ValueError(
+            f"command kind: {spec.kind!r} is not unacknowledge, resolve or timeline_entry"
+        )
     set_timestamp(command.requested_at, now)
     return command

@@ -157,13 +157,25 @@ def reminder_group(incident_id: str) -> str:
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """An IncidentCommand to send on incidents.commands."""
+    """An IncidentCommand to send on incidents.commands: a change of the incident's state,
+    which correlation (its one writer) applies."""
 
-    kind: str  # unacknowledge | resolve | timeline_entry
+    kind: str  # unacknowledge | resolve | timeline_entry (an entry correlation applies)
     command_id: str
     actor: str = "system"
     message: str = ""
+    event_type: int = E.INCIDENT_EVENT_TYPE_UNSPECIFIED  # of a timeline_entry
+
+
+@dataclass(frozen=True)
+class EntrySpec:
+    """A timeline entry that changes no state (a level reached): escalation records it
+    itself, on incidents.timeline and on the projection's timeline."""
+
+    entry_id: str
+    message: str
     event_type: int = E.INCIDENT_EVENT_TYPE_ESCALATED
+    actor: str = "system"
 
 
 @dataclass
@@ -175,6 +187,7 @@ class Effects:
     pages: list[PlannedPage] = field(default_factory=list)
     timers: list[TimerSpec] = field(default_factory=list)
     commands: list[CommandSpec] = field(default_factory=list)
+    entries: list[EntrySpec] = field(default_factory=list)
     dropped: str = ""  # why nothing happened (logs, metrics, tests)
 
 
@@ -268,11 +281,10 @@ def page_level(
     text += f": paged {who}"
     if reason:
         text = f"{reason}; {text}"
-    effects.commands.append(
-        CommandSpec(
-            "timeline_entry",
+    effects.entries.append(
+        EntrySpec(
             derived_id(incident.incident_id, state.run, str(level), str(pass_), "escalated"),
-            message=text,
+            text,
         )
     )
     return effects

@@ -1,7 +1,9 @@
 """The read side of incidents in Redis, built from incidents.events.
 
 - tocsin:incident:<id>           the latest Incident (protobuf bytes)
-- tocsin:incident:<id>:timeline  every IncidentEvent of it, in order (protobuf bytes)
+- tocsin:incident:<id>:timeline  every IncidentEvent of it, in order (protobuf bytes), and
+                                 the entries other services add (tocsin_common.timeline)
+- tocsin:incident:<id>:parked    such entries that came before the incident's first event
 - tocsin:incidents               incident ids by creation time (sorted set, score: seconds)
 - tocsin:incidents:by-status:<triggered|acknowledged|resolved>,
   tocsin:incidents:by-service:<service id>, tocsin:incidents:by-urgency:<high|low>
@@ -14,7 +16,9 @@
                                  their latest (sorted set): the status page's source
 
 Everything an event changes is written by one script queued on escalation's batch
-pipeline (one round trip per batch). A resolved incident's keys expire after
+pipeline (one round trip per batch). Entries that change no state (escalation's levels
+reached, pages' outcomes) are appended by :func:`tocsin_common.timeline.queue_append`,
+from escalation here and from notification. A resolved incident's keys expire after
 ``limits.resolved_incident_retention``; its index entries are pruned once per batch and
 before each List (the history belongs to the insight store).
 """
@@ -28,6 +32,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from tocsin.v1 import incident_pb2
+from tocsin_common import timeline
 from tocsin_common.config import Limits
 
 from tocsin_escalation.incident_query import (
@@ -46,11 +51,11 @@ from tocsin_escalation.incident_query import (
 )
 from tocsin_escalation.pipelining import queue_script
 
-_SEEN_TTL = 7 * 24 * 3600
-STREAM_KEY = "tocsin:incident-stream"
+_SEEN_TTL = timeline.SEEN_TTL_S
+STREAM_KEY = timeline.STREAM_KEY
 STATUS_UPDATED_KEY = "tocsin:incidents:status-updated"
 STATUS_UPDATED_KEEP_S = 30 * 24 * 3600  # the page shows 7 days of resolved incidents
-_INCIDENT_PREFIX = "tocsin:incident:"
+_INCIDENT_PREFIX = timeline.INCIDENT_PREFIX
 _STATUS_KEYS = [status_key(s) for s in STATUSES]
 _URGENCY_KEYS = [urgency_key(u) for u in URGENCIES]
 PRUNE_BATCH = 500  # index entries of expired incidents removed per prune
@@ -58,13 +63,16 @@ PRUNE_BATCH = 500  # index entries of expired incidents removed per prune
 # Applies one event unless it was applied before: the seen mark and the writes it guards
 # in one atomic step, so it can be queued on a pipeline with many others (one round trip).
 # KEYS: seen, incident, timeline, all, by-service, by-status, by-urgency, expiring, stream,
-# then the status and urgency sets the incident must leave.
-_APPLY = """
+# parked, then the status and urgency sets the incident must leave. Entries parked because
+# they came before the incident (tocsin_common.timeline) follow the event, carrying it.
+_APPLY = (
+    timeline.WITH_INCIDENT_LUA
+    + """
 if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('RPUSH', KEYS[3], ARGV[3])
 for i = 4, 7 do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[5]) end
-for i = 10, #KEYS do redis.call('ZREM', KEYS[i], ARGV[5]) end
+for i = 11, #KEYS do redis.call('ZREM', KEYS[i], ARGV[5]) end
 if ARGV[6] == '1' then
   local ttl = tonumber(ARGV[7])
   redis.call('EXPIRE', KEYS[2], ttl)
@@ -76,8 +84,18 @@ else
   redis.call('ZREM', KEYS[8], ARGV[9])
 end
 redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[8], '*', 'e', ARGV[3], 's', ARGV[10])
+local parked = redis.call('LRANGE', KEYS[10], 0, -1)
+if #parked > 0 then
+  for _, raw in ipairs(parked) do
+    local entry = with_incident(raw, ARGV[2])
+    redis.call('RPUSH', KEYS[3], entry)
+    redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[8], '*', 'e', entry, 's', ARGV[10])
+  end
+  redis.call('DEL', KEYS[10])
+end
 return 1
 """
+)
 
 # Removes expired incidents from every index. KEYS: expiring, all; ARGV: how many at most,
 # the by-service key prefix, then every status and urgency set.
@@ -176,8 +194,7 @@ return {out, last_score, last_id, more, position}
 """
 
 
-def _seen_key(event_id: str) -> str:
-    return f"tocsin:incident-event-seen:{event_id}"
+_seen_key = timeline.seen_key
 
 
 def _bytes(raw: bytes | str) -> bytes:
@@ -249,6 +266,7 @@ class IncidentProjection:
                 current_urgency,
                 EXPIRING_KEY,
                 STREAM_KEY,
+                timeline.parked_key(incident.incident_id),
                 *(k for k in _STATUS_KEYS if k != current_status),
                 *(k for k in _URGENCY_KEYS if k != current_urgency),
             ],
@@ -277,6 +295,13 @@ class IncidentProjection:
             pipe.zrevrangebyscore(STATUS_UPDATED_KEY, "+inf", since_s, start=0, num=limit)
             _, found = await pipe.execute()
         return [_text(i) for i in found]
+
+    def queue_append(
+        self, pipe: Pipeline, entry: incident_pb2.IncidentEvent, incident_id: str, service_id: str
+    ) -> None:
+        """Queue the append of an entry that changes no state (its incident is the
+        projection's at that moment): tocsin_common.timeline.queue_append."""
+        timeline.queue_append(pipe, entry, incident_id, service_id, self._retention().watch_backlog)
 
     def queue_prune(self, pipe: Pipeline) -> None:
         """Queue the removal of expired incidents from the indexes (a bounded number)."""

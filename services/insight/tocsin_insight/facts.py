@@ -1,7 +1,12 @@
 """The facts insight keeps, and how events make them (pure: no I/O, no clock).
 
-An incident's fact is a fold of its events on ``incidents.events``, in their order:
-``fold_incident(fact_or_None, event, directory) -> fact``. The store persists the result;
+An incident's fact is a fold of its events on ``incidents.events`` and
+``incidents.timeline``, in their order: ``fold_incident(fact_or_None, event, directory) ->
+fact``. The two topics are read in no order relative to each other, so an entry that
+changes no state (ESCALATED, NOTIFIED: :data:`TIMELINE_ONLY`) may be folded before the
+incident's TRIGGERED or after a later acknowledgement: it never sets the status or the
+title, and the opening alert's source and dedup key are taken from the first event that
+has an alert. The store persists the result;
 it never decides anything itself. A notification's fact is one delivery outcome on
 ``notifications.status``; a change's fact one record on ``changes``.
 
@@ -24,7 +29,11 @@ from tocsin_common.change import lifecycle
 
 # 2: change facts carry their change id, kind, status, version, environment and rollback_of
 # (the deploy gate's changes in flight and a change's timeline read them).
-DEFINITION_VERSION = 2
+# 2 (another branch, merged): the entries that change no state (escalation's levels reached,
+# on incidents.timeline now) do not set an incident's status or title; a TRIGGERED folded
+# after one of them still gives the source and dedup key.
+# 3: both of the above together.
+DEFINITION_VERSION = 3
 
 E = incident_pb2
 
@@ -43,6 +52,9 @@ SEVERITY_NAMES = {
 IMPACT_LEVELS = ("major", "partial", "degraded")
 
 _LEVEL = re.compile(r"escalated to level (\d+)")
+# Entries that record something without changing the incident (levels reached, pages'
+# outcomes): their incident snapshot may be older than the fact.
+TIMELINE_ONLY = frozenset({E.INCIDENT_EVENT_TYPE_ESCALATED, E.INCIDENT_EVENT_TYPE_NOTIFIED})
 # Events that end a snooze early (a snooze otherwise runs until its `snoozed_until`).
 _SNOOZE_ENDERS = frozenset(
     {
@@ -227,14 +239,19 @@ def fold_incident(
     kind = event.type
     current = fact if fact is not None else _new_fact(event, directory)
     changes: dict[str, object] = {
-        "status": _status(incident),
         "updated_at": max(current.updated_at, at),
         "event_count": current.event_count + 1,
         "alert_count": max(current.alert_count, incident.alert_count),
-        "title": incident.title or current.title,
         "held": current.held or bool(incident.held_by_incident_id),
         "flapping": current.flapping or incident.flapping,
     }
+    if kind not in TIMELINE_ONLY:
+        changes["status"] = _status(incident)
+        changes["title"] = incident.title or current.title
+    if kind == E.INCIDENT_EVENT_TYPE_TRIGGERED and fact is not None and not current.source:
+        # The fact was made from an entry folded first, without the opening alert.
+        changes["source"] = event.alert.source
+        changes["dedup_key"] = event.alert.dedup_key or current.dedup_key
     if incident.probable_causes and not current.linked_changes:
         changes["linked_changes"] = tuple(
             c.change.event_id for c in incident.probable_causes if c.change.event_id

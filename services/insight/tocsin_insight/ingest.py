@@ -1,5 +1,6 @@
 """From Kafka to Postgres exactly once: a plain aiokafka consumer of incidents.events,
-notifications.status and changes whose offsets live in Postgres, not in Kafka.
+incidents.timeline, notifications.status and changes whose offsets live in Postgres, not
+in Kafka.
 
 Each poll becomes one :class:`~tocsin_insight.store.Batch`; its rows and the next offsets
 of its partitions are written in one transaction. On assignment (start, rebalance) and when
@@ -28,6 +29,7 @@ from tocsin_common.topics import (
     CHANGES,
     INCIDENTS_DEADLETTER,
     INCIDENTS_EVENTS,
+    INCIDENTS_TIMELINE,
     NOTIFICATIONS_STATUS,
 )
 
@@ -37,7 +39,15 @@ from tocsin_insight.store import Batch, DeadRecord, EventRecord, FactStore, Writ
 
 log = logging.getLogger("tocsin.insight.ingest")
 
-TOPICS = (INCIDENTS_EVENTS.name, NOTIFICATIONS_STATUS.name, CHANGES.name)
+TOPICS = (
+    INCIDENTS_EVENTS.name,
+    INCIDENTS_TIMELINE.name,
+    NOTIFICATIONS_STATUS.name,
+    CHANGES.name,
+)
+# Both carry an incident's timeline: correlation's events, and the entries that change no
+# state (escalation's levels reached), folded alike.
+_INCIDENT_TOPICS = frozenset({INCIDENTS_EVENTS.name, INCIDENTS_TIMELINE.name})
 
 RECORDS = Counter("tocsin_insight_records_total", "Records written into facts, by topic", ["topic"])
 DEAD = Counter("tocsin_insight_dead_letters_total", "Records insight could not use", ["topic"])
@@ -73,7 +83,7 @@ def decode(
         try:
             if record.value is None:
                 raise FactError("value: empty record (a tombstone)")
-            if record.topic == INCIDENTS_EVENTS.name:
+            if record.topic in _INCIDENT_TOPICS:
                 event = incident_pb2.IncidentEvent.FromString(record.value)
                 if not event.event_id:
                     raise FactError("event_id: is empty")

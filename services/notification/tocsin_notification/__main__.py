@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 
 from aiohttp import web
 from tocsin.v1 import (
@@ -24,6 +25,7 @@ from tocsin_common.redisclient import blocking_redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
 from tocsin_common.secrets import SecretError
 from tocsin_common.settings import Settings
+from tocsin_common.timeline import DEFAULT_WATCH_BACKLOG
 from tocsin_common.topics import (
     NOTIFICATION_GROUP,
     NOTIFICATIONS_DEADLETTER,
@@ -92,6 +94,7 @@ def build_pipeline(
     clock: Clock,
     credential: str | None,
     spans: bool = True,
+    watch_backlog: Callable[[], int] = lambda: DEFAULT_WATCH_BACKLOG,
 ) -> Pipeline:
     limit = SlidingWindowLimit(tuning.rate_limit, tuning.rate_window_s)
     policy = BundlePolicy(limit, tuning.bundle_window_s)
@@ -113,7 +116,7 @@ def build_pipeline(
             tuning.max_per_endpoint,
         ),
         retry=RetryStage(tuning.retry, clock),
-        record=RecordStage(producer, batcher, clock, spans=spans),
+        record=RecordStage(producer, batcher, clock, spans=spans, watch_backlog=watch_backlog),
         contacts=contact_directory(GrpcContacts(oncall, credential=credential), tuning),
         providers=providers,
         clock=clock,
@@ -180,6 +183,7 @@ async def serve(stop: asyncio.Event) -> None:
         clock=clock,
         credential=access.credential(),
         spans=spans,
+        watch_backlog=lambda: config.current.limits.watch_backlog,
     )
     deliverer = Deliverer(pipeline)
     consumer = ConcurrentConsumer(

@@ -74,7 +74,11 @@ class Pipeline:
             # No outcome (Redis or Kafka failed under it): the caller retries the request,
             # and this process may take its own lease back at once. Unless the page still
             # waits in a bundle or is being sent: then the retry waits for that outcome.
-            if job.done is None or job.done.done():
+            # And only if this job took the lease: a redelivered copy that was waiting
+            # (IN_FLIGHT) behind a bundled one must not free the key under it — its retry
+            # would then take the key and send the page a second time (the failure suite
+            # saw a bundle of 78 sent twice after a rebalance redelivered its requests).
+            if job.claimed and (job.done is None or job.done.done()):
                 self.idempotency.forget(job)
             raise
 
@@ -90,6 +94,7 @@ class Pipeline:
             return await self.record.record(
                 job, "", Outcome.DELIVERY_OUTCOME_DUPLICATE, claim.value
             )
+        job.claimed = True
         job.done = asyncio.get_running_loop().create_future()
         limited_until = await self.ratelimit.limited_until(job.bundle_key, self._clock.now())
         held = await self.bundle.submit(job, self._deliver)

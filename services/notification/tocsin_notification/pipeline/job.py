@@ -46,6 +46,9 @@ class Job:
     request: notification_pb2.NotificationRequest
     source: Source = field(default_factory=Source)
     done: asyncio.Future[notification_pb2.NotificationStatus] | None = None
+    # This job took the idempotency key's lease: only then may it give the key up when it
+    # fails (another job of this process, a redelivery of the same request, may hold it).
+    claimed: bool = False
     # Acknowledgements of the records this job's outcomes were handed to Kafka as. The
     # pipeline does not wait for them; whoever commits the request (the consumer) does.
     produced: list[asyncio.Future[Any]] = field(default_factory=list)

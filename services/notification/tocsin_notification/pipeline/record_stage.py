@@ -1,24 +1,31 @@
-"""Stage 7 — record: every outcome is a NotificationStatus on notifications.status, an
-entry on the incident's timeline (IncidentCommand.timeline_entry on incidents.commands,
-keyed by service), and a row for ListDeliveries; a final failure is also a dead letter on
-notifications.deadletter carrying the attempt history."""
+"""Stage 7 — record: every outcome is a NotificationStatus on notifications.status and a row
+for ListDeliveries; one the timeline shows (delivered, retrying, failed, rate limited) is
+also an entry on the incident's timeline, appended here to the projection's Redis
+timeline (tocsin_common.timeline) in the same pipeline as the row — not a command through
+correlation: it changes nothing of the incident. A final failure is also a dead letter on
+notifications.deadletter carrying the attempt history.
+
+The entry's id derives from the request, the attempt and the outcome, so a replayed or
+redelivered outcome is appended once; the status record on Kafka is its durable copy
+(insight's page facts, and what a rebuilt read model replays)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol, cast
 
 from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
-from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
+from redis.exceptions import RedisError
+from tocsin.v1 import alert_pb2, notification_pb2
+from tocsin_common import timeline
 from tocsin_common.clock import Clock
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import (
-    INCIDENTS_COMMANDS,
     NOTIFICATIONS_DEADLETTER,
     NOTIFICATIONS_REQUESTS,
     NOTIFICATIONS_STATUS,
@@ -47,25 +54,24 @@ class PreparedProducer(Producer, Protocol):
     ) -> asyncio.Future[RecordMetadata]: ...
 
 
-_OUTCOME_WORDS = {
-    notification_pb2.DELIVERY_OUTCOME_DELIVERED: "Notified",
-    notification_pb2.DELIVERY_OUTCOME_RETRYING: "Notification attempt failed for",
-    notification_pb2.DELIVERY_OUTCOME_FAILED: "Could not notify",
-    notification_pb2.DELIVERY_OUTCOME_RATE_LIMITED: "Notification delayed (rate limit) for",
-}
-
-
 class RecordStage:
     """`spans` False (this process exports no spans): the records go to the producer
     without a PRODUCER span each, which would be thrown away unseen; they still carry the
     current trace context in their headers."""
 
     def __init__(
-        self, producer: Producer, batcher: CommandBatcher, clock: Clock, *, spans: bool = True
+        self,
+        producer: Producer,
+        batcher: CommandBatcher,
+        clock: Clock,
+        *,
+        spans: bool = True,
+        watch_backlog: Callable[[], int] = lambda: timeline.DEFAULT_WATCH_BACKLOG,
     ) -> None:
         self._producer = producer
         self._batcher = batcher
         self._clock = clock
+        self._watch_backlog = watch_backlog
         self._prepared: PreparedProducer | None = None
         if not spans and hasattr(producer, "enqueue_prepared"):
             self._prepared = cast(PreparedProducer, producer)
@@ -103,32 +109,22 @@ class RecordStage:
         )
         set_timestamp(status.at, now)
         futures = [await self._enqueue(NOTIFICATIONS_STATUS, status.incident_id, status)]
-        words = _OUTCOME_WORDS.get(outcome)
-        if words and request.incident.service_id:
-            command = incident_pb2.IncidentCommand(
-                command_id=str(uuid.uuid4()),
-                incident_id=request.incident.incident_id,
-                service_id=request.incident.service_id,
-                actor="notification",
-                timeline_entry=incident_pb2.TimelineEntryCommand(
-                    type=incident_pb2.INCIDENT_EVENT_TYPE_NOTIFIED,
-                    message=_timeline_message(words, who or request.user_id, channel, status),
-                ),
-            )
-            # The same instant: copied, not converted from the datetime again (~6 us).
-            command.requested_at.CopyFrom(status.at)
-            futures.append(await self._enqueue(INCIDENTS_COMMANDS, command.service_id, command))
-        # Not awaited here: the consumer commits the request's offset only once these are
+        # Not awaited here: the consumer commits the request's offset only once it is
         # acknowledged, and the producer batches the records of many pages meanwhile.
         job.produced.extend(futures)
         key = f"tocsin:deliveries:{status.incident_id}"
         row = status.SerializeToString()
+        entry = timeline.notified_entry(status, who) if status.incident_id else None
+        service_id = request.incident.service_id
+        backlog = self._watch_backlog()
 
         def row_commands(pipe: Any) -> None:
             pipe.rpush(key, row)
             pipe.expire(key, DELIVERIES_TTL_S)
+            if entry is not None:
+                timeline.queue_append(pipe, entry, status.incident_id, service_id, backlog)
 
-        await self._batcher.run(row_commands)
+        await self._write(row_commands)
         log.info(
             "page %s",
             notification_pb2.DeliveryOutcome.Name(outcome).lower(),
@@ -141,6 +137,22 @@ class RecordStage:
             },
         )
         return status
+
+    async def _write(self, commands: Callable[[Any], None]) -> None:
+        """The row and the timeline entry, retried until Redis takes them. Raising would
+        end the page without an outcome, and its retry would find it delivered (a
+        duplicate): the row and the entry of what happened would never be written. A
+        retry after an answer lost on the way may add the row twice; the entry is
+        appended once (its seen mark)."""
+        backoff = 0.1
+        while True:
+            try:
+                await self._batcher.run(commands)
+                return
+            except (RedisError, OSError):
+                log.warning("writing a page's outcome to Redis failed; retrying", exc_info=True)
+            await self._clock.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def dead_letter(self, job: Job, reason: str, history: list[Attempt]) -> None:
         source = job.source
@@ -161,14 +173,6 @@ class RecordStage:
         job.produced.append(
             await self._enqueue(NOTIFICATIONS_DEADLETTER, job.request.user_id, letter)
         )
-
-
-def _timeline_message(
-    words: str, who: str, channel: str, status: notification_pb2.NotificationStatus
-) -> str:
-    how = f" by {channel}" if channel else ""
-    tail = f" (attempt {status.attempt}): {status.detail}" if status.detail else ""
-    return f"{words} {who}{how}{tail}"
 
 
 def now_iso(clock: Clock) -> str:
