@@ -31,6 +31,8 @@ from tocsin_common.topics import (
 )
 from tocsin_common.tracing import spans_exported
 
+from tocsin_notification.approvals import ApprovalStore
+from tocsin_notification.automation import AutomationRunner
 from tocsin_notification.breaker import BreakerRegistry
 from tocsin_notification.bundling import BundlePolicy
 from tocsin_notification.consumer import ConcurrentConsumer
@@ -181,7 +183,10 @@ async def serve(stop: asyncio.Event) -> None:
         credential=access.credential(),
         spans=spans,
     )
-    deliverer = Deliverer(pipeline)
+    automation = AutomationRunner.from_settings(
+        pipeline, clock, ApprovalStore(redis), producer, notification_settings
+    )
+    deliverer = Deliverer(pipeline, automation)
     consumer = ConcurrentConsumer(
         bootstrap=settings.kafka_bootstrap,
         group_id=NOTIFICATION_GROUP.group_id,
@@ -241,6 +246,7 @@ async def serve(stop: asyncio.Event) -> None:
             task.cancel()
         for provider in providers.values():
             await provider.close()
+        await automation.close()
         await channel.close()
         await contacts_channel.close()
         await producer.stop()

@@ -124,6 +124,10 @@ RULES: dict[str, Rule] = {
     "incident.snooze": Rule(Role.RESPONDER, summary="snooze an incident"),
     "incident.reassign": Rule(Role.RESPONDER, summary="reassign an incident"),
     "incident.note": Rule(Role.RESPONDER, summary="add a note to an incident"),
+    "automation.approve": Rule(
+        Role.RESPONDER,
+        summary="approve or reject an automation action that waits on an incident",
+    ),
     "schedule.read": Rule(
         Role.VIEWER,
         mutation=False,

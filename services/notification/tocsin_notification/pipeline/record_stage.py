@@ -14,6 +14,7 @@ from typing import Any, Protocol, cast
 
 from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
 from tocsin_common.clock import Clock
 from tocsin_common.timeutil import set_timestamp
@@ -87,7 +88,10 @@ class RecordStage:
         detail: str,
         attempt: int = 1,
         who: str = "",
+        note: str = "",
     ) -> notification_pb2.NotificationStatus:
+        """``note``: for an automation action, its timeline entry (a note by the rule's
+        automation actor); none for an outcome that is not worth one (a duplicate)."""
         request = job.request
         now = self._clock.now()
         status = notification_pb2.NotificationStatus(
@@ -104,7 +108,10 @@ class RecordStage:
         set_timestamp(status.at, now)
         futures = [await self._enqueue(NOTIFICATIONS_STATUS, status.incident_id, status)]
         words = _OUTCOME_WORDS.get(outcome)
-        if words and request.incident.service_id:
+        if request.HasField("automation"):
+            if note and request.incident.service_id:
+                futures.append(await self._automation_note(request, note, status.at))
+        elif words and request.incident.service_id:
             command = incident_pb2.IncidentCommand(
                 command_id=str(uuid.uuid4()),
                 incident_id=request.incident.incident_id,
@@ -142,6 +149,30 @@ class RecordStage:
         )
         return status
 
+    async def _automation_note(
+        self,
+        request: notification_pb2.NotificationRequest,
+        note: str,
+        at: Timestamp,
+    ) -> asyncio.Future[RecordMetadata]:
+        """An automation action's outcome on the incident's timeline: a note by
+        ``automation:<rule>``, which correlation applies like a person's note."""
+        command = incident_pb2.IncidentCommand(
+            command_id=str(uuid.uuid4()),
+            incident_id=request.incident.incident_id,
+            service_id=request.incident.service_id,
+            actor=f"automation:{request.automation.rule_id}",
+            note=incident_pb2.NoteCommand(text=note),
+        )
+        command.requested_at.CopyFrom(at)
+        return await self._enqueue(INCIDENTS_COMMANDS, command.service_id, command)
+
+    async def note(self, request: notification_pb2.NotificationRequest, note: str) -> None:
+        """A note on an automation action's incident, by its rule's actor, durable."""
+        at = Timestamp()
+        set_timestamp(at, self._clock.now())
+        await (await self._automation_note(request, note, at))
+
     async def dead_letter(self, job: Job, reason: str, history: list[Attempt]) -> None:
         source = job.source
         letter = alert_pb2.DeadLetter(
@@ -152,15 +183,22 @@ class RecordStage:
             source_topic=source.topic or NOTIFICATIONS_REQUESTS.name,
             source_partition=source.partition,
             source_offset=source.offset,
-            original_key=source.key or job.request.user_id.encode(),
+            original_key=source.key or _key(job.request).encode(),
             original_value=source.value or job.request.SerializeToString(),
             original_headers=source.headers,
             failed_service=SERVICE,
         )
         set_timestamp(letter.failed_at, self._clock.now())
         job.produced.append(
-            await self._enqueue(NOTIFICATIONS_DEADLETTER, job.request.user_id, letter)
+            await self._enqueue(NOTIFICATIONS_DEADLETTER, _key(job.request), letter)
         )
+
+
+def _key(request: notification_pb2.NotificationRequest) -> str:
+    """The request's key on notifications.requests: a page's user, an action's incident."""
+    if request.HasField("automation"):
+        return request.incident.incident_id
+    return request.user_id
 
 
 def _timeline_message(
