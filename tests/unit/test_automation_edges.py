@@ -265,11 +265,11 @@ def test_an_action_request_without_its_url_or_rule_is_a_bad_record() -> None:
     request = notification_pb2.NotificationRequest(
         idempotency_key="k", incident=E.Incident(incident_id="inc-1"), automation=action(url="")
     )
-    with pytest.raises(BadRecord, match="automation.url: missing"):
+    with pytest.raises(BadRecord, match=r"automation\.url: missing"):
         parse(request.SerializeToString())
     request.automation.url = "https://runner.example.com/"
     request.automation.rule_id = ""
-    with pytest.raises(BadRecord, match="automation.rule_id: missing"):
+    with pytest.raises(BadRecord, match=r"automation\.rule_id: missing"):
         parse(request.SerializeToString())
 
 
