@@ -8,7 +8,7 @@ harness's recording peer plays the runbook runner at /runbook/...):
 - an action that requires approval waits (a note says so, the runner hears nothing); a
   person outside the service's team may not approve it (403); its responder approves it
   over the REST API, and it runs once, the approval and the result on the timeline; a
-  second approval is a 409;
+  second approval is a 409; a rejected one (with the CLI) never runs;
 - across a SIGKILL of notification (one incident's action done just before, another's
   waiting in Kafka while it is down) and a replay of the same firing, each incident's
   action reaches the runner exactly once.
@@ -30,6 +30,7 @@ from tocsin_escalation.escalator import automation_record
 from tocsin_notification.providers.webhook import SIGNATURE_HEADER, verify
 
 from tests.integration.harness import Stack
+from tests.integration.test_cli import tocsin
 from tools.recorder import RecordedRequest
 
 pytestmark = pytest.mark.integration
@@ -229,3 +230,31 @@ async def test_an_action_that_requires_approval_waits_then_runs_once_approved(
     assert "already approved by auto-resp" in str(answer)
     await asyncio.sleep(2)
     assert len(runs_of(stack, title, "/runbook/gated")) == 1
+
+
+async def test_a_rejected_action_never_runs_cli(stack: Stack) -> None:
+    title = await trigger(stack, "rejected", klass="gated")
+    [run] = await wait_runs(stack, title)
+    incident_id = run.json()["incident"]
+    await wait_notes(stack, incident_id, {"automation:auto-gated"})
+    responder, _ = await stack.token_for("auto-resp")
+    env = {"TOCSIN_API_URL": stack.api_url, "TOCSIN_TOKEN": responder}
+    args = ("automation", "reject", incident_id, "auto-gated", "--reason", "not now")
+    rejected = await tocsin(*args, "-o", "json", env=env)
+    assert rejected.code == 0, rejected.stderr
+    [approval] = rejected.json()["approvals"]
+    assert (approval["state"], approval["decided_by"]) == ("rejected", "auto-resp")
+    again = await tocsin(*args, env=env)
+    assert again.code == 5, (again.stdout, again.stderr)  # 409: already rejected
+    assert "already rejected by auto-resp" in again.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        notes = await wait_notes(stack, incident_id, {"automation:auto-gated"})
+        messages = [n.message for n in notes if n.actor == "automation:auto-gated"]
+        if len(messages) >= 2:
+            break
+        assert time.monotonic() < deadline, messages
+        await asyncio.sleep(0.2)
+    assert messages[1].endswith("rejected by auto-resp: not now"), messages
+    await asyncio.sleep(2)
+    assert runs_of(stack, title, "/runbook/gated") == []
