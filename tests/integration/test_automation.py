@@ -106,7 +106,7 @@ async def test_an_action_runs_once_per_incident_across_a_sigkill_of_notification
     first = await trigger(stack, "first")
     [run] = await wait_runs(stack, first)
     body = run.json()
-    incident_id = body["incident"]
+    incident_id = body["incident_id"]
     assert body["trigger"] == "triggered"
     assert run.method == "POST"
     assert run.headers["Idempotency-Key"] == f"automation/{incident_id}/auto-restart/triggered"
@@ -133,7 +133,7 @@ async def test_an_action_runs_once_per_incident_across_a_sigkill_of_notification
     notification.start()
     await notification.wait_healthy()
     [second_run] = await wait_runs(stack, second)
-    second_id = second_run.json()["incident"]
+    second_id = second_run.json()["incident_id"]
 
     # A replay of the first firing (escalation replaying its event produces the same key).
     replay = incident_pb2.Incident(incident_id=incident_id, service_id="auto-svc", title=first)
@@ -190,7 +190,7 @@ async def test_an_action_that_requires_approval_waits_then_runs_once_approved(
     title = await trigger(stack, "gated", klass="gated")
     # The ungated rule runs at once: it gives the incident's id.
     [run] = await wait_runs(stack, title)
-    incident_id = run.json()["incident"]
+    incident_id = run.json()["incident_id"]
     notes = await wait_notes(stack, incident_id, {"automation:auto-gated"})
     [waiting] = [n.message for n in notes if n.actor == "automation:auto-gated"]
     assert "rule auto-gated (triggered): POST http://127.0.0.1:" in waiting
@@ -235,7 +235,7 @@ async def test_an_action_that_requires_approval_waits_then_runs_once_approved(
 async def test_a_rejected_action_never_runs_cli(stack: Stack) -> None:
     title = await trigger(stack, "rejected", klass="gated")
     [run] = await wait_runs(stack, title)
-    incident_id = run.json()["incident"]
+    incident_id = run.json()["incident_id"]
     await wait_notes(stack, incident_id, {"automation:auto-gated"})
     responder, _ = await stack.token_for("auto-resp")
     env = {"TOCSIN_API_URL": stack.api_url, "TOCSIN_TOKEN": responder}
