@@ -1,5 +1,5 @@
-"""Automation actions through the whole stack (stack_config/85-automation.yaml; the
-harness's recording peer plays the runbook runner at /runbook/...):
+"""Automation actions through the whole stack (stack_config/85-automation.yaml; a recording
+HTTP peer on 127.0.0.1:31941 plays the runbook runner at /runbook/...):
 
 - an incident that matches a rule fires its HTTP action once, signed like webhooks, with
   the firing's Idempotency-Key; the request, the answer's status and an excerpt of its body
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import aiohttp
@@ -31,11 +32,22 @@ from tocsin_notification.providers.webhook import SIGNATURE_HEADER, verify
 
 from tests.integration.harness import Stack
 from tests.integration.test_cli import tocsin
-from tools.recorder import RecordedRequest
+from tools.recorder import RecordedRequest, RecordingHttpPeer
 
 pytestmark = pytest.mark.integration
 
 ROUTING_KEY = "itautomation00000000000000000001"
+RUNNER_PORT = 31941  # fixed: written into stack_config/85-automation.yaml
+
+
+@pytest.fixture(scope="module")
+async def runner() -> AsyncIterator[RecordingHttpPeer]:
+    peer = RecordingHttpPeer(RUNNER_PORT)
+    await peer.start()
+    try:
+        yield peer
+    finally:
+        await peer.stop()
 
 
 async def trigger(stack: Stack, story: str, klass: str = "") -> str:
@@ -57,9 +69,11 @@ async def trigger(stack: Stack, story: str, klass: str = "") -> str:
     return title
 
 
-def runs_of(stack: Stack, title: str, path: str = "/runbook/restart") -> list[RecordedRequest]:
+def runs_of(
+    runner: RecordingHttpPeer, title: str, path: str = "/runbook/restart"
+) -> list[RecordedRequest]:
     found = []
-    for request in list(stack.pages.requests):
+    for request in list(runner.requests):
         if request.path != path:
             continue
         try:
@@ -72,13 +86,17 @@ def runs_of(stack: Stack, title: str, path: str = "/runbook/restart") -> list[Re
 
 
 async def wait_runs(
-    stack: Stack, title: str, path: str = "/runbook/restart", timeout: float = 60.0
+    stack: Stack,
+    runner: RecordingHttpPeer,
+    title: str,
+    path: str = "/runbook/restart",
+    timeout: float = 60.0,
 ) -> list[RecordedRequest]:
     deadline = time.monotonic() + timeout
-    while not runs_of(stack, title, path):
+    while not runs_of(runner, title, path):
         assert time.monotonic() < deadline, f"no action for {title!r}\n{stack.logs()}"
         await asyncio.sleep(0.1)
-    return runs_of(stack, title, path)
+    return runs_of(runner, title, path)
 
 
 async def wait_notes(
@@ -102,11 +120,12 @@ async def wait_notes(
 
 async def test_an_action_runs_once_per_incident_across_a_sigkill_of_notification(
     stack: Stack,
+    runner: RecordingHttpPeer,
 ) -> None:
     first = await trigger(stack, "first")
-    [run] = await wait_runs(stack, first)
+    [run] = await wait_runs(stack, runner, first)
     body = run.json()
-    incident_id = body["incident_id"]
+    incident_id = body["incident"]
     assert body["trigger"] == "triggered"
     assert run.method == "POST"
     assert run.headers["Idempotency-Key"] == f"automation/{incident_id}/auto-restart/triggered"
@@ -132,8 +151,8 @@ async def test_an_action_runs_once_per_incident_across_a_sigkill_of_notification
     await asyncio.sleep(2)
     notification.start()
     await notification.wait_healthy()
-    [second_run] = await wait_runs(stack, second)
-    second_id = second_run.json()["incident_id"]
+    [second_run] = await wait_runs(stack, runner, second)
+    second_id = second_run.json()["incident"]
 
     # A replay of the first firing (escalation replaying its event produces the same key).
     replay = incident_pb2.Incident(incident_id=incident_id, service_id="auto-svc", title=first)
@@ -145,7 +164,7 @@ async def test_an_action_runs_once_per_incident_across_a_sigkill_of_notification
         requires_approval=False,
         planned_at=datetime.now(UTC),
         http=HttpRequestPlan(
-            url=f"http://127.0.0.1:{stack.pages.port}/runbook/restart",
+            url=f"http://127.0.0.1:{RUNNER_PORT}/runbook/restart",
             method="POST",
             body=run.body.decode(),
             content_type="application/json",
@@ -162,8 +181,8 @@ async def test_an_action_runs_once_per_incident_across_a_sigkill_of_notification
         await producer.stop()
 
     await asyncio.sleep(5)  # time for a repeat to arrive, were there one
-    assert len(runs_of(stack, first)) == 1, [r.headers for r in runs_of(stack, first)]
-    assert len(runs_of(stack, second)) == 1
+    assert len(runs_of(runner, first)) == 1, [r.headers for r in runs_of(runner, first)]
+    assert len(runs_of(runner, second)) == 1
     await wait_notes(stack, second_id, {"automation:auto-restart", "automation:auto-note"})
     notes = await wait_notes(stack, incident_id, {"automation:auto-restart"})
     assert len([n for n in notes if n.actor == "automation:auto-restart"]) == 1
@@ -186,23 +205,24 @@ async def decide(
 
 async def test_an_action_that_requires_approval_waits_then_runs_once_approved(
     stack: Stack,
+    runner: RecordingHttpPeer,
 ) -> None:
     title = await trigger(stack, "gated", klass="gated")
     # The ungated rule runs at once: it gives the incident's id.
-    [run] = await wait_runs(stack, title)
-    incident_id = run.json()["incident_id"]
+    [run] = await wait_runs(stack, runner, title)
+    incident_id = run.json()["incident"]
     notes = await wait_notes(stack, incident_id, {"automation:auto-gated"})
     [waiting] = [n.message for n in notes if n.actor == "automation:auto-gated"]
     assert "rule auto-gated (triggered): POST http://127.0.0.1:" in waiting
     assert "waits for approval until" in waiting, waiting
     assert f"/api/v1/incidents/{incident_id}/automation/auto-gated/approve" in waiting
     await asyncio.sleep(2)
-    assert runs_of(stack, title, "/runbook/gated") == []
+    assert runs_of(runner, title, "/runbook/gated") == []
 
     stranger, _ = await stack.token_for("auto-stranger")
     status, answer = await decide(stack, incident_id, stranger)
     assert status == 403, answer
-    assert runs_of(stack, title, "/runbook/gated") == []
+    assert runs_of(runner, title, "/runbook/gated") == []
 
     responder, _ = await stack.token_for("auto-resp")
     status, answer = await decide(stack, incident_id, responder)
@@ -213,7 +233,7 @@ async def test_an_action_that_requires_approval_waits_then_runs_once_approved(
     assert approval["reason"] == "runbook reviewed"
     assert approval["key"] == f"automation/{incident_id}/auto-gated/triggered"
 
-    [gated] = await wait_runs(stack, title, "/runbook/gated")
+    [gated] = await wait_runs(stack, runner, title, "/runbook/gated")
     assert gated.headers["Idempotency-Key"] == approval["key"]
     notes = await wait_notes(stack, incident_id, {"automation:auto-gated"})
     deadline = time.monotonic() + 30
@@ -229,13 +249,13 @@ async def test_an_action_that_requires_approval_waits_then_runs_once_approved(
     assert status == 409, answer
     assert "already approved by auto-resp" in str(answer)
     await asyncio.sleep(2)
-    assert len(runs_of(stack, title, "/runbook/gated")) == 1
+    assert len(runs_of(runner, title, "/runbook/gated")) == 1
 
 
-async def test_a_rejected_action_never_runs_cli(stack: Stack) -> None:
+async def test_a_rejected_action_never_runs_cli(stack: Stack, runner: RecordingHttpPeer) -> None:
     title = await trigger(stack, "rejected", klass="gated")
-    [run] = await wait_runs(stack, title)
-    incident_id = run.json()["incident_id"]
+    [run] = await wait_runs(stack, runner, title)
+    incident_id = run.json()["incident"]
     await wait_notes(stack, incident_id, {"automation:auto-gated"})
     responder, _ = await stack.token_for("auto-resp")
     env = {"TOCSIN_API_URL": stack.api_url, "TOCSIN_TOKEN": responder}
@@ -257,4 +277,4 @@ async def test_a_rejected_action_never_runs_cli(stack: Stack) -> None:
         await asyncio.sleep(0.2)
     assert messages[1].endswith("rejected by auto-resp: not now"), messages
     await asyncio.sleep(2)
-    assert runs_of(stack, title, "/runbook/gated") == []
+    assert runs_of(runner, title, "/runbook/gated") == []
