@@ -4,13 +4,16 @@ signed headers of an action, and how notification reads an action request."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
 from tocsin_common.automation import approval as approvals
+from tocsin_common.clock import FakeClock
 from tocsin_common.config import TocsinConfig, parse_config
 from tocsin_common.config.automation import AutomationRule
 from tocsin_common.kafka import BadRecord
@@ -19,8 +22,10 @@ from tocsin_escalation import lifecycle
 from tocsin_escalation.escalator import automation_record
 from tocsin_escalation.lifecycle import EscalationState
 from tocsin_notification.approvals import approved, decode, encode
-from tocsin_notification.automation import describe, headers_for
+from tocsin_notification.automation import AutomationRunner, describe, headers_for
 from tocsin_notification.delivery import parse
+from tocsin_notification.idempotency import Claim
+from tocsin_notification.pipeline import Job
 from tocsin_notification.providers.base import DeliveryError
 from tocsin_notification.providers.webhook import SIGNATURE_HEADER, verify
 
@@ -288,3 +293,83 @@ def test_an_approval_record_round_trips_and_an_approved_copy_names_who() -> None
     runnable = approved(stored, "mia")
     assert runnable.automation.approved_by == "mia"
     assert not request.automation.approved_by  # a copy: the stored request is unchanged
+
+
+class _Idempotency:
+    """Answers the claims given, then fails as Redis would; records what was forgotten."""
+
+    def __init__(self, *claims: Claim) -> None:
+        self.claims = list(claims)
+        self.forgotten: list[str] = []
+
+    async def admit(self, job: Job) -> Claim:
+        if not self.claims:
+            raise ConnectionError("redis is down")
+        return self.claims.pop(0)
+
+    def forget(self, job: Job) -> None:
+        self.forgotten.append(job.request.idempotency_key)
+
+
+async def _fail_with(idempotency: _Idempotency) -> None:
+    clock = FakeClock(T0)
+    runner = AutomationRunner(
+        SimpleNamespace(idempotency=idempotency),  # type: ignore[arg-type]
+        clock,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        secret=None,
+    )
+    job = Job(
+        notification_pb2.NotificationRequest(
+            idempotency_key="automation/inc-1/restart/triggered",
+            incident=E.Incident(incident_id="inc-1"),
+            automation=action(),
+        )
+    )
+    task = asyncio.create_task(runner.handle(job))
+    while not task.done():
+        await asyncio.sleep(0)
+        clock.advance(1.0)
+    with pytest.raises(ConnectionError):
+        await task
+    await runner.close()
+
+
+async def test_a_copy_that_waited_behind_another_does_not_free_the_key_when_it_fails() -> None:
+    # A redelivered copy waits IN_FLIGHT behind the first; Redis fails under it. Freeing
+    # the key would let its retry take it and run the action a second time.
+    waiting = _Idempotency(Claim.IN_FLIGHT, Claim.IN_FLIGHT)
+    await _fail_with(waiting)
+    assert waiting.forgotten == []
+
+
+async def test_a_job_that_took_the_key_gives_it_back_when_it_fails() -> None:
+    class _Failing(_Idempotency):
+        async def renew(self, jobs: list[Job]) -> None:
+            raise ConnectionError("redis is down")
+
+    took = _Failing(Claim.ACQUIRED)
+    clock = FakeClock(T0)
+    stages = SimpleNamespace(
+        idempotency=took,
+        retry=SimpleNamespace(run=lambda attempt, on_retry: attempt(1)),
+    )
+    runner = AutomationRunner(
+        stages,  # type: ignore[arg-type]
+        clock,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        secret=None,
+    )
+    job = Job(
+        notification_pb2.NotificationRequest(
+            idempotency_key="automation/inc-1/restart/triggered",
+            incident=E.Incident(incident_id="inc-1"),
+            automation=action(),
+        )
+    )
+    with pytest.raises(ConnectionError):
+        await runner.handle(job)
+    await runner.close()
+    assert took.forgotten == ["automation/inc-1/restart/triggered"]

@@ -190,6 +190,7 @@ class AutomationRunner:
             refused = await self._check_approved(job)
             if refused is not None:
                 return refused
+        claim = Claim.IN_FLIGHT
         try:
             claim = await stages.idempotency.admit(job)
             # Another worker holds the lease, or held it and died: wait for its outcome
@@ -203,7 +204,11 @@ class AutomationRunner:
                 )
             return await self._run(job)
         except BaseException:
-            stages.idempotency.forget(job)
+            # No outcome: the consumer retries the record, and this process may take its
+            # own lease back at once. Only a job that took the lease gives it up: a copy
+            # that waited behind another (IN_FLIGHT) must not free the key under it.
+            if claim is Claim.ACQUIRED:
+                stages.idempotency.forget(job)
             raise
 
     async def _run(self, job: Job) -> notification_pb2.NotificationStatus:
