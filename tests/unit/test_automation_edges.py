@@ -21,6 +21,7 @@ from tocsin_common.timeutil import set_timestamp
 from tocsin_escalation import lifecycle
 from tocsin_escalation.escalator import automation_record
 from tocsin_escalation.lifecycle import EscalationState
+from tocsin_insight.facts import is_page
 from tocsin_notification.approvals import approved, decode, encode
 from tocsin_notification.automation import AutomationRunner, describe, headers_for
 from tocsin_notification.delivery import parse
@@ -373,3 +374,9 @@ async def test_a_job_that_took_the_key_gives_it_back_when_it_fails() -> None:
         await runner.handle(job)
     await runner.close()
     assert took.forgotten == ["automation/inc-1/restart/triggered"]
+
+
+def test_insight_leaves_automation_outcomes_out_of_its_paging_facts() -> None:
+    page = notification_pb2.NotificationStatus(request_id="r", channel="webhook")
+    run = notification_pb2.NotificationStatus(request_id="r", channel="automation")
+    assert is_page(page) and not is_page(run)

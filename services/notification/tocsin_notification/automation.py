@@ -23,6 +23,7 @@ from typing import Literal
 
 import aiohttp
 from tocsin.v1 import notification_pb2
+from tocsin_common.automation import CHANNEL
 from tocsin_common.automation.approval import Approval
 from tocsin_common.clock import Clock
 from tocsin_common.config.model import NotificationSettings
@@ -43,7 +44,6 @@ from tocsin_notification.providers.webhook import SIGNATURE_HEADER, sign
 Outcome = notification_pb2.DeliveryOutcome
 
 EXCERPT_CHARS = 300
-CHANNEL = "automation"
 
 
 def describe(action: notification_pb2.AutomationAction) -> str:
