@@ -169,6 +169,22 @@ PROFILES["h7"] = Profile(
     insight=(10056, 10106, 0),
     partitions=TEST_PARTITIONS,
 )
+# h8 takes the 20000 block: 19000 is the test profile's, 10000 is h7's (branch status).
+PROFILES["h8"] = Profile(
+    "h8",
+    20092,
+    20093,
+    20079,
+    ingest=(20051, 20101, 20080),
+    correlation=(20052, 20102, 0),
+    escalation=(20053, 20103, 0),
+    notification=(20054, 20104, 20081),
+    recorder_port=20099,
+    api=(20055, 20105, 20082),
+    postgres_port=20032,
+    insight=(20056, 20106, 0),
+    partitions=TEST_PARTITIONS,
+)
 
 
 def say(message: str) -> None:

@@ -173,6 +173,7 @@ def test_pipeline_topics_follow_the_setting_small_ones_stay_fixed() -> None:
         "changes",
         "incidents.commands",
         "incidents.events",
+        "incidents.timeline",
         "notifications.requests",
         "notifications.status",
     }
@@ -186,7 +187,7 @@ def test_partition_problems_name_the_topic_and_the_counts() -> None:
     # Created with 12, the setting now 48: every pipeline topic is reported, not the fixed.
     old = {t.name: t.partition_count(12) for t in topics.ALL_TOPICS}
     problems = topics.partition_problems(old, 48)
-    assert len(problems) == 7
+    assert len(problems) == 8
     assert "topic alerts.normalized has 12 partitions, TOCSIN_KAFKA_PARTITIONS=48 expects 48" in (
         problems
     )

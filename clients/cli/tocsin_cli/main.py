@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tocsin_cli.commands import auth, incidents, live, ops, people, silence
+from tocsin_cli.commands import auth, automation, incidents, live, ops, people, silence
 from tocsin_cli.context import State, note
 from tocsin_cli.exitcodes import CliError, Exit
 from tocsin_cli.parsing import ArgError
@@ -44,6 +44,7 @@ app.command()(auth.login)
 app.command()(auth.logout)
 app.command()(auth.whoami)
 app.add_typer(incidents.app, name="incidents")
+app.add_typer(automation.app, name="automation")
 app.command()(people.oncall)
 app.add_typer(people.schedule_app, name="schedule")
 app.add_typer(silence.app, name="silence")

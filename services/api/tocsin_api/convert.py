@@ -63,6 +63,8 @@ OUTCOMES = {
     notification_pb2.DELIVERY_OUTCOME_FAILED: "failed",
     notification_pb2.DELIVERY_OUTCOME_DUPLICATE: "duplicate",
     notification_pb2.DELIVERY_OUTCOME_RATE_LIMITED: "rate_limited",
+    notification_pb2.DELIVERY_OUTCOME_AWAITING_APPROVAL: "awaiting_approval",
+    notification_pb2.DELIVERY_OUTCOME_REJECTED: "rejected",
 }
 OPS = {
     silence_service_pb2.Matcher.OP_EQUAL: "=",

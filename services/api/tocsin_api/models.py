@@ -225,6 +225,29 @@ class ComponentOverrideOut(BaseModel):
     until: str | None
 
 
+class AutomationDecisionBody(Strict):
+    reason: str = Field(default="", max_length=1000, description="why, on the timeline")
+
+
+class AutomationApproval(BaseModel):
+    """One firing of an automation rule that waited for approval (docs/automation.md)."""
+
+    key: str = Field(description="the firing's idempotency key")
+    rule_id: str
+    incident_id: str
+    trigger: str = Field(description="triggered, acknowledged, resolved or 'level N'")
+    state: Literal["pending", "approved", "rejected", "expired"]
+    decided_by: str
+    reason: str
+    requested_at: AwareDatetime | None
+    expires_at: AwareDatetime | None
+    decided_at: AwareDatetime | None
+
+
+class AutomationDecision(BaseModel):
+    approvals: list[AutomationApproval]
+
+
 class BulkItem(Strict):
     id: str = Field(min_length=1)
     etag: str | None = None

@@ -36,13 +36,20 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from google.protobuf.message import Message
 from redis.asyncio import Redis
 from tocsin.v1 import incident_pb2, notification_pb2
+from tocsin_common.automation.rules import PlannedAction
 from tocsin_common.clock import Clock
 from tocsin_common.config import ConfigStore
 from tocsin_common.kafka import BadRecord, EventProducer
 from tocsin_common.timeutil import set_timestamp
-from tocsin_common.topics import INCIDENTS_COMMANDS, INCIDENTS_TIMELINE, NOTIFICATIONS_REQUESTS
+from tocsin_common.topics import (
+    INCIDENTS_COMMANDS,
+    INCIDENTS_TIMELINE,
+    NOTIFICATIONS_REQUESTS,
+    Topic,
+)
 
 from tocsin_escalation import lifecycle
 from tocsin_escalation.lifecycle import (
@@ -283,6 +290,9 @@ class Escalator:
             futures.append(
                 await self._producer.enqueue(INCIDENTS_TIMELINE, incident.incident_id, entry)
             )
+        for action in effects.actions:
+            topic, key, message = automation_record(incident, action, now)
+            futures.append(await self._producer.enqueue(topic, key, message))
         return futures, entries
 
     async def _apply_now(self, incident: incident_pb2.Incident, effects: Effects) -> None:
@@ -314,14 +324,70 @@ def _timers(effects: Effects) -> list[Timer]:
 
 
 def _log_effects(incident_id: str, effects: Effects) -> None:
-    if effects.pages or effects.commands:
+    if effects.pages or effects.commands or effects.actions:
         log.info(
-            "escalation: %d page(s), %d command(s), %d timer(s)",
+            "escalation: %d page(s), %d command(s), %d timer(s), %d automation action(s)",
             len(effects.pages),
             len(effects.commands),
             len(effects.timers),
+            len(effects.actions),
             extra={"incident_id": incident_id},
         )
+
+
+def automation_record(
+    incident: incident_pb2.Incident, action: PlannedAction, now: datetime
+) -> tuple[Topic, str, Message]:
+    """Where a planned automation action goes: an HTTP action to notification (on
+    notifications.requests, keyed by incident), an incident command to correlation."""
+    if action.http is not None:
+        http = action.http
+        request = notification_pb2.NotificationRequest(
+            request_id=str(uuid.uuid4()),
+            idempotency_key=action.key,
+            incident=incident,
+            urgency=incident.urgency,
+            automation=notification_pb2.AutomationAction(
+                rule_id=action.rule_id,
+                trigger=action.trigger,
+                method=http.method,
+                url=http.url,
+                body=http.body,
+                content_type=http.content_type,
+                signed=http.signed,
+                timeout_ms=int(http.timeout_seconds * 1000),
+                requires_approval=action.requires_approval,
+                approval_ttl_ms=int(action.approval_ttl.total_seconds() * 1000),
+            ),
+        )
+        set_timestamp(request.requested_at, now)
+        return NOTIFICATIONS_REQUESTS, incident.incident_id, request
+    assert action.command is not None
+    command = incident_pb2.IncidentCommand(
+        # The same command for the same firing: a replay repeats it, not a second note.
+        command_id=lifecycle.derived_id(action.key, "command"),
+        incident_id=incident.incident_id,
+        service_id=incident.service_id,
+        actor=automation_actor(action.rule_id),
+    )
+    planned = action.command
+    if planned.command == "note":
+        command.note.text = planned.text
+    elif planned.command == "resolve":
+        command.resolve.SetInParent()
+    else:
+        # No priority command exists on incidents yet: say so on the timeline.
+        command.timeline_entry.type = incident_pb2.INCIDENT_EVENT_TYPE_NOTE_ADDED
+        command.timeline_entry.message = (
+            f"automation rule {action.rule_id} ({action.trigger}) would set priority "
+            f"{planned.priority}, but incidents have no priority command yet"
+        )
+    set_timestamp(command.requested_at, now)
+    return INCIDENTS_COMMANDS, incident.service_id, command
+
+
+def automation_actor(rule_id: str) -> str:
+    return f"automation:{rule_id}"
 
 
 def _request(

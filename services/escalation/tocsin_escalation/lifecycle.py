@@ -39,7 +39,16 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from tocsin.v1 import incident_pb2
+from tocsin.v1 import alert_pb2, incident_pb2
+from tocsin_common.automation.rules import (
+    AutomationError,
+    IncidentFacts,
+    PlannedAction,
+    Transition,
+    TriggerKind,
+    matching_rules,
+    plan,
+)
 from tocsin_common.config import EscalationLevel, EscalationTarget, Service, TocsinConfig
 
 from tocsin_escalation.policy import PlannedPage, plan_users
@@ -188,6 +197,7 @@ class Effects:
     timers: list[TimerSpec] = field(default_factory=list)
     commands: list[CommandSpec] = field(default_factory=list)
     entries: list[EntrySpec] = field(default_factory=list)
+    actions: list[PlannedAction] = field(default_factory=list)  # automation firings
     dropped: str = ""  # why nothing happened (logs, metrics, tests)
 
 
@@ -196,6 +206,59 @@ Overrides = dict[str, list[OverrideSpan]]
 
 def _urgency(incident: incident_pb2.Incident) -> str:
     return "low" if incident.urgency == E.URGENCY_LOW else "high"
+
+
+def incident_facts(incident: incident_pb2.Incident) -> IncidentFacts:
+    """What automation rules match and their templates read of an incident."""
+    severity = ""
+    if incident.severity:
+        severity = alert_pb2.Severity.Name(incident.severity).removeprefix("SEVERITY_").lower()
+    status = E.IncidentStatus.Name(incident.status).removeprefix("INCIDENT_STATUS_").lower()
+    return IncidentFacts(
+        incident_id=incident.incident_id,
+        service=incident.service_id,
+        title=incident.title,
+        urgency=_urgency(incident),
+        severity=severity,
+        status="" if status == "unspecified" else status,
+        labels=dict(incident.labels),
+    )
+
+
+def automation(
+    config: TocsinConfig,
+    incident: incident_pb2.Incident,
+    kind: TriggerKind,
+    now: datetime,
+    level: int = 0,
+) -> Effects:
+    """The automation rules that fire for this transition, planned (docs/automation.md).
+    A rule whose template cannot render for this incident is a timeline entry instead."""
+    effects = Effects()
+    if not config.automation.rules or incident.suppressed:
+        return effects
+    transition = Transition(incident_facts(incident), kind, level)
+    for rule in matching_rules(config.automation.rules, transition):
+        try:
+            effects.actions.append(plan(rule, transition, now))
+        except AutomationError as error:
+            effects.commands.append(
+                CommandSpec(
+                    "timeline_entry",
+                    derived_id(incident.incident_id, rule.id, transition.trigger, "automation"),
+                    actor=f"automation:{rule.id}",
+                    message=f"automation did not run: {error}",
+                    event_type=E.INCIDENT_EVENT_TYPE_NOTE_ADDED,
+                )
+            )
+    return effects
+
+
+def _with(effects: Effects, more: Effects) -> Effects:
+    effects.actions += more.actions
+    effects.commands += more.commands
+    effects.entries += more.entries
+    return effects
 
 
 def _levels(
@@ -287,7 +350,9 @@ def page_level(
             text,
         )
     )
-    return effects
+    # Every pass through a level plans its rules again: the firing's key is the same, so
+    # the action still runs once per (incident, rule, level).
+    return _with(effects, automation(config, incident, "level", now, level))
 
 
 def _user_exists(config: TocsinConfig, user_id: str) -> bool:
@@ -344,7 +409,7 @@ def on_event(
         if not incident.suppressed:
             created = _at(incident.created_at) if incident.HasField("created_at") else now
             effects.timers += _reminder(config, incident, created)
-        return effects
+        return _with(effects, automation(config, incident, "triggered", now))
     if kind == E.INCIDENT_EVENT_TYPE_STATUS_UPDATED:
         if event.status_update.status == "resolved":
             return Effects(cancel_reminder=True, dropped="resolved on the status page")
@@ -382,7 +447,7 @@ def on_event(
                     ACK_TIMEOUT, incident.incident_id, now + service.ack_timeout, event.event_id
                 )
             )
-        return effects
+        return _with(effects, automation(config, incident, "acknowledged", now))
     if kind == E.INCIDENT_EVENT_TYPE_UNACKNOWLEDGED:
         if event.command_id and event.command_id == state.quiet_unack:
             # Our own, sent when a snooze ended: that run already paged.
@@ -397,12 +462,13 @@ def on_event(
             "acknowledgement timed out",
         )
     if kind == E.INCIDENT_EVENT_TYPE_RESOLVED:
-        return Effects(
+        effects = Effects(
             state=replace(state, run="", phase=STOPPED, quiet_unack=""),
             cancel_escalation=True,
             cancel_auto_resolve=True,
             cancel_reminder=True,
         )
+        return _with(effects, automation(config, incident, "resolved", now))
     if kind == E.INCIDENT_EVENT_TYPE_SNOOZED:
         until = (
             incident.snoozed_until.ToDatetime(tzinfo=UTC)

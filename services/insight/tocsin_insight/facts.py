@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
+from tocsin_common.automation import CHANNEL as AUTOMATION_CHANNEL
 from tocsin_common.change import lifecycle
 
 # 2: change facts carry their change id, kind, status, version, environment and rollback_of
@@ -341,6 +342,12 @@ class NotificationFact:
     @property
     def delivered(self) -> bool:
         return self.outcome == "delivered"
+
+
+def is_page(status: notification_pb2.NotificationStatus) -> bool:
+    """Whether a status is a page's: an automation action's (docs/automation.md) pages
+    nobody and stays out of the paging facts."""
+    return status.channel != AUTOMATION_CHANNEL
 
 
 def notification_fact(

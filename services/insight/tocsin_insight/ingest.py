@@ -96,7 +96,10 @@ def decode(
                 )
             elif record.topic == NOTIFICATIONS_STATUS.name:
                 status = notification_pb2.NotificationStatus.FromString(record.value)
-                batch.notifications.append(facts.notification_fact(status, directory, hour_class))
+                if facts.is_page(status):
+                    batch.notifications.append(
+                        facts.notification_fact(status, directory, hour_class)
+                    )
             elif record.topic == CHANGES.name:
                 change = alert_pb2.ChangeEvent.FromString(record.value)
                 batch.changes.append(facts.change_fact(change, directory))

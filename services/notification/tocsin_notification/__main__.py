@@ -33,6 +33,8 @@ from tocsin_common.topics import (
 )
 from tocsin_common.tracing import spans_exported
 
+from tocsin_notification.approvals import ApprovalStore
+from tocsin_notification.automation import AutomationRunner
 from tocsin_notification.breaker import BreakerRegistry
 from tocsin_notification.bundling import BundlePolicy
 from tocsin_notification.consumer import ConcurrentConsumer
@@ -185,7 +187,10 @@ async def serve(stop: asyncio.Event) -> None:
         spans=spans,
         watch_backlog=lambda: config.current.limits.watch_backlog,
     )
-    deliverer = Deliverer(pipeline)
+    automation = AutomationRunner.from_settings(
+        pipeline, clock, ApprovalStore(redis), producer, notification_settings
+    )
+    deliverer = Deliverer(pipeline, automation)
     consumer = ConcurrentConsumer(
         bootstrap=settings.kafka_bootstrap,
         group_id=NOTIFICATION_GROUP.group_id,
@@ -245,6 +250,7 @@ async def serve(stop: asyncio.Event) -> None:
             task.cancel()
         for provider in providers.values():
             await provider.close()
+        await automation.close()
         await channel.close()
         await contacts_channel.close()
         await producer.stop()

@@ -14,9 +14,17 @@ from aiokafka import ConsumerRecord
 from tocsin.v1 import notification_pb2
 from tocsin_common.kafka import BadRecord
 
+from tocsin_notification.automation import AutomationRunner
 from tocsin_notification.pipeline import Job, Pipeline, Source
 
 REQUIRED = ("idempotency_key", "user_id", "contact_method_id")
+# An automation action (docs/automation.md) names no person.
+REQUIRED_AUTOMATION = (
+    "idempotency_key",
+    "incident.incident_id",
+    "automation.rule_id",
+    "automation.url",
+)
 
 
 def parse(value: bytes) -> notification_pb2.NotificationRequest:
@@ -26,6 +34,12 @@ def parse(value: bytes) -> notification_pb2.NotificationRequest:
         request.ParseFromString(value)
     except Exception as e:
         raise BadRecord(f"undecodable NotificationRequest: {e}") from None
+    if request.HasField("automation"):
+        for name in REQUIRED_AUTOMATION:
+            holder, _, field = name.rpartition(".")
+            if not getattr(getattr(request, holder) if holder else request, field):
+                raise BadRecord(f"{name}: missing")
+        return request
     for name in REQUIRED:
         if not getattr(request, name):
             raise BadRecord(f"{name}: missing")
@@ -33,8 +47,9 @@ def parse(value: bytes) -> notification_pb2.NotificationRequest:
 
 
 class Deliverer:
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, automation: AutomationRunner | None = None) -> None:
         self.pipeline = pipeline
+        self.automation = automation
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> list[asyncio.Future[Any]]:
         """Deliver one record's request; return the acknowledgements of the Kafka records
@@ -49,7 +64,12 @@ class Deliverer:
             headers={k: v for k, v in (record.headers or ())},
         )
         job = Job(request, source)
-        await self.pipeline.handle(job)
+        if request.HasField("automation"):
+            if self.automation is None:
+                raise BadRecord("automation: this process runs no automation actions")
+            await self.automation.handle(job)
+        else:
+            await self.pipeline.handle(job)
         return job.produced
 
     async def deliver(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 import grpc
 from redis.asyncio import Redis
@@ -16,6 +17,8 @@ from tocsin.v1 import (
 )
 from tocsin_common.auth.access import AccessControl
 from tocsin_common.auth.directory import contact_resource, incident_resource
+from tocsin_common.automation.approval import ApprovalConflict
+from tocsin_common.timeutil import set_timestamp
 
 from tocsin_notification.delivery import Deliverer
 
@@ -38,8 +41,19 @@ class NotificationServicer(notification_service_pb2_grpc.NotificationServiceServ
     ) -> None:
         """Deliveries are read with the incident: the caller must be able to read it
         (escalation knows its service; an unknown incident answers NOT_FOUND)."""
+        incident = await self._incident(incident_id, context)
+        resource = incident_resource(self._access.config.current, incident_id, incident.service_id)
+        if not self._access.allows("incident.read", resource):
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"incident_id: no incident {incident_id!r}"
+            )
+
+    async def _incident(
+        self, incident_id: str, context: grpc.aio.ServicerContext
+    ) -> incident_pb2.Incident:
+        """The incident, from escalation; NOT_FOUND when there is none."""
         try:
-            incident = await self._incidents.Get(
+            incident: incident_pb2.Incident = await self._incidents.Get(
                 incident_service_pb2.GetIncidentRequest(incident_id=incident_id), timeout=5
             )
         except grpc.aio.AioRpcError as e:
@@ -48,11 +62,7 @@ class NotificationServicer(notification_service_pb2_grpc.NotificationServiceServ
                 await context.abort(code, f"incident_id: no incident {incident_id!r}")
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"incident look-up: {code.name}")
             raise AssertionError("unreachable") from None
-        resource = incident_resource(self._access.config.current, incident_id, incident.service_id)
-        if not self._access.allows("incident.read", resource):
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"incident_id: no incident {incident_id!r}"
-            )
+        return incident
 
     async def ListDeliveries(
         self,
@@ -65,6 +75,61 @@ class NotificationServicer(notification_service_pb2_grpc.NotificationServiceServ
         response = notification_service_pb2.ListDeliveriesResponse()
         for raw in await self._redis.lrange(f"tocsin:deliveries:{request.incident_id}", 0, -1):
             response.statuses.add().ParseFromString(raw if isinstance(raw, bytes) else raw.encode())
+        return response
+
+    async def DecideAutomation(
+        self,
+        request: notification_service_pb2.DecideAutomationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> notification_service_pb2.DecideAutomationResponse:
+        for name in ("incident_id", "rule_id"):
+            if not getattr(request, name):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: is required")
+        if request.verdict not in ("approve", "reject"):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"verdict: {request.verdict!r} is not approve or reject",
+            )
+        runner = self._deliverer.automation
+        if runner is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "automation is not run here")
+            raise AssertionError("unreachable")
+        incident = await self._incident(request.incident_id, context)
+        resource = incident_resource(
+            self._access.config.current, request.incident_id, incident.service_id
+        )
+        principal = await self._access.authorize(context, "automation.approve", resource)
+        verdict: Literal["approve", "reject"] = (
+            "approve" if request.verdict == "approve" else "reject"
+        )
+        try:
+            decided = await runner.decide(
+                request.incident_id, request.rule_id, verdict, principal.id, request.reason
+            )
+        except ApprovalConflict as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            raise AssertionError("unreachable") from None
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e.args[0]))
+            raise AssertionError("unreachable") from None
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise AssertionError("unreachable") from None
+        response = notification_service_pb2.DecideAutomationResponse()
+        for approval in decided:
+            out = response.approvals.add(
+                key=approval.key,
+                rule_id=approval.rule_id,
+                incident_id=approval.incident_id,
+                trigger=approval.key.rsplit("/", 1)[-1].replace("-", " "),
+                state=approval.state,
+                decided_by=approval.decided_by,
+                reason=approval.reason,
+            )
+            set_timestamp(out.requested_at, approval.requested_at)
+            set_timestamp(out.expires_at, approval.expires_at)
+            if approval.decided_at is not None:
+                set_timestamp(out.decided_at, approval.decided_at)
         return response
 
     async def SendTestNotification(

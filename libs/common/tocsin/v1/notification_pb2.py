@@ -26,17 +26,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tocsin.v1 import incident_pb2 as tocsin_dot_v1_dot_incident__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctocsin/v1/notification.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tocsin/v1/incident.proto\"\xb3\x02\n\x13NotificationRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12%\n\x08incident\x18\x03 \x01(\x0b\x32\x13.tocsin.v1.Incident\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x19\n\x11\x63ontact_method_id\x18\x05 \x01(\t\x12\x18\n\x10\x65scalation_level\x18\x06 \x01(\x05\x12\x17\n\x0f\x65scalation_loop\x18\x07 \x01(\x05\x12\x12\n\nrule_index\x18\x08 \x01(\x05\x12#\n\x07urgency\x18\t \x01(\x0e\x32\x12.tocsin.v1.Urgency\x12\x30\n\x0crequested_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x02\n\x12NotificationStatus\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x13\n\x0bincident_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x19\n\x11\x63ontact_method_id\x18\x05 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12+\n\x07outcome\x18\x07 \x01(\x0e\x32\x1a.tocsin.v1.DeliveryOutcome\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\x12&\n\x02\x61t\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xd2\x01\n\x0f\x44\x65liveryOutcome\x12 \n\x1c\x44\x45LIVERY_OUTCOME_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x44\x45LIVERY_OUTCOME_DELIVERED\x10\x01\x12\x1d\n\x19\x44\x45LIVERY_OUTCOME_RETRYING\x10\x02\x12\x1b\n\x17\x44\x45LIVERY_OUTCOME_FAILED\x10\x03\x12\x1e\n\x1a\x44\x45LIVERY_OUTCOME_DUPLICATE\x10\x04\x12!\n\x1d\x44\x45LIVERY_OUTCOME_RATE_LIMITED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctocsin/v1/notification.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tocsin/v1/incident.proto\"\xe4\x02\n\x13NotificationRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12%\n\x08incident\x18\x03 \x01(\x0b\x32\x13.tocsin.v1.Incident\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x19\n\x11\x63ontact_method_id\x18\x05 \x01(\t\x12\x18\n\x10\x65scalation_level\x18\x06 \x01(\x05\x12\x17\n\x0f\x65scalation_loop\x18\x07 \x01(\x05\x12\x12\n\nrule_index\x18\x08 \x01(\x05\x12#\n\x07urgency\x18\t \x01(\x0e\x32\x12.tocsin.v1.Urgency\x12\x30\n\x0crequested_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\nautomation\x18\x0b \x01(\x0b\x32\x1b.tocsin.v1.AutomationAction\"\xe2\x01\n\x10\x41utomationAction\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0f\n\x07trigger\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x0e\n\x06signed\x18\x07 \x01(\x08\x12\x12\n\ntimeout_ms\x18\x08 \x01(\x05\x12\x19\n\x11requires_approval\x18\t \x01(\x08\x12\x17\n\x0f\x61pproval_ttl_ms\x18\n \x01(\x03\x12\x13\n\x0b\x61pproved_by\x18\x0b \x01(\t\"\x89\x02\n\x12NotificationStatus\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x13\n\x0bincident_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x19\n\x11\x63ontact_method_id\x18\x05 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12+\n\x07outcome\x18\x07 \x01(\x0e\x32\x1a.tocsin.v1.DeliveryOutcome\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\x12&\n\x02\x61t\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x99\x02\n\x0f\x44\x65liveryOutcome\x12 \n\x1c\x44\x45LIVERY_OUTCOME_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x44\x45LIVERY_OUTCOME_DELIVERED\x10\x01\x12\x1d\n\x19\x44\x45LIVERY_OUTCOME_RETRYING\x10\x02\x12\x1b\n\x17\x44\x45LIVERY_OUTCOME_FAILED\x10\x03\x12\x1e\n\x1a\x44\x45LIVERY_OUTCOME_DUPLICATE\x10\x04\x12!\n\x1d\x44\x45LIVERY_OUTCOME_RATE_LIMITED\x10\x05\x12&\n\"DELIVERY_OUTCOME_AWAITING_APPROVAL\x10\x06\x12\x1d\n\x19\x44\x45LIVERY_OUTCOME_REJECTED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tocsin.v1.notification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DELIVERYOUTCOME']._serialized_start=681
-  _globals['_DELIVERYOUTCOME']._serialized_end=891
+  _globals['_DELIVERYOUTCOME']._serialized_start=959
+  _globals['_DELIVERYOUTCOME']._serialized_end=1240
   _globals['_NOTIFICATIONREQUEST']._serialized_start=103
-  _globals['_NOTIFICATIONREQUEST']._serialized_end=410
-  _globals['_NOTIFICATIONSTATUS']._serialized_start=413
-  _globals['_NOTIFICATIONSTATUS']._serialized_end=678
+  _globals['_NOTIFICATIONREQUEST']._serialized_end=459
+  _globals['_AUTOMATIONACTION']._serialized_start=462
+  _globals['_AUTOMATIONACTION']._serialized_end=688
+  _globals['_NOTIFICATIONSTATUS']._serialized_start=691
+  _globals['_NOTIFICATIONSTATUS']._serialized_end=956
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,10 @@ class _DeliveryOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deliv
     DELIVERY_OUTCOME_DUPLICATE: _DeliveryOutcome.ValueType  # 4
     """already delivered for this idempotency key"""
     DELIVERY_OUTCOME_RATE_LIMITED: _DeliveryOutcome.ValueType  # 5
+    DELIVERY_OUTCOME_AWAITING_APPROVAL: _DeliveryOutcome.ValueType  # 6
+    """an automation action waits for a person"""
+    DELIVERY_OUTCOME_REJECTED: _DeliveryOutcome.ValueType  # 7
+    """an automation action a person rejected"""
 
 class DeliveryOutcome(_DeliveryOutcome, metaclass=_DeliveryOutcomeEnumTypeWrapper): ...
 
@@ -48,6 +52,10 @@ DELIVERY_OUTCOME_FAILED: DeliveryOutcome.ValueType  # 3
 DELIVERY_OUTCOME_DUPLICATE: DeliveryOutcome.ValueType  # 4
 """already delivered for this idempotency key"""
 DELIVERY_OUTCOME_RATE_LIMITED: DeliveryOutcome.ValueType  # 5
+DELIVERY_OUTCOME_AWAITING_APPROVAL: DeliveryOutcome.ValueType  # 6
+"""an automation action waits for a person"""
+DELIVERY_OUTCOME_REJECTED: DeliveryOutcome.ValueType  # 7
+"""an automation action a person rejected"""
 Global___DeliveryOutcome: _TypeAlias = DeliveryOutcome  # noqa: Y015
 
 @_typing.final
@@ -68,6 +76,7 @@ class NotificationRequest(_message.Message):
     RULE_INDEX_FIELD_NUMBER: _builtins.int
     URGENCY_FIELD_NUMBER: _builtins.int
     REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    AUTOMATION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     idempotency_key: _builtins.str
     """Stable across redelivery and replay: incident, level, loop, user and rule."""
@@ -83,6 +92,13 @@ class NotificationRequest(_message.Message):
     def incident(self) -> _incident_pb2.Incident: ...
     @_builtins.property
     def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def automation(self) -> Global___AutomationAction:
+        """Set for an automation action (docs/automation.md) instead of a page: no user or
+        contact method; the idempotency key is the firing's, per (incident, rule, trigger).
+        Key on notifications.requests: the incident id.
+        """
+
     def __init__(
         self,
         *,
@@ -96,14 +112,71 @@ class NotificationRequest(_message.Message):
         rule_index: _builtins.int = ...,
         urgency: _incident_pb2.Urgency.ValueType = ...,
         requested_at: _timestamp_pb2.Timestamp | None = ...,
+        automation: Global___AutomationAction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident", "requested_at", b"requested_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "incident", b"incident", "requested_at", b"requested_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_method_id", b"contact_method_id", "escalation_level", b"escalation_level", "escalation_loop", b"escalation_loop", "idempotency_key", b"idempotency_key", "incident", b"incident", "request_id", b"request_id", "requested_at", b"requested_at", "rule_index", b"rule_index", "urgency", b"urgency", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "contact_method_id", b"contact_method_id", "escalation_level", b"escalation_level", "escalation_loop", b"escalation_loop", "idempotency_key", b"idempotency_key", "incident", b"incident", "request_id", b"request_id", "requested_at", b"requested_at", "rule_index", b"rule_index", "urgency", b"urgency", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NotificationRequest: _TypeAlias = NotificationRequest  # noqa: Y015
+
+@_typing.final
+class AutomationAction(_message.Message):
+    """An HTTP request an automation rule sends to a runbook runner, rendered by escalation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    SIGNED_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    REQUIRES_APPROVAL_FIELD_NUMBER: _builtins.int
+    APPROVAL_TTL_MS_FIELD_NUMBER: _builtins.int
+    APPROVED_BY_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    trigger: _builtins.str
+    """triggered, acknowledged, resolved, "level 2" """
+    method: _builtins.str
+    """POST, PUT, PATCH, GET"""
+    url: _builtins.str
+    body: _builtins.str
+    content_type: _builtins.str
+    signed: _builtins.bool
+    """X-Tocsin-Signature, as webhooks are signed"""
+    timeout_ms: _builtins.int
+    requires_approval: _builtins.bool
+    """Waits for a person's approval (DecideAutomation) before it runs; expires after this."""
+    approval_ttl_ms: _builtins.int
+    approved_by: _builtins.str
+    """Set on the request notification puts back once a person approved it."""
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        trigger: _builtins.str = ...,
+        method: _builtins.str = ...,
+        url: _builtins.str = ...,
+        body: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        signed: _builtins.bool = ...,
+        timeout_ms: _builtins.int = ...,
+        requires_approval: _builtins.bool = ...,
+        approval_ttl_ms: _builtins.int = ...,
+        approved_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_ttl_ms", b"approval_ttl_ms", "approved_by", b"approved_by", "body", b"body", "content_type", b"content_type", "method", b"method", "requires_approval", b"requires_approval", "rule_id", b"rule_id", "signed", b"signed", "timeout_ms", b"timeout_ms", "trigger", b"trigger", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutomationAction: _TypeAlias = AutomationAction  # noqa: Y015
 
 @_typing.final
 class NotificationStatus(_message.Message):

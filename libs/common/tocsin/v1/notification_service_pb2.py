@@ -22,22 +22,29 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tocsin.v1 import notification_pb2 as tocsin_dot_v1_dot_notification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$tocsin/v1/notification_service.proto\x12\ttocsin.v1\x1a\x1ctocsin/v1/notification.proto\"I\n\x1bSendTestNotificationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ontact_method_id\x18\x02 \x01(\t\",\n\x15ListDeliveriesRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\"I\n\x16ListDeliveriesResponse\x12/\n\x08statuses\x18\x01 \x03(\x0b\x32\x1d.tocsin.v1.NotificationStatus2\xcb\x01\n\x13NotificationService\x12]\n\x14SendTestNotification\x12&.tocsin.v1.SendTestNotificationRequest\x1a\x1d.tocsin.v1.NotificationStatus\x12U\n\x0eListDeliveries\x12 .tocsin.v1.ListDeliveriesRequest\x1a!.tocsin.v1.ListDeliveriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$tocsin/v1/notification_service.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ctocsin/v1/notification.proto\"I\n\x1bSendTestNotificationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ontact_method_id\x18\x02 \x01(\t\",\n\x15ListDeliveriesRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\"I\n\x16ListDeliveriesResponse\x12/\n\x08statuses\x18\x01 \x03(\x0b\x32\x1d.tocsin.v1.NotificationStatus\"`\n\x17\x44\x65\x63ideAutomationRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x0f\n\x07verdict\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x9d\x02\n\x12\x41utomationApproval\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x13\n\x0bincident_id\x18\x03 \x01(\t\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x12\n\ndecided_by\x18\x06 \x01(\t\x12\x30\n\x0crequested_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ndecided_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\n \x01(\t\"L\n\x18\x44\x65\x63ideAutomationResponse\x12\x30\n\tapprovals\x18\x01 \x03(\x0b\x32\x1d.tocsin.v1.AutomationApproval2\xa8\x02\n\x13NotificationService\x12]\n\x14SendTestNotification\x12&.tocsin.v1.SendTestNotificationRequest\x1a\x1d.tocsin.v1.NotificationStatus\x12U\n\x0eListDeliveries\x12 .tocsin.v1.ListDeliveriesRequest\x1a!.tocsin.v1.ListDeliveriesResponse\x12[\n\x10\x44\x65\x63ideAutomation\x12\".tocsin.v1.DecideAutomationRequest\x1a#.tocsin.v1.DecideAutomationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tocsin.v1.notification_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SENDTESTNOTIFICATIONREQUEST']._serialized_start=81
-  _globals['_SENDTESTNOTIFICATIONREQUEST']._serialized_end=154
-  _globals['_LISTDELIVERIESREQUEST']._serialized_start=156
-  _globals['_LISTDELIVERIESREQUEST']._serialized_end=200
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=202
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=275
-  _globals['_NOTIFICATIONSERVICE']._serialized_start=278
-  _globals['_NOTIFICATIONSERVICE']._serialized_end=481
+  _globals['_SENDTESTNOTIFICATIONREQUEST']._serialized_start=114
+  _globals['_SENDTESTNOTIFICATIONREQUEST']._serialized_end=187
+  _globals['_LISTDELIVERIESREQUEST']._serialized_start=189
+  _globals['_LISTDELIVERIESREQUEST']._serialized_end=233
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=235
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=308
+  _globals['_DECIDEAUTOMATIONREQUEST']._serialized_start=310
+  _globals['_DECIDEAUTOMATIONREQUEST']._serialized_end=406
+  _globals['_AUTOMATIONAPPROVAL']._serialized_start=409
+  _globals['_AUTOMATIONAPPROVAL']._serialized_end=694
+  _globals['_DECIDEAUTOMATIONRESPONSE']._serialized_start=696
+  _globals['_DECIDEAUTOMATIONRESPONSE']._serialized_end=772
+  _globals['_NOTIFICATIONSERVICE']._serialized_start=775
+  _globals['_NOTIFICATIONSERVICE']._serialized_end=1071
 # @@protoc_insertion_point(module_scope)

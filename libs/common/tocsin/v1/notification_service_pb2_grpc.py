@@ -45,6 +45,11 @@ class NotificationServiceStub:
                 request_serializer=tocsin_dot_v1_dot_notification__service__pb2.ListDeliveriesRequest.SerializeToString,
                 response_deserializer=tocsin_dot_v1_dot_notification__service__pb2.ListDeliveriesResponse.FromString,
                 _registered_method=True)
+        self.DecideAutomation = channel.unary_unary(
+                '/tocsin.v1.NotificationService/DecideAutomation',
+                request_serializer=tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationRequest.SerializeToString,
+                response_deserializer=tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationServiceServicer:
@@ -64,6 +69,14 @@ class NotificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DecideAutomation(self, request, context):
+        """Approves or rejects the rule's pending automation actions on the incident; the
+        decision's actor is the caller. FAILED_PRECONDITION when none is pending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.ListDeliveries,
                     request_deserializer=tocsin_dot_v1_dot_notification__service__pb2.ListDeliveriesRequest.FromString,
                     response_serializer=tocsin_dot_v1_dot_notification__service__pb2.ListDeliveriesResponse.SerializeToString,
+            ),
+            'DecideAutomation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideAutomation,
+                    request_deserializer=tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationRequest.FromString,
+                    response_serializer=tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class NotificationService:
             '/tocsin.v1.NotificationService/ListDeliveries',
             tocsin_dot_v1_dot_notification__service__pb2.ListDeliveriesRequest.SerializeToString,
             tocsin_dot_v1_dot_notification__service__pb2.ListDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideAutomation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tocsin.v1.NotificationService/DecideAutomation',
+            tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationRequest.SerializeToString,
+            tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationResponse.FromString,
             options,
             channel_credentials,
             insecure,

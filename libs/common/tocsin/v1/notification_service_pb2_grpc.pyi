@@ -36,6 +36,10 @@ class NotificationServiceStub:
     """Sends a test page to one contact method now, as "send test notification" does."""
     ListDeliveries: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.ListDeliveriesRequest, _notification_service_pb2.ListDeliveriesResponse]
     """Every delivery outcome recorded for an incident."""
+    DecideAutomation: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.DecideAutomationRequest, _notification_service_pb2.DecideAutomationResponse]
+    """Approves or rejects the rule's pending automation actions on the incident; the
+    decision's actor is the caller. FAILED_PRECONDITION when none is pending.
+    """
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
@@ -44,6 +48,10 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     """Sends a test page to one contact method now, as "send test notification" does."""
     ListDeliveries: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.ListDeliveriesRequest, _notification_service_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
     """Every delivery outcome recorded for an incident."""
+    DecideAutomation: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.DecideAutomationRequest, _notification_service_pb2.DecideAutomationResponse]  # type: ignore[assignment]
+    """Approves or rejects the rule's pending automation actions on the incident; the
+    decision's actor is the caller. FAILED_PRECONDITION when none is pending.
+    """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -61,5 +69,15 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_notification_service_pb2.ListDeliveriesResponse, _abc.Awaitable[_notification_service_pb2.ListDeliveriesResponse]]:
         """Every delivery outcome recorded for an incident."""
+
+    @_abc_1.abstractmethod
+    def DecideAutomation(
+        self,
+        request: _notification_service_pb2.DecideAutomationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_service_pb2.DecideAutomationResponse, _abc.Awaitable[_notification_service_pb2.DecideAutomationResponse]]:
+        """Approves or rejects the rule's pending automation actions on the incident; the
+        decision's actor is the caller. FAILED_PRECONDITION when none is pending.
+        """
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

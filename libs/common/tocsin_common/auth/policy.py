@@ -137,6 +137,10 @@ RULES: dict[str, Rule] = {
         services=frozenset({"api"}),
         summary="read what the public status page is built from (api: to serve the page)",
     ),
+    "automation.approve": Rule(
+        Role.RESPONDER,
+        summary="approve or reject an automation action that waits on an incident",
+    ),
     "schedule.read": Rule(
         Role.VIEWER,
         mutation=False,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import jinja2
@@ -27,6 +27,7 @@ __all__ = [
     "IncidentFacts",
     "PlannedAction",
     "Transition",
+    "TriggerKind",
     "idempotency_key",
     "label_set",
     "matching_rules",
@@ -168,6 +169,7 @@ class PlannedAction:
     planned_at: datetime
     http: HttpRequestPlan | None = None
     command: IncidentCommandPlan | None = None
+    approval_ttl: timedelta = timedelta(hours=1)
 
 
 def plan(rule: AutomationRule, transition: Transition, now: datetime) -> PlannedAction:
@@ -201,4 +203,5 @@ def plan(rule: AutomationRule, transition: Transition, now: datetime) -> Planned
         planned_at=now,
         http=http,
         command=command,
+        approval_ttl=rule.approval_ttl,
     )

@@ -107,6 +107,15 @@ class AutomationRule(_Model):
     approval_ttl: PositiveDuration = timedelta(hours=1)
     enabled: bool = True
 
+    @model_validator(mode="after")
+    def _approval(self) -> AutomationRule:
+        if self.requires_approval and self.action.type != "http":
+            raise ValueError(
+                "requires_approval: only an http action waits for approval (an incident "
+                "command is what a person would do by hand)"
+            )
+        return self
+
 
 class Automation(_Model):
     """Automation rules, tried in order; every matching rule runs."""

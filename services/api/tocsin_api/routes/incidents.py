@@ -447,6 +447,90 @@ async def post_status_update(
     }
 
 
+async def decide_automation(
+    request: Request,
+    caller: Caller,
+    incident_id: str,
+    rule_id: str,
+    verdict: Literal["approve", "reject"],
+    reason: str,
+) -> dict[str, Any]:
+    """A decision on the rule's automation actions that wait on the incident; the caller is
+    its actor (notification checks ``automation.approve``)."""
+    answer = await call(
+        state_of(request).backends.notification.DecideAutomation,
+        notification_service_pb2.DecideAutomationRequest(
+            incident_id=incident_id, rule_id=rule_id, verdict=verdict, reason=reason
+        ),
+        caller.credential,
+    )
+
+    def when(message: Any, name: str) -> datetime | None:
+        return (
+            message.__getattribute__(name).ToDatetime(tzinfo=UTC)
+            if message.HasField(name)
+            else None
+        )
+
+    return {
+        "approvals": [
+            {
+                "key": a.key,
+                "rule_id": a.rule_id,
+                "incident_id": a.incident_id,
+                "trigger": a.trigger,
+                "state": a.state,
+                "decided_by": a.decided_by,
+                "reason": a.reason,
+                "requested_at": when(a, "requested_at"),
+                "expires_at": when(a, "expires_at"),
+                "decided_at": when(a, "decided_at"),
+            }
+            for a in answer.approvals
+        ]
+    }
+
+
+DECISION_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such incident, or the rule never waited on it"},
+    409: {"description": "nothing of the rule waits for approval: decided already or expired"},
+}
+
+
+@router.post(
+    "/incidents/{incident_id}/automation/{rule_id}/approve",
+    response_model=models.AutomationDecision,
+    responses=DECISION_ERRORS,
+    summary="Approve the automation rule's actions that wait on an incident; they run now",
+)
+async def approve_automation(
+    incident_id: str,
+    rule_id: str,
+    request: Request,
+    caller: Caller = CallerDep,
+    body: models.AutomationDecisionBody | None = None,
+) -> dict[str, Any]:
+    reason = body.reason if body is not None else ""
+    return await decide_automation(request, caller, incident_id, rule_id, "approve", reason)
+
+
+@router.post(
+    "/incidents/{incident_id}/automation/{rule_id}/reject",
+    response_model=models.AutomationDecision,
+    responses=DECISION_ERRORS,
+    summary="Reject the automation rule's actions that wait on an incident; they never run",
+)
+async def reject_automation(
+    incident_id: str,
+    rule_id: str,
+    request: Request,
+    caller: Caller = CallerDep,
+    body: models.AutomationDecisionBody | None = None,
+) -> dict[str, Any]:
+    reason = body.reason if body is not None else ""
+    return await decide_automation(request, caller, incident_id, rule_id, "reject", reason)
+
+
 BULK_CONCURRENCY = 8
 
 

@@ -117,7 +117,7 @@ class Pipeline:
             if not isinstance(e, Exception):
                 raise
 
-    async def _mark_delivered(self, jobs: list[Job]) -> None:
+    async def mark_delivered(self, jobs: list[Job]) -> None:
         """The message is out: mark its pages delivered, retrying until Redis takes it.
 
         Never raise here: a failure would end the pages without an outcome, and their
@@ -213,7 +213,7 @@ class Pipeline:
         bundled = f" (one message for {len(jobs)} incidents)" if len(jobs) > 1 else ""
         receipt = result.receipt
         if receipt is not None:
-            await self._mark_delivered(jobs)
+            await self.mark_delivered(jobs)
             delivered = await each(
                 jobs,
                 lambda job: self.record.record(

@@ -14,18 +14,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol, cast
 
 from aiokafka.structs import RecordMetadata
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from redis.exceptions import RedisError
-from tocsin.v1 import alert_pb2, notification_pb2
+from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
 from tocsin_common import timeline
 from tocsin_common.clock import Clock
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import (
+    INCIDENTS_COMMANDS,
     NOTIFICATIONS_DEADLETTER,
     NOTIFICATIONS_REQUESTS,
     NOTIFICATIONS_STATUS,
@@ -93,7 +96,11 @@ class RecordStage:
         detail: str,
         attempt: int = 1,
         who: str = "",
+        note: str = "",
     ) -> notification_pb2.NotificationStatus:
+        """``note``: for an automation action, its timeline entry (a note by the rule's
+        automation actor, through correlation like a person's note); none for an outcome
+        that is not worth one (a duplicate). A page's outcome is an entry appended here."""
         request = job.request
         now = self._clock.now()
         status = notification_pb2.NotificationStatus(
@@ -109,12 +116,17 @@ class RecordStage:
         )
         set_timestamp(status.at, now)
         futures = [await self._enqueue(NOTIFICATIONS_STATUS, status.incident_id, status)]
+        automation = request.HasField("automation")
+        if automation and note and request.incident.service_id:
+            futures.append(await self._automation_note(request, note, status.at))
         # Not awaited here: the consumer commits the request's offset only once it is
         # acknowledged, and the producer batches the records of many pages meanwhile.
         job.produced.extend(futures)
         key = f"tocsin:deliveries:{status.incident_id}"
         row = status.SerializeToString()
-        entry = timeline.notified_entry(status, who) if status.incident_id else None
+        entry = (
+            timeline.notified_entry(status, who) if status.incident_id and not automation else None
+        )
         service_id = request.incident.service_id
         backlog = self._watch_backlog()
 
@@ -154,6 +166,30 @@ class RecordStage:
             await self._clock.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
+    async def _automation_note(
+        self,
+        request: notification_pb2.NotificationRequest,
+        note: str,
+        at: Timestamp,
+    ) -> asyncio.Future[RecordMetadata]:
+        """An automation action's outcome on the incident's timeline: a note by
+        ``automation:<rule>``, which correlation applies like a person's note."""
+        command = incident_pb2.IncidentCommand(
+            command_id=str(uuid.uuid4()),
+            incident_id=request.incident.incident_id,
+            service_id=request.incident.service_id,
+            actor=f"automation:{request.automation.rule_id}",
+            note=incident_pb2.NoteCommand(text=note),
+        )
+        command.requested_at.CopyFrom(at)
+        return await self._enqueue(INCIDENTS_COMMANDS, command.service_id, command)
+
+    async def note(self, request: notification_pb2.NotificationRequest, note: str) -> None:
+        """A note on an automation action's incident, by its rule's actor, durable."""
+        at = Timestamp()
+        set_timestamp(at, self._clock.now())
+        await (await self._automation_note(request, note, at))
+
     async def dead_letter(self, job: Job, reason: str, history: list[Attempt]) -> None:
         source = job.source
         letter = alert_pb2.DeadLetter(
@@ -164,15 +200,22 @@ class RecordStage:
             source_topic=source.topic or NOTIFICATIONS_REQUESTS.name,
             source_partition=source.partition,
             source_offset=source.offset,
-            original_key=source.key or job.request.user_id.encode(),
+            original_key=source.key or _key(job.request).encode(),
             original_value=source.value or job.request.SerializeToString(),
             original_headers=source.headers,
             failed_service=SERVICE,
         )
         set_timestamp(letter.failed_at, self._clock.now())
         job.produced.append(
-            await self._enqueue(NOTIFICATIONS_DEADLETTER, job.request.user_id, letter)
+            await self._enqueue(NOTIFICATIONS_DEADLETTER, _key(job.request), letter)
         )
+
+
+def _key(request: notification_pb2.NotificationRequest) -> str:
+    """The request's key on notifications.requests: a page's user, an action's incident."""
+    if request.HasField("automation"):
+        return request.incident.incident_id
+    return request.user_id
 
 
 def now_iso(clock: Clock) -> str:

@@ -10,6 +10,7 @@ as endpoint failures and open the breaker of an endpoint that is merely busy.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 
 from tocsin_notification.breaker import BreakerRegistry, endpoint_of
@@ -44,11 +45,16 @@ class SendStage:
         self.slots = EndpointSlots(max_per_endpoint)
 
     async def send(self, provider: Provider, page: Page) -> str:
-        endpoint = _endpoint(page.address)
-        async with self.slots(endpoint):
-            return await self._attempt(endpoint, provider, page)
+        return await self.call(page.address, lambda: provider.send(page))
 
-    async def _attempt(self, endpoint: str, provider: Provider, page: Page) -> str:
+    async def call(self, address: str, attempt: Callable[[], Awaitable[str]]) -> str:
+        """One attempt of any request to ``address`` (a page, an automation action), under
+        the endpoint's slots, breaker and the attempt timeout."""
+        endpoint = _endpoint(address)
+        async with self.slots(endpoint):
+            return await self._attempt(endpoint, attempt)
+
+    async def _attempt(self, endpoint: str, attempt: Callable[[], Awaitable[str]]) -> str:
         breaker = self.breakers.for_endpoint(endpoint)
         if not breaker.allow():
             raise DeliveryError(
@@ -57,7 +63,7 @@ class SendStage:
         try:
             # asyncio.timeout rather than wait_for: no extra task per attempt.
             async with asyncio.timeout(self._timeout):
-                receipt = await provider.send(page)
+                receipt = await attempt()
         except TimeoutError:
             breaker.record_failure()
             raise DeliveryError(

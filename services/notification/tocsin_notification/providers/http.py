@@ -68,6 +68,12 @@ class HttpClient:
 
     async def post(self, url: str, **kwargs: Any) -> str:
         """POST; return 'HTTP <status>' or raise a classified DeliveryError."""
+        return await self.request("POST", url, **kwargs)
+
+    async def request(self, method: str, url: str, *, excerpt: int = 0, **kwargs: Any) -> str:
+        """``method``; return 'HTTP <status>' (with ``excerpt`` > 0, followed by ': ' and at
+        most that many characters of the answer's body) or raise a classified
+        DeliveryError."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
@@ -78,12 +84,12 @@ class HttpClient:
             )
         headers: dict[str, str] = dict(kwargs.pop("headers", {}) or {})
         if not self._spans:
-            return await self._post(self._session, url, headers, kwargs)
+            return await self._post(self._session, url, headers, kwargs, method, excerpt)
         parsed = self._url(url)
         with self._tracer.start_as_current_span(
-            f"{self._name} POST",
+            f"{self._name} {method}",
             attributes={
-                "http.request.method": "POST",
+                "http.request.method": method,
                 "url.full": redacted_url(url),
                 "server.address": parsed.host or "",
                 "server.port": parsed.port or 0,
@@ -93,7 +99,7 @@ class HttpClient:
             set_status_on_exception=False,
         ) as span:
             try:
-                return await self._post(self._session, url, headers, kwargs)
+                return await self._post(self._session, url, headers, kwargs, method, excerpt)
             except DeliveryError as e:
                 span.set_status(Status(StatusCode.ERROR, str(e)))
                 span.set_attribute("error.type", "retryable" if e.retryable else "final")
@@ -105,15 +111,21 @@ class HttpClient:
         url: str,
         headers: dict[str, str],
         kwargs: dict[str, Any],
+        method: str = "POST",
+        excerpt: int = 0,
     ) -> str:
         inject_http_headers(headers)
         try:
-            async with session.post(
-                self._url(url), headers=headers, allow_redirects=False, **kwargs
+            async with session.request(
+                method, self._url(url), headers=headers, allow_redirects=False, **kwargs
             ) as response:
                 if response.status < 300:
-                    await response.read()  # the body is not needed, only the connection
-                    return f"HTTP {response.status}"
+                    if excerpt <= 0:
+                        await response.read()  # the body is not needed, only the connection
+                        return f"HTTP {response.status}"
+                    text = await response.text(errors="replace")
+                    shown = scrub(text[:excerpt], url).strip()
+                    return f"HTTP {response.status}" + (f": {shown}" if shown else "")
                 body = "" if response.status < 400 else await response.text(errors="replace")
                 error = classify(response.status, scrub(body, url))
                 assert error is not None

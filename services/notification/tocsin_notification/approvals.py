@@ -1,0 +1,160 @@
+"""Automation actions waiting for a person's approval, in Redis (docs/automation.md).
+
+One record per firing (its idempotency key): the approval's state (pure state machine in
+tocsin_common.automation.approval) and the request to run once it is approved. A set per
+incident lists its firings, so a decision names only the incident and the rule. A decision
+is a compare-and-set (WATCH): two people deciding at once get one decision and one
+conflict.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+from tocsin.v1 import notification_pb2
+from tocsin_common.automation import approval as approvals
+from tocsin_common.automation.approval import Approval, ApprovalConflict
+
+TTL_S = 30 * 24 * 3600
+
+
+def _record_key(key: str) -> str:
+    return f"tocsin:automation:approval:{key}"
+
+
+def _index_key(incident_id: str) -> str:
+    return f"tocsin:automation:approvals:{incident_id}"
+
+
+def encode(approval: Approval, request: notification_pb2.NotificationRequest) -> bytes:
+    fields: dict[str, Any] = asdict(approval)
+    for name in ("requested_at", "expires_at", "decided_at"):
+        value = fields[name]
+        fields[name] = value.isoformat() if value is not None else None
+    fields["trigger"] = request.automation.trigger
+    fields["request"] = base64.b64encode(request.SerializeToString()).decode()
+    return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes | str) -> tuple[Approval, notification_pb2.NotificationRequest]:
+    fields = json.loads(raw)
+    request = notification_pb2.NotificationRequest()
+    request.ParseFromString(base64.b64decode(fields.pop("request")))
+    fields.pop("trigger", None)
+    for name in ("requested_at", "expires_at", "decided_at"):
+        if fields[name] is not None:
+            fields[name] = datetime.fromisoformat(fields[name])
+    return Approval(**fields), request
+
+
+class ApprovalStore:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def open(
+        self, request: notification_pb2.NotificationRequest, now: datetime
+    ) -> Approval | None:
+        """A new pending approval for the request's firing; None when the firing has one
+        already (a redelivery or a replay: nothing to ask again)."""
+        action = request.automation
+        pending = approvals.request(
+            request.idempotency_key,
+            action.rule_id,
+            request.incident.incident_id,
+            now,
+            timedelta(milliseconds=action.approval_ttl_ms or 3_600_000),
+        )
+        created = await self._redis.set(
+            _record_key(pending.key), encode(pending, request), nx=True, ex=TTL_S
+        )
+        index = _index_key(pending.incident_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(index, pending.key)
+            pipe.expire(index, TTL_S)
+            await pipe.execute()
+        return pending if created else None
+
+    async def get(self, key: str) -> tuple[Approval, notification_pb2.NotificationRequest] | None:
+        raw = await self._redis.get(_record_key(key))
+        return None if raw is None else decode(raw)
+
+    async def of_rule(
+        self, incident_id: str, rule_id: str, now: datetime
+    ) -> list[tuple[Approval, notification_pb2.NotificationRequest]]:
+        """The rule's firings on the incident, as of ``now`` (oldest first)."""
+        found = []
+        for key in sorted(await self._redis.smembers(_index_key(incident_id))):
+            stored = await self.get(key.decode() if isinstance(key, bytes) else key)
+            if stored is not None and stored[0].rule_id == rule_id:
+                found.append((approvals.current(stored[0], now), stored[1]))
+        return sorted(found, key=lambda pair: pair[0].requested_at)
+
+    async def decide(
+        self,
+        incident_id: str,
+        rule_id: str,
+        verdict: Literal["approve", "reject"],
+        actor: str,
+        now: datetime,
+        reason: str = "",
+    ) -> list[tuple[Approval, notification_pb2.NotificationRequest]]:
+        """Decide every pending firing of the rule on the incident. ApprovalConflict when
+        none is pending (naming what the latest is), LookupError when there is none."""
+        firings = await self.of_rule(incident_id, rule_id, now)
+        if not firings:
+            raise LookupError(f"no automation action of rule {rule_id!r} on incident {incident_id}")
+        decided = []
+        conflict: ApprovalConflict | None = None
+        for approval, _ in firings:
+            try:
+                decided.append(await self._decide_one(approval.key, verdict, actor, now, reason))
+            except ApprovalConflict as e:
+                conflict = e
+        if not decided:
+            assert conflict is not None
+            raise conflict
+        return decided
+
+    async def _decide_one(
+        self,
+        key: str,
+        verdict: Literal["approve", "reject"],
+        actor: str,
+        now: datetime,
+        reason: str,
+    ) -> tuple[Approval, notification_pb2.NotificationRequest]:
+        record = _record_key(key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(record)
+                    raw = await pipe.get(record)
+                    if raw is None:
+                        raise LookupError(f"approval {key} is gone")
+                    approval, request = decode(raw)
+                    after = approvals.decide(approval, verdict, actor, now, reason)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(record, encode(after, request), ex=TTL_S)
+                    await pipe.execute()
+                    return after, request
+                except WatchError:
+                    continue  # decided meanwhile: read it again (then it is a conflict)
+
+
+def approved(
+    request: notification_pb2.NotificationRequest, by: str
+) -> notification_pb2.NotificationRequest:
+    """The request to run, now that ``by`` approved it."""
+    copy = notification_pb2.NotificationRequest()
+    copy.CopyFrom(request)
+    copy.automation.approved_by = by
+    return copy
+
+
+__all__ = ["ApprovalStore", "approved", "decode", "encode"]

@@ -1,0 +1,280 @@
+"""Automation actions through the whole stack (stack_config/85-automation.yaml; a recording
+HTTP peer on 127.0.0.1:31941 plays the runbook runner at /runbook/...):
+
+- an incident that matches a rule fires its HTTP action once, signed like webhooks, with
+  the firing's Idempotency-Key; the request, the answer's status and an excerpt of its body
+  are a note on the incident's timeline by ``automation:<rule>``; an incident-command rule
+  adds its note;
+- an action that requires approval waits (a note says so, the runner hears nothing); a
+  person outside the service's team may not approve it (403); its responder approves it
+  over the REST API, and it runs once, the approval and the result on the timeline; a
+  second approval is a 409; a rejected one (with the CLI) never runs;
+- across a SIGKILL of notification (one incident's action done just before, another's
+  waiting in Kafka while it is down) and a replay of the same firing, each incident's
+  action reaches the runner exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaProducer
+from tocsin.v1 import incident_pb2, incident_service_pb2, incident_service_pb2_grpc
+from tocsin_common.automation.rules import HttpRequestPlan, PlannedAction
+from tocsin_escalation.escalator import automation_record
+from tocsin_notification.providers.webhook import SIGNATURE_HEADER, verify
+
+from tests.integration.harness import Stack
+from tests.integration.test_cli import tocsin
+from tools.recorder import RecordedRequest, RecordingHttpPeer
+
+pytestmark = pytest.mark.integration
+
+ROUTING_KEY = "itautomation00000000000000000001"
+RUNNER_PORT = 31941  # fixed: written into stack_config/85-automation.yaml
+
+
+@pytest.fixture(scope="module")
+async def runner() -> AsyncIterator[RecordingHttpPeer]:
+    peer = RecordingHttpPeer(RUNNER_PORT)
+    await peer.start()
+    try:
+        yield peer
+    finally:
+        await peer.stop()
+
+
+async def trigger(stack: Stack, story: str, klass: str = "") -> str:
+    title = f"automation {story} {os.urandom(4).hex()}"
+    payload = {"summary": title, "source": "auto-tests", "severity": "critical"}
+    if klass:
+        payload["class"] = klass
+    body = {
+        "routing_key": ROUTING_KEY,
+        "event_action": "trigger",
+        "dedup_key": title,
+        "payload": payload,
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{stack.ingest_url}/v2/enqueue", json=body) as response,
+    ):
+        assert response.status == 202, await response.text()
+    return title
+
+
+def runs_of(
+    runner: RecordingHttpPeer, title: str, path: str = "/runbook/restart"
+) -> list[RecordedRequest]:
+    found = []
+    for request in list(runner.requests):
+        if request.path != path:
+            continue
+        try:
+            body = request.json()
+        except ValueError:
+            continue
+        if body.get("title") == title:
+            found.append(request)
+    return found
+
+
+async def wait_runs(
+    stack: Stack,
+    runner: RecordingHttpPeer,
+    title: str,
+    path: str = "/runbook/restart",
+    timeout: float = 60.0,
+) -> list[RecordedRequest]:
+    deadline = time.monotonic() + timeout
+    while not runs_of(runner, title, path):
+        assert time.monotonic() < deadline, f"no action for {title!r}\n{stack.logs()}"
+        await asyncio.sleep(0.1)
+    return runs_of(runner, title, path)
+
+
+async def wait_notes(
+    stack: Stack, incident_id: str, actors: set[str], timeout: float = 30.0
+) -> list[incident_pb2.IncidentEvent]:
+    """The incident's notes once every actor of ``actors`` has one."""
+    stub = incident_service_pb2_grpc.IncidentServiceStub(stack.channel("escalation"))
+    deadline = time.monotonic() + timeout
+    while True:
+        timeline = await stub.Timeline(
+            incident_service_pb2.TimelineRequest(incident_id=incident_id)
+        )
+        notes = [
+            e for e in timeline.events if e.type == incident_pb2.INCIDENT_EVENT_TYPE_NOTE_ADDED
+        ]
+        if actors <= {n.actor for n in notes}:
+            return notes
+        assert time.monotonic() < deadline, f"notes: {[(n.actor, n.message) for n in notes]}"
+        await asyncio.sleep(0.2)
+
+
+async def test_an_action_runs_once_per_incident_across_a_sigkill_of_notification(
+    stack: Stack,
+    runner: RecordingHttpPeer,
+) -> None:
+    first = await trigger(stack, "first")
+    [run] = await wait_runs(stack, runner, first)
+    body = run.json()
+    incident_id = body["incident"]
+    assert body["trigger"] == "triggered"
+    assert run.method == "POST"
+    assert run.headers["Idempotency-Key"] == f"automation/{incident_id}/auto-restart/triggered"
+    assert verify(
+        stack.webhook_secret.encode(), run.body, run.headers[SIGNATURE_HEADER], time.time()
+    )
+
+    # The result on the timeline: request, status, excerpt; and the note rule's note.
+    notes = await wait_notes(
+        stack, incident_id, {"automation:auto-restart", "automation:auto-note"}
+    )
+    [result] = [n.message for n in notes if n.actor == "automation:auto-restart"]
+    assert "rule auto-restart (triggered): POST http://127.0.0.1:" in result
+    assert result.endswith('→ HTTP 200: {"ok": true}'), result
+    [note] = [n.message for n in notes if n.actor == "automation:auto-note"]
+    assert note == "Runbook: https://wiki.example.com/runbooks/auto-svc"
+
+    # SIGKILL notification just after the first action (its offset may not be committed
+    # yet), and trigger a second incident while it is down: its action waits in Kafka.
+    notification = stack.services["notification"]
+    notification.kill()
+    second = await trigger(stack, "second")
+    await asyncio.sleep(2)
+    notification.start()
+    await notification.wait_healthy()
+    [second_run] = await wait_runs(stack, runner, second)
+    second_id = second_run.json()["incident"]
+
+    # A replay of the first firing (escalation replaying its event produces the same key).
+    replay = incident_pb2.Incident(incident_id=incident_id, service_id="auto-svc", title=first)
+    planned = PlannedAction(
+        key=f"automation/{incident_id}/auto-restart/triggered",
+        rule_id="auto-restart",
+        incident_id=incident_id,
+        trigger="triggered",
+        requires_approval=False,
+        planned_at=datetime.now(UTC),
+        http=HttpRequestPlan(
+            url=f"http://127.0.0.1:{RUNNER_PORT}/runbook/restart",
+            method="POST",
+            body=run.body.decode(),
+            content_type="application/json",
+            signed=True,
+            timeout_seconds=5,
+        ),
+    )
+    topic, key, message = automation_record(replay, planned, datetime.now(UTC))
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic.name, message.SerializeToString(), key=key.encode())
+    finally:
+        await producer.stop()
+
+    await asyncio.sleep(5)  # time for a repeat to arrive, were there one
+    assert len(runs_of(runner, first)) == 1, [r.headers for r in runs_of(runner, first)]
+    assert len(runs_of(runner, second)) == 1
+    await wait_notes(stack, second_id, {"automation:auto-restart", "automation:auto-note"})
+    notes = await wait_notes(stack, incident_id, {"automation:auto-restart"})
+    assert len([n for n in notes if n.actor == "automation:auto-restart"]) == 1
+
+
+async def decide(
+    stack: Stack, incident_id: str, token: str, verdict: str = "approve"
+) -> tuple[int, dict[str, object]]:
+    url = f"{stack.api_url}/api/v1/incidents/{incident_id}/automation/auto-gated/{verdict}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url,
+            json={"reason": "runbook reviewed"},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
+async def test_an_action_that_requires_approval_waits_then_runs_once_approved(
+    stack: Stack,
+    runner: RecordingHttpPeer,
+) -> None:
+    title = await trigger(stack, "gated", klass="gated")
+    # The ungated rule runs at once: it gives the incident's id.
+    [run] = await wait_runs(stack, runner, title)
+    incident_id = run.json()["incident"]
+    notes = await wait_notes(stack, incident_id, {"automation:auto-gated"})
+    [waiting] = [n.message for n in notes if n.actor == "automation:auto-gated"]
+    assert "rule auto-gated (triggered): POST http://127.0.0.1:" in waiting
+    assert "waits for approval until" in waiting, waiting
+    assert f"/api/v1/incidents/{incident_id}/automation/auto-gated/approve" in waiting
+    await asyncio.sleep(2)
+    assert runs_of(runner, title, "/runbook/gated") == []
+
+    stranger, _ = await stack.token_for("auto-stranger")
+    status, answer = await decide(stack, incident_id, stranger)
+    assert status == 403, answer
+    assert runs_of(runner, title, "/runbook/gated") == []
+
+    responder, _ = await stack.token_for("auto-resp")
+    status, answer = await decide(stack, incident_id, responder)
+    assert status == 200, answer
+    [approval] = answer["approvals"]  # type: ignore[misc]
+    assert approval["state"] == "approved"
+    assert approval["decided_by"] == "auto-resp"
+    assert approval["reason"] == "runbook reviewed"
+    assert approval["key"] == f"automation/{incident_id}/auto-gated/triggered"
+
+    [gated] = await wait_runs(stack, runner, title, "/runbook/gated")
+    assert gated.headers["Idempotency-Key"] == approval["key"]
+    notes = await wait_notes(stack, incident_id, {"automation:auto-gated"})
+    deadline = time.monotonic() + 30
+    while len([n for n in notes if n.actor == "automation:auto-gated"]) < 3:
+        assert time.monotonic() < deadline, [(n.actor, n.message) for n in notes]
+        await asyncio.sleep(0.2)
+        notes = await wait_notes(stack, incident_id, {"automation:auto-gated"})
+    messages = [n.message for n in notes if n.actor == "automation:auto-gated"]
+    assert "approved by auto-resp: runbook reviewed" in messages[1], messages
+    assert messages[2].endswith('(approved by auto-resp) → HTTP 200: {"ok": true}'), messages
+
+    status, answer = await decide(stack, incident_id, responder)
+    assert status == 409, answer
+    assert "already approved by auto-resp" in str(answer)
+    await asyncio.sleep(2)
+    assert len(runs_of(runner, title, "/runbook/gated")) == 1
+
+
+async def test_a_rejected_action_never_runs_cli(stack: Stack, runner: RecordingHttpPeer) -> None:
+    title = await trigger(stack, "rejected", klass="gated")
+    [run] = await wait_runs(stack, runner, title)
+    incident_id = run.json()["incident"]
+    await wait_notes(stack, incident_id, {"automation:auto-gated"})
+    responder, _ = await stack.token_for("auto-resp")
+    env = {"TOCSIN_API_URL": stack.api_url, "TOCSIN_TOKEN": responder}
+    args = ("automation", "reject", incident_id, "auto-gated", "--reason", "not now")
+    rejected = await tocsin(*args, "-o", "json", env=env)
+    assert rejected.code == 0, rejected.stderr
+    [approval] = rejected.json()["approvals"]
+    assert (approval["state"], approval["decided_by"]) == ("rejected", "auto-resp")
+    again = await tocsin(*args, env=env)
+    assert again.code == 5, (again.stdout, again.stderr)  # 409: already rejected
+    assert "already rejected by auto-resp" in again.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        notes = await wait_notes(stack, incident_id, {"automation:auto-gated"})
+        messages = [n.message for n in notes if n.actor == "automation:auto-gated"]
+        if len(messages) >= 2:
+            break
+        assert time.monotonic() < deadline, messages
+        await asyncio.sleep(0.2)
+    assert messages[1].endswith("rejected by auto-resp: not now"), messages
+    await asyncio.sleep(2)
+    assert runs_of(runner, title, "/runbook/gated") == []
