@@ -174,6 +174,7 @@ GENERATION_TABLES = (
     "notification_facts",
     "incident_notifications",
     "change_facts",
+    "incident_rollup",
 )
 
 
