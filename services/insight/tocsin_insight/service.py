@@ -199,6 +199,7 @@ async def serve(stop: asyncio.Event) -> None:
         current = await schema.serving(conn)
         if current != gen and _number(gen) > _number(current or "g0"):
             await schema.serve_generation(conn, gen)
+            await schema.retire_generations(conn)
         settled.add(gen)
 
     consumer = FactConsumer(
@@ -312,6 +313,8 @@ async def replay(*, serve_when_done: bool = True, idle_timeout: float = 30.0) ->
         await schema.vacuum_generation(conn, generation)
         if serve_when_done:
             await schema.serve_generation(conn, generation)
+            # The one that served before stays (retention of one), older ones go.
+            await schema.retire_generations(conn)
     finally:
         await consumer.stop()
         await conn.close()
