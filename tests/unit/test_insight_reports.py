@@ -102,7 +102,7 @@ def test_parts_of_a_group_are_summed_and_their_values_merged() -> None:
     assert web.suppressed_share == 0.5
     assert web.snoozed_seconds == 0.3  # exact decimal sum, not 0.1 + 0.2 in floats
     assert web.seconds_to_resolve == reports.DistributionRow(0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    # Means do not depend on how the values were split: the correctly rounded mean.
+    # Means do not depend on how the values were split (math.fsum: an exactly rounded sum).
     values = [0.1, 0.2, 0.3, 1e-3, 7.7]
     one = reports.merge_rows([], [part(None, None, values)])
     split = reports.merge_rows([], [part(None, None, values[:2]), part(None, None, values[2:])])

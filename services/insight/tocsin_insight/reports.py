@@ -277,8 +277,8 @@ def _dist(values: Sequence[Any]) -> DistributionRow:
 # other instant is read from the facts. Both parts give the same measures (rollup.aggregates:
 # counts, exact sums, each duration's values), which Python merges per group and period.
 # Percentiles are computed there with the definition percentile_cont uses (stats.py), means
-# as the correctly rounded mean of the values (math.fsum), so they do not depend on how the
-# incidents were split between the two.
+# as the values' correctly rounded sum (math.fsum) over their count, so neither depends on
+# how the incidents were split between the two.
 
 
 @dataclass(frozen=True)
