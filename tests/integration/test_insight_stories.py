@@ -313,6 +313,17 @@ async def test_insight_killed_mid_batch_counts_every_event_exactly_once(stack: S
     )
     assert ack_sum == pytest.approx(expected_ack, abs=0.01)
     assert escalations == 3000 and stored_events == 12000
+    # The report rollup, written in the same transactions, counts each incident once too.
+    ((rolled, acks, rolled_ack_sum),) = await sql(
+        f"SELECT sum(incidents), sum(cardinality(seconds_to_first_ack)), "
+        f"(SELECT sum(v) FROM insight_{generation}.incident_rollup r2, "
+        f"unnest(r2.seconds_to_first_ack) v WHERE r2.service_id = %s) "
+        f"FROM insight_{generation}.incident_rollup WHERE service_id = %s",
+        service,
+        service,
+    )
+    assert (rolled, acks) == (3000, 3000)
+    assert rolled_ack_sum == pytest.approx(expected_ack, abs=0.01)
 
 
 async def test_a_bad_record_is_dead_lettered_with_its_bytes_and_the_rest_flows(

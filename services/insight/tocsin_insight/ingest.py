@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Gauge, Histogram
@@ -163,6 +164,8 @@ class FactConsumer:
         self._hour_class = hour_class
         self._on_written = on_written
         self._generation = ""
+        # Per partition, the next offset the generation is known to store (seeks, writes).
+        self._stored: dict[TopicPartition, int] = {}
         self.joined = asyncio.Event()
         self.batches = 0
 
@@ -200,8 +203,10 @@ class FactConsumer:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
                 beginning.append(tp)
+                self._stored.pop(tp, None)
             else:
                 self._consumer.seek(tp, offset)
+                self._stored[tp] = offset
         if beginning:
             await self._consumer.seek_to_beginning(*beginning)
         log.info(
@@ -218,14 +223,48 @@ class FactConsumer:
             self._generation = current
             await self.seek_to_stored(set(self._consumer.assignment()))
 
+    async def _positions(self) -> dict[tuple[str, int], int]:
+        """Partitions whose consumer position is past what the generation stores: records
+        the consumer skipped, not handed out (transaction markers, aborted transactions'
+        records, records deleted by retention before the first fetch). Everything before the
+        position was handed out by an earlier poll, already written, or by this one."""
+        assigned = sorted(self._consumer.assignment())
+        if not assigned:
+            return {}
+
+        async def position(tp: TopicPartition) -> int | None:
+            try:
+                return int(await asyncio.wait_for(self._consumer.position(tp), 5.0))
+            except (IllegalStateError, TimeoutError):
+                return None  # revoked meanwhile, or no position yet: a later poll
+
+        found = await asyncio.gather(*(position(tp) for tp in assigned))
+        return {
+            (tp.topic, tp.partition): at
+            for tp, at in zip(assigned, found, strict=True)
+            if at is not None and at > self._stored.get(tp, -1)
+        }
+
     async def poll_once(self, timeout_ms: int = 500) -> Written | None:
-        """One poll and its batch written; None when the poll brought nothing."""
+        """One poll and its batch written; None when the poll brought nothing and moved no
+        partition's position."""
         await self._follow_generation()
         polled = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
         records = [r for rs in polled.values() for r in rs]
+        positions = await self._positions()
         if not records:
-            return None
+            if not positions:
+                return None
+            # Only skipped records (a transaction's commit marker...): the positions alone,
+            # so a generation can reach the end offsets it must reach to be complete.
+            written = await self._store.write(self._generation, Batch(offsets=positions))
+            self._remember(positions)
+            if self._on_written is not None:
+                await self._on_written(self._generation, written)
+            return written
         decoded = decode(records, self._directory(), self._hour_class)
+        for tp, at in positions.items():
+            decoded.batch.offsets[tp] = max(decoded.batch.offsets.get(tp, 0), at)
         if decoded.dead_records and self._producer is not None:
             for record in decoded.dead_records:
                 reason = next(
@@ -244,6 +283,7 @@ class FactConsumer:
             )
         started = time.perf_counter()
         written = await self._store.write(self._generation, decoded.batch)
+        self._remember(decoded.batch.offsets)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         self.batches += 1
         for record in records:
@@ -254,6 +294,11 @@ class FactConsumer:
         if self._on_written is not None:
             await self._on_written(self._generation, written)
         return written
+
+    def _remember(self, offsets: dict[tuple[str, int], int]) -> None:
+        for (topic, partition), at in offsets.items():
+            tp = TopicPartition(topic, partition)
+            self._stored[tp] = max(self._stored.get(tp, 0), at)
 
     async def run(self) -> None:
         while True:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -128,8 +129,10 @@ async def ensure_serving(conn: psycopg.AsyncConnection[object], definition: int)
 async def serve_generation(conn: psycopg.AsyncConnection[object], name: str) -> None:
     """Make ``name`` the generation every reader and writer uses from now on."""
     await conn.execute(
-        "INSERT INTO insight_serving (only_row, generation) VALUES (true, %s) "
-        "ON CONFLICT (only_row) DO UPDATE SET generation = excluded.generation, since = now()",
+        "INSERT INTO insight_serving AS s (only_row, generation) VALUES (true, %s) "
+        "ON CONFLICT (only_row) DO UPDATE SET generation = excluded.generation, since = now(), "
+        "previous = CASE WHEN s.generation <> excluded.generation THEN s.generation "
+        "ELSE s.previous END",
         (name,),
     )
     log.info("generation %s serves", name)
@@ -174,6 +177,7 @@ GENERATION_TABLES = (
     "notification_facts",
     "incident_notifications",
     "change_facts",
+    "incident_rollup",
 )
 
 
@@ -183,3 +187,50 @@ async def vacuum_generation(conn: psycopg.AsyncConnection[object], name: str) ->
         await conn.execute(
             sql.SQL("VACUUM (ANALYZE) {}.{}").format(generation_schema(name), sql.Identifier(table))
         )
+
+
+def retired(serving: str, previous: str | None, generations: Sequence[str]) -> list[str]:
+    """The generations to drop once ``serving`` serves (pure): every one older than it but
+    ``previous``, the one that served before it (retention of one: an API replica's cached
+    name, or a consumer that has not followed the switch yet, may still use it a moment).
+    Without a known previous one, the newest older one is kept. Generations newer than the
+    serving one are being filled and stay."""
+    number = _number(serving)
+    older = sorted((g for g in generations if _number(g) < number), key=_number)
+    keep = previous if previous is not None else (older[-1] if older else None)
+    return [g for g in older if g != keep]
+
+
+def _number(name: str) -> int:
+    if not _GENERATION.match(name):
+        raise ValueError(f"generation {name!r}: expected g<number>")
+    return int(name[1:])
+
+
+async def retire_generations(conn: psycopg.AsyncConnection[object]) -> list[str]:
+    """Drop the generations :func:`retired` names (their schemas and their rows in
+    insight_generations); the names dropped. Under the schema lock, with a lock timeout: a
+    generation something still holds is left for the next switch (logged)."""
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            await conn.execute("SET LOCAL lock_timeout = '10s'")
+            cur = await conn.execute("SELECT generation, previous FROM insight_serving")
+            row = await cur.fetchone()
+            if row is None:
+                return []
+            current, previous = str(row[0]), row[1]  # type: ignore[index]
+            cur = await conn.execute("SELECT name FROM insight_generations")
+            rows = [str(r[0]) for r in await cur.fetchall()]  # type: ignore[index]
+            names = retired(current, None if previous is None else str(previous), rows)
+            for name in names:
+                await conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(generation_schema(name))
+                )
+                await conn.execute("DELETE FROM insight_generations WHERE name = %s", (name,))
+    except psycopg.errors.LockNotAvailable:
+        log.warning("old generations still in use: not dropped this time")
+        return []
+    if names:
+        log.info("dropped generations %s (%s serves, %s served before)", names, current, previous)
+    return names

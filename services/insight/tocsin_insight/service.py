@@ -32,7 +32,7 @@ from tocsin_common.runtime import bootstrap, until_stopped
 from tocsin_common.settings import Settings
 from tocsin_common.transport import KafkaSecurity
 
-from tocsin_insight import schema, store
+from tocsin_insight import rollup, schema, store
 from tocsin_insight.db import Conn, pool, wait_for_postgres
 from tocsin_insight.domain.interruptions import hour_class
 from tocsin_insight.facts import DEFINITION_VERSION, Directory
@@ -147,6 +147,9 @@ async def open_database(settings: Settings) -> tuple[Conn, str]:
     conn = await wait_for_postgres(settings.postgres)
     applied = await schema.migrate(conn)
     log.info("schema: %s", f"applied {applied}" if applied else "up to date")
+    built = await rollup.ensure(conn)
+    if built:
+        log.info("report rollups built for generations %s", built)
     generation = await schema.writer_generation(conn, DEFINITION_VERSION)
     return conn, generation
 
@@ -197,6 +200,7 @@ async def serve(stop: asyncio.Event) -> None:
         current = await schema.serving(conn)
         if current != gen and _number(gen) > _number(current or "g0"):
             await schema.serve_generation(conn, gen)
+            await schema.retire_generations(conn)
         settled.add(gen)
 
     consumer = FactConsumer(
@@ -259,6 +263,7 @@ async def replay(*, serve_when_done: bool = True, idle_timeout: float = 30.0) ->
     security = settings.kafka_security
     conn = await wait_for_postgres(settings.postgres)
     await schema.migrate(conn)
+    await rollup.ensure(conn)
     await schema.ensure_serving(conn, DEFINITION_VERSION)
     await wait_for_kafka(settings.kafka_bootstrap, security=security)
     generation = await schema.create_generation(conn, DEFINITION_VERSION)
@@ -278,7 +283,8 @@ async def replay(*, serve_when_done: bool = True, idle_timeout: float = 30.0) ->
 
     consumer = FactConsumer(
         kafka,
-        FactStore(conn, directory_of(config.current)),
+        # The rollup is built whole once the facts are complete (cheaper than per batch).
+        FactStore(conn, directory_of(config.current), keep_rollup=False),
         fixed,
         lambda: directory_of(config.current),
         None,
@@ -308,11 +314,14 @@ async def replay(*, serve_when_done: bool = True, idle_timeout: float = 30.0) ->
             events,
             time.monotonic() - started,
         )
+        await rollup.rebuild(conn, generation)
         # Freshly filled: statistics for the planner and the visibility map, before it serves
         # (autovacuum would get there later, meanwhile the first reports pay for it).
         await schema.vacuum_generation(conn, generation)
         if serve_when_done:
             await schema.serve_generation(conn, generation)
+            # The one that served before stays (retention of one), older ones go.
+            await schema.retire_generations(conn)
     finally:
         await consumer.stop()
         await conn.close()

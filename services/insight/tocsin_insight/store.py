@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from tocsin.v1 import incident_pb2
 
-from tocsin_insight import facts
+from tocsin_insight import facts, rollup
 from tocsin_insight.facts import ChangeFact, Directory, IncidentFact, NotificationFact
 from tocsin_insight.schema import generation_schema
 
@@ -105,9 +105,12 @@ def _ident_list(names: Iterable[str]) -> sql.Composable:
 class FactStore:
     """Writes batches into one generation's tables, on one connection it owns."""
 
-    def __init__(self, conn: Conn, directory: Directory) -> None:
+    def __init__(self, conn: Conn, directory: Directory, *, keep_rollup: bool = True) -> None:
+        """``keep_rollup`` false: the report's rollup is left alone (a replay, which
+        rebuilds it whole once its facts are complete: rollup.rebuild)."""
         self._conn = conn
         self._directory = directory
+        self._keep_rollup = keep_rollup
         self._temp_ready: set[str] = set()
         self._session_ready = False
 
@@ -157,11 +160,16 @@ class FactStore:
         """Every row of ``batch`` and its offsets, in one transaction."""
         await self._temp_tables(generation)
         s = generation_schema(generation)
+        slices: set[tuple[str, date]] = set()
         async with self._conn.transaction():
-            new_events, incidents = await self._events(s, batch.events)
-            notifications = await self._notifications(s, batch.notifications)
+            new_events, incidents = await self._events(s, batch.events, slices)
+            notifications, paged = await self._notifications(s, batch.notifications)
             changes = await self._changes(s, batch.changes)
             dead = await self._dead(batch.dead)
+            if self._keep_rollup and (slices or paged):
+                async with self._conn.cursor() as cur:
+                    slices.update(await rollup.slices_of(cur, generation, paged))
+                    await rollup.refresh(cur, generation, slices)
             await self._offsets(s, batch.offsets)
         return Written(
             new_events=new_events,
@@ -172,7 +180,9 @@ class FactStore:
             dead=dead,
         )
 
-    async def _events(self, s: sql.Identifier, records: Sequence[EventRecord]) -> tuple[int, int]:
+    async def _events(
+        self, s: sql.Identifier, records: Sequence[EventRecord], slices: set[tuple[str, date]]
+    ) -> tuple[int, int]:
         if not records:
             return 0, 0
         conn = self._conn
@@ -233,6 +243,7 @@ class FactStore:
                     current.get(incident_id), event, self._directory
                 )
             touched = [current[i] for i in ids]
+            slices.update((f.service_id, f.created_at.astimezone(UTC).date()) for f in touched)
             async with cur.copy(
                 sql.SQL("COPY tmp_facts ({}) FROM STDIN").format(_ident_list(_FACT_COLUMNS))
             ) as copy:
@@ -252,9 +263,12 @@ class FactStore:
             await cur.execute("TRUNCATE tmp_facts")
         return len(ordered), len(ids)
 
-    async def _notifications(self, s: sql.Identifier, rows: Sequence[NotificationFact]) -> int:
+    async def _notifications(
+        self, s: sql.Identifier, rows: Sequence[NotificationFact]
+    ) -> tuple[int, list[str]]:
+        """Rows written, and the incidents whose delivered pages changed."""
         if not rows:
-            return 0
+            return 0, []
         async with self._conn.cursor() as cur:
             async with cur.copy(
                 sql.SQL("COPY tmp_notifications ({}) FROM STDIN").format(
@@ -288,7 +302,7 @@ class FactStore:
                     ).format(s=s),
                     [(i, len(u), sorted(set(u))) for i, u in sorted(delivered.items())],
                 )
-        return len(inserted)
+        return len(inserted), sorted(delivered)
 
     async def _changes(self, s: sql.Identifier, rows: Sequence[ChangeFact]) -> int:
         if not rows:
