@@ -1,4 +1,4 @@
-"""The report's rollup (``incident_rollup``, generation.sql): per UTC day of creation,
+"""The report's rollup (``incident_rollup``, rollup.sql): per UTC day of creation,
 service, team, urgency, priority and first acknowledger, the sums a Report needs and each
 duration's values sorted.
 
@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tocsin_insight.schema import SCHEMA_LOCK, generation_ddl, generation_schema
+from tocsin_insight.schema import SCHEMA_LOCK, generation_schema, rollup_ddl
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -188,7 +188,9 @@ async def ensure(conn: Conn) -> list[str]:
             row = await cur.fetchone()
             if row is not None and row[0] is not None:
                 continue  # another replica did it meanwhile
-            await conn.execute(generation_ddl(name))  # IF NOT EXISTS: adds only what is missing
+            # The rollup table alone: the rest of today's generation DDL may not fit an older
+            # generation (a column added since: its index failed on a v1 generation).
+            await conn.execute(rollup_ddl(name))
             await rebuild(conn, name)
             built.append(name)
     return built

@@ -81,9 +81,19 @@ def generation_schema(name: str) -> sql.Identifier:
     return sql.Identifier(f"insight_{name}")
 
 
-def generation_ddl(name: str) -> sql.Composed:
-    template = (resources.files("tocsin_insight") / "generation.sql").read_text()
+def _ddl(file: str, name: str) -> sql.Composed:
+    template = (resources.files("tocsin_insight") / file).read_text()
     return sql.SQL(template).format(schema=generation_schema(name))
+
+
+def generation_ddl(name: str) -> sql.Composed:
+    """A whole generation of the current definitions: its fact tables and the rollup."""
+    return sql.Composed([_ddl("generation.sql", name), _ddl("rollup.sql", name)])
+
+
+def rollup_ddl(name: str) -> sql.Composed:
+    """The rollup table alone, for a generation made before it existed."""
+    return _ddl("rollup.sql", name)
 
 
 async def create_generation(conn: psycopg.AsyncConnection[object], definition: int) -> str:
