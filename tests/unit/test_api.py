@@ -4,7 +4,10 @@ anything else (401), the rate-limit decision, ETags, SSE framing, settings, mask
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -179,6 +182,25 @@ def test_a_bad_credential_is_401_before_any_service_is_called(http: TestClient) 
     reply = http.get("/api/v1/incidents", headers={"Authorization": "Bearer nope"})
     assert problem(reply, 401)["detail"] == "unknown, revoked or expired token"
     assert reply.headers["www-authenticate"] == "Bearer"
+
+
+def test_every_route_that_needs_a_credential_refuses_a_caller_without_one(
+    http: TestClient,
+) -> None:
+    """Each route the OpenAPI document marks as needing a bearer (every new one included:
+    status updates, component overrides, automation approvals, change timelines, ...)
+    answers 401 to a caller with no credential, before any body is read."""
+    spec = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
+    checked = 0
+    for path, operations in spec["paths"].items():
+        url = re.sub(r"\{[^}]+\}", "x", path)
+        for method, operation in operations.items():
+            if operation.get("security") != [{"bearer": []}] or path.endswith("/stream"):
+                continue
+            reply = http.request(method.upper(), url, json={})
+            assert reply.status_code == 401, (method, path, reply.status_code)
+            checked += 1
+    assert checked >= 55  # the routes there were when this was written
 
 
 def test_validation_errors_are_400_problems_naming_the_field(http: TestClient) -> None:
