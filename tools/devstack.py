@@ -133,58 +133,36 @@ PROFILES = {
         insight=(29056, 29106, 0),
     ),
 }
-# Extra isolated stacks (h1..h7) for engineers running suites side by side on one machine.
-# Below Linux's ephemeral range (32768+): a client's outgoing connection can hold a port
-# there, and the broker then fails to bind it.
-for _n in range(1, 7):
-    _base = 11000 + _n * 1000
-    PROFILES[f"h{_n}"] = Profile(
-        f"h{_n}",
-        _base + 92,
-        _base + 93,
-        _base + 79,
-        ingest=(_base + 51, _base + 101, _base + 80),
-        correlation=(_base + 52, _base + 102, 0),
-        escalation=(_base + 53, _base + 103, 0),
-        notification=(_base + 54, _base + 104, _base + 81),
-        recorder_port=_base + 99,
-        api=(_base + 55, _base + 105, _base + 82),
-        postgres_port=_base + 32,
-        insight=(_base + 56, _base + 106, 0),
+
+
+# Extra isolated stacks (h1..h8) for engineers running suites side by side on one machine,
+# each in a block of 1000 ports at the same offsets. Below Linux's ephemeral range
+# (32768+): a client's outgoing connection can hold a port there, and the broker then
+# fails to bind it.
+def _isolated(name: str, base: int) -> Profile:
+    return Profile(
+        name,
+        base + 92,
+        base + 93,
+        base + 79,
+        ingest=(base + 51, base + 101, base + 80),
+        correlation=(base + 52, base + 102, 0),
+        escalation=(base + 53, base + 103, 0),
+        notification=(base + 54, base + 104, base + 81),
+        recorder_port=base + 99,
+        api=(base + 55, base + 105, base + 82),
+        postgres_port=base + 32,
+        insight=(base + 56, base + 106, 0),
         partitions=TEST_PARTITIONS,
     )
-# h7 takes the 10000 block: 11000 + 7 * 1000 would meet the test profile's 18080..18082.
-PROFILES["h7"] = Profile(
-    "h7",
-    10092,
-    10093,
-    10079,
-    ingest=(10051, 10101, 10080),
-    correlation=(10052, 10102, 0),
-    escalation=(10053, 10103, 0),
-    notification=(10054, 10104, 10081),
-    recorder_port=10099,
-    api=(10055, 10105, 10082),
-    postgres_port=10032,
-    insight=(10056, 10106, 0),
-    partitions=TEST_PARTITIONS,
-)
-# h8 takes the 20000 block: 19000 is the test profile's, 10000 is h7's (branch status).
-PROFILES["h8"] = Profile(
-    "h8",
-    20092,
-    20093,
-    20079,
-    ingest=(20051, 20101, 20080),
-    correlation=(20052, 20102, 0),
-    escalation=(20053, 20103, 0),
-    notification=(20054, 20104, 20081),
-    recorder_port=20099,
-    api=(20055, 20105, 20082),
-    postgres_port=20032,
-    insight=(20056, 20106, 0),
-    partitions=TEST_PARTITIONS,
-)
+
+
+for _n in range(1, 7):
+    PROFILES[f"h{_n}"] = _isolated(f"h{_n}", 11000 + _n * 1000)
+# h7 and h8 take the 10000 and 20000 blocks: 11000 + 7 * 1000 would meet the test
+# profile's 18080..18082, and 19000 is the test profile's.
+PROFILES["h7"] = _isolated("h7", 10000)
+PROFILES["h8"] = _isolated("h8", 20000)
 
 
 def say(message: str) -> None:
