@@ -24,6 +24,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -291,6 +292,13 @@ def _as_postgres() -> list[str]:
 def _give_to_postgres(path: Path) -> None:
     if os.geteuid() == 0:
         shutil.chown(path, "postgres", "postgres")
+        # The `postgres` user must reach it: a checkout under a directory only root may
+        # enter (`mktemp -d` makes them 0700) would fail initdb. Let others pass through
+        # (search only, not list) every directory above it that forbids that.
+        for parent in path.resolve().parents:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(mode | stat.S_IXOTH)
 
 
 def java() -> str:
