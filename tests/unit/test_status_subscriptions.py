@@ -89,7 +89,8 @@ def test_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -
     ("fields", "fragment"),
     [
         ({"address": "not-an-address"}, "address: 'not-an-address' is not an e-mail"),
-        ({"kind": "webhook", "address": "http://plain.example.com"}, "needs an https:// URL"),
+        ({"kind": "webhook", "address": "ftp://files.example.com"}, "needs an http:// or https"),
+        ({"kind": "webhook", "address": "https:///no-host"}, "needs an http:// or https"),
         ({"kind": "sms"}, "kind: 'sms' is not email or webhook"),
         ({"components": ["shop", "nope"]}, "components: unknown 'nope'"),
         ({"confirm_token": "short"}, "confirm_token: too short"),

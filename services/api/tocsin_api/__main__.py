@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tocsin_common.auth.access import access_control
 from tocsin_common.auth.service_credentials import SERVICE_SECRET_ENV
@@ -17,6 +18,9 @@ from tocsin_common.config import ConfigStore
 from tocsin_common.grpcserver import GrpcServer
 from tocsin_common.runtime import bootstrap
 from tocsin_common.secrets import read_secret
+from tocsin_common.statuspage.store import RedisSubscriptions
+from tocsin_common.statuspage.subscriptions import link_key
+from tocsin_common.topics import NOTIFICATIONS_REQUESTS
 from tocsin_common.tracing import shutdown_tracing
 
 from tocsin_api.app import create_app
@@ -80,6 +84,11 @@ def build() -> tuple[FastAPI, uvicorn.Config]:
             if reply.status != health_pb2.HealthCheckResponse.SERVING:
                 raise RuntimeError("escalation is not serving")
 
+        async def send_notice(key: str, request: Message) -> None:
+            # The audit log's producer (acks=all): durable before the api answers.
+            producer = await access.audit.producer()
+            await producer.send(NOTIFICATIONS_REQUESTS, key, request)
+
         state = ApiState(
             config=config,
             authenticator=access.authenticator,
@@ -87,6 +96,9 @@ def build() -> tuple[FastAPI, uvicorn.Config]:
             settings=api_settings,
             feeds=lambda: FeedStore(access.redis()),
             status_overrides=lambda: RedisOverrides(access.redis()),
+            status_subscriptions=lambda: RedisSubscriptions(access.redis()),
+            subscription_key=link_key(read_secret(SERVICE_SECRET_ENV) or ""),
+            send_notice=send_notice,
             limiter=limiter,
             audit=access.audit,
             service_credential=access.credential,

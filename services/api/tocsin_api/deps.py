@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,6 +36,10 @@ class HasConfig(Protocol):
     def current(self) -> TocsinConfig: ...
 
 
+async def _no_notices(key: str, request: Any) -> None:
+    raise RuntimeError("this api sends no notification requests")
+
+
 @dataclass
 class ApiState:
     """The process's collaborators, built once by the entry point (or a test)."""
@@ -54,6 +58,11 @@ class ApiState:
     clock: Callable[[], float] = time.time
     # Responders' overrides of the status page's components (status/overrides.py)
     status_overrides: Callable[[], Any] = lambda: None
+    # The status page's subscriptions (tocsin_common.statuspage.store), the key of their
+    # links, and how a confirmation request reaches notification (key, request)
+    status_subscriptions: Callable[[], Any] = lambda: None
+    subscription_key: bytes = b""
+    send_notice: Callable[[str, Any], Awaitable[None]] = _no_notices
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -225,6 +225,39 @@ class ComponentOverrideOut(BaseModel):
     until: str | None
 
 
+class SubscriptionBody(Strict):
+    kind: Literal["email", "webhook"] = Field(
+        description="email: starts pending, confirmed by the link sent to the address; "
+        "webhook: confirmed at once, deliveries signed (X-Tocsin-Signature)"
+    )
+    address: str = Field(
+        max_length=2000, description="an e-mail address, or an http:// or https:// URL"
+    )
+    components: list[str] = Field(
+        default_factory=list,
+        max_length=500,
+        description="the public component ids to hear about; none: every component",
+    )
+
+
+class SubscriptionOut(BaseModel):
+    """A status page subscription (its link tokens are never shown)."""
+
+    subscription_id: str
+    kind: str
+    address: str
+    components: list[str] = Field(description="component ids; empty: every component")
+    state: str = Field(description="pending | confirmed | unsubscribed")
+    created_at: str
+    created_by: str
+    confirmed_at: str | None
+    ended_at: str | None
+
+
+class SubscriptionList(BaseModel):
+    subscriptions: list[SubscriptionOut]
+
+
 class AutomationDecisionBody(Strict):
     reason: str = Field(default="", max_length=1000, description="why, on the timeline")
 

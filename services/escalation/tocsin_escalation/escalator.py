@@ -43,6 +43,7 @@ from tocsin_common.automation.rules import PlannedAction
 from tocsin_common.clock import Clock
 from tocsin_common.config import ConfigStore
 from tocsin_common.kafka import BadRecord, EventProducer
+from tocsin_common.statuspage.notices import Notice
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import (
     INCIDENTS_COMMANDS,
@@ -293,6 +294,12 @@ class Escalator:
         for action in effects.actions:
             topic, key, message = automation_record(incident, action, now)
             futures.append(await self._producer.enqueue(topic, key, message))
+        for notice in effects.notices:
+            futures.append(
+                await self._producer.enqueue(
+                    NOTIFICATIONS_REQUESTS, notice.update_id, notice_request(notice, now)
+                )
+            )
         return futures, entries
 
     async def _apply_now(self, incident: incident_pb2.Incident, effects: Effects) -> None:
@@ -324,7 +331,7 @@ def _timers(effects: Effects) -> list[Timer]:
 
 
 def _log_effects(incident_id: str, effects: Effects) -> None:
-    if effects.pages or effects.commands or effects.actions:
+    if effects.pages or effects.commands or effects.actions or effects.notices:
         log.info(
             "escalation: %d page(s), %d command(s), %d timer(s), %d automation action(s)",
             len(effects.pages),
@@ -384,6 +391,26 @@ def automation_record(
         )
     set_timestamp(command.requested_at, now)
     return INCIDENTS_COMMANDS, incident.service_id, command
+
+
+def notice_request(notice: Notice, now: datetime) -> notification_pb2.NotificationRequest:
+    """A status update for every subscriber of its components: notification fans it out.
+    Public fields only: no incident, no person (keyed by the update's id)."""
+    request = notification_pb2.NotificationRequest(
+        request_id=str(uuid.uuid4()),
+        idempotency_key=f"status/{notice.update_id}",
+        status_notice=notification_pb2.StatusNotice(
+            kind="update",
+            update_id=notice.update_id,
+            status=notice.status,
+            title=notice.title,
+            message=notice.message,
+            component_ids=list(notice.component_ids),
+        ),
+    )
+    set_timestamp(request.status_notice.posted_at, notice.posted_at)
+    set_timestamp(request.requested_at, now)
+    return request
 
 
 def automation_actor(rule_id: str) -> str:

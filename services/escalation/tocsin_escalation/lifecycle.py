@@ -21,7 +21,7 @@ repeat), a new run yields new ones (the person is paged again).
 | RESOLVED | stop; cancel everything, auto-resolve included |
 | SNOOZED | stop; at snoozed_until, a new run from level 1 (whoever is on call then) |
 | REASSIGNED | new run on the new policy, or on the one assigned user |
-| STATUS_UPDATED | the public-update reminder again a cadence later (none after "resolved") |
+| STATUS_UPDATED | the reminder a cadence later (none after "resolved"); the update to subscribers |
 
 A high-urgency incident on a service of the public status page is reminded of
 (``status_page.update_reminders``) when it has had no public status update for its
@@ -50,6 +50,7 @@ from tocsin_common.automation.rules import (
     plan,
 )
 from tocsin_common.config import EscalationLevel, EscalationTarget, Service, TocsinConfig
+from tocsin_common.statuspage.notices import Notice, affected_components
 
 from tocsin_escalation.policy import PlannedPage, plan_users
 from tocsin_escalation.schedule import OverrideSpan, resolve_targets
@@ -198,6 +199,7 @@ class Effects:
     commands: list[CommandSpec] = field(default_factory=list)
     entries: list[EntrySpec] = field(default_factory=list)
     actions: list[PlannedAction] = field(default_factory=list)  # automation firings
+    notices: list[Notice] = field(default_factory=list)  # to the status page's subscribers
     dropped: str = ""  # why nothing happened (logs, metrics, tests)
 
 
@@ -411,12 +413,15 @@ def on_event(
             effects.timers += _reminder(config, incident, created)
         return _with(effects, automation(config, incident, "triggered", now))
     if kind == E.INCIDENT_EVENT_TYPE_STATUS_UPDATED:
-        if event.status_update.status == "resolved":
-            return Effects(cancel_reminder=True, dropped="resolved on the status page")
-        if incident.status == E.INCIDENT_STATUS_RESOLVED:
-            return Effects(dropped="incident resolved")
         posted = _at(event.at) if event.HasField("at") else now
-        return Effects(timers=_reminder(config, incident, posted))
+        notices = subscriber_notice(config, event, posted)
+        if event.status_update.status == "resolved":
+            return Effects(
+                cancel_reminder=True, notices=notices, dropped="resolved on the status page"
+            )
+        if incident.status == E.INCIDENT_STATUS_RESOLVED:
+            return Effects(notices=notices, dropped="incident resolved")
+        return Effects(timers=_reminder(config, incident, posted), notices=notices)
     if kind == E.INCIDENT_EVENT_TYPE_HELD:
         # Held from paging by an upstream incident: RELEASED starts escalation.
         return Effects(
@@ -515,6 +520,27 @@ def _cadence(config: TocsinConfig, incident: incident_pb2.Incident) -> timedelta
         return None
     every: timedelta | None = getattr(page.update_reminders, _urgency(incident))
     return every
+
+
+def subscriber_notice(
+    config: TocsinConfig, event: incident_pb2.IncidentEvent, posted: datetime
+) -> list[Notice]:
+    """The status update for the page's subscribers: its public fields only, when the page
+    is on and the incident's service is on one of its components."""
+    components = affected_components(config.status_page, event.incident.service_id)
+    if not components:
+        return []
+    update = event.status_update
+    return [
+        Notice(
+            update_id=event.event_id,
+            status=update.status,
+            title=update.public_title,
+            message=update.message,
+            component_ids=components,
+            posted_at=posted,
+        )
+    ]
 
 
 def _reminder(

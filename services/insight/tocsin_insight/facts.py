@@ -27,6 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
 from tocsin_common.automation import CHANNEL as AUTOMATION_CHANNEL
 from tocsin_common.change import lifecycle
+from tocsin_common.statuspage.notices import CHANNELS as STATUS_CHANNELS
 
 # 2: change facts carry their change id, kind, status, version, environment and rollback_of
 # (the deploy gate's changes in flight and a change's timeline read them).
@@ -345,9 +346,10 @@ class NotificationFact:
 
 
 def is_page(status: notification_pb2.NotificationStatus) -> bool:
-    """Whether a status is a page's: an automation action's (docs/automation.md) pages
-    nobody and stays out of the paging facts."""
-    return status.channel != AUTOMATION_CHANNEL
+    """Whether a status is a page's: an automation action's (docs/automation.md) and a
+    status page subscriber's delivery (docs/status-page.md) page nobody and stay out of
+    the paging facts."""
+    return status.channel != AUTOMATION_CHANNEL and status.channel not in STATUS_CHANNELS
 
 
 def notification_fact(

@@ -15,16 +15,20 @@ from tocsin.v1 import (
     oncall_service_pb2_grpc,
 )
 from tocsin_common.auth.access import access_control
+from tocsin_common.auth.service_credentials import SERVICE_SECRET_ENV
 from tocsin_common.clock import Clock, SystemClock
 from tocsin_common.config import ConfigStore
 from tocsin_common.gc_tuning import freeze_startup_heap
 from tocsin_common.grpcserver import GrpcServer, client_channel, open_channel
 from tocsin_common.kafka import EventProducer, ensure_pipeline_topics, wait_for_kafka
+from tocsin_common.outgoing import DestinationPolicy
 from tocsin_common.redis_durability import require_durable_redis
 from tocsin_common.redisclient import blocking_redis_client
 from tocsin_common.runtime import bootstrap, run_service, until_stopped
-from tocsin_common.secrets import SecretError
+from tocsin_common.secrets import SecretError, read_secret
 from tocsin_common.settings import Settings
+from tocsin_common.statuspage.store import RedisSubscriptions
+from tocsin_common.statuspage.subscriptions import link_key
 from tocsin_common.timeline import DEFAULT_WATCH_BACKLOG
 from tocsin_common.topics import (
     NOTIFICATION_GROUP,
@@ -58,11 +62,17 @@ from tocsin_notification.ratelimit import SlidingWindowLimit
 from tocsin_notification.ratelimit_store import RedisRateLimitLog
 from tocsin_notification.redis_batch import CommandBatcher
 from tocsin_notification.render import Renderer
+from tocsin_notification.subscribers import SubscriberDelivery
 from tocsin_notification.tuning import Tuning
 
 SERVICE = "notification"
 
 log = logging.getLogger("tocsin.notification")
+
+
+def api_public_url() -> str:
+    """Where the status page and its subscription links are: the api's public URL."""
+    return os.environ.get("TOCSIN_API_PUBLIC_URL", "").strip() or "http://127.0.0.1:8082"
 
 
 def link_keys(keys_env: str, secret_env: str) -> KeyRing:
@@ -152,7 +162,7 @@ async def serve(stop: asyncio.Event) -> None:
     )
     # Before anything starts: a signed webhook without its secret is a start-up error.
     try:
-        require_signing_secret(config.current)
+        webhook_secret = require_signing_secret(config.current)
     except SecretError as e:
         raise SystemExit(f"notification cannot start: {e}") from None
     clock = SystemClock()
@@ -190,7 +200,19 @@ async def serve(stop: asyncio.Event) -> None:
     automation = AutomationRunner.from_settings(
         pipeline, clock, ApprovalStore(redis), producer, notification_settings
     )
-    deliverer = Deliverer(pipeline, automation)
+    subscribers = SubscriberDelivery(
+        pipeline,
+        clock,
+        producer,
+        RedisSubscriptions(redis),
+        lambda: config.current,
+        link_key=link_key(read_secret(SERVICE_SECRET_ENV) or ""),
+        api_url=api_public_url(),
+        email=providers.get("email"),
+        secret=webhook_secret.encode() if webhook_secret else None,
+        destinations=DestinationPolicy(notification_settings.outgoing.allow),
+    )
+    deliverer = Deliverer(pipeline, automation, subscribers)
     consumer = ConcurrentConsumer(
         bootstrap=settings.kafka_bootstrap,
         group_id=NOTIFICATION_GROUP.group_id,
@@ -251,6 +273,7 @@ async def serve(stop: asyncio.Event) -> None:
         for provider in providers.values():
             await provider.close()
         await automation.close()
+        await subscribers.close()
         await channel.close()
         await contacts_channel.close()
         await producer.stop()

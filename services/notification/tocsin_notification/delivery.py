@@ -16,6 +16,7 @@ from tocsin_common.kafka import BadRecord
 
 from tocsin_notification.automation import AutomationRunner
 from tocsin_notification.pipeline import Job, Pipeline, Source
+from tocsin_notification.subscribers import SubscriberDelivery, missing_fields
 
 REQUIRED = ("idempotency_key", "user_id", "contact_method_id")
 # An automation action (docs/automation.md) names no person.
@@ -34,6 +35,11 @@ def parse(value: bytes) -> notification_pb2.NotificationRequest:
         request.ParseFromString(value)
     except Exception as e:
         raise BadRecord(f"undecodable NotificationRequest: {e}") from None
+    if request.HasField("status_notice"):
+        missing = missing_fields(request)
+        if missing:
+            raise BadRecord(f"{', '.join(missing)}: missing")
+        return request
     if request.HasField("automation"):
         for name in REQUIRED_AUTOMATION:
             holder, _, field = name.rpartition(".")
@@ -47,9 +53,15 @@ def parse(value: bytes) -> notification_pb2.NotificationRequest:
 
 
 class Deliverer:
-    def __init__(self, pipeline: Pipeline, automation: AutomationRunner | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        automation: AutomationRunner | None = None,
+        subscribers: SubscriberDelivery | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.automation = automation
+        self.subscribers = subscribers
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> list[asyncio.Future[Any]]:
         """Deliver one record's request; return the acknowledgements of the Kafka records
@@ -64,7 +76,11 @@ class Deliverer:
             headers={k: v for k, v in (record.headers or ())},
         )
         job = Job(request, source)
-        if request.HasField("automation"):
+        if request.HasField("status_notice"):
+            if self.subscribers is None:
+                raise BadRecord("status_notice: this process delivers no status updates")
+            await self.subscribers.handle(job)
+        elif request.HasField("automation"):
             if self.automation is None:
                 raise BadRecord("automation: this process runs no automation actions")
             await self.automation.handle(job)

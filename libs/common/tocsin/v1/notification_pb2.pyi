@@ -5,9 +5,11 @@ Pages: what escalation asks notification to deliver (notifications.requests) and
 became of each request (notifications.status).
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from tocsin.v1 import incident_pb2 as _incident_pb2
 import builtins as _builtins
@@ -40,6 +42,8 @@ class _DeliveryOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deliv
     """an automation action waits for a person"""
     DELIVERY_OUTCOME_REJECTED: _DeliveryOutcome.ValueType  # 7
     """an automation action a person rejected"""
+    DELIVERY_OUTCOME_SKIPPED: _DeliveryOutcome.ValueType  # 8
+    """not sent: the status subscription ended"""
 
 class DeliveryOutcome(_DeliveryOutcome, metaclass=_DeliveryOutcomeEnumTypeWrapper): ...
 
@@ -56,6 +60,8 @@ DELIVERY_OUTCOME_AWAITING_APPROVAL: DeliveryOutcome.ValueType  # 6
 """an automation action waits for a person"""
 DELIVERY_OUTCOME_REJECTED: DeliveryOutcome.ValueType  # 7
 """an automation action a person rejected"""
+DELIVERY_OUTCOME_SKIPPED: DeliveryOutcome.ValueType  # 8
+"""not sent: the status subscription ended"""
 Global___DeliveryOutcome: _TypeAlias = DeliveryOutcome  # noqa: Y015
 
 @_typing.final
@@ -77,6 +83,7 @@ class NotificationRequest(_message.Message):
     URGENCY_FIELD_NUMBER: _builtins.int
     REQUESTED_AT_FIELD_NUMBER: _builtins.int
     AUTOMATION_FIELD_NUMBER: _builtins.int
+    STATUS_NOTICE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     idempotency_key: _builtins.str
     """Stable across redelivery and replay: incident, level, loop, user and rule."""
@@ -99,6 +106,12 @@ class NotificationRequest(_message.Message):
         Key on notifications.requests: the incident id.
         """
 
+    @_builtins.property
+    def status_notice(self) -> Global___StatusNotice:
+        """Set for the status page's subscribers (docs/status-page.md) instead of a page: no user,
+        contact method or incident; only what was posted for the public.
+        """
+
     def __init__(
         self,
         *,
@@ -113,14 +126,70 @@ class NotificationRequest(_message.Message):
         urgency: _incident_pb2.Urgency.ValueType = ...,
         requested_at: _timestamp_pb2.Timestamp | None = ...,
         automation: Global___AutomationAction | None = ...,
+        status_notice: Global___StatusNotice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "incident", b"incident", "requested_at", b"requested_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "incident", b"incident", "requested_at", b"requested_at", "status_notice", b"status_notice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "contact_method_id", b"contact_method_id", "escalation_level", b"escalation_level", "escalation_loop", b"escalation_loop", "idempotency_key", b"idempotency_key", "incident", b"incident", "request_id", b"request_id", "requested_at", b"requested_at", "rule_index", b"rule_index", "urgency", b"urgency", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "contact_method_id", b"contact_method_id", "escalation_level", b"escalation_level", "escalation_loop", b"escalation_loop", "idempotency_key", b"idempotency_key", "incident", b"incident", "request_id", b"request_id", "requested_at", b"requested_at", "rule_index", b"rule_index", "status_notice", b"status_notice", "urgency", b"urgency", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NotificationRequest: _TypeAlias = NotificationRequest  # noqa: Y015
+
+@_typing.final
+class StatusNotice(_message.Message):
+    """A status update for the public page's subscribers, or an e-mail subscription's
+    confirmation request. Without a subscription id it is one update for every subscriber
+    of its components: notification fans it out as one request per subscriber (key: the
+    subscription id; idempotency key: update and subscription).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    UPDATE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    COMPONENT_IDS_FIELD_NUMBER: _builtins.int
+    POSTED_AT_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """update | confirmation"""
+    subscription_id: _builtins.str
+    update_id: _builtins.str
+    """the STATUS_UPDATED event's id"""
+    status: _builtins.str
+    """investigating, identified, monitoring, resolved"""
+    title: _builtins.str
+    """the incident's public title"""
+    message: _builtins.str
+    """as posted for the public (sanitised)"""
+    @_builtins.property
+    def component_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the affected public components"""
+
+    @_builtins.property
+    def posted_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        subscription_id: _builtins.str = ...,
+        update_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        title: _builtins.str = ...,
+        message: _builtins.str = ...,
+        component_ids: _abc.Iterable[_builtins.str] | None = ...,
+        posted_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["posted_at", b"posted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["component_ids", b"component_ids", "kind", b"kind", "message", b"message", "posted_at", b"posted_at", "status", b"status", "subscription_id", b"subscription_id", "title", b"title", "update_id", b"update_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusNotice: _TypeAlias = StatusNotice  # noqa: Y015
 
 @_typing.final
 class AutomationAction(_message.Message):

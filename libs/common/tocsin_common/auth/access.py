@@ -214,6 +214,11 @@ class AuditLog:
                     self._producer = producer
         return self._producer
 
+    async def producer(self) -> EventProducer:
+        """The audit topic's producer, started once (the api also puts a status page
+        subscription's confirmation request on notifications.requests with it)."""
+        return await self._started()
+
     async def record(
         self,
         *,

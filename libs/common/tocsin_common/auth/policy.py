@@ -131,6 +131,11 @@ RULES: dict[str, Rule] = {
         Role.RESPONDER,
         summary="override a public component's state (on a team of one of its services)",
     ),
+    "status_page.subscribers": Rule(
+        Role.MANAGER,
+        summary="create, list and delete the status page's subscribers (on a team of a "
+        "service of one of its components; every component: admin)",
+    ),
     "status_page.read": Rule(
         Role.VIEWER,
         mutation=False,

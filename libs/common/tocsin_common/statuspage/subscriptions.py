@@ -4,18 +4,23 @@ An e-mail subscription starts ``pending`` and is ``confirmed`` by the token sent
 address (within ``status_page.confirmation_ttl``); a webhook subscription is confirmed when
 made (whoever sets it up owns the endpoint; its deliveries are signed). Either ends
 ``unsubscribed`` by its unsubscribe token. Tokens are stored as SHA-256 digests and compared
-in constant time; the caller makes them (``secrets.token_urlsafe``) and sends them once.
+in constant time. The services make them with :func:`link_token`, an HMAC of the
+subscription id under a key derived from the deployment's service secret
+(:func:`link_key`): so every e-mail can carry the unsubscribe link without the token being
+stored anywhere.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -23,7 +28,11 @@ __all__ = [
     "SubscriptionError",
     "SubscriptionState",
     "confirm",
+    "decode",
+    "encode",
     "hash_token",
+    "link_key",
+    "link_token",
     "recipients",
     "subscribe",
     "unsubscribe",
@@ -33,6 +42,8 @@ SubscriptionState = Literal["pending", "confirmed", "unsubscribed"]
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 MAX_COMPONENTS = 500
 MIN_TOKEN_CHARS = 22  # 128 bits of token_urlsafe
+MAX_SUBSCRIPTIONS = 10_000  # in all, across components
+LinkPurpose = Literal["confirm", "unsubscribe"]
 
 
 class SubscriptionError(ValueError):
@@ -41,6 +52,21 @@ class SubscriptionError(ValueError):
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def link_key(service_secret: str) -> bytes:
+    """The key of the subscription links, derived from the service secret every service
+    shares (never the secret itself). Rotating that secret voids the links already sent."""
+    if not service_secret:
+        raise SubscriptionError("service secret: empty; subscription links need it")
+    label = b"tocsin status-page subscription links v1"
+    return hmac.new(service_secret.encode(), label, hashlib.sha256).digest()
+
+
+def link_token(key: bytes, purpose: LinkPurpose, subscription_id: str) -> str:
+    """The token of a subscription's confirm or unsubscribe link (43 characters)."""
+    mac = hmac.new(key, f"{purpose}\x1f{subscription_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
 def _token_matches(token: str, digest: str) -> bool:
@@ -59,6 +85,7 @@ class Subscription:
     unsubscribe_token_hash: str
     confirmed_at: datetime | None = None
     ended_at: datetime | None = None
+    created_by: str = ""  # the principal who made it
 
     def wants(self, component_ids: Iterable[str]) -> bool:
         """Whether an update about these components goes to this subscriber."""
@@ -77,6 +104,7 @@ def subscribe(
     confirm_token: str,
     unsubscribe_token: str,
     now: datetime,
+    created_by: str = "",
 ) -> Subscription:
     """A new subscription (pending for e-mail, confirmed for a webhook)."""
     chosen = frozenset(components)
@@ -84,9 +112,14 @@ def subscribe(
         if len(address) > 320 or not _EMAIL.match(address):
             raise SubscriptionError(f"address: {address[:100]!r} is not an e-mail address")
     elif kind == "webhook":
+        # As the webhook channel: http or https; where it may go (a private or loopback
+        # address needs notification.outgoing.allow) is decided when it is sent to.
         parts = urlsplit(address)
-        if parts.scheme != "https" or not parts.netloc or len(address) > 2000:
-            raise SubscriptionError("address: a webhook subscription needs an https:// URL")
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(address) > 2000:
+            raise SubscriptionError(
+                "address: a webhook subscription needs an http:// or https:// URL "
+                "(at most 2,000 characters)"
+            )
     else:
         raise SubscriptionError(f"kind: {kind!r} is not email or webhook")
     if len(chosen) > MAX_COMPONENTS:
@@ -110,6 +143,7 @@ def subscribe(
         confirm_token_hash=hash_token(confirm_token) if email else "",
         unsubscribe_token_hash=hash_token(unsubscribe_token),
         confirmed_at=None if email else now,
+        created_by=created_by,
     )
 
 
@@ -141,3 +175,58 @@ def recipients(
     """The confirmed subscribers an update about ``component_ids`` goes to."""
     wanted = set(component_ids)
     return [s for s in subscriptions if s.wants(wanted)]
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def encode(sub: Subscription) -> str:
+    """The subscription as stored (JSON): its tokens only as digests."""
+    data: dict[str, Any] = {
+        "subscription_id": sub.subscription_id,
+        "kind": sub.kind,
+        "address": sub.address,
+        "components": sorted(sub.components),
+        "state": sub.state,
+        "created_at": sub.created_at.isoformat(),
+        "confirm_token_hash": sub.confirm_token_hash,
+        "unsubscribe_token_hash": sub.unsubscribe_token_hash,
+        "confirmed_at": _time(sub.confirmed_at),
+        "ended_at": _time(sub.ended_at),
+        "created_by": sub.created_by,
+    }
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode(raw: str | bytes) -> Subscription:
+    """A stored subscription; SubscriptionError when it is not one."""
+    try:
+        data = json.loads(raw)
+        kind = data["kind"]
+        state = data["state"]
+        if kind not in ("email", "webhook") or state not in (
+            "pending",
+            "confirmed",
+            "unsubscribed",
+        ):
+            raise ValueError(f"kind {kind!r} / state {state!r}")
+        return Subscription(
+            subscription_id=str(data["subscription_id"]),
+            kind=kind,
+            address=str(data["address"]),
+            components=frozenset(str(c) for c in data["components"]),
+            state=state,
+            created_at=datetime.fromisoformat(data["created_at"]),
+            confirm_token_hash=str(data["confirm_token_hash"]),
+            unsubscribe_token_hash=str(data["unsubscribe_token_hash"]),
+            confirmed_at=_parse(data.get("confirmed_at")),
+            ended_at=_parse(data.get("ended_at")),
+            created_by=str(data.get("created_by", "")),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise SubscriptionError(f"stored subscription: {e}") from None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -30,6 +30,7 @@ from tocsin_api import models
 from tocsin_api.backends import call
 from tocsin_api.deps import Caller, CallerDep, authorize, state_of
 from tocsin_api.problems import Problem, invalid
+from tocsin_api.status import subscribers
 from tocsin_api.status.assemble import INDICATORS, assemble, summary
 from tocsin_api.status.overrides import Overrides
 
@@ -231,4 +232,5 @@ async def remove_override(
 def install(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(api_router)
+    subscribers.install(app)
     app.mount("/status/static", StaticFiles(directory=str(HERE / "static")), name="status-static")

@@ -136,7 +136,9 @@ class RecordStage:
             if entry is not None:
                 timeline.queue_append(pipe, entry, status.incident_id, service_id, backlog)
 
-        await self._write(row_commands)
+        # A status page subscriber's delivery has no incident: no row, no timeline entry.
+        if status.incident_id:
+            await self._write(row_commands)
         log.info(
             "page %s",
             notification_pb2.DeliveryOutcome.Name(outcome).lower(),

@@ -47,6 +47,8 @@ class Page:
     text: str = ""
     incidents: tuple[IncidentLine, ...] = ()
     unsigned: bool = False  # webhook: the contact method is `unsigned: true` in the config
+    # More message headers (e-mail to a status page subscriber: List-Unsubscribe)
+    headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def bundled(self) -> bool:

@@ -59,8 +59,11 @@ class EmailProvider:
         msg["To"] = page.address
         msg["Subject"] = page.subject
         msg["Message-ID"] = make_msgid(domain="tocsin")
-        msg["X-Tocsin-Incident"] = page.incident_id
+        if page.incident_id:
+            msg["X-Tocsin-Incident"] = page.incident_id
         msg["X-Tocsin-Idempotency-Key"] = page.idempotency_key
+        for name, value in page.headers:
+            msg[name] = value
         msg.set_content(page.text)
         return msg
 
