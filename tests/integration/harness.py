@@ -180,6 +180,10 @@ class Stack:
         # provider takes any secret of a confidential client).
         self.oidc_client_secret = generate_secret()
 
+        # Where a test starts its SMTP peer ("{smtp_port}" in stack_config: notification's
+        # e-mail provider connects at send time, so the peer may start later).
+        self.smtp_port = free_port()
+
         # Generated per session, handed over as a file (the *_FILE way a deployment does).
         self.webhook_secret = generate_secret()
         self.webhook_secret_file = self.write_secret("TOCSIN_WEBHOOK_SECRET", self.webhook_secret)
@@ -240,9 +244,9 @@ class Stack:
         await self.pages.start()
         await self.traces.start()
         self.config_path.write_text(
-            self.config_text.replace("{peer}", f"http://127.0.0.1:{self.pages.port}").replace(
-                "{oidc}", self.oidc_issuer
-            )
+            self.config_text.replace("{peer}", f"http://127.0.0.1:{self.pages.port}")
+            .replace("{oidc}", self.oidc_issuer)
+            .replace("'{smtp_port}'", str(self.smtp_port))
         )
         ports = {name: (free_port(), free_port(), free_port()) for name in SERVICES}
         for name, module in SERVICES.items():

@@ -227,6 +227,7 @@ class SubscriberDelivery:
                 config.status_page.title,
                 f"{self._api_url}/status",
                 sub.subscription_id,
+                links_for(self._api_url, self._key, sub.subscription_id).unsubscribe,
             ),
             separators=(",", ":"),
         ).encode()

@@ -130,13 +130,19 @@ def confirmation_email(
 
 
 def webhook_body(
-    notice: Notice, names: Sequence[str], page_title: str, page_url: str, subscription_id: str
+    notice: Notice,
+    names: Sequence[str],
+    page_title: str,
+    page_url: str,
+    subscription_id: str,
+    unsubscribe: str,
 ) -> dict[str, Any]:
-    """The JSON a webhook subscriber receives (signed like the webhook channel's pages)."""
+    """The JSON a webhook subscriber receives (signed like the webhook channel's pages),
+    with the subscription's unsubscribe link."""
     return {
         "event": "status_page.update",
         "page": {"name": page_title, "url": page_url},
-        "subscription_id": subscription_id,
+        "subscription": {"id": subscription_id, "unsubscribe": unsubscribe},
         "update": {
             "id": notice.update_id,
             "status": notice.status,

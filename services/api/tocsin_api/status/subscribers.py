@@ -31,6 +31,7 @@ from tocsin_common.auth.policy import Decision, Principal, PrincipalKind, Resour
 from tocsin_common.statuspage.store import RedisSubscriptions
 from tocsin_common.statuspage.subscriptions import (
     MAX_SUBSCRIPTIONS,
+    LinkPurpose,
     Subscription,
     SubscriptionError,
     confirm,
@@ -133,10 +134,6 @@ async def create_subscription(
         raise Problem(409, "status_page: the status page is not enabled in the config")
     subscription_id = str(uuid.uuid4())
     chosen = frozenset(body.components)
-    await authorize(request, caller, ACTION, _resource(request, subscription_id, chosen))
-    store = _store(request)
-    if await store.count() >= MAX_SUBSCRIPTIONS:
-        raise Problem(409, f"subscriptions: at most {MAX_SUBSCRIPTIONS}; delete some first")
     key = _key(request)
     now = _now(request)
     try:
@@ -154,6 +151,11 @@ async def create_subscription(
     except SubscriptionError as e:
         field, _, problem = str(e).partition(": ")
         raise invalid(field, problem) from None
+    # Checked once the request is valid: an unknown component names the field (400).
+    await authorize(request, caller, ACTION, _resource(request, subscription_id, chosen))
+    store = _store(request)
+    if await store.count() >= MAX_SUBSCRIPTIONS:
+        raise Problem(409, f"subscriptions: at most {MAX_SUBSCRIPTIONS}; delete some first")
     await store.put(sub)
     if sub.kind == "email":
         try:
@@ -238,17 +240,21 @@ def _purpose(purpose: str) -> str:
     return purpose
 
 
+def _genuine(request: Request, subscription_id: str, purpose: str, token: str) -> bool:
+    """Whether ``token`` is this subscription's link token for ``purpose``."""
+    kind: LinkPurpose = "confirm" if purpose == "confirm" else "unsubscribe"
+    expected = link_token(_key(request), kind, subscription_id)
+    return hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace"))
+
+
 async def _checked(
     request: Request, subscription_id: str, purpose: str, token: str
 ) -> Subscription | HTMLResponse:
     """The subscription the link is for, or the page saying why the link does nothing:
     404 for a wrong token or unknown subscription (the same answer: the token is the
     credential), 409 when it is moot, 410 for an expired confirmation."""
-    expected = link_token(
-        _key(request), "confirm" if purpose == "confirm" else "unsubscribe", subscription_id
-    )
     invalid_link = _link_page(404, "This link is not valid", "Use the link exactly as it arrived.")
-    if not hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace")):
+    if not _genuine(request, subscription_id, purpose, token):
         return invalid_link
     sub = await _store(request).get(subscription_id)
     if sub is None:
@@ -293,7 +299,9 @@ async def link_act(subscription_id: str, purpose: str, token: str, request: Requ
     """Do it (also the one-click unsubscribe of RFC 8058's List-Unsubscribe-Post)."""
     _, _, done = _WORDS[_purpose(purpose)]
     found = await _checked(request, subscription_id, purpose, token)
-    actor = Principal(f"subscription:{subscription_id}", PrincipalKind.USER)
+    # The token is the credential: without the right one the caller is nobody.
+    genuine = _genuine(request, subscription_id, purpose, token)
+    actor = Principal(f"subscription:{subscription_id}", PrincipalKind.USER) if genuine else None
     resource = Resource("status_subscription", subscription_id)
     if isinstance(found, HTMLResponse):
         reason = f"the {purpose} link answered {found.status_code}"
