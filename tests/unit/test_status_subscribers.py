@@ -30,6 +30,7 @@ from tocsin_common.statuspage.subscriptions import (
     confirm,
     decode,
     encode,
+    lapsed,
     link_key,
     link_token,
     subscribe,
@@ -399,7 +400,8 @@ def update_job(subscription_id: str = "") -> Job:
 
 
 def confirmed(sub: Subscription) -> Subscription:
-    return confirm(sub, link_token(KEY, "confirm", sub.subscription_id), NOW, timedelta(hours=1))
+    token = link_token(KEY, "confirm", sub.subscription_id)
+    return confirm(sub, token, sub.created_at, timedelta(hours=1))
 
 
 async def test_an_update_fans_out_to_each_confirmed_subscriber_of_its_components() -> None:
@@ -661,6 +663,21 @@ def test_subscribing_is_checked(
     if field_name:
         assert reply.json()["errors"][0]["field"] == field_name
     assert a.store.kept == {} and a.sent == []
+
+
+def test_a_pending_subscription_past_its_link_is_dropped_when_another_is_made() -> None:
+    a = api()
+    a.store.kept["old"] = make("old", now=NOW - timedelta(hours=2))  # confirmation_ttl: 2h
+    a.store.kept["new"] = make("new", now=NOW - timedelta(hours=1))
+    a.store.kept["kept"] = confirmed(make("kept", now=NOW - timedelta(days=9)))
+    assert lapsed(a.store.kept.values(), NOW, timedelta(hours=2)) == ["old"]
+    made = a.http.post(
+        ROUTE,
+        json={"kind": "webhook", "address": "https://h.example.com", "components": ["cmp-pay"]},
+        headers=as_("max"),
+    )
+    assert made.status_code == 201
+    assert set(a.store.kept) == {"new", "kept", made.json()["subscription_id"]}
 
 
 def test_routes_need_a_bearer_and_kafka_down_leaves_no_subscription() -> None:

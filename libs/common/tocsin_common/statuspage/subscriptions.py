@@ -31,6 +31,7 @@ __all__ = [
     "decode",
     "encode",
     "hash_token",
+    "lapsed",
     "link_key",
     "link_token",
     "recipients",
@@ -167,6 +168,16 @@ def unsubscribe(sub: Subscription, token: str, now: datetime) -> Subscription:
     if sub.state == "unsubscribed":
         return sub
     return replace(sub, state="unsubscribed", ended_at=now, confirm_token_hash="")
+
+
+def lapsed(subscriptions: Iterable[Subscription], now: datetime, ttl: timedelta) -> list[str]:
+    """The pending subscriptions whose confirmation link has expired: they can never be
+    confirmed, so they are dropped (subscribing the address again sends a new link)."""
+    return [
+        s.subscription_id
+        for s in subscriptions
+        if s.state == "pending" and now >= s.created_at + ttl
+    ]
 
 
 def recipients(

@@ -35,6 +35,7 @@ from tocsin_common.statuspage.subscriptions import (
     Subscription,
     SubscriptionError,
     confirm,
+    lapsed,
     link_token,
     subscribe,
     unsubscribe,
@@ -154,6 +155,9 @@ async def create_subscription(
     # Checked once the request is valid: an unknown component names the field (400).
     await authorize(request, caller, ACTION, _resource(request, subscription_id, chosen))
     store = _store(request)
+    # Pending ones past their confirmation link can never be confirmed: dropped first.
+    for gone in lapsed(await store.all(), now, page.confirmation_ttl):
+        await store.delete(gone)
     if await store.count() >= MAX_SUBSCRIPTIONS:
         raise Problem(409, f"subscriptions: at most {MAX_SUBSCRIPTIONS}; delete some first")
     await store.put(sub)
