@@ -36,7 +36,7 @@ from tests.integration.api_client import (
 )
 from tests.integration.console_browser import open_browser, run, visible
 from tests.integration.harness import Stack
-from tests.integration.test_status_page import summary_when
+from tests.integration.test_status_page import cli, summary_when
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +150,13 @@ async def test_subscribers_get_a_status_update_once_each(
         )
 
         ana = await subscribe(manager, "email", confirmed_to, "sp-pay")
-        pat = await subscribe(manager, "email", pending_to, "sp-pay")
+        # Pat is subscribed from the CLI, as a manager would from a terminal.
+        token, _ = await stack.token_for("sp-manager")
+        made = await cli(
+            stack, token, "subscribers", "add", "--email", pending_to, "-c", "sp-pay", "-o", "json"
+        )
+        assert made["state"] == "pending" and made["components"] == ["sp-pay"]
+        pat = made["subscription_id"]
         leo = await subscribe(manager, "email", leaving_to, "sp-pay")
         hook = await subscribe(manager, "webhook", f"{peer}{hook_path}", "sp-pay")
         other = await subscribe(manager, "webhook", f"{peer}{other_path}", "sp-pay")
@@ -216,6 +222,8 @@ async def test_subscribers_get_a_status_update_once_each(
         assert {listed[i]["state"] for i in (ana, hook)} == {"confirmed"}
         assert listed[pat]["state"] == "pending" and listed[leo]["state"] == "unsubscribed"
         assert other not in listed  # not the manager's to see
+        on_cli = await cli(stack, token, "subscribers", "list", "-o", "json")
+        assert {s["subscription_id"] for s in on_cli} == set(listed)
 
     # The confirmation and unsubscription are audit records by the subscription itself.
     async with client(stack) as admin:

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from tocsin_cli.commands import auth, automation, incidents, live, ops, people, silence
+from tocsin_cli.commands import (
+    auth,
+    automation,
+    incidents,
+    live,
+    ops,
+    people,
+    silence,
+    subscribers,
+)
 from tocsin_cli.context import State, note
 from tocsin_cli.exitcodes import CliError, Exit
 from tocsin_cli.parsing import ArgError
@@ -48,6 +57,7 @@ app.add_typer(automation.app, name="automation")
 app.command()(people.oncall)
 app.add_typer(people.schedule_app, name="schedule")
 app.add_typer(silence.app, name="silence")
+app.add_typer(subscribers.app, name="subscribers")
 app.command()(live.tail)
 app.command()(live.report)
 app.add_typer(ops.config_app, name="config")
