@@ -24,6 +24,7 @@ from tocsin_common.clock import FakeClock
 from tocsin_common.config import TocsinConfig, parse_config
 from tocsin_common.kafka import BadRecord
 from tocsin_common.statuspage import notices
+from tocsin_common.statuspage.store import SUBSCRIPTIONS_KEY, RedisSubscriptions
 from tocsin_common.statuspage.subscriptions import (
     Subscription,
     SubscriptionError,
@@ -187,9 +188,50 @@ def test_what_a_subscriber_receives_is_public_only() -> None:
     assert subject == "[Acme status] Confirm your subscription"
     assert "every component" in text and "within 2 hours" in text and links.confirm in text
     assert notices.fan_out_key("ev-1", "s1") == "status/ev-1/s1"
+    two_lines = notice(title="Card payments\nfail  again")
+    subject, _ = notices.update_email(two_lines, names, "Acme status", API, links.unsubscribe)
+    assert subject == "[Acme status] Identified: Card payments fail again"
     # Insight leaves subscriber deliveries out of its paging facts.
     for channel in notices.CHANNELS:
         assert not is_page(notification_pb2.NotificationStatus(channel=channel))
+
+
+class DictRedis:
+    """The hash commands the store uses, over a dict."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[str, dict[str, str]] = {}
+
+    async def hget(self, key: str, field: str) -> str | None:
+        return self.hashes.get(key, {}).get(field)
+
+    async def hgetall(self, key: str) -> dict[str, str]:
+        return dict(self.hashes.get(key, {}))
+
+    async def hset(self, key: str, field: str, value: str) -> int:
+        self.hashes.setdefault(key, {})[field] = value
+        return 1
+
+    async def hdel(self, key: str, field: str) -> int:
+        return 1 if self.hashes.get(key, {}).pop(field, None) is not None else 0
+
+    async def hlen(self, key: str) -> int:
+        return len(self.hashes.get(key, {}))
+
+
+async def test_the_store_keeps_one_hash_of_subscriptions_and_skips_unreadable_ones() -> None:
+    redis = DictRedis()
+    store = RedisSubscriptions(redis)
+    later = make("b", now=NOW + timedelta(minutes=1))
+    await store.put(later)
+    await store.put(make("a"))
+    redis.hashes[SUBSCRIPTIONS_KEY]["broken"] = "{not json"
+    assert [s.subscription_id for s in await store.all()] == ["a", "b"]  # oldest first
+    assert await store.get("b") == later and await store.get("nope") is None
+    assert await store.count() == 3
+    assert await store.delete("a") and not await store.delete("a")
+    assert set(redis.hashes[SUBSCRIPTIONS_KEY]) == {"b", "broken"}
+    assert link_token(KEY, "confirm", "b") not in redis.hashes[SUBSCRIPTIONS_KEY]["b"]
 
 
 # --- escalation: each update to notification, once ------------------------------------

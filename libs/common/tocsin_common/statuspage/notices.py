@@ -93,7 +93,8 @@ def update_email(
     notice: Notice, names: Sequence[str], page_title: str, page_url: str, unsubscribe: str
 ) -> tuple[str, str]:
     """(subject, text) of an update to an e-mail subscriber."""
-    subject = f"[{page_title}] {notice.status.capitalize()}: {notice.title}"
+    # One line: a header cannot hold a line break (a title may carry one).
+    subject = " ".join(f"[{page_title}] {notice.status.capitalize()}: {notice.title}".split())
     affected = ", ".join(names) or "(none listed)"
     text = (
         f"{notice.title}\n"
