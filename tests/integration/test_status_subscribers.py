@@ -314,3 +314,10 @@ async def test_subscribers_get_a_status_update_once_each(
     async with await user_client(stack, "sp-subs-resp") as responder:
         resolved = await responder.post(f"/incidents/{incident['id']}/resolve")
         assert resolved.status_code == 202
+
+    # Deleted, nothing more goes to them (the rest of the session posts updates too).
+    async with client(stack) as admin:
+        for gone in (ana, pat, leo, hook, other):
+            assert (await admin.delete(f"{ROUTE}/{gone}")).status_code == 204
+        left = {s["subscription_id"] for s in (await admin.get(ROUTE)).json()["subscriptions"]}
+        assert not left & {ana, pat, leo, hook, other}
