@@ -211,8 +211,8 @@ async def delete_subscription(
 # --- the capability links --------------------------------------------------------------
 
 _WORDS = {
-    "confirm": ("Confirm", "confirm your subscription", "confirmed"),
-    "unsubscribe": ("Unsubscribe", "stop receiving updates", "unsubscribed"),
+    "confirm": ("Confirm", "confirm your subscription to", "confirmed"),
+    "unsubscribe": ("Unsubscribe", "stop receiving the updates of", "unsubscribed"),
 }
 
 
@@ -254,9 +254,9 @@ def _genuine(request: Request, subscription_id: str, purpose: str, token: str) -
 async def _checked(
     request: Request, subscription_id: str, purpose: str, token: str
 ) -> Subscription | HTMLResponse:
-    """The subscription the link is for, or the page saying why the link does nothing:
-    404 for a wrong token or unknown subscription (the same answer: the token is the
-    credential), 409 when it is moot, 410 for an expired confirmation."""
+    """The subscription as the link leaves it (not stored here), or the page saying why the
+    link does nothing: 404 for a wrong token or unknown subscription, 409 when it is moot,
+    410 for an expired confirmation."""
     invalid_link = _link_page(404, "This link is not valid", "Use the link exactly as it arrived.")
     if not _genuine(request, subscription_id, purpose, token):
         return invalid_link
@@ -267,11 +267,10 @@ async def _checked(
         if purpose == "confirm":
             if sub.state == "confirmed":
                 return _link_page(409, "Already confirmed", "Nothing was changed.")
-            confirm(sub, token, _now(request), _ttl(request))
-        else:
-            if sub.state == "unsubscribed":
-                return _link_page(409, "Already unsubscribed", "Nothing was changed.")
-            unsubscribe(sub, token, _now(request))
+            return confirm(sub, token, _now(request), _ttl(request))
+        if sub.state == "unsubscribed":
+            return _link_page(409, "Already unsubscribed", "Nothing was changed.")
+        return unsubscribe(sub, token, _now(request))
     except SubscriptionError as e:
         text = str(e)
         if "expired" in text:
@@ -279,7 +278,6 @@ async def _checked(
         if "ended" in text:
             return _link_page(409, "This subscription has ended", "Nothing was changed.")
         return invalid_link
-    return sub
 
 
 def _ttl(request: Request) -> Any:
@@ -295,7 +293,7 @@ async def link_form(subscription_id: str, purpose: str, token: str, request: Req
         return found
     page = state_of(request).config.current.status_page.title
     form = f'<form method="post"><button type="submit">{html.escape(verb)}</button></form>'
-    return _link_page(200, f"{verb}?", f"Press the button to {what} to {page}.", form)
+    return _link_page(200, f"{verb}?", f"Press the button to {what} {page}.", form)
 
 
 @link_router.post("/status/subscriptions/{subscription_id}/{purpose}/{token}")
@@ -311,13 +309,7 @@ async def link_act(subscription_id: str, purpose: str, token: str, request: Requ
         reason = f"the {purpose} link answered {found.status_code}"
         await audit(request, actor, f"{ACTION}.{purpose}", resource, Decision(False, reason))
         return found
-    now = _now(request)
-    changed = (
-        confirm(found, token, now, _ttl(request))
-        if purpose == "confirm"
-        else unsubscribe(found, token, now)
-    )
-    await _store(request).put(changed)
+    await _store(request).put(found)
     await audit(
         request,
         actor,
