@@ -320,6 +320,14 @@ class MemoryStore:
     async def delete(self, subscription_id: str) -> bool:
         return self.kept.pop(subscription_id, None) is not None
 
+    async def replace(self, sub: Subscription) -> bool:
+        if sub.subscription_id not in self.kept or self.vanish:
+            return False
+        self.kept[sub.subscription_id] = sub
+        return True
+
+    vanish = False  # deleted between a link's check and its change
+
 
 class Done:
     def __await__(self) -> Any:
@@ -784,3 +792,6 @@ def test_links_refuse_a_wrong_token_an_expired_confirmation_and_an_ended_subscri
     assert a.http.post(link("s1", "confirm")).status_code == 409  # ended
     assert ("subscription:s1", "status_page.subscribers.unsubscribe", True) in a.audit.records
     assert a.store.kept["s2"] == replace(make("s2"))
+    a.store.vanish = True  # deleted while the link was being checked: not brought back
+    assert a.http.post(link("s2", "unsubscribe")).status_code == 404
+    assert a.audit.records[-1] == ("subscription:s2", "status_page.subscribers.unsubscribe", False)

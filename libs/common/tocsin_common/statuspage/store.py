@@ -11,6 +11,14 @@ from typing import Any
 from .subscriptions import Subscription, SubscriptionError, decode, encode
 
 SUBSCRIPTIONS_KEY = "tocsin:status:subscriptions"
+# Write only over one that is still there: a link must not bring back a deleted one.
+_REPLACE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"""
 
 log = logging.getLogger("tocsin.statuspage")
 
@@ -36,6 +44,13 @@ class RedisSubscriptions:
 
     async def put(self, sub: Subscription) -> None:
         await self._redis.hset(SUBSCRIPTIONS_KEY, sub.subscription_id, encode(sub))
+
+    async def replace(self, sub: Subscription) -> bool:
+        """Store a changed subscription unless it was deleted meanwhile (False then)."""
+        done = await self._redis.eval(
+            _REPLACE, 1, SUBSCRIPTIONS_KEY, sub.subscription_id, encode(sub)
+        )
+        return bool(done)
 
     async def delete(self, subscription_id: str) -> bool:
         return bool(await self._redis.hdel(SUBSCRIPTIONS_KEY, subscription_id))

@@ -309,7 +309,10 @@ async def link_act(subscription_id: str, purpose: str, token: str, request: Requ
         reason = f"the {purpose} link answered {found.status_code}"
         await audit(request, actor, f"{ACTION}.{purpose}", resource, Decision(False, reason))
         return found
-    await _store(request).put(found)
+    if not await _store(request).replace(found):
+        deleted = _link_page(404, "This link is not valid", "The subscription was deleted.")
+        await audit(request, actor, f"{ACTION}.{purpose}", resource, Decision(False, "deleted"))
+        return deleted
     await audit(
         request,
         actor,
