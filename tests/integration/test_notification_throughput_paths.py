@@ -49,6 +49,7 @@ from tocsin_notification.pipeline.retry_stage import RetryStage
 from tocsin_notification.pipeline.send_stage import SendStage
 from tocsin_notification.providers.base import DeliveryError, Page
 from tocsin_notification.ratelimit import SlidingWindowLimit
+from tocsin_notification.ratelimit_store import RedisRateLimitLog
 from tocsin_notification.redis_batch import CommandBatcher
 from tocsin_notification.render import Renderer
 from tocsin_notification.retry_policy import RetryPolicy
@@ -384,6 +385,38 @@ async def test_pages_are_delivered_once_and_a_replay_pages_nobody(redis: Redis) 
     assert escalation.calls == 50
 
 
+async def test_a_lone_page_waits_for_one_redis_round_trip_before_it_is_sent(
+    redis: Redis,
+) -> None:
+    # The claim and the shared rate limit's read share a round trip; the rate limit's
+    # write goes while the page goes; the delivered mark shares one with the outcome's row.
+    producer, escalation, clock = Producer(), Escalation(), FakeClock()
+    batcher = CommandBatcher(redis)
+    before_send: list[int] = []
+
+    class CountingHook(Hook):
+        async def send(self, page: Page) -> str:
+            before_send.append(batcher.batches)
+            return await super().send(page)
+
+    hook = CountingHook()
+    pipeline = build(redis, producer, hook, escalation, clock)
+    policy = BundlePolicy(SlidingWindowLimit(20, 60), 2.0)
+    shared = RedisRateLimitLog(batcher, policy.limit)
+    pipeline.idempotency = IdempotencyStage(IdempotencyStore(batcher))
+    pipeline.ratelimit = RateLimitStage(policy, shared)
+    pipeline.bundle = BundleStage(policy, clock, shared)
+    pipeline.record = RecordStage(producer, batcher, clock)
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    status = await pipeline.handle(Job(request(user)))
+    await asyncio.sleep(0.05)  # the rate limit's write, if it was still on its way
+    assert status.outcome == Outcome.DELIVERY_OUTCOME_DELIVERED
+    assert before_send == [1]
+    # claim + read, the send's count, mark + row: at most three in all (five before).
+    assert batcher.batches <= 3
+    assert await redis.zcard(RedisRateLimitLog.redis_key(f"{user}/hook")) == 1
+
+
 async def test_a_burst_for_many_people_looks_their_contacts_up_in_one_batch(
     redis: Redis,
 ) -> None:
@@ -501,11 +534,13 @@ class FlakyDeliveredMark(IdempotencyStage):
         super().__init__(store)
         self.failures = 1
 
-    async def delivered(self, jobs: list[Job]) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise RedisConnectionError("Connection closed by server.")
-        await super().delivered(jobs)
+    def delivered_soon(self, jobs: list[Job]) -> asyncio.Future[list[Any]]:
+        if not self.failures:
+            return super().delivered_soon(jobs)
+        self.failures -= 1
+        failed: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        failed.set_exception(RedisConnectionError("Connection closed by server."))
+        return failed
 
 
 async def test_a_page_sent_whose_delivered_mark_fails_is_not_sent_again(redis: Redis) -> None:

@@ -82,6 +82,17 @@ class FakeBatcher:
         self.runs = 0
 
     async def run(self, commands: Callable[[Any], Any]) -> list[Any]:
+        return await self.submit(commands)
+
+    def submit(self, commands: Callable[[Any], Any]) -> asyncio.Future[list[Any]]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self._run(commands))
+        except ConnectionError as away:
+            future.set_exception(away)
+        return future
+
+    def _run(self, commands: Callable[[Any], Any]) -> list[Any]:
         self.runs += 1
         if self.redis.fail:
             raise ConnectionError("redis is away")

@@ -18,6 +18,7 @@ Commands go through a `CommandBatcher`, so the claims of many pages share one ro
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import time
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-from tocsin_notification.redis_batch import CommandBatcher
+from tocsin_notification.redis_batch import CommandBatcher, Commands, raise_failed
 
 DELIVERED_TTL_S = 30 * 24 * 3600
 # Renewed before an attempt once a third of it has passed; after a crash, the next worker
@@ -107,13 +108,28 @@ class IdempotencyStore:
         return f"tocsin:page:{idempotency_key}"
 
     async def claim(self, idempotency_key: str) -> Claim:
+        claim, _ = await self.claim_with(idempotency_key, None)
+        return claim
+
+    async def claim_with(
+        self, idempotency_key: str, also: Commands | None
+    ) -> tuple[Claim, list[Any]]:
+        """`claim`, with `also`'s commands in the same batch entry (one round trip); their
+        results come back as they are, a failed one as its error object."""
         key = self._key(idempotency_key)
         lease = self._lease
 
         def commands(pipe: Any) -> None:
             pipe.set(key, lease, nx=True, ex=LEASE_TTL_S, get=True)
+            if also is not None:
+                also(pipe)
 
-        (previous,) = await self._batcher.run(commands)
+        results = await self._batcher.submit(commands)
+        (previous,) = raise_failed(results[:1])
+        return await self._claimed(idempotency_key, key, previous), results[1:]
+
+    async def _claimed(self, idempotency_key: str, key: str, previous: Any) -> Claim:
+        lease = self._lease
         claim = classify(previous, lease, idempotency_key in self._held)
         if claim is Claim.ACQUIRED:
             self._held[idempotency_key] = self._monotonic()
@@ -143,9 +159,23 @@ class IdempotencyStore:
         return True
 
     async def delivered(self, idempotency_key: str) -> None:
-        key = self._key(idempotency_key)
-        await self._batcher.run(lambda pipe: pipe.set(key, DELIVERED, ex=DELIVERED_TTL_S))
-        self._held.pop(idempotency_key, None)
+        self.settled(await self.delivered_soon([idempotency_key]), [idempotency_key])
+
+    def delivered_soon(self, idempotency_keys: list[str]) -> asyncio.Future[list[Any]]:
+        """Queue the delivered marks of these keys, in one batch entry; `settled` after."""
+        keys = [self._key(k) for k in idempotency_keys]
+
+        def commands(pipe: Any) -> None:
+            for key in keys:
+                pipe.set(key, DELIVERED, ex=DELIVERED_TTL_S)
+
+        return self._batcher.submit(commands)
+
+    def settled(self, results: list[Any], idempotency_keys: list[str]) -> None:
+        """The marks' results: raises the first failure; else the keys are no longer held."""
+        raise_failed(results)
+        for idempotency_key in idempotency_keys:
+            self._held.pop(idempotency_key, None)
 
     async def release(self, idempotency_key: str) -> None:
         """Give the claim back after a failed delivery, so a later replay may send."""

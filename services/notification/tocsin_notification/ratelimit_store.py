@@ -6,7 +6,7 @@ microseconds since the epoch. It holds one window: older members are trimmed on 
 write and the key expires a window after the last one.
 
 Before a page's rate limit is decided, `refresh` reads the window from Redis and merges it
-into the process's own `SlidingWindowLimit`; `record` writes a send before its message
+into the process's own `SlidingWindowLimit`; `record` writes a send while its message
 goes. Both go through the `CommandBatcher`, so the pages of one event-loop turn share one
 round trip. Recording is best effort: with Redis away the message still goes (the
 idempotency claim, not the rate limit, is what must not be lost) and a warning is logged.
@@ -14,6 +14,7 @@ idempotency claim, not the rate limit, is what must not be lost) and a warning i
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -22,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from tocsin_notification.ratelimit import SlidingWindowLimit, from_micros, to_micros
-from tocsin_notification.redis_batch import CommandBatcher
+from tocsin_notification.redis_batch import CommandBatcher, Commands, raise_failed
 
 log = logging.getLogger("tocsin.notification.ratelimit")
 
@@ -53,18 +54,30 @@ class RedisRateLimitLog:
 
     async def refresh(self, key: str, now: datetime) -> None:
         """Merge the sends Redis holds for `key` within the window into the limit."""
+        self.merge(key, now, await self._batcher.run(self.read_commands(key, now)))
+
+    def read_commands(self, key: str, now: datetime) -> Commands:
+        """The read of `refresh`, to ride in another caller's batch entry; its one result
+        goes to `merge`."""
         rkey = self.redis_key(key)
         since = f"({to_micros(now) - self._window_us}"
 
         def commands(pipe: Any) -> None:
             pipe.zrangebyscore(rkey, since, "+inf", withscores=True)
 
-        (rows,) = await self._batcher.run(commands)
+        return commands
+
+    def merge(self, key: str, now: datetime, results: list[Any]) -> None:
+        (rows,) = raise_failed(results)
         if rows:
             self.limit.merge(key, (from_micros(int(score)) for _, score in rows), now)
 
     async def record(self, key: str, at: datetime) -> None:
         """Keep a send of `key` at `at` in Redis (best effort, never raises)."""
+        await self.settle(key, self.record_soon(key, at))
+
+    def record_soon(self, key: str, at: datetime) -> asyncio.Future[list[Any]]:
+        """Queue the write of a send of `key` at `at`; `settle` awaits it."""
         rkey = self.redis_key(key)
         micros = to_micros(at)
         member = f"{micros}:{self._owner}:{next(self._seq)}"
@@ -76,7 +89,11 @@ class RedisRateLimitLog:
             # One command, not three: the page's hot path pays per command sent and parsed.
             pipe.eval(_RECORD, 1, rkey, micros, member, micros - window_us, expire_ms)
 
+        return self._batcher.submit(commands)
+
+    async def settle(self, key: str, written: asyncio.Future[list[Any]]) -> None:
+        """Wait for a `record_soon` write; a failure is logged (best effort, never raises)."""
         try:
-            await self._batcher.run(commands)
+            raise_failed(await written)
         except Exception:
             log.warning("could not keep a send of %s in Redis", key, exc_info=True)

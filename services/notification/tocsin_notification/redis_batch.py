@@ -36,16 +36,18 @@ class CommandBatcher:
     async def run(self, commands: Commands) -> list[Any]:
         """Queue `commands(pipe)` (which issues one or more commands on `pipe`); return
         their results, in order. A failed command raises here, for this caller only."""
+        return raise_failed(await self.submit(commands))
+
+    def submit(self, commands: Commands) -> asyncio.Future[list[Any]]:
+        """Queue `commands(pipe)` now, without waiting: the future holds their results, a
+        failed command's as its exception object (`raise_failed`), or the connection's
+        error. For a caller with other work before it needs them (no task per call)."""
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append((commands, future))
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_soon)
-        results = await future
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return results
+        return future
 
     def _flush_soon(self) -> None:
         self._scheduled = False
@@ -79,3 +81,11 @@ class CommandBatcher:
         for (start, end), (_, future) in zip(spans, queue, strict=True):
             if not future.done():
                 future.set_result(results[start:end])
+
+
+def raise_failed(results: list[Any]) -> list[Any]:
+    """`results` of a batch, or the first failed command's error raised."""
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results

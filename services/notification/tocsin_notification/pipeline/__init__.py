@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from tocsin.v1 import notification_pb2, oncall_service_pb2
 from tocsin_common.clock import Clock
@@ -83,20 +84,32 @@ class Pipeline:
             raise
 
     async def _handle(self, job: Job) -> notification_pb2.NotificationStatus:
-        claim = await self.idempotency.admit(job)
+        # The claim and the rate limit's read of Redis go out in one round trip. The read
+        # is wasted when the page turns out a duplicate; it changes nothing.
+        read_at = self._clock.now()
+        read = self.ratelimit.read_commands(job.bundle_key, read_at)
+        claim, read_results = await self.idempotency.admit_with(job, read)
+        waited = False
         # In flight elsewhere: a worker holds the lease, or held it and died (SIGKILL)
         # before sending. Not a duplicate yet: wait until it delivers (then it is one) or
         # its lease runs out (then this page is ours to send), so no page is lost.
         while claim is Claim.IN_FLIGHT:
             await self._clock.sleep(1.0)
             claim = await self.idempotency.admit(job)
+            waited = True
         if claim is not Claim.ACQUIRED:
             return await self.record.record(
                 job, "", Outcome.DELIVERY_OUTCOME_DUPLICATE, claim.value
             )
+        # Claimed before the rate limit's answer is looked at: should that read have
+        # failed, the error below ends the job with its lease this process's to take back.
         job.claimed = True
+        if waited:  # the limit read with the first claim is old now
+            now = self._clock.now()
+            limited_until = await self.ratelimit.limited_until(job.bundle_key, now)
+        else:
+            limited_until = self.ratelimit.limited_until_read(job.bundle_key, read_at, read_results)
         job.done = asyncio.get_running_loop().create_future()
-        limited_until = await self.ratelimit.limited_until(job.bundle_key, self._clock.now())
         held = await self.bundle.submit(job, self._deliver)
         if held and limited_until is not None:
             await self.record.record(
@@ -137,6 +150,15 @@ class Pipeline:
                 )
                 await self._clock.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _settle_marks(self, jobs: list[Job], marks: asyncio.Future[list[Any]]) -> None:
+        """The delivered marks queued with the outcome's row: on any failure, marked again
+        until Redis takes them (`mark_delivered`)."""
+        try:
+            await self.idempotency.settle_delivered(jobs, marks)
+        except Exception:
+            log.warning("marking %d delivered page(s) failed; retrying", len(jobs), exc_info=True)
+            await self.mark_delivered(jobs)
 
     async def _contact(self, jobs: list[Job], *, fresh: bool) -> oncall_service_pb2.ContactMethod:
         """The pages' contact method, from escalation. While escalation cannot answer
@@ -213,18 +235,25 @@ class Pipeline:
         bundled = f" (one message for {len(jobs)} incidents)" if len(jobs) > 1 else ""
         receipt = result.receipt
         if receipt is not None:
-            await self.mark_delivered(jobs)
-            delivered = await each(
-                jobs,
-                lambda job: self.record.record(
-                    job,
-                    state["channel"],
-                    Outcome.DELIVERY_OUTCOME_DELIVERED,
-                    receipt + bundled,
-                    result.attempts,
-                    state["who"],
-                ),
-            )
+            # The delivered mark and the outcome's row go out in one Redis round trip. The
+            # mark must be in before this ends, even with an error: a retried record must
+            # find it (DUPLICATE), not this process's lease, which it would take back and
+            # send the page again.
+            marks = self.idempotency.delivered_soon(jobs)
+            try:
+                delivered = await each(
+                    jobs,
+                    lambda job: self.record.record(
+                        job,
+                        state["channel"],
+                        Outcome.DELIVERY_OUTCOME_DELIVERED,
+                        receipt + bundled,
+                        result.attempts,
+                        state["who"],
+                    ),
+                )
+            finally:
+                await self._settle_marks(jobs, marks)
             for job, status in zip(jobs, delivered, strict=True):
                 if job.done is not None and not job.done.done():
                     job.done.set_result(status)

@@ -1,7 +1,7 @@
 """Stage 3 — bundle: pages for one contact method that arrive while it must wait (the
 bundling window after a message, or the rate limit) are held and go out together as one
 message listing the incidents. A lone page goes at once. With a `RedisRateLimitLog` each
-message's send is kept in Redis before it goes (see ratelimit_store.py)."""
+message's send is kept in Redis as it goes (see ratelimit_store.py)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,7 @@ class BundleStage:
         held = self._held.get(key)
         now = self._clock.now()
         if held is None and self.policy.send_at(key, now) <= now:
-            await self._sent(key, now)
-            await send([job])
+            await self._sent(key, now, send([job]))
             return False
         if held is None:
             held = self._held[key] = _Held()
@@ -60,14 +59,23 @@ class BundleStage:
                 break
             await self._clock.sleep((at - now).total_seconds())
         held = self._held.pop(key)
-        await self._sent(key, self._clock.now())
-        await send(held.jobs)
+        await self._sent(key, self._clock.now(), send(held.jobs))
 
-    async def _sent(self, key: str, at: datetime) -> None:
-        # Counted here at once (a page arriving meanwhile sees it), then kept in Redis.
+    async def _sent(self, key: str, at: datetime, sending: Awaitable[None]) -> None:
+        """Count a message to `key` and send it. Counted here at once (a page arriving
+        meanwhile sees it); kept in Redis while the message goes, not before: the write
+        would add a round trip (and the AOF's fsync) to every page's latency, and the count
+        is a courtesy to the person, not a guarantee — should this process die between the
+        send and the write, the next message after a restart may come one early."""
         self.policy.sent(key, at)
-        if self._shared is not None:
-            await self._shared.record(key, at)
+        if self._shared is None:
+            await sending
+            return
+        written = self._shared.record_soon(key, at)
+        try:
+            await sending
+        finally:
+            await self._shared.settle(key, written)  # never raises
 
     def held(self, key: str) -> int:
         held = self._held.get(key)

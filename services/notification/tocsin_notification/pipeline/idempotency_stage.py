@@ -3,8 +3,12 @@ replay, a duplicate) is recorded as DUPLICATE and pages nobody."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from tocsin_notification.idempotency import Claim, IdempotencyStore
 from tocsin_notification.pipeline.job import Job, each
+from tocsin_notification.redis_batch import Commands
 
 
 class IdempotencyStage:
@@ -14,6 +18,10 @@ class IdempotencyStage:
     async def admit(self, job: Job) -> Claim:
         return await self.store.claim(job.request.idempotency_key)
 
+    async def admit_with(self, job: Job, also: Commands | None) -> tuple[Claim, list[Any]]:
+        """`admit`, with `also`'s commands in the same round trip (their raw results)."""
+        return await self.store.claim_with(job.request.idempotency_key, also)
+
     async def renew(self, jobs: list[Job]) -> list[Job]:
         """Renew the jobs' leases; the jobs whose lease another worker holds now (or whose
         page it delivered), which this process must not send."""
@@ -21,7 +29,14 @@ class IdempotencyStage:
         return [job for job, still in zip(jobs, ours, strict=True) if not still]
 
     async def delivered(self, jobs: list[Job]) -> None:
-        await each(jobs, lambda job: self.store.delivered(job.request.idempotency_key))
+        await self.settle_delivered(jobs, self.delivered_soon(jobs))
+
+    def delivered_soon(self, jobs: list[Job]) -> asyncio.Future[list[Any]]:
+        """The jobs' delivered marks, queued now; `settle_delivered` awaits them."""
+        return self.store.delivered_soon([job.request.idempotency_key for job in jobs])
+
+    async def settle_delivered(self, jobs: list[Job], marks: asyncio.Future[list[Any]]) -> None:
+        self.store.settled(await marks, [job.request.idempotency_key for job in jobs])
 
     async def release(self, jobs: list[Job]) -> None:
         await each(jobs, lambda job: self.store.release(job.request.idempotency_key))
