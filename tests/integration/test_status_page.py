@@ -18,11 +18,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
+from tocsin.v1 import silence_service_pb2, silence_service_pb2_grpc
 
 from tests.integration.api_client import (
     assert_problem,
@@ -560,3 +562,33 @@ async def test_the_public_page_in_the_browser_is_accessible_and_photographed(
             await admin.delete(f"/maintenance_windows/{window.json()['id']}")
         async with await user_client(stack, "sp-resp") as api:
             await api.post(f"/incidents/{incident['id']}/resolve")
+
+
+async def test_correlation_gives_public_titles_to_maintenance_windows_only(stack: Stack) -> None:
+    """Straight to correlation's SilenceService (the REST silence has no public title): a
+    public title on a silence that is not a maintenance window is refused, naming it; the
+    page's StatusMaintenance read is for status_page.read only (a viewer of a team has no
+    such role on the page's resource; the api's service credential does)."""
+    stub = silence_service_pb2_grpc.SilenceServiceStub(stack.channel("correlation"))
+    silence = silence_service_pb2.Silence(
+        service_id="sp-svc",
+        matchers=[
+            silence_service_pb2.Matcher(
+                name="alertname", value="x", op=silence_service_pb2.Matcher.OP_EQUAL
+            )
+        ],
+        comment="a plain silence",
+        public_title="Shown to the world?",
+    )
+    silence.ends_at.FromDatetime(datetime.now(UTC) + timedelta(minutes=5))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.CreateSilence(silence_service_pb2.CreateSilenceRequest(silence=silence))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "public_title: only a maintenance window has a public title" in str(
+        refused.value.details()
+    )
+    token, _ = await stack.token_for("sp-viewer")
+    as_viewer = silence_service_pb2_grpc.SilenceServiceStub(stack.channel("correlation", token))
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await as_viewer.StatusMaintenance(silence_service_pb2.StatusMaintenanceRequest())
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
