@@ -92,13 +92,16 @@ test: $(STAMP)  ## run every test, bringing up and tearing down its own Kafka, R
 	  $(MAKE) --no-print-directory infra-test-down; \
 	  exit $$status
 
-# The console's screenshots (every page, light and dark, desktop and phone width) into
-# docs/images/, taken by its browser test against the test profile's own stack.
-screenshots: $(STAMP)  ## regenerate the console's screenshots in docs/images (chromium, headless)
+# The console's screenshots (every page, light and dark, desktop and phone width) and the
+# public status page's into docs/images/, taken by their browser tests against the test
+# profile's own stack.
+screenshots: $(STAMP)  ## regenerate the console's and status page's screenshots in docs/images (chromium, headless)
 	$(MAKE) --no-print-directory infra-test-up
 	@status=0; \
 	  eval "$$($(PY) tools/devstack.py env --profile test)"; \
-	  TOCSIN_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(PY) -m pytest tests/integration/test_console_pages.py -q -rfE || status=$$?; \
+	  TOCSIN_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(PY) -m pytest tests/integration/test_console_pages.py \
+	    "tests/integration/test_status_page.py::test_the_public_page_in_the_browser_is_accessible_and_photographed" \
+	    -q -rfE || status=$$?; \
 	  $(MAKE) --no-print-directory infra-test-down; \
 	  exit $$status
 

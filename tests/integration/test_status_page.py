@@ -1,7 +1,9 @@
 """Status updates and the public status page through the whole stack: an alert opens an
 incident on sp-svc; a responder posts status updates over REST (a viewer may not); they are
 on the incident's timeline, and the public page (JSON and, in the real headless browser,
-HTML) shows the component's state, the public title and messages — and nothing internal."""
+HTML) shows the component's state, the public title and messages — and nothing internal.
+The reminder reaches the responder (the recording peer); runtime maintenance windows and
+a hand-set impact reach the page; the page is photographed (TOCSIN_SCREENSHOTS_DIR)."""
 
 from __future__ import annotations
 
@@ -12,23 +14,36 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
+from tocsin.v1 import silence_service_pb2, silence_service_pb2_grpc
 
-from tests.integration.api_client import assert_problem, incident_titled, trigger, user_client
+from tests.integration.api_client import (
+    assert_problem,
+    client,
+    incident_titled,
+    trigger,
+    user_client,
+)
 from tests.integration.console_browser import (
+    DESKTOP,
+    PHONE,
     axe_violations,
     describe,
+    emulate,
     flash,
     open_browser,
     post_form,
     run,
+    screenshot,
     sign_in_with_token,
     visible,
 )
@@ -233,10 +248,31 @@ async def entries_of(api: httpx.AsyncClient, incident_id: str, kind: str) -> lis
     return [e for e in reply.json()["log_entries"] if e["type"] == kind]
 
 
+def reminders_for(stack: Stack, incident_id: str) -> list[dict[str, Any]]:
+    """The reminders the recording peer received at sp-resp's webhook for the incident."""
+    found = []
+    for request in list(stack.pages.requests):
+        if request.path != "/sp-resp":
+            continue
+        body = request.json()
+        if body.get("event") == "incident.reminder" and body["incident"]["id"] == incident_id:
+            found.append(body)
+    return found
+
+
+async def reminded(stack: Stack, incident_id: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(reminders_for(stack, incident_id)) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} reminders in {timeout}s"
+        await asyncio.sleep(0.5)
+
+
 async def test_a_high_urgency_incident_without_public_update_reminds_its_responders(
     stack: Stack,
 ) -> None:
-    """status_page.update_reminders.high is 4 s in this stack."""
+    """status_page.update_reminders.high is 4 s in this stack. Each reminder is a timeline
+    entry and a message to the responder the run paged (sp-resp, by its webhook: the
+    stack's recording peer), once per reminder, an escalation crash in between included."""
     title = f"sp reminder {uuid.uuid4().hex[:8]}"
     await trigger(stack, title, key=KEY)
     async with await user_client(stack, "sp-resp") as api:
@@ -246,6 +282,27 @@ async def test_a_high_urgency_incident_without_public_update_reminds_its_respond
             assert time.monotonic() < deadline, "no reminder within 30 s"
             await asyncio.sleep(0.5)
         assert due[0]["actor"] == "escalation" and "no public status update" in due[0]["message"]
+        assert due[0]["message"].endswith("reminded sp-resp")
+
+        # The responder gets it: what it says, and the link to the incident in the console.
+        await reminded(stack, incident["id"], 1)
+        first = reminders_for(stack, incident["id"])[0]
+        assert first["user"]["id"] == "sp-resp"
+        assert first["reminder"] == {
+            "kind": "status_update_due",
+            "text": "No public status update has been posted for 4 seconds: "
+            "post one for the status page.",
+            "incident_url": f"{stack.api_url}/console/incidents/{incident['id']}",
+        }
+        assert first["links"]["incident"] == first["reminder"]["incident_url"]
+        assert "No public status update has been posted for 4 seconds" in first["text"]
+
+        # Escalation crashes while reminders are due; after its restart they go on, and
+        # none reaches the responder twice (its key derives from the firing).
+        before = len(reminders_for(stack, incident["id"]))
+        await stack.restart("escalation")
+        await reminded(stack, incident["id"], before + 2)
+
         # Resolved on the page: no more reminders.
         posted = await api.post(
             f"/incidents/{incident['id']}/status_updates",
@@ -256,8 +313,282 @@ async def test_a_high_urgency_incident_without_public_update_reminds_its_respond
         while not await entries_of(api, incident["id"], "status_updated"):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.5)
-        await asyncio.sleep(1)  # a reminder already in flight may still land
+        await asyncio.sleep(2)  # a reminder already in flight may still land
         settled = len(await entries_of(api, incident["id"], "status_update_due"))
         await asyncio.sleep(10)  # two and a half cadences
-        assert len(await entries_of(api, incident["id"], "status_update_due")) == settled
+        entries = await entries_of(api, incident["id"], "status_update_due")
+        assert len(entries) == settled
+        sent = reminders_for(stack, incident["id"])
+        keys = [r["idempotency_key"] for r in sent]
+        assert len(keys) == len(set(keys)), keys  # nobody reminded twice of one reminder
+        assert len(sent) == settled  # one message per reminder on the timeline
+        notified = [
+            e
+            for e in await entries_of(api, incident["id"], "notified")
+            if "reminder: status_update_due" in e["message"]
+        ]
+        assert len(notified) == settled
         assert (await api.post(f"/incidents/{incident['id']}/resolve")).status_code == 202
+
+
+async def test_runtime_maintenance_windows_are_on_the_public_page_by_their_public_title(
+    stack: Stack,
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    internal = f"rotate the pg primary, ticket OPS-{tag}"
+    public = f"Checkout upgrade {tag}"
+    async with client(stack) as admin:
+        # In progress now, with a public title (cleaned like every public text).
+        now = await admin.post(
+            "/maintenance_windows",
+            json={
+                "service_id": "sp-svc",
+                "duration_seconds": 600,
+                "description": internal,
+                "public_title": f"{public}, questions to ops@example.com",
+            },
+        )
+        assert now.status_code == 201, now.text
+        assert now.json()["public_title"] == f"{public}, questions to [redacted]"
+        assert now.json()["redactions"] == ["email"]
+        # Tomorrow, without one: the page says "Scheduled maintenance", nothing internal.
+        tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        later = await admin.post(
+            "/maintenance_windows",
+            json={
+                "service_id": "sp-svc",
+                "starts_at": tomorrow,
+                "duration_seconds": 3600,
+                "description": f"{internal} (part two)",
+            },
+        )
+        assert later.status_code == 201, later.text
+        assert later.json()["public_title"] is None
+        bad = await admin.post(
+            "/maintenance_windows",
+            json={"service_id": "sp-svc", "duration_seconds": 60, "public_title": "\u200b"},
+        )
+        assert_problem(bad, 400, "public_title")
+        windows = (await admin.get("/maintenance_windows", params={"service_id": "sp-svc"})).json()
+        assert {w["public_title"] for w in windows["maintenance_windows"]} >= {
+            f"{public}, questions to [redacted]",
+            None,
+        }
+        try:
+
+            def shown(body: dict[str, Any]) -> bool:
+                names = [m["name"] for m in body["scheduled_maintenances"]]
+                storefront = [c for c in body["components"] if c["name"] == "Storefront"]
+                return (
+                    f"{public}, questions to [redacted]" in names
+                    and "Scheduled maintenance" in names
+                    and storefront[0]["status"] == "under_maintenance"
+                )
+
+            body = await summary_when(stack, shown)
+            (in_progress,) = [
+                m for m in body["scheduled_maintenances"] if m["name"].startswith(public)
+            ]
+            assert in_progress["status"] == "in_progress"
+            assert in_progress["components"] == ["Storefront"]
+            upcoming = [
+                m for m in body["scheduled_maintenances"] if m["name"] == "Scheduled maintenance"
+            ]
+            assert [m["status"] for m in upcoming] == ["scheduled"]
+            assert body["status"]["indicator"] == "maintenance"
+            dumped = json.dumps(body)
+            for value in (internal, now.json()["id"], later.json()["id"], "sp-svc", "ops@"):
+                assert value not in dumped, value
+        finally:
+            for made in (now, later):
+                ended = await admin.delete(f"/maintenance_windows/{made.json()['id']}")
+                assert ended.status_code == 204
+        await summary_when(
+            stack,
+            lambda body: (
+                not any(m["name"].startswith(public) for m in body["scheduled_maintenances"])
+            ),
+        )
+
+
+async def test_a_responder_sets_an_incidents_public_impact_and_clears_it(stack: Stack) -> None:
+    title = f"sp impact {uuid.uuid4().hex[:8]}"
+    public_title = f"Checkout errors {uuid.uuid4().hex[:6]}"
+    await trigger(stack, title, key=KEY)
+    async with await user_client(stack, "sp-resp") as api:
+        incident = await incident_titled(api, title, service_id="sp-svc")
+        route = f"/incidents/{incident['id']}/impact"
+        posted = await api.post(
+            f"/incidents/{incident['id']}/status_updates",
+            json={"status": "investigating", "message": "Looking.", "public_title": public_title},
+        )
+        assert posted.status_code == 202, posted.text
+        async with await user_client(stack, "sp-viewer") as viewer:
+            assert_problem(await viewer.put(route, json={"impact": "operational"}), 403)
+        put = await api.put(route, json={"impact": "major_outage"})
+        assert put.status_code == 202, put.text
+        assert put.json()["impact"] == "major_outage"
+
+        def impact_is(state: str) -> Any:
+            def ready(body: dict[str, Any]) -> bool:
+                mine = [i for i in body["incidents"] if i["name"] == public_title]
+                storefront = [c for c in body["components"] if c["name"] == "Storefront"]
+                return (
+                    bool(mine) and mine[0]["impact"] == state and (storefront[0]["status"] == state)
+                )
+
+            return ready
+
+        await summary_when(stack, impact_is("major_outage"))
+        assert (await api.get(f"/incidents/{incident['id']}")).json()["impact"] == "major_outage"
+        (entry,) = await entries_of(api, incident["id"], "impact_changed")
+        assert entry["actor"] == "sp-resp" and "major_outage" in entry["message"]
+
+        # Cleared from the CLI: it follows the urgency again (high: partial_outage).
+        token, _ = await stack.token_for("sp-resp")
+        cleared = await cli(
+            stack, token, "incidents", "impact", incident["id"], "--clear", "-o", "json"
+        )
+        assert cleared["impact"] is None
+        await summary_when(stack, impact_is("partial_outage"))
+        assert (await api.get(f"/incidents/{incident['id']}")).json()["impact"] is None
+        assert len(await entries_of(api, incident["id"], "impact_changed")) == 2
+        assert (await api.post(f"/incidents/{incident['id']}/resolve")).status_code == 202
+
+    # Audited: both changes by the responder, and the viewer's refusal.
+    async with client(stack) as admin:
+        deadline = time.monotonic() + 30
+        while True:
+            records = (
+                await admin.get(
+                    "/audit_records",
+                    params={"action": "incident.set_impact", "resource_id": incident["id"]},
+                )
+            ).json()["audit_records"]
+            if len(records) >= 3:
+                break
+            assert time.monotonic() < deadline, records
+            await asyncio.sleep(0.5)
+        assert sorted((r["actor"], r["allowed"]) for r in records) == [
+            ("sp-resp", True),
+            ("sp-resp", True),
+            ("sp-viewer", False),
+        ]
+
+
+async def test_the_public_page_in_the_browser_is_accessible_and_photographed(
+    stack: Stack, browser: WebDriver, tmp_path: Path
+) -> None:
+    """The page as the public sees it (docs/status-page.md's screenshots: `make screenshots`
+    writes them to docs/images): an incident with updates and a hand-set impact, and a
+    maintenance window planned for tomorrow, at desktop and phone width, light and dark."""
+    folder = Path(os.environ.get("TOCSIN_SCREENSHOTS_DIR") or tmp_path)
+    title = f"sp shot {uuid.uuid4().hex[:8]}"
+    await trigger(stack, title, key=KEY)
+    async with await user_client(stack, "sp-resp") as api:
+        incident = await incident_titled(api, title, service_id="sp-svc")
+        route = f"/incidents/{incident['id']}/status_updates"
+        for status, message in (
+            ("investigating", "Some card payments at checkout fail. We are looking into it."),
+            (
+                "identified",
+                "A configuration change to the payment gateway is the cause; "
+                "we are rolling it back.",
+            ),
+        ):
+            posted = await api.post(
+                route,
+                json={"status": status, "message": message, "public_title": "Checkout errors"},
+            )
+            assert posted.status_code == 202, posted.text
+            await asyncio.sleep(0.2)  # each after the one before
+        put = await api.put(f"/incidents/{incident['id']}/impact", json={"impact": "major_outage"})
+        assert put.status_code == 202, put.text
+    async with client(stack) as admin:
+        tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(
+            hour=6, minute=0, second=0, microsecond=0
+        )
+        window = await admin.post(
+            "/maintenance_windows",
+            json={
+                "service_id": "sp-svc",
+                "starts_at": tomorrow.isoformat(),
+                "duration_seconds": 7200,
+                "description": "rotate the pg primary",
+                "public_title": "Checkout database upgrade",
+            },
+        )
+        assert window.status_code == 201, window.text
+    try:
+
+        def ready(body: dict[str, Any]) -> bool:
+            return any(
+                i["name"] == "Checkout errors" and i["impact"] == "major_outage"
+                for i in body["incidents"]
+            ) and any(
+                m["name"] == "Checkout database upgrade" for m in body["scheduled_maintenances"]
+            )
+
+        await summary_when(stack, ready)
+
+        def photograph() -> tuple[list[str], list[str]]:
+            found: list[str] = []
+            shots: list[str] = []
+            for dark in (False, True):
+                scheme = "dark" if dark else "light"
+                for size, width in ((DESKTOP, "desktop"), (PHONE, "phone")):
+                    emulate(browser, size, dark)
+                    browser.get(f"{stack.api_url}/status")
+                    visible(browser, "#overall")
+                    wide = browser.execute_script("return document.documentElement.scrollWidth")
+                    assert wide <= size[0] + 1, f"{wide}px wide at {width} width"
+                    bad = axe_violations(browser)
+                    if bad:
+                        found.append(f"status page ({width}, {scheme}):\n{describe(bad)}")
+                    shots.append(screenshot(browser, folder, f"status-page {width} {scheme}").name)
+            emulate(browser, DESKTOP, dark=False)
+            return found, shots
+
+        violations, shots = await run(photograph)
+        assert not violations, "\n\n".join(violations)
+        assert sorted(shots) == [
+            "status-page-desktop-dark.png",
+            "status-page-desktop-light.png",
+            "status-page-phone-dark.png",
+            "status-page-phone-light.png",
+        ]
+    finally:
+        async with client(stack) as admin:
+            await admin.delete(f"/maintenance_windows/{window.json()['id']}")
+        async with await user_client(stack, "sp-resp") as api:
+            await api.post(f"/incidents/{incident['id']}/resolve")
+
+
+async def test_correlation_gives_public_titles_to_maintenance_windows_only(stack: Stack) -> None:
+    """Straight to correlation's SilenceService (the REST silence has no public title): a
+    public title on a silence that is not a maintenance window is refused, naming it; the
+    page's StatusMaintenance read is for status_page.read only (a viewer of a team has no
+    such role on the page's resource; the api's service credential does)."""
+    stub = silence_service_pb2_grpc.SilenceServiceStub(stack.channel("correlation"))
+    silence = silence_service_pb2.Silence(
+        service_id="sp-svc",
+        matchers=[
+            silence_service_pb2.Matcher(
+                name="alertname", value="x", op=silence_service_pb2.Matcher.OP_EQUAL
+            )
+        ],
+        comment="a plain silence",
+        public_title="Shown to the world?",
+    )
+    silence.ends_at.FromDatetime(datetime.now(UTC) + timedelta(minutes=5))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.CreateSilence(silence_service_pb2.CreateSilenceRequest(silence=silence))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "public_title: only a maintenance window has a public title" in str(
+        refused.value.details()
+    )
+    token, _ = await stack.token_for("sp-viewer")
+    as_viewer = silence_service_pb2_grpc.SilenceServiceStub(stack.channel("correlation", token))
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await as_viewer.StatusMaintenance(silence_service_pb2.StatusMaintenanceRequest())
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED

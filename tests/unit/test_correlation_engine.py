@@ -554,6 +554,37 @@ def test_a_timeline_entry_cannot_pose_as_a_status_update(
     assert outcome.events == [] and outcome.dropped == "timeline_entry_reserved_type"
 
 
+def test_command_set_impact_changes_the_incident_until_cleared(
+    engine: CorrelationEngine, incident_id: str
+) -> None:
+    set_it = command(incident_id, "c1", set_impact={"impact": "major_outage"})
+    event = only_event(engine.on_command(set_it, NOW + 10))
+    assert event.type == T.INCIDENT_EVENT_TYPE_IMPACT_CHANGED
+    assert event.incident.impact == "major_outage" and event.actor == "alice"
+    assert event.message == "public impact set to major_outage by alice"
+    # Every later event carries it (the read side and the page read it from there).
+    note = only_event(engine.on_command(command(incident_id, "c2", note={"text": "x"}), NOW + 11))
+    assert note.incident.impact == "major_outage"
+    again = engine.on_command(
+        command(incident_id, "c3", set_impact={"impact": "major_outage"}), NOW
+    )
+    assert again.events == [] and again.dropped == "impact_unchanged"
+    bogus = engine.on_command(command(incident_id, "c4", set_impact={"impact": "on_fire"}), NOW)
+    assert bogus.events == [] and bogus.dropped == "unknown_impact"
+    cleared = only_event(engine.on_command(command(incident_id, "c5", set_impact={}), NOW + 20))
+    assert cleared.incident.impact == "" and "follows the urgency" in cleared.message
+    forged = incident_pb2.TimelineEntryCommand(
+        type=T.INCIDENT_EVENT_TYPE_IMPACT_CHANGED, message="forged"
+    )
+    outcome = engine.on_command(command(incident_id, "c6", timeline_entry=forged), NOW + 30)
+    assert outcome.dropped == "timeline_entry_reserved_type"
+    engine.on_command(command(incident_id, "c7", resolve={}), NOW + 40)
+    late = engine.on_command(
+        command(incident_id, "c8", set_impact={"impact": "partial_outage"}), NOW
+    )
+    assert late.dropped == "incident_resolved"
+
+
 def test_command_reassign_to_policy_and_user(engine: CorrelationEngine, incident_id) -> None:
     engine.on_command(command(incident_id, "c0", acknowledge={}), NOW + 1)
     to_policy = command(incident_id, "c1", reassign={"escalation_policy_id": "other"})

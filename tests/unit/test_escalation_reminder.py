@@ -29,9 +29,35 @@ def make_config(enabled: bool = True) -> TocsinConfig:
               - {{id: web, name: Web, escalation_policy: p}}
               - {{id: batch, name: Batch, escalation_policy: p}}
             users:
-              - {{id: ana, name: Ana, email: ana@example.com}}
+              - id: ana
+                name: Ana
+                email: ana@example.com
+                contact_methods:
+                  - {{id: ana-mail, type: email, address: ana@example.com}}
+                  - {{id: ana-sms, type: sms, address: "+15555550101"}}
+                notification_rules:
+                  high:
+                    - {{delay: 0m, contact_method: ana-mail}}
+                    - {{delay: 5m, contact_method: ana-sms}}
+                  low:
+                    - {{delay: 10m, contact_method: ana-sms}}
+                    - {{delay: 20m, contact_method: ana-mail}}
+              - id: bo
+                name: Bo
+                email: bo@example.com
+                contact_methods: [{{id: bo-mail, type: email, address: bo@example.com}}]
+                notification_rules: {{high: [{{delay: 0m, contact_method: bo-mail}}]}}
+              - id: cy
+                name: Cy
+                email: cy@example.com
+                contact_methods: [{{id: cy-mail, type: email, address: cy@example.com}}]
+                notification_rules: {{high: [{{delay: 0m, contact_method: cy-mail}}]}}
             escalation_policies:
-              - {{id: p, name: P, levels: [{{delay: 5m, targets: [{{type: user, id: ana}}]}}]}}
+              - id: p
+                name: P
+                levels:
+                  - {{delay: 45m, targets: [{{type: user, id: ana}}]}}
+                  - {{delay: 1h, targets: [{{type: user, id: bo}}]}}
             status_page:
               enabled: {str(enabled).lower()}
               components: [{{id: shop, name: Shop, services: [web]}}]
@@ -66,6 +92,7 @@ class Sim:
     current: incident_pb2.Incident = field(default_factory=incident)
     timers: dict[str, TimerSpec] = field(default_factory=dict)
     reminders: list[tuple[float, str]] = field(default_factory=list)
+    sent: list[tuple[float, lifecycle.PlannedReminder]] = field(default_factory=list)
 
     def _apply(self, effects: Effects) -> None:
         groups = set()
@@ -78,17 +105,20 @@ class Sim:
         for command in effects.commands:
             if command.event_type == E.INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE:
                 self.reminders.append((at, command.message))
+        self.sent += [(at, r) for r in effects.reminders]
         for timer in effects.timers:
             self.timers[timer.timer_id] = timer
         if effects.state is not None:
             self.state = effects.state
 
-    def event(self, kind: int, event_id: str, page_status: str = "") -> Effects:
+    def event(self, kind: int, event_id: str, page_status: str = "", assigned: str = "") -> Effects:
         status = {
             E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED: E.INCIDENT_STATUS_ACKNOWLEDGED,
             E.INCIDENT_EVENT_TYPE_RESOLVED: E.INCIDENT_STATUS_RESOLVED,
         }.get(kind, self.current.status)
+        assigned = assigned or self.current.assigned_user_id
         self.current = incident(status, self.service, self.low)
+        self.current.assigned_user_id = assigned
         ev = incident_pb2.IncidentEvent(event_id=event_id, type=kind, incident=self.current)  # type: ignore[arg-type]
         set_timestamp(ev.at, self.clock.now())
         if page_status:
@@ -189,3 +219,98 @@ def test_one_reminder_timer_per_incident_and_replays_yield_the_same_command() ->
     again = lifecycle.on_timer(config, timer, incident(), EscalationState(), T0, {})
     assert first.commands[0].command_id == again.commands[0].command_id  # correlation dedups
     assert first.commands[0].actor == "escalation"
+
+
+# --- the reminder reaches the incident's responders ----------------------------------------
+
+
+def who(sim: Sim) -> list[tuple[float, str, str]]:
+    return [(at, r.user_id, r.contact_method_id) for at, r in sim.sent]
+
+
+def test_the_reminder_goes_to_whom_the_current_level_pages_by_their_immediate_rules() -> None:
+    sim = Sim(make_config())
+    sim.event(E.INCIDENT_EVENT_TYPE_TRIGGERED, "ev-t")
+    sim.run_until(1800)
+    # Level 1 (ana) paged; by her rule that pages at once (e-mail), not the sms 5 min later.
+    assert who(sim) == [(1800, "ana", "ana-mail")]
+    assert sim.state.level == 1
+    sim.sent.clear()
+    sim.run_until(45 * 60)
+    assert sim.state.level == 2  # level 2 (bo) reached at 45 min
+    sim.run_until(3600)
+    assert who(sim) == [(3600, "bo", "bo-mail")]
+    (_, reminder) = sim.sent[0]
+    assert reminder.kind == "status_update_due"
+    assert reminder.text == (
+        "No public status update has been posted for 30 minutes: post one for the status page."
+    )
+    assert "reminded bo" in sim.reminders[-1][1]
+
+
+def test_a_reminder_is_keyed_by_its_firing_so_a_refired_timer_reminds_nobody_twice() -> None:
+    config = make_config()
+    state = EscalationState(run="ev-t", phase=lifecycle.ESCALATING, policy_id="p", level=1)
+    timer = TimerSpec(UPDATE_REMINDER, "inc-1", T0 + timedelta(minutes=30))
+    late = T0 + timedelta(minutes=31)
+    first = lifecycle.on_timer(config, timer, incident(), state, T0 + timedelta(minutes=30), {})
+    again = lifecycle.on_timer(config, timer, incident(), state, late, {})  # after a crash
+    assert [r.idempotency_key for r in first.reminders] == [
+        r.idempotency_key for r in again.reminders
+    ]
+    assert first.reminders[0].idempotency_key == "inc-1:reminder:2026-01-05T12:30:00+00:00:ana:0"
+    following = TimerSpec(UPDATE_REMINDER, "inc-1", T0 + timedelta(minutes=60))
+    nxt = lifecycle.on_timer(config, following, incident(), state, following.due, {})
+    assert nxt.reminders[0].idempotency_key != first.reminders[0].idempotency_key
+
+
+def test_an_acknowledged_incident_reminds_the_level_that_was_paged() -> None:
+    sim = Sim(make_config())
+    sim.event(E.INCIDENT_EVENT_TYPE_TRIGGERED, "ev-t")
+    sim.run_until(60)
+    sim.event(E.INCIDENT_EVENT_TYPE_ACKNOWLEDGED, "ev-ack")  # before level 2
+    sim.run_until(3600)
+    assert who(sim) == [(1800, "ana", "ana-mail"), (3600, "ana", "ana-mail")]
+
+
+def test_an_incident_reassigned_to_a_person_reminds_that_person() -> None:
+    sim = Sim(make_config())
+    sim.event(E.INCIDENT_EVENT_TYPE_TRIGGERED, "ev-t")
+    sim.run_until(60)
+    sim.event(E.INCIDENT_EVENT_TYPE_REASSIGNED, "ev-re", assigned="cy")
+    sim.run_until(1800)
+    assert who(sim) == [(1800, "cy", "cy-mail")]
+
+
+def test_without_an_immediate_rule_the_first_rule_is_used() -> None:
+    config = make_config()
+    (only,) = lifecycle.reminder_pages(config, ["ana"], "low", "seed", "k", "t")
+    assert (only.contact_method_id, only.rule_index) == ("ana-sms", 0)
+    assert only.idempotency_key == "seed:ana:0"
+
+
+def test_nobody_is_reminded_before_anyone_was_paged() -> None:
+    config = make_config()
+    held = EscalationState(phase=lifecycle.STOPPED, policy_id="p")  # held upstream
+    timer = TimerSpec(UPDATE_REMINDER, "inc-1", T0 + timedelta(minutes=30))
+    effects = lifecycle.on_timer(config, timer, incident(), held, timer.due, {})
+    assert effects.reminders == []
+    assert effects.commands[0].message.endswith("nobody to remind")
+
+
+def test_a_state_of_an_older_build_reminds_level_one_and_unknown_fields_are_ignored() -> None:
+    old = EscalationState.from_json(
+        b'{"run":"ev-t","phase":"escalating","loop_base":0,"policy_id":"p","user_id":"",'
+        b'"quiet_unack":"","from_a_newer_build":1}'
+    )
+    assert old.level == 0
+    assert lifecycle.responders(make_config(), incident(), old, T0, {}) == ["ana"]
+
+
+def test_the_cadence_in_words() -> None:
+    assert lifecycle.reminder_text(timedelta(seconds=4)).startswith(
+        "No public status update has been posted for 4 seconds"
+    )
+    assert "for 1 minute:" in lifecycle.reminder_text(timedelta(minutes=1))
+    assert "for 90 minutes:" in lifecycle.reminder_text(timedelta(minutes=90))
+    assert "for 2 hours:" in lifecycle.reminder_text(timedelta(hours=2))

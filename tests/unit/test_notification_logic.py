@@ -8,16 +8,19 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from tocsin.v1 import notification_pb2
+from tocsin.v1 import notification_pb2, oncall_service_pb2
 from tocsin_common.clock import FakeClock
 from tocsin_notification.breaker import BreakerRegistry, BreakerState, CircuitBreaker, endpoint_of
 from tocsin_notification.bundling import BundlePolicy
+from tocsin_notification.links import KeyRing, LinkKey, LinkSigner
 from tocsin_notification.offsets import OffsetTracker
 from tocsin_notification.pipeline.bundle_stage import BundleStage
 from tocsin_notification.pipeline.job import Job
+from tocsin_notification.pipeline.render_stage import RenderStage
 from tocsin_notification.pipeline.retry_stage import RetryStage
 from tocsin_notification.providers.base import DeliveryError, IncidentLine
 from tocsin_notification.providers.http import classify
+from tocsin_notification.providers.webhook import payload
 from tocsin_notification.ratelimit import SlidingWindowLimit
 from tocsin_notification.render import Renderer, runbook_of
 from tocsin_notification.retry_policy import RetryPolicy
@@ -316,3 +319,59 @@ def test_runbook_from_labels() -> None:
     assert runbook_of({"runbook_url": "https://r/1"}) == "https://r/1"
     assert runbook_of({"runbook": "not a url"}) == ""
     assert runbook_of({}) == ""
+
+
+# --- reminders (e.g. no public status update for a while) --------------------------------
+
+
+def _reminder_job(incident: str = "inc-1", user: str = "alice", cm: str = "alice-sms") -> Job:
+    request = notification_pb2.NotificationRequest(
+        idempotency_key=f"{incident}:reminder:t:{user}:0",
+        user_id=user,
+        contact_method_id=cm,
+        reminder=notification_pb2.Reminder(
+            kind="status_update_due",
+            text="No public status update has been posted for 30 minutes: post one.",
+        ),
+    )
+    request.incident.incident_id = incident
+    request.incident.service_id = "checkout"
+    request.incident.title = "checkout 5xx above 5%"
+    return Job(request)
+
+
+def test_a_reminder_is_never_bundled_with_pages() -> None:
+    assert _job("i1").bundle_key == "alice/alice-sms"
+    assert _reminder_job().bundle_key == "alice/alice-sms/reminder"
+
+
+def test_a_reminder_renders_its_text_and_the_incident_link_on_every_channel() -> None:
+    renderer = Renderer()
+    line = _line(1, reminder="No public status update has been posted for 30 minutes.")
+    line = IncidentLine(**{**vars(line), "incident_url": "http://api/console/incidents/inc-1"})
+    for channel in ("sms", "email", "slack", "teams", "webhook"):
+        subject, text = renderer.render(channel, (line,), reminder=True)
+        assert subject.startswith("[REMINDER]"), (channel, subject)
+        assert "No public status update has been posted for 30 minutes." in text, channel
+        assert "http://api/console/incidents/inc-1" in text, (channel, text)
+        assert "http://t/ack/1" not in text  # a reminder is not a page to acknowledge
+    _, spoken = renderer.render("voice", (line,), reminder=True)
+    assert "http" not in spoken and "30 minutes" in spoken
+
+
+def test_the_render_stage_links_a_reminder_to_the_incident_in_the_console() -> None:
+    signer = LinkSigner(KeyRing((LinkKey("k1", b"k" * 32),)), timedelta(hours=1))
+    stage = RenderStage(Renderer(), signer, "http://notify", FakeClock(), "https://api.example/")
+    contact = oncall_service_pb2.ContactMethod(
+        user_id="alice", user_name="Alice", type="webhook", address="https://hook"
+    )
+    page = stage.page([_reminder_job("inc/1")], contact)
+    assert page.reminder == "status_update_due"
+    assert page.incidents[0].incident_url == "https://api.example/console/incidents/inc%2F1"
+    body = payload(page)
+    assert body["event"] == "incident.reminder"
+    assert body["reminder"]["text"].startswith("No public status update has been posted")
+    assert body["links"]["incident"] == "https://api.example/console/incidents/inc%2F1"
+    plain = stage.page([_job("i1")], contact)
+    assert plain.reminder == "" and payload(plain)["event"] == "incident.page"
+    assert "incident" not in payload(plain).get("links", {})

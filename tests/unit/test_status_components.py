@@ -13,6 +13,7 @@ from tocsin_common.statuspage.components import (
     Maintenance,
     component_states,
     overall_state,
+    parse_impact,
 )
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -69,6 +70,21 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         {"incidents": [IncidentImpact("i1", "checkout", "high", "partial_outage")]},
         "shop",
         "partial_outage",
+    ),
+    (
+        "impact set to operational: no impact at all",
+        {"incidents": [IncidentImpact("i1", "checkout", "high", "operational")]},
+        "shop",
+        "operational",
+    ),
+    (
+        "an operational impact does not hide maintenance",
+        {
+            "maintenances": [WORK],
+            "incidents": [IncidentImpact("i1", "payments", "high", "operational")],
+        },
+        "pay",
+        "under_maintenance",
     ),
     (
         "suppressed incidents do not count",
@@ -169,3 +185,11 @@ def test_config_errors_name_the_field() -> None:
         )
     locs = {".".join(map(str, e["loc"])) for e in caught.value.errors()}
     assert {"components.0.services", "impact.high"} <= locs
+
+
+def test_an_impact_is_one_of_statuspages_or_cleared() -> None:
+    assert parse_impact("major_outage") == "major_outage"
+    assert parse_impact(" operational ") == "operational"
+    assert parse_impact("") is None  # cleared: follows the urgency
+    with pytest.raises(ValueError, match=r"^impact: 'under_maintenance' is not one of"):
+        parse_impact("under_maintenance")  # maintenance is not an incident's impact

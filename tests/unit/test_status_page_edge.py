@@ -12,7 +12,12 @@ from typing import Any
 import grpc
 import pytest
 from fastapi.testclient import TestClient
-from tocsin.v1 import incident_pb2, incident_service_pb2, insight_service_pb2
+from tocsin.v1 import (
+    incident_pb2,
+    incident_service_pb2,
+    insight_service_pb2,
+    silence_service_pb2,
+)
 from tocsin_api.app import create_app
 from tocsin_api.deps import ApiState
 from tocsin_api.settings import ApiSettings
@@ -71,6 +76,8 @@ INTERNAL = [
     "cmp-pay",
     "cmp-shop",
     "k8s-namespace-prod",
+    "win-internal-1",
+    "rotate the pg primary, ticket OPS-4411",
 ]
 
 
@@ -219,10 +226,23 @@ class MemoryOverrides:
         return self.kept.pop(component_id, None) is not None
 
 
+def runtime_window(
+    window_id: str, service: str, start_min: int, end_min: int, public_title: str = ""
+) -> silence_service_pb2.PublicMaintenanceWindow:
+    window = silence_service_pb2.PublicMaintenanceWindow(
+        window_id=window_id, service_id=service, public_title=public_title
+    )
+    window.starts_at.CopyFrom(_stamp(NOW + timedelta(minutes=start_min)))
+    window.ends_at.CopyFrom(_stamp(NOW + timedelta(minutes=end_min)))
+    return window
+
+
 @dataclass
 class Calls:
     made: list[tuple[str, Any, str]] = field(default_factory=list)
     uptime_fails: bool = False
+    maintenance_fails: bool = False
+    windows: list[silence_service_pb2.PublicMaintenanceWindow] = field(default_factory=list)
 
 
 class FakeIncidents:
@@ -232,6 +252,10 @@ class FakeIncidents:
     async def StatusPage(self, request: Any, metadata: Any, timeout: float) -> Any:
         self.calls.made.append(("StatusPage", request, dict(metadata)["authorization"]))
         return facts()
+
+    async def SetImpact(self, request: Any, metadata: Any, timeout: float) -> Any:
+        self.calls.made.append(("SetImpact", request, dict(metadata)["authorization"]))
+        return incident_service_pb2.CommandAccepted(command_id="cmd-impact")
 
     async def PostStatusUpdate(self, request: Any, metadata: Any, timeout: float) -> Any:
         self.calls.made.append(("PostStatusUpdate", request, dict(metadata)["authorization"]))
@@ -262,10 +286,24 @@ class FakeInsight:
         )
 
 
+class FakeSilences:
+    def __init__(self, calls: Calls) -> None:
+        self.calls = calls
+
+    async def StatusMaintenance(self, request: Any, metadata: Any, timeout: float) -> Any:
+        self.calls.made.append(("StatusMaintenance", request, dict(metadata)["authorization"]))
+        if self.calls.maintenance_fails:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down"
+            )
+        return silence_service_pb2.StatusMaintenanceResponse(windows=self.calls.windows)
+
+
 @dataclass
 class FakeBackends:
     incidents: FakeIncidents
     insight: FakeInsight
+    silences: FakeSilences
 
 
 def client(
@@ -276,7 +314,9 @@ def client(
     state = ApiState(
         config=FakeConfig(config),
         authenticator=FakeAuthenticator(),
-        backends=FakeBackends(FakeIncidents(calls), FakeInsight(calls)),  # type: ignore[arg-type]
+        backends=FakeBackends(  # type: ignore[arg-type]
+            FakeIncidents(calls), FakeInsight(calls), FakeSilences(calls)
+        ),
         settings=ApiSettings.from_env({"TOCSIN_API_PUBLIC_URL": "https://ops.example"}),
         feeds=lambda: None,  # type: ignore[arg-type,return-value]
         service_credential=lambda: "svc-cred",
@@ -317,13 +357,14 @@ def test_the_json_summary_and_the_brief_cache() -> None:
     assert body["page"]["url"] == "https://ops.example/status"
     assert body["incidents"][0]["name"] == "Card payments failing"
     assert http.get("/status").status_code == 200
-    assert [c[0] for c in calls.made] == ["StatusPage", "Uptime"]  # built once for both
+    # built once for both
+    assert [c[0] for c in calls.made] == ["StatusPage", "Uptime", "StatusMaintenance"]
     clock[0] += 9.9
     assert http.get("/status").status_code == 200
-    assert len(calls.made) == 2
+    assert len(calls.made) == 3
     clock[0] += 0.2  # ten seconds after it was built: built again
     assert http.get("/status").status_code == 200
-    assert [c[0] for c in calls.made] == ["StatusPage", "Uptime"] * 2
+    assert [c[0] for c in calls.made] == ["StatusPage", "Uptime", "StatusMaintenance"] * 2
 
 
 def test_without_insight_the_page_still_shows_states() -> None:
@@ -428,3 +469,102 @@ def test_override_requests_are_checked() -> None:
         http.put(f"{base}/cmp-pay/override", json={"state": "operational"}, headers=mia)
     ).status_code == 403
     assert http.put(f"{base}/cmp-shop/override", json={"state": "operational"}).status_code == 401
+
+
+# --- runtime maintenance windows on the page ----------------------------------------------
+
+
+def test_runtime_windows_show_by_their_public_title_and_put_components_under_maintenance() -> None:
+    windows = [
+        # In progress on payments (its open incident is worse: partial_outage stays).
+        runtime_window("win-internal-1", "payments-svc", -10, 50, "Card network upgrade"),
+        # Upcoming, no public title: "Scheduled maintenance", never its internal comment.
+        runtime_window("win-internal-2", "search-svc", 60, 120),
+        # In 40 days: beyond the 30 days shown. On no component: never shown.
+        runtime_window("win-internal-3", "search-svc", 40 * 24 * 60, 40 * 24 * 60 + 60, "Later"),
+        runtime_window("win-internal-4", "internal-svc", -10, 50, "reboot k8s-namespace-prod"),
+    ]
+    quiet = incident_service_pb2.StatusPageResponse()  # no open incident
+    page = assemble(CONFIG, quiet, {}, NOW, SECRET, windows=windows)
+    states = {c.name: c.state for c in page.components}
+    # Web shop: checkout's planned window (config) in progress; Payments: the runtime one.
+    assert states == {"Web shop": "under_maintenance", "Payments": "under_maintenance"}
+    shown = [(m.title, m.in_progress, m.components) for m in page.maintenances]
+    assert shown == [
+        ("Database upgrade", True, ("Web shop",)),
+        ("Card network upgrade", True, ("Payments",)),
+        ("Scheduled maintenance", False, ("Web shop",)),
+    ]
+    body = summary(page, "https://status.example/status")
+    assert [m["name"] for m in body["scheduled_maintenances"]] == [
+        "Database upgrade",
+        "Card network upgrade",
+        "Scheduled maintenance",
+    ]
+    assert body["scheduled_maintenances"][2]["status"] == "scheduled"
+    assert body["status"]["indicator"] == "maintenance"
+    with_incident = assemble(CONFIG, facts(), {}, NOW, SECRET, windows=windows)
+    assert {c.name: c.state for c in with_incident.components}["Payments"] == "partial_outage"
+    dumped = json.dumps(body)
+    for value in [*INTERNAL, "win-internal-2", "win-internal-4", "Later"]:
+        assert value not in dumped, value
+
+
+def test_the_served_page_shows_runtime_windows_and_survives_correlation_down() -> None:
+    calls = Calls(
+        windows=[runtime_window("win-internal-1", "payments-svc", -5, 55, "Card upgrade")]
+    )
+    http, _ = client(calls)
+    body = http.get("/status/api/v2/summary.json").json()
+    assert "Card upgrade" in [m["name"] for m in body["scheduled_maintenances"]]
+    made = next(c for c in calls.made if c[0] == "StatusMaintenance")
+    assert made[2] == "Bearer svc-cred"  # the api's own credential (status_page.read)
+    down = Calls(maintenance_fails=True)
+    http, _ = client(down)
+    reply = http.get("/status/api/v2/summary.json")
+    assert reply.status_code == 200
+    assert [m["name"] for m in reply.json()["scheduled_maintenances"]] == ["Database upgrade"]
+
+
+# --- an incident's impact set by hand -------------------------------------------------------
+
+
+def test_a_responder_set_impact_drives_the_component_and_the_incident_on_the_page() -> None:
+    answer = facts()
+    answer.open[0].impact = "major_outage"  # payments (high urgency: partial_outage otherwise)
+    answer.updated[0].incident.impact = "major_outage"
+    answer.open[1].impact = "operational"  # search (low: degraded otherwise): no impact
+    page = assemble(CONFIG, answer, {}, NOW, SECRET)
+    states = {c.name: c.state for c in page.components}
+    assert states == {"Web shop": "under_maintenance", "Payments": "major_outage"}
+    assert page.incidents[0].impact == "major_outage"
+    assert summary(page, "u")["status"]["indicator"] == "critical"
+    answer.open[0].impact = "not-an-impact"  # what a newer build might store: the urgency's
+    page = assemble(CONFIG, answer, {}, NOW, SECRET)
+    assert {c.name: c.state for c in page.components}["Payments"] == "partial_outage"
+
+
+def test_setting_and_clearing_an_impact_over_rest() -> None:
+    calls = Calls()
+    http, _ = client(calls)
+    mia = {"Authorization": "Bearer mia"}
+    route = "/api/v1/incidents/inc-1/impact"
+    reply = http.put(route, json={"impact": "major_outage"}, headers=mia)
+    assert reply.status_code == 202, reply.text
+    assert reply.json() == {
+        "incident_id": "inc-1",
+        "command_id": "cmd-impact",
+        "impact": "major_outage",
+    }
+    cleared = http.put(route, json={"impact": None}, headers=mia)
+    assert cleared.status_code == 202 and cleared.json()["impact"] is None
+    made = [c for c in calls.made if c[0] == "SetImpact"]
+    assert [(c[1].incident_id, c[1].impact, c[2]) for c in made] == [
+        ("inc-1", "major_outage", "Bearer mia"),  # the caller's own credential
+        ("inc-1", "", "Bearer mia"),
+    ]
+    bad = http.put(route, json={"impact": "on_fire"}, headers=mia)
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "impact"
+    assert http.put(route, json={}, headers=mia).status_code == 400  # say it, even if null
+    assert http.put(route, json={"impact": "major_outage"}).status_code == 401
+    assert len([c for c in calls.made if c[0] == "SetImpact"]) == 2

@@ -11,6 +11,7 @@ from tocsin_common.config.status_page import Reminders
 from tocsin_common.statuspage.updates import (
     REDACTED,
     UpdateError,
+    clean_public_title,
     next_reminder,
     post_update,
     sanitize_public_message,
@@ -173,3 +174,12 @@ def test_sanitising_is_linear_on_hostile_text() -> None:
         with contextlib.suppress(UpdateError):  # too long once cleaned: refused after the work
             sanitize_public_message(text, 100_000)
         assert time.perf_counter() - started < 2.0, text[:20]
+
+
+def test_a_public_title_is_cleaned_on_one_line_and_capped() -> None:
+    cleaned = clean_public_title("DB  upgrade\n  by ops@example.com\u202e")
+    assert cleaned.text == f"DB upgrade by {REDACTED}" and cleaned.redactions == ("email",)
+    with pytest.raises(UpdateError, match=r"^public_title: 201 characters, at most 200"):
+        clean_public_title("x" * 201)
+    with pytest.raises(UpdateError, match=r"^window_title: is empty"):
+        clean_public_title("\u200b ", "window_title")

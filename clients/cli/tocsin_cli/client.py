@@ -132,6 +132,9 @@ class ApiClient:
             "POST", path, json=json if json is not None else {}, headers=headers
         ).body
 
+    def put(self, path: str, json: Any = None) -> Any:
+        return self.request("PUT", path, json=json if json is not None else {}).body
+
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path).body
 

@@ -72,6 +72,9 @@ class Settings:
     ingest_read_timeout_seconds: float = 15.0
     # alert-ingest's HTTP base as monitored jobs reach it: heartbeat ping URLs start with it
     ingest_public_url: str = "http://127.0.0.1:8080"
+    # the api's HTTP base as people reach it (TOCSIN_API_PUBLIC_URL): a reminder's link to
+    # the incident in the console starts with it
+    api_public_url: str = "http://127.0.0.1:8082"
     tls: TlsSettings = field(default_factory=TlsSettings)
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     redis: RedisConnection = field(
@@ -124,6 +127,9 @@ class Settings:
                 "TOCSIN_INGEST_PUBLIC_URL",
                 f"{'https' if tls.serves_tls else 'http'}://127.0.0.1:"
                 f"{http_port or DEFAULT_PORTS['alert-ingest'].http}",
+            ),
+            api_public_url=_base_url(
+                env, "TOCSIN_API_PUBLIC_URL", f"http://127.0.0.1:{DEFAULT_PORTS['api'].http}"
             ),
             tls=tls,
             kafka_security=KafkaSecurity.from_env(env),

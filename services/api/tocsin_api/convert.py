@@ -138,6 +138,7 @@ def incident(message: incident_pb2.Incident) -> dict[str, Any]:
             }
             for cause in message.probable_causes
         ],
+        "impact": opt(message.impact),
         "etag": etag(message),
     }
 

@@ -59,6 +59,9 @@ class ProbableCause(BaseModel):
     change: Change
 
 
+ImpactName = Literal["operational", "degraded_performance", "partial_outage", "major_outage"]
+
+
 class Incident(BaseModel):
     id: str
     service_id: str
@@ -82,6 +85,11 @@ class Incident(BaseModel):
     suppressed: bool
     suppressed_reason: str | None
     probable_causes: list[ProbableCause]
+    impact: ImpactName | None = Field(
+        default=None,
+        description="the public impact a responder set (PUT .../impact); null: it follows "
+        "the urgency (status_page.impact)",
+    )
     etag: str = Field(description="the incident's ETag, as the ETag header of GET carries it")
 
 
@@ -198,6 +206,19 @@ class StatusUpdateBody(Strict):
         max_length=800,
         description="the incident's title on the status page: required on its first update",
     )
+
+
+class ImpactBody(Strict):
+    impact: ImpactName | None = Field(
+        description="the incident's public impact: the state of its components on the status "
+        "page while it is open (operational: none); null clears it (it follows the urgency)"
+    )
+
+
+class ImpactSet(BaseModel):
+    incident_id: str
+    command_id: str
+    impact: ImpactName | None
 
 
 class StatusUpdatePosted(BaseModel):
@@ -523,7 +544,15 @@ class MaintenanceWindowBody(Strict):
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     duration_seconds: int | None = Field(default=None, ge=1)
-    description: str = ""
+    description: str = Field(default="", description="internal: never on the status page")
+    public_title: str | None = Field(
+        default=None,
+        max_length=800,
+        description=(
+            "the window's title on the public status page (cleaned and redacted as status "
+            'updates are, at most 200 characters); none: the page says "Scheduled maintenance"'
+        ),
+    )
 
 
 class MaintenanceWindow(BaseModel):
@@ -532,7 +561,14 @@ class MaintenanceWindow(BaseModel):
     start: str | None
     end: str | None
     description: str
+    public_title: str | None = Field(
+        default=None,
+        description="what the public status page calls it (config: its description)",
+    )
     source: Literal["config", "runtime"]
+    redactions: list[str] | None = Field(
+        default=None, description="on creation: what was redacted from the public title"
+    )
 
 
 class MaintenanceWindows(BaseModel):

@@ -31,6 +31,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_common.config import TocsinConfig
 from tocsin_common.config.model import Service
+from tocsin_common.statuspage.components import parse_impact
 from tocsin_common.timeutil import set_timestamp
 
 from tocsin_correlation import grouping
@@ -132,6 +133,7 @@ _RESERVED_TIMELINE_TYPES = frozenset(
         incident_pb2.INCIDENT_EVENT_TYPE_FLAPPING,
         incident_pb2.INCIDENT_EVENT_TYPE_SUPPRESSED,
         incident_pb2.INCIDENT_EVENT_TYPE_STATUS_UPDATED,
+        incident_pb2.INCIDENT_EVENT_TYPE_IMPACT_CHANGED,
     }
 )
 
@@ -158,6 +160,7 @@ class IncidentState:
     flapping: bool = False
     suppressed: bool = False
     suppressed_reason: str = ""
+    impact: str = ""  # the public impact a responder set ("": it follows the urgency)
     # [{"change": ChangeRecord JSON, "rank": int, "reason": str}], most likely first
     probable_causes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -224,6 +227,8 @@ class IncidentState:
             incident.suppressed = True
         if self.suppressed_reason:
             incident.suppressed_reason = self.suppressed_reason
+        if self.impact:
+            incident.impact = self.impact
         for cause in self.probable_causes:
             incident.probable_causes.add(
                 change=ChangeRecord.from_json(cause["change"]).event(),
@@ -753,6 +758,22 @@ class CorrelationEngine:
             )
             outcome.events[0].status_update.CopyFrom(update)
             return outcome
+        if kind == "set_impact":
+            try:
+                impact = parse_impact(command.set_impact.impact) or ""
+            except ValueError:
+                return Outcome(dropped="unknown_impact")
+            if impact == incident.impact:
+                return Outcome(dropped="impact_unchanged")
+            incident.impact = impact
+            text = (
+                f"public impact set to {impact} by {command.actor}"
+                if impact
+                else f"public impact cleared by {command.actor}: it follows the urgency"
+            )
+            return self._emit(
+                incident, incident_pb2.INCIDENT_EVENT_TYPE_IMPACT_CHANGED, None, now, text, **by
+            )
         if kind == "timeline_entry":
             entry = command.timeline_entry
             if entry.type == incident_pb2.INCIDENT_EVENT_TYPE_RELEASED and (

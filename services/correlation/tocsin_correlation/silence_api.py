@@ -15,9 +15,12 @@ from tocsin.v1 import silence_service_pb2 as pb
 from tocsin.v1 import silence_service_pb2_grpc as pb_grpc
 from tocsin_common.auth.access import AccessControl
 from tocsin_common.auth.directory import silence_resource
+from tocsin_common.auth.policy import Resource
 from tocsin_common.config import ConfigStore
 from tocsin_common.limits import active_silences_problem, silence_problems
+from tocsin_common.maintenance import is_maintenance
 from tocsin_common.redisclient import redis_client
+from tocsin_common.statuspage.updates import UpdateError, clean_public_title
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.transport import RedisConnection
 
@@ -102,6 +105,15 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
                 self._config.current.service(given.service_id)
             except KeyError:
                 problems.append(f"service_id: unknown service {given.service_id!r}")
+        public_title = ""
+        if given.public_title:
+            if not is_maintenance(given):
+                problems.append("public_title: only a maintenance window has a public title")
+            else:
+                try:
+                    public_title = clean_public_title(given.public_title).text
+                except UpdateError as error:
+                    problems.append(str(error))
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         silence_id = given.silence_id or str(uuid.uuid4())
@@ -122,6 +134,7 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
             ends_at=ends,
             created_by=principal.id,  # never a field the client fills in
             comment=given.comment,
+            public_title=public_title,
         )
         await self._client().hset(
             SILENCES_KEY, silence.silence_id, silence.to_proto().SerializeToString()
@@ -144,6 +157,30 @@ class SilenceServicer(pb_grpc.SilenceServiceServicer):
         ]
         found.sort(key=lambda s: (s.starts_at, s.silence_id))
         return pb.ListSilencesResponse(silences=[s.to_proto() for s in found])
+
+    async def StatusMaintenance(
+        self, request: pb.StatusMaintenanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StatusMaintenanceResponse:
+        """The runtime maintenance windows not over yet, for the public status page: only
+        their service, times and public title (never the comment or who made them)."""
+        await self._access.authorize(context, "status_page.read", Resource("status_page"))
+        now = self._clock()
+        reply = pb.StatusMaintenanceResponse()
+        stored = sorted(
+            await load_silences(self._client()), key=lambda s: (s.starts_at, s.silence_id)
+        )
+        for silence in stored:
+            message = silence.to_proto()
+            if silence.ends_at <= now or not is_maintenance(message):
+                continue
+            reply.windows.add(
+                window_id=silence.silence_id,
+                service_id=silence.service_id,
+                starts_at=message.starts_at,
+                ends_at=message.ends_at,
+                public_title=silence.public_title,
+            )
+        return reply
 
     async def ExpireSilence(
         self, request: pb.ExpireSilenceRequest, context: grpc.aio.ServicerContext

@@ -31,6 +31,7 @@ class Silence:
     ends_at: float
     created_by: str = ""
     comment: str = ""
+    public_title: str = ""  # a maintenance window's, for the public status page
 
     def active_at(self, now: float) -> bool:
         return self.starts_at <= now < self.ends_at
@@ -52,6 +53,7 @@ class Silence:
             ],
             created_by=self.created_by,
             comment=self.comment,
+            public_title=self.public_title,
         )
         set_timestamp(silence.starts_at, datetime.fromtimestamp(self.starts_at, UTC))
         set_timestamp(silence.ends_at, datetime.fromtimestamp(self.ends_at, UTC))
@@ -120,6 +122,7 @@ def silence_from_proto(silence: pb.Silence) -> Silence:
         ends_at=silence.ends_at.ToNanoseconds() / 1e9,
         created_by=silence.created_by,
         comment=silence.comment,
+        public_title=silence.public_title,
     )
 
 

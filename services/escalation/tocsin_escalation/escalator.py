@@ -58,6 +58,7 @@ from tocsin_escalation.lifecycle import (
     Effects,
     EntrySpec,
     EscalationState,
+    PlannedReminder,
     TimerSpec,
     reminder_group,
 )
@@ -280,6 +281,14 @@ class Escalator:
                     NOTIFICATIONS_REQUESTS, page.user_id, _request(incident, page, now)
                 )
             )
+        for reminder in effects.reminders:
+            futures.append(
+                await self._producer.enqueue(
+                    NOTIFICATIONS_REQUESTS,
+                    reminder.user_id,
+                    reminder_request(incident, reminder, now),
+                )
+            )
         for command in effects.commands:
             futures.append(
                 await self._producer.enqueue(
@@ -331,10 +340,12 @@ def _timers(effects: Effects) -> list[Timer]:
 
 
 def _log_effects(incident_id: str, effects: Effects) -> None:
-    if effects.pages or effects.commands or effects.actions or effects.notices:
+    if effects.pages or effects.reminders or effects.commands or effects.actions or effects.notices:
         log.info(
-            "escalation: %d page(s), %d command(s), %d timer(s), %d automation action(s)",
+            "escalation: %d page(s), %d reminder(s), %d command(s), %d timer(s), "
+            "%d automation action(s)",
             len(effects.pages),
+            len(effects.reminders),
             len(effects.commands),
             len(effects.timers),
             len(effects.actions),
@@ -430,6 +441,25 @@ def _request(
         escalation_loop=page.loop,
         rule_index=page.rule_index,
         urgency=incident.urgency,
+    )
+    set_timestamp(request.requested_at, now)
+    return request
+
+
+def reminder_request(
+    incident: incident_pb2.Incident, reminder: PlannedReminder, now: datetime
+) -> notification_pb2.NotificationRequest:
+    """A reminder to one responder, as notification delivers it (keyed by the person, as
+    pages are)."""
+    request = notification_pb2.NotificationRequest(
+        request_id=str(uuid.uuid4()),
+        idempotency_key=reminder.idempotency_key,
+        incident=incident,
+        user_id=reminder.user_id,
+        contact_method_id=reminder.contact_method_id,
+        rule_index=reminder.rule_index,
+        urgency=incident.urgency,
+        reminder=notification_pb2.Reminder(kind=reminder.kind, text=reminder.text),
     )
     set_timestamp(request.requested_at, now)
     return request

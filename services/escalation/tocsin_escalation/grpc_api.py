@@ -29,6 +29,7 @@ from tocsin_common.commands import incident_command, send_command
 from tocsin_common.config import ConfigStore, Schedule, TocsinConfig
 from tocsin_common.kafka import EventProducer
 from tocsin_common.limits import note_problem, snooze_problem
+from tocsin_common.statuspage.components import parse_impact
 from tocsin_common.statuspage.events import updates_of
 from tocsin_common.statuspage.updates import UpdateError, post_update
 from tocsin_common.timeutil import from_timestamp, set_timestamp
@@ -185,6 +186,30 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
         await send_command(self._producer, command)
         return incident_service_pb2.PostStatusUpdateResponse(
             command_id=command.command_id, update=posted, redactions=list(cleaned.redactions)
+        )
+
+    async def SetImpact(
+        self,
+        request: incident_service_pb2.SetImpactRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> incident_service_pb2.CommandAccepted:
+        """The incident's public impact set by a responder ("" clears it: it follows the
+        urgency again); correlation applies it as an IMPACT_CHANGED event."""
+        if not self._config.current.status_page.enabled:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "status_page: the status page is not enabled in the config",
+            )
+        try:
+            impact = parse_impact(request.impact)
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise AssertionError("unreachable") from None
+        return await self._command(
+            request.incident_id,
+            "incident.set_impact",
+            context,
+            set_impact=incident_pb2.SetImpactCommand(impact=impact or ""),
         )
 
     async def StatusPage(

@@ -27,7 +27,11 @@ A high-urgency incident on a service of the public status page is reminded of
 (``status_page.update_reminders``) when it has had no public status update for its
 urgency's cadence: a timer of its own group (it outlives acknowledgements), rescheduled by
 each update, firing a STATUS_UPDATE_DUE timeline entry and then again a cadence later,
-until the incident is resolved or its page status is.
+until the incident is resolved or its page status is. Each firing also reminds the
+incident's responders (:func:`responders`: the level the run last paged, or the one person
+it is assigned to) through notification, by their notification rules that page at once
+(:func:`reminder_pages`), with idempotency keys derived from the firing: a timer that fires
+again after a crash reminds nobody twice.
 """
 
 from __future__ import annotations
@@ -108,6 +112,7 @@ class EscalationState:
     policy_id: str = ""
     user_id: str = ""  # escalation goes to this one person (reassigned to a user)
     quiet_unack: str = ""  # our own unacknowledge at snooze end: it must not restart again
+    level: int = 0  # the level the run paged last (0: none yet, or a state of an older build)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -116,7 +121,12 @@ class EscalationState:
     def from_json(cls, raw: bytes | str | None) -> EscalationState:
         if not raw:
             return cls()
-        return cls(**json.loads(raw))
+        data = json.loads(raw)
+        # A field of a newer build is ignored (a rolling upgrade's replicas share states).
+        return cls(**{k: v for k, v in data.items() if k in _STATE_FIELDS})
+
+
+_STATE_FIELDS = frozenset(EscalationState.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -188,6 +198,19 @@ class EntrySpec:
     actor: str = "system"
 
 
+@dataclass(frozen=True)
+class PlannedReminder:
+    """A reminder to one responder by one of their notification rules (not a page: no
+    level, never bundled with pages); its key derives from the reminder's firing."""
+
+    user_id: str
+    contact_method_id: str
+    rule_index: int
+    idempotency_key: str
+    kind: str
+    text: str
+
+
 @dataclass
 class Effects:
     state: EscalationState | None = None  # None: unchanged
@@ -195,6 +218,7 @@ class Effects:
     cancel_auto_resolve: bool = False
     cancel_reminder: bool = False
     pages: list[PlannedPage] = field(default_factory=list)
+    reminders: list[PlannedReminder] = field(default_factory=list)
     timers: list[TimerSpec] = field(default_factory=list)
     commands: list[CommandSpec] = field(default_factory=list)
     entries: list[EntrySpec] = field(default_factory=list)
@@ -380,6 +404,7 @@ def _start_run(
         loop_base=base_loop,
         policy_id=incident.escalation_policy_id,
         user_id=incident.assigned_user_id,
+        level=1,
     )
     effects = page_level(config, incident, state, 1, 0, now, now, overrides, reason)
     effects.state = state
@@ -553,6 +578,77 @@ def _reminder(
     return [TimerSpec(UPDATE_REMINDER, incident.incident_id, since + every)]
 
 
+STATUS_UPDATE_DUE = "status_update_due"
+
+
+def _span(every: timedelta) -> str:
+    """A cadence in words: "30 minutes", "2 hours", "1 minute", "4 seconds"."""
+    seconds = every.total_seconds()
+    if seconds < 60:
+        value, unit = seconds, "second"
+    elif seconds < 3600 or seconds % 3600:
+        value, unit = seconds / 60, "minute"
+    else:
+        value, unit = seconds / 3600, "hour"
+    shown = f"{round(value, 1):g}"
+    return f"{shown} {unit}{'' if shown == '1' else 's'}"
+
+
+def reminder_text(every: timedelta) -> str:
+    """What a status-update reminder tells a responder (notification adds the link)."""
+    return (
+        f"No public status update has been posted for {_span(every)}: post one for the status page."
+    )
+
+
+def responders(
+    config: TocsinConfig,
+    incident: incident_pb2.Incident,
+    state: EscalationState,
+    now: datetime,
+    overrides: Overrides,
+) -> list[str]:
+    """Whom a reminder about the incident goes to: the one person it is assigned to, else
+    whoever the level the run paged last pages now (its targets resolved at ``now``: the
+    people on call at that level). Nobody before its first page (held, or suppressed)."""
+    if not state.run:
+        return []
+    try:
+        levels, _ = _levels(config, state)
+    except KeyError:
+        return []
+    level = min(max(state.level, 1), len(levels))  # 0: a state written by an older build
+    if not levels:
+        return []
+    targets: list[tuple[str, str]] = [(t.type, t.id) for t in levels[level - 1].targets]
+    users = resolve_targets(config, targets, now, overrides)
+    return [u for u in dict.fromkeys(users) if _user_exists(config, u)]
+
+
+def reminder_pages(
+    config: TocsinConfig, users: list[str], urgency: str, seed: str, kind: str, text: str
+) -> list[PlannedReminder]:
+    """One reminder per person by each of their notification rules for ``urgency`` that
+    pages at once (delay 0), else by their first rule: a reminder is not escalated through
+    their later rules. Keys: ``seed`` (the firing), the person and the rule."""
+    found: list[PlannedReminder] = []
+    for user_id in users:
+        pages = plan_users(config, [user_id], 0, 0, urgency)
+        now_pages = [p for p in pages if p.delay <= timedelta(0)] or pages[:1]
+        for page in now_pages:
+            found.append(
+                PlannedReminder(
+                    user_id,
+                    page.contact_method_id,
+                    page.rule_index,
+                    f"{seed}:{user_id}:{page.rule_index}",
+                    kind,
+                    text,
+                )
+            )
+    return found
+
+
 def _service(config: TocsinConfig, service_id: str) -> Service | None:
     try:
         return config.service(service_id)
@@ -587,17 +683,23 @@ def on_timer(
         every = _cadence(config, incident)
         if every is None:
             return Effects(dropped="no reminder cadence (any longer)")
-        minutes = round(every.total_seconds() / 60, 1)
+        text = reminder_text(every)
+        seed = f"{incident.incident_id}:reminder:{timer.due.astimezone(UTC).isoformat()}"
+        users = responders(config, incident, state, now, overrides)
+        reminders = reminder_pages(config, users, _urgency(incident), seed, STATUS_UPDATE_DUE, text)
+        reminded = sorted({r.user_id for r in reminders})
+        told = f"reminded {', '.join(reminded)}" if reminded else "nobody to remind"
         return Effects(
             timers=_reminder(config, incident, now),
+            reminders=reminders,
             commands=[
                 CommandSpec(
                     "timeline_entry",
                     derived_id(incident.incident_id, "update-reminder", timer.due.isoformat()),
                     actor="escalation",
                     message=(
-                        f"no public status update for {minutes:g} min "
-                        "(status_page.update_reminders): post one for the status page"
+                        f"no public status update for {_span(every)} "
+                        f"(status_page.update_reminders): post one for the status page; {told}"
                     ),
                     event_type=E.INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE,
                 )
@@ -611,7 +713,12 @@ def on_timer(
         # Next levels count from when this one was due, unless it fired late (after an
         # outage): then from now, so levels do not all fire at once.
         base = timer.due if now - timer.due < timedelta(seconds=5) else now
-        return page_level(config, incident, state, timer.level, timer.pass_, now, base, overrides)
+        effects = page_level(
+            config, incident, state, timer.level, timer.pass_, now, base, overrides
+        )
+        if not effects.dropped:
+            effects.state = replace(state, level=timer.level)  # whom a reminder goes to
+        return effects
     if timer.kind == RULE:
         if state.phase != ESCALATING:
             return Effects(dropped=f"not escalating ({state.phase})")

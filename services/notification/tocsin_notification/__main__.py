@@ -105,6 +105,7 @@ def build_pipeline(
     tuning: Tuning,
     clock: Clock,
     credential: str | None,
+    console: str = "",
     spans: bool = True,
     watch_backlog: Callable[[], int] = lambda: DEFAULT_WATCH_BACKLOG,
 ) -> Pipeline:
@@ -117,7 +118,7 @@ def build_pipeline(
         idempotency=IdempotencyStage(IdempotencyStore(batcher)),
         ratelimit=RateLimitStage(policy, shared),
         bundle=BundleStage(policy, clock, shared),
-        render=RenderStage(Renderer(), signer, public, clock),
+        render=RenderStage(Renderer(), signer, public, clock, console),
         send=SendStage(
             BreakerRegistry(
                 clock,
@@ -194,6 +195,7 @@ async def serve(stop: asyncio.Event) -> None:
         tuning=Tuning.from_env(),
         clock=clock,
         credential=access.credential(),
+        console=settings.api_public_url,
         spans=spans,
         watch_backlog=lambda: config.current.limits.watch_backlog,
     )

@@ -2,7 +2,9 @@
 where, since when, how bad, the runbook, and the acknowledge/resolve links.
 
 A channel uses `<channel>.subject.j2` / `<channel>.txt.j2` when present, else
-`default.*.j2`. A directory named by TOCSIN_NOTIFICATION_TEMPLATES overrides any of them.
+`default.*.j2`; a reminder (not a page: e.g. no public status update for a while) uses
+`<channel>.reminder.*.j2`, else `default.reminder.*.j2`. A directory named by
+TOCSIN_NOTIFICATION_TEMPLATES overrides any of them.
 
 The subject is plain text (each provider escapes it for where it goes). The text of a
 channel that interprets markup (Slack mrkdwn, Teams markdown) is rendered from values
@@ -58,15 +60,19 @@ class Renderer:
             self._cache[key] = template
         return template
 
-    def render(self, channel: str, incidents: tuple[IncidentLine, ...]) -> tuple[str, str]:
-        """(subject, text) of one message listing `incidents`."""
+    def render(
+        self, channel: str, incidents: tuple[IncidentLine, ...], reminder: bool = False
+    ) -> tuple[str, str]:
+        """(subject, text) of one message listing `incidents` (reminders of them, with
+        ``reminder``)."""
+        prefix = "reminder." if reminder else ""
         plain: dict[str, Any] = {"incidents": [_line_context(i) for i in incidents]}
-        subject = self._template(channel, "subject").render(plain).strip()
+        subject = self._template(channel, f"{prefix}subject").render(plain).strip()
         escapes = CHANNELS.get(channel)
         escaped = plain
         if escapes is not None:
             escaped = {"incidents": [_line_context(i, *escapes) for i in incidents]}
-        text = self._template(channel, "txt").render(escaped).strip()
+        text = self._template(channel, f"{prefix}txt").render(escaped).strip()
         return " ".join(subject.split()), text
 
 

@@ -1,4 +1,4 @@
-"""``tocsin incidents list|show|ack|resolve|snooze|reassign|note|status-update``."""
+"""``tocsin incidents list|show|ack|resolve|snooze|reassign|note|status-update|impact``."""
 
 from __future__ import annotations
 
@@ -387,3 +387,44 @@ def status_update(
     out(f"status update posted on {id} ({answer.get('status')}): {answer.get('message')}\n")
     if answer.get("redactions"):
         note(f"redacted before posting: {', '.join(answer['redactions'])}")
+
+
+class Impact(StrEnum):
+    operational = "operational"
+    degraded_performance = "degraded_performance"
+    partial_outage = "partial_outage"
+    major_outage = "major_outage"
+
+
+@app.command("impact")
+def impact(
+    ctx: typer.Context,
+    id: Annotated[str, typer.Argument(help="incident id")],
+    level: Annotated[
+        Impact | None,
+        typer.Argument(
+            metavar="[IMPACT]", help="its public impact; leave out with --clear", show_default=False
+        ),
+    ] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="clear it: the impact follows the urgency again")
+    ] = False,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Set an incident's public impact on the status page (docs/status-page.md): the state
+    of its components while it is open (operational: none). --clear: it follows the
+    urgency again (status_page.impact).
+
+    Example: tocsin incidents impact INCIDENT_ID major_outage
+    """
+    if (level is None) == (not clear):
+        raise CliError("give an IMPACT or --clear (not both)", Exit.USAGE)
+    with state(ctx).client() as api:
+        answer = api.put(
+            f"/incidents/{id}/impact", {"impact": level.value if level is not None else None}
+        )
+    if output is not OutputFormat.table:
+        out(render_data(answer, output))
+        return
+    shown = answer.get("impact") or "cleared (it follows the urgency)"
+    out(f"public impact of {id}: {shown}\n")

@@ -217,6 +217,31 @@ class PostStatusUpdateRequest(_message.Message):
 Global___PostStatusUpdateRequest: _TypeAlias = PostStatusUpdateRequest  # noqa: Y015
 
 @_typing.final
+class SetImpactRequest(_message.Message):
+    """Set the incident's public impact, or clear it (impact "") to follow its urgency again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    impact: _builtins.str
+    """operational | degraded_performance | partial_outage | major_outage | "" """
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+        impact: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact", "incident_id", b"incident_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetImpactRequest: _TypeAlias = SetImpactRequest  # noqa: Y015
+
+@_typing.final
 class PostStatusUpdateResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -90,6 +90,11 @@ class IncidentServiceStub:
                 request_serializer=tocsin_dot_v1_dot_incident__service__pb2.StatusPageRequest.SerializeToString,
                 response_deserializer=tocsin_dot_v1_dot_incident__service__pb2.StatusPageResponse.FromString,
                 _registered_method=True)
+        self.SetImpact = channel.unary_unary(
+                '/tocsin.v1.IncidentService/SetImpact',
+                request_serializer=tocsin_dot_v1_dot_incident__service__pb2.SetImpactRequest.SerializeToString,
+                response_deserializer=tocsin_dot_v1_dot_incident__service__pb2.CommandAccepted.FromString,
+                _registered_method=True)
 
 
 class IncidentServiceServicer:
@@ -161,6 +166,12 @@ class IncidentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetImpact(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IncidentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +229,11 @@ def add_IncidentServiceServicer_to_server(servicer, server):
                     servicer.StatusPage,
                     request_deserializer=tocsin_dot_v1_dot_incident__service__pb2.StatusPageRequest.FromString,
                     response_serializer=tocsin_dot_v1_dot_incident__service__pb2.StatusPageResponse.SerializeToString,
+            ),
+            'SetImpact': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetImpact,
+                    request_deserializer=tocsin_dot_v1_dot_incident__service__pb2.SetImpactRequest.FromString,
+                    response_serializer=tocsin_dot_v1_dot_incident__service__pb2.CommandAccepted.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -517,6 +533,33 @@ class IncidentService:
             '/tocsin.v1.IncidentService/StatusPage',
             tocsin_dot_v1_dot_incident__service__pb2.StatusPageRequest.SerializeToString,
             tocsin_dot_v1_dot_incident__service__pb2.StatusPageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetImpact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tocsin.v1.IncidentService/SetImpact',
+            tocsin_dot_v1_dot_incident__service__pb2.SetImpactRequest.SerializeToString,
+            tocsin_dot_v1_dot_incident__service__pb2.CommandAccepted.FromString,
             options,
             channel_credentials,
             insecure,

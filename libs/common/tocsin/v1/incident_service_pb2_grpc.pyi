@@ -45,6 +45,7 @@ class IncidentServiceStub:
     Watch: _grpc.UnaryStreamMultiCallable[_incident_service_pb2.WatchRequest, _incident_service_pb2.WatchEvent]
     PostStatusUpdate: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.PostStatusUpdateRequest, _incident_service_pb2.PostStatusUpdateResponse]
     StatusPage: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.StatusPageRequest, _incident_service_pb2.StatusPageResponse]
+    SetImpact: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.SetImpactRequest, _incident_service_pb2.CommandAccepted]
 
 @_typing.type_check_only
 class IncidentServiceAsyncStub(IncidentServiceStub):
@@ -60,6 +61,7 @@ class IncidentServiceAsyncStub(IncidentServiceStub):
     Watch: _aio.UnaryStreamMultiCallable[_incident_service_pb2.WatchRequest, _incident_service_pb2.WatchEvent]  # type: ignore[assignment]
     PostStatusUpdate: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.PostStatusUpdateRequest, _incident_service_pb2.PostStatusUpdateResponse]  # type: ignore[assignment]
     StatusPage: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.StatusPageRequest, _incident_service_pb2.StatusPageResponse]  # type: ignore[assignment]
+    SetImpact: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.SetImpactRequest, _incident_service_pb2.CommandAccepted]  # type: ignore[assignment]
 
 class IncidentServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -138,5 +140,12 @@ class IncidentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _incident_service_pb2.StatusPageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_incident_service_pb2.StatusPageResponse, _abc.Awaitable[_incident_service_pb2.StatusPageResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetImpact(
+        self,
+        request: _incident_service_pb2.SetImpactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_incident_service_pb2.CommandAccepted, _abc.Awaitable[_incident_service_pb2.CommandAccepted]]: ...
 
 def add_IncidentServiceServicer_to_server(servicer: IncidentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -84,6 +84,7 @@ class NotificationRequest(_message.Message):
     REQUESTED_AT_FIELD_NUMBER: _builtins.int
     AUTOMATION_FIELD_NUMBER: _builtins.int
     STATUS_NOTICE_FIELD_NUMBER: _builtins.int
+    REMINDER_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     idempotency_key: _builtins.str
     """Stable across redelivery and replay: incident, level, loop, user and rule."""
@@ -112,6 +113,13 @@ class NotificationRequest(_message.Message):
         contact method or incident; only what was posted for the public.
         """
 
+    @_builtins.property
+    def reminder(self) -> Global___Reminder:
+        """Set for a reminder to a responder instead of a page (e.g. no public status update for
+        a while: docs/status-page.md): rendered with the reminder templates, never bundled
+        with pages; level and loop are 0 and the idempotency key is the reminder's.
+        """
+
     def __init__(
         self,
         *,
@@ -127,10 +135,11 @@ class NotificationRequest(_message.Message):
         requested_at: _timestamp_pb2.Timestamp | None = ...,
         automation: Global___AutomationAction | None = ...,
         status_notice: Global___StatusNotice | None = ...,
+        reminder: Global___Reminder | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "incident", b"incident", "requested_at", b"requested_at", "status_notice", b"status_notice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "incident", b"incident", "reminder", b"reminder", "requested_at", b"requested_at", "status_notice", b"status_notice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "contact_method_id", b"contact_method_id", "escalation_level", b"escalation_level", "escalation_loop", b"escalation_loop", "idempotency_key", b"idempotency_key", "incident", b"incident", "request_id", b"request_id", "requested_at", b"requested_at", "rule_index", b"rule_index", "status_notice", b"status_notice", "urgency", b"urgency", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "contact_method_id", b"contact_method_id", "escalation_level", b"escalation_level", "escalation_loop", b"escalation_loop", "idempotency_key", b"idempotency_key", "incident", b"incident", "reminder", b"reminder", "request_id", b"request_id", "requested_at", b"requested_at", "rule_index", b"rule_index", "status_notice", b"status_notice", "urgency", b"urgency", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -190,6 +199,34 @@ class StatusNotice(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatusNotice: _TypeAlias = StatusNotice  # noqa: Y015
+
+@_typing.final
+class Reminder(_message.Message):
+    """What a reminder tells a responder about the incident; notification adds the link to the
+    incident in the console.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """status_update_due"""
+    text: _builtins.str
+    """e.g. "No public status update has been posted for 30 minutes." """
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reminder: _TypeAlias = Reminder  # noqa: Y015
 
 @_typing.final
 class AutomationAction(_message.Message):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftocsin/v1/silence_service.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x01\n\x07Matcher\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12!\n\x02op\x18\x03 \x01(\x0e\x32\x15.tocsin.v1.Matcher.Op\"X\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x0c\n\x08OP_EQUAL\x10\x01\x12\x10\n\x0cOP_NOT_EQUAL\x10\x02\x12\x0c\n\x08OP_REGEX\x10\x03\x12\x10\n\x0cOP_NOT_REGEX\x10\x04\"\xd8\x01\n\x07Silence\x12\x12\n\nsilence_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12$\n\x08matchers\x18\x03 \x03(\x0b\x32\x12.tocsin.v1.Matcher\x12-\n\tstarts_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12\x0f\n\x07\x63omment\x18\x07 \x01(\t\";\n\x14\x43reateSilenceRequest\x12#\n\x07silence\x18\x01 \x01(\x0b\x32\x12.tocsin.v1.Silence\"+\n\x15\x43reateSilenceResponse\x12\x12\n\nsilence_id\x18\x01 \x01(\t\"B\n\x13ListSilencesRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_expired\x18\x02 \x01(\x08\"<\n\x14ListSilencesResponse\x12$\n\x08silences\x18\x01 \x03(\x0b\x32\x12.tocsin.v1.Silence\"*\n\x14\x45xpireSilenceRequest\x12\x12\n\nsilence_id\x18\x01 \x01(\t\"\x17\n\x15\x45xpireSilenceResponse2\x89\x02\n\x0eSilenceService\x12R\n\rCreateSilence\x12\x1f.tocsin.v1.CreateSilenceRequest\x1a .tocsin.v1.CreateSilenceResponse\x12O\n\x0cListSilences\x12\x1e.tocsin.v1.ListSilencesRequest\x1a\x1f.tocsin.v1.ListSilencesResponse\x12R\n\rExpireSilence\x12\x1f.tocsin.v1.ExpireSilenceRequest\x1a .tocsin.v1.ExpireSilenceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftocsin/v1/silence_service.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x01\n\x07Matcher\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12!\n\x02op\x18\x03 \x01(\x0e\x32\x15.tocsin.v1.Matcher.Op\"X\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x0c\n\x08OP_EQUAL\x10\x01\x12\x10\n\x0cOP_NOT_EQUAL\x10\x02\x12\x0c\n\x08OP_REGEX\x10\x03\x12\x10\n\x0cOP_NOT_REGEX\x10\x04\"\xee\x01\n\x07Silence\x12\x12\n\nsilence_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12$\n\x08matchers\x18\x03 \x03(\x0b\x32\x12.tocsin.v1.Matcher\x12-\n\tstarts_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12\x0f\n\x07\x63omment\x18\x07 \x01(\t\x12\x14\n\x0cpublic_title\x18\x08 \x01(\t\";\n\x14\x43reateSilenceRequest\x12#\n\x07silence\x18\x01 \x01(\x0b\x32\x12.tocsin.v1.Silence\"+\n\x15\x43reateSilenceResponse\x12\x12\n\nsilence_id\x18\x01 \x01(\t\"B\n\x13ListSilencesRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_expired\x18\x02 \x01(\x08\"<\n\x14ListSilencesResponse\x12$\n\x08silences\x18\x01 \x03(\x0b\x32\x12.tocsin.v1.Silence\"*\n\x14\x45xpireSilenceRequest\x12\x12\n\nsilence_id\x18\x01 \x01(\t\"\x17\n\x15\x45xpireSilenceResponse\"\x1a\n\x18StatusMaintenanceRequest\"\xb2\x01\n\x17PublicMaintenanceWindow\x12\x11\n\twindow_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12-\n\tstarts_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpublic_title\x18\x05 \x01(\t\"P\n\x19StatusMaintenanceResponse\x12\x33\n\x07windows\x18\x01 \x03(\x0b\x32\".tocsin.v1.PublicMaintenanceWindow2\xe9\x02\n\x0eSilenceService\x12R\n\rCreateSilence\x12\x1f.tocsin.v1.CreateSilenceRequest\x1a .tocsin.v1.CreateSilenceResponse\x12O\n\x0cListSilences\x12\x1e.tocsin.v1.ListSilencesRequest\x1a\x1f.tocsin.v1.ListSilencesResponse\x12R\n\rExpireSilence\x12\x1f.tocsin.v1.ExpireSilenceRequest\x1a .tocsin.v1.ExpireSilenceResponse\x12^\n\x11StatusMaintenance\x12#.tocsin.v1.StatusMaintenanceRequest\x1a$.tocsin.v1.StatusMaintenanceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,19 +37,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MATCHER_OP']._serialized_start=155
   _globals['_MATCHER_OP']._serialized_end=243
   _globals['_SILENCE']._serialized_start=246
-  _globals['_SILENCE']._serialized_end=462
-  _globals['_CREATESILENCEREQUEST']._serialized_start=464
-  _globals['_CREATESILENCEREQUEST']._serialized_end=523
-  _globals['_CREATESILENCERESPONSE']._serialized_start=525
-  _globals['_CREATESILENCERESPONSE']._serialized_end=568
-  _globals['_LISTSILENCESREQUEST']._serialized_start=570
-  _globals['_LISTSILENCESREQUEST']._serialized_end=636
-  _globals['_LISTSILENCESRESPONSE']._serialized_start=638
-  _globals['_LISTSILENCESRESPONSE']._serialized_end=698
-  _globals['_EXPIRESILENCEREQUEST']._serialized_start=700
-  _globals['_EXPIRESILENCEREQUEST']._serialized_end=742
-  _globals['_EXPIRESILENCERESPONSE']._serialized_start=744
-  _globals['_EXPIRESILENCERESPONSE']._serialized_end=767
-  _globals['_SILENCESERVICE']._serialized_start=770
-  _globals['_SILENCESERVICE']._serialized_end=1035
+  _globals['_SILENCE']._serialized_end=484
+  _globals['_CREATESILENCEREQUEST']._serialized_start=486
+  _globals['_CREATESILENCEREQUEST']._serialized_end=545
+  _globals['_CREATESILENCERESPONSE']._serialized_start=547
+  _globals['_CREATESILENCERESPONSE']._serialized_end=590
+  _globals['_LISTSILENCESREQUEST']._serialized_start=592
+  _globals['_LISTSILENCESREQUEST']._serialized_end=658
+  _globals['_LISTSILENCESRESPONSE']._serialized_start=660
+  _globals['_LISTSILENCESRESPONSE']._serialized_end=720
+  _globals['_EXPIRESILENCEREQUEST']._serialized_start=722
+  _globals['_EXPIRESILENCEREQUEST']._serialized_end=764
+  _globals['_EXPIRESILENCERESPONSE']._serialized_start=766
+  _globals['_EXPIRESILENCERESPONSE']._serialized_end=789
+  _globals['_STATUSMAINTENANCEREQUEST']._serialized_start=791
+  _globals['_STATUSMAINTENANCEREQUEST']._serialized_end=817
+  _globals['_PUBLICMAINTENANCEWINDOW']._serialized_start=820
+  _globals['_PUBLICMAINTENANCEWINDOW']._serialized_end=998
+  _globals['_STATUSMAINTENANCERESPONSE']._serialized_start=1000
+  _globals['_STATUSMAINTENANCERESPONSE']._serialized_end=1080
+  _globals['_SILENCESERVICE']._serialized_start=1083
+  _globals['_SILENCESERVICE']._serialized_end=1444
 # @@protoc_insertion_point(module_scope)

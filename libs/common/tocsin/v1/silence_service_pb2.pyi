@@ -83,12 +83,17 @@ class Silence(_message.Message):
     ENDS_AT_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
+    PUBLIC_TITLE_FIELD_NUMBER: _builtins.int
     silence_id: _builtins.str
     service_id: _builtins.str
     """empty: every service"""
     created_by: _builtins.str
     """output only: set to the caller's principal"""
     comment: _builtins.str
+    public_title: _builtins.str
+    """A runtime maintenance window's title on the public status page (empty: it shows as
+    "Scheduled maintenance"; the comment never leaves). Cleaned like every public text.
+    """
     @_builtins.property
     def matchers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Matcher]: ...
     @_builtins.property
@@ -105,10 +110,11 @@ class Silence(_message.Message):
         ends_at: _timestamp_pb2.Timestamp | None = ...,
         created_by: _builtins.str = ...,
         comment: _builtins.str = ...,
+        public_title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ends_at", b"ends_at", "starts_at", b"starts_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "created_by", b"created_by", "ends_at", b"ends_at", "matchers", b"matchers", "service_id", b"service_id", "silence_id", b"silence_id", "starts_at", b"starts_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "created_by", b"created_by", "ends_at", b"ends_at", "matchers", b"matchers", "public_title", b"public_title", "service_id", b"service_id", "silence_id", b"silence_id", "starts_at", b"starts_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -228,3 +234,76 @@ class ExpireSilenceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExpireSilenceResponse: _TypeAlias = ExpireSilenceResponse  # noqa: Y015
+
+@_typing.final
+class StatusMaintenanceRequest(_message.Message):
+    """The runtime maintenance windows (docs/api.md) not yet over, for the public status page:
+    only what the page may show (policy action status_page.read).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusMaintenanceRequest: _TypeAlias = StatusMaintenanceRequest  # noqa: Y015
+
+@_typing.final
+class PublicMaintenanceWindow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    STARTS_AT_FIELD_NUMBER: _builtins.int
+    ENDS_AT_FIELD_NUMBER: _builtins.int
+    PUBLIC_TITLE_FIELD_NUMBER: _builtins.int
+    window_id: _builtins.str
+    service_id: _builtins.str
+    public_title: _builtins.str
+    """empty: none was given"""
+    @_builtins.property
+    def starts_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ends_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        window_id: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        starts_at: _timestamp_pb2.Timestamp | None = ...,
+        ends_at: _timestamp_pb2.Timestamp | None = ...,
+        public_title: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ends_at", b"ends_at", "starts_at", b"starts_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ends_at", b"ends_at", "public_title", b"public_title", "service_id", b"service_id", "starts_at", b"starts_at", "window_id", b"window_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublicMaintenanceWindow: _TypeAlias = PublicMaintenanceWindow  # noqa: Y015
+
+@_typing.final
+class StatusMaintenanceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def windows(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublicMaintenanceWindow]: ...
+    def __init__(
+        self,
+        *,
+        windows: _abc.Iterable[Global___PublicMaintenanceWindow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["windows", b"windows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusMaintenanceResponse: _TypeAlias = StatusMaintenanceResponse  # noqa: Y015

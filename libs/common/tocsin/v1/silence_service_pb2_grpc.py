@@ -49,6 +49,11 @@ class SilenceServiceStub:
                 request_serializer=tocsin_dot_v1_dot_silence__service__pb2.ExpireSilenceRequest.SerializeToString,
                 response_deserializer=tocsin_dot_v1_dot_silence__service__pb2.ExpireSilenceResponse.FromString,
                 _registered_method=True)
+        self.StatusMaintenance = channel.unary_unary(
+                '/tocsin.v1.SilenceService/StatusMaintenance',
+                request_serializer=tocsin_dot_v1_dot_silence__service__pb2.StatusMaintenanceRequest.SerializeToString,
+                response_deserializer=tocsin_dot_v1_dot_silence__service__pb2.StatusMaintenanceResponse.FromString,
+                _registered_method=True)
 
 
 class SilenceServiceServicer:
@@ -72,6 +77,12 @@ class SilenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StatusMaintenance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SilenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +100,11 @@ def add_SilenceServiceServicer_to_server(servicer, server):
                     servicer.ExpireSilence,
                     request_deserializer=tocsin_dot_v1_dot_silence__service__pb2.ExpireSilenceRequest.FromString,
                     response_serializer=tocsin_dot_v1_dot_silence__service__pb2.ExpireSilenceResponse.SerializeToString,
+            ),
+            'StatusMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatusMaintenance,
+                    request_deserializer=tocsin_dot_v1_dot_silence__service__pb2.StatusMaintenanceRequest.FromString,
+                    response_serializer=tocsin_dot_v1_dot_silence__service__pb2.StatusMaintenanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +188,33 @@ class SilenceService:
             '/tocsin.v1.SilenceService/ExpireSilence',
             tocsin_dot_v1_dot_silence__service__pb2.ExpireSilenceRequest.SerializeToString,
             tocsin_dot_v1_dot_silence__service__pb2.ExpireSilenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatusMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tocsin.v1.SilenceService/StatusMaintenance',
+            tocsin_dot_v1_dot_silence__service__pb2.StatusMaintenanceRequest.SerializeToString,
+            tocsin_dot_v1_dot_silence__service__pb2.StatusMaintenanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

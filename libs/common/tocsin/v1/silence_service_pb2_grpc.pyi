@@ -34,6 +34,7 @@ class SilenceServiceStub:
     CreateSilence: _grpc.UnaryUnaryMultiCallable[_silence_service_pb2.CreateSilenceRequest, _silence_service_pb2.CreateSilenceResponse]
     ListSilences: _grpc.UnaryUnaryMultiCallable[_silence_service_pb2.ListSilencesRequest, _silence_service_pb2.ListSilencesResponse]
     ExpireSilence: _grpc.UnaryUnaryMultiCallable[_silence_service_pb2.ExpireSilenceRequest, _silence_service_pb2.ExpireSilenceResponse]
+    StatusMaintenance: _grpc.UnaryUnaryMultiCallable[_silence_service_pb2.StatusMaintenanceRequest, _silence_service_pb2.StatusMaintenanceResponse]
 
 @_typing.type_check_only
 class SilenceServiceAsyncStub(SilenceServiceStub):
@@ -41,6 +42,7 @@ class SilenceServiceAsyncStub(SilenceServiceStub):
     CreateSilence: _aio.UnaryUnaryMultiCallable[_silence_service_pb2.CreateSilenceRequest, _silence_service_pb2.CreateSilenceResponse]  # type: ignore[assignment]
     ListSilences: _aio.UnaryUnaryMultiCallable[_silence_service_pb2.ListSilencesRequest, _silence_service_pb2.ListSilencesResponse]  # type: ignore[assignment]
     ExpireSilence: _aio.UnaryUnaryMultiCallable[_silence_service_pb2.ExpireSilenceRequest, _silence_service_pb2.ExpireSilenceResponse]  # type: ignore[assignment]
+    StatusMaintenance: _aio.UnaryUnaryMultiCallable[_silence_service_pb2.StatusMaintenanceRequest, _silence_service_pb2.StatusMaintenanceResponse]  # type: ignore[assignment]
 
 class SilenceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -63,5 +65,12 @@ class SilenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _silence_service_pb2.ExpireSilenceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_silence_service_pb2.ExpireSilenceResponse, _abc.Awaitable[_silence_service_pb2.ExpireSilenceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StatusMaintenance(
+        self,
+        request: _silence_service_pb2.StatusMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_silence_service_pb2.StatusMaintenanceResponse, _abc.Awaitable[_silence_service_pb2.StatusMaintenanceResponse]]: ...
 
 def add_SilenceServiceServicer_to_server(servicer: SilenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -127,6 +127,10 @@ RULES: dict[str, Rule] = {
     "incident.status_update": Rule(
         Role.RESPONDER, summary="post a status update for the public on an incident"
     ),
+    "incident.set_impact": Rule(
+        Role.RESPONDER,
+        summary="set (or clear) an incident's public impact on the status page",
+    ),
     "status_page.override": Rule(
         Role.RESPONDER,
         summary="override a public component's state (on a team of one of its services)",

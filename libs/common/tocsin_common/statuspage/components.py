@@ -16,6 +16,8 @@ from typing import Literal
 from ..config.status_page import ComponentImpact, StatusPage
 
 __all__ = [
+    "IMPACTS",
+    "ChosenImpact",
     "ComponentOverride",
     "ComponentState",
     "ComponentStatus",
@@ -24,6 +26,7 @@ __all__ = [
     "component_states",
     "impact_for",
     "overall_state",
+    "parse_impact",
     "worst",
 ]
 
@@ -46,7 +49,35 @@ _BY_SEVERITY: tuple[ComponentState, ...] = (
 )
 
 
-def impact_for(page: StatusPage, urgency: str, chosen: ComponentImpact | None) -> ComponentImpact:
+# The impact a responder may set on an incident: an incident state, or "operational" (it
+# does not touch the public page's components).
+ChosenImpact = Literal["operational", "degraded_performance", "partial_outage", "major_outage"]
+IMPACTS: tuple[ChosenImpact, ...] = (
+    "operational",
+    "degraded_performance",
+    "partial_outage",
+    "major_outage",
+)
+
+
+def parse_impact(text: str) -> ChosenImpact | None:
+    """A responder's impact: one of IMPACTS, or None for "" (clear: follow the urgency);
+    ValueError naming the field otherwise."""
+    value = text.strip()
+    if not value:
+        return None
+    for impact in IMPACTS:
+        if impact == value:
+            return impact
+    raise ValueError(
+        f"impact: {value[:40]!r} is not one of {', '.join(IMPACTS)} "
+        "(or empty, to follow the urgency)"
+    )
+
+
+def impact_for(
+    page: StatusPage, urgency: str, chosen: ChosenImpact | ComponentImpact | None
+) -> ComponentState:
     """An open incident's impact: the one a responder chose, else its urgency's."""
     if chosen is not None:
         return chosen
@@ -65,7 +96,7 @@ class IncidentImpact:
     incident_id: str
     service: str
     urgency: str  # "high" | "low"
-    impact: ComponentImpact | None = None  # set by a responder; None: from the urgency
+    impact: ChosenImpact | None = None  # set by a responder; None: from the urgency
     suppressed: bool = False  # silenced, in maintenance or inhibited: no public impact
 
 

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 
 from tocsin.v1 import incident_pb2
 
-from .components import IncidentImpact
+from .components import ChosenImpact, IncidentImpact, parse_impact
 from .public import StatusIncident
 from .updates import STATUSES, StatusUpdate
 
 __all__ = [
+    "chosen_impact",
     "impact_of",
     "public_id",
     "status_incident_of",
@@ -62,12 +63,22 @@ def urgency_of(incident: incident_pb2.Incident) -> str:
     return _URGENCY.get(incident.urgency, "high")
 
 
+def chosen_impact(incident: incident_pb2.Incident) -> ChosenImpact | None:
+    """The impact a responder set on the incident (None: it follows the urgency, or what
+    is stored is no impact this build knows)."""
+    try:
+        return parse_impact(incident.impact)
+    except ValueError:
+        return None
+
+
 def impact_of(incident: incident_pb2.Incident) -> IncidentImpact:
     """An open incident as the component state needs it."""
     return IncidentImpact(
         incident_id=incident.incident_id,
         service=incident.service_id,
         urgency=urgency_of(incident),
+        impact=chosen_impact(incident),
         suppressed=incident.suppressed,
     )
 
@@ -86,6 +97,7 @@ def status_incident_of(
         urgency=urgency_of(incident),
         opened_at=_at(incident.created_at),
         updates=tuple(updates_of(events)),
+        impact=chosen_impact(incident),
         resolved_at=_at(incident.resolved_at) if incident.HasField("resolved_at") else None,
         labels=dict(incident.labels),
         assignee=incident.assigned_user_id,

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..config.status_page import ComponentImpact, StatusPage
+from ..config.status_page import StatusPage
 from .components import (
+    ChosenImpact,
     ComponentState,
     ComponentStatus,
     Maintenance,
@@ -47,7 +48,7 @@ class StatusIncident:
     urgency: str
     opened_at: datetime
     updates: tuple[StatusUpdate, ...] = ()
-    impact: ComponentImpact | None = None
+    impact: ChosenImpact | None = None  # set by a responder; None: from the urgency
     resolved_at: datetime | None = None
     labels: Mapping[str, str] | None = None
     assignee: str = ""

@@ -26,6 +26,7 @@ __all__ = [
     "Sanitized",
     "StatusUpdate",
     "UpdateError",
+    "clean_public_title",
     "next_reminder",
     "post_update",
     "sanitize_public_message",
@@ -122,6 +123,13 @@ def sanitize_public_message(text: str, max_chars: int, field: str = "message") -
     return Sanitized(cleaned, tuple(redactions))
 
 
+def clean_public_title(text: str, field: str = "public_title") -> Sanitized:
+    """A title for the public (an incident's, a maintenance window's): cleaned as a message
+    is, on one line, at most MAX_TITLE_CHARS; UpdateError naming ``field`` otherwise."""
+    cleaned = sanitize_public_message(text, MAX_TITLE_CHARS, field)
+    return Sanitized(" ".join(cleaned.text.split()), cleaned.redactions)
+
+
 @dataclass(frozen=True)
 class StatusUpdate:
     incident_id: str
@@ -159,7 +167,7 @@ def post_update(
     title = public_title or (previous[-1].public_title if previous else "")
     if not title:
         raise UpdateError("public_title: the first update needs a title for the public")
-    title = sanitize_public_message(title, MAX_TITLE_CHARS, "public_title").text
+    title = clean_public_title(title).text
     clean = sanitize_public_message(message, max_chars)
     update = StatusUpdate(incident_id, checked, clean.text, posted_by, now, title)
     return update, clean

@@ -447,6 +447,34 @@ async def post_status_update(
     }
 
 
+@router.put(
+    "/incidents/{incident_id}/impact",
+    status_code=202,
+    response_model=models.ImpactSet,
+    summary="Set (or clear) an incident's public impact on the status page",
+)
+async def set_impact(
+    incident_id: str,
+    body: models.ImpactBody,
+    request: Request,
+    caller: Caller = CallerDep,
+) -> dict[str, Any]:
+    return await put_impact(request, caller, incident_id, body.impact)
+
+
+async def put_impact(
+    request: Request, caller: Caller, incident_id: str, impact: str | None
+) -> dict[str, Any]:
+    """The incident's public impact set as the caller (None clears it); a Problem when
+    refused."""
+    accepted = await call(
+        state_of(request).backends.incidents.SetImpact,
+        incident_service_pb2.SetImpactRequest(incident_id=incident_id, impact=impact or ""),
+        caller.credential,
+    )
+    return {"incident_id": incident_id, "command_id": accepted.command_id, "impact": impact}
+
+
 async def decide_automation(
     request: Request,
     caller: Caller,

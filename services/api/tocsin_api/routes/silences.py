@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from tocsin.v1 import silence_service_pb2 as pb
 from tocsin_common.auth.directory import service_resource
 from tocsin_common.config.model import Matcher
+from tocsin_common.maintenance import MAINTENANCE, is_maintenance
+from tocsin_common.statuspage.updates import UpdateError, clean_public_title
 
 from tocsin_api import convert, models
 from tocsin_api.backends import call
@@ -24,12 +26,12 @@ from tocsin_api.problems import FieldProblem, Problem, invalid
 
 router = APIRouter(prefix="/api/v1", tags=["silences"])
 
-MAINTENANCE = "[maintenance]"
 SILENCE_FIELDS = {
     "ends_at": "ends_at",
     "starts_at": "starts_at",
     "service_id": "service_id",
     "comment": "comment",
+    "public_title": "public_title",
 }
 
 
@@ -71,8 +73,11 @@ async def _create(
     start: datetime,
     end: datetime,
     comment: str,
+    public_title: str = "",
 ) -> pb.Silence:
-    silence = pb.Silence(service_id=service_id, matchers=matchers, comment=comment)
+    silence = pb.Silence(
+        service_id=service_id, matchers=matchers, comment=comment, public_title=public_title
+    )
     silence.starts_at.FromDatetime(start.astimezone(UTC))
     silence.ends_at.FromDatetime(end.astimezone(UTC))
     stub = state_of(request).backends.silences
@@ -96,17 +101,6 @@ async def _list(
         caller.credential,
     )
     return list(found.silences)
-
-
-def is_maintenance(silence: pb.Silence) -> bool:
-    return (
-        bool(silence.service_id)
-        and silence.comment.startswith(MAINTENANCE)
-        and len(silence.matchers) == 1
-        and silence.matchers[0].name == "service"
-        and silence.matchers[0].op == pb.Matcher.OP_EQUAL
-        and silence.matchers[0].value == silence.service_id
-    )
 
 
 @router.get("/silences", response_model=models.Silences, summary="Silences (active by default)")
@@ -151,6 +145,7 @@ def _runtime_window(silence: pb.Silence) -> dict[str, Any]:
         "start": convert.ts(silence.starts_at),
         "end": convert.ts(silence.ends_at),
         "description": silence.comment.removeprefix(MAINTENANCE).strip(),
+        "public_title": silence.public_title or None,
         "source": "runtime",
     }
 
@@ -173,6 +168,8 @@ async def list_windows(
             "start": convert.iso(w.start),
             "end": convert.iso(w.end),
             "description": w.description,
+            # The status page shows a planned window by its description.
+            "public_title": w.description.strip() or None,
             "source": "config",
         }
         for s in config.services
@@ -198,10 +195,20 @@ async def create_window(
     body: models.MaintenanceWindowBody, request: Request, caller: Caller = CallerDep
 ) -> dict[str, Any]:
     start, end = _window(body.starts_at, body.ends_at, body.duration_seconds)
+    public_title = ""
+    redactions: list[str] = []
+    if body.public_title is not None:
+        try:
+            cleaned = clean_public_title(body.public_title)
+        except UpdateError as error:
+            raise invalid("public_title", str(error).removeprefix("public_title: ")) from None
+        public_title, redactions = cleaned.text, list(cleaned.redactions)
     matcher = pb.Matcher(name="service", value=body.service_id, op=pb.Matcher.OP_EQUAL)
     comment = f"{MAINTENANCE} {body.description}".strip()
-    silence = await _create(request, caller, body.service_id, [matcher], start, end, comment)
-    return _runtime_window(silence)
+    silence = await _create(
+        request, caller, body.service_id, [matcher], start, end, comment, public_title
+    )
+    return {**_runtime_window(silence), "redactions": redactions}
 
 
 @router.delete(

@@ -1,19 +1,21 @@
-"""The public page from escalation's and insight's answers (pure: no I/O).
+"""The public page from escalation's, correlation's and insight's answers (pure: no I/O).
 
 :func:`assemble` turns escalation's StatusPage answer (open incidents, incidents with status
-updates), the config's maintenance windows and insight's uptime per service into
+updates), the config's maintenance windows, correlation's runtime ones (StatusMaintenance)
+and insight's uptime per service into
 :class:`~tocsin_common.statuspage.public.PublicPage`; :func:`summary` shapes it like
 Statuspage's ``/api/v2/summary.json``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from tocsin.v1 import incident_service_pb2
+from tocsin.v1 import incident_service_pb2, silence_service_pb2
 from tocsin_common.config import TocsinConfig
+from tocsin_common.maintenance import DEFAULT_PUBLIC_TITLE
 from tocsin_common.statuspage.components import (
     ComponentOverride,
     Maintenance,
@@ -22,9 +24,15 @@ from tocsin_common.statuspage.components import (
 from tocsin_common.statuspage.events import impact_of, status_incident_of
 from tocsin_common.statuspage.public import PublicPage, build_public_page
 
-__all__ = ["assemble", "component_uptime", "maintenances_of", "summary"]
+__all__ = [
+    "assemble",
+    "component_uptime",
+    "maintenances_of",
+    "runtime_maintenances",
+    "summary",
+]
 
-DEFAULT_MAINTENANCE_TITLE = "Scheduled maintenance"
+DEFAULT_MAINTENANCE_TITLE = DEFAULT_PUBLIC_TITLE
 INDICATORS = {
     "operational": ("none", "All Systems Operational"),
     "under_maintenance": ("maintenance", "Service Under Maintenance"),
@@ -55,6 +63,25 @@ def maintenances_of(config: TocsinConfig) -> list[Maintenance]:
     return found
 
 
+def runtime_maintenances(
+    config: TocsinConfig, windows: Iterable[silence_service_pb2.PublicMaintenanceWindow]
+) -> list[Maintenance]:
+    """The runtime maintenance windows of services on the page, by their public title
+    ("Scheduled maintenance" without one: never their internal description)."""
+    shown = {s for c in config.status_page.components for s in c.services}
+    return [
+        Maintenance(
+            maintenance_id=f"runtime:{w.window_id}",
+            title=w.public_title.strip() or DEFAULT_MAINTENANCE_TITLE,
+            start=w.starts_at.ToDatetime(tzinfo=UTC),
+            end=w.ends_at.ToDatetime(tzinfo=UTC),
+            services=frozenset({w.service_id}),
+        )
+        for w in windows
+        if w.service_id in shown
+    ]
+
+
 def component_uptime(config: TocsinConfig, by_service: Mapping[str, float]) -> dict[str, float]:
     """Each component's uptime percent: its worst service's (availability 0..1 per service
     id; a component none of whose services was answered has none)."""
@@ -73,11 +100,13 @@ def assemble(
     now: datetime,
     secret: bytes,
     overrides: Mapping[str, ComponentOverride] | None = None,
+    windows: Iterable[silence_service_pb2.PublicMaintenanceWindow] = (),
 ) -> PublicPage:
     """The page at ``now``; ``uptime``: availability 0..1 per service id; ``overrides``:
-    responders' overrides by component id (they win while they last)."""
+    responders' overrides by component id (they win while they last); ``windows``: the
+    runtime maintenance windows (correlation's StatusMaintenance)."""
     page = config.status_page
-    maintenances = maintenances_of(config)
+    maintenances = maintenances_of(config) + runtime_maintenances(config, windows)
     states = component_states(
         page, (impact_of(i) for i in facts.open), maintenances, overrides or {}, now
     )

@@ -18,7 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from tocsin.v1 import incident_service_pb2, insight_service_pb2
+from tocsin.v1 import incident_service_pb2, insight_service_pb2, silence_service_pb2
 from tocsin_common.auth.directory import service_teams
 from tocsin_common.auth.policy import Resource
 from tocsin_common.config.status_page import PublicComponent
@@ -102,6 +102,23 @@ async def _uptime(request: Request, services: list[str], now: datetime) -> dict[
     return {s.service_id: s.availability for s in found.services}
 
 
+async def _runtime_windows(
+    request: Request,
+) -> list[silence_service_pb2.PublicMaintenanceWindow]:
+    """Correlation's runtime maintenance windows (none shown when it does not answer)."""
+    state = state_of(request)
+    try:
+        found = await call(
+            state.backends.silences.StatusMaintenance,
+            silence_service_pb2.StatusMaintenanceRequest(),
+            state.service_credential(),
+        )
+    except Problem as problem:  # the page still shows the rest
+        log.warning("status page: no runtime maintenance from correlation: %s", problem.detail)
+        return []
+    return list(found.windows)
+
+
 async def build(request: Request) -> PublicPage:
     state = state_of(request)
     config = state.config.current
@@ -115,7 +132,8 @@ async def build(request: Request) -> PublicPage:
     uptime = await _uptime(request, services, now)
     store = state.status_overrides()
     overrides = await store.all() if store is not None else {}
-    return assemble(config, facts, uptime, now, page_secret(request), overrides)
+    windows = await _runtime_windows(request)
+    return assemble(config, facts, uptime, now, page_secret(request), overrides, windows)
 
 
 async def current(request: Request) -> PublicPage:

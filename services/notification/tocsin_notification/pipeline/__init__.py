@@ -233,6 +233,8 @@ class Pipeline:
 
         result = await self.retry.run(attempt, on_retry)
         bundled = f" (one message for {len(jobs)} incidents)" if len(jobs) > 1 else ""
+        if first.HasField("reminder"):
+            bundled += f" (reminder: {first.reminder.kind})"
         receipt = result.receipt
         if receipt is not None:
             # The delivered mark and the outcome's row go out in one Redis round trip. The

@@ -55,7 +55,10 @@ class Job:
 
     @property
     def bundle_key(self) -> str:
-        return f"{self.request.user_id}/{self.request.contact_method_id}"
+        # Reminders go apart from pages (a message is one or the other), bundled and rate
+        # limited among themselves.
+        tail = "/reminder" if self.request.HasField("reminder") else ""
+        return f"{self.request.user_id}/{self.request.contact_method_id}{tail}"
 
 
 T = TypeVar("T")

@@ -4,6 +4,7 @@ channel's templates, and signed acknowledge/resolve links."""
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import quote
 
 from tocsin.v1 import alert_pb2, incident_pb2, oncall_service_pb2
 from tocsin_common.clock import Clock
@@ -24,12 +25,20 @@ SEVERITY_NAMES = {
 
 class RenderStage:
     def __init__(
-        self, renderer: Renderer, signer: LinkSigner, public_url: str, clock: Clock
+        self,
+        renderer: Renderer,
+        signer: LinkSigner,
+        public_url: str,
+        clock: Clock,
+        console_url: str = "",
     ) -> None:
+        """``console_url``: the api's base as people reach it (reminders link to the
+        incident's page in its console)."""
         self._renderer = renderer
         self._signer = signer
         self._public_url = public_url
         self._clock = clock
+        self._console_url = console_url.rstrip("/")
 
     def line(self, job: Job) -> IncidentLine:
         incident = job.request.incident
@@ -51,6 +60,12 @@ class RenderStage:
             runbook_url=runbook_of(dict(incident.labels)),
             ack_url=self._link("acknowledge", job, now),
             resolve_url=self._link("resolve", job, now),
+            reminder=job.request.reminder.text,
+            incident_url=(
+                f"{self._console_url}/console/incidents/{quote(incident.incident_id, safe='')}"
+                if job.request.HasField("reminder") and self._console_url
+                else ""
+            ),
         )
 
     def _link(self, action: str, job: Job, now: datetime) -> str:
@@ -66,8 +81,9 @@ class RenderStage:
 
     def page(self, jobs: list[Job], contact: oncall_service_pb2.ContactMethod) -> Page:
         lines = tuple(self.line(job) for job in jobs)
-        subject, text = self._renderer.render(contact.type, lines)
         first, head = jobs[0], lines[0]
+        reminder = first.request.reminder.kind if first.request.HasField("reminder") else ""
+        subject, text = self._renderer.render(contact.type, lines, reminder=bool(reminder))
         return Page(
             incident_id=head.incident_id,
             service_id=head.service_id,
@@ -87,4 +103,5 @@ class RenderStage:
             text=text,
             incidents=lines,
             unsigned=contact.unsigned,
+            reminder=reminder,
         )

@@ -20,6 +20,8 @@ class IncidentLine:
     runbook_url: str = ""
     ack_url: str = ""
     resolve_url: str = ""
+    reminder: str = ""  # a reminder's text (empty on a page)
+    incident_url: str = ""  # the incident in the console (set on reminders)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Page:
     unsigned: bool = False  # webhook: the contact method is `unsigned: true` in the config
     # More message headers (e-mail to a status page subscriber: List-Unsubscribe)
     headers: tuple[tuple[str, str], ...] = ()
+    reminder: str = ""  # a reminder's kind (e.g. status_update_due), not a page; "" a page
 
     @property
     def bundled(self) -> bool:

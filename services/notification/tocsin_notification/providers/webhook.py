@@ -52,7 +52,7 @@ def verify(secret: bytes, body: bytes, header: str, now: float, tolerance_s: flo
 
 def payload(page: Page) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "event": "incident.page",
+        "event": "incident.reminder" if page.reminder else "incident.page",
         "incident": {
             "id": page.incident_id,
             "service": page.service_id,
@@ -65,9 +65,17 @@ def payload(page: Page) -> dict[str, Any]:
     }
     if page.details:
         body["details"] = page.details
+    if page.reminder:
+        head = page.incidents[0] if page.incidents else None
+        body["reminder"] = {
+            "kind": page.reminder,
+            "text": head.reminder if head else "",
+            "incident_url": head.incident_url if head else "",
+        }
     links = {
         name: url
         for name, url in (
+            ("incident", page.incidents[0].incident_url if page.incidents else ""),
             ("acknowledge", page.ack_url),
             ("resolve", page.resolve_url),
             ("runbook", page.runbook_url),
@@ -88,9 +96,11 @@ def payload(page: Page) -> dict[str, Any]:
                 "urgency": line.urgency,
                 "severity": line.severity,
                 "since": line.since,
+                **({"reminder": line.reminder} if line.reminder else {}),
                 "links": {
                     k: v
                     for k, v in (
+                        ("incident", line.incident_url),
                         ("acknowledge", line.ack_url),
                         ("resolve", line.resolve_url),
                         ("runbook", line.runbook_url),
