@@ -9,6 +9,9 @@ HTTP peer on 127.0.0.1:31941 plays the runbook runner at /runbook/...):
   person outside the service's team may not approve it (403); its responder approves it
   over the REST API, and it runs once, the approval and the result on the timeline; a
   second approval is a 409; a rejected one (with the CLI) never runs;
+- a person sets an incident's priority over the REST API and the CLI (a priority
+  insight.priorities does not know is a 400 naming the field); a rule's ``priority``
+  action sets it as ``automation:<rule>``; both are PRIORITY_CHANGED entries;
 - across a SIGKILL of notification (one incident's action done just before, another's
   waiting in Kafka while it is down) and a replay of the same firing, each incident's
   action reaches the runner exactly once.
@@ -278,3 +281,67 @@ async def test_a_rejected_action_never_runs_cli(stack: Stack, runner: RecordingH
     assert messages[1].endswith("rejected by auto-resp: not now"), messages
     await asyncio.sleep(2)
     assert runs_of(runner, title, "/runbook/gated") == []
+
+
+async def wait_priority(
+    stack: Stack, incident_id: str, timeout: float = 30.0
+) -> incident_pb2.IncidentEvent:
+    stub = incident_service_pb2_grpc.IncidentServiceStub(stack.channel("escalation"))
+    deadline = time.monotonic() + timeout
+    while True:
+        timeline = await stub.Timeline(
+            incident_service_pb2.TimelineRequest(incident_id=incident_id)
+        )
+        changed = [
+            e
+            for e in timeline.events
+            if e.type == incident_pb2.INCIDENT_EVENT_TYPE_PRIORITY_CHANGED
+        ]
+        if changed:
+            assert len(changed) == 1, [(e.actor, e.message) for e in changed]
+            return changed[0]
+        assert time.monotonic() < deadline, [(e.type, e.message) for e in timeline.events]
+        await asyncio.sleep(0.2)
+
+
+async def test_a_person_and_a_rule_set_an_incident_s_priority(
+    stack: Stack, runner: RecordingHttpPeer
+) -> None:
+    title = await trigger(stack, "priority by hand")
+    [run] = await wait_runs(stack, runner, title)
+    incident_id = run.json()["incident"]
+    responder, _ = await stack.token_for("auto-resp")
+    stranger, _ = await stack.token_for("auto-stranger")
+    url = f"{stack.api_url}/api/v1/incidents/{incident_id}/priority"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            url, json={"priority": "P9"}, headers={"Authorization": f"Bearer {responder}"}
+        ) as response:
+            assert response.status == 400
+            problem = await response.json(content_type=None)
+        assert problem["errors"][0]["field"] == "priority", problem
+        assert "not one of insight.priorities (P2)" in problem["detail"]
+        async with session.post(
+            url, json={"priority": "P2"}, headers={"Authorization": f"Bearer {stranger}"}
+        ) as response:
+            assert response.status == 404  # may not read it: as if there were none
+    env = {"TOCSIN_API_URL": stack.api_url, "TOCSIN_TOKEN": responder}
+    done = await tocsin("incidents", "priority", incident_id, "P2", env=env)
+    assert done.code == 0, done.stderr
+    changed = await wait_priority(stack, incident_id)
+    assert (changed.actor, changed.message) == ("auto-resp", "priority changed to P2 by auto-resp")
+    assert changed.incident.priority == "P2"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{stack.api_url}/api/v1/incidents/{incident_id}",
+            headers={"Authorization": f"Bearer {responder}"},
+        ) as response,
+    ):
+        assert (await response.json())["priority"] == "P2"
+
+    by_rule = await trigger(stack, "priority by rule", klass="prio")
+    [run] = await wait_runs(stack, runner, by_rule)
+    changed = await wait_priority(stack, run.json()["incident"])
+    assert changed.actor == "automation:auto-priority"
+    assert changed.message == "priority changed to P2 by automation:auto-priority"

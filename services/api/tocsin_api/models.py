@@ -81,6 +81,7 @@ class Incident(BaseModel):
     flapping: bool
     suppressed: bool
     suppressed_reason: str | None
+    priority: str | None = Field(description="set by a priority command, e.g. 'P1'")
     probable_causes: list[ProbableCause]
     etag: str = Field(description="the incident's ETag, as the ETag header of GET carries it")
 
@@ -180,6 +181,14 @@ class ReassignBody(Strict):
 
 class NoteBody(Strict):
     content: str = Field(min_length=1)
+
+
+class PriorityBody(Strict):
+    priority: str = Field(
+        min_length=1,
+        max_length=32,
+        description="a priority id, e.g. 'P1' (one of insight.priorities when any are set)",
+    )
 
 
 class StatusUpdateBody(Strict):

@@ -132,6 +132,7 @@ _RESERVED_TIMELINE_TYPES = frozenset(
         incident_pb2.INCIDENT_EVENT_TYPE_FLAPPING,
         incident_pb2.INCIDENT_EVENT_TYPE_SUPPRESSED,
         incident_pb2.INCIDENT_EVENT_TYPE_STATUS_UPDATED,
+        incident_pb2.INCIDENT_EVENT_TYPE_PRIORITY_CHANGED,
     }
 )
 
@@ -158,6 +159,7 @@ class IncidentState:
     flapping: bool = False
     suppressed: bool = False
     suppressed_reason: str = ""
+    priority: str = ""  # set by a priority command
     # [{"change": ChangeRecord JSON, "rank": int, "reason": str}], most likely first
     probable_causes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -224,6 +226,8 @@ class IncidentState:
             incident.suppressed = True
         if self.suppressed_reason:
             incident.suppressed_reason = self.suppressed_reason
+        if self.priority:
+            incident.priority = self.priority
         for cause in self.probable_causes:
             incident.probable_causes.add(
                 change=ChangeRecord.from_json(cause["change"]).event(),
@@ -702,7 +706,12 @@ class CorrelationEngine:
             return Outcome(dropped="unknown_incident")
         incident = IncidentState.from_json(raw)
         kind = command.WhichOneof("command")
-        if not incident.is_open and kind not in ("note", "timeline_entry", "status_update"):
+        if not incident.is_open and kind not in (
+            "note",
+            "timeline_entry",
+            "status_update",
+            "priority",
+        ):
             return Outcome(dropped="incident_resolved")
         by = {"actor": command.actor, "command_id": command.command_id}
         if kind == "acknowledge":
@@ -739,6 +748,23 @@ class CorrelationEngine:
                 None,
                 now,
                 command.note.text,
+                **by,
+            )
+        if kind == "priority":
+            wanted = command.priority.priority
+            if not wanted:
+                return Outcome(dropped="priority_empty")
+            if wanted == incident.priority:
+                return Outcome(dropped="priority_unchanged")
+            was = incident.priority
+            incident.priority = wanted
+            change = f"from {was} to {wanted}" if was else f"to {wanted}"
+            return self._emit(
+                incident,
+                incident_pb2.INCIDENT_EVENT_TYPE_PRIORITY_CHANGED,
+                None,
+                now,
+                f"priority changed {change} by {command.actor}",
                 **by,
             )
         if kind == "status_update":

@@ -376,12 +376,7 @@ def automation_record(
     elif planned.command == "resolve":
         command.resolve.SetInParent()
     else:
-        # No priority command exists on incidents yet: say so on the timeline.
-        command.timeline_entry.type = incident_pb2.INCIDENT_EVENT_TYPE_NOTE_ADDED
-        command.timeline_entry.message = (
-            f"automation rule {action.rule_id} ({action.trigger}) would set priority "
-            f"{planned.priority}, but incidents have no priority command yet"
-        )
+        command.priority.priority = planned.priority
     set_timestamp(command.requested_at, now)
     return INCIDENTS_COMMANDS, incident.service_id, command
 

@@ -220,6 +220,7 @@ def incident_facts(incident: incident_pb2.Incident) -> IncidentFacts:
         title=incident.title,
         urgency=_urgency(incident),
         severity=severity,
+        priority=incident.priority,
         status="" if status == "unspecified" else status,
         labels=dict(incident.labels),
     )

@@ -84,6 +84,16 @@ class ApprovalStore:
         raw = await self._redis.get(_record_key(key))
         return None if raw is None else decode(raw)
 
+    async def of_incident(self, incident_id: str, now: datetime) -> list[Approval]:
+        """Every firing of the incident that waited for approval, as of ``now``, oldest
+        first."""
+        found = []
+        for key in await self._redis.smembers(_index_key(incident_id)):
+            stored = await self.get(key.decode() if isinstance(key, bytes) else key)
+            if stored is not None:
+                found.append(approvals.current(stored[0], now))
+        return sorted(found, key=lambda a: (a.requested_at, a.key))
+
     async def of_rule(
         self, incident_id: str, rule_id: str, now: datetime
     ) -> list[tuple[Approval, notification_pb2.NotificationRequest]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Literal
 
 import aiohttp
@@ -87,6 +88,7 @@ class AutomationRunner:
         self._pipeline = pipeline
         self._clock = clock
         self._approvals = approvals
+        self.approvals = approvals
         self._producer = producer
         self._secret = secret
         self._http = HttpClient("automation", destinations=destinations)
@@ -110,6 +112,9 @@ class AutomationRunner:
             secret=secret.encode() if secret else None,
             destinations=DestinationPolicy(settings.outgoing.allow),
         )
+
+    def now(self) -> datetime:
+        return self._clock.now()
 
     async def decide(
         self,

@@ -96,6 +96,8 @@ class _IncidentEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inc
     """a status update for the public was posted"""
     INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE: _IncidentEventType.ValueType  # 17
     """no public update for the cadence: post one"""
+    INCIDENT_EVENT_TYPE_PRIORITY_CHANGED: _IncidentEventType.ValueType  # 18
+    """a priority command set the incident's priority"""
 
 class IncidentEventType(_IncidentEventType, metaclass=_IncidentEventTypeEnumTypeWrapper): ...
 
@@ -129,6 +131,8 @@ INCIDENT_EVENT_TYPE_STATUS_UPDATED: IncidentEventType.ValueType  # 16
 """a status update for the public was posted"""
 INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE: IncidentEventType.ValueType  # 17
 """no public update for the cadence: post one"""
+INCIDENT_EVENT_TYPE_PRIORITY_CHANGED: IncidentEventType.ValueType  # 18
+"""a priority command set the incident's priority"""
 Global___IncidentEventType: _TypeAlias = IncidentEventType  # noqa: Y015
 
 @_typing.final
@@ -179,6 +183,7 @@ class Incident(_message.Message):
     FLAPPING_FIELD_NUMBER: _builtins.int
     SUPPRESSED_FIELD_NUMBER: _builtins.int
     SUPPRESSED_REASON_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
     service_id: _builtins.str
     title: _builtins.str
@@ -198,6 +203,8 @@ class Incident(_message.Message):
     suppressed: _builtins.bool
     """silenced, in maintenance or inhibited: never pages"""
     suppressed_reason: _builtins.str
+    priority: _builtins.str
+    """Set by a priority command (a person's, or an automation rule's); empty until then."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -241,10 +248,11 @@ class Incident(_message.Message):
         flapping: _builtins.bool = ...,
         suppressed: _builtins.bool = ...,
         suppressed_reason: _builtins.str = ...,
+        priority: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "resolved_at", b"resolved_at", "snoozed_until", b"snoozed_until", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_count", b"alert_count", "assigned_user_id", b"assigned_user_id", "created_at", b"created_at", "dedup_keys", b"dedup_keys", "escalation_policy_id", b"escalation_policy_id", "flapping", b"flapping", "group_key", b"group_key", "held_by_incident_id", b"held_by_incident_id", "incident_id", b"incident_id", "labels", b"labels", "open_alert_count", b"open_alert_count", "probable_causes", b"probable_causes", "resolved_at", b"resolved_at", "service_id", b"service_id", "severity", b"severity", "snoozed_until", b"snoozed_until", "status", b"status", "suppressed", b"suppressed", "suppressed_reason", b"suppressed_reason", "title", b"title", "updated_at", b"updated_at", "urgency", b"urgency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_count", b"alert_count", "assigned_user_id", b"assigned_user_id", "created_at", b"created_at", "dedup_keys", b"dedup_keys", "escalation_policy_id", b"escalation_policy_id", "flapping", b"flapping", "group_key", b"group_key", "held_by_incident_id", b"held_by_incident_id", "incident_id", b"incident_id", "labels", b"labels", "open_alert_count", b"open_alert_count", "priority", b"priority", "probable_causes", b"probable_causes", "resolved_at", b"resolved_at", "service_id", b"service_id", "severity", b"severity", "snoozed_until", b"snoozed_until", "status", b"status", "suppressed", b"suppressed", "suppressed_reason", b"suppressed_reason", "title", b"title", "updated_at", b"updated_at", "urgency", b"urgency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -431,6 +439,27 @@ class NoteCommand(_message.Message):
 Global___NoteCommand: _TypeAlias = NoteCommand  # noqa: Y015
 
 @_typing.final
+class PriorityCommand(_message.Message):
+    """Sets the incident's priority (an id of insight.priorities, e.g. "P1")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    priority: _builtins.str
+    def __init__(
+        self,
+        *,
+        priority: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriorityCommand: _TypeAlias = PriorityCommand  # noqa: Y015
+
+@_typing.final
 class PublicStatusUpdate(_message.Message):
     """A status update for the public status page (docs/status-page.md), already cleaned by
     tocsin_common.statuspage.updates.post_update when the command is made.
@@ -529,6 +558,7 @@ class IncidentCommand(_message.Message):
     UNACKNOWLEDGE_FIELD_NUMBER: _builtins.int
     TIMELINE_ENTRY_FIELD_NUMBER: _builtins.int
     STATUS_UPDATE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     incident_id: _builtins.str
     service_id: _builtins.str
@@ -551,6 +581,8 @@ class IncidentCommand(_message.Message):
     def timeline_entry(self) -> Global___TimelineEntryCommand: ...
     @_builtins.property
     def status_update(self) -> Global___PublicStatusUpdate: ...
+    @_builtins.property
+    def priority(self) -> Global___PriorityCommand: ...
     def __init__(
         self,
         *,
@@ -567,12 +599,13 @@ class IncidentCommand(_message.Message):
         unacknowledge: Global___UnacknowledgeCommand | None = ...,
         timeline_entry: Global___TimelineEntryCommand | None = ...,
         status_update: Global___PublicStatusUpdate | None = ...,
+        priority: Global___PriorityCommand | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "command", b"command", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "snooze", b"snooze", "status_update", b"status_update", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "command", b"command", "note", b"note", "priority", b"priority", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "snooze", b"snooze", "status_update", b"status_update", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "actor", b"actor", "command", b"command", "command_id", b"command_id", "incident_id", b"incident_id", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "service_id", b"service_id", "snooze", b"snooze", "status_update", b"status_update", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "actor", b"actor", "command", b"command", "command_id", b"command_id", "incident_id", b"incident_id", "note", b"note", "priority", b"priority", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "service_id", b"service_id", "snooze", b"snooze", "status_update", b"status_update", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["acknowledge", "resolve", "reassign", "snooze", "note", "unacknowledge", "timeline_entry", "status_update"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["acknowledge", "resolve", "reassign", "snooze", "note", "unacknowledge", "timeline_entry", "status_update", "priority"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 

@@ -1,5 +1,5 @@
 """Incidents: list, get (ETag), timeline, alerts, deliveries; acknowledge, resolve, snooze,
-reassign, note, singly and in bulk (If-Match / per-item etags: 412 when stale); and the
+reassign, note, priority, singly and in bulk (If-Match / per-item etags: 412 when stale); and the
 live stream as Server-Sent Events, resumable with Last-Event-ID."""
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ async def deliveries(
     return {"deliveries": [convert.delivery(s) for s in found.statuses]}
 
 
-Action = Literal["acknowledge", "resolve", "snooze", "reassign", "note"]
+Action = Literal["acknowledge", "resolve", "snooze", "reassign", "note", "priority"]
 
 
 async def act(
@@ -262,6 +262,7 @@ async def act(
     user_ids: list[str] | None = None,
     escalation_policy_id: str | None = None,
     content: str | None = None,
+    priority: str | None = None,
 ) -> dict[str, Any]:
     """One action on one incident; a Problem when refused (412 when ``if_match`` is stale)."""
     stubs = state_of(request).backends.incidents
@@ -303,6 +304,14 @@ async def act(
             ),
             caller.credential,
             {"user_id": "user_ids"},
+        )
+    elif action == "priority":
+        accepted = await call(
+            stubs.SetPriority,
+            incident_service_pb2.SetPriorityRequest(
+                incident_id=incident_id, priority=priority or ""
+            ),
+            caller.credential,
         )
     else:
         accepted = await call(
@@ -406,6 +415,24 @@ async def note(
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
     return await act(request, caller, incident_id, "note", if_match=if_match, content=body.content)
+
+
+@router.post(
+    "/incidents/{incident_id}/priority",
+    status_code=202,
+    response_model=models.Accepted,
+    summary="Set an incident's priority",
+)
+async def set_priority(
+    incident_id: str,
+    body: models.PriorityBody,
+    request: Request,
+    caller: Caller = CallerDep,
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    return await act(
+        request, caller, incident_id, "priority", if_match=if_match, priority=body.priority
+    )
 
 
 @router.post(
