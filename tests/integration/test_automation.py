@@ -9,6 +9,8 @@ HTTP peer on 127.0.0.1:31941 plays the runbook runner at /runbook/...):
   person outside the service's team may not approve it (403); its responder approves it
   over the REST API, and it runs once, the approval and the result on the timeline; a
   second approval is a 409; a rejected one (with the CLI) never runs;
+- an approval nobody decides in time expires with one timeline entry, still one after
+  notification restarts and sweeps the same firing again; a decision then is a 409;
 - a person sets an incident's priority over the REST API and the CLI (a priority
   insight.priorities does not know is a 400 naming the field); a rule's ``priority``
   action sets it as ``automation:<rule>``; both are PRIORITY_CHANGED entries;
@@ -28,9 +30,11 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
 from tocsin.v1 import incident_pb2, incident_service_pb2, incident_service_pb2_grpc
 from tocsin_common.automation.rules import HttpRequestPlan, PlannedAction
 from tocsin_escalation.escalator import automation_record
+from tocsin_notification.approvals import EXPIRING_KEY
 from tocsin_notification.providers.webhook import SIGNATURE_HEADER, verify
 
 from tests.integration.harness import Stack
@@ -345,3 +349,56 @@ async def test_a_person_and_a_rule_set_an_incident_s_priority(
     changed = await wait_priority(stack, run.json()["incident"])
     assert changed.actor == "automation:auto-priority"
     assert changed.message == "priority changed to P2 by automation:auto-priority"
+
+
+async def test_an_approval_nobody_decides_expires_with_one_timeline_entry(
+    stack: Stack, runner: RecordingHttpPeer
+) -> None:
+    title = await trigger(stack, "expires", klass="brief")
+    [run] = await wait_runs(stack, runner, title)
+    incident_id = run.json()["incident"]
+    key = f"automation/{incident_id}/auto-brief/triggered"
+
+    def expired_notes(notes: list[incident_pb2.IncidentEvent]) -> list[str]:
+        return [
+            n.message
+            for n in notes
+            if n.actor == "automation:auto-brief" and "its approval expired at" in n.message
+        ]
+
+    deadline = time.monotonic() + 30
+    while not expired_notes(notes := await wait_notes(stack, incident_id, set())):
+        assert time.monotonic() < deadline, [(n.actor, n.message) for n in notes]
+        await asyncio.sleep(0.3)
+    [message] = expired_notes(notes)
+    assert message.startswith("Automation rule auto-brief (triggered): POST http://127.0.0.1:")
+    assert message.endswith("without a decision; it will not run"), message
+
+    responder, _ = await stack.token_for("auto-resp")
+    url = f"{stack.api_url}/api/v1/incidents/{incident_id}/automation/auto-brief/approve"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, headers={"Authorization": f"Bearer {responder}"}) as response,
+    ):
+        assert response.status == 409
+        assert "is already expired" in (await response.json(content_type=None))["detail"]
+
+    # As if notification died after the entry, before it took the firing off its list:
+    # restarted, it sweeps the firing again and adds no second entry.
+    redis = Redis.from_url(stack.redis_url)
+    try:
+        assert await redis.zscore(EXPIRING_KEY, key) is None
+        notification = stack.services["notification"]
+        notification.kill()
+        await redis.zadd(EXPIRING_KEY, {key: 1.0})
+        notification.start()
+        await notification.wait_healthy()
+        deadline = time.monotonic() + 30
+        while await redis.zscore(EXPIRING_KEY, key) is not None:
+            assert time.monotonic() < deadline, "the restarted sweep did not take it"
+            await asyncio.sleep(0.3)
+    finally:
+        await redis.aclose()
+    await asyncio.sleep(1)
+    assert len(expired_notes(await wait_notes(stack, incident_id, set()))) == 1
+    assert runs_of(runner, title, "/runbook/brief") == []

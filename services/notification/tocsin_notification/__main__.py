@@ -236,6 +236,7 @@ async def serve(stop: asyncio.Event) -> None:
     tasks = [
         asyncio.create_task(consumer.run()),
         asyncio.create_task(config.watch(settings.config_reload_seconds)),
+        asyncio.create_task(automation.run_expiry_sweep()),
     ]
     try:
         # Serving once this member joined its consumer group and can do its work.

@@ -4,13 +4,15 @@ One record per firing (its idempotency key): the approval's state (pure state ma
 tocsin_common.automation.approval) and the request to run once it is approved. A set per
 incident lists its firings, so a decision names only the incident and the rule. A decision
 is a compare-and-set (WATCH): two people deciding at once get one decision and one
-conflict.
+conflict. A sorted set of the waiting firings by expiry feeds the expiry sweep, which marks
+an approval nobody decided in time as expired and writes its timeline entry once.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -18,6 +20,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 from tocsin.v1 import notification_pb2
+from tocsin_common import timeline
 from tocsin_common.automation import approval as approvals
 from tocsin_common.automation.approval import Approval, ApprovalConflict
 
@@ -30,6 +33,10 @@ def _record_key(key: str) -> str:
 
 def _index_key(incident_id: str) -> str:
     return f"tocsin:automation:approvals:{incident_id}"
+
+
+# Every firing that waits, scored by its expiry (unix seconds): what the expiry sweep reads.
+EXPIRING_KEY = "tocsin:automation:approvals:expiring"
 
 
 def encode(approval: Approval, request: notification_pb2.NotificationRequest) -> bytes:
@@ -77,6 +84,8 @@ class ApprovalStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.sadd(index, pending.key)
             pipe.expire(index, TTL_S)
+            if created:
+                pipe.zadd(EXPIRING_KEY, {pending.key: pending.expires_at.timestamp()})
             await pipe.execute()
         return pending if created else None
 
@@ -155,6 +164,68 @@ class ApprovalStore:
                     return after, request
                 except WatchError:
                     continue  # decided meanwhile: read it again (then it is a conflict)
+
+
+    async def expire_due(
+        self,
+        now: datetime,
+        describe: Callable[[notification_pb2.AutomationAction], str],
+        limit: int = 100,
+    ) -> list[Approval]:
+        """Mark the firings whose approval expired undecided as expired, each with a
+        timeline entry by its rule (appended once: its id derives from the key, so a sweep
+        repeated after a crash between the entry and the list's update adds none); drop
+        decided ones from the list. Returns the ones expired now."""
+        due = await self._redis.zrangebyscore(
+            EXPIRING_KEY, "-inf", now.timestamp(), start=0, num=limit
+        )
+        expired = []
+        for raw_key in due:
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            done = await self._expire_one(key, now, describe)
+            if done is not None:
+                expired.append(done)
+        return expired
+
+    async def _expire_one(
+        self,
+        key: str,
+        now: datetime,
+        describe: Callable[[notification_pb2.AutomationAction], str],
+    ) -> Approval | None:
+        record = _record_key(key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(record)
+                    raw = await pipe.get(record)
+                    stored = decode(raw) if raw is not None else None
+                    step = approvals.sweep_step(stored[0] if stored else None, now)
+                    if step == "wait":
+                        await pipe.reset()  # type: ignore[no-untyped-call]
+                        return None
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    if step == "drop" or stored is None:
+                        pipe.zrem(EXPIRING_KEY, key)
+                        await pipe.execute()
+                        return None
+                    approval, request = stored
+                    after = approvals.current(approval, now)
+                    pipe.set(record, encode(after, request), ex=TTL_S)
+                    incident = request.incident
+                    timeline.queue_append(
+                        pipe,
+                        timeline.approval_expired_entry(
+                            key, after.rule_id, describe(request.automation), after.expires_at
+                        ),
+                        incident.incident_id,
+                        incident.service_id,
+                    )
+                    pipe.zrem(EXPIRING_KEY, key)
+                    await pipe.execute()
+                    return after
+                except WatchError:
+                    continue  # decided meanwhile: look again
 
 
 def approved(

@@ -18,11 +18,13 @@ sent again when its lease runs out).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import datetime
 from typing import Literal
 
 import aiohttp
+from redis.exceptions import RedisError
 from tocsin.v1 import notification_pb2
 from tocsin_common.automation import CHANNEL
 from tocsin_common.automation.approval import Approval
@@ -43,8 +45,12 @@ from tocsin_notification.providers.http import HttpClient
 from tocsin_notification.providers.webhook import SIGNATURE_HEADER, sign
 
 Outcome = notification_pb2.DeliveryOutcome
+log = logging.getLogger("tocsin.notification.automation")
 
 EXCERPT_CHARS = 300
+# How often the expiry sweep looks for approvals that expired undecided (one sorted-set
+# read when none did).
+EXPIRY_SWEEP_S = 2.0
 
 
 def describe(action: notification_pb2.AutomationAction) -> str:
@@ -151,6 +157,27 @@ class AutomationRunner:
                 )
             await asyncio.gather(*job.produced)
         return [approval for approval, _ in decided]
+
+    async def sweep_expired(self) -> list[Approval]:
+        """One pass of the expiry sweep: approvals that expired undecided become
+        ``expired``, each with its timeline entry (docs/automation.md#approval)."""
+        expired = await self._approvals.expire_due(self._clock.now(), describe)
+        for approval in expired:
+            log.info(
+                "automation approval expired",
+                extra={"incident_id": approval.incident_id, "rule_id": approval.rule_id},
+            )
+        return expired
+
+    async def run_expiry_sweep(self, every_s: float = EXPIRY_SWEEP_S) -> None:
+        """The sweep, for as long as the process runs (a Redis error waits for the next
+        pass: nothing is lost, the list keeps the firing until it is handled)."""
+        while True:
+            try:
+                await self.sweep_expired()
+            except (RedisError, OSError):
+                log.warning("automation expiry sweep failed; trying again", exc_info=True)
+            await self._clock.sleep(every_s)
 
     async def _await_approval(self, job: Job) -> notification_pb2.NotificationStatus:
         request = job.request
