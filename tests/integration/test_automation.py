@@ -9,6 +9,9 @@ HTTP peer on 127.0.0.1:31941 plays the runbook runner at /runbook/...):
   person outside the service's team may not approve it (403); its responder approves it
   over the REST API, and it runs once, the approval and the result on the timeline; a
   second approval is a 409; a rejected one (with the CLI) never runs;
+- the approval is asked of auto-resp (on call) by a message with signed approve/reject
+  links: GET shows a form and changes nothing, the POST approves as auto-resp and the
+  action runs once; the link again, or a reject link, answers 409;
 - an approval nobody decides in time expires with one timeline entry, still one after
   notification restarts and sweeps the same firing again; a decision then is a 409;
 - a person sets an incident's priority over the REST API and the CLI (a priority
@@ -402,3 +405,65 @@ async def test_an_approval_nobody_decides_expires_with_one_timeline_entry(
     await asyncio.sleep(1)
     assert len(expired_notes(await wait_notes(stack, incident_id, set()))) == 1
     assert runs_of(runner, title, "/runbook/brief") == []
+
+
+def approval_links(runner: RecordingHttpPeer, incident_id: str) -> dict[str, str]:
+    """The approve/reject links of the messages auto-resp's webhook received for the
+    incident (alone, or bundled with a page)."""
+    found: dict[str, str] = {}
+    for request in list(runner.requests):
+        if request.path != "/pages/auto-resp":
+            continue
+        body = request.json()
+        lines = body.get("incidents") or [{"id": body["incident"]["id"], **body}]
+        for line in lines:
+            if line.get("id") == incident_id:
+                links = line.get("links", {})
+                found.update({k: v for k, v in links.items() if k in ("approve", "reject")})
+    return found
+
+
+async def test_a_signed_link_approves_a_waiting_action_which_then_runs_once(
+    stack: Stack, runner: RecordingHttpPeer
+) -> None:
+    title = await trigger(stack, "by link", klass="gated")
+    [run] = await wait_runs(stack, runner, title)
+    incident_id = run.json()["incident"]
+    deadline = time.monotonic() + 30
+    while len(links := approval_links(runner, incident_id)) < 2:
+        assert time.monotonic() < deadline, f"no approval asked\n{stack.logs()}"
+        await asyncio.sleep(0.2)
+    notes = await wait_notes(stack, incident_id, {"automation:auto-gated"})
+    [waiting] = [n.message for n in notes if n.actor == "automation:auto-gated"]
+    assert "asked auto-resp with signed links" in waiting, waiting
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(links["approve"]) as response:
+            assert response.status == 200
+            page = await response.text()
+        assert '<form method="post">' in page and "as auto-resp" in page
+        await asyncio.sleep(1)
+        assert runs_of(runner, title, "/runbook/gated") == []  # GET decides nothing
+
+        async with session.post(links["approve"]) as response:
+            assert response.status == 200, await response.text()
+            assert "approved by auto-resp" in await response.text()
+        [gated] = await wait_runs(stack, runner, title, "/runbook/gated")
+        assert gated.headers["Idempotency-Key"] == f"automation/{incident_id}/auto-gated/triggered"
+
+        for link in (links["approve"], links["reject"]):
+            async with session.post(link) as response:
+                assert response.status == 409
+                assert response.headers["X-Tocsin-Approval-State"] == "approved"
+    deadline = time.monotonic() + 30
+    while True:
+        notes = await wait_notes(stack, incident_id, {"automation:auto-gated"})
+        messages = [n.message for n in notes if n.actor == "automation:auto-gated"]
+        if len(messages) >= 3:
+            break
+        assert time.monotonic() < deadline, messages
+        await asyncio.sleep(0.2)
+    assert messages[1].endswith("approved by auto-resp"), messages
+    assert "(approved by auto-resp) → HTTP 200" in messages[2], messages
+    await asyncio.sleep(2)
+    assert len(runs_of(runner, title, "/runbook/gated")) == 1

@@ -358,6 +358,10 @@ def automation_record(
                 timeout_ms=int(http.timeout_seconds * 1000),
                 requires_approval=action.requires_approval,
                 approval_ttl_ms=int(action.approval_ttl.total_seconds() * 1000),
+                approvers=[
+                    notification_pb2.Approver(user_id=user, contact_method_id=method)
+                    for user, method in action.approvers
+                ],
             ),
         )
         set_timestamp(request.requested_at, now)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -226,22 +227,67 @@ def incident_facts(incident: incident_pb2.Incident) -> IncidentFacts:
     )
 
 
+def approvers(
+    config: TocsinConfig, users: Sequence[str], urgency: str
+) -> tuple[tuple[str, str], ...]:
+    """Whom to ask for an approval: each of ``users`` (once) by the contact methods their
+    notification rules for ``urgency`` use at once (delay 0), else by their first rule's."""
+    asks: list[tuple[str, str]] = []
+    for user_id in dict.fromkeys(users):
+        pages = plan_users(config, [user_id], 1, 0, urgency)
+        now_pages = [p for p in pages if p.delay <= timedelta(0)] or pages[:1]
+        for page in now_pages:
+            if (user_id, page.contact_method_id) not in asks:
+                asks.append((user_id, page.contact_method_id))
+    return tuple(asks)
+
+
+def on_call_at(
+    config: TocsinConfig,
+    incident: incident_pb2.Incident,
+    level: int,
+    now: datetime,
+    overrides: Overrides,
+) -> list[str]:
+    """Who the incident's escalation pages at ``level`` (1-based; clamped to its levels)
+    now: its assignee, or its policy's level's targets resolved."""
+    state = EscalationState(
+        policy_id=incident.escalation_policy_id, user_id=incident.assigned_user_id
+    )
+    try:
+        levels, _ = _levels(config, state)
+    except KeyError:
+        return []
+    if not levels:
+        return []
+    step = levels[min(max(level, 1), len(levels)) - 1]
+    users = resolve_targets(config, [(t.type, t.id) for t in step.targets], now, overrides)
+    return [u for u in users if _user_exists(config, u)]
+
+
 def automation(
     config: TocsinConfig,
     incident: incident_pb2.Incident,
     kind: TriggerKind,
     now: datetime,
     level: int = 0,
+    responders: Sequence[str] = (),
 ) -> Effects:
     """The automation rules that fire for this transition, planned (docs/automation.md).
-    A rule whose template cannot render for this incident is a timeline entry instead."""
+    A rule whose template cannot render for this incident is a timeline entry instead.
+    ``responders``: whom an action that waits for approval asks (on call at the level)."""
     effects = Effects()
     if not config.automation.rules or incident.suppressed:
         return effects
     transition = Transition(incident_facts(incident), kind, level)
     for rule in matching_rules(config.automation.rules, transition):
         try:
-            effects.actions.append(plan(rule, transition, now))
+            planned = plan(rule, transition, now)
+            if planned.requires_approval and responders:
+                planned = replace(
+                    planned, approvers=approvers(config, responders, _urgency(incident))
+                )
+            effects.actions.append(planned)
         except AutomationError as error:
             effects.commands.append(
                 CommandSpec(
@@ -353,7 +399,7 @@ def page_level(
     )
     # Every pass through a level plans its rules again: the firing's key is the same, so
     # the action still runs once per (incident, rule, level).
-    return _with(effects, automation(config, incident, "level", now, level))
+    return _with(effects, automation(config, incident, "level", now, level, known))
 
 
 def _user_exists(config: TocsinConfig, user_id: str) -> bool:
@@ -410,7 +456,8 @@ def on_event(
         if not incident.suppressed:
             created = _at(incident.created_at) if incident.HasField("created_at") else now
             effects.timers += _reminder(config, incident, created)
-        return _with(effects, automation(config, incident, "triggered", now))
+        responders = on_call_at(config, incident, 1, now, overrides)
+        return _with(effects, automation(config, incident, "triggered", now, 0, responders))
     if kind == E.INCIDENT_EVENT_TYPE_STATUS_UPDATED:
         if event.status_update.status == "resolved":
             return Effects(cancel_reminder=True, dropped="resolved on the status page")
@@ -448,7 +495,10 @@ def on_event(
                     ACK_TIMEOUT, incident.incident_id, now + service.ack_timeout, event.event_id
                 )
             )
-        return _with(effects, automation(config, incident, "acknowledged", now))
+        responders = on_call_at(config, incident, 1, now, overrides)
+        return _with(
+            effects, automation(config, incident, "acknowledged", now, 0, responders)
+        )
     if kind == E.INCIDENT_EVENT_TYPE_UNACKNOWLEDGED:
         if event.command_id and event.command_id == state.quiet_unack:
             # Our own, sent when a snooze ended: that run already paged.
@@ -469,7 +519,8 @@ def on_event(
             cancel_auto_resolve=True,
             cancel_reminder=True,
         )
-        return _with(effects, automation(config, incident, "resolved", now))
+        responders = on_call_at(config, incident, 1, now, overrides)
+        return _with(effects, automation(config, incident, "resolved", now, 0, responders))
     if kind == E.INCIDENT_EVENT_TYPE_SNOOZED:
         until = (
             incident.snoozed_until.ToDatetime(tzinfo=UTC)

@@ -41,7 +41,12 @@ from tocsin_notification.consumer import ConcurrentConsumer
 from tocsin_notification.contacts import ContactDirectory, GrpcContacts
 from tocsin_notification.delivery import Deliverer
 from tocsin_notification.grpc_api import NotificationServicer
-from tocsin_notification.http_api import LinkCommandSender, LinkHandler, make_app
+from tocsin_notification.http_api import (
+    LinkApprovalSender,
+    LinkCommandSender,
+    LinkHandler,
+    make_app,
+)
 from tocsin_notification.idempotency import IdempotencyStore
 from tocsin_notification.links import KeyRing, LinkSigner, key_ring_from_env
 from tocsin_notification.pipeline import Pipeline
@@ -220,6 +225,7 @@ async def serve(stop: asyncio.Event) -> None:
         incident_service_pb2_grpc.IncidentServiceStub(channel),
         LinkCommandSender(producer, access),
         clock,
+        LinkApprovalSender(automation, access),
     )
     runner = web.AppRunner(make_app(links), access_log=None)
     await runner.setup()

@@ -20,6 +20,11 @@ class IncidentLine:
     runbook_url: str = ""
     ack_url: str = ""
     resolve_url: str = ""
+    # A message asking for an automation action's approval (instead of ack/resolve links):
+    # what waits (``ask``: "rule x (triggered): POST https://runner/…, until <time>").
+    ask: str = ""
+    approve_url: str = ""
+    reject_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,9 @@ class Page:
     subject: str = ""
     text: str = ""
     incidents: tuple[IncidentLine, ...] = ()
+    ask: str = ""
+    approve_url: str = ""
+    reject_url: str = ""
     unsigned: bool = False  # webhook: the contact method is `unsigned: true` in the config
 
     @property

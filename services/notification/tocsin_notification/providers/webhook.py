@@ -65,11 +65,16 @@ def payload(page: Page) -> dict[str, Any]:
     }
     if page.details:
         body["details"] = page.details
+    if page.ask:
+        body["event"] = "automation.approval_requested"
+        body["approval"] = {"action": page.ask}
     links = {
         name: url
         for name, url in (
             ("acknowledge", page.ack_url),
             ("resolve", page.resolve_url),
+            ("approve", page.approve_url),
+            ("reject", page.reject_url),
             ("runbook", page.runbook_url),
         )
         if url
@@ -93,6 +98,8 @@ def payload(page: Page) -> dict[str, Any]:
                     for k, v in (
                         ("acknowledge", line.ack_url),
                         ("resolve", line.resolve_url),
+                        ("approve", line.approve_url),
+                        ("reject", line.reject_url),
                         ("runbook", line.runbook_url),
                     )
                     if v
