@@ -12,6 +12,9 @@ HTTP peer on 127.0.0.1:31941 plays the runbook runner at /runbook/...):
 - the approval is asked of auto-resp (on call) by a message with signed approve/reject
   links: GET shows a form and changes nothing, the POST approves as auto-resp and the
   action runs once; the link again, or a reject link, answers 409;
+- the console's incident page lists the waiting action; a viewer sees no buttons, the
+  responder approves it there (in headless chromium, no serious axe-core violation, light
+  and dark) and it runs once;
 - an approval nobody decides in time expires with one timeline entry, still one after
   notification restarts and sweeps the same firing again; a decision then is a 409;
 - a person sets an incident's priority over the REST API and the CLI (a priority
@@ -27,19 +30,33 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 from tocsin.v1 import incident_pb2, incident_service_pb2, incident_service_pb2_grpc
 from tocsin_common.automation.rules import HttpRequestPlan, PlannedAction
 from tocsin_escalation.escalator import automation_record
 from tocsin_notification.approvals import EXPIRING_KEY
 from tocsin_notification.providers.webhook import SIGNATURE_HEADER, verify
 
+from tests.integration.console_browser import (
+    DESKTOP,
+    axe_violations,
+    describe,
+    emulate,
+    flash,
+    open_browser,
+    post_form,
+    run,
+    sign_in_with_token,
+    visible,
+)
 from tests.integration.harness import Stack
 from tests.integration.test_cli import tocsin
 from tools.recorder import RecordedRequest, RecordingHttpPeer
@@ -465,5 +482,79 @@ async def test_a_signed_link_approves_a_waiting_action_which_then_runs_once(
         await asyncio.sleep(0.2)
     assert messages[1].endswith("approved by auto-resp"), messages
     assert "(approved by auto-resp) → HTTP 200" in messages[2], messages
+    await asyncio.sleep(2)
+    assert len(runs_of(runner, title, "/runbook/gated")) == 1
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    yield from open_browser()
+
+
+async def test_a_responder_approves_a_waiting_action_from_the_console(
+    stack: Stack, runner: RecordingHttpPeer, browser: WebDriver
+) -> None:
+    title = await trigger(stack, "console", klass="gated")
+    [run_] = await wait_runs(stack, runner, title)
+    incident_id = run_.json()["incident"]
+    await wait_notes(stack, incident_id, {"automation:auto-gated"})
+    page = f"/console/incidents/{incident_id}"
+
+    viewer, _ = await stack.token_for("auto-viewer")
+
+    def as_viewer() -> tuple[str, int]:
+        sign_in_with_token(browser, stack.api_url, viewer, page)
+        row = visible(browser, "#approvals tr[data-rule=auto-gated]")
+        return row.get_attribute("data-state") or "", len(
+            browser.find_elements(By.CSS_SELECTOR, "#approvals button")
+        )
+
+    assert await run(as_viewer) == ("pending", 0)  # may read, may not decide
+
+    responder, _ = await stack.token_for("auto-resp")
+
+    def as_responder() -> tuple[list[str], str]:
+        sign_in_with_token(browser, stack.api_url, responder, page)
+        visible(browser, "#approve-auto-gated")
+        found = []
+        for dark in (False, True):
+            emulate(browser, DESKTOP, dark)
+            bad = axe_violations(browser)
+            if bad:
+                found.append(f"{'dark' if dark else 'light'}:\n{describe(bad)}")
+        emulate(browser, DESKTOP, False)
+        browser.find_element(
+            By.CSS_SELECTOR, "#approvals input[name=reason]"
+        ).send_keys("checked from the console")
+        post_form(browser, "#approve-auto-gated")
+        return found, flash(browser)
+
+    violations, shown = await run(as_responder)
+    assert violations == [], "\n".join(violations)
+    assert shown == "automation auto-gated: approved; it runs now", shown
+    [gated] = await wait_runs(stack, runner, title, "/runbook/gated")
+    assert gated.headers["Idempotency-Key"] == f"automation/{incident_id}/auto-gated/triggered"
+
+    def decided() -> tuple[str, int, str]:
+        browser.get(f"{stack.api_url}{page}")
+        row = visible(browser, "#approvals tr[data-rule=auto-gated]")
+        return (
+            row.get_attribute("data-state") or "",
+            len(browser.find_elements(By.CSS_SELECTOR, "#approvals button")),
+            row.text,
+        )
+
+    state, buttons, text = await run(decided)
+    assert (state, buttons) == ("approved", 0)
+    assert "Ada Responder: checked from the console" in text, text
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{stack.api_url}/api/v1/incidents/{incident_id}/automation/approvals",
+            headers={"Authorization": f"Bearer {responder}"},
+        ) as response,
+    ):
+        [approval] = (await response.json())["approvals"]
+    assert (approval["state"], approval["decided_by"]) == ("approved", "auto-resp")
     await asyncio.sleep(2)
     assert len(runs_of(runner, title, "/runbook/gated")) == 1

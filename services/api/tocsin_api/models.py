@@ -257,6 +257,13 @@ class AutomationDecision(BaseModel):
     approvals: list[AutomationApproval]
 
 
+class AutomationApprovals(BaseModel):
+    """Every firing of the incident that waited for approval, as of now (a pending one past
+    its expiry is ``expired``)."""
+
+    approvals: list[AutomationApproval]
+
+
 class BulkItem(Strict):
     id: str = Field(min_length=1)
     etag: str | None = None

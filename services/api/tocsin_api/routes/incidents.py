@@ -492,30 +492,46 @@ async def decide_automation(
         caller.credential,
     )
 
-    def when(message: Any, name: str) -> datetime | None:
-        return (
-            message.__getattribute__(name).ToDatetime(tzinfo=UTC)
-            if message.HasField(name)
-            else None
-        )
+    return {"approvals": [approval_dict(a) for a in answer.approvals]}
+
+
+def approval_dict(a: notification_service_pb2.AutomationApproval) -> dict[str, Any]:
+    def when(name: Literal["requested_at", "expires_at", "decided_at"]) -> datetime | None:
+        return getattr(a, name).ToDatetime(tzinfo=UTC) if a.HasField(name) else None
 
     return {
-        "approvals": [
-            {
-                "key": a.key,
-                "rule_id": a.rule_id,
-                "incident_id": a.incident_id,
-                "trigger": a.trigger,
-                "state": a.state,
-                "decided_by": a.decided_by,
-                "reason": a.reason,
-                "requested_at": when(a, "requested_at"),
-                "expires_at": when(a, "expires_at"),
-                "decided_at": when(a, "decided_at"),
-            }
-            for a in answer.approvals
-        ]
+        "key": a.key,
+        "rule_id": a.rule_id,
+        "incident_id": a.incident_id,
+        "trigger": a.trigger,
+        "state": a.state,
+        "decided_by": a.decided_by,
+        "reason": a.reason,
+        "requested_at": when("requested_at"),
+        "expires_at": when("expires_at"),
+        "decided_at": when("decided_at"),
     }
+
+
+async def list_approvals(request: Request, caller: Caller, incident_id: str) -> dict[str, Any]:
+    answer = await call(
+        state_of(request).backends.notification.ListApprovals,
+        notification_service_pb2.ListApprovalsRequest(incident_id=incident_id),
+        caller.credential,
+    )
+    return {"approvals": [approval_dict(a) for a in answer.approvals]}
+
+
+@router.get(
+    "/incidents/{incident_id}/automation/approvals",
+    response_model=models.AutomationApprovals,
+    summary="The incident's automation actions that wait (or waited) for approval, oldest "
+    "first",
+)
+async def approvals(
+    incident_id: str, request: Request, caller: Caller = CallerDep
+) -> dict[str, Any]:
+    return await list_approvals(request, caller, incident_id)
 
 
 DECISION_ERRORS: dict[int | str, dict[str, Any]] = {
