@@ -14,6 +14,7 @@ from tocsin_common.automation.approval import (
     sweep_step,
 )
 from tocsin_common.timeline import approval_expired_entry, entry_id
+from tocsin_notification.approvals import _decoded
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 TTL = timedelta(hours=1)
@@ -109,3 +110,9 @@ def test_the_expired_entry_derives_its_id_from_the_firing() -> None:
         "Automation rule restart (level 2): POST https://runner.example.com/…: its approval "
         "expired at 2026-06-01T10:00:00+00:00 without a decision; it will not run"
     )
+
+
+def test_the_sweep_drops_a_record_it_cannot_read_instead_of_failing_on_it() -> None:
+    assert _decoded("k", None) is None
+    assert _decoded("k", b"not json") is None
+    assert _decoded("k", b'{"key": "k"}') is None  # fields missing

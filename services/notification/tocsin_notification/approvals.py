@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 from tocsin.v1 import notification_pb2
@@ -25,6 +27,7 @@ from tocsin_common.automation import approval as approvals
 from tocsin_common.automation.approval import Approval, ApprovalConflict
 
 TTL_S = 30 * 24 * 3600
+log = logging.getLogger("tocsin.notification.approvals")
 
 
 def _record_key(key: str) -> str:
@@ -199,7 +202,7 @@ class ApprovalStore:
                 try:
                     await pipe.watch(record)
                     raw = await pipe.get(record)
-                    stored = decode(raw) if raw is not None else None
+                    stored = _decoded(key, raw)
                     step = approvals.sweep_step(stored[0] if stored else None, now)
                     if step == "wait":
                         await pipe.reset()  # type: ignore[no-untyped-call]
@@ -226,6 +229,20 @@ class ApprovalStore:
                     return after
                 except WatchError:
                     continue  # decided meanwhile: look again
+
+
+def _decoded(
+    key: str, raw: bytes | str | None
+) -> tuple[Approval, notification_pb2.NotificationRequest] | None:
+    """The stored record, or None when there is none or it cannot be read (the sweep then
+    drops the firing from its list, logged, rather than fail on it every pass)."""
+    if raw is None:
+        return None
+    try:
+        return decode(raw)
+    except (ValueError, KeyError, TypeError, DecodeError):
+        log.warning("approval %s: its record cannot be read; the expiry sweep drops it", key)
+        return None
 
 
 def approved(
