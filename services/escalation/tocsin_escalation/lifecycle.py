@@ -265,6 +265,19 @@ def on_call_at(
     return [u for u in users if _user_exists(config, u)]
 
 
+def _approvers_on_call(
+    config: TocsinConfig,
+    incident: incident_pb2.Incident,
+    now: datetime,
+    overrides: Overrides,
+) -> list[str]:
+    """Who is on call at level 1 now, looked up only when some rule waits for approval
+    (the look-up resolves schedules: not worth doing on every event for nothing)."""
+    if incident.suppressed or not any(r.requires_approval for r in config.automation.rules):
+        return []
+    return on_call_at(config, incident, 1, now, overrides)
+
+
 def automation(
     config: TocsinConfig,
     incident: incident_pb2.Incident,
@@ -456,7 +469,7 @@ def on_event(
         if not incident.suppressed:
             created = _at(incident.created_at) if incident.HasField("created_at") else now
             effects.timers += _reminder(config, incident, created)
-        responders = on_call_at(config, incident, 1, now, overrides)
+        responders = _approvers_on_call(config, incident, now, overrides)
         return _with(effects, automation(config, incident, "triggered", now, 0, responders))
     if kind == E.INCIDENT_EVENT_TYPE_STATUS_UPDATED:
         if event.status_update.status == "resolved":
@@ -495,7 +508,7 @@ def on_event(
                     ACK_TIMEOUT, incident.incident_id, now + service.ack_timeout, event.event_id
                 )
             )
-        responders = on_call_at(config, incident, 1, now, overrides)
+        responders = _approvers_on_call(config, incident, now, overrides)
         return _with(
             effects, automation(config, incident, "acknowledged", now, 0, responders)
         )
@@ -519,7 +532,7 @@ def on_event(
             cancel_auto_resolve=True,
             cancel_reminder=True,
         )
-        responders = on_call_at(config, incident, 1, now, overrides)
+        responders = _approvers_on_call(config, incident, now, overrides)
         return _with(effects, automation(config, incident, "resolved", now, 0, responders))
     if kind == E.INCIDENT_EVENT_TYPE_SNOOZED:
         until = (
