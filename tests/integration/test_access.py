@@ -121,6 +121,12 @@ def mutations(incident_id: str) -> dict[str, tuple[str, Call]]:
                 incident_service_pb2.AddNoteRequest(incident_id=incident_id, text="hi")
             ),
         ),
+        "SetPriority": (
+            "escalation",
+            lambda ch: inc(ch).SetPriority(
+                incident_service_pb2.SetPriorityRequest(incident_id=incident_id, priority="P2")
+            ),
+        ),
         "Reassign": (
             "escalation",
             lambda ch: inc(ch).Reassign(
@@ -228,6 +234,7 @@ async def test_too_weak_a_role_is_denied_with_the_reason(stack: Stack) -> None:
     denied = {
         ("Acknowledge", "viewer"): viewer,
         ("AddNote", "viewer"): viewer,
+        ("SetPriority", "viewer"): viewer,
         ("Resolve", "service account with viewer"): bot,
         ("CreateSilence", "responder"): responder,
         ("CreateSilence", "manager with a viewer-scoped token"): manager_read_only,
@@ -405,6 +412,9 @@ async def test_every_decision_is_on_the_audit_topic(stack: Stack) -> None:
     assert await code_of(stack, service, call, "") == grpc.StatusCode.UNAUTHENTICATED
     assert await code_of(stack, service, call, viewer) == grpc.StatusCode.PERMISSION_DENIED
     assert await code_of(stack, service, call, responder) == grpc.StatusCode.OK
+    service, call = mutations(incident.incident_id)["SetPriority"]
+    assert await code_of(stack, service, call, viewer) == grpc.StatusCode.PERMISSION_DENIED
+    assert await code_of(stack, service, call, responder) == grpc.StatusCode.OK
     async with stack.channel("escalation") as channel:
         auth = auth_service_pb2_grpc.AuthServiceStub(channel)
         records = (
@@ -420,9 +430,12 @@ async def test_every_decision_is_on_the_audit_topic(stack: Stack) -> None:
     decisions = {(r.actor, r.action, r.allowed) for r in records}
     assert ("auth-viewer", "incident.resolve", False) in decisions
     assert ("auth-resp", "incident.resolve", True) in decisions
+    assert ("auth-viewer", "incident.priority", False) in decisions
+    assert ("auth-resp", "incident.priority", True) in decisions
+    methods = {"incident.resolve": "Resolve", "incident.priority": "SetPriority"}
     for record in records:
         assert record.service == "escalation" and record.peer and len(record.trace_id) == 32
-        assert record.method == "/tocsin.v1.IncidentService/Resolve"
+        assert record.method == f"/tocsin.v1.IncidentService/{methods[record.action]}"
     assert any(r.action == "/tocsin.v1.IncidentService/Resolve" for r in anonymous)
     # Reading the audit log is for admins alone.
     async with stack.channel("escalation", responder) as channel:

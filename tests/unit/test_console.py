@@ -5,6 +5,7 @@ flags, the security headers, CSRF refusal before any call, server-side authorisa
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -660,3 +661,22 @@ def test_ratios_read_as_percentages() -> None:
         "12.3 %",
     ]
     assert views.percent(0.9995, 3) == "99.95 %"
+
+
+def test_an_automation_decision_is_said_in_a_flash_and_approval_times_read_as_text() -> None:
+    approved = views.decision_flash("restart", [{"state": "approved"}, {"state": "approved"}])
+    assert (approved.kind, approved.text) == ("ok", "automation restart: approved; it runs now")
+    rejected = views.decision_flash("restart", [{"state": "rejected"}])
+    assert rejected.text == "automation restart: rejected; it will not run"
+    assert views.decision_flash("restart", []).text == "automation restart: nothing decided"
+    at = datetime(2026, 6, 1, 10, 30, tzinfo=UTC)
+    [row] = views.approval_rows(
+        [{"rule_id": "restart", "expires_at": at, "decided_at": None, "state": "pending"}]
+    )
+    assert row == {
+        "rule_id": "restart",
+        "expires_at": "2026-06-01T10:30:00+00:00",
+        "decided_at": None,
+        "state": "pending",
+    }
+    assert views.when(row["expires_at"])  # what the page's `when` filter shows

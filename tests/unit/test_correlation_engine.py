@@ -703,3 +703,41 @@ def test_a_full_incident_takes_no_more_alerts_the_group_opens_another() -> None:
         first.incident.incident_id,
         second.incident.incident_id,
     )
+
+
+def test_command_priority_sets_it_says_what_changed_and_ignores_a_repeat(
+    engine: CorrelationEngine, incident_id: str
+) -> None:
+    first = only_event(
+        engine.on_command(command(incident_id, "p1", priority={"priority": "P2"}), NOW + 5)
+    )
+    assert first.type == T.INCIDENT_EVENT_TYPE_PRIORITY_CHANGED
+    assert first.incident.priority == "P2" and first.command_id == "p1"
+    assert first.message == "priority changed to P2 by alice"
+    again = engine.on_command(command(incident_id, "p2", priority={"priority": "P2"}), NOW + 6)
+    assert again.events == [] and again.dropped == "priority_unchanged"
+    raised = only_event(
+        engine.on_command(
+            command(incident_id, "p3", "automation:bump", priority={"priority": "P1"}), NOW + 7
+        )
+    )
+    assert raised.message == "priority changed from P2 to P1 by automation:bump"
+    # It stays with the incident: the next event carries it.
+    ack = only_event(engine.on_command(command(incident_id, "a1", acknowledge={}), NOW + 8))
+    assert ack.incident.priority == "P1"
+    # Resolved incidents still take it (a review may set it afterwards).
+    engine.on_command(command(incident_id, "r1", resolve={}), NOW + 9)
+    late = only_event(
+        engine.on_command(command(incident_id, "p4", priority={"priority": "P3"}), NOW + 10)
+    )
+    assert late.incident.priority == "P3"
+    empty = engine.on_command(command(incident_id, "p5", priority={}), NOW + 11)
+    assert empty.dropped == "priority_empty"
+
+
+def test_another_service_cannot_write_a_priority_change_as_a_timeline_entry(
+    engine: CorrelationEngine, incident_id: str
+) -> None:
+    entry = {"type": T.INCIDENT_EVENT_TYPE_PRIORITY_CHANGED, "message": "P1"}
+    outcome = engine.on_command(command(incident_id, "t1", timeline_entry=entry), NOW + 5)
+    assert outcome.dropped == "timeline_entry_reserved_type"

@@ -27,9 +27,12 @@ trip — and a timer's entry never carries a state older than the projection's.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from tocsin.v1 import incident_pb2, notification_pb2
+
+from tocsin_common.timeutil import set_timestamp
 
 INCIDENT_PREFIX = "tocsin:incident:"
 STREAM_KEY = "tocsin:incident-stream"
@@ -131,6 +134,25 @@ def queue_append(
         service_id,
         max(1, watch_backlog),
     )
+
+
+def approval_expired_entry(
+    key: str, rule_id: str, what: str, expires_at: datetime
+) -> incident_pb2.IncidentEvent:
+    """The timeline entry of an automation action whose approval expired undecided, by
+    ``automation:<rule>`` at its expiry. Its id derives from the firing's key: a sweep
+    repeated after a restart (or by two processes) appends it once."""
+    entry = incident_pb2.IncidentEvent(
+        event_id=entry_id("approval-expired", key),
+        type=incident_pb2.INCIDENT_EVENT_TYPE_NOTE_ADDED,
+        actor=f"automation:{rule_id}",
+        message=(
+            f"Automation {what}: its approval expired at "
+            f"{expires_at.isoformat(timespec='seconds')} without a decision; it will not run"
+        ),
+    )
+    set_timestamp(entry.at, expires_at)
+    return entry
 
 
 # What a page's outcome says on the timeline; outcomes not listed (a duplicate) say nothing.

@@ -130,6 +130,7 @@ def incident(message: incident_pb2.Incident) -> dict[str, Any]:
         "flapping": message.flapping,
         "suppressed": message.suppressed,
         "suppressed_reason": opt(message.suppressed_reason),
+        "priority": opt(message.priority),
         "probable_causes": [
             {
                 "rank": cause.rank,

@@ -84,6 +84,7 @@ class Incident(BaseModel):
     flapping: bool
     suppressed: bool
     suppressed_reason: str | None
+    priority: str | None = Field(description="set by a priority command, e.g. 'P1'")
     probable_causes: list[ProbableCause]
     impact: ImpactName | None = Field(
         default=None,
@@ -188,6 +189,14 @@ class ReassignBody(Strict):
 
 class NoteBody(Strict):
     content: str = Field(min_length=1)
+
+
+class PriorityBody(Strict):
+    priority: str = Field(
+        min_length=1,
+        max_length=32,
+        description="a priority id, e.g. 'P1' (one of insight.priorities when any are set)",
+    )
 
 
 class StatusUpdateBody(Strict):
@@ -299,6 +308,13 @@ class AutomationApproval(BaseModel):
 
 
 class AutomationDecision(BaseModel):
+    approvals: list[AutomationApproval]
+
+
+class AutomationApprovals(BaseModel):
+    """Every firing of the incident that waited for approval, as of now (a pending one past
+    its expiry is ``expired``)."""
+
     approvals: list[AutomationApproval]
 
 

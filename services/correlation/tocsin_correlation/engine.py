@@ -134,6 +134,7 @@ _RESERVED_TIMELINE_TYPES = frozenset(
         incident_pb2.INCIDENT_EVENT_TYPE_SUPPRESSED,
         incident_pb2.INCIDENT_EVENT_TYPE_STATUS_UPDATED,
         incident_pb2.INCIDENT_EVENT_TYPE_IMPACT_CHANGED,
+        incident_pb2.INCIDENT_EVENT_TYPE_PRIORITY_CHANGED,
     }
 )
 
@@ -161,6 +162,7 @@ class IncidentState:
     suppressed: bool = False
     suppressed_reason: str = ""
     impact: str = ""  # the public impact a responder set ("": it follows the urgency)
+    priority: str = ""  # set by a priority command
     # [{"change": ChangeRecord JSON, "rank": int, "reason": str}], most likely first
     probable_causes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -229,6 +231,8 @@ class IncidentState:
             incident.suppressed_reason = self.suppressed_reason
         if self.impact:
             incident.impact = self.impact
+        if self.priority:
+            incident.priority = self.priority
         for cause in self.probable_causes:
             incident.probable_causes.add(
                 change=ChangeRecord.from_json(cause["change"]).event(),
@@ -707,7 +711,12 @@ class CorrelationEngine:
             return Outcome(dropped="unknown_incident")
         incident = IncidentState.from_json(raw)
         kind = command.WhichOneof("command")
-        if not incident.is_open and kind not in ("note", "timeline_entry", "status_update"):
+        if not incident.is_open and kind not in (
+            "note",
+            "timeline_entry",
+            "status_update",
+            "priority",
+        ):
             return Outcome(dropped="incident_resolved")
         by = {"actor": command.actor, "command_id": command.command_id}
         if kind == "acknowledge":
@@ -744,6 +753,23 @@ class CorrelationEngine:
                 None,
                 now,
                 command.note.text,
+                **by,
+            )
+        if kind == "priority":
+            wanted = command.priority.priority
+            if not wanted:
+                return Outcome(dropped="priority_empty")
+            if wanted == incident.priority:
+                return Outcome(dropped="priority_unchanged")
+            was = incident.priority
+            incident.priority = wanted
+            change = f"from {was} to {wanted}" if was else f"to {wanted}"
+            return self._emit(
+                incident,
+                incident_pb2.INCIDENT_EVENT_TYPE_PRIORITY_CHANGED,
+                None,
+                now,
+                f"priority changed {change} by {command.actor}",
                 **by,
             )
         if kind == "status_update":

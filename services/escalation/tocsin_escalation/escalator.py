@@ -376,6 +376,10 @@ def automation_record(
                 timeout_ms=int(http.timeout_seconds * 1000),
                 requires_approval=action.requires_approval,
                 approval_ttl_ms=int(action.approval_ttl.total_seconds() * 1000),
+                approvers=[
+                    notification_pb2.Approver(user_id=user, contact_method_id=method)
+                    for user, method in action.approvers
+                ],
             ),
         )
         set_timestamp(request.requested_at, now)
@@ -394,12 +398,7 @@ def automation_record(
     elif planned.command == "resolve":
         command.resolve.SetInParent()
     else:
-        # No priority command exists on incidents yet: say so on the timeline.
-        command.timeline_entry.type = incident_pb2.INCIDENT_EVENT_TYPE_NOTE_ADDED
-        command.timeline_entry.message = (
-            f"automation rule {action.rule_id} ({action.trigger}) would set priority "
-            f"{planned.priority}, but incidents have no priority command yet"
-        )
+        command.priority.priority = planned.priority
     set_timestamp(command.requested_at, now)
     return INCIDENTS_COMMANDS, incident.service_id, command
 

@@ -30,6 +30,7 @@ from tocsin_common.config import ConfigStore, Schedule, TocsinConfig
 from tocsin_common.kafka import EventProducer
 from tocsin_common.limits import note_problem, snooze_problem
 from tocsin_common.statuspage.components import parse_impact
+from tocsin_common.priority import known_priorities, priority_problem
 from tocsin_common.statuspage.events import updates_of
 from tocsin_common.statuspage.updates import UpdateError, post_update
 from tocsin_common.timeutil import from_timestamp, set_timestamp
@@ -146,6 +147,22 @@ class IncidentServicer(incident_service_pb2_grpc.IncidentServiceServicer):
             "incident.note",
             context,
             note=incident_pb2.NoteCommand(text=request.text),
+        )
+
+    async def SetPriority(
+        self,
+        request: incident_service_pb2.SetPriorityRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> incident_service_pb2.CommandAccepted:
+        priorities = self._config.current.insight.priorities
+        problem = priority_problem(request.priority, known_priorities([p.id for p in priorities]))
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        return await self._command(
+            request.incident_id,
+            "incident.priority",
+            context,
+            priority=incident_pb2.PriorityCommand(priority=request.priority),
         )
 
     async def PostStatusUpdate(

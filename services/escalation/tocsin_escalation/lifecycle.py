@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -246,9 +247,61 @@ def incident_facts(incident: incident_pb2.Incident) -> IncidentFacts:
         title=incident.title,
         urgency=_urgency(incident),
         severity=severity,
+        priority=incident.priority,
         status="" if status == "unspecified" else status,
         labels=dict(incident.labels),
     )
+
+
+def approvers(
+    config: TocsinConfig, users: Sequence[str], urgency: str
+) -> tuple[tuple[str, str], ...]:
+    """Whom to ask for an approval: each of ``users`` (once) by the contact methods their
+    notification rules for ``urgency`` use at once (delay 0), else by their first rule's."""
+    asks: list[tuple[str, str]] = []
+    for user_id in dict.fromkeys(users):
+        pages = plan_users(config, [user_id], 1, 0, urgency)
+        now_pages = [p for p in pages if p.delay <= timedelta(0)] or pages[:1]
+        for page in now_pages:
+            if (user_id, page.contact_method_id) not in asks:
+                asks.append((user_id, page.contact_method_id))
+    return tuple(asks)
+
+
+def on_call_at(
+    config: TocsinConfig,
+    incident: incident_pb2.Incident,
+    level: int,
+    now: datetime,
+    overrides: Overrides,
+) -> list[str]:
+    """Who the incident's escalation pages at ``level`` (1-based; clamped to its levels)
+    now: its assignee, or its policy's level's targets resolved."""
+    state = EscalationState(
+        policy_id=incident.escalation_policy_id, user_id=incident.assigned_user_id
+    )
+    try:
+        levels, _ = _levels(config, state)
+    except KeyError:
+        return []
+    if not levels:
+        return []
+    step = levels[min(max(level, 1), len(levels)) - 1]
+    users = resolve_targets(config, [(t.type, t.id) for t in step.targets], now, overrides)
+    return [u for u in users if _user_exists(config, u)]
+
+
+def _approvers_on_call(
+    config: TocsinConfig,
+    incident: incident_pb2.Incident,
+    now: datetime,
+    overrides: Overrides,
+) -> list[str]:
+    """Who is on call at level 1 now, looked up only when some rule waits for approval
+    (the look-up resolves schedules: not worth doing on every event for nothing)."""
+    if incident.suppressed or not any(r.requires_approval for r in config.automation.rules):
+        return []
+    return on_call_at(config, incident, 1, now, overrides)
 
 
 def automation(
@@ -257,16 +310,23 @@ def automation(
     kind: TriggerKind,
     now: datetime,
     level: int = 0,
+    responders: Sequence[str] = (),
 ) -> Effects:
     """The automation rules that fire for this transition, planned (docs/automation.md).
-    A rule whose template cannot render for this incident is a timeline entry instead."""
+    A rule whose template cannot render for this incident is a timeline entry instead.
+    ``responders``: whom an action that waits for approval asks (on call at the level)."""
     effects = Effects()
     if not config.automation.rules or incident.suppressed:
         return effects
     transition = Transition(incident_facts(incident), kind, level)
     for rule in matching_rules(config.automation.rules, transition):
         try:
-            effects.actions.append(plan(rule, transition, now))
+            planned = plan(rule, transition, now)
+            if planned.requires_approval and responders:
+                planned = replace(
+                    planned, approvers=approvers(config, responders, _urgency(incident))
+                )
+            effects.actions.append(planned)
         except AutomationError as error:
             effects.commands.append(
                 CommandSpec(
@@ -378,7 +438,7 @@ def page_level(
     )
     # Every pass through a level plans its rules again: the firing's key is the same, so
     # the action still runs once per (incident, rule, level).
-    return _with(effects, automation(config, incident, "level", now, level))
+    return _with(effects, automation(config, incident, "level", now, level, known))
 
 
 def _user_exists(config: TocsinConfig, user_id: str) -> bool:
@@ -436,7 +496,8 @@ def on_event(
         if not incident.suppressed:
             created = _at(incident.created_at) if incident.HasField("created_at") else now
             effects.timers += _reminder(config, incident, created)
-        return _with(effects, automation(config, incident, "triggered", now))
+        responders = _approvers_on_call(config, incident, now, overrides)
+        return _with(effects, automation(config, incident, "triggered", now, 0, responders))
     if kind == E.INCIDENT_EVENT_TYPE_STATUS_UPDATED:
         posted = _at(event.at) if event.HasField("at") else now
         notices = subscriber_notice(config, event, posted)
@@ -477,7 +538,10 @@ def on_event(
                     ACK_TIMEOUT, incident.incident_id, now + service.ack_timeout, event.event_id
                 )
             )
-        return _with(effects, automation(config, incident, "acknowledged", now))
+        responders = _approvers_on_call(config, incident, now, overrides)
+        return _with(
+            effects, automation(config, incident, "acknowledged", now, 0, responders)
+        )
     if kind == E.INCIDENT_EVENT_TYPE_UNACKNOWLEDGED:
         if event.command_id and event.command_id == state.quiet_unack:
             # Our own, sent when a snooze ended: that run already paged.
@@ -498,7 +562,8 @@ def on_event(
             cancel_auto_resolve=True,
             cancel_reminder=True,
         )
-        return _with(effects, automation(config, incident, "resolved", now))
+        responders = _approvers_on_call(config, incident, now, overrides)
+        return _with(effects, automation(config, incident, "resolved", now, 0, responders))
     if kind == E.INCIDENT_EVENT_TYPE_SNOOZED:
         until = (
             incident.snoozed_until.ToDatetime(tzinfo=UTC)

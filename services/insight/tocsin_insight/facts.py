@@ -209,7 +209,9 @@ def _new_fact(event: incident_pb2.IncidentEvent, directory: Directory) -> Incide
         title=incident.title,
         urgency="low" if incident.urgency == E.URGENCY_LOW else "high",
         severity=severity,
-        priority=directory.priority_of(
+        # A priority set by a command wins over the one insight.priorities derives.
+        priority=incident.priority
+        or directory.priority_of(
             incident.service_id,
             severity,
             "low" if incident.urgency == E.URGENCY_LOW else "high",
@@ -250,6 +252,8 @@ def fold_incident(
     if kind not in TIMELINE_ONLY:
         changes["status"] = _status(incident)
         changes["title"] = incident.title or current.title
+        if incident.priority:
+            changes["priority"] = incident.priority
     if kind == E.INCIDENT_EVENT_TYPE_TRIGGERED and fact is not None and not current.source:
         # The fact was made from an entry folded first, without the opening alert.
         changes["source"] = event.alert.source

@@ -45,7 +45,12 @@ from tocsin_notification.consumer import ConcurrentConsumer
 from tocsin_notification.contacts import ContactDirectory, GrpcContacts
 from tocsin_notification.delivery import Deliverer
 from tocsin_notification.grpc_api import NotificationServicer
-from tocsin_notification.http_api import LinkCommandSender, LinkHandler, make_app
+from tocsin_notification.http_api import (
+    LinkApprovalSender,
+    LinkCommandSender,
+    LinkHandler,
+    make_app,
+)
 from tocsin_notification.idempotency import IdempotencyStore
 from tocsin_notification.links import KeyRing, LinkSigner, key_ring_from_env
 from tocsin_notification.pipeline import Pipeline
@@ -244,6 +249,7 @@ async def serve(stop: asyncio.Event) -> None:
         incident_service_pb2_grpc.IncidentServiceStub(channel),
         LinkCommandSender(producer, access),
         clock,
+        LinkApprovalSender(automation, access),
     )
     runner = web.AppRunner(make_app(links), access_log=None)
     await runner.setup()
@@ -260,6 +266,7 @@ async def serve(stop: asyncio.Event) -> None:
     tasks = [
         asyncio.create_task(consumer.run()),
         asyncio.create_task(config.watch(settings.config_reload_seconds)),
+        asyncio.create_task(automation.run_expiry_sweep()),
     ]
     try:
         # Serving once this member joined its consumer group and can do its work.

@@ -4,24 +4,30 @@ One record per firing (its idempotency key): the approval's state (pure state ma
 tocsin_common.automation.approval) and the request to run once it is approved. A set per
 incident lists its firings, so a decision names only the incident and the rule. A decision
 is a compare-and-set (WATCH): two people deciding at once get one decision and one
-conflict.
+conflict. A sorted set of the waiting firings by expiry feeds the expiry sweep, which marks
+an approval nobody decided in time as expired and writes its timeline entry once.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 from tocsin.v1 import notification_pb2
+from tocsin_common import timeline
 from tocsin_common.automation import approval as approvals
 from tocsin_common.automation.approval import Approval, ApprovalConflict
 
 TTL_S = 30 * 24 * 3600
+log = logging.getLogger("tocsin.notification.approvals")
 
 
 def _record_key(key: str) -> str:
@@ -30,6 +36,10 @@ def _record_key(key: str) -> str:
 
 def _index_key(incident_id: str) -> str:
     return f"tocsin:automation:approvals:{incident_id}"
+
+
+# Every firing that waits, scored by its expiry (unix seconds): what the expiry sweep reads.
+EXPIRING_KEY = "tocsin:automation:approvals:expiring"
 
 
 def encode(approval: Approval, request: notification_pb2.NotificationRequest) -> bytes:
@@ -77,12 +87,24 @@ class ApprovalStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.sadd(index, pending.key)
             pipe.expire(index, TTL_S)
+            if created:
+                pipe.zadd(EXPIRING_KEY, {pending.key: pending.expires_at.timestamp()})
             await pipe.execute()
         return pending if created else None
 
     async def get(self, key: str) -> tuple[Approval, notification_pb2.NotificationRequest] | None:
         raw = await self._redis.get(_record_key(key))
         return None if raw is None else decode(raw)
+
+    async def of_incident(self, incident_id: str, now: datetime) -> list[Approval]:
+        """Every firing of the incident that waited for approval, as of ``now``, oldest
+        first."""
+        found = []
+        for key in await self._redis.smembers(_index_key(incident_id)):
+            stored = await self.get(key.decode() if isinstance(key, bytes) else key)
+            if stored is not None:
+                found.append(approvals.current(stored[0], now))
+        return sorted(found, key=lambda a: (a.requested_at, a.key))
 
     async def of_rule(
         self, incident_id: str, rule_id: str, now: datetime
@@ -145,6 +167,82 @@ class ApprovalStore:
                     return after, request
                 except WatchError:
                     continue  # decided meanwhile: read it again (then it is a conflict)
+
+
+    async def expire_due(
+        self,
+        now: datetime,
+        describe: Callable[[notification_pb2.AutomationAction], str],
+        limit: int = 100,
+    ) -> list[Approval]:
+        """Mark the firings whose approval expired undecided as expired, each with a
+        timeline entry by its rule (appended once: its id derives from the key, so a sweep
+        repeated after a crash between the entry and the list's update adds none); drop
+        decided ones from the list. Returns the ones expired now."""
+        due = await self._redis.zrangebyscore(
+            EXPIRING_KEY, "-inf", now.timestamp(), start=0, num=limit
+        )
+        expired = []
+        for raw_key in due:
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            done = await self._expire_one(key, now, describe)
+            if done is not None:
+                expired.append(done)
+        return expired
+
+    async def _expire_one(
+        self,
+        key: str,
+        now: datetime,
+        describe: Callable[[notification_pb2.AutomationAction], str],
+    ) -> Approval | None:
+        record = _record_key(key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(record)
+                    raw = await pipe.get(record)
+                    stored = _decoded(key, raw)
+                    step = approvals.sweep_step(stored[0] if stored else None, now)
+                    if step == "wait":
+                        await pipe.reset()  # type: ignore[no-untyped-call]
+                        return None
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    if step == "drop" or stored is None:
+                        pipe.zrem(EXPIRING_KEY, key)
+                        await pipe.execute()
+                        return None
+                    approval, request = stored
+                    after = approvals.current(approval, now)
+                    pipe.set(record, encode(after, request), ex=TTL_S)
+                    incident = request.incident
+                    timeline.queue_append(
+                        pipe,
+                        timeline.approval_expired_entry(
+                            key, after.rule_id, describe(request.automation), after.expires_at
+                        ),
+                        incident.incident_id,
+                        incident.service_id,
+                    )
+                    pipe.zrem(EXPIRING_KEY, key)
+                    await pipe.execute()
+                    return after
+                except WatchError:
+                    continue  # decided meanwhile: look again
+
+
+def _decoded(
+    key: str, raw: bytes | str | None
+) -> tuple[Approval, notification_pb2.NotificationRequest] | None:
+    """The stored record, or None when there is none or it cannot be read (the sweep then
+    drops the firing from its list, logged, rather than fail on it every pass)."""
+    if raw is None:
+        return None
+    try:
+        return decode(raw)
+    except (ValueError, KeyError, TypeError, DecodeError):
+        log.warning("approval %s: its record cannot be read; the expiry sweep drops it", key)
+        return None
 
 
 def approved(

@@ -18,18 +18,23 @@ sent again when its lease runs out).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import uuid
+from datetime import datetime
 from typing import Literal
 
 import aiohttp
+from redis.exceptions import RedisError
 from tocsin.v1 import notification_pb2
 from tocsin_common.automation import CHANNEL
-from tocsin_common.automation.approval import Approval
+from tocsin_common.automation.approval import Approval, current
 from tocsin_common.clock import Clock
 from tocsin_common.config.model import NotificationSettings
 from tocsin_common.outgoing import DestinationPolicy
 from tocsin_common.outgoing_http import redacted_url
 from tocsin_common.secrets import read_secret
+from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import NOTIFICATIONS_REQUESTS
 
 from tocsin_notification.approvals import ApprovalStore, approved
@@ -42,8 +47,12 @@ from tocsin_notification.providers.http import HttpClient
 from tocsin_notification.providers.webhook import SIGNATURE_HEADER, sign
 
 Outcome = notification_pb2.DeliveryOutcome
+log = logging.getLogger("tocsin.notification.automation")
 
 EXCERPT_CHARS = 300
+# How often the expiry sweep looks for approvals that expired undecided (one sorted-set
+# read when none did).
+EXPIRY_SWEEP_S = 2.0
 
 
 def describe(action: notification_pb2.AutomationAction) -> str:
@@ -73,6 +82,35 @@ def headers_for(
     return headers
 
 
+def ask_requests(
+    request: notification_pb2.NotificationRequest, pending: Approval
+) -> list[notification_pb2.NotificationRequest]:
+    """The messages asking each approver of the waiting action for its approval, as pages
+    to their contact methods; each keyed by the firing, the person and the method."""
+    action = request.automation
+    asks = []
+    for approver in action.approvers:
+        ask = notification_pb2.NotificationRequest(
+            request_id=str(uuid.uuid4()),
+            idempotency_key=(
+                f"{request.idempotency_key}/ask/{approver.user_id}/{approver.contact_method_id}"
+            ),
+            incident=request.incident,
+            user_id=approver.user_id,
+            contact_method_id=approver.contact_method_id,
+            urgency=request.urgency or request.incident.urgency,
+            approval_ask=notification_pb2.ApprovalAsk(
+                rule_id=action.rule_id,
+                trigger=action.trigger,
+                action=f"{action.method or 'POST'} {redacted_url(action.url)}",
+            ),
+        )
+        set_timestamp(ask.approval_ask.expires_at, pending.expires_at)
+        set_timestamp(ask.requested_at, pending.requested_at)
+        asks.append(ask)
+    return asks
+
+
 class AutomationRunner:
     def __init__(
         self,
@@ -87,6 +125,7 @@ class AutomationRunner:
         self._pipeline = pipeline
         self._clock = clock
         self._approvals = approvals
+        self.approvals = approvals
         self._producer = producer
         self._secret = secret
         self._http = HttpClient("automation", destinations=destinations)
@@ -110,6 +149,9 @@ class AutomationRunner:
             secret=secret.encode() if secret else None,
             destinations=DestinationPolicy(settings.outgoing.allow),
         )
+
+    def now(self) -> datetime:
+        return self._clock.now()
 
     async def decide(
         self,
@@ -147,27 +189,79 @@ class AutomationRunner:
             await asyncio.gather(*job.produced)
         return [approval for approval, _ in decided]
 
+    async def sweep_expired(self) -> list[Approval]:
+        """One pass of the expiry sweep: approvals that expired undecided become
+        ``expired``, each with its timeline entry (docs/automation.md#approval)."""
+        expired = await self._approvals.expire_due(self._clock.now(), describe)
+        for approval in expired:
+            log.info(
+                "automation approval expired",
+                extra={"incident_id": approval.incident_id, "rule_id": approval.rule_id},
+            )
+        return expired
+
+    async def run_expiry_sweep(self, every_s: float = EXPIRY_SWEEP_S) -> None:
+        """The sweep, for as long as the process runs (a Redis error waits for the next
+        pass: nothing is lost, the list keeps the firing until it is handled)."""
+        while True:
+            try:
+                await self.sweep_expired()
+            except (RedisError, OSError):
+                log.warning("automation expiry sweep failed; trying again", exc_info=True)
+            await self._clock.sleep(every_s)
+
     async def _await_approval(self, job: Job) -> notification_pb2.NotificationStatus:
         request = job.request
         record = self._pipeline.record
-        pending = await self._approvals.open(request, self._clock.now())
+        now = self._clock.now()
+        pending = await self._approvals.open(request, now)
         if pending is None:
+            # A redelivery or a replay: ask again while it waits (each ask's key makes a
+            # message already sent a duplicate), in case the first try died before asking.
+            stored = await self._approvals.get(request.idempotency_key)
+            if stored is not None and current(stored[0], now).state == "pending":
+                await self._ask(job, stored[0])
             return await record.record(
                 job, CHANNEL, Outcome.DELIVERY_OUTCOME_DUPLICATE, "already waits for approval"
             )
+        asked = await self._ask(job, pending)
         action = request.automation
         where = (
             f"POST /api/v1/incidents/{request.incident.incident_id}/automation/"
             f"{action.rule_id}/approve"
         )
+        who = f"asked {', '.join(asked)} with signed links; or " if asked else ""
         until = pending.expires_at.isoformat(timespec="seconds")
         return await record.record(
             job,
             CHANNEL,
             Outcome.DELIVERY_OUTCOME_AWAITING_APPROVAL,
             f"waits for approval until {until}",
-            note=f"Automation {describe(action)} waits for approval until {until} ({where})",
+            note=f"Automation {describe(action)} waits for approval until {until} "
+            f"({who}{where})",
         )
+
+    async def _ask(self, job: Job, pending: Approval) -> list[str]:
+        """A message to each approver escalation named, with signed approve/reject links
+        (on notifications.requests, as a page: the pipeline delivers it once per key).
+        Returns who was asked."""
+        asked: list[str] = []
+        for ask in ask_requests(job.request, pending):
+            job.produced.append(
+                await self._producer.enqueue(NOTIFICATIONS_REQUESTS, ask.user_id, ask)
+            )
+            if ask.user_id not in asked:
+                asked.append(ask.user_id)
+        return asked
+
+    async def firings(self, incident_id: str, rule_id: str) -> list[Approval]:
+        """The rule's firings on the incident that wait or waited for approval, as of now."""
+        return [
+            approval
+            for approval, _ in await self._approvals.of_rule(
+                incident_id, rule_id, self._clock.now()
+            )
+        ]
 
     async def _check_approved(self, job: Job) -> notification_pb2.NotificationStatus | None:
         """None when the request's approval is on record; else its refusal, recorded."""

@@ -17,7 +17,7 @@ from tocsin.v1 import (
 )
 from tocsin_common.auth.access import AccessControl
 from tocsin_common.auth.directory import contact_resource, incident_resource
-from tocsin_common.automation.approval import ApprovalConflict
+from tocsin_common.automation.approval import Approval, ApprovalConflict
 from tocsin_common.timeutil import set_timestamp
 
 from tocsin_notification.delivery import Deliverer
@@ -117,19 +117,23 @@ class NotificationServicer(notification_service_pb2_grpc.NotificationServiceServ
             raise AssertionError("unreachable") from None
         response = notification_service_pb2.DecideAutomationResponse()
         for approval in decided:
-            out = response.approvals.add(
-                key=approval.key,
-                rule_id=approval.rule_id,
-                incident_id=approval.incident_id,
-                trigger=approval.key.rsplit("/", 1)[-1].replace("-", " "),
-                state=approval.state,
-                decided_by=approval.decided_by,
-                reason=approval.reason,
-            )
-            set_timestamp(out.requested_at, approval.requested_at)
-            set_timestamp(out.expires_at, approval.expires_at)
-            if approval.decided_at is not None:
-                set_timestamp(out.decided_at, approval.decided_at)
+            _approval_message(response.approvals.add(), approval)
+        return response
+
+    async def ListApprovals(
+        self,
+        request: notification_service_pb2.ListApprovalsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> notification_service_pb2.ListApprovalsResponse:
+        if not request.incident_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incident_id: is required")
+        await self._authorize_incident_read(request.incident_id, context)
+        response = notification_service_pb2.ListApprovalsResponse()
+        runner = self._deliverer.automation
+        if runner is None:
+            return response
+        for approval in await runner.approvals.of_incident(request.incident_id, runner.now()):
+            _approval_message(response.approvals.add(), approval)
         return response
 
     async def SendTestNotification(
@@ -161,3 +165,19 @@ class NotificationServicer(notification_service_pb2_grpc.NotificationServiceServ
             ),
         )
         return await self._deliverer.deliver(page)
+
+
+def _approval_message(
+    out: notification_service_pb2.AutomationApproval, approval: Approval
+) -> None:
+    out.key = approval.key
+    out.rule_id = approval.rule_id
+    out.incident_id = approval.incident_id
+    out.trigger = approval.key.rsplit("/", 1)[-1].replace("-", " ")
+    out.state = approval.state
+    out.decided_by = approval.decided_by
+    out.reason = approval.reason
+    set_timestamp(out.requested_at, approval.requested_at)
+    set_timestamp(out.expires_at, approval.expires_at)
+    if approval.decided_at is not None:
+        set_timestamp(out.decided_at, approval.decided_at)

@@ -1,13 +1,17 @@
-"""notification's HTTP server: the signed acknowledge/resolve links of every page.
+"""notification's HTTP server: the signed acknowledge/resolve links of every page, and the
+approve/reject links of the messages asking for an automation action's approval.
 
 GET  /v1/links/{token}   a confirm page with a form that POSTs (no script); changes nothing,
 HEAD /v1/links/{token}   so mail scanners and link previews that fetch links act on nothing
 POST /v1/links/{token}   acknowledges/resolves: a command on incidents.commands whose actor
-                         is the link's user (the signed link is the credential), audited
+                         is the link's user (the signed link is the credential), audited;
+                         approves/rejects: the decision on the rule's waiting actions, its
+                         actor the link's user, audited (automation.approve)
 
-Only POST acts. Before acting (and before offering the form) the incident's current state
-is read from escalation (`IncidentService.Get`): a link whose incident is already in or
-past the state it leads to answers 409 with that state and changes nothing. A tampered
+Only POST acts. Before acting (and before offering the form) the current state is read: the
+incident's from escalation (`IncidentService.Get`), or the approval's from Redis. A link
+whose incident is already in or past the state it leads to, or whose approval is no longer
+pending (decided, or expired), answers 409 with that state and changes nothing. A tampered
 link, or one signed with a key no longer in the ring, answers 403; an expired one 410.
 """
 
@@ -16,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from typing import Protocol
+from typing import Literal, Protocol
 
 import grpc
 from aiohttp import web
 from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 from tocsin.v1 import incident_pb2, incident_service_pb2
 from tocsin_common.auth.access import AccessControl
 from tocsin_common.auth.directory import incident_resource
 from tocsin_common.auth.policy import Decision, Principal, PrincipalKind
+from tocsin_common.automation.approval import Approval, ApprovalConflict
 from tocsin_common.clock import Clock
 from tocsin_common.commands import incident_command, send_command
 from tocsin_common.kafka import EventProducer
@@ -37,14 +43,22 @@ from tocsin_notification.links import (
     LinkOutcome,
     LinkProblem,
     LinkSigner,
+    approval_outcome,
     link_outcome,
 )
 
 log = logging.getLogger("tocsin.notification.links")
 
-_VERBS = {"acknowledge": ("Acknowledge", "acknowledged"), "resolve": ("Resolve", "resolved")}
+_VERBS = {
+    "acknowledge": ("Acknowledge", "acknowledged"),
+    "resolve": ("Resolve", "resolved"),
+    "approve": ("Approve", "approved"),
+    "reject": ("Reject", "rejected"),
+}
 # The incident's state on a 409, for clients that read headers rather than the page.
 STATE_HEADER = "X-Tocsin-Incident-State"
+# The approval's state on a 409 of an approve/reject link (approved, rejected, expired).
+APPROVAL_STATE_HEADER = "X-Tocsin-Approval-State"
 _TIMEOUT_S = 10.0
 
 
@@ -93,6 +107,62 @@ class LinkCommandSender:
         await send_command(self._producer, command)
 
 
+class LinkApprovals(Protocol):
+    """Reads and decides the automation approvals a verified approve/reject link names."""
+
+    async def firings(self, claim: LinkClaim) -> list[Approval]: ...
+
+    async def decide(self, claim: LinkClaim, peer: str) -> list[Approval]: ...
+
+
+class ApprovalDecider(Protocol):
+    async def firings(self, incident_id: str, rule_id: str) -> list[Approval]: ...
+
+    async def decide(
+        self,
+        incident_id: str,
+        rule_id: str,
+        verdict: Literal["approve", "reject"],
+        actor: str,
+        reason: str = "",
+    ) -> list[Approval]: ...
+
+
+class LinkApprovalSender:
+    """A signed approve/reject link is the credential of one decision by the person the
+    message went to: audited as ``automation.approve`` by that person, then decided with
+    them as its actor (approved actions go back on notifications.requests to run)."""
+
+    def __init__(self, decider: ApprovalDecider, access: AccessControl) -> None:
+        self._decider = decider
+        self._access = access
+
+    async def firings(self, claim: LinkClaim) -> list[Approval]:
+        return await self._decider.firings(claim.incident_id, claim.rule_id)
+
+    async def decide(self, claim: LinkClaim, peer: str) -> list[Approval]:
+        await self._access.audit.record(
+            principal=Principal(claim.user_id, PrincipalKind.USER),
+            action="automation.approve",
+            resource=incident_resource(
+                self._access.config.current, claim.incident_id, claim.service_id
+            ),
+            decision=Decision(
+                True,
+                f"signed {claim.action} link for rule {claim.rule_id!r} in a message to "
+                f"{claim.user_id!r} (key {claim.kid})",
+            ),
+            peer=peer,
+            method="POST /v1/links/{token}",
+        )
+        verdict: Literal["approve", "reject"] = (
+            "approve" if claim.action == "approve" else "reject"
+        )
+        return await self._decider.decide(
+            claim.incident_id, claim.rule_id, verdict, claim.user_id
+        )
+
+
 _COMMANDS = {
     "acknowledge": incident_pb2.AcknowledgeCommand,
     "resolve": incident_pb2.ResolveCommand,
@@ -133,14 +203,26 @@ def _incident_words(claim: LinkClaim) -> str:
     return f"<b>{html.escape(claim.incident_id)}</b> on <b>{html.escape(claim.service_id)}</b>"
 
 
+def _approval_words(claim: LinkClaim) -> str:
+    """'automation rule <b>x</b> on incident <b>id</b> on <b>service</b>', escaped."""
+    rule = html.escape(claim.rule_id)
+    return f"automation rule <b>{rule}</b> on incident {_incident_words(claim)}"
+
+
 class LinkHandler:
     def __init__(
-        self, signer: LinkSigner, incidents: IncidentClient, commands: LinkCommands, clock: Clock
+        self,
+        signer: LinkSigner,
+        incidents: IncidentClient,
+        commands: LinkCommands,
+        clock: Clock,
+        approvals: LinkApprovals | None = None,
     ) -> None:
         self._signer = signer
         self._incidents = incidents  # reads only: the incident's current state
         self._commands = commands
         self._clock = clock
+        self._approvals = approvals
 
     def _claim(self, request: web.Request) -> LinkClaim | web.Response:
         try:
@@ -210,6 +292,8 @@ class LinkHandler:
         claim = self._claim(request)
         if isinstance(claim, web.Response):
             return claim
+        if claim.decides_approval:
+            return await self._approval_get(claim)
         status = await self._status(claim)
         if isinstance(status, web.Response):
             return status
@@ -233,6 +317,8 @@ class LinkHandler:
         claim = self._claim(request)
         if isinstance(claim, web.Response):
             return claim
+        if claim.decides_approval:
+            return await self._approval_post(claim, request.remote or "")
         status = await self._status(claim)
         if isinstance(status, web.Response):
             return status
@@ -266,6 +352,108 @@ class LinkHandler:
             f"Incident {done}",
             f"Incident {_incident_words(claim)} is {done} by "
             f"{html.escape(claim.user_id)}. You can close this page.",
+        )
+
+
+    # --- approve/reject links ---------------------------------------------------------
+
+    async def _waiting(self, claim: LinkClaim) -> list[Approval] | web.Response:
+        """The rule's firings on the incident, or the page that says why not (none: 404;
+        none pending: 409 with the latest one's state)."""
+        if self._approvals is None:
+            return _page(404, "Nothing waits for approval", "This Tocsin runs no automation.")
+        try:
+            firings = await asyncio.wait_for(self._approvals.firings(claim), _TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as e:
+            return self._unavailable(claim, e)
+        if not firings:
+            return _page(
+                404,
+                "Nothing waits for approval",
+                f"No action of {_approval_words(claim)} ever waited for approval.",
+            )
+        if approval_outcome([f.state for f in firings]) is LinkOutcome.MOOT:
+            return self._moot_approval(claim, firings[-1])
+        return firings
+
+    def _moot_approval(self, claim: LinkClaim, latest: Approval) -> web.Response:
+        by = f" by {latest.decided_by}" if latest.decided_by else ""
+        return _page(
+            409,
+            f"Already {latest.state}",
+            f"The action of {_approval_words(claim)} is already "
+            f"{html.escape(latest.state + by)}, so there is nothing to {claim.action}. "
+            "Nothing was changed.",
+            headers={APPROVAL_STATE_HEADER: latest.state},
+        )
+
+    def _unavailable(self, claim: LinkClaim, e: BaseException) -> web.Response:
+        log.warning(
+            "link %s failed: %s",
+            claim.action,
+            type(e).__name__,
+            extra={"incident_id": claim.incident_id},
+        )
+        return _page(
+            503, "Tocsin could not do that right now", "Please try the link again in a moment."
+        )
+
+    async def _approval_get(self, claim: LinkClaim) -> web.Response:
+        waiting = await self._waiting(claim)
+        if isinstance(waiting, web.Response):
+            return waiting
+        verb, _ = _VERBS[claim.action]
+        pending = [f for f in waiting if f.state == "pending"]
+        until = max(f.expires_at for f in pending).isoformat(timespec="seconds")
+        runs = "it runs now" if claim.action == "approve" else "it never runs"
+        form = (
+            f'<form method="post"><button type="submit">{verb}</button></form>'
+            f"<p><small>Rule {html.escape(claim.rule_id)} on incident "
+            f"{html.escape(claim.incident_id)}, as {html.escape(claim.user_id)}; it waits "
+            f"until {html.escape(until)}.</small></p>"
+        )
+        return _page(
+            200,
+            f"{verb} this automation action?",
+            f"Press the button to {claim.action} the action of {_approval_words(claim)}: "
+            f"{runs}.",
+            form,
+        )
+
+    async def _approval_post(self, claim: LinkClaim, peer: str) -> web.Response:
+        waiting = await self._waiting(claim)
+        if isinstance(waiting, web.Response):
+            return waiting
+        assert self._approvals is not None
+        _, done = _VERBS[claim.action]
+        try:
+            await asyncio.wait_for(self._approvals.decide(claim, peer), _TIMEOUT_S)
+        except ApprovalConflict:
+            # Decided (or expired) between the look and the decision.
+            latest = await self._waiting(claim)
+            if isinstance(latest, web.Response):
+                return latest
+            return _page(409, "Already decided", "Someone decided it just now.")
+        except LookupError:
+            return _page(404, "Nothing waits for approval", "It is gone.")
+        except (KafkaError, RedisError, OSError, TimeoutError) as e:
+            return self._unavailable(claim, e)
+        log.info(
+            "automation %s by link",
+            done,
+            extra={
+                "incident_id": claim.incident_id,
+                "rule_id": claim.rule_id,
+                "user_id": claim.user_id,
+                "kid": claim.kid,
+            },
+        )
+        then = "It runs now." if claim.action == "approve" else "It will not run."
+        return _page(
+            200,
+            f"Action {done}",
+            f"The action of {_approval_words(claim)} is {done} by "
+            f"{html.escape(claim.user_id)}. {then} You can close this page.",
         )
 
 

@@ -1,8 +1,10 @@
-"""Signed, expiring acknowledge/resolve links, their key ring, and what a link may do.
+"""Signed, expiring links, their key ring, and what a link may do: acknowledge/resolve in
+pages, approve/reject in the messages that ask for an automation action's approval.
 
 A token is `<kid>.<payload>.<signature>`: `kid` names the key that signed it, the payload
 is base64url (no padding) of compact JSON {"a": action, "i": incident id, "s": service id,
-"u": user id, "e": expiry (unix s)}, and the signature is base64url of
+"u": user id, "e": expiry (unix s)} (an approve/reject link adds "r": the automation
+rule's id), and the signature is base64url of
 HMAC-SHA256(key, "<kid>.<payload>"). Changing any byte breaks the signature; an expired
 token is refused even when correctly signed.
 
@@ -31,7 +33,9 @@ from enum import StrEnum
 from tocsin.v1 import incident_pb2
 from tocsin_common.secrets import SecretError, check_secret, read_secret
 
-ACTIONS = ("acknowledge", "resolve")
+INCIDENT_ACTIONS = ("acknowledge", "resolve")
+APPROVAL_ACTIONS = ("approve", "reject")
+ACTIONS = INCIDENT_ACTIONS + APPROVAL_ACTIONS
 KID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
@@ -55,6 +59,11 @@ class LinkClaim:
     user_id: str
     expires_at: int
     kid: str = ""
+    rule_id: str = ""  # approve/reject: the automation rule whose action waits
+
+    @property
+    def decides_approval(self) -> bool:
+        return self.action in APPROVAL_ACTIONS
 
 
 def _b64(raw: bytes) -> str:
@@ -180,17 +189,27 @@ class LinkSigner:
         return _b64(mac.digest())
 
     def token(
-        self, action: str, incident_id: str, service_id: str, user_id: str, now: datetime
+        self,
+        action: str,
+        incident_id: str,
+        service_id: str,
+        user_id: str,
+        now: datetime,
+        rule_id: str = "",
     ) -> str:
         if action not in ACTIONS:
             raise ValueError(f"action {action!r}: expected one of {ACTIONS}")
-        claim = {
+        if (action in APPROVAL_ACTIONS) != bool(rule_id):
+            raise ValueError(f"rule_id: an {action} link needs one, and only such a link")
+        claim: dict[str, str | int] = {
             "a": action,
             "i": incident_id,
             "s": service_id,
             "u": user_id,
             "e": int((now + self.ttl).timestamp()),
         }
+        if rule_id:
+            claim["r"] = rule_id
         payload = _b64(json.dumps(claim, separators=(",", ":"), sort_keys=True).encode())
         kid = self.ring.current.kid
         return f"{kid}.{payload}.{self._mac(kid, payload)}"
@@ -217,10 +236,11 @@ class LinkSigner:
                 user_id=str(data["u"]),
                 expires_at=int(data["e"]),
                 kid=kid,
+                rule_id=str(data.get("r", "")),
             )
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise LinkError(LinkProblem.TAMPERED, "the link cannot be read") from None
-        if claim.action not in ACTIONS:
+        if claim.action not in ACTIONS or claim.decides_approval != bool(claim.rule_id):
             raise LinkError(LinkProblem.TAMPERED, "the link names an unknown action")
         if now.timestamp() >= claim.expires_at:
             raise LinkError(LinkProblem.EXPIRED, "the link has expired")
@@ -234,8 +254,9 @@ class LinkSigner:
         service_id: str,
         user_id: str,
         now: datetime,
+        rule_id: str = "",
     ) -> str:
-        token = self.token(action, incident_id, service_id, user_id, now)
+        token = self.token(action, incident_id, service_id, user_id, now, rule_id)
         return f"{public_url.rstrip('/')}/v1/links/{token}"
 
 
@@ -263,9 +284,17 @@ class LinkOutcome(StrEnum):
 
 
 def link_outcome(action: str, status: int) -> LinkOutcome:
-    """What a link for `action` does to an incident in `status` (an IncidentStatus)."""
+    """What an acknowledge/resolve link does to an incident in `status` (an
+    IncidentStatus)."""
     if action not in _LEADS_TO:
         raise ValueError(f"action {action!r}: expected one of {ACTIONS}")
     if _PROGRESS.get(status, 0) >= _LEADS_TO[action]:
         return LinkOutcome.MOOT
     return LinkOutcome.ACT
+
+
+def approval_outcome(states: list[str]) -> LinkOutcome:
+    """What an approve/reject link does, given the states of its rule's firings on the
+    incident (as of now): acts while one is pending, else it is moot (decided or expired:
+    409, nothing changes)."""
+    return LinkOutcome.ACT if "pending" in states else LinkOutcome.MOOT

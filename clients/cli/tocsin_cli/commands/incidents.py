@@ -47,6 +47,7 @@ INCIDENT_COLUMNS = [
 INCIDENT_FIELDS = [
     *INCIDENT_COLUMNS,
     Column("severity", "severity"),
+    Column("priority", "priority"),
     Column("assigned", "assigned_user_id"),
     Column("policy", "escalation_policy_id"),
     Column("updated", "updated_at"),
@@ -348,6 +349,25 @@ def note_(
         answer = api.post(f"/incidents/{id}/notes", {"content": content})
     if output is OutputFormat.table:
         out(f"note added to {id}\n")
+    else:
+        out(render_data(answer, output))
+
+
+@app.command("priority")
+def priority_(
+    ctx: typer.Context,
+    id: Annotated[str, typer.Argument(help="incident id")],
+    priority: Annotated[str, typer.Argument(help="a priority id, e.g. P1")],
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Set an incident's priority (one of insight.priorities when any are configured).
+
+    Example: tocsin incidents priority INCIDENT_ID P1
+    """
+    with state(ctx).client() as api:
+        answer = api.post(f"/incidents/{id}/priority", {"priority": priority})
+    if output is OutputFormat.table:
+        out(f"priority of {id} set to {priority}\n")
     else:
         out(render_data(answer, output))
 

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tocsin.v1 import alert_pb2 as tocsin_dot_v1_dot_alert__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tocsin/v1/incident.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15tocsin/v1/alert.proto\"\x8c\x06\n\x08Incident\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.tocsin.v1.IncidentStatus\x12#\n\x07urgency\x18\x05 \x01(\x0e\x32\x12.tocsin.v1.Urgency\x12%\n\x08severity\x18\x06 \x01(\x0e\x32\x13.tocsin.v1.Severity\x12\x11\n\tgroup_key\x18\x07 \x01(\t\x12\x1c\n\x14\x65scalation_policy_id\x18\x08 \x01(\t\x12\x13\n\x0b\x61lert_count\x18\t \x01(\x05\x12\x18\n\x10open_alert_count\x18\n \x01(\x05\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndedup_keys\x18\x0e \x03(\t\x12/\n\x06labels\x18\x0f \x03(\x0b\x32\x1f.tocsin.v1.Incident.LabelsEntry\x12\x18\n\x10\x61ssigned_user_id\x18\x10 \x01(\t\x12\x31\n\rsnoozed_until\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0fprobable_causes\x18\x12 \x03(\x0b\x32\x18.tocsin.v1.ProbableCause\x12\x1b\n\x13held_by_incident_id\x18\x13 \x01(\t\x12\x10\n\x08\x66lapping\x18\x14 \x01(\x08\x12\x12\n\nsuppressed\x18\x15 \x01(\x08\x12\x19\n\x11suppressed_reason\x18\x16 \x01(\t\x12\x0e\n\x06impact\x18\x17 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\rProbableCause\x12&\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x16.tocsin.v1.ChangeEvent\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa7\x02\n\rIncidentEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x1c.tocsin.v1.IncidentEventType\x12%\n\x08incident\x18\x03 \x01(\x0b\x32\x13.tocsin.v1.Incident\x12\x1f\n\x05\x61lert\x18\x04 \x01(\x0b\x32\x10.tocsin.v1.Alert\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncommand_id\x18\x08 \x01(\t\x12\x34\n\rstatus_update\x18\t \x01(\x0b\x32\x1d.tocsin.v1.PublicStatusUpdate\"\x14\n\x12\x41\x63knowledgeCommand\"\x10\n\x0eResolveCommand\"@\n\x0fReassignCommand\x12\x1c\n\x14\x65scalation_policy_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\":\n\rSnoozeCommand\x12)\n\x05until\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\x0bNoteCommand\x12\x0c\n\x04text\x18\x01 \x01(\t\"K\n\x12PublicStatusUpdate\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0cpublic_title\x18\x03 \x01(\t\"\"\n\x10SetImpactCommand\x12\x0e\n\x06impact\x18\x01 \x01(\t\"\x16\n\x14UnacknowledgeCommand\"S\n\x14TimelineEntryCommand\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.tocsin.v1.IncidentEventType\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe2\x04\n\x0fIncidentCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x13\n\x0bincident_id\x18\x02 \x01(\t\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x30\n\x0crequested_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0b\x61\x63knowledge\x18\n \x01(\x0b\x32\x1d.tocsin.v1.AcknowledgeCommandH\x00\x12,\n\x07resolve\x18\x0b \x01(\x0b\x32\x19.tocsin.v1.ResolveCommandH\x00\x12.\n\x08reassign\x18\x0c \x01(\x0b\x32\x1a.tocsin.v1.ReassignCommandH\x00\x12*\n\x06snooze\x18\r \x01(\x0b\x32\x18.tocsin.v1.SnoozeCommandH\x00\x12&\n\x04note\x18\x0e \x01(\x0b\x32\x16.tocsin.v1.NoteCommandH\x00\x12\x38\n\runacknowledge\x18\x0f \x01(\x0b\x32\x1f.tocsin.v1.UnacknowledgeCommandH\x00\x12\x39\n\x0etimeline_entry\x18\x10 \x01(\x0b\x32\x1f.tocsin.v1.TimelineEntryCommandH\x00\x12\x36\n\rstatus_update\x18\x11 \x01(\x0b\x32\x1d.tocsin.v1.PublicStatusUpdateH\x00\x12\x31\n\nset_impact\x18\x12 \x01(\x0b\x32\x1b.tocsin.v1.SetImpactCommandH\x00\x42\t\n\x07\x63ommand*\x90\x01\n\x0eIncidentStatus\x12\x1f\n\x1bINCIDENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19INCIDENT_STATUS_TRIGGERED\x10\x01\x12 \n\x1cINCIDENT_STATUS_ACKNOWLEDGED\x10\x02\x12\x1c\n\x18INCIDENT_STATUS_RESOLVED\x10\x03*E\n\x07Urgency\x12\x17\n\x13URGENCY_UNSPECIFIED\x10\x00\x12\x10\n\x0cURGENCY_HIGH\x10\x01\x12\x0f\n\x0bURGENCY_LOW\x10\x02*\xc6\x05\n\x11IncidentEventType\x12#\n\x1fINCIDENT_EVENT_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1dINCIDENT_EVENT_TYPE_TRIGGERED\x10\x01\x12#\n\x1fINCIDENT_EVENT_TYPE_ALERT_ADDED\x10\x02\x12%\n!INCIDENT_EVENT_TYPE_ALERT_UPDATED\x10\x03\x12$\n INCIDENT_EVENT_TYPE_ACKNOWLEDGED\x10\x04\x12&\n\"INCIDENT_EVENT_TYPE_UNACKNOWLEDGED\x10\x05\x12 \n\x1cINCIDENT_EVENT_TYPE_RESOLVED\x10\x06\x12\"\n\x1eINCIDENT_EVENT_TYPE_REASSIGNED\x10\x07\x12\x1f\n\x1bINCIDENT_EVENT_TYPE_SNOOZED\x10\x08\x12\"\n\x1eINCIDENT_EVENT_TYPE_NOTE_ADDED\x10\t\x12!\n\x1dINCIDENT_EVENT_TYPE_ESCALATED\x10\n\x12 \n\x1cINCIDENT_EVENT_TYPE_NOTIFIED\x10\x0b\x12\"\n\x1eINCIDENT_EVENT_TYPE_SUPPRESSED\x10\x0c\x12\x1c\n\x18INCIDENT_EVENT_TYPE_HELD\x10\r\x12 \n\x1cINCIDENT_EVENT_TYPE_RELEASED\x10\x0e\x12 \n\x1cINCIDENT_EVENT_TYPE_FLAPPING\x10\x0f\x12&\n\"INCIDENT_EVENT_TYPE_STATUS_UPDATED\x10\x10\x12)\n%INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE\x10\x11\x12&\n\"INCIDENT_EVENT_TYPE_IMPACT_CHANGED\x10\x12\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tocsin/v1/incident.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15tocsin/v1/alert.proto\"\x9e\x06\n\x08Incident\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.tocsin.v1.IncidentStatus\x12#\n\x07urgency\x18\x05 \x01(\x0e\x32\x12.tocsin.v1.Urgency\x12%\n\x08severity\x18\x06 \x01(\x0e\x32\x13.tocsin.v1.Severity\x12\x11\n\tgroup_key\x18\x07 \x01(\t\x12\x1c\n\x14\x65scalation_policy_id\x18\x08 \x01(\t\x12\x13\n\x0b\x61lert_count\x18\t \x01(\x05\x12\x18\n\x10open_alert_count\x18\n \x01(\x05\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndedup_keys\x18\x0e \x03(\t\x12/\n\x06labels\x18\x0f \x03(\x0b\x32\x1f.tocsin.v1.Incident.LabelsEntry\x12\x18\n\x10\x61ssigned_user_id\x18\x10 \x01(\t\x12\x31\n\rsnoozed_until\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0fprobable_causes\x18\x12 \x03(\x0b\x32\x18.tocsin.v1.ProbableCause\x12\x1b\n\x13held_by_incident_id\x18\x13 \x01(\t\x12\x10\n\x08\x66lapping\x18\x14 \x01(\x08\x12\x12\n\nsuppressed\x18\x15 \x01(\x08\x12\x19\n\x11suppressed_reason\x18\x16 \x01(\t\x12\x0e\n\x06impact\x18\x17 \x01(\t\x12\x10\n\x08priority\x18\x18 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\rProbableCause\x12&\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x16.tocsin.v1.ChangeEvent\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa7\x02\n\rIncidentEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x1c.tocsin.v1.IncidentEventType\x12%\n\x08incident\x18\x03 \x01(\x0b\x32\x13.tocsin.v1.Incident\x12\x1f\n\x05\x61lert\x18\x04 \x01(\x0b\x32\x10.tocsin.v1.Alert\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncommand_id\x18\x08 \x01(\t\x12\x34\n\rstatus_update\x18\t \x01(\x0b\x32\x1d.tocsin.v1.PublicStatusUpdate\"\x14\n\x12\x41\x63knowledgeCommand\"\x10\n\x0eResolveCommand\"@\n\x0fReassignCommand\x12\x1c\n\x14\x65scalation_policy_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\":\n\rSnoozeCommand\x12)\n\x05until\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\x0bNoteCommand\x12\x0c\n\x04text\x18\x01 \x01(\t\"#\n\x0fPriorityCommand\x12\x10\n\x08priority\x18\x01 \x01(\t\"K\n\x12PublicStatusUpdate\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0cpublic_title\x18\x03 \x01(\t\"\"\n\x10SetImpactCommand\x12\x0e\n\x06impact\x18\x01 \x01(\t\"\x16\n\x14UnacknowledgeCommand\"S\n\x14TimelineEntryCommand\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.tocsin.v1.IncidentEventType\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x92\x05\n\x0fIncidentCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x13\n\x0bincident_id\x18\x02 \x01(\t\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x30\n\x0crequested_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0b\x61\x63knowledge\x18\n \x01(\x0b\x32\x1d.tocsin.v1.AcknowledgeCommandH\x00\x12,\n\x07resolve\x18\x0b \x01(\x0b\x32\x19.tocsin.v1.ResolveCommandH\x00\x12.\n\x08reassign\x18\x0c \x01(\x0b\x32\x1a.tocsin.v1.ReassignCommandH\x00\x12*\n\x06snooze\x18\r \x01(\x0b\x32\x18.tocsin.v1.SnoozeCommandH\x00\x12&\n\x04note\x18\x0e \x01(\x0b\x32\x16.tocsin.v1.NoteCommandH\x00\x12\x38\n\runacknowledge\x18\x0f \x01(\x0b\x32\x1f.tocsin.v1.UnacknowledgeCommandH\x00\x12\x39\n\x0etimeline_entry\x18\x10 \x01(\x0b\x32\x1f.tocsin.v1.TimelineEntryCommandH\x00\x12\x36\n\rstatus_update\x18\x11 \x01(\x0b\x32\x1d.tocsin.v1.PublicStatusUpdateH\x00\x12\x31\n\nset_impact\x18\x12 \x01(\x0b\x32\x1b.tocsin.v1.SetImpactCommandH\x00\x12.\n\x08priority\x18\x13 \x01(\x0b\x32\x1a.tocsin.v1.PriorityCommandH\x00\x42\t\n\x07\x63ommand*\x90\x01\n\x0eIncidentStatus\x12\x1f\n\x1bINCIDENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19INCIDENT_STATUS_TRIGGERED\x10\x01\x12 \n\x1cINCIDENT_STATUS_ACKNOWLEDGED\x10\x02\x12\x1c\n\x18INCIDENT_STATUS_RESOLVED\x10\x03*E\n\x07Urgency\x12\x17\n\x13URGENCY_UNSPECIFIED\x10\x00\x12\x10\n\x0cURGENCY_HIGH\x10\x01\x12\x0f\n\x0bURGENCY_LOW\x10\x02*\xf0\x05\n\x11IncidentEventType\x12#\n\x1fINCIDENT_EVENT_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1dINCIDENT_EVENT_TYPE_TRIGGERED\x10\x01\x12#\n\x1fINCIDENT_EVENT_TYPE_ALERT_ADDED\x10\x02\x12%\n!INCIDENT_EVENT_TYPE_ALERT_UPDATED\x10\x03\x12$\n INCIDENT_EVENT_TYPE_ACKNOWLEDGED\x10\x04\x12&\n\"INCIDENT_EVENT_TYPE_UNACKNOWLEDGED\x10\x05\x12 \n\x1cINCIDENT_EVENT_TYPE_RESOLVED\x10\x06\x12\"\n\x1eINCIDENT_EVENT_TYPE_REASSIGNED\x10\x07\x12\x1f\n\x1bINCIDENT_EVENT_TYPE_SNOOZED\x10\x08\x12\"\n\x1eINCIDENT_EVENT_TYPE_NOTE_ADDED\x10\t\x12!\n\x1dINCIDENT_EVENT_TYPE_ESCALATED\x10\n\x12 \n\x1cINCIDENT_EVENT_TYPE_NOTIFIED\x10\x0b\x12\"\n\x1eINCIDENT_EVENT_TYPE_SUPPRESSED\x10\x0c\x12\x1c\n\x18INCIDENT_EVENT_TYPE_HELD\x10\r\x12 \n\x1cINCIDENT_EVENT_TYPE_RELEASED\x10\x0e\x12 \n\x1cINCIDENT_EVENT_TYPE_FLAPPING\x10\x0f\x12&\n\"INCIDENT_EVENT_TYPE_STATUS_UPDATED\x10\x10\x12)\n%INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE\x10\x11\x12&\n\"INCIDENT_EVENT_TYPE_IMPACT_CHANGED\x10\x12\x12(\n$INCIDENT_EVENT_TYPE_PRIORITY_CHANGED\x10\x13\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,38 +35,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INCIDENT_LABELSENTRY']._loaded_options = None
   _globals['_INCIDENT_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_INCIDENTSTATUS']._serialized_start=2294
-  _globals['_INCIDENTSTATUS']._serialized_end=2438
-  _globals['_URGENCY']._serialized_start=2440
-  _globals['_URGENCY']._serialized_end=2509
-  _globals['_INCIDENTEVENTTYPE']._serialized_start=2512
-  _globals['_INCIDENTEVENTTYPE']._serialized_end=3222
+  _globals['_INCIDENTSTATUS']._serialized_start=2397
+  _globals['_INCIDENTSTATUS']._serialized_end=2541
+  _globals['_URGENCY']._serialized_start=2543
+  _globals['_URGENCY']._serialized_end=2612
+  _globals['_INCIDENTEVENTTYPE']._serialized_start=2615
+  _globals['_INCIDENTEVENTTYPE']._serialized_end=3367
   _globals['_INCIDENT']._serialized_start=96
-  _globals['_INCIDENT']._serialized_end=876
-  _globals['_INCIDENT_LABELSENTRY']._serialized_start=831
-  _globals['_INCIDENT_LABELSENTRY']._serialized_end=876
-  _globals['_PROBABLECAUSE']._serialized_start=878
-  _globals['_PROBABLECAUSE']._serialized_end=963
-  _globals['_INCIDENTEVENT']._serialized_start=966
-  _globals['_INCIDENTEVENT']._serialized_end=1261
-  _globals['_ACKNOWLEDGECOMMAND']._serialized_start=1263
-  _globals['_ACKNOWLEDGECOMMAND']._serialized_end=1283
-  _globals['_RESOLVECOMMAND']._serialized_start=1285
-  _globals['_RESOLVECOMMAND']._serialized_end=1301
-  _globals['_REASSIGNCOMMAND']._serialized_start=1303
-  _globals['_REASSIGNCOMMAND']._serialized_end=1367
-  _globals['_SNOOZECOMMAND']._serialized_start=1369
-  _globals['_SNOOZECOMMAND']._serialized_end=1427
-  _globals['_NOTECOMMAND']._serialized_start=1429
-  _globals['_NOTECOMMAND']._serialized_end=1456
-  _globals['_PUBLICSTATUSUPDATE']._serialized_start=1458
-  _globals['_PUBLICSTATUSUPDATE']._serialized_end=1533
-  _globals['_SETIMPACTCOMMAND']._serialized_start=1535
-  _globals['_SETIMPACTCOMMAND']._serialized_end=1569
-  _globals['_UNACKNOWLEDGECOMMAND']._serialized_start=1571
-  _globals['_UNACKNOWLEDGECOMMAND']._serialized_end=1593
-  _globals['_TIMELINEENTRYCOMMAND']._serialized_start=1595
-  _globals['_TIMELINEENTRYCOMMAND']._serialized_end=1678
-  _globals['_INCIDENTCOMMAND']._serialized_start=1681
-  _globals['_INCIDENTCOMMAND']._serialized_end=2291
+  _globals['_INCIDENT']._serialized_end=894
+  _globals['_INCIDENT_LABELSENTRY']._serialized_start=849
+  _globals['_INCIDENT_LABELSENTRY']._serialized_end=894
+  _globals['_PROBABLECAUSE']._serialized_start=896
+  _globals['_PROBABLECAUSE']._serialized_end=981
+  _globals['_INCIDENTEVENT']._serialized_start=984
+  _globals['_INCIDENTEVENT']._serialized_end=1279
+  _globals['_ACKNOWLEDGECOMMAND']._serialized_start=1281
+  _globals['_ACKNOWLEDGECOMMAND']._serialized_end=1301
+  _globals['_RESOLVECOMMAND']._serialized_start=1303
+  _globals['_RESOLVECOMMAND']._serialized_end=1319
+  _globals['_REASSIGNCOMMAND']._serialized_start=1321
+  _globals['_REASSIGNCOMMAND']._serialized_end=1385
+  _globals['_SNOOZECOMMAND']._serialized_start=1387
+  _globals['_SNOOZECOMMAND']._serialized_end=1445
+  _globals['_NOTECOMMAND']._serialized_start=1447
+  _globals['_NOTECOMMAND']._serialized_end=1474
+  _globals['_PRIORITYCOMMAND']._serialized_start=1476
+  _globals['_PRIORITYCOMMAND']._serialized_end=1511
+  _globals['_PUBLICSTATUSUPDATE']._serialized_start=1513
+  _globals['_PUBLICSTATUSUPDATE']._serialized_end=1588
+  _globals['_SETIMPACTCOMMAND']._serialized_start=1590
+  _globals['_SETIMPACTCOMMAND']._serialized_end=1624
+  _globals['_UNACKNOWLEDGECOMMAND']._serialized_start=1626
+  _globals['_UNACKNOWLEDGECOMMAND']._serialized_end=1648
+  _globals['_TIMELINEENTRYCOMMAND']._serialized_start=1650
+  _globals['_TIMELINEENTRYCOMMAND']._serialized_end=1733
+  _globals['_INCIDENTCOMMAND']._serialized_start=1736
+  _globals['_INCIDENTCOMMAND']._serialized_end=2394
 # @@protoc_insertion_point(module_scope)

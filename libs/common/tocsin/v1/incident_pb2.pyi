@@ -98,6 +98,8 @@ class _IncidentEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inc
     """no public update for the cadence: post one"""
     INCIDENT_EVENT_TYPE_IMPACT_CHANGED: _IncidentEventType.ValueType  # 18
     """a responder set (or cleared) the public impact"""
+    INCIDENT_EVENT_TYPE_PRIORITY_CHANGED: _IncidentEventType.ValueType  # 19
+    """a priority command set the incident's priority"""
 
 class IncidentEventType(_IncidentEventType, metaclass=_IncidentEventTypeEnumTypeWrapper): ...
 
@@ -133,6 +135,8 @@ INCIDENT_EVENT_TYPE_STATUS_UPDATE_DUE: IncidentEventType.ValueType  # 17
 """no public update for the cadence: post one"""
 INCIDENT_EVENT_TYPE_IMPACT_CHANGED: IncidentEventType.ValueType  # 18
 """a responder set (or cleared) the public impact"""
+INCIDENT_EVENT_TYPE_PRIORITY_CHANGED: IncidentEventType.ValueType  # 19
+"""a priority command set the incident's priority"""
 Global___IncidentEventType: _TypeAlias = IncidentEventType  # noqa: Y015
 
 @_typing.final
@@ -184,6 +188,7 @@ class Incident(_message.Message):
     SUPPRESSED_FIELD_NUMBER: _builtins.int
     SUPPRESSED_REASON_FIELD_NUMBER: _builtins.int
     IMPACT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
     service_id: _builtins.str
     title: _builtins.str
@@ -208,6 +213,8 @@ class Incident(_message.Message):
     partial_outage or major_outage; empty: the impact follows the urgency
     (status_page.impact). Shown on the public status page (docs/status-page.md).
     """
+    priority: _builtins.str
+    """Set by a priority command (a person's, or an automation rule's); empty until then."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -252,10 +259,11 @@ class Incident(_message.Message):
         suppressed: _builtins.bool = ...,
         suppressed_reason: _builtins.str = ...,
         impact: _builtins.str = ...,
+        priority: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "resolved_at", b"resolved_at", "snoozed_until", b"snoozed_until", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_count", b"alert_count", "assigned_user_id", b"assigned_user_id", "created_at", b"created_at", "dedup_keys", b"dedup_keys", "escalation_policy_id", b"escalation_policy_id", "flapping", b"flapping", "group_key", b"group_key", "held_by_incident_id", b"held_by_incident_id", "impact", b"impact", "incident_id", b"incident_id", "labels", b"labels", "open_alert_count", b"open_alert_count", "probable_causes", b"probable_causes", "resolved_at", b"resolved_at", "service_id", b"service_id", "severity", b"severity", "snoozed_until", b"snoozed_until", "status", b"status", "suppressed", b"suppressed", "suppressed_reason", b"suppressed_reason", "title", b"title", "updated_at", b"updated_at", "urgency", b"urgency"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_count", b"alert_count", "assigned_user_id", b"assigned_user_id", "created_at", b"created_at", "dedup_keys", b"dedup_keys", "escalation_policy_id", b"escalation_policy_id", "flapping", b"flapping", "group_key", b"group_key", "held_by_incident_id", b"held_by_incident_id", "impact", b"impact", "incident_id", b"incident_id", "labels", b"labels", "open_alert_count", b"open_alert_count", "priority", b"priority", "probable_causes", b"probable_causes", "resolved_at", b"resolved_at", "service_id", b"service_id", "severity", b"severity", "snoozed_until", b"snoozed_until", "status", b"status", "suppressed", b"suppressed", "suppressed_reason", b"suppressed_reason", "title", b"title", "updated_at", b"updated_at", "urgency", b"urgency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -442,6 +450,27 @@ class NoteCommand(_message.Message):
 Global___NoteCommand: _TypeAlias = NoteCommand  # noqa: Y015
 
 @_typing.final
+class PriorityCommand(_message.Message):
+    """Sets the incident's priority (an id of insight.priorities, e.g. "P1")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    priority: _builtins.str
+    def __init__(
+        self,
+        *,
+        priority: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriorityCommand: _TypeAlias = PriorityCommand  # noqa: Y015
+
+@_typing.final
 class PublicStatusUpdate(_message.Message):
     """A status update for the public status page (docs/status-page.md), already cleaned by
     tocsin_common.statuspage.updates.post_update when the command is made.
@@ -564,6 +593,7 @@ class IncidentCommand(_message.Message):
     TIMELINE_ENTRY_FIELD_NUMBER: _builtins.int
     STATUS_UPDATE_FIELD_NUMBER: _builtins.int
     SET_IMPACT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     incident_id: _builtins.str
     service_id: _builtins.str
@@ -588,6 +618,8 @@ class IncidentCommand(_message.Message):
     def status_update(self) -> Global___PublicStatusUpdate: ...
     @_builtins.property
     def set_impact(self) -> Global___SetImpactCommand: ...
+    @_builtins.property
+    def priority(self) -> Global___PriorityCommand: ...
     def __init__(
         self,
         *,
@@ -605,12 +637,13 @@ class IncidentCommand(_message.Message):
         timeline_entry: Global___TimelineEntryCommand | None = ...,
         status_update: Global___PublicStatusUpdate | None = ...,
         set_impact: Global___SetImpactCommand | None = ...,
+        priority: Global___PriorityCommand | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "command", b"command", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "set_impact", b"set_impact", "snooze", b"snooze", "status_update", b"status_update", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "command", b"command", "note", b"note", "priority", b"priority", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "set_impact", b"set_impact", "snooze", b"snooze", "status_update", b"status_update", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "actor", b"actor", "command", b"command", "command_id", b"command_id", "incident_id", b"incident_id", "note", b"note", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "service_id", b"service_id", "set_impact", b"set_impact", "snooze", b"snooze", "status_update", b"status_update", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge", b"acknowledge", "actor", b"actor", "command", b"command", "command_id", b"command_id", "incident_id", b"incident_id", "note", b"note", "priority", b"priority", "reassign", b"reassign", "requested_at", b"requested_at", "resolve", b"resolve", "service_id", b"service_id", "set_impact", b"set_impact", "snooze", b"snooze", "status_update", b"status_update", "timeline_entry", b"timeline_entry", "unacknowledge", b"unacknowledge"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["acknowledge", "resolve", "reassign", "snooze", "note", "unacknowledge", "timeline_entry", "status_update", "set_impact"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["acknowledge", "resolve", "reassign", "snooze", "note", "unacknowledge", "timeline_entry", "status_update", "set_impact", "priority"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 

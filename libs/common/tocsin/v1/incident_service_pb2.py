@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tocsin.v1 import incident_pb2 as tocsin_dot_v1_dot_incident__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tocsin/v1/incident_service.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tocsin/v1/incident.proto\"5\n\x0bIncidentRef\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x11\n\x05\x61\x63tor\x18\x02 \x01(\tB\x02\x18\x01\"%\n\x0f\x43ommandAccepted\x12\x12\n\ncommand_id\x18\x01 \x01(\t\"h\n\x0fReassignRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x11\n\x05\x61\x63tor\x18\x02 \x01(\tB\x02\x18\x01\x12\x1c\n\x14\x65scalation_policy_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"b\n\rSnoozeRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x11\n\x05\x61\x63tor\x18\x02 \x01(\tB\x02\x18\x01\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x0e\x41\x64\x64NoteRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x11\n\x05\x61\x63tor\x18\x02 \x01(\tB\x02\x18\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\"e\n\x17PostStatusUpdateRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x14\n\x0cpublic_title\x18\x04 \x01(\t\"7\n\x10SetImpactRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x0e\n\x06impact\x18\x02 \x01(\t\"q\n\x18PostStatusUpdateResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12-\n\x06update\x18\x02 \x01(\x0b\x32\x1d.tocsin.v1.PublicStatusUpdate\x12\x12\n\nredactions\x18\x03 \x03(\t\">\n\x11StatusPageRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x12StatusPageIncident\x12%\n\x08incident\x18\x01 \x01(\x0b\x32\x13.tocsin.v1.Incident\x12)\n\x07updates\x18\x02 \x03(\x0b\x32\x18.tocsin.v1.IncidentEvent\"g\n\x12StatusPageResponse\x12!\n\x04open\x18\x01 \x03(\x0b\x32\x13.tocsin.v1.Incident\x12.\n\x07updated\x18\x02 \x03(\x0b\x32\x1d.tocsin.v1.StatusPageIncident\")\n\x12GetIncidentRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\"\x97\x02\n\x14ListIncidentsRequest\x12\x13\n\x0bservice_ids\x18\x01 \x03(\t\x12+\n\x08statuses\x18\x02 \x03(\x0e\x32\x19.tocsin.v1.IncidentStatus\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\r\n\x05teams\x18\x04 \x03(\t\x12%\n\turgencies\x18\x05 \x03(\x0e\x32\x12.tocsin.v1.Urgency\x12\x31\n\rcreated_since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcreated_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\npage_token\x18\x08 \x01(\t\"p\n\x15ListIncidentsResponse\x12&\n\tincidents\x18\x01 \x03(\x0b\x32\x13.tocsin.v1.Incident\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x16\n\x0ewatch_position\x18\x03 \x01(\t\"&\n\x0fTimelineRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\"<\n\x10TimelineResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.tocsin.v1.IncidentEvent\":\n\x0cWatchRequest\x12\x13\n\x0bservice_ids\x18\x01 \x03(\t\x12\x15\n\rfrom_position\x18\x02 \x01(\t\"G\n\nWatchEvent\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.IncidentEvent\x12\x10\n\x08position\x18\x02 \x01(\t2\xcd\x06\n\x0fIncidentService\x12\x41\n\x0b\x41\x63knowledge\x12\x16.tocsin.v1.IncidentRef\x1a\x1a.tocsin.v1.CommandAccepted\x12=\n\x07Resolve\x12\x16.tocsin.v1.IncidentRef\x1a\x1a.tocsin.v1.CommandAccepted\x12\x42\n\x08Reassign\x12\x1a.tocsin.v1.ReassignRequest\x1a\x1a.tocsin.v1.CommandAccepted\x12>\n\x06Snooze\x12\x18.tocsin.v1.SnoozeRequest\x1a\x1a.tocsin.v1.CommandAccepted\x12@\n\x07\x41\x64\x64Note\x12\x19.tocsin.v1.AddNoteRequest\x1a\x1a.tocsin.v1.CommandAccepted\x12\x39\n\x03Get\x12\x1d.tocsin.v1.GetIncidentRequest\x1a\x13.tocsin.v1.Incident\x12I\n\x04List\x12\x1f.tocsin.v1.ListIncidentsRequest\x1a .tocsin.v1.ListIncidentsResponse\x12\x43\n\x08Timeline\x12\x1a.tocsin.v1.TimelineRequest\x1a\x1b.tocsin.v1.TimelineResponse\x12\x39\n\x05Watch\x12\x17.tocsin.v1.WatchRequest\x1a\x15.tocsin.v1.WatchEvent0\x01\x12[\n\x10PostStatusUpdate\x12\".tocsin.v1.PostStatusUpdateRequest\x1a#.tocsin.v1.PostStatusUpdateResponse\x12I\n\nStatusPage\x12\x1c.tocsin.v1.StatusPageRequest\x1a\x1d.tocsin.v1.StatusPageResponse\x12\x44\n\tSetImpact\x12\x1b.tocsin.v1.SetImpactRequest\x1a\x1a.tocsin.v1.CommandAcceptedb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tocsin/v1/incident_service.proto\x12\ttocsin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tocsin/v1/incident.proto\"5\n\x0bIncidentRef\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x11\n\x05\x61\x63tor\x18\x02 \x01(\tB\x02\x18\x01\"%\n\x0f\x43ommandAccepted\x12\x12\n\ncommand_id\x18\x01 \x01(\t\"h\n\x0fReassignRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x11\n\x05\x61\x63tor\x18\x02 \x01(\tB\x02\x18\x01\x12\x1c\n\x14\x65scalation_policy_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"b\n\rSnoozeRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x11\n\x05\x61\x63tor\x18\x02 \x01(\tB\x02\x18\x01\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x0e\x41\x64\x64NoteRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x11\n\x05\x61\x63tor\x18\x02 \x01(\tB\x02\x18\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\";\n\x12SetPriorityRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x10\n\x08priority\x18\x02 \x01(\t\"e\n\x17PostStatusUpdateRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x14\n\x0cpublic_title\x18\x04 \x01(\t\"7\n\x10SetImpactRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x0e\n\x06impact\x18\x02 \x01(\t\"q\n\x18PostStatusUpdateResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12-\n\x06update\x18\x02 \x01(\x0b\x32\x1d.tocsin.v1.PublicStatusUpdate\x12\x12\n\nredactions\x18\x03 \x03(\t\">\n\x11StatusPageRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x12StatusPageIncident\x12%\n\x08incident\x18\x01 \x01(\x0b\x32\x13.tocsin.v1.Incident\x12)\n\x07updates\x18\x02 \x03(\x0b\x32\x18.tocsin.v1.IncidentEvent\"g\n\x12StatusPageResponse\x12!\n\x04open\x18\x01 \x03(\x0b\x32\x13.tocsin.v1.Incident\x12.\n\x07updated\x18\x02 \x03(\x0b\x32\x1d.tocsin.v1.StatusPageIncident\")\n\x12GetIncidentRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\"\x97\x02\n\x14ListIncidentsRequest\x12\x13\n\x0bservice_ids\x18\x01 \x03(\t\x12+\n\x08statuses\x18\x02 \x03(\x0e\x32\x19.tocsin.v1.IncidentStatus\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\r\n\x05teams\x18\x04 \x03(\t\x12%\n\turgencies\x18\x05 \x03(\x0e\x32\x12.tocsin.v1.Urgency\x12\x31\n\rcreated_since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcreated_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\npage_token\x18\x08 \x01(\t\"p\n\x15ListIncidentsResponse\x12&\n\tincidents\x18\x01 \x03(\x0b\x32\x13.tocsin.v1.Incident\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x16\n\x0ewatch_position\x18\x03 \x01(\t\"&\n\x0fTimelineRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\"<\n\x10TimelineResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.tocsin.v1.IncidentEvent\":\n\x0cWatchRequest\x12\x13\n\x0bservice_ids\x18\x01 \x03(\t\x12\x15\n\rfrom_position\x18\x02 \x01(\t\"G\n\nWatchEvent\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.tocsin.v1.IncidentEvent\x12\x10\n\x08position\x18\x02 \x01(\t2\x97\x07\n\x0fIncidentService\x12\x41\n\x0b\x41\x63knowledge\x12\x16.tocsin.v1.IncidentRef\x1a\x1a.tocsin.v1.CommandAccepted\x12=\n\x07Resolve\x12\x16.tocsin.v1.IncidentRef\x1a\x1a.tocsin.v1.CommandAccepted\x12\x42\n\x08Reassign\x12\x1a.tocsin.v1.ReassignRequest\x1a\x1a.tocsin.v1.CommandAccepted\x12>\n\x06Snooze\x12\x18.tocsin.v1.SnoozeRequest\x1a\x1a.tocsin.v1.CommandAccepted\x12@\n\x07\x41\x64\x64Note\x12\x19.tocsin.v1.AddNoteRequest\x1a\x1a.tocsin.v1.CommandAccepted\x12H\n\x0bSetPriority\x12\x1d.tocsin.v1.SetPriorityRequest\x1a\x1a.tocsin.v1.CommandAccepted\x12\x39\n\x03Get\x12\x1d.tocsin.v1.GetIncidentRequest\x1a\x13.tocsin.v1.Incident\x12I\n\x04List\x12\x1f.tocsin.v1.ListIncidentsRequest\x1a .tocsin.v1.ListIncidentsResponse\x12\x43\n\x08Timeline\x12\x1a.tocsin.v1.TimelineRequest\x1a\x1b.tocsin.v1.TimelineResponse\x12\x39\n\x05Watch\x12\x17.tocsin.v1.WatchRequest\x1a\x15.tocsin.v1.WatchEvent0\x01\x12[\n\x10PostStatusUpdate\x12\".tocsin.v1.PostStatusUpdateRequest\x1a#.tocsin.v1.PostStatusUpdateResponse\x12I\n\nStatusPage\x12\x1c.tocsin.v1.StatusPageRequest\x1a\x1d.tocsin.v1.StatusPageResponse\x12\x44\n\tSetImpact\x12\x1b.tocsin.v1.SetImpactRequest\x1a\x1a.tocsin.v1.CommandAcceptedb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,32 +51,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNOOZEREQUEST']._serialized_end=404
   _globals['_ADDNOTEREQUEST']._serialized_start=406
   _globals['_ADDNOTEREQUEST']._serialized_end=476
-  _globals['_POSTSTATUSUPDATEREQUEST']._serialized_start=478
-  _globals['_POSTSTATUSUPDATEREQUEST']._serialized_end=579
-  _globals['_SETIMPACTREQUEST']._serialized_start=581
-  _globals['_SETIMPACTREQUEST']._serialized_end=636
-  _globals['_POSTSTATUSUPDATERESPONSE']._serialized_start=638
-  _globals['_POSTSTATUSUPDATERESPONSE']._serialized_end=751
-  _globals['_STATUSPAGEREQUEST']._serialized_start=753
-  _globals['_STATUSPAGEREQUEST']._serialized_end=815
-  _globals['_STATUSPAGEINCIDENT']._serialized_start=817
-  _globals['_STATUSPAGEINCIDENT']._serialized_end=919
-  _globals['_STATUSPAGERESPONSE']._serialized_start=921
-  _globals['_STATUSPAGERESPONSE']._serialized_end=1024
-  _globals['_GETINCIDENTREQUEST']._serialized_start=1026
-  _globals['_GETINCIDENTREQUEST']._serialized_end=1067
-  _globals['_LISTINCIDENTSREQUEST']._serialized_start=1070
-  _globals['_LISTINCIDENTSREQUEST']._serialized_end=1349
-  _globals['_LISTINCIDENTSRESPONSE']._serialized_start=1351
-  _globals['_LISTINCIDENTSRESPONSE']._serialized_end=1463
-  _globals['_TIMELINEREQUEST']._serialized_start=1465
-  _globals['_TIMELINEREQUEST']._serialized_end=1503
-  _globals['_TIMELINERESPONSE']._serialized_start=1505
-  _globals['_TIMELINERESPONSE']._serialized_end=1565
-  _globals['_WATCHREQUEST']._serialized_start=1567
-  _globals['_WATCHREQUEST']._serialized_end=1625
-  _globals['_WATCHEVENT']._serialized_start=1627
-  _globals['_WATCHEVENT']._serialized_end=1698
-  _globals['_INCIDENTSERVICE']._serialized_start=1701
-  _globals['_INCIDENTSERVICE']._serialized_end=2546
+  _globals['_SETPRIORITYREQUEST']._serialized_start=478
+  _globals['_SETPRIORITYREQUEST']._serialized_end=537
+  _globals['_POSTSTATUSUPDATEREQUEST']._serialized_start=539
+  _globals['_POSTSTATUSUPDATEREQUEST']._serialized_end=640
+  _globals['_SETIMPACTREQUEST']._serialized_start=642
+  _globals['_SETIMPACTREQUEST']._serialized_end=697
+  _globals['_POSTSTATUSUPDATERESPONSE']._serialized_start=699
+  _globals['_POSTSTATUSUPDATERESPONSE']._serialized_end=812
+  _globals['_STATUSPAGEREQUEST']._serialized_start=814
+  _globals['_STATUSPAGEREQUEST']._serialized_end=876
+  _globals['_STATUSPAGEINCIDENT']._serialized_start=878
+  _globals['_STATUSPAGEINCIDENT']._serialized_end=980
+  _globals['_STATUSPAGERESPONSE']._serialized_start=982
+  _globals['_STATUSPAGERESPONSE']._serialized_end=1085
+  _globals['_GETINCIDENTREQUEST']._serialized_start=1087
+  _globals['_GETINCIDENTREQUEST']._serialized_end=1128
+  _globals['_LISTINCIDENTSREQUEST']._serialized_start=1131
+  _globals['_LISTINCIDENTSREQUEST']._serialized_end=1410
+  _globals['_LISTINCIDENTSRESPONSE']._serialized_start=1412
+  _globals['_LISTINCIDENTSRESPONSE']._serialized_end=1524
+  _globals['_TIMELINEREQUEST']._serialized_start=1526
+  _globals['_TIMELINEREQUEST']._serialized_end=1564
+  _globals['_TIMELINERESPONSE']._serialized_start=1566
+  _globals['_TIMELINERESPONSE']._serialized_end=1626
+  _globals['_WATCHREQUEST']._serialized_start=1628
+  _globals['_WATCHREQUEST']._serialized_end=1686
+  _globals['_WATCHEVENT']._serialized_start=1688
+  _globals['_WATCHEVENT']._serialized_end=1759
+  _globals['_INCIDENTSERVICE']._serialized_start=1762
+  _globals['_INCIDENTSERVICE']._serialized_end=2681
 # @@protoc_insertion_point(module_scope)

@@ -184,6 +184,29 @@ class AddNoteRequest(_message.Message):
 Global___AddNoteRequest: _TypeAlias = AddNoteRequest  # noqa: Y015
 
 @_typing.final
+class SetPriorityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    priority: _builtins.str
+    """a priority id, e.g. "P1" (insight.priorities)"""
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+        priority: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_id", b"incident_id", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPriorityRequest: _TypeAlias = SetPriorityRequest  # noqa: Y015
+
+@_typing.final
 class PostStatusUpdateRequest(_message.Message):
     """A status update for the public (docs/status-page.md); authorised as incident.status_update."""
 

@@ -60,6 +60,11 @@ class IncidentServiceStub:
                 request_serializer=tocsin_dot_v1_dot_incident__service__pb2.AddNoteRequest.SerializeToString,
                 response_deserializer=tocsin_dot_v1_dot_incident__service__pb2.CommandAccepted.FromString,
                 _registered_method=True)
+        self.SetPriority = channel.unary_unary(
+                '/tocsin.v1.IncidentService/SetPriority',
+                request_serializer=tocsin_dot_v1_dot_incident__service__pb2.SetPriorityRequest.SerializeToString,
+                response_deserializer=tocsin_dot_v1_dot_incident__service__pb2.CommandAccepted.FromString,
+                _registered_method=True)
         self.Get = channel.unary_unary(
                 '/tocsin.v1.IncidentService/Get',
                 request_serializer=tocsin_dot_v1_dot_incident__service__pb2.GetIncidentRequest.SerializeToString,
@@ -125,6 +130,12 @@ class IncidentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddNote(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPriority(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,6 +209,11 @@ def add_IncidentServiceServicer_to_server(servicer, server):
             'AddNote': grpc.unary_unary_rpc_method_handler(
                     servicer.AddNote,
                     request_deserializer=tocsin_dot_v1_dot_incident__service__pb2.AddNoteRequest.FromString,
+                    response_serializer=tocsin_dot_v1_dot_incident__service__pb2.CommandAccepted.SerializeToString,
+            ),
+            'SetPriority': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPriority,
+                    request_deserializer=tocsin_dot_v1_dot_incident__service__pb2.SetPriorityRequest.FromString,
                     response_serializer=tocsin_dot_v1_dot_incident__service__pb2.CommandAccepted.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
@@ -370,6 +386,33 @@ class IncidentService:
             target,
             '/tocsin.v1.IncidentService/AddNote',
             tocsin_dot_v1_dot_incident__service__pb2.AddNoteRequest.SerializeToString,
+            tocsin_dot_v1_dot_incident__service__pb2.CommandAccepted.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPriority(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tocsin.v1.IncidentService/SetPriority',
+            tocsin_dot_v1_dot_incident__service__pb2.SetPriorityRequest.SerializeToString,
             tocsin_dot_v1_dot_incident__service__pb2.CommandAccepted.FromString,
             options,
             channel_credentials,

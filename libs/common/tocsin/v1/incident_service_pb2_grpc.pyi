@@ -39,6 +39,7 @@ class IncidentServiceStub:
     Reassign: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.ReassignRequest, _incident_service_pb2.CommandAccepted]
     Snooze: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.SnoozeRequest, _incident_service_pb2.CommandAccepted]
     AddNote: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.AddNoteRequest, _incident_service_pb2.CommandAccepted]
+    SetPriority: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.SetPriorityRequest, _incident_service_pb2.CommandAccepted]
     Get: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.GetIncidentRequest, _incident_pb2.Incident]
     List: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.ListIncidentsRequest, _incident_service_pb2.ListIncidentsResponse]
     Timeline: _grpc.UnaryUnaryMultiCallable[_incident_service_pb2.TimelineRequest, _incident_service_pb2.TimelineResponse]
@@ -55,6 +56,7 @@ class IncidentServiceAsyncStub(IncidentServiceStub):
     Reassign: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.ReassignRequest, _incident_service_pb2.CommandAccepted]  # type: ignore[assignment]
     Snooze: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.SnoozeRequest, _incident_service_pb2.CommandAccepted]  # type: ignore[assignment]
     AddNote: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.AddNoteRequest, _incident_service_pb2.CommandAccepted]  # type: ignore[assignment]
+    SetPriority: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.SetPriorityRequest, _incident_service_pb2.CommandAccepted]  # type: ignore[assignment]
     Get: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.GetIncidentRequest, _incident_pb2.Incident]  # type: ignore[assignment]
     List: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.ListIncidentsRequest, _incident_service_pb2.ListIncidentsResponse]  # type: ignore[assignment]
     Timeline: _aio.UnaryUnaryMultiCallable[_incident_service_pb2.TimelineRequest, _incident_service_pb2.TimelineResponse]  # type: ignore[assignment]
@@ -96,6 +98,13 @@ class IncidentServiceServicer(metaclass=_abc_1.ABCMeta):
     def AddNote(
         self,
         request: _incident_service_pb2.AddNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_incident_service_pb2.CommandAccepted, _abc.Awaitable[_incident_service_pb2.CommandAccepted]]: ...
+
+    @_abc_1.abstractmethod
+    def SetPriority(
+        self,
+        request: _incident_service_pb2.SetPriorityRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_incident_service_pb2.CommandAccepted, _abc.Awaitable[_incident_service_pb2.CommandAccepted]]: ...
 

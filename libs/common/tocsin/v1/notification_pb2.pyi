@@ -85,6 +85,7 @@ class NotificationRequest(_message.Message):
     AUTOMATION_FIELD_NUMBER: _builtins.int
     STATUS_NOTICE_FIELD_NUMBER: _builtins.int
     REMINDER_FIELD_NUMBER: _builtins.int
+    APPROVAL_ASK_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     idempotency_key: _builtins.str
     """Stable across redelivery and replay: incident, level, loop, user and rule."""
@@ -120,6 +121,13 @@ class NotificationRequest(_message.Message):
         with pages; level and loop are 0 and the idempotency key is the reminder's.
         """
 
+    @_builtins.property
+    def approval_ask(self) -> Global___ApprovalAsk:
+        """Set on a message that asks this person (user_id, contact_method_id) to approve or
+        reject an automation action that waits: it carries signed approve/reject links
+        instead of acknowledge/resolve ones. Key on notifications.requests: the user id.
+        """
+
     def __init__(
         self,
         *,
@@ -136,10 +144,11 @@ class NotificationRequest(_message.Message):
         automation: Global___AutomationAction | None = ...,
         status_notice: Global___StatusNotice | None = ...,
         reminder: Global___Reminder | None = ...,
+        approval_ask: Global___ApprovalAsk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "incident", b"incident", "reminder", b"reminder", "requested_at", b"requested_at", "status_notice", b"status_notice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_ask", b"approval_ask", "automation", b"automation", "incident", b"incident", "reminder", b"reminder", "requested_at", b"requested_at", "status_notice", b"status_notice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["automation", b"automation", "contact_method_id", b"contact_method_id", "escalation_level", b"escalation_level", "escalation_loop", b"escalation_loop", "idempotency_key", b"idempotency_key", "incident", b"incident", "reminder", b"reminder", "request_id", b"request_id", "requested_at", b"requested_at", "rule_index", b"rule_index", "status_notice", b"status_notice", "urgency", b"urgency", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_ask", b"approval_ask", "automation", b"automation", "contact_method_id", b"contact_method_id", "escalation_level", b"escalation_level", "escalation_loop", b"escalation_loop", "idempotency_key", b"idempotency_key", "incident", b"incident", "reminder", b"reminder", "request_id", b"request_id", "requested_at", b"requested_at", "rule_index", b"rule_index", "status_notice", b"status_notice", "urgency", b"urgency", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -229,6 +238,62 @@ class Reminder(_message.Message):
 Global___Reminder: _TypeAlias = Reminder  # noqa: Y015
 
 @_typing.final
+class ApprovalAsk(_message.Message):
+    """What a message asking for an approval is about."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    trigger: _builtins.str
+    action: _builtins.str
+    """"POST https://runner.example.com/…" (redacted)"""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        trigger: _builtins.str = ...,
+        action: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "expires_at", b"expires_at", "rule_id", b"rule_id", "trigger", b"trigger"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalAsk: _TypeAlias = ApprovalAsk  # noqa: Y015
+
+@_typing.final
+class Approver(_message.Message):
+    """A person to ask for an approval, and how (planned by escalation, as a page is)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_METHOD_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    contact_method_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        contact_method_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_method_id", b"contact_method_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Approver: _TypeAlias = Approver  # noqa: Y015
+
+@_typing.final
 class AutomationAction(_message.Message):
     """An HTTP request an automation rule sends to a runbook runner, rendered by escalation."""
 
@@ -245,6 +310,7 @@ class AutomationAction(_message.Message):
     REQUIRES_APPROVAL_FIELD_NUMBER: _builtins.int
     APPROVAL_TTL_MS_FIELD_NUMBER: _builtins.int
     APPROVED_BY_FIELD_NUMBER: _builtins.int
+    APPROVERS_FIELD_NUMBER: _builtins.int
     rule_id: _builtins.str
     trigger: _builtins.str
     """triggered, acknowledged, resolved, "level 2" """
@@ -261,6 +327,10 @@ class AutomationAction(_message.Message):
     approval_ttl_ms: _builtins.int
     approved_by: _builtins.str
     """Set on the request notification puts back once a person approved it."""
+    @_builtins.property
+    def approvers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Approver]:
+        """Whom to ask (with signed approve/reject links) when it starts to wait."""
+
     def __init__(
         self,
         *,
@@ -275,10 +345,11 @@ class AutomationAction(_message.Message):
         requires_approval: _builtins.bool = ...,
         approval_ttl_ms: _builtins.int = ...,
         approved_by: _builtins.str = ...,
+        approvers: _abc.Iterable[Global___Approver] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_ttl_ms", b"approval_ttl_ms", "approved_by", b"approved_by", "body", b"body", "content_type", b"content_type", "method", b"method", "requires_approval", b"requires_approval", "rule_id", b"rule_id", "signed", b"signed", "timeout_ms", b"timeout_ms", "trigger", b"trigger", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_ttl_ms", b"approval_ttl_ms", "approved_by", b"approved_by", "approvers", b"approvers", "body", b"body", "content_type", b"content_type", "method", b"method", "requires_approval", b"requires_approval", "rule_id", b"rule_id", "signed", b"signed", "timeout_ms", b"timeout_ms", "trigger", b"trigger", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

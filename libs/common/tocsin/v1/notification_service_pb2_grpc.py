@@ -50,6 +50,11 @@ class NotificationServiceStub:
                 request_serializer=tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationRequest.SerializeToString,
                 response_deserializer=tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationResponse.FromString,
                 _registered_method=True)
+        self.ListApprovals = channel.unary_unary(
+                '/tocsin.v1.NotificationService/ListApprovals',
+                request_serializer=tocsin_dot_v1_dot_notification__service__pb2.ListApprovalsRequest.SerializeToString,
+                response_deserializer=tocsin_dot_v1_dot_notification__service__pb2.ListApprovalsResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationServiceServicer:
@@ -77,6 +82,14 @@ class NotificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListApprovals(self, request, context):
+        """Every automation action of the incident that waited (or waits) for approval, oldest
+        first, as of now (a pending one past its expiry is expired). Read as the incident.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.DecideAutomation,
                     request_deserializer=tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationRequest.FromString,
                     response_serializer=tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationResponse.SerializeToString,
+            ),
+            'ListApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApprovals,
+                    request_deserializer=tocsin_dot_v1_dot_notification__service__pb2.ListApprovalsRequest.FromString,
+                    response_serializer=tocsin_dot_v1_dot_notification__service__pb2.ListApprovalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +195,33 @@ class NotificationService:
             '/tocsin.v1.NotificationService/DecideAutomation',
             tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationRequest.SerializeToString,
             tocsin_dot_v1_dot_notification__service__pb2.DecideAutomationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tocsin.v1.NotificationService/ListApprovals',
+            tocsin_dot_v1_dot_notification__service__pb2.ListApprovalsRequest.SerializeToString,
+            tocsin_dot_v1_dot_notification__service__pb2.ListApprovalsResponse.FromString,
             options,
             channel_credentials,
             insecure,

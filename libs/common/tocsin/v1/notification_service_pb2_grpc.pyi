@@ -40,6 +40,10 @@ class NotificationServiceStub:
     """Approves or rejects the rule's pending automation actions on the incident; the
     decision's actor is the caller. FAILED_PRECONDITION when none is pending.
     """
+    ListApprovals: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.ListApprovalsRequest, _notification_service_pb2.ListApprovalsResponse]
+    """Every automation action of the incident that waited (or waits) for approval, oldest
+    first, as of now (a pending one past its expiry is expired). Read as the incident.
+    """
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
@@ -51,6 +55,10 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     DecideAutomation: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.DecideAutomationRequest, _notification_service_pb2.DecideAutomationResponse]  # type: ignore[assignment]
     """Approves or rejects the rule's pending automation actions on the incident; the
     decision's actor is the caller. FAILED_PRECONDITION when none is pending.
+    """
+    ListApprovals: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.ListApprovalsRequest, _notification_service_pb2.ListApprovalsResponse]  # type: ignore[assignment]
+    """Every automation action of the incident that waited (or waits) for approval, oldest
+    first, as of now (a pending one past its expiry is expired). Read as the incident.
     """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -78,6 +86,16 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_notification_service_pb2.DecideAutomationResponse, _abc.Awaitable[_notification_service_pb2.DecideAutomationResponse]]:
         """Approves or rejects the rule's pending automation actions on the incident; the
         decision's actor is the caller. FAILED_PRECONDITION when none is pending.
+        """
+
+    @_abc_1.abstractmethod
+    def ListApprovals(
+        self,
+        request: _notification_service_pb2.ListApprovalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_service_pb2.ListApprovalsResponse, _abc.Awaitable[_notification_service_pb2.ListApprovalsResponse]]:
+        """Every automation action of the incident that waited (or waits) for approval, oldest
+        first, as of now (a pending one past its expiry is expired). Read as the incident.
         """
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

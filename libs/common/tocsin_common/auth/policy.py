@@ -124,6 +124,7 @@ RULES: dict[str, Rule] = {
     "incident.snooze": Rule(Role.RESPONDER, summary="snooze an incident"),
     "incident.reassign": Rule(Role.RESPONDER, summary="reassign an incident"),
     "incident.note": Rule(Role.RESPONDER, summary="add a note to an incident"),
+    "incident.priority": Rule(Role.RESPONDER, summary="set an incident's priority"),
     "incident.status_update": Rule(
         Role.RESPONDER, summary="post a status update for the public on an incident"
     ),

@@ -12,7 +12,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-__all__ = ["Approval", "ApprovalConflict", "ApprovalState", "current", "decide", "request"]
+__all__ = [
+    "Approval",
+    "ApprovalConflict",
+    "ApprovalState",
+    "SweepStep",
+    "current",
+    "decide",
+    "request",
+    "sweep_step",
+]
 
 ApprovalState = Literal["pending", "approved", "rejected", "expired"]
 MAX_REASON_CHARS = 1000
@@ -80,3 +89,19 @@ def decide(
         decided_at=now,
         reason=reason.strip(),
     )
+
+
+SweepStep = Literal["wait", "expire", "drop"]
+
+
+def sweep_step(stored: Approval | None, now: datetime) -> SweepStep:
+    """What the expiry sweep does with a firing on its list of approvals to watch:
+    ``expire`` one that is (or was already marked) expired, which writes its timeline entry
+    (once: its id derives from the firing's key); ``drop`` one decided or gone; ``wait``
+    for one still pending before its expiry."""
+    if stored is None:
+        return "drop"
+    state = current(stored, now).state
+    if state == "expired":
+        return "expire"
+    return "wait" if state == "pending" else "drop"

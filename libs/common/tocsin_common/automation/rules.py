@@ -170,6 +170,9 @@ class PlannedAction:
     http: HttpRequestPlan | None = None
     command: IncidentCommandPlan | None = None
     approval_ttl: timedelta = timedelta(hours=1)
+    # Whom to ask for the approval, and how: (user id, contact method id), planned by
+    # escalation from who is on call (docs/automation.md#approval).
+    approvers: tuple[tuple[str, str], ...] = ()
 
 
 def plan(rule: AutomationRule, transition: Transition, now: datetime) -> PlannedAction:

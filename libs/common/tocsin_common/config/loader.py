@@ -475,8 +475,20 @@ class _Checks:
                 self._ref(
                     ("status_page", "components", i, "services", j), "service", service, service_ids
                 )
+        priority_ids = list(dict.fromkeys(p.id for p in cfg.insight.priorities))
         for i, rule in enumerate(cfg.automation.rules):
             action = rule.action
+            if (
+                action.type == "incident"
+                and action.priority is not None
+                and priority_ids
+                and action.priority not in priority_ids
+            ):
+                self.add(
+                    ("automation", "rules", i, "action", "priority"),
+                    f"rule {rule.id!r} sets priority {action.priority!r}, which is not one of "
+                    f"insight.priorities ({', '.join(priority_ids)})",
+                )
             if (
                 action.type == "http"
                 and action.signed

@@ -26,6 +26,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from tocsin.v1 import incident_service_pb2
 from tocsin_common.alert_labels import alert_labels
+from tocsin_common.auth.directory import incident_resource
 from tocsin_common.auth.oidc import OidcError, OidcVerifier
 from tocsin_common.auth.oidc_login import (
     AuthorizationRequest,
@@ -58,7 +59,7 @@ from tocsin_api.console.session import (
     safe_next,
     seal_session,
 )
-from tocsin_api.deps import Caller, caller_for, state_of
+from tocsin_api.deps import Caller, allows, caller_for, state_of
 from tocsin_api.problems import Problem, problem_response
 from tocsin_api.routes import admin, analytics, directory, incidents, oncall, silences
 
@@ -517,10 +518,11 @@ async def incident_page(incident_id: str, request: Request) -> Response:
         )
     config = state_of(request).config.current
     neighbours = _neighbours(config, incident["service_id"])
-    entries, alerts, deliveries, people, nearby = await asyncio.gather(
+    entries, alerts, deliveries, waiting, people, nearby = await asyncio.gather(
         soft(incidents.log_entries(incident_id, request, ctx.caller)),
         soft(incidents.alerts(incident_id, request, ctx.caller)),
         soft(incidents.deliveries(incident_id, request, ctx.caller)),
+        soft(incidents.list_approvals(request, ctx.caller, incident_id)),
         soft(directory.users(request, ctx.caller)),
         soft(
             incidents.list_incidents(
@@ -554,6 +556,17 @@ async def incident_page(incident_id: str, request: Request) -> Response:
         entries=entries,
         alerts=alerts,
         deliveries=deliveries,
+        approvals=(
+            {"approvals": views.approval_rows(waiting["approvals"])}
+            if isinstance(waiting, dict)
+            else waiting
+        ),
+        # Approve/Reject buttons only for who may decide (notification decides again).
+        can_approve=allows(
+            ctx.caller,
+            "automation.approve",
+            incident_resource(config, incident_id, incident["service_id"]),
+        ),
         people=people,
         policies=[p.id for p in config.escalation_policies],
         names=_names(config),
@@ -563,6 +576,35 @@ async def incident_page(incident_id: str, request: Request) -> Response:
 
 
 ACTIONS = ("acknowledge", "resolve", "snooze", "reassign", "note", "status_update")
+
+
+@router.post("/incidents/{incident_id}/automation/{rule_id}/{verdict}")
+async def automation_decision(
+    incident_id: str, rule_id: str, verdict: str, request: Request
+) -> Response:
+    """Approve or reject the rule's automation actions that wait on the incident, as the
+    signed-in person (the api's decision route: notification checks automation.approve)."""
+    ctx = await context(request)
+    fields = await form_of(request, ctx)
+    back = f"/console/incidents/{incident_id}"
+    if verdict not in ("approve", "reject"):
+        return page(
+            request, ctx, "error.html", 404, title="Incident", problem=f"no action {verdict!r}"
+        )
+
+    async def run() -> views.Flash:
+        body = models.AutomationDecisionBody(reason=one(fields, "reason"))
+        decided = await incidents.decide_automation(
+            request,
+            ctx.caller,
+            incident_id,
+            rule_id,
+            "approve" if verdict == "approve" else "reject",
+            body.reason,
+        )
+        return views.decision_flash(rule_id, decided["approvals"])
+
+    return await attempt(request, back, "", run)
 
 
 @router.post("/incidents/{incident_id}/{action}")

@@ -766,3 +766,21 @@ def public_updates(entries: Any) -> list[dict[str, Any]]:
     if not isinstance(entries, dict):
         return []
     return [e["status_update"] for e in entries["log_entries"] if e.get("status_update")]
+
+
+def decision_flash(rule_id: str, approvals: Iterable[Mapping[str, Any]]) -> Flash:
+    """What the console says after a decision on an automation rule's waiting actions."""
+    states = [str(a.get("state", "")) for a in approvals]
+    if states and all(s == "approved" for s in states):
+        return Flash("ok", f"automation {rule_id}: approved; it runs now")
+    if states and all(s == "rejected" for s in states):
+        return Flash("ok", f"automation {rule_id}: rejected; it will not run")
+    return Flash("ok", f"automation {rule_id}: {', '.join(states) or 'nothing decided'}")
+
+
+def approval_rows(approvals: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The api's approvals with their times as the ``when`` filter reads them (ISO text)."""
+    return [
+        {k: v.isoformat() if isinstance(v, datetime) else v for k, v in a.items()}
+        for a in approvals
+    ]

@@ -1,5 +1,5 @@
 """Incidents: list, get (ETag), timeline, alerts, deliveries; acknowledge, resolve, snooze,
-reassign, note, singly and in bulk (If-Match / per-item etags: 412 when stale); and the
+reassign, note, priority, singly and in bulk (If-Match / per-item etags: 412 when stale); and the
 live stream as Server-Sent Events, resumable with Last-Event-ID."""
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ async def deliveries(
     return {"deliveries": [convert.delivery(s) for s in found.statuses]}
 
 
-Action = Literal["acknowledge", "resolve", "snooze", "reassign", "note"]
+Action = Literal["acknowledge", "resolve", "snooze", "reassign", "note", "priority"]
 
 
 async def act(
@@ -262,6 +262,7 @@ async def act(
     user_ids: list[str] | None = None,
     escalation_policy_id: str | None = None,
     content: str | None = None,
+    priority: str | None = None,
 ) -> dict[str, Any]:
     """One action on one incident; a Problem when refused (412 when ``if_match`` is stale)."""
     stubs = state_of(request).backends.incidents
@@ -303,6 +304,14 @@ async def act(
             ),
             caller.credential,
             {"user_id": "user_ids"},
+        )
+    elif action == "priority":
+        accepted = await call(
+            stubs.SetPriority,
+            incident_service_pb2.SetPriorityRequest(
+                incident_id=incident_id, priority=priority or ""
+            ),
+            caller.credential,
         )
     else:
         accepted = await call(
@@ -409,6 +418,24 @@ async def note(
 
 
 @router.post(
+    "/incidents/{incident_id}/priority",
+    status_code=202,
+    response_model=models.Accepted,
+    summary="Set an incident's priority",
+)
+async def set_priority(
+    incident_id: str,
+    body: models.PriorityBody,
+    request: Request,
+    caller: Caller = CallerDep,
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    return await act(
+        request, caller, incident_id, "priority", if_match=if_match, priority=body.priority
+    )
+
+
+@router.post(
     "/incidents/{incident_id}/status_updates",
     status_code=202,
     response_model=models.StatusUpdatePosted,
@@ -493,30 +520,46 @@ async def decide_automation(
         caller.credential,
     )
 
-    def when(message: Any, name: str) -> datetime | None:
-        return (
-            message.__getattribute__(name).ToDatetime(tzinfo=UTC)
-            if message.HasField(name)
-            else None
-        )
+    return {"approvals": [approval_dict(a) for a in answer.approvals]}
+
+
+def approval_dict(a: notification_service_pb2.AutomationApproval) -> dict[str, Any]:
+    def when(name: Literal["requested_at", "expires_at", "decided_at"]) -> datetime | None:
+        return getattr(a, name).ToDatetime(tzinfo=UTC) if a.HasField(name) else None
 
     return {
-        "approvals": [
-            {
-                "key": a.key,
-                "rule_id": a.rule_id,
-                "incident_id": a.incident_id,
-                "trigger": a.trigger,
-                "state": a.state,
-                "decided_by": a.decided_by,
-                "reason": a.reason,
-                "requested_at": when(a, "requested_at"),
-                "expires_at": when(a, "expires_at"),
-                "decided_at": when(a, "decided_at"),
-            }
-            for a in answer.approvals
-        ]
+        "key": a.key,
+        "rule_id": a.rule_id,
+        "incident_id": a.incident_id,
+        "trigger": a.trigger,
+        "state": a.state,
+        "decided_by": a.decided_by,
+        "reason": a.reason,
+        "requested_at": when("requested_at"),
+        "expires_at": when("expires_at"),
+        "decided_at": when("decided_at"),
     }
+
+
+async def list_approvals(request: Request, caller: Caller, incident_id: str) -> dict[str, Any]:
+    answer = await call(
+        state_of(request).backends.notification.ListApprovals,
+        notification_service_pb2.ListApprovalsRequest(incident_id=incident_id),
+        caller.credential,
+    )
+    return {"approvals": [approval_dict(a) for a in answer.approvals]}
+
+
+@router.get(
+    "/incidents/{incident_id}/automation/approvals",
+    response_model=models.AutomationApprovals,
+    summary="The incident's automation actions that wait (or waited) for approval, oldest "
+    "first",
+)
+async def approvals(
+    incident_id: str, request: Request, caller: Caller = CallerDep
+) -> dict[str, Any]:
+    return await list_approvals(request, caller, incident_id)
 
 
 DECISION_ERRORS: dict[int | str, dict[str, Any]] = {

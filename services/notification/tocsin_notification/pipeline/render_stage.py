@@ -1,5 +1,6 @@
 """Stage 4 — render: the message for one contact method, from the jobs' incidents, the
-channel's templates, and signed acknowledge/resolve links."""
+channel's templates, and signed acknowledge/resolve links (approve/reject links in a
+message asking for an automation action's approval)."""
 
 from __future__ import annotations
 
@@ -58,8 +59,7 @@ class RenderStage:
             severity=SEVERITY_NAMES.get(incident.severity, ""),
             since=since,
             runbook_url=runbook_of(dict(incident.labels)),
-            ack_url=self._link("acknowledge", job, now),
-            resolve_url=self._link("resolve", job, now),
+            **self._links(job, now),
             reminder=job.request.reminder.text,
             incident_url=(
                 f"{self._console_url}/console/incidents/{quote(incident.incident_id, safe='')}"
@@ -68,7 +68,28 @@ class RenderStage:
             ),
         )
 
-    def _link(self, action: str, job: Job, now: datetime) -> str:
+    def _links(self, job: Job, now: datetime) -> dict[str, str]:
+        """Acknowledge/resolve links for a page; approve/reject ones (and what waits) for a
+        message asking for an automation action's approval."""
+        if not job.request.HasField("approval_ask"):
+            return {
+                "ack_url": self._link("acknowledge", job, now),
+                "resolve_url": self._link("resolve", job, now),
+            }
+        ask = job.request.approval_ask
+        until = (
+            from_timestamp(ask.expires_at).isoformat(timespec="seconds")
+            if ask.HasField("expires_at")
+            else ""
+        )
+        return {
+            "ask": f"rule {ask.rule_id} ({ask.trigger}): {ask.action}"
+            + (f", until {until}" if until else ""),
+            "approve_url": self._link("approve", job, now, ask.rule_id),
+            "reject_url": self._link("reject", job, now, ask.rule_id),
+        }
+
+    def _link(self, action: str, job: Job, now: datetime, rule_id: str = "") -> str:
         incident = job.request.incident
         return self._signer.url(
             self._public_url,
@@ -77,6 +98,7 @@ class RenderStage:
             incident.service_id,
             job.request.user_id,
             now,
+            rule_id,
         )
 
     def page(self, jobs: list[Job], contact: oncall_service_pb2.ContactMethod) -> Page:
@@ -99,6 +121,9 @@ class RenderStage:
             runbook_url=head.runbook_url,
             ack_url=head.ack_url,
             resolve_url=head.resolve_url,
+            ask=head.ask,
+            approve_url=head.approve_url,
+            reject_url=head.reject_url,
             subject=subject,
             text=text,
             incidents=lines,

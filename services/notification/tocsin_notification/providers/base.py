@@ -22,6 +22,11 @@ class IncidentLine:
     resolve_url: str = ""
     reminder: str = ""  # a reminder's text (empty on a page)
     incident_url: str = ""  # the incident in the console (set on reminders)
+    # A message asking for an automation action's approval (instead of ack/resolve links):
+    # what waits (``ask``: "rule x (triggered): POST https://runner/…, until <time>").
+    ask: str = ""
+    approve_url: str = ""
+    reject_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,9 @@ class Page:
     subject: str = ""
     text: str = ""
     incidents: tuple[IncidentLine, ...] = ()
+    ask: str = ""
+    approve_url: str = ""
+    reject_url: str = ""
     unsigned: bool = False  # webhook: the contact method is `unsigned: true` in the config
     # More message headers (e-mail to a status page subscriber: List-Unsubscribe)
     headers: tuple[tuple[str, str], ...] = ()

@@ -28,6 +28,10 @@ def blocks(page: Page) -> dict[str, Any]:
             buttons.append(_button("Acknowledge", page.ack_url, "primary"))
         if page.resolve_url:
             buttons.append(_button("Resolve", page.resolve_url, None))
+        if page.approve_url:
+            buttons.append(_button("Approve", page.approve_url, "primary"))
+        if page.reject_url:
+            buttons.append(_button("Reject", page.reject_url, "danger"))
         if page.runbook_url:
             buttons.append(_button("Runbook", page.runbook_url, None))
     if buttons:

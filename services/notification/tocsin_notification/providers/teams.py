@@ -25,6 +25,8 @@ def message_card(page: Page) -> dict[str, Any]:
         for name, url in (
             ("Acknowledge", page.ack_url),
             ("Resolve", page.resolve_url),
+            ("Approve", page.approve_url),
+            ("Reject", page.reject_url),
             ("Runbook", page.runbook_url),
         ):
             if url:

@@ -72,12 +72,17 @@ def payload(page: Page) -> dict[str, Any]:
             "text": head.reminder if head else "",
             "incident_url": head.incident_url if head else "",
         }
+    if page.ask:
+        body["event"] = "automation.approval_requested"
+        body["approval"] = {"action": page.ask}
     links = {
         name: url
         for name, url in (
             ("incident", page.incidents[0].incident_url if page.incidents else ""),
             ("acknowledge", page.ack_url),
             ("resolve", page.resolve_url),
+            ("approve", page.approve_url),
+            ("reject", page.reject_url),
             ("runbook", page.runbook_url),
         )
         if url
@@ -103,6 +108,8 @@ def payload(page: Page) -> dict[str, Any]:
                         ("incident", line.incident_url),
                         ("acknowledge", line.ack_url),
                         ("resolve", line.resolve_url),
+                        ("approve", line.approve_url),
+                        ("reject", line.reject_url),
                         ("runbook", line.runbook_url),
                     )
                     if v
