@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tocsin_common.automation.dry_run import PastIncident, dry_run
+from tocsin_common.automation.dry_run import PastIncident, dry_run, services_in_scope
 from tocsin_common.automation.rules import IncidentFacts
 from tocsin_common.config.automation import AutomationRule
 
@@ -69,3 +69,47 @@ def test_nothing_fires() -> None:
     result = dry_run(rule(on=["acknowledged"], matchers=['service="nope"']), HISTORY, SINCE, UNTIL)
     assert (result.fires, result.sample) == (0, ())
     assert result.summary.endswith("would have fired 0 times in 30 days")
+
+
+def test_a_suppressed_incident_fires_nothing() -> None:
+    """The live path runs no rule for a suppressed incident (escalation's automation)."""
+    hushed = PastIncident(
+        IncidentFacts("s", "checkout", "t", "high"),
+        UNTIL - timedelta(days=1),
+        resolved_at=UNTIL - timedelta(hours=1),
+        suppressed=True,
+    )
+    assert dry_run(rule(on=["triggered", "resolved"]), [*HISTORY, hushed], SINCE, UNTIL).fires == 5
+
+
+def test_labels_are_matched_as_live() -> None:
+    """Labels and the four fields (which win over labels of the same name)."""
+    at = UNTIL - timedelta(days=1)
+    incidents = [
+        PastIncident(
+            IncidentFacts("x", "checkout", "t", "high", labels={"alertname": "OOMKilled"}), at
+        ),
+        PastIncident(
+            IncidentFacts("y", "checkout", "t", "high", labels={"alertname": "Other"}), at
+        ),
+        # a label `service` does not make it checkout
+        PastIncident(IncidentFacts("z", "search", "t", "high", labels={"service": "checkout"}), at),
+    ]
+    found = dry_run(
+        rule(on=["triggered"], matchers=['service="checkout"', 'alertname=~"OOM.*|Pod.*"']),
+        incidents,
+        SINCE,
+        UNTIL,
+    )
+    assert (found.fires, found.sample) == (1, ("x",))
+
+
+def test_services_in_scope() -> None:
+    services = ["checkout", "checkout-eu", "search"]
+    assert services_in_scope(rule(on=["triggered"]), services) is None
+    assert services_in_scope(rule(on=["triggered"], matchers=['urgency="high"']), services) is None
+    assert services_in_scope(
+        rule(on=["triggered"], matchers=['service=~"checkout.*"', 'service!="checkout-eu"']),
+        services,
+    ) == ("checkout",)
+    assert services_in_scope(rule(on=["triggered"], matchers=['service="gone"']), services) == ()

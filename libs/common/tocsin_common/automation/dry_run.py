@@ -1,17 +1,22 @@
-"""How often a rule would have fired over past incidents (pure; the edge reads insight's
-store): "this rule would have fired N times in 30 days"."""
+"""How often a rule would have fired over past incidents (pure; insight's
+``automation_dry_run`` reads its store): "this rule would have fired N times in 30 days".
+
+Decided as the live path decides (escalation's ``lifecycle.automation``): the rule's
+matchers over the incident's labels and fields, its triggers, once per (incident, rule,
+trigger), nothing for a suppressed incident.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..config.automation import AutomationRule
 from .rules import IncidentFacts, Transition, idempotency_key, matching_rules
 
-__all__ = ["DryRunResult", "PastIncident", "dry_run", "transitions"]
+__all__ = ["DryRunResult", "PastIncident", "dry_run", "services_in_scope", "transitions"]
 
 MAX_SAMPLE = 20
 
@@ -23,6 +28,7 @@ class PastIncident:
     acknowledged_at: datetime | None = None
     resolved_at: datetime | None = None
     levels: tuple[tuple[int, datetime], ...] = ()  # (level reached, when), repeats included
+    suppressed: bool = False  # no rule runs for a suppressed incident
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ def dry_run(
     fired_for: dict[str, None] = {}
     by_trigger: Counter[str] = Counter()
     for incident in incidents:
+        if incident.suppressed:
+            continue
         for at, transition in sorted(transitions(incident), key=lambda t: t[0]):
             if not since <= at < until or not matching_rules((probe,), transition):
                 continue
@@ -82,3 +90,13 @@ def dry_run(
         by_trigger=dict(sorted(by_trigger.items())),
         sample=tuple(list(fired_for)[:MAX_SAMPLE]),
     )
+
+
+def services_in_scope(rule: AutomationRule, services: Sequence[str]) -> tuple[str, ...] | None:
+    """The ``services`` the rule's ``service`` matchers admit (in their order), or None when
+    it has none (it may match an incident of any service). The matchers see a service's
+    name as they see an incident's ``service`` field, which wins over a label of that name."""
+    matchers = [m for m in rule.matchers if m.name == "service"]
+    if not matchers:
+        return None
+    return tuple(s for s in services if all(m.matches({"service": s}) for m in matchers))
