@@ -113,3 +113,13 @@ def test_services_in_scope() -> None:
         services,
     ) == ("checkout",)
     assert services_in_scope(rule(on=["triggered"], matchers=['service="gone"']), services) == ()
+
+
+def test_the_summary_names_the_window_in_days_or_hours() -> None:
+    def summary(hours: float) -> str:
+        return dry_run(rule(on=["triggered"]), [], UNTIL - timedelta(hours=hours), UNTIL).summary
+
+    assert summary(24 * 7).endswith("would have fired 0 times in 7 days")
+    assert summary(24).endswith("in 1 day")
+    assert summary(1.02).endswith("in 1 hour") and summary(0.2).endswith("in 1 hour")
+    assert summary(5).endswith("in 5 hours")

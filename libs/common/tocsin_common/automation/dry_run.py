@@ -43,9 +43,13 @@ class DryRunResult:
 
     @property
     def summary(self) -> str:
-        days = max(1, round((self.until - self.since).total_seconds() / 86400))
+        seconds = (self.until - self.since).total_seconds()
+        # days from a day on, else hours (a window of 61 minutes is not "1 day")
+        count, unit = (round(seconds / 86400), "day") if seconds >= 86400 else (
+            max(1, round(seconds / 3600)), "hour")  # fmt: skip
         times = "time" if self.fires == 1 else "times"
-        return f"rule {self.rule_id!r} would have fired {self.fires} {times} in {days} days"
+        units = unit if count == 1 else f"{unit}s"
+        return f"rule {self.rule_id!r} would have fired {self.fires} {times} in {count} {units}"
 
 
 def transitions(incident: PastIncident) -> Iterator[tuple[datetime, Transition]]:
