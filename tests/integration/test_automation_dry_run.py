@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
 from tocsin.v1 import alert_pb2, incident_pb2, insight_service_pb2
+from tocsin_common.transport import PostgresConnection
+from tocsin_insight.automation_dry_run import NotReady, check_generation
 
 from tests.integration.api_client import client, user_client
 from tests.integration.harness import Stack
@@ -135,6 +138,15 @@ async def test_a_rule_would_have_fired_as_the_live_path_decides(
     assert list(reply.sample) == [ids["A"], ids["D"]]
     assert reply.summary == "rule 'dry-oom' would have fired 5 times in 1 hour"
     assert reply.definition_version.startswith("g")
+    # A label's equality is ruled out in the database: B (DiskFull) is not even read.
+    exact = {
+        "id": "oom-exact",
+        "matchers": ['service="dry-svc"', 'alertname="OOMKilled"'],
+        "on": ["triggered"],
+        "action": {"type": "incident", "command": "resolve"},
+    }
+    reply = await stub.AutomationDryRun(_request(t0, rule_json=json.dumps(exact)))
+    assert (reply.fires, reply.incidents_read, list(reply.sample)) == (2, 3, [ids["A"], ids["D"]])
 
     # A rule written as in the config, through the REST API by the team's manager.
     adhoc = {
@@ -285,3 +297,23 @@ async def test_change_failure_reads_the_change_lifecycle(stack: Stack) -> None:
     # -> deploy-3 succeeded at 18 min: 360 s; deploy-3: incident 75 min -> resolved 85: 600 s.
     r = cf.recovery_seconds
     assert (r.p50, r.max, r.mean) == (pytest.approx(360), pytest.approx(600), pytest.approx(340))
+
+
+async def test_a_generation_without_labels_is_refused_until_the_replay_serves(
+    stack: Stack,
+) -> None:
+    """A build of definitions v4 answers from a v3 generation while it replays into its
+    own: that one's facts hold no labels, and the dry run says so rather than count wrong."""
+    pg = PostgresConnection.from_env()
+    name = f"g{900_000 + int.from_bytes(os.urandom(2))}"
+    async with await psycopg.AsyncConnection.connect(
+        pg.url, autocommit=True, **pg.client_options()
+    ) as conn:
+        await conn.execute(
+            "INSERT INTO insight_generations (name, definition) VALUES (%s, 3)", (name,)
+        )
+        try:
+            with pytest.raises(NotReady, match=f"generation {name} holds facts of definitions v3"):
+                await check_generation(conn, name)
+        finally:
+            await conn.execute("DELETE FROM insight_generations WHERE name = %s", (name,))

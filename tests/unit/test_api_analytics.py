@@ -28,6 +28,7 @@ class FakeInsight:
     def __init__(self) -> None:
         self.requests: list[tuple[str, Any, Any]] = []
         self.fail: Refused | None = None
+        self.deadline = 0.0
 
     async def _answer(self, name: str, request: Any, metadata: Any, reply: Any) -> Any:
         self.requests.append((name, request, metadata))
@@ -92,6 +93,7 @@ class FakeInsight:
         return await self._answer("Overview", request, metadata, reply)
 
     async def AutomationDryRun(self, request: Any, metadata: Any, timeout: float) -> Any:
+        self.deadline = timeout
         since, until = Timestamp(), Timestamp()
         since.FromDatetime(datetime(2026, 11, 1, tzinfo=UTC))
         until.FromDatetime(datetime(2026, 12, 1, tzinfo=UTC))
@@ -287,6 +289,7 @@ def test_an_automation_dry_run_forwards_the_rule_and_window_with_the_credential(
     assert reply.status_code == 200, reply.text
     ((name, request, metadata),) = backends.insight.requests
     assert name == "AutomationDryRun" and ("authorization", "Bearer rita") in list(metadata)
+    assert backends.insight.deadline == 60  # a long window takes longer than a plain call
     assert request.rule_id == "" and json.loads(request.rule_json) == rule
     assert request.since.ToDatetime(tzinfo=UTC) == datetime(2026, 11, 1, tzinfo=UTC)
     assert request.until.ToDatetime(tzinfo=UTC) == datetime(2026, 12, 1, tzinfo=UTC)

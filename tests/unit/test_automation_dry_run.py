@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tocsin_common.automation.dry_run import PastIncident, dry_run, services_in_scope
+from tocsin_common.automation.dry_run import PastIncident, Tally, dry_run, services_in_scope
 from tocsin_common.automation.rules import IncidentFacts
 from tocsin_common.config.automation import AutomationRule
 
@@ -123,3 +123,14 @@ def test_the_summary_names_the_window_in_days_or_hours() -> None:
     assert summary(24).endswith("in 1 day")
     assert summary(1.02).endswith("in 1 hour") and summary(0.2).endswith("in 1 hour")
     assert summary(5).endswith("in 5 hours")
+
+
+def test_a_tally_fed_in_batches_counts_as_one_pass() -> None:
+    many = [past(f"i{n:02d}", "checkout", "high", 1 + n / 100, resolved_at=5) for n in range(30)]
+    whole = dry_run(rule(on=["triggered", "resolved"]), [*HISTORY, *many], SINCE, UNTIL)
+    tally = Tally(rule(on=["triggered", "resolved"]), SINCE, UNTIL)
+    for start in range(0, len(HISTORY) + len(many), 7):
+        tally.add([*HISTORY, *many][start : start + 7])
+    assert tally.result() == whole
+    assert (whole.fires, whole.incidents, len(whole.sample)) == (65, 33, 20)
+    assert whole.sample[:3] == ("a", "b", "c")

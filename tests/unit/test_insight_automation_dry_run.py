@@ -17,6 +17,7 @@ from tocsin_insight.automation_dry_run import (
     DEFAULT_WINDOW,
     DryRunError,
     NotFound,
+    label_filter,
     past_incident,
     rule_of,
     window_of,
@@ -101,6 +102,7 @@ def test_rule_by_id_or_as_written_in_the_config() -> None:
     ("rule_id", "rule_json", "error"),
     [
         ("", "", "rule_id, rule: give exactly one"),
+        ("x" * 256, "", "rule_id: 256 characters, at most 255"),
         ("oom", "{}", "rule_id, rule: give exactly one"),
         ("", "[1]", "rule: expected a mapping"),
         ("", "{nope", "rule: not JSON"),
@@ -214,3 +216,29 @@ def test_the_dry_run_counts_what_the_live_path_fires() -> None:
     assert result.fires == live
     assert result.by_trigger == {"level 2": 2, "resolved": 1, "triggered": 2}
     assert result.sample == ("i0", "i4")
+
+
+def test_the_label_equalities_the_database_can_rule_out() -> None:
+    """Only a label's `=` with a value: a missing label is "" to a matcher, and the four
+    fields are columns of their own that win over labels."""
+    rule = rule_of(
+        CONFIG,
+        "",
+        json.dumps(
+            {
+                "id": "x",
+                "matchers": [
+                    'alertname="OOMKilled"',
+                    'namespace=""',
+                    'pod=~"web-.*"',
+                    'team!="db"',
+                    'service="web"',
+                    'severity="critical"',
+                ],
+                "on": ["triggered"],
+                "action": {"type": "incident", "command": "resolve"},
+            }
+        ),
+    )
+    assert label_filter(rule) == {"alertname": "OOMKilled"}
+    assert label_filter(CONFIG.automation.rules[0]) == {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +20,8 @@ from typing import Any
 import psycopg
 import pydantic
 from psycopg import sql
-from tocsin_common.automation.dry_run import DryRunResult, PastIncident, dry_run
+from psycopg.types.json import Jsonb
+from tocsin_common.automation.dry_run import DryRunResult, PastIncident, Tally
 from tocsin_common.automation.rules import IncidentFacts
 from tocsin_common.config import TocsinConfig
 from tocsin_common.config.automation import AutomationRule
@@ -28,14 +29,20 @@ from tocsin_common.config.automation import AutomationRule
 from tocsin_insight.schema import generation_schema
 
 __all__ = [
+    "BATCH",
     "DEFAULT_WINDOW",
     "LABELS_SINCE",
     "MAX_RULE_BYTES",
+    "MAX_RULE_ID",
     "MAX_WINDOW",
+    "Answer",
     "DryRunError",
+    "NotFound",
     "NotReady",
+    "check_generation",
+    "label_filter",
     "past_incident",
-    "read_past_incidents",
+    "past_incidents",
     "rule_of",
     "run",
     "window_of",
@@ -44,6 +51,8 @@ __all__ = [
 DEFAULT_WINDOW = timedelta(days=30)
 MAX_WINDOW = timedelta(days=366)
 MAX_RULE_BYTES = 200_000
+MAX_RULE_ID = 255
+BATCH = 5_000  # incidents read at a time
 LABELS_SINCE = 4  # the facts' definitions version that keeps labels
 _LEVEL = re.compile(r"escalated to level (\d+)")
 
@@ -68,6 +77,8 @@ def rule_of(config: TocsinConfig, rule_id: str, rule_json: str) -> AutomationRul
     if bool(rule_id) == bool(rule_json):
         raise DryRunError("rule_id, rule: give exactly one (a configured rule's id, or a rule)")
     if rule_id:
+        if len(rule_id) > MAX_RULE_ID:
+            raise DryRunError(f"rule_id: {len(rule_id):,} characters, at most {MAX_RULE_ID}")
         for rule in config.automation.rules:
             if rule.id == rule_id:
                 return rule
@@ -100,6 +111,19 @@ def window_of(
     if end - start > MAX_WINDOW:
         raise DryRunError(f"since: the window is over {MAX_WINDOW.days} days")
     return start, end
+
+
+# The incident fields matchers see, which win over labels of the same name (rules.label_set).
+_FIELDS = frozenset({"service", "urgency", "severity", "priority"})
+
+
+def label_filter(rule: AutomationRule) -> dict[str, str]:
+    """Labels an incident must carry with these values to match the rule (its ``=``
+    matchers of a label with a non-empty value; a missing label is "" to a matcher): what
+    the database can rule out before the dry run decides (pure)."""
+    return {
+        m.name: m.value for m in rule.matchers if m.op == "=" and m.value and m.name not in _FIELDS
+    }
 
 
 def past_incident(row: Sequence[Any]) -> PastIncident:
@@ -137,16 +161,8 @@ class Answer:
     incidents_read: int
 
 
-async def read_past_incidents(
-    conn: Conn,
-    generation: str,
-    since: datetime,
-    until: datetime,
-    services: Sequence[str] | None,
-) -> list[PastIncident]:
-    """The incidents with a transition that may lie in ``[since, until)`` (created before
-    ``until``, last changed at or after ``since``), of ``services`` (None: every service),
-    oldest first. Refuses a generation whose facts hold no labels."""
+async def check_generation(conn: Conn, generation: str) -> None:
+    """Refuse a generation whose facts hold no labels (:class:`NotReady`)."""
     cur = await conn.execute(
         "SELECT definition FROM insight_generations WHERE name = %s", (generation,)
     )
@@ -158,22 +174,51 @@ async def read_past_incidents(
             f"without the incidents' labels; the dry run needs v{LABELS_SINCE} or later, "
             "which insight replays into at start: try again once it serves"
         )
+
+
+async def past_incidents(
+    conn: Conn,
+    generation: str,
+    since: datetime,
+    until: datetime,
+    services: Sequence[str] | None,
+    labels: Mapping[str, str] | None = None,
+    batch: int = BATCH,
+) -> AsyncIterator[list[PastIncident]]:
+    """The incidents with a transition that may lie in ``[since, until)`` (created before
+    ``until``, last changed at or after ``since``), of ``services`` (None: every service),
+    carrying ``labels`` (:func:`label_filter`), oldest first, ``batch`` at a time (a
+    server-side cursor: a year's incidents are never in memory at once)."""
+    await check_generation(conn, generation)
     s = generation_schema(generation)
-    only = sql.SQL("AND f.service_id = ANY(%(services)s)") if services is not None else sql.SQL("")
-    cur = await conn.execute(
-        sql.SQL(
-            "SELECT f.incident_id, f.service_id, f.title, f.urgency, f.severity, f.status, "
-            "f.labels, f.created_at, f.first_ack_at, f.resolved_at, f.suppressed, "
-            "l.times, l.messages FROM {s}.incident_facts f "
-            "LEFT JOIN LATERAL (SELECT array_agg(e.at ORDER BY e.at) AS times, "
-            "array_agg(e.message ORDER BY e.at) AS messages FROM {s}.incident_events e "
-            "WHERE e.incident_id = f.incident_id AND e.type = 'escalated') l ON true "
-            "WHERE f.created_at < %(until)s AND f.updated_at >= %(since)s {only} "
-            "ORDER BY f.created_at, f.incident_id"
-        ).format(s=s, only=only),
-        {"since": since, "until": until, "services": list(services or ())},
-    )
-    return [past_incident(r) for r in await cur.fetchall()]
+    where: list[sql.Composable] = []
+    if services is not None:
+        where.append(sql.SQL("AND f.service_id = ANY(%(services)s)"))
+    if labels:
+        where.append(sql.SQL("AND f.labels @> %(labels)s"))
+    query = sql.SQL(
+        "SELECT f.incident_id, f.service_id, f.title, f.urgency, f.severity, f.status, "
+        "f.labels, f.created_at, f.first_ack_at, f.resolved_at, f.suppressed, "
+        "l.times, l.messages FROM {s}.incident_facts f "
+        "LEFT JOIN LATERAL (SELECT array_agg(e.at ORDER BY e.at) AS times, "
+        "array_agg(e.message ORDER BY e.at) AS messages FROM {s}.incident_events e "
+        "WHERE e.incident_id = f.incident_id AND e.type = 'escalated') l ON true "
+        "WHERE f.created_at < %(until)s AND f.updated_at >= %(since)s {only} "
+        "ORDER BY f.created_at, f.incident_id"
+    ).format(s=s, only=sql.SQL(" ").join(where))
+    params = {
+        "since": since,
+        "until": until,
+        "services": list(services or ()),
+        "labels": Jsonb(dict(labels or {})),
+    }
+    async with conn.transaction(), conn.cursor(name="automation_dry_run", binary=True) as cur:
+        # A one-off scan: compiling it (JIT) costs more than it saves (~0.2 s of 0.6 s for
+        # 100,000 incidents).
+        await conn.execute("SET LOCAL jit = off")
+        await cur.execute(query, params)
+        while rows := await cur.fetchmany(batch):
+            yield [past_incident(r) for r in rows]
 
 
 async def run(
@@ -184,6 +229,12 @@ async def run(
     until: datetime,
     services: Sequence[str] | None,
 ) -> Answer:
-    """The rule's dry run over the serving generation's incidents."""
-    incidents = await read_past_incidents(conn, generation, since, until, services)
-    return Answer(dry_run(rule, incidents, since, until), len(incidents))
+    """The rule's dry run over the serving generation's incidents, a batch at a time."""
+    tally = Tally(rule, since, until)
+    read = 0
+    async for incidents in past_incidents(
+        conn, generation, since, until, services, label_filter(rule)
+    ):
+        tally.add(incidents)
+        read += len(incidents)
+    return Answer(tally.result(), read)

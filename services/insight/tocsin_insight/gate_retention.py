@@ -65,4 +65,3 @@ async def keep_pruned(
         except psycopg.Error as e:
             log.warning("deploy-gate decisions not pruned this time: %s", e)
         await clock.sleep(every.total_seconds())
-
