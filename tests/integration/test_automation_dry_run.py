@@ -171,6 +171,11 @@ async def test_a_rule_would_have_fired_as_the_live_path_decides(
         assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "rule.on.0"
         gone = await api.post("/automation/dry-run", json={"rule_id": "nope", **window})
         assert gone.status_code == 404, gone.text
+        # A rule that could match incidents of a service no team owns is for admins.
+        wider = {**adhoc, "matchers": ['service=~"dry-svc|checkout"']}
+        refused = await api.post("/automation/dry-run", json={"rule": wider, **window})
+        assert refused.status_code == 403, refused.text
+        assert "which no team owns, needs admin" in refused.json()["detail"]
     # A responder of the team may not; nor may anyone without a credential.
     async with await user_client(stack, "dry-resp") as api:
         denied = await api.post("/automation/dry-run", json={"rule_id": "dry-oom", **window})

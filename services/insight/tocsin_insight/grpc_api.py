@@ -390,14 +390,15 @@ class InsightServicer(insight_service_pb2_grpc.InsightServiceServicer):
         if services is None:
             teams = {t.id for t in config.teams}
         else:
-            teams = (
-                set().union(*(service_teams(config, s) for s in services)) if services else set()
-            )
-        if not teams:  # no team: admins only (decide's rule for team-less resources)
+            teams = set()
+            for service in services:
+                # A service no team owns: only admins (decide's rule for team-less resources).
+                teams |= service_teams(config, service) or {""}
+        if not teams or "" in teams:  # no service at all, or one of no team: admins only
             await self._access.authorize(
                 context, "automation.dry_run", Resource("automation_rule", rule_id)
             )
-        for team in sorted(teams):
+        for team in sorted(teams - {""}):
             await self._access.authorize(
                 context,
                 "automation.dry_run",
