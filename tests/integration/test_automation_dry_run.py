@@ -245,7 +245,7 @@ async def test_change_failure_reads_the_change_lifecycle(stack: Stack) -> None:
     with no incident; deploy-2 failed with no incident and deploy-3 fixed it forward; an
     incident 57 min after deploy-3 ended (and over an hour after the others ended) fails
     deploy-3 alone, resolved 10 min later. Three changes (not eight events; the rollback is
-    not one), all three failed."""
+    not one), all three failed. deploy-0, begun before the window, is not one of them."""
     t1 = _moment()
     run = os.urandom(3).hex()
     minute = timedelta(minutes=1)
@@ -265,7 +265,11 @@ async def test_change_failure_reads_the_change_lifecycle(stack: Stack) -> None:
             environment="prod",
         )
 
+    d0 = f"{run}-deploy-0"
     records = [
+        # began before the window (since is t1 - 1 min), failed inside it: not the window's
+        change(d0, -10, deploy, started),
+        change(d0, 2, deploy, failed),
         change(d1, 0, deploy, started),
         change(d1, 5, deploy, succeeded),
         change(rb, 8, rollback, started, rollback_of=d1),

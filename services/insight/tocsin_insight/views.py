@@ -329,12 +329,14 @@ async def overview(
     start, end = _window(f, now, DEFAULT_WINDOW)
     scoped = set(_scoped(f, config)) if (f.service_id or f.team_id) else None
     # Every event from the window's start on (up to now): a change that began in the window
-    # may end, be rolled back or be fixed forward after it (domain.changes.changes_of).
+    # may end, be rolled back or be fixed forward after it; and the earlier events of those
+    # changes, so one that began before the window is seen to (domain.changes.changes_of).
     cur = await conn.execute(
-        sql.SQL("SELECT {cols} FROM {s}.change_facts WHERE at >= %s").format(
-            s=s, cols=sql.SQL(CHANGE_COLUMNS)
-        ),
-        (start,),
+        sql.SQL(
+            "SELECT {cols} FROM {s}.change_facts WHERE at >= %(start)s OR change_id IN "
+            "(SELECT change_id FROM {s}.change_facts WHERE at >= %(start)s AND change_id <> '')"
+        ).format(s=s, cols=sql.SQL(CHANGE_COLUMNS)),
+        {"start": start},
     )
     records = [change_record_of(row) for row in await cur.fetchall()]
     changes = changes_of(

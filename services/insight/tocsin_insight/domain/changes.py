@@ -20,10 +20,10 @@ Its **recovery time** (DORA's failed deployment recovery time) runs from the mom
 failure was known - the first of: the creation of the first incident blamed on it, its
 ``failed`` report, the start of its rollback - to the moment service was restored - the
 first of: its rollback's success; the resolution of the last incident blamed on it (every
-one of them resolved); for a change with no incident blamed on it, the success of the next
-change of its service in its environment (a fix forward). A failed change not restored yet
-has none and is counted in ``unrecovered``. The recovery times are reported as a
-distribution.
+one of them resolved); for a change with no incident blamed on it, the first success of a
+change of its service in its environment begun after it (a fix forward). A failed change
+not restored yet has none and is counted in ``unrecovered``. The recovery times are
+reported as a distribution.
 
 - ``change_failure_rate`` = failed changes / changes (None when there were no changes).
 """
@@ -62,7 +62,7 @@ class Change:
     reported_failed: datetime | None = None  # its first `failed` report
     rollback_started: datetime | None = None  # the rollback that undid it began
     rolled_back: datetime | None = None  # ... and succeeded
-    fixed_forward: datetime | None = None  # the next change of its service+environment succeeded
+    fixed_forward: datetime | None = None  # a later change of its service+environment succeeded
 
     @property
     def failed_by_status(self) -> bool:
