@@ -103,6 +103,7 @@ def test_rule_by_id_or_as_written_in_the_config() -> None:
     [
         ("", "", "rule_id, rule: give exactly one"),
         ("x" * 256, "", "rule_id: 256 characters, at most 255"),
+        ("", "[" * 50_000 + "]" * 50_000, "rule: nested too deeply"),
         ("oom", "{}", "rule_id, rule: give exactly one"),
         ("", "[1]", "rule: expected a mapping"),
         ("", "{nope", "rule: not JSON"),

@@ -89,6 +89,8 @@ def rule_of(config: TocsinConfig, rule_id: str, rule_json: str) -> AutomationRul
         data = json.loads(rule_json)
     except ValueError as e:
         raise DryRunError(f"rule: not JSON: {e}") from None
+    except RecursionError:
+        raise DryRunError("rule: nested too deeply") from None
     if not isinstance(data, dict):
         raise DryRunError("rule: expected a mapping, as a rule of automation.rules")
     try:
@@ -127,7 +129,7 @@ def label_filter(rule: AutomationRule) -> dict[str, str]:
 
 
 def past_incident(row: Sequence[Any]) -> PastIncident:
-    """A row of :func:`read_past_incidents`' query as the dry run's input (pure)."""
+    """A row of :func:`past_incidents`' query as the dry run's input (pure)."""
     (incident_id, service, title, urgency, severity, status, labels, created, acked, resolved,
      suppressed, level_times, level_messages) = row  # fmt: skip
     levels: list[tuple[int, datetime]] = []
