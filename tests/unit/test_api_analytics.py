@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ class FakeInsight:
     def __init__(self) -> None:
         self.requests: list[tuple[str, Any, Any]] = []
         self.fail: Refused | None = None
+        self.deadline = 0.0
 
     async def _answer(self, name: str, request: Any, metadata: Any, reply: Any) -> Any:
         self.requests.append((name, request, metadata))
@@ -89,6 +91,25 @@ class FakeInsight:
             definition_version="v2",
         )
         return await self._answer("Overview", request, metadata, reply)
+
+    async def AutomationDryRun(self, request: Any, metadata: Any, timeout: float) -> Any:
+        self.deadline = timeout
+        since, until = Timestamp(), Timestamp()
+        since.FromDatetime(datetime(2026, 11, 1, tzinfo=UTC))
+        until.FromDatetime(datetime(2026, 12, 1, tzinfo=UTC))
+        reply = pb.AutomationDryRunResponse(
+            rule_id="restart",
+            since=since,
+            until=until,
+            fires=3,
+            incidents=2,
+            by_trigger={"triggered": 2, "level 2": 1},
+            sample=["inc-1", "inc-2"],
+            summary="rule 'restart' would have fired 3 times in 30 days",
+            incidents_read=9,
+            definition_version="g4",
+        )
+        return await self._answer("AutomationDryRun", request, metadata, reply)
 
     async def ReviewDraft(self, request: Any, metadata: Any, timeout: float) -> Any:
         reply = pb.ReviewDraftResponse(markdown="# Disk full\n")
@@ -250,3 +271,60 @@ def test_bad_overview_queries_name_the_field(http: TestClient, backends: Backend
     backends.insight.fail = Refused(grpc.StatusCode.PERMISSION_DENIED, "needs viewer on dba")
     body = problem(http.get("/api/v1/analytics/overview?team_id=dba", headers=RITA), 403)
     assert body["detail"] == "needs viewer on dba"
+
+
+def test_an_automation_dry_run_forwards_the_rule_and_window_with_the_credential(
+    http: TestClient, backends: Backends
+) -> None:
+    rule = {
+        "id": "adhoc",
+        "on": ["triggered"],
+        "action": {"type": "incident", "command": "resolve"},
+    }
+    reply = http.post(
+        "/api/v1/automation/dry-run",
+        json={"rule": rule, "since": "2026-11-01T00:00:00Z", "until": "2026-12-01T00:00:00Z"},
+        headers=RITA,
+    )
+    assert reply.status_code == 200, reply.text
+    ((name, request, metadata),) = backends.insight.requests
+    assert name == "AutomationDryRun" and ("authorization", "Bearer rita") in list(metadata)
+    assert backends.insight.deadline == 60  # a long window takes longer than a plain call
+    assert request.rule_id == "" and json.loads(request.rule_json) == rule
+    assert request.since.ToDatetime(tzinfo=UTC) == datetime(2026, 11, 1, tzinfo=UTC)
+    assert request.until.ToDatetime(tzinfo=UTC) == datetime(2026, 12, 1, tzinfo=UTC)
+    assert reply.json() == {
+        "rule_id": "restart",
+        "since": "2026-11-01T00:00:00Z",
+        "until": "2026-12-01T00:00:00Z",
+        "fires": 3,
+        "incidents": 2,
+        "by_trigger": {"level 2": 1, "triggered": 2},
+        "sample": ["inc-1", "inc-2"],
+        "summary": "rule 'restart' would have fired 3 times in 30 days",
+        "incidents_read": 9,
+        "definition_version": "g4",
+    }
+    by_id = http.post("/api/v1/automation/dry-run", json={"rule_id": "restart"}, headers=RITA)
+    assert by_id.status_code == 200, by_id.text
+    request = backends.insight.requests[-1][1]
+    assert request.rule_id == "restart" and not request.HasField("since")
+
+
+def test_an_automation_dry_run_names_exactly_one_rule_and_passes_insights_refusals(
+    http: TestClient, backends: Backends
+) -> None:
+    for body in ({}, {"rule_id": "x", "rule": {"id": "x"}}):
+        found = problem(http.post("/api/v1/automation/dry-run", json=body, headers=RITA), 400)
+        assert found["errors"][0]["field"] == "rule_id, rule"
+    assert backends.insight.requests == []
+    backends.insight.fail = Refused(grpc.StatusCode.INVALID_ARGUMENT, "rule.on: Field required")
+    found = problem(
+        http.post("/api/v1/automation/dry-run", json={"rule": {"id": "x"}}, headers=RITA), 400
+    )
+    assert found["errors"][0] == {"field": "rule.on", "problem": "Field required"}
+    backends.insight.fail = Refused(
+        grpc.StatusCode.PERMISSION_DENIED, "automation.dry_run needs manager on team 'sre'"
+    )
+    problem(http.post("/api/v1/automation/dry-run", json={"rule_id": "x"}, headers=RITA), 403)
+    problem(http.post("/api/v1/automation/dry-run", json={"rule_id": "x"}), 401)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tocsin_common.automation.dry_run import PastIncident, dry_run
+from tocsin_common.automation.dry_run import PastIncident, Tally, dry_run, services_in_scope
 from tocsin_common.automation.rules import IncidentFacts
 from tocsin_common.config.automation import AutomationRule
 
@@ -69,3 +69,68 @@ def test_nothing_fires() -> None:
     result = dry_run(rule(on=["acknowledged"], matchers=['service="nope"']), HISTORY, SINCE, UNTIL)
     assert (result.fires, result.sample) == (0, ())
     assert result.summary.endswith("would have fired 0 times in 30 days")
+
+
+def test_a_suppressed_incident_fires_nothing() -> None:
+    """The live path runs no rule for a suppressed incident (escalation's automation)."""
+    hushed = PastIncident(
+        IncidentFacts("s", "checkout", "t", "high"),
+        UNTIL - timedelta(days=1),
+        resolved_at=UNTIL - timedelta(hours=1),
+        suppressed=True,
+    )
+    assert dry_run(rule(on=["triggered", "resolved"]), [*HISTORY, hushed], SINCE, UNTIL).fires == 5
+
+
+def test_labels_are_matched_as_live() -> None:
+    """Labels and the four fields (which win over labels of the same name)."""
+    at = UNTIL - timedelta(days=1)
+    incidents = [
+        PastIncident(
+            IncidentFacts("x", "checkout", "t", "high", labels={"alertname": "OOMKilled"}), at
+        ),
+        PastIncident(
+            IncidentFacts("y", "checkout", "t", "high", labels={"alertname": "Other"}), at
+        ),
+        # a label `service` does not make it checkout
+        PastIncident(IncidentFacts("z", "search", "t", "high", labels={"service": "checkout"}), at),
+    ]
+    found = dry_run(
+        rule(on=["triggered"], matchers=['service="checkout"', 'alertname=~"OOM.*|Pod.*"']),
+        incidents,
+        SINCE,
+        UNTIL,
+    )
+    assert (found.fires, found.sample) == (1, ("x",))
+
+
+def test_services_in_scope() -> None:
+    services = ["checkout", "checkout-eu", "search"]
+    assert services_in_scope(rule(on=["triggered"]), services) is None
+    assert services_in_scope(rule(on=["triggered"], matchers=['urgency="high"']), services) is None
+    assert services_in_scope(
+        rule(on=["triggered"], matchers=['service=~"checkout.*"', 'service!="checkout-eu"']),
+        services,
+    ) == ("checkout",)
+    assert services_in_scope(rule(on=["triggered"], matchers=['service="gone"']), services) == ()
+
+
+def test_the_summary_names_the_window_in_days_or_hours() -> None:
+    def summary(hours: float) -> str:
+        return dry_run(rule(on=["triggered"]), [], UNTIL - timedelta(hours=hours), UNTIL).summary
+
+    assert summary(24 * 7).endswith("would have fired 0 times in 7 days")
+    assert summary(24).endswith("in 1 day")
+    assert summary(1.02).endswith("in 1 hour") and summary(0.2).endswith("in 1 hour")
+    assert summary(5).endswith("in 5 hours")
+
+
+def test_a_tally_fed_in_batches_counts_as_one_pass() -> None:
+    many = [past(f"i{n:02d}", "checkout", "high", 1 + n / 100, resolved_at=5) for n in range(30)]
+    whole = dry_run(rule(on=["triggered", "resolved"]), [*HISTORY, *many], SINCE, UNTIL)
+    tally = Tally(rule(on=["triggered", "resolved"]), SINCE, UNTIL)
+    for start in range(0, len(HISTORY) + len(many), 7):
+        tally.add([*HISTORY, *many][start : start + 7])
+    assert tally.result() == whole
+    assert (whole.fires, whole.incidents, len(whole.sample)) == (65, 33, 20)
+    assert whole.sample[:3] == ("a", "b", "c")

@@ -152,6 +152,12 @@ CASES = [
         "start, end: equal",
     ),
     (
+        "change_control:\n",
+        "change_control:\n  override_ttl: 2h\n  decision_retention: 90m\n",
+        "change_control.decision_retention",
+        "1h30m is shorter than decision_ttl or override_ttl (2h)",
+    ),
+    (
         "- {name: weekend",
         "- {name: w, cron: '@daily', duration: 1h}\n        - {name: w",
         "change_control.gates[0].freeze_windows[1].name",

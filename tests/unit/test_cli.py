@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 from tocsin_cli.client import ApiClient, problem_message
+from tocsin_cli.commands.automation import rule_from_file
 from tocsin_cli.commands.live import (
     event_line,
     report_columns,
@@ -623,3 +624,19 @@ def test_profiles_are_chosen_by_flag_then_environment_then_file(tmp_path: Path) 
         Credential(token="dev-token"),
     )
     assert Store({**env, "TOCSIN_PROFILE": "dev"}).resolve(profile="prod").profile_name == "prod"
+
+
+def test_a_dry_run_rule_file_is_one_rule(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "config" / "automation-rule.example.yaml"
+    rule = rule_from_file(example)
+    assert rule["id"] == "checkout-runbook-note" and rule["on"] == ["triggered", "level 2"]
+    listed = tmp_path / "two.yaml"
+    listed.write_text("- {id: a}\n- {id: b}\n")
+    with pytest.raises(ArgError, match="expected one rule"):
+        rule_from_file(listed)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("id: [unclosed\n")
+    with pytest.raises(ArgError, match="not YAML"):
+        rule_from_file(broken)
+    with pytest.raises(ArgError, match=r"missing\.yaml"):
+        rule_from_file(tmp_path / "missing.yaml")

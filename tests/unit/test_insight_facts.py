@@ -11,9 +11,13 @@ from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
 from tocsin_common.config import Insight
 from tocsin_insight.domain.interruptions import hour_class
 from tocsin_insight.facts import (
+    MAX_LABEL_NAME,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
     Directory,
     FactError,
     IncidentFact,
+    capped_labels,
     change_fact,
     fold_incident,
     is_person,
@@ -454,3 +458,25 @@ def test_decode_reads_incidents_timeline_as_incident_events() -> None:
     decoded = decode([record("incidents.timeline", 5, entry.SerializeToString())], DIRECTORY)
     assert [r.event.event_id for r in decoded.batch.events] == [entry.event_id]
     assert decoded.batch.offsets == {("incidents.timeline", 0): 6} and not decoded.batch.dead
+
+
+def test_labels_of_the_opening_alert_are_kept_capped() -> None:
+    """Definitions v4: the labels an automation rule's matchers see (the dry run), capped as
+    alert-ingest caps them (SPEC §10)."""
+    fact = fold_all(
+        event(E.INCIDENT_EVENT_TYPE_TRIGGERED, 0, labels={"alertname": "OOMKilled", "pod": "a"}),
+        event(E.INCIDENT_EVENT_TYPE_RESOLVED, 60, actor="ana", labels={"alertname": "Other"}),
+    )
+    assert fact.labels == (("alertname", "OOMKilled"), ("pod", "a"))
+    # an entry folded first without labels does not stop the opening alert's from counting
+    late = fold_all(
+        event(E.INCIDENT_EVENT_TYPE_ESCALATED, 1, message="escalated to level 1"),
+        event(E.INCIDENT_EVENT_TYPE_TRIGGERED, 0, labels={"alertname": "OOMKilled"}),
+    )
+    assert late.labels == (("alertname", "OOMKilled"),)
+    many = {f"l{n:03d}": "v" for n in range(MAX_LABELS + 10)}
+    many["a-too-long"] = "x" * (MAX_LABEL_VALUE + 1)
+    many["b" * (MAX_LABEL_NAME + 1)] = "v"
+    kept = capped_labels(many)
+    assert len(kept) == MAX_LABELS and kept[0] == ("l000", "v")
+    assert all(len(v) <= MAX_LABEL_VALUE and len(k) <= MAX_LABEL_NAME for k, v in kept)

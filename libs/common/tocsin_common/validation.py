@@ -53,6 +53,11 @@ def clip(text: str, most: int = 200) -> str:
 MAX_STRUCT_DEPTH = 32
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+# An alert's labels (SPEC §10): alert-ingest refuses more or longer ones; insight's incident
+# facts keep at most as many.
+MAX_LABELS = 256
+MAX_LABEL_NAME = 256
+MAX_LABEL_VALUE = 8 * 1024
 # A normalized alert, counted with the labels the incident copies from it, at most this
 # many bytes: its incidents.events record must stay under Kafka's 1,000,000-byte default.
 MAX_ALERT_BYTES = 900_000

@@ -20,9 +20,9 @@ from tocsin_common.validation import FieldError
 
 MAX_DEDUP_KEY = 255
 MAX_SUMMARY = 1024
-MAX_LABELS = 256
-MAX_LABEL_NAME = 256
-MAX_LABEL_VALUE = 8 * 1024
+MAX_LABELS = validation.MAX_LABELS
+MAX_LABEL_NAME = validation.MAX_LABEL_NAME
+MAX_LABEL_VALUE = validation.MAX_LABEL_VALUE
 MAX_ALERTS_PER_PAYLOAD = 1000
 # Any other text field of an Events v2 or gRPC event (source, component, group, class,
 # client, client_url, links and images): the same cap as a label value. Webhook fields

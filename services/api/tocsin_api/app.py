@@ -25,6 +25,7 @@ from tocsin_api.problems import PROBLEM_JSON, FieldProblem, Problem, problem_res
 from tocsin_api.routes import (
     admin,
     analytics,
+    automation_dry_run,
     changes,
     deploy_gates,
     directory,
@@ -257,6 +258,7 @@ def create_app(state: ApiState | None, lifespan: Any = None, max_body_bytes: int
         analytics,
         deploy_gates,
         changes,
+        automation_dry_run,
     ):
         app.include_router(module.router)
 

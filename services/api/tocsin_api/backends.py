@@ -84,11 +84,12 @@ async def call(
     request: Any,
     credential: str,
     rename: Mapping[str, str] | None = None,
+    deadline_s: float = CALL_TIMEOUT_S,
 ) -> T:
     """``method(request)`` with the caller's credential; a gRPC error as a Problem (its
     fields renamed to the API's by ``rename``)."""
     try:
-        return await method(request, metadata=bearer_metadata(credential), timeout=CALL_TIMEOUT_S)
+        return await method(request, metadata=bearer_metadata(credential), timeout=deadline_s)
     except grpc.aio.AioRpcError as e:
         raise from_grpc(e.code(), e.details() or "", rename) from None
 

@@ -914,3 +914,32 @@ class Overview(BaseModel):
     interruptions: list[PersonInterruptions]
     top_sources: list[NoisySource]
     definition_version: str
+
+
+class AutomationDryRunBody(Strict):
+    """Exactly one of ``rule_id`` and ``rule``; the window defaults to the 30 days to now."""
+
+    rule_id: str = Field(default="", max_length=255, description="a configured rule's id")
+    rule: dict[str, Any] | None = Field(
+        default=None,
+        description="a rule as written in the config's automation.rules (YAML as JSON)",
+    )
+    since: AwareDatetime | None = Field(default=None, description="default: 30 days before until")
+    until: AwareDatetime | None = Field(
+        default=None, description="default: now; at most 366 days after since"
+    )
+
+
+class AutomationDryRun(BaseModel):
+    """How often the rule would have fired over past incidents (docs/automation.md#dry-run)."""
+
+    rule_id: str
+    since: str
+    until: str
+    fires: int = Field(description="firings: each (incident, trigger) once")
+    incidents: int = Field(description="distinct incidents it would have fired for")
+    by_trigger: dict[str, int] = Field(description="'triggered', 'level 2' ... -> firings")
+    sample: list[str] = Field(description="the first incident ids (at most 20), oldest first")
+    summary: str = Field(description="e.g. rule 'x' would have fired 7 times in 30 days")
+    incidents_read: int = Field(description="incidents with a transition in the window")
+    definition_version: str

@@ -29,8 +29,8 @@ from tocsin_common.commands import incident_command, send_command
 from tocsin_common.config import ConfigStore, Schedule, TocsinConfig
 from tocsin_common.kafka import EventProducer
 from tocsin_common.limits import note_problem, snooze_problem
-from tocsin_common.statuspage.components import parse_impact
 from tocsin_common.priority import known_priorities, priority_problem
+from tocsin_common.statuspage.components import parse_impact
 from tocsin_common.statuspage.events import updates_of
 from tocsin_common.statuspage.updates import UpdateError, post_update
 from tocsin_common.timeutil import from_timestamp, set_timestamp

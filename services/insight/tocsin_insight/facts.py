@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from tocsin.v1 import alert_pb2, incident_pb2, notification_pb2
+from tocsin_common import validation
 from tocsin_common.automation import CHANNEL as AUTOMATION_CHANNEL
 from tocsin_common.change import lifecycle
 from tocsin_common.statuspage.notices import CHANNELS as STATUS_CHANNELS
@@ -35,7 +36,9 @@ from tocsin_common.statuspage.notices import CHANNELS as STATUS_CHANNELS
 # on incidents.timeline now) do not set an incident's status or title; a TRIGGERED folded
 # after one of them still gives the source and dedup key.
 # 3: both of the above together.
-DEFINITION_VERSION = 3
+# 4: incident facts keep the labels of the alert that opened the incident (capped), what an
+# automation rule's matchers see (the automation dry run, docs/automation.md#dry-run).
+DEFINITION_VERSION = 4
 
 E = incident_pb2
 
@@ -50,6 +53,13 @@ SEVERITY_NAMES = {
     alert_pb2.SEVERITY_ERROR: "error",
     alert_pb2.SEVERITY_CRITICAL: "critical",
 }
+# The labels an incident fact keeps (SPEC §10: every user-supplied collection is capped):
+# alert-ingest refuses more or longer ones, so an incident from it keeps all of its labels;
+# beyond the caps (a record from elsewhere) a label too long is left out, and past
+# MAX_LABELS labels in name order the rest.
+MAX_LABELS = validation.MAX_LABELS
+MAX_LABEL_NAME = validation.MAX_LABEL_NAME
+MAX_LABEL_VALUE = validation.MAX_LABEL_VALUE
 # Impact levels an incident may carry in its `impact` label (availability weights).
 IMPACT_LEVELS = ("major", "partial", "degraded")
 
@@ -141,6 +151,7 @@ class IncidentFact:
     impact_start: datetime | None = None
     impact_end: datetime | None = None
     event_count: int = 0
+    labels: tuple[tuple[str, str], ...] = ()  # (name, value) in name order, capped_labels()
 
     @property
     def seconds_to_first_ack(self) -> float | None:
@@ -175,6 +186,17 @@ def _label_time(labels: Mapping[str, str], name: str) -> datetime | None:
     except ValueError:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def capped_labels(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The labels a fact keeps, in name order: none longer than the caps, at most
+    :data:`MAX_LABELS`."""
+    kept = (
+        (name, value)
+        for name, value in sorted(labels.items())
+        if len(name) <= MAX_LABEL_NAME and len(value) <= MAX_LABEL_VALUE
+    )
+    return tuple(kept)[:MAX_LABELS]
 
 
 def suppression_kind(reason: str) -> str:
@@ -258,6 +280,9 @@ def fold_incident(
         # The fact was made from an entry folded first, without the opening alert.
         changes["source"] = event.alert.source
         changes["dedup_key"] = event.alert.dedup_key or current.dedup_key
+    if incident.labels and not current.labels:
+        # The opening alert's (an entry folded first may carry none)
+        changes["labels"] = capped_labels(incident.labels)
     if incident.probable_causes and not current.linked_changes:
         changes["linked_changes"] = tuple(
             c.change.event_id for c in incident.probable_causes if c.change.event_id

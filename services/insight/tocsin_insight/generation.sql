@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS {schema}.incident_facts (
     impact_start       timestamptz,
     impact_end         timestamptz,
     event_count        integer NOT NULL DEFAULT 0,
+    -- the opening alert's labels, capped (facts.capped_labels): definitions version 4 on
+    labels             jsonb NOT NULL DEFAULT '{{}}'::jsonb CHECK (jsonb_typeof(labels) = 'object'),
     updated_at         timestamptz NOT NULL,
     -- The incident's measures (docs/insight.md#response), computed once when the row is
     -- written: reports aggregate plain columns. NULL while they have no value.

@@ -20,9 +20,10 @@ from tocsin.v1 import insight_service_pb2_grpc
 from tocsin_common.auth.access import AccessControl
 from tocsin_common.auth.directory import service_teams
 from tocsin_common.auth.policy import Resource
+from tocsin_common.automation.dry_run import services_in_scope
 from tocsin_common.config import ConfigStore
 
-from tocsin_insight import reports, views
+from tocsin_insight import automation_dry_run, reports, views
 from tocsin_insight.reports import DistributionRow, Filter, QueryError
 
 log = logging.getLogger("tocsin.insight.grpc")
@@ -338,3 +339,68 @@ class InsightServicer(insight_service_pb2_grpc.InsightServiceServicer):
         assert found is not None
         await self._access.authorize(context, "insight.read", resource)
         return pb.ReviewDraftResponse(markdown=found[1])
+
+    async def AutomationDryRun(
+        self, request: pb.AutomationDryRunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AutomationDryRunResponse:
+        """How often a rule would have fired (docs/automation.md#dry-run): needs
+        ``automation.dry_run`` on the teams of the configured services the rule's ``service``
+        matchers admit (the incidents counted), on every team when it has none."""
+        config = self._config.current
+        now = datetime.now(UTC)
+        try:
+            rule = automation_dry_run.rule_of(config, request.rule_id, request.rule_json)
+            since, until = automation_dry_run.window_of(
+                _dt(request.since, request.HasField("since")),
+                _dt(request.until, request.HasField("until")),
+                now,
+            )
+        except automation_dry_run.NotFound as e:  # rule ids are no secret (the config's)
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        except automation_dry_run.DryRunError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        services = services_in_scope(rule, [s.id for s in config.services])
+        await self._authorize_dry_run(context, rule.id, services)
+        generation = await self._generation()
+        try:
+            async with self._pool.connection() as conn:
+                answer = await automation_dry_run.run(
+                    conn, generation, rule, since, until, services
+                )
+        except automation_dry_run.NotReady as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        result = answer.result
+        return pb.AutomationDryRunResponse(
+            rule_id=result.rule_id,
+            since=_stamp(result.since),
+            until=_stamp(result.until),
+            fires=result.fires,
+            incidents=result.incidents,
+            by_trigger=result.by_trigger,
+            sample=list(result.sample),
+            summary=result.summary,
+            incidents_read=answer.incidents_read,
+            definition_version=generation,
+        )
+
+    async def _authorize_dry_run(
+        self, context: grpc.aio.ServicerContext, rule_id: str, services: tuple[str, ...] | None
+    ) -> None:
+        config = self._config.current
+        if services is None:
+            teams = {t.id for t in config.teams}
+        else:
+            teams = set()
+            for service in services:
+                # A service no team owns: only admins (decide's rule for team-less resources).
+                teams |= service_teams(config, service) or {""}
+        if not teams or "" in teams:  # no service at all, or one of no team: admins only
+            await self._access.authorize(
+                context, "automation.dry_run", Resource("automation_rule", rule_id)
+            )
+        for team in sorted(teams - {""}):
+            await self._access.authorize(
+                context,
+                "automation.dry_run",
+                Resource("automation_rule", rule_id, frozenset({team})),
+            )

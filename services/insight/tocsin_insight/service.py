@@ -19,6 +19,7 @@ from tocsin.v1 import (
     insight_service_pb2_grpc,
 )
 from tocsin_common.auth.access import access_control
+from tocsin_common.clock import SystemClock
 from tocsin_common.config import ConfigStore, TocsinConfig
 from tocsin_common.grpcserver import GrpcServer, client_channel
 from tocsin_common.kafka import (
@@ -32,7 +33,7 @@ from tocsin_common.runtime import bootstrap, until_stopped
 from tocsin_common.settings import Settings
 from tocsin_common.transport import KafkaSecurity
 
-from tocsin_insight import rollup, schema, store
+from tocsin_insight import gate_retention, rollup, schema, store
 from tocsin_insight.db import Conn, pool, wait_for_postgres
 from tocsin_insight.domain.interruptions import hour_class
 from tocsin_insight.facts import DEFINITION_VERSION, Directory
@@ -238,6 +239,11 @@ async def serve(stop: asyncio.Event) -> None:
     tasks = [
         asyncio.create_task(consumer.run()),
         asyncio.create_task(config.watch(settings.config_reload_seconds)),
+        asyncio.create_task(
+            gate_retention.keep_pruned(
+                api_pool, lambda: config.current.change_control.decision_retention, SystemClock()
+            )
+        ),
     ]
     try:
         await consumer.joined.wait()

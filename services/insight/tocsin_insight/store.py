@@ -359,7 +359,8 @@ class FactStore:
 
 def _fact_row(fact: IncidentFact) -> tuple[Any, ...]:
     return tuple(
-        list(v) if isinstance(v, tuple) else v for v in (getattr(fact, c) for c in _FACT_COLUMNS)
+        Jsonb(dict(v)) if c == "labels" else list(v) if isinstance(v, tuple) else v
+        for c, v in ((c, getattr(fact, c)) for c in _FACT_COLUMNS)
     )
 
 
@@ -367,6 +368,7 @@ def _fact_from_row(row: Sequence[Any]) -> IncidentFact:
     values = dict(zip(_FACT_COLUMNS, row, strict=True))
     for name in ("linked_changes", "engaged_users"):
         values[name] = tuple(values[name] or ())
+    values["labels"] = tuple(sorted((values["labels"] or {}).items()))
     fact = IncidentFact(**values)
     return fact
 

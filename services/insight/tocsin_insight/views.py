@@ -14,7 +14,12 @@ from psycopg import sql
 from tocsin_common.config import TocsinConfig
 
 from tocsin_insight.domain.availability import Availability, ImpactSlice, availability
-from tocsin_insight.domain.changes import Change, ChangeFailureReport, IncidentSpan, change_failures
+from tocsin_insight.domain.changes import (
+    ChangeFailureReport,
+    IncidentSpan,
+    change_failures,
+    changes_of,
+)
 from tocsin_insight.domain.interruptions import (
     InterruptionCounts,
     Notification,
@@ -43,6 +48,7 @@ from tocsin_insight.domain.sla import (
     sla_targets,
 )
 from tocsin_insight.domain.stats import Trend, compare_periods
+from tocsin_insight.gate_state import CHANGE_COLUMNS, change_record_of
 from tocsin_insight.reports import DURATIONS, Filter, Point, where_clause
 from tocsin_insight.schema import generation_schema
 
@@ -322,23 +328,27 @@ async def overview(
     rule = insight.change_failure
     start, end = _window(f, now, DEFAULT_WINDOW)
     scoped = set(_scoped(f, config)) if (f.service_id or f.team_id) else None
+    # Every event from the window's start on (up to now): a change that began in the window
+    # may end, be rolled back or be fixed forward after it; and the earlier events of those
+    # changes, so one that began before the window is seen to (domain.changes.changes_of).
     cur = await conn.execute(
         sql.SQL(
-            "SELECT event_id, service_id, at FROM {s}.change_facts WHERE at >= %s AND at < %s"
-        ).format(s=s),
-        (start, end),
+            "SELECT {cols} FROM {s}.change_facts WHERE at >= %(start)s OR change_id IN "
+            "(SELECT change_id FROM {s}.change_facts WHERE at >= %(start)s AND change_id <> '')"
+        ).format(s=s, cols=sql.SQL(CHANGE_COLUMNS)),
+        {"start": start},
     )
-    changes = [
-        Change(change_id, service, at)
-        for change_id, service, at in await cur.fetchall()
-        if scoped is None or service in scoped
-    ]
+    records = [change_record_of(row) for row in await cur.fetchall()]
+    changes = changes_of(
+        (r for r in records if scoped is None or r.service_id in scoped), start, end
+    )
+    latest = max((c.ended or c.at for c in changes), default=end)
     cur = await conn.execute(
         sql.SQL(
             "SELECT incident_id, service_id, created_at, resolved_at FROM {s}.incident_facts "
             "WHERE created_at >= %s AND created_at < %s"
         ).format(s=s),
-        (start, end + rule.window),
+        (start, max(end, latest) + rule.window),
     )
     spans = [IncidentSpan(*row) for row in await cur.fetchall()]
     depends_on = {sv.id: list(sv.depends_on) for sv in config.services}

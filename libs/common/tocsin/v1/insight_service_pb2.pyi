@@ -897,3 +897,123 @@ class UptimeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UptimeResponse: _TypeAlias = UptimeResponse  # noqa: Y015
+
+@_typing.final
+class AutomationDryRunRequest(_message.Message):
+    """How often an automation rule would have fired over the incidents insight keeps
+    (docs/automation.md#dry-run). Authorised as automation.dry_run on the teams of the services
+    the rule's `service` matchers admit (no such matcher: every team).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    RULE_JSON_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    """a rule of the config's automation.rules, or"""
+    rule_json: _builtins.str
+    """a rule as written in the config, as JSON (at most 200,000 bytes)"""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """default: 30 days before until"""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """default: now; at most 366 days after since"""
+
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        rule_json: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule_id", b"rule_id", "rule_json", b"rule_json", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutomationDryRunRequest: _TypeAlias = AutomationDryRunRequest  # noqa: Y015
+
+@_typing.final
+class AutomationDryRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ByTriggerEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    FIRES_FIELD_NUMBER: _builtins.int
+    INCIDENTS_FIELD_NUMBER: _builtins.int
+    BY_TRIGGER_FIELD_NUMBER: _builtins.int
+    SAMPLE_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    INCIDENTS_READ_FIELD_NUMBER: _builtins.int
+    DEFINITION_VERSION_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    fires: _builtins.int
+    """firings: each (incident, trigger) once"""
+    incidents: _builtins.int
+    """distinct incidents it would have fired for"""
+    summary: _builtins.str
+    """"rule 'x' would have fired 7 times in 30 days" """
+    incidents_read: _builtins.int
+    """incidents with a transition in the window, looked at"""
+    definition_version: _builtins.str
+    """the fact tables the answer came from"""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def by_trigger(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """"triggered", "level 2" ... -> firings"""
+
+    @_builtins.property
+    def sample(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the first incident ids (at most 20), in creation order"""
+
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        fires: _builtins.int = ...,
+        incidents: _builtins.int = ...,
+        by_trigger: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        sample: _abc.Iterable[_builtins.str] | None = ...,
+        summary: _builtins.str = ...,
+        incidents_read: _builtins.int = ...,
+        definition_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_trigger", b"by_trigger", "definition_version", b"definition_version", "fires", b"fires", "incidents", b"incidents", "incidents_read", b"incidents_read", "rule_id", b"rule_id", "sample", b"sample", "since", b"since", "summary", b"summary", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutomationDryRunResponse: _TypeAlias = AutomationDryRunResponse  # noqa: Y015

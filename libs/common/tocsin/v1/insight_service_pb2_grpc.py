@@ -69,6 +69,11 @@ class InsightServiceStub:
                 request_serializer=tocsin_dot_v1_dot_insight__service__pb2.UptimeRequest.SerializeToString,
                 response_deserializer=tocsin_dot_v1_dot_insight__service__pb2.UptimeResponse.FromString,
                 _registered_method=True)
+        self.AutomationDryRun = channel.unary_unary(
+                '/tocsin.v1.InsightService/AutomationDryRun',
+                request_serializer=tocsin_dot_v1_dot_insight__service__pb2.AutomationDryRunRequest.SerializeToString,
+                response_deserializer=tocsin_dot_v1_dot_insight__service__pb2.AutomationDryRunResponse.FromString,
+                _registered_method=True)
 
 
 class InsightServiceServicer:
@@ -116,6 +121,12 @@ class InsightServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AutomationDryRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InsightServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +164,11 @@ def add_InsightServiceServicer_to_server(servicer, server):
                     servicer.Uptime,
                     request_deserializer=tocsin_dot_v1_dot_insight__service__pb2.UptimeRequest.FromString,
                     response_serializer=tocsin_dot_v1_dot_insight__service__pb2.UptimeResponse.SerializeToString,
+            ),
+            'AutomationDryRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.AutomationDryRun,
+                    request_deserializer=tocsin_dot_v1_dot_insight__service__pb2.AutomationDryRunRequest.FromString,
+                    response_serializer=tocsin_dot_v1_dot_insight__service__pb2.AutomationDryRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +360,33 @@ class InsightService:
             '/tocsin.v1.InsightService/Uptime',
             tocsin_dot_v1_dot_insight__service__pb2.UptimeRequest.SerializeToString,
             tocsin_dot_v1_dot_insight__service__pb2.UptimeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AutomationDryRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tocsin.v1.InsightService/AutomationDryRun',
+            tocsin_dot_v1_dot_insight__service__pb2.AutomationDryRunRequest.SerializeToString,
+            tocsin_dot_v1_dot_insight__service__pb2.AutomationDryRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,7 @@ class InsightServiceStub:
     ReviewDraft: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.ReviewDraftRequest, _insight_service_pb2.ReviewDraftResponse]
     Overview: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.OverviewRequest, _insight_service_pb2.OverviewResponse]
     Uptime: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.UptimeRequest, _insight_service_pb2.UptimeResponse]
+    AutomationDryRun: _grpc.UnaryUnaryMultiCallable[_insight_service_pb2.AutomationDryRunRequest, _insight_service_pb2.AutomationDryRunResponse]
 
 @_typing.type_check_only
 class InsightServiceAsyncStub(InsightServiceStub):
@@ -52,6 +53,7 @@ class InsightServiceAsyncStub(InsightServiceStub):
     ReviewDraft: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.ReviewDraftRequest, _insight_service_pb2.ReviewDraftResponse]  # type: ignore[assignment]
     Overview: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.OverviewRequest, _insight_service_pb2.OverviewResponse]  # type: ignore[assignment]
     Uptime: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.UptimeRequest, _insight_service_pb2.UptimeResponse]  # type: ignore[assignment]
+    AutomationDryRun: _aio.UnaryUnaryMultiCallable[_insight_service_pb2.AutomationDryRunRequest, _insight_service_pb2.AutomationDryRunResponse]  # type: ignore[assignment]
 
 class InsightServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -102,5 +104,12 @@ class InsightServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _insight_service_pb2.UptimeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_insight_service_pb2.UptimeResponse, _abc.Awaitable[_insight_service_pb2.UptimeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AutomationDryRun(
+        self,
+        request: _insight_service_pb2.AutomationDryRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_insight_service_pb2.AutomationDryRunResponse, _abc.Awaitable[_insight_service_pb2.AutomationDryRunResponse]]: ...
 
 def add_InsightServiceServicer_to_server(servicer: InsightServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

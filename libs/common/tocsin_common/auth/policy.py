@@ -151,6 +151,12 @@ RULES: dict[str, Rule] = {
         Role.RESPONDER,
         summary="approve or reject an automation action that waits on an incident",
     ),
+    "automation.dry_run": Rule(
+        Role.MANAGER,
+        mutation=False,
+        summary="count how often an automation rule would have fired over past incidents "
+        "(on the teams of the services it names; none named: every team)",
+    ),
     "schedule.read": Rule(
         Role.VIEWER,
         mutation=False,

@@ -30,6 +30,7 @@ __all__ = [
     "TriggerKind",
     "idempotency_key",
     "label_set",
+    "matches",
     "matching_rules",
     "plan",
     "render",
@@ -87,6 +88,12 @@ def label_set(incident: IncidentFacts) -> dict[str, str]:
 
 def _fires_on(rule: AutomationRule, transition: Transition) -> bool:
     return any(parse_trigger(t) == (transition.kind, transition.level) for t in rule.on)
+
+
+def matches(rule: AutomationRule, incident: IncidentFacts) -> bool:
+    """Whether every matcher of ``rule`` matches the incident (its triggers aside)."""
+    labels = label_set(incident)
+    return all(m.matches(labels) for m in rule.matchers)
 
 
 def matching_rules(rules: Iterable[AutomationRule], transition: Transition) -> list[AutomationRule]:

@@ -9,10 +9,10 @@ import re
 from datetime import time, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from ..change.cron import CronError, parse_cron
-from .durations import PositiveDuration
+from .durations import PositiveDuration, format_duration
 from .model import Name, Ref, Slug, TimeOfDay, TimeZone, Urgency, _Model
 
 __all__ = [
@@ -155,9 +155,26 @@ class DeployGate(_Model):
 
 
 class ChangeControl(_Model):
-    """Deploy gates, and how long a decision stays valid."""
+    """Deploy gates, how long a decision stays valid, and how long insight keeps the
+    decisions it records (``gate_decisions``: overrides by evaluation id, change timelines)."""
 
     gates: tuple[DeployGate, ...] = ()
     decision_ttl: PositiveDuration = timedelta(minutes=5)
     sleep_hours: SleepHours = Field(default_factory=SleepHours)
     override_ttl: PositiveDuration = timedelta(hours=1)
+    decision_retention: PositiveDuration = timedelta(days=90)
+
+    @field_validator("decision_retention")
+    @classmethod
+    def _retention(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        # A decision must outlive what reads it: its validity, and an override asked of it.
+        floor = max(
+            info.data.get("decision_ttl", timedelta(0)), info.data.get("override_ttl", timedelta(0))
+        )
+        if value < floor:
+            raise ValueError(
+                f"{format_duration(value)} is shorter than decision_ttl or override_ttl "
+                f"({format_duration(floor)}): a decision must be kept at least as long as it "
+                "holds and can be overridden"
+            )
+        return value
