@@ -854,7 +854,26 @@ async def test_the_docs_examples_run_as_documented(stack: Stack, tmp_path: Path)
     )
     assert silence.code == 0, silence.stderr
     env["SILENCE"] = silence.stdout.strip()
+    # A public component of this stack's status page (the example config's are payments and
+    # storefront), and a subscription of it to end.
+    env["COMPONENT"] = "sp-pay"
+    made = await tocsin(
+        "subscribers", "add", "--email", "docs@example.com", "-c", "sp-pay", "-o", "json", env=env
+    )
+    assert made.code == 0, made.stderr
+    env["SUBSCRIPTION"] = json.loads(made.stdout)["subscription_id"]
+    try:
+        await _run_docs_examples(stack, env)
+    finally:
+        # The examples' subscriptions would hear later tests' status updates.
+        async with client(stack) as api:
+            listed = await api.get("/status_page/subscriptions")
+            for sub in listed.json()["subscriptions"]:
+                if sub["address"] in ("ana@example.com", "https://hooks.example.com/status"):
+                    await api.delete(f"/status_page/subscriptions/{sub['subscription_id']}")
 
+
+async def _run_docs_examples(stack: Stack, env: dict[str, str]) -> None:
     lines = examples((ROOT / "docs" / "cli.md").read_text())
     assert len(lines) >= 20, lines
     for example in lines:
