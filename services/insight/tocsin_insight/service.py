@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -170,6 +171,22 @@ async def ensure_targets(conn: Conn, generation: str, settings: Settings) -> Non
     await store.set_targets(conn, generation, ends)
 
 
+DEFAULT_BATCH_LINGER_MS = 200
+
+
+def batch_linger_s(env: Mapping[str, str]) -> float:
+    """``TOCSIN_INSIGHT_BATCH_LINGER_MS``: how long the live consumer gathers records into
+    one PostgreSQL transaction (default 200 ms; 0 writes each poll at once)."""
+    raw = env.get("TOCSIN_INSIGHT_BATCH_LINGER_MS", str(DEFAULT_BATCH_LINGER_MS)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"TOCSIN_INSIGHT_BATCH_LINGER_MS: {raw!r} is not a whole number") from None
+    if not 0 <= value <= 5000:
+        raise ValueError(f"TOCSIN_INSIGHT_BATCH_LINGER_MS: {value} is not within 0..5000")
+    return value / 1000
+
+
 async def serve(stop: asyncio.Event) -> None:
     settings = bootstrap(SERVICE)
     config = ConfigStore(settings.config_path)
@@ -212,6 +229,7 @@ async def serve(stop: asyncio.Event) -> None:
         producer,
         on_written=written,
         hour_class=hour_class,
+        linger_s=batch_linger_s(os.environ),
     )
     grpc_server = GrpcServer(
         settings.grpc_host,
