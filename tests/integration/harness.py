@@ -297,8 +297,16 @@ class Stack:
             )
         for service in self.services.values():
             service.start()
-        self.admin_token, _ = await self.token_for(BOOTSTRAP_ADMIN, PrincipalKind.SERVICE_ACCOUNT)
-        await asyncio.gather(*(s.wait_healthy() for s in self.services.values()))
+        try:
+            self.admin_token, _ = await self.token_for(
+                BOOTSTRAP_ADMIN, PrincipalKind.SERVICE_ACCOUNT
+            )
+            await asyncio.gather(*(s.wait_healthy() for s in self.services.values()))
+        except BaseException:
+            # The ones that did start would stay in the consumer groups and take partitions
+            # from the next stack (a bench whose correlation refused to start left five).
+            await self.stop()
+            raise
 
     async def add_replica(
         self, name: str, env: dict[str, str] | None = None, suffix: str = "2"
