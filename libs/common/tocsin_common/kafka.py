@@ -353,31 +353,13 @@ Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
 
 
-GATHER_MIN_BYTES = 1 << 20
-
-
 def group_consumer(
-    bootstrap: str,
-    group_id: str,
-    service: str,
-    security: KafkaSecurity | None = None,
-    *,
-    gather_ms: int = 0,
+    bootstrap: str, group_id: str, service: str, security: KafkaSecurity | None = None
 ) -> AIOKafkaConsumer:
     """A consumer-group member as every Tocsin service runs one: offsets committed by the
     caller after processing, transactional records read only once committed, and a dead
-    member's partitions moved after 10 s rather than Kafka's default 45 s.
-
-    ``gather_ms`` > 0, for a consumer off the paging path that prefers fewer, larger
-    batches: the broker holds each fetch until 1 MiB of records or this long has passed,
-    so a trickle arrives in one batch per ``gather_ms`` instead of a fetch per record."""
-    if gather_ms < 0:
-        raise ValueError(f"gather_ms: {gather_ms} is negative")
-    gathering = (
-        {"fetch_min_bytes": GATHER_MIN_BYTES, "fetch_max_wait_ms": gather_ms} if gather_ms else {}
-    )
+    member's partitions moved after 10 s rather than Kafka's default 45 s."""
     return AIOKafkaConsumer(
-        **gathering,
         bootstrap_servers=bootstrap,
         group_id=group_id,
         client_id=f"tocsin-{service}",

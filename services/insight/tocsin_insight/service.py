@@ -174,9 +174,9 @@ async def ensure_targets(conn: Conn, generation: str, settings: Settings) -> Non
 DEFAULT_BATCH_LINGER_MS = 200
 
 
-def batch_linger_ms(env: Mapping[str, str]) -> int:
-    """``TOCSIN_INSIGHT_BATCH_LINGER_MS``: how long the broker gathers records for the live
-    consumer before it answers a fetch (default 200 ms; 0 answers at the first record)."""
+def batch_linger_s(env: Mapping[str, str]) -> float:
+    """``TOCSIN_INSIGHT_BATCH_LINGER_MS``: how long the live consumer gathers records into
+    one PostgreSQL transaction (default 200 ms; 0 writes each poll at once)."""
     raw = env.get("TOCSIN_INSIGHT_BATCH_LINGER_MS", str(DEFAULT_BATCH_LINGER_MS)).strip()
     try:
         value = int(raw)
@@ -184,7 +184,7 @@ def batch_linger_ms(env: Mapping[str, str]) -> int:
         raise ValueError(f"TOCSIN_INSIGHT_BATCH_LINGER_MS: {raw!r} is not a whole number") from None
     if not 0 <= value <= 5000:
         raise ValueError(f"TOCSIN_INSIGHT_BATCH_LINGER_MS: {value} is not within 0..5000")
-    return value
+    return value / 1000
 
 
 async def serve(stop: asyncio.Event) -> None:
@@ -222,23 +222,14 @@ async def serve(stop: asyncio.Event) -> None:
         settled.add(gen)
 
     consumer = FactConsumer(
-        # Insight is off the paging path and its freshness target is seconds: the broker
-        # gathers a trickle into one fetch per linger. One alert's records reach insight
-        # from four topics at four moments; a fetch and a PostgreSQL transaction each cost
-        # PostgreSQL more CPU per page at 50 alerts/s than any service on the paging path.
-        group_consumer(
-            settings.kafka_bootstrap,
-            GROUP_ID,
-            SERVICE,
-            security,
-            gather_ms=batch_linger_ms(os.environ),
-        ),
+        group_consumer(settings.kafka_bootstrap, GROUP_ID, SERVICE, security),
         FactStore(conn, directory_of(config.current)),
         current_generation,
         lambda: directory_of(config.current),
         producer,
         on_written=written,
         hour_class=hour_class,
+        linger_s=batch_linger_s(os.environ),
     )
     grpc_server = GrpcServer(
         settings.grpc_host,
