@@ -5,6 +5,7 @@ signed headers of an action, and how notification reads an action request."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import textwrap
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -26,7 +27,7 @@ from tocsin_notification.approvals import approved, decode, encode
 from tocsin_notification.automation import AutomationRunner, describe, headers_for
 from tocsin_notification.delivery import parse
 from tocsin_notification.idempotency import Claim
-from tocsin_notification.pipeline import Job
+from tocsin_notification.pipeline import Job, Pipeline
 from tocsin_notification.providers.base import DeliveryError
 from tocsin_notification.providers.webhook import SIGNATURE_HEADER, verify
 
@@ -312,10 +313,16 @@ class _Idempotency:
         self.forgotten.append(job.request.idempotency_key)
 
 
+def stages_of(fake: SimpleNamespace) -> SimpleNamespace:
+    """The fake pipeline's stages with the real Pipeline.once over them."""
+    fake.once = functools.partial(Pipeline.once, fake)  # type: ignore[arg-type]
+    return fake
+
+
 async def _fail_with(idempotency: _Idempotency) -> None:
     clock = FakeClock(T0)
     runner = AutomationRunner(
-        SimpleNamespace(idempotency=idempotency),  # type: ignore[arg-type]
+        stages_of(SimpleNamespace(idempotency=idempotency)),  # type: ignore[arg-type]
         clock,
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
@@ -352,9 +359,11 @@ async def test_a_job_that_took_the_key_gives_it_back_when_it_fails() -> None:
 
     took = _Failing(Claim.ACQUIRED)
     clock = FakeClock(T0)
-    stages = SimpleNamespace(
-        idempotency=took,
-        retry=SimpleNamespace(run=lambda attempt, on_retry: attempt(1)),
+    stages = stages_of(
+        SimpleNamespace(
+            idempotency=took,
+            retry=SimpleNamespace(run=lambda attempt, on_retry: attempt(1)),
+        )
     )
     runner = AutomationRunner(
         stages,  # type: ignore[arg-type]

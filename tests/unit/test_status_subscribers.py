@@ -44,7 +44,7 @@ from tocsin_escalation.lifecycle import EscalationState
 from tocsin_insight.facts import is_page
 from tocsin_notification.delivery import parse
 from tocsin_notification.idempotency import Claim
-from tocsin_notification.pipeline import Job
+from tocsin_notification.pipeline import Job, Pipeline
 from tocsin_notification.pipeline.retry_stage import RetryStage
 from tocsin_notification.providers.base import DeliveryError, Page
 from tocsin_notification.providers.email import EmailProvider
@@ -395,6 +395,9 @@ class FakeStages:
 
     async def mark_delivered(self, jobs: list[Job]) -> None:
         self.marked += [j.request.idempotency_key for j in jobs]
+
+    # The real claim-once loop over these fakes.
+    once = Pipeline.once
 
 
 @dataclass

@@ -38,7 +38,6 @@ from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import NOTIFICATIONS_REQUESTS
 
 from tocsin_notification.approvals import ApprovalStore, approved
-from tocsin_notification.idempotency import Claim
 from tocsin_notification.pipeline import Job, Pipeline
 from tocsin_notification.pipeline.job import Attempt
 from tocsin_notification.pipeline.record_stage import Producer
@@ -284,26 +283,7 @@ class AutomationRunner:
             refused = await self._check_approved(job)
             if refused is not None:
                 return refused
-        claim = Claim.IN_FLIGHT
-        try:
-            claim = await stages.idempotency.admit(job)
-            # Another worker holds the lease, or held it and died: wait for its outcome
-            # (then this is a duplicate) or for its lease to run out (then it is ours).
-            while claim is Claim.IN_FLIGHT:
-                await self._clock.sleep(1.0)
-                claim = await stages.idempotency.admit(job)
-            if claim is not Claim.ACQUIRED:
-                return await stages.record.record(
-                    job, CHANNEL, Outcome.DELIVERY_OUTCOME_DUPLICATE, claim.value
-                )
-            return await self._run(job)
-        except BaseException:
-            # No outcome: the consumer retries the record, and this process may take its
-            # own lease back at once. Only a job that took the lease gives it up: a copy
-            # that waited behind another (IN_FLIGHT) must not free the key under it.
-            if claim is Claim.ACQUIRED:
-                stages.idempotency.forget(job)
-            raise
+        return await stages.once(job, CHANNEL, lambda: self._run(job), self._clock.sleep)
 
     async def _run(self, job: Job) -> notification_pb2.NotificationStatus:
         stages = self._pipeline

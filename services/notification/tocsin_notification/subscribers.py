@@ -48,7 +48,6 @@ from tocsin_common.statuspage.subscriptions import Subscription, recipients
 from tocsin_common.timeutil import set_timestamp
 from tocsin_common.topics import NOTIFICATIONS_REQUESTS
 
-from tocsin_notification.idempotency import Claim
 from tocsin_notification.pipeline import Job, Pipeline
 from tocsin_notification.pipeline.job import Attempt
 from tocsin_notification.pipeline.record_stage import Producer
@@ -166,22 +165,9 @@ class SubscriberDelivery:
                 Outcome.DELIVERY_OUTCOME_SKIPPED,
                 f"not sent: the subscription is {state}",
             )
-        claim = Claim.IN_FLIGHT
-        try:
-            claim = await stages.idempotency.admit(job)
-            while claim is Claim.IN_FLIGHT:
-                await self._clock.sleep(1.0)
-                claim = await stages.idempotency.admit(job)
-            if claim is not Claim.ACQUIRED:
-                return await stages.record.record(
-                    job, channel, Outcome.DELIVERY_OUTCOME_DUPLICATE, claim.value
-                )
-            return await self._run(job, sub, channel)
-        except BaseException:
-            # As automation.py: only the job that took the lease gives it up.
-            if claim is Claim.ACQUIRED:
-                stages.idempotency.forget(job)
-            raise
+        return await stages.once(
+            job, channel, lambda: self._run(job, sub, channel), self._clock.sleep
+        )
 
     def _page(self, job: Job, sub: Subscription) -> Page:
         """The e-mail to this subscriber (an update, or the confirmation request)."""

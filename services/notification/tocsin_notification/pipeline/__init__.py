@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from tocsin.v1 import notification_pb2, oncall_service_pb2
@@ -119,6 +119,35 @@ class Pipeline:
                 f"held until {limited_until.isoformat()} and bundled",
             )
         return await job.done
+
+    async def once(
+        self,
+        job: Job,
+        channel: str,
+        run: Callable[[], Awaitable[notification_pb2.NotificationStatus]],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> notification_pb2.NotificationStatus:
+        """`run` once per idempotency key, for a message that is not a page (an automation
+        action, a subscriber's notice): another worker's lease is waited out (its outcome
+        makes this a DUPLICATE, its lease running out makes the key ours). On an error
+        there is no outcome: the consumer retries the record, and this process may take
+        its own lease back at once — only a job that took the lease gives it up, as a copy
+        that waited behind another must not free the key under it."""
+        claim = Claim.IN_FLIGHT
+        try:
+            claim = await self.idempotency.admit(job)
+            while claim is Claim.IN_FLIGHT:
+                await sleep(1.0)
+                claim = await self.idempotency.admit(job)
+            if claim is not Claim.ACQUIRED:
+                return await self.record.record(
+                    job, channel, Outcome.DELIVERY_OUTCOME_DUPLICATE, claim.value
+                )
+            return await run()
+        except BaseException:
+            if claim is Claim.ACQUIRED:
+                self.idempotency.forget(job)
+            raise
 
     async def _deliver(self, jobs: list[Job]) -> None:
         try:
