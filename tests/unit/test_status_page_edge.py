@@ -340,6 +340,9 @@ def test_the_html_page_needs_no_login_has_a_strict_csp_and_escapes_messages() ->
     assert "A &lt;b&gt;fix&lt;/b&gt; is &lt;script&gt;rolling&lt;/script&gt; out." in html
     assert "Card payments failing" in html and "Database upgrade" in html
     assert "99.800 % uptime (90 days)" in html
+    # Times read as a person reads them; the exact instant stays machine-readable.
+    assert '<time datetime="2026-06-01T11:40:00Z">1 Jun 2026, 11:40 UTC</time>' in html
+    assert "Updated <time datetime=\"2026-06-01T12:00:00Z\">1 Jun 2026, 12:00 UTC</time>" in html
     for value in INTERNAL:
         assert value not in html, value
     # Read with the api's own credential, never a visitor's
@@ -568,3 +571,11 @@ def test_setting_and_clearing_an_impact_over_rest() -> None:
     assert http.put(route, json={}, headers=mia).status_code == 400  # say it, even if null
     assert http.put(route, json={"impact": "major_outage"}).status_code == 401
     assert len([c for c in calls.made if c[0] == "SetImpact"]) == 2
+
+
+def test_readable_time_is_to_the_minute_in_utc() -> None:
+    from tocsin_common.statuspage.public import readable_time
+
+    assert readable_time("2026-12-05T01:27:09.955169Z") == "5 Dec 2026, 01:27 UTC"
+    assert readable_time("2026-01-09T23:59:59+00:00") == "9 Jan 2026, 23:59 UTC"
+    assert readable_time("2026-03-29T01:30:00+02:00") == "28 Mar 2026, 23:30 UTC"

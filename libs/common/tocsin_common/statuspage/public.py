@@ -109,6 +109,15 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def readable_time(iso: str) -> str:
+    """An instant of the page (as _iso writes it) in a reader's terms, to the minute and in
+    UTC, as public status pages show it: "1 Jun 2026, 11:40 UTC". The page has no script to
+    show a visitor's own zone; the machine-readable instant stays in the datetime
+    attribute and summary.json."""
+    at = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC)
+    return f"{at.day} {at:%b %Y, %H:%M} UTC"
+
+
 def build_public_page(
     page: StatusPage,
     states: Mapping[str, ComponentStatus],

@@ -23,7 +23,7 @@ from tocsin_common.auth.directory import service_teams
 from tocsin_common.auth.policy import Resource
 from tocsin_common.config.status_page import PublicComponent
 from tocsin_common.statuspage.components import ComponentOverride
-from tocsin_common.statuspage.public import PublicPage
+from tocsin_common.statuspage.public import PublicPage, readable_time
 from tocsin_common.timeutil import to_timestamp
 
 from tocsin_api import models
@@ -52,6 +52,7 @@ HEADERS = {
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.filters["readable_time"] = readable_time
 
 
 @dataclass
