@@ -157,6 +157,9 @@ async def test_who_may_see_and_act(stack: Stack) -> None:
     title = await trigger(stack, key=OTHER_KEY)
     async with client(stack) as admin:
         other = await incident_titled(admin, title, "api-other-svc")
+        # Readable by one who may (so the 404s below are the team's, not a missing route).
+        for part in ("deliveries", "automation/approvals"):
+            assert (await admin.get(f"/incidents/{other['id']}/{part}")).status_code == 200
     # No credential, or a bad one: 401 before any service is asked.
     async with client(stack, "") as anonymous:
         assert_problem(await anonymous.get("/incidents"), 401)
@@ -167,6 +170,9 @@ async def test_who_may_see_and_act(stack: Stack) -> None:
     # Another team's incident is not found for api-resp, and not in their list.
     async with await user_client(stack, "api-resp") as api:
         assert_problem(await api.get(f"/incidents/{other['id']}"), 404)
+        # Nor what hangs off it in notification: its deliveries and automation approvals.
+        for part in ("deliveries", "automation/approvals"):
+            assert_problem(await api.get(f"/incidents/{other['id']}/{part}"), 404)
         listed = await api.get("/incidents", params={"limit": 100})
         assert other["id"] not in [i["id"] for i in listed.json()["incidents"]]
     # A viewer reads but may not act: 403 with the reason.
