@@ -220,8 +220,7 @@ def test_the_message_carries_approve_and_reject_links_instead_of_ack_and_resolve
     assert (approve.action, approve.rule_id, approve.user_id) == ("approve", "restart", "alice")
     assert (reject.action, reject.incident_id) == ("reject", "inc-1")
     assert line.ask == (
-        "rule restart (level 2): POST https://runner.example.com/…, "
-        "until 2026-01-05T12:30:00+00:00"
+        "rule restart (level 2): POST https://runner.example.com/…, until 2026-01-05T12:30:00+00:00"
     )
     subject, text = Renderer().render("email", (line,))
     assert subject.startswith("[APPROVAL] [HIGH] web: Disk full")
@@ -238,6 +237,30 @@ def test_the_message_carries_approve_and_reject_links_instead_of_ack_and_resolve
     # A page keeps its acknowledge/resolve links.
     page_line = stage.line(Job(notification_pb2.NotificationRequest(incident=incident())))
     assert page_line.ack_url and not page_line.approve_url
+
+
+def test_approval_links_live_as_long_as_the_approval_waits() -> None:
+    """An approval_ttl longer than links.ttl (SIGNER's: one hour) keeps its links working
+    until the approval expires; a shorter one leaves them at links.ttl (a late click then
+    hears that the approval expired, 409, rather than that the link did)."""
+    clock = FakeClock(T0)
+    stage = RenderStage(Renderer(), SIGNER, "https://tocsin.example.com", clock)
+    ask = ask_requests(waiting_request(), pending())[0]
+    set_timestamp(ask.approval_ask.expires_at, T0 + 48 * HOUR)
+    line = stage.line(Job(ask))
+    for url in (line.approve_url, line.reject_url):
+        token = url.rsplit("/", 1)[1]
+        assert SIGNER.verify(token, T0 + 47 * HOUR).expires_at == int((T0 + 48 * HOUR).timestamp())
+        with pytest.raises(LinkError) as late:
+            SIGNER.verify(token, T0 + 48 * HOUR)
+        assert late.value.problem is LinkProblem.EXPIRED
+    short = ask_requests(waiting_request(), pending())[0]  # expires after 30 minutes
+    token = stage.line(Job(short)).approve_url.rsplit("/", 1)[1]
+    assert SIGNER.verify(token, T0).expires_at == int((T0 + HOUR).timestamp())
+    # A page's acknowledge link keeps links.ttl.
+    page = stage.line(Job(notification_pb2.NotificationRequest(incident=incident())))
+    with pytest.raises(LinkError):
+        SIGNER.verify(page.ack_url.rsplit("/", 1)[1], T0 + 2 * HOUR)
 
 
 CONTACT = oncall_service_pb2.ContactMethod(user_id="alice", type="webhook", address="http://x")
@@ -258,9 +281,7 @@ class FakeApprovals:
         return [approvals.current(f, self.clock.now()) for f in self.firings_]
 
     async def decide(self, claim: LinkClaim, peer: str) -> list[Approval]:
-        verdict: Literal["approve", "reject"] = (
-            "approve" if claim.action == "approve" else "reject"
-        )
+        verdict: Literal["approve", "reject"] = "approve" if claim.action == "approve" else "reject"
         now = self.clock.now()
         self.firings_ = [approvals.decide(f, verdict, claim.user_id, now) for f in self.firings_]
         self.decisions.append((claim.action, claim.rule_id, claim.user_id))

@@ -196,7 +196,11 @@ class LinkSigner:
         user_id: str,
         now: datetime,
         rule_id: str = "",
+        valid_until: datetime | None = None,
     ) -> str:
+        """``valid_until``: an instant the link must still work at (an approval's own
+        expiry, which ``approval_ttl`` may set beyond ``ttl``); the link lives until the later
+        of it and now + ttl."""
         if action not in ACTIONS:
             raise ValueError(f"action {action!r}: expected one of {ACTIONS}")
         if (action in APPROVAL_ACTIONS) != bool(rule_id):
@@ -206,7 +210,7 @@ class LinkSigner:
             "i": incident_id,
             "s": service_id,
             "u": user_id,
-            "e": int((now + self.ttl).timestamp()),
+            "e": int(max(now + self.ttl, valid_until or now).timestamp()),
         }
         if rule_id:
             claim["r"] = rule_id
@@ -255,8 +259,9 @@ class LinkSigner:
         user_id: str,
         now: datetime,
         rule_id: str = "",
+        valid_until: datetime | None = None,
     ) -> str:
-        token = self.token(action, incident_id, service_id, user_id, now, rule_id)
+        token = self.token(action, incident_id, service_id, user_id, now, rule_id, valid_until)
         return f"{public_url.rstrip('/')}/v1/links/{token}"
 
 

@@ -77,19 +77,24 @@ class RenderStage:
                 "resolve_url": self._link("resolve", job, now),
             }
         ask = job.request.approval_ask
-        until = (
-            from_timestamp(ask.expires_at).isoformat(timespec="seconds")
-            if ask.HasField("expires_at")
-            else ""
-        )
+        expires = from_timestamp(ask.expires_at) if ask.HasField("expires_at") else None
+        until = expires.isoformat(timespec="seconds") if expires is not None else ""
         return {
             "ask": f"rule {ask.rule_id} ({ask.trigger}): {ask.action}"
             + (f", until {until}" if until else ""),
-            "approve_url": self._link("approve", job, now, ask.rule_id),
-            "reject_url": self._link("reject", job, now, ask.rule_id),
+            # Valid as long as the approval waits, also past links.ttl (a long approval_ttl).
+            "approve_url": self._link("approve", job, now, ask.rule_id, expires),
+            "reject_url": self._link("reject", job, now, ask.rule_id, expires),
         }
 
-    def _link(self, action: str, job: Job, now: datetime, rule_id: str = "") -> str:
+    def _link(
+        self,
+        action: str,
+        job: Job,
+        now: datetime,
+        rule_id: str = "",
+        valid_until: datetime | None = None,
+    ) -> str:
         incident = job.request.incident
         return self._signer.url(
             self._public_url,
@@ -99,6 +104,7 @@ class RenderStage:
             job.request.user_id,
             now,
             rule_id,
+            valid_until,
         )
 
     def page(self, jobs: list[Job], contact: oncall_service_pb2.ContactMethod) -> Page:
