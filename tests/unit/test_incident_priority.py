@@ -7,7 +7,7 @@ import textwrap
 from datetime import UTC, datetime
 
 import pytest
-from tocsin.v1 import incident_pb2
+from tocsin.v1 import alert_pb2, incident_pb2
 from tocsin_common.config import parse_config
 from tocsin_common.config.loader import ConfigError
 from tocsin_common.priority import known_priorities, priority_problem
@@ -105,3 +105,22 @@ def test_insight_s_fact_carries_the_priority_a_command_set() -> None:
     assert fold_incident(fact, changed, directory).priority == "P1"
     first = fold_incident(None, changed, directory)
     assert first.priority == "P1"
+
+
+def test_rules_match_the_priority_insight_priorities_gives_until_a_command_sets_one() -> None:
+    """Without a command, an incident's priority is insight.priorities' (CONFIG: critical
+    is P1), as insight's reports and the dry run see it; a command's wins."""
+    config = parse_config(CONFIG.replace("PRIORITY", "P1"), "tocsin.yaml")
+    critical = incident()
+    critical.severity = alert_pb2.SEVERITY_CRITICAL
+    assert lifecycle.incident_facts(critical, config).priority == "P1"
+    # The rule (priority!="P1") does not fire for it, nor for a P2 a command made P1.
+    assert lifecycle.automation(config, critical, "level", T0, 1).actions == []
+    error = incident()
+    error.severity = alert_pb2.SEVERITY_ERROR
+    assert lifecycle.incident_facts(error, config).priority == "P2"
+    assert len(lifecycle.automation(config, error, "level", T0, 1).actions) == 1
+    error.priority = "P1"
+    assert lifecycle.automation(config, error, "level", T0, 1).actions == []
+    # No rule matches: no priority.
+    assert lifecycle.incident_facts(incident(), config).priority == ""

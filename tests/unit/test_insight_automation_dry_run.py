@@ -65,6 +65,7 @@ def row(
     *,
     labels: dict[str, str] | None = None,
     severity: str = "critical",
+    priority: str = "",
     acked: datetime | None = None,
     resolved: datetime | None = None,
     suppressed: bool = False,
@@ -77,6 +78,7 @@ def row(
         "title",
         "high",
         severity,
+        priority,
         "resolved" if resolved else "triggered",
         labels or {},
         created,
@@ -166,6 +168,9 @@ def test_a_row_as_the_dry_runs_input() -> None:
         )
     )
     assert found.facts.severity == "" and found.facts.labels == {"alertname": "OOMKilled"}
+    assert found.facts.priority == ""
+    # The fact's priority (a command's, else insight.priorities') is what rules match.
+    assert past_incident(row("i2", "web", t, priority="P2")).facts.priority == "P2"
     assert found.levels == ((1, t), (2, t + timedelta(minutes=5)))
 
 

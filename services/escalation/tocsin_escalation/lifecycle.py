@@ -235,19 +235,31 @@ def _urgency(incident: incident_pb2.Incident) -> str:
     return "low" if incident.urgency == E.URGENCY_LOW else "high"
 
 
-def incident_facts(incident: incident_pb2.Incident) -> IncidentFacts:
-    """What automation rules match and their templates read of an incident."""
+def incident_facts(
+    incident: incident_pb2.Incident, config: TocsinConfig | None = None
+) -> IncidentFacts:
+    """What automation rules match and their templates read of an incident. Its priority
+    is the one a command set, else the one ``insight.priorities`` gives it (as insight's
+    reports and the dry run see it); "" when neither."""
     severity = ""
     if incident.severity:
         severity = alert_pb2.Severity.Name(incident.severity).removeprefix("SEVERITY_").lower()
     status = E.IncidentStatus.Name(incident.status).removeprefix("INCIDENT_STATUS_").lower()
+    priority = incident.priority
+    if not priority and config is not None:
+        priority = (
+            config.insight.priority_for(
+                incident.service_id, severity, _urgency(incident), incident.labels
+            )
+            or ""
+        )
     return IncidentFacts(
         incident_id=incident.incident_id,
         service=incident.service_id,
         title=incident.title,
         urgency=_urgency(incident),
         severity=severity,
-        priority=incident.priority,
+        priority=priority,
         status="" if status == "unspecified" else status,
         labels=dict(incident.labels),
     )
@@ -318,7 +330,7 @@ def automation(
     effects = Effects()
     if not config.automation.rules or incident.suppressed:
         return effects
-    transition = Transition(incident_facts(incident), kind, level)
+    transition = Transition(incident_facts(incident, config), kind, level)
     for rule in matching_rules(config.automation.rules, transition):
         try:
             planned = plan(rule, transition, now)
@@ -539,9 +551,7 @@ def on_event(
                 )
             )
         responders = _approvers_on_call(config, incident, now, overrides)
-        return _with(
-            effects, automation(config, incident, "acknowledged", now, 0, responders)
-        )
+        return _with(effects, automation(config, incident, "acknowledged", now, 0, responders))
     if kind == E.INCIDENT_EVENT_TYPE_UNACKNOWLEDGED:
         if event.command_id and event.command_id == state.quiet_unack:
             # Our own, sent when a snooze ended: that run already paged.

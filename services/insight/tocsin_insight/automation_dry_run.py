@@ -130,8 +130,8 @@ def label_filter(rule: AutomationRule) -> dict[str, str]:
 
 def past_incident(row: Sequence[Any]) -> PastIncident:
     """A row of :func:`past_incidents`' query as the dry run's input (pure)."""
-    (incident_id, service, title, urgency, severity, status, labels, created, acked, resolved,
-     suppressed, level_times, level_messages) = row  # fmt: skip
+    (incident_id, service, title, urgency, severity, priority, status, labels, created, acked,
+     resolved, suppressed, level_times, level_messages) = row  # fmt: skip
     levels: list[tuple[int, datetime]] = []
     for at, message in zip(level_times or (), level_messages or (), strict=True):
         found = _LEVEL.search(message)
@@ -144,6 +144,8 @@ def past_incident(row: Sequence[Any]) -> PastIncident:
         urgency=urgency,
         # as escalation names them: no severity is "", never "unspecified"
         severity="" if severity == "unspecified" else severity,
+        # The fact's: a command's, else insight.priorities' (as escalation matches it).
+        priority=priority or "",
         status=status,
         labels=dict(labels or {}),
     )
@@ -199,7 +201,8 @@ async def past_incidents(
     if labels:
         where.append(sql.SQL("AND f.labels @> %(labels)s"))
     query = sql.SQL(
-        "SELECT f.incident_id, f.service_id, f.title, f.urgency, f.severity, f.status, "
+        "SELECT f.incident_id, f.service_id, f.title, f.urgency, f.severity, f.priority, "
+        "f.status, "
         "f.labels, f.created_at, f.first_ack_at, f.resolved_at, f.suppressed, "
         "l.times, l.messages FROM {s}.incident_facts f "
         "LEFT JOIN LATERAL (SELECT array_agg(e.at ORDER BY e.at) AS times, "
