@@ -69,6 +69,7 @@ def pages(incident_id: str) -> dict[str, str]:
         "policies": "/console/policies",
         "services": "/console/services",
         "silences": "/console/silences",
+        "subscribers": "/console/subscribers",
         "me": "/console/me",
         "audit": "/console/audit",
         "insight": "/console/insight",

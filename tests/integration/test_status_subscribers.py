@@ -34,7 +34,14 @@ from tests.integration.api_client import (
     trigger,
     user_client,
 )
-from tests.integration.console_browser import open_browser, run, visible
+from tests.integration.console_browser import (
+    flash,
+    open_browser,
+    post_form,
+    run,
+    sign_in_with_token,
+    visible,
+)
 from tests.integration.harness import Stack
 from tests.integration.test_status_page import cli, summary_when
 
@@ -321,3 +328,67 @@ async def test_subscribers_get_a_status_update_once_each(
             assert (await admin.delete(f"{ROUTE}/{gone}")).status_code == 204
         left = {s["subscription_id"] for s in (await admin.get(ROUTE)).json()["subscriptions"]}
         assert not left & {ana, pat, leo, hook, other}
+
+
+async def test_a_manager_manages_subscribers_in_the_console(
+    stack: Stack, mailbox: Mailbox, browser: WebDriver
+) -> None:
+    """The console's Subscribers page, as the REST routes: the manager subscribes a webhook
+    and an e-mail address to Payments (the e-mail pending until confirmed, its confirmation
+    sent), sees them, deletes them; a responder sees none and is refused."""
+    run_id = uuid.uuid4().hex[:8]
+    hook_url = f"http://127.0.0.1:{stack.pages.port}/status-hooks/console-{run_id}"
+    mail_to = f"cora-{run_id}@example.com"
+    manager, _ = await stack.token_for("sp-manager")
+    responder, _ = await stack.token_for("sp-subs-resp")
+
+    def subscribe_in_the_form(kind: str, address: str) -> str:
+        browser.get(f"{stack.api_url}/console/subscribers")
+        visible(browser, "#kind").send_keys(kind)
+        browser.find_element(By.ID, "address").send_keys(address)
+        browser.find_element(By.CSS_SELECTOR, "input[name=components][value=sp-pay]").click()
+        post_form(browser, "#create-subscription")
+        return flash(browser)
+
+    def rows() -> dict[str, tuple[str, str]]:
+        browser.get(f"{stack.api_url}/console/subscribers")
+        found = {}
+        for row in browser.find_elements(By.CSS_SELECTOR, "#subscriptions tr[data-id]"):
+            cells = row.find_elements(By.TAG_NAME, "td")
+            found[cells[0].text] = (str(row.get_attribute("data-state")), cells[2].text)
+        return found
+
+    await run(sign_in_with_token, browser, stack.api_url, manager, "/console/subscribers")
+    assert await run(subscribe_in_the_form, "webhook", hook_url) == f"{hook_url} subscribed"
+    assert await run(subscribe_in_the_form, "e-mail", mail_to) == (
+        f"{mail_to} subscribed: a confirmation e-mail is on its way"
+    )
+    listed = await run(rows)
+    assert listed[hook_url] == ("confirmed", "sp-pay")
+    assert listed[mail_to] == ("pending", "sp-pay")
+    await mailbox.wait_for(mail_to, "Confirm your subscription")
+    # Bad input comes back naming the field.
+    refused = await run(subscribe_in_the_form, "webhook", "ftp://x.example.com")
+    assert refused.startswith("400") and "address" in refused, refused
+
+    async with client(stack) as admin:
+        made = {s["address"]: s for s in (await admin.get(ROUTE)).json()["subscriptions"]}
+    assert made[hook_url]["created_by"] == "sp-manager"  # the signed-in person
+
+    # A responder of the team manages none, and may not add one.
+    await run(sign_in_with_token, browser, stack.api_url, responder, "/console/subscribers")
+    assert hook_url not in await run(rows)
+    denied = await run(subscribe_in_the_form, "webhook", hook_url + "/2")
+    assert denied.startswith("403"), denied
+
+    # The manager deletes both.
+    await run(sign_in_with_token, browser, stack.api_url, manager, "/console/subscribers")
+    for sub_id in (made[hook_url]["subscription_id"], made[mail_to]["subscription_id"]):
+
+        def delete(sub_id: str = sub_id) -> str:
+            browser.get(f"{stack.api_url}/console/subscribers")
+            post_form(browser, f"tr[data-id='{sub_id}'] button")
+            return flash(browser)
+
+        assert await run(delete) == "Subscription deleted"
+    assert not {hook_url, mail_to} & set(await run(rows))

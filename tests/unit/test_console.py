@@ -331,9 +331,10 @@ def sign_in(web: TestClient, token: str = "tocsin_rita") -> Any:
 
 def test_pages_need_a_session_and_carry_strict_headers(web: TestClient) -> None:
     assert web.get("/").headers["location"] == "/console/"
-    answer = web.get("/console/silences")
-    assert answer.status_code == 303
-    assert answer.headers["location"] == "/console/login?next=%2Fconsole%2Fsilences"
+    for page in ("silences", "subscribers"):
+        answer = web.get(f"/console/{page}")
+        assert answer.status_code == 303
+        assert answer.headers["location"] == f"/console/login?next=%2Fconsole%2F{page}"
     login = web.get("/console/login")
     assert login.headers["content-security-policy"] == CSP
     assert "'unsafe-inline'" not in CSP and "frame-ancestors 'none'" in CSP
@@ -363,6 +364,9 @@ def test_a_form_without_the_session_s_csrf_token_does_nothing(web: TestClient) -
         refused = web.post("/console/silences", data=data)
         # NoBackends fails the request (500) if a gRPC call were made.
         assert refused.status_code == 403 and "CSRF" in refused.text
+    for path in ("/console/subscribers", "/console/subscribers/some-id/delete"):
+        refused = web.post(path, data={"csrf": "forged", "kind": "webhook", "address": "x"})
+        assert refused.status_code == 403 and "CSRF" in refused.text, path
 
 
 def test_a_login_without_its_form_token_is_refused(web: TestClient) -> None:

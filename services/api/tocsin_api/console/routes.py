@@ -62,6 +62,7 @@ from tocsin_api.console.session import (
 from tocsin_api.deps import Caller, allows, caller_for, state_of
 from tocsin_api.problems import Problem, problem_response
 from tocsin_api.routes import admin, analytics, directory, incidents, oncall, silences
+from tocsin_api.status import subscribers
 
 log = logging.getLogger("tocsin.api.console")
 HERE = Path(__file__).parent
@@ -921,6 +922,63 @@ async def silence_expire(silence_id: str, request: Request) -> Response:
         await silences.expire_silence(silence_id, request, ctx.caller)
 
     return await attempt(request, "/console/silences", f"Silence {silence_id} expired", run)
+
+
+# ---------------------------------------------------------------------------------------------
+# The status page's subscribers
+# ---------------------------------------------------------------------------------------------
+
+
+@router.get("/subscribers")
+async def subscriber_list(request: Request) -> Response:
+    """The status page's subscriptions the caller manages, and a form to add one (the
+    REST routes' rules: a manager of a team owning a component's service, admin for every
+    component; e-mail double opt-in)."""
+    ctx = await context(request)
+    found = await soft(subscribers.list_subscriptions(request, ctx.caller))
+    page_config = state_of(request).config.current.status_page
+    return page(
+        request,
+        ctx,
+        "subscribers.html",
+        subscriptions=found,
+        enabled=page_config.enabled,
+        components=[
+            (c.id, f"{c.group} · {c.name}" if c.group else c.name) for c in page_config.components
+        ],
+    )
+
+
+@router.post("/subscribers")
+async def subscriber_create(request: Request) -> Response:
+    ctx = await context(request)
+    fields = await form_of(request, ctx)
+
+    async def run() -> views.Flash:
+        body = models.SubscriptionBody(
+            kind=one(fields, "kind"),  # type: ignore[arg-type]  # validated by the model
+            address=one(fields, "address").strip(),
+            components=[c for c in fields.get("components", []) if c],
+        )
+        made = await subscribers.create_subscription(body, request, ctx.caller)
+        if made["state"] == "pending":
+            return views.Flash(
+                "ok", f"{made['address']} subscribed: a confirmation e-mail is on its way"
+            )
+        return views.Flash("ok", f"{made['address']} subscribed")
+
+    return await attempt(request, "/console/subscribers", "", run)
+
+
+@router.post("/subscribers/{subscription_id}/delete")
+async def subscriber_delete(subscription_id: str, request: Request) -> Response:
+    ctx = await context(request)
+    await form_of(request, ctx)
+
+    async def run() -> None:
+        await subscribers.delete_subscription(subscription_id, request, ctx.caller)
+
+    return await attempt(request, "/console/subscribers", "Subscription deleted", run)
 
 
 # ---------------------------------------------------------------------------------------------
